@@ -1,0 +1,78 @@
+# dap: build, test, demo. `make` builds build/dap and build/libdap.a.
+#   make DEBUG=1      -O0 -g
+#   make SAN=1        AddressSanitizer + UBSan (build dir build-san/)
+#   make test         installs missing packages, builds, runs the suite (+ the I/O and
+#                     op tests again under ASan/UBSan)
+#   make demo         the main job on the embedded default (Fashion-MNIST)
+CC      ?= gcc
+BLAS_INC = /usr/include/x86_64-linux-gnu/openblas-openmp
+BLAS_LIB = /usr/lib/x86_64-linux-gnu/openblas-openmp
+ARCH    ?= -march=native
+CFLAGS_BASE = -std=c11 -Wall -Wextra -Werror -Wno-unknown-pragmas -fopenmp -D_GNU_SOURCE \
+              -Iinclude -Isrc -I$(BLAS_INC)
+LDLIBS  = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lpng -ljpeg -lz -lm -fopenmp
+
+ifeq ($(SAN),1)
+  BUILD ?= build-san
+  OPT = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+  LDLIBS += -fsanitize=address,undefined
+else ifeq ($(DEBUG),1)
+  BUILD ?= build-debug
+  OPT = -O0 -g
+else
+  BUILD ?= build
+  OPT = -O3 $(ARCH) -ffp-contract=fast
+endif
+CFLAGS = $(CFLAGS_BASE) $(OPT) $(EXTRA_CFLAGS)
+
+LIB_SRC   = $(sort $(wildcard src/*/*.c))
+TOOL_SRC  = $(sort $(wildcard tools/*.c))
+TEST_SRC  = $(sort $(wildcard tests/*.c))
+LIB_OBJ   = $(LIB_SRC:%.c=$(BUILD)/%.o)
+TOOL_OBJ  = $(TOOL_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ  = $(TEST_SRC:%.c=$(BUILD)/%.o)
+DEPS      = $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+
+.PHONY: all deps test test-fast test-san demo demo-full bench clean format
+all: $(BUILD)/dap $(BUILD)/dap_tests
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libdap.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/dap: $(TOOL_OBJ) $(BUILD)/libdap.a
+	$(CC) -o $@ $(TOOL_OBJ) $(BUILD)/libdap.a $(LDLIBS)
+
+$(BUILD)/dap_tests: $(TEST_OBJ) $(BUILD)/libdap.a
+	$(CC) -o $@ $(TEST_OBJ) $(BUILD)/libdap.a $(LDLIBS)
+
+deps:
+	@bash scripts/install-deps.sh
+
+# The whole suite: unit tests, then the sanitizer pass, then command-line smoke tests.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory SAN=1 all
+	@bash tests/run.sh
+
+test-fast: all
+	./$(BUILD)/dap_tests
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@bash scripts/demo.sh
+
+bench: all
+	@bash bench/run.sh
+
+format:
+	clang-format -i include/*.h src/*/*.[ch] tools/*.[ch] tests/*.[ch]
+
+clean:
+	rm -rf build build-san build-debug
+
+-include $(DEPS)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Command-line smoke tests of build/dap: help text, errors on bad input, small jobs.
+# Ends with "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DAP=./build/dap
+pass=0; fail=0
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+ok()  { echo "ok   $1"; pass=$((pass+1)); }
+bad() { echo "FAIL $1"; fail=$((fail+1)); }
+# expect_ok NAME CMD...: exit 0
+expect_ok() { local n=$1; shift; if "$@" >"$tmp/out" 2>"$tmp/err"; then ok "$n"; else bad "$n (exit $?)"; cat "$tmp/err"; fi; }
+# expect_fail NAME PATTERN CMD...: non-zero exit and stderr matching PATTERN
+expect_fail() { local n=$1 pat=$2; shift 2
+  if "$@" >"$tmp/out" 2>"$tmp/err"; then bad "$n (exit 0)";
+  elif grep -qiE "$pat" "$tmp/err"; then ok "$n"; else bad "$n (stderr: $(head -c 300 "$tmp/err"))"; fi; }
+
+expect_ok "dap --help" $DAP --help
+expect_fail "unknown command" "unknown command" $DAP frobnicate
+for f in tests/cli/*.sh; do [ -f "$f" ] && source "$f"; done
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

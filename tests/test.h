@@ -1,0 +1,59 @@
+/*
+ * test.h: the test harness. A test is `DAP_TEST(name) { ... }` in any tests/ file;
+ * it registers itself at load time. CHECK() records a failure (with file and line)
+ * and goes on; the runner (tests/main.c) prints one line per test and ends with
+ * "N passed, N failed", exiting non-zero on any failure.
+ */
+#ifndef DAP_TEST_H
+#define DAP_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+
+typedef void (*dap_test_fn)(void);
+void dap_test_register(const char *name, dap_test_fn fn);
+void dap_test_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Path of a committed fixture: tests/ref/<name> (works from the repo root or build/). */
+const char *dap_test_ref(const char *name);
+/* A scratch directory for this run (created once, removed at the end). */
+const char *dap_test_tmpdir(void);
+
+#define DAP_TEST(name)                                                                         \
+    static void test_##name(void);                                                             \
+    __attribute__((constructor)) static void register_##name(void) {                           \
+        dap_test_register(#name, test_##name);                                                 \
+    }                                                                                          \
+    static void test_##name(void)
+
+#define CHECK(cond)                                                                            \
+    do {                                                                                       \
+        if (!(cond)) dap_test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);                    \
+    } while (0)
+#define CHECK_MSG(cond, ...)                                                                   \
+    do {                                                                                       \
+        if (!(cond)) dap_test_fail(__FILE__, __LINE__, __VA_ARGS__);                           \
+    } while (0)
+/* Checks |a - b| <= tol and reports both values. */
+#define CHECK_NEAR(a, b, tol)                                                                  \
+    do {                                                                                       \
+        double ca_ = (a), cb_ = (b);                                                           \
+        if (!(fabs(ca_ - cb_) <= (tol)))                                                       \
+            dap_test_fail(__FILE__, __LINE__, "%s = %g vs %s = %g (tol %g)", #a, ca_, #b, cb_,  \
+                          (double)(tol));                                                      \
+    } while (0)
+
+/* Largest absolute and relative difference between two arrays (relative: |a-b| /
+ * max(|b|, floor)). Prints "  <label>: max abs a, max rel r" and returns the rel. */
+double dap_test_compare(const char *label, const float *got, const float *want, size_t n,
+                        double floor_);
+
+/* Finite-difference gradient check helper: f(ctx) returns a scalar loss; `x` is the
+ * array to perturb (n values), `analytic` its computed gradient. Central differences
+ * in double on `samples` positions (all if n <= samples). Prints the largest relative
+ * error with `label`, returns it. */
+typedef double (*dap_test_loss_fn)(void *ctx);
+double dap_test_gradcheck(const char *label, dap_test_loss_fn f, void *ctx, float *x,
+                          const float *analytic, size_t n, int samples, float h);
+
+#endif /* DAP_TEST_H */

@@ -1,0 +1,34 @@
+/*
+ * cli.h: the command-line program's shared pieces: the command table and a small flag
+ * parser that also prints each command's --help from the same table of flags.
+ * Each subcommand lives in tools/cmd_<name>.c and exports `int cmd_<name>(int, char **)`.
+ */
+#ifndef DAP_CLI_H
+#define DAP_CLI_H
+
+typedef enum { FLAG_STR, FLAG_INT, FLAG_FLOAT, FLAG_BOOL } flag_type;
+
+typedef struct flag {
+    const char *name; /* without the leading "--" */
+    flag_type type;
+    void *ptr;        /* const char **, int *, double *, int * */
+    const char *help; /* one line; the default is printed from *ptr */
+} flag;
+
+/* Parses argv[1..] (argv[0] is the command name). Positional arguments (not starting
+ * with "--") are returned in pos[] (at most max_pos). Prints usage and returns 1 on
+ * --help, prints an error naming the flag and returns 2 on a bad flag or value;
+ * 0 on success. */
+int flags_parse(const char *cmd, const char *usage, const char *about, flag *flags, int nflags,
+                int argc, char **argv, const char **pos, int max_pos, int *npos);
+void flags_usage(const char *cmd, const char *usage, const char *about, const flag *flags,
+                 int nflags);
+
+/* Prints "dap <cmd>: error: <library message or msg>" and returns 1 (for `return`). */
+int cli_fail(const char *cmd, int status);
+int cli_failf(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Common flag: --threads N (0 = all cores). Applies it. */
+void cli_apply_threads(int threads);
+
+#endif

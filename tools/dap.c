@@ -1,0 +1,40 @@
+/*
+ * dap.c: the command-line program. `dap <command> [flags]`; `dap --help` lists the
+ * commands, `dap <command> --help` their flags. Only this program calls exit().
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "dap.h"
+
+typedef struct { const char *name, *summary; int (*fn)(int, char **); } command;
+#define X(name, summary) {#name, summary, cmd_##name},
+static const command commands[] = {DAP_COMMANDS(X){NULL, NULL, NULL}};
+#undef X
+#define NCOMMANDS ((int)(sizeof commands / sizeof commands[0]) - 1)
+
+static void usage(FILE *f) {
+    fprintf(f, "dap %s: generative dataset distillation with diffusion priors\n\n", DAP_VERSION);
+    fprintf(f, "usage: dap <command> [flags]     (dap <command> --help for its flags)\n\ncommands:\n");
+    for (int i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("dap %s\n", DAP_VERSION);
+        return 0;
+    }
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "dap: error: unknown command '%s' (see dap --help)\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,115 @@
+/*
+ * flags.c: the flag parser and help printer shared by every subcommand.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/core.h"
+
+void flags_usage(const char *cmd, const char *usage, const char *about, const flag *flags,
+                 int nflags) {
+    printf("usage: dap %s %s\n\n%s\n\nflags:\n", cmd, usage, about);
+    for (int i = 0; i < nflags; i++) {
+        const flag *f = &flags[i];
+        char def[96] = "";
+        switch (f->type) {
+        case FLAG_STR:
+            if (*(const char **)f->ptr) snprintf(def, sizeof def, " (default: %s)", *(const char **)f->ptr);
+            break;
+        case FLAG_INT: snprintf(def, sizeof def, " (default: %d)", *(int *)f->ptr); break;
+        case FLAG_FLOAT: snprintf(def, sizeof def, " (default: %g)", *(double *)f->ptr); break;
+        case FLAG_BOOL: break;
+        }
+        const char *arg = f->type == FLAG_BOOL ? "" : f->type == FLAG_STR ? " S" : f->type == FLAG_INT ? " N" : " X";
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s", f->name, arg);
+        printf("  %-22s %s%s\n", left, f->help, def);
+    }
+    printf("  %-22s %s\n", "--help", "show this help");
+}
+
+int flags_parse(const char *cmd, const char *usage, const char *about, flag *flags, int nflags,
+                int argc, char **argv, const char **pos, int max_pos, int *npos) {
+    *npos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            flags_usage(cmd, usage, about, flags, nflags);
+            return 1;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            if (*npos >= max_pos) {
+                fprintf(stderr, "dap %s: error: unexpected argument '%s' (see dap %s --help)\n", cmd, a, cmd);
+                return 2;
+            }
+            pos[(*npos)++] = a;
+            continue;
+        }
+        const char *name = a + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        flag *f = NULL;
+        for (int k = 0; k < nflags; k++)
+            if (strlen(flags[k].name) == nlen && strncmp(flags[k].name, name, nlen) == 0) f = &flags[k];
+        if (!f) {
+            fprintf(stderr, "dap %s: error: unknown flag '--%.*s' (see dap %s --help)\n", cmd, (int)nlen, name, cmd);
+            return 2;
+        }
+        if (f->type == FLAG_BOOL) {
+            if (eq) {
+                fprintf(stderr, "dap %s: error: flag --%s takes no value\n", cmd, f->name);
+                return 2;
+            }
+            *(int *)f->ptr = 1;
+            continue;
+        }
+        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!val) {
+            fprintf(stderr, "dap %s: error: flag --%s needs a value\n", cmd, f->name);
+            return 2;
+        }
+        char *end = NULL;
+        errno = 0;
+        if (f->type == FLAG_STR) {
+            *(const char **)f->ptr = val;
+        } else if (f->type == FLAG_INT) {
+            long v = strtol(val, &end, 10);
+            if (errno || end == val || *end || v < -2147483647L || v > 2147483647L) {
+                fprintf(stderr, "dap %s: error: flag --%s expects an integer, got '%s'\n", cmd, f->name, val);
+                return 2;
+            }
+            *(int *)f->ptr = (int)v;
+        } else {
+            double v = strtod(val, &end);
+            if (errno || end == val || *end || !isfinite(v)) {
+                fprintf(stderr, "dap %s: error: flag --%s expects a finite number, got '%s'\n", cmd, f->name, val);
+                return 2;
+            }
+            *(double *)f->ptr = v;
+        }
+    }
+    return 0;
+}
+
+int cli_fail(const char *cmd, int status) {
+    const char *msg = dap_last_error();
+    fprintf(stderr, "dap %s: error: %s\n", cmd, msg && *msg ? msg : dap_status_name(status));
+    return 1;
+}
+
+int cli_failf(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "dap %s: error: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return 1;
+}
+
+void cli_apply_threads(int threads) { dap_set_threads(threads); }
