@@ -19,6 +19,7 @@ typedef struct dap_param {
     size_t numel;
     size_t offset; /* in floats, into data / grad */
     int no_decay;  /* 1 for biases, norms and embeddings that weight decay should skip */
+    int frozen;    /* 1 for fixed buffers kept in the state_dict (DiT's pos_embed): never updated */
 } dap_param;
 
 typedef struct dap_params {
@@ -33,7 +34,8 @@ void dap_params_init(dap_params *ps);
 void dap_params_free(dap_params *ps);
 /* Registers a tensor; returns its index. Must precede dap_params_alloc. */
 int dap_params_add(dap_params *ps, const char *key, int ndim, const int64_t *shape);
-/* Convenience: shape given as up to 4 ints, trailing zeros ignored. */
+/* Convenience: shape given as up to 4 ints, trailing zeros ignored. Set no_decay/frozen
+ * on ps->p[index] after adding. */
 int dap_params_add4(dap_params *ps, const char *key, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
 /* Allocates data (zeroed) and, if with_grad, grad. */
 void dap_params_alloc(dap_params *ps, int with_grad);
