@@ -6,7 +6,10 @@
 #define DAP_COMMANDS_H
 
 /* X(name, summary) */
-#define DAP_COMMANDS(X)
+#define DAP_COMMANDS(X)                                                                      \
+    X(eval, "train fresh networks on a set and report test accuracy (mean +- std)")             \
+    X(subset, "write a random real subset (IPC per class) as an image folder")                  \
+    X(teacher, "train a classifier on the full training split (teacher / feature extractor)")
 
 #define X(name, summary) int cmd_##name(int argc, char **argv);
 DAP_COMMANDS(X)

@@ -1,0 +1,226 @@
+/*
+ * train.c: the hard- and soft-label training loops of the evaluation protocols
+ * (see train.h): batch assembly, augmentation, loss, optimizer, schedule, progress.
+ */
+#include "eval/train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "core/optim.h"
+#include "eval/augment.h"
+#include "ops/ops.h"
+
+enum { STREAM_SHUFFLE = 1, STREAM_AUG = 2 };
+
+void dap_train_config_hard(dap_train_config *c, int epochs, int aug) {
+    memset(c, 0, sizeof *c);
+    c->epochs = epochs, c->batch = 256;
+    c->optimizer = DAP_OPT_SGD, c->lr = 0.01, c->momentum = 0.9, c->wd = 5e-4;
+    c->schedule = DAP_LR_HALF, c->aug = aug, c->temperature = 1.0;
+    c->label = "train";
+}
+
+void dap_train_config_imagenet(dap_train_config *c, int ipc) {
+    dap_train_config_hard(c, ipc <= 10 ? 2000 : ipc <= 50 ? 1500 : 1000, DAP_AUG_IMAGENET);
+    c->batch = 64, c->schedule = DAP_LR_IMAGENET, c->cutmix = 0.5;
+}
+
+void dap_train_config_soft(dap_train_config *c, dap_classifier *teacher, int epochs) {
+    dap_train_config_hard(c, epochs, DAP_AUG_RRC);
+    c->optimizer = DAP_OPT_ADAMW, c->lr = 1e-3, c->wd = 0.01, c->momentum = 0;
+    c->schedule = DAP_LR_COSINE, c->cutmix = 1.0, c->teacher = teacher, c->temperature = 20.0;
+    c->batch = 100;
+}
+
+double dap_train_lr(const dap_train_config *c, int ep) {
+    switch (c->schedule) {
+    case DAP_LR_HALF: return ep >= c->epochs / 2 ? 0.1 * c->lr : c->lr;
+    case DAP_LR_IMAGENET: {
+        double lr = c->lr;
+        if (ep >= 2 * c->epochs / 3) lr *= 0.2;
+        if (ep >= 5 * c->epochs / 6) lr *= 0.2;
+        return lr;
+    }
+    case DAP_LR_COSINE: return 0.5 * c->lr * (1.0 + cos(3.14159265358979 * ep / c->epochs));
+    default: return c->lr;
+    }
+}
+
+/* ---- optimizer: one PyTorch parameter group (weight decay on every tensor) ------ */
+
+typedef struct optimizer {
+    int kind;
+    dap_sgd sgd;
+    dap_adamw adamw;
+} optimizer;
+
+static void opt_init(optimizer *o, const dap_train_config *c, const dap_params *ps) {
+    o->kind = c->optimizer;
+    if (o->kind == DAP_OPT_SGD) {
+        dap_sgd_init(&o->sgd, ps, c->momentum, c->wd);
+        o->sgd.decay_all = 1;
+    } else {
+        dap_adamw_init(&o->adamw, ps, 0.9, 0.999, 1e-8, c->wd);
+        o->adamw.decay_all = 1;
+    }
+}
+
+static void opt_free(optimizer *o) {
+    if (o->kind == DAP_OPT_SGD) dap_sgd_free(&o->sgd);
+    else dap_adamw_free(&o->adamw);
+}
+
+static void opt_step(optimizer *o, dap_params *ps, double lr) {
+    if (o->kind == DAP_OPT_SGD) dap_sgd_step(&o->sgd, ps, lr);
+    else dap_adamw_step(&o->adamw, ps, lr);
+}
+
+/* ---- the loop --------------------------------------------------------------------------- */
+
+static void fmt_time(char *buf, size_t n, double s) {
+    if (s >= 3600) snprintf(buf, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    else if (s >= 60) snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else snprintf(buf, n, "%.0fs", s);
+}
+
+/* The teacher's input from the student's (normalised) batch: undo the student's
+ * normalisation, apply the teacher's. */
+static void renormalize(float *dst, const float *xs, const dap_classifier *s, const dap_classifier *t, int n) {
+    int c = s->net.in_c;
+    size_t hw = (size_t)s->net.in_h * s->net.in_w;
+    for (long plane = 0; plane < (long)n * c; plane++) {
+        int k = (int)(plane % c);
+        float a = s->std[k] / t->std[k], b = (s->mean[k] - t->mean[k]) / t->std[k];
+        for (size_t j = 0; j < hw; j++) dst[plane * hw + j] = a * xs[plane * hw + j] + b;
+    }
+}
+
+int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_train_config *cfg,
+                         dap_train_result *res) {
+    dap_cnn *net = &m->net;
+    int k = net->num_classes, in = dap_cnn_in_size(net), n = train->n;
+    if (train->c != net->in_c || train->h != net->in_h || train->w != net->in_w)
+        return dap_error(DAP_ERR_SHAPE, "training set: images are %dx%dx%d, the %s expects %dx%dx%d",
+                         train->c, train->h, train->w, net->arch, net->in_c, net->in_h, net->in_w);
+    if (n < 1) return dap_error(DAP_ERR_VALUE, "training set is empty");
+    for (int i = 0; i < n; i++)
+        if (train->y[i] < 0 || train->y[i] >= k)
+            return dap_error(DAP_ERR_VALUE, "training set: label %d of image %d outside 0..%d", train->y[i], i, k - 1);
+    dap_classifier *teacher = cfg->teacher;
+    if (teacher && (teacher->net.in_c != net->in_c || teacher->net.in_h != net->in_h ||
+                    teacher->net.in_w != net->in_w || teacher->net.num_classes != k))
+        return dap_error(DAP_ERR_SHAPE, "teacher %s (%dx%dx%d, %d classes) does not match the student (%dx%dx%d, %d classes)",
+                         teacher->net.arch, teacher->net.in_c, teacher->net.in_h, teacher->net.in_w,
+                         teacher->net.num_classes, net->in_c, net->in_h, net->in_w, k);
+    int bs = cfg->batch < n ? cfg->batch : n, c = net->in_c, h = net->in_h, w = net->in_w;
+    dap_cnn_state st, tst;
+    dap_cnn_state_init(&st, net, bs, 1);
+    if (teacher) dap_cnn_state_init(&tst, &teacher->net, bs, 0);
+    float *xb = dap_alloc_f32((size_t)bs * in), *xt = teacher ? dap_alloc_f32((size_t)bs * in) : NULL;
+    float *probs = dap_alloc_f32((size_t)bs * k), *pt = dap_alloc_f32((size_t)bs * k);
+    float *dlogits = dap_alloc_f32((size_t)bs * k), *soft = dap_alloc_f32((size_t)bs * k);
+    int *idx = dap_malloc((size_t)n * sizeof(int)), *yb = dap_malloc((size_t)bs * sizeof(int));
+    int *perm = dap_malloc((size_t)bs * sizeof(int));
+    for (int i = 0; i < n; i++) idx[i] = i;
+    optimizer opt;
+    opt_init(&opt, cfg, &net->params);
+    dap_rng shuffle, aug;
+    dap_rng_init(&shuffle, cfg->seed, STREAM_SHUFFLE);
+    dap_rng_init(&aug, cfg->seed, STREAM_AUG);
+
+    int rc = DAP_OK;
+    double t0 = dap_time_now(), last_print = 0, loss_sum = 0;
+    long seen = 0, correct = 0;
+    for (int ep = 0; ep < cfg->epochs && rc == DAP_OK; ep++) {
+        float lr = (float)dap_train_lr(cfg, ep);
+        if (cfg->schedule == DAP_LR_HALF && ep == cfg->epochs / 2 && ep > 0) {
+            opt_free(&opt); /* the reference re-creates its optimizer at the decay */
+            opt_init(&opt, cfg, &net->params);
+        }
+        dap_rng_shuffle(&shuffle, idx, (size_t)n);
+        loss_sum = 0, seen = 0, correct = 0;
+        for (int b0 = 0; b0 < n; b0 += bs) {
+            int b = n - b0 < bs ? n - b0 : bs;
+            for (int i = 0; i < b; i++) {
+                memcpy(xb + (size_t)i * in, train->x + (size_t)idx[b0 + i] * in, (size_t)in * sizeof(float));
+                yb[i] = train->y[idx[b0 + i]];
+            }
+            /* raw [-1, 1] stage: colour jitter (on [0, 1]), crops */
+            if (cfg->aug == DAP_AUG_IMAGENET) {
+                for (size_t j = 0; j < (size_t)b * in; j++) xb[j] = 0.5f * (xb[j] + 1.0f);
+                dap_aug_color_jitter(xb, b, c, h, w, 0.4f, &aug);
+                for (size_t j = 0; j < (size_t)b * in; j++) xb[j] = 2.0f * xb[j] - 1.0f;
+            }
+            if (cfg->aug == DAP_AUG_IMAGENET || cfg->aug == DAP_AUG_RRC)
+                dap_aug_resized_crop_flip(xb, b, c, h, w, cfg->aug == DAP_AUG_RRC ? 0.08f : 0.5f, 1.0f, &aug);
+            dap_classifier_normalize(m, xb, xb, b);
+            if (cfg->aug == DAP_AUG_DSA) dap_aug_dsa(xb, b, c, h, w, &aug);
+            float lam = 1.0f;
+            if (cfg->cutmix > 0 && dap_rng_next_double(&aug) < cfg->cutmix)
+                lam = dap_aug_cutmix(xb, perm, b, c, h, w, &aug);
+
+            const float *logits = dap_cnn_forward(net, &st, xb, b, 1);
+            float loss;
+            if (teacher) {
+                renormalize(xt, xb, m, teacher, b);
+                const float *tl = dap_cnn_forward(&teacher->net, &tst, xt, b, 0);
+                loss = dap_kl_forward(probs, pt, logits, tl, b, k, (float)cfg->temperature, 0);
+                dap_kl_backward(dlogits, probs, pt, b, k, (float)cfg->temperature, 0, 1.0f);
+            } else if (lam < 1.0f) {
+                memset(soft, 0, (size_t)b * k * sizeof(float));
+                for (int i = 0; i < b; i++) {
+                    soft[(size_t)i * k + yb[i]] += lam;
+                    soft[(size_t)i * k + yb[perm[i]]] += 1.0f - lam;
+                }
+                loss = dap_xent_soft_forward(probs, logits, soft, b, k);
+                dap_xent_soft_backward(dlogits, probs, soft, b, k, 1.0f);
+            } else {
+                loss = dap_xent_forward(probs, logits, yb, b, k);
+                dap_xent_backward(dlogits, probs, yb, b, k, 1.0f);
+            }
+            if (!isfinite(loss)) {
+                rc = dap_error(DAP_ERR_VALUE, "%s: the loss became %g at epoch %d (learning rate %g)",
+                               net->arch, loss, ep + 1, lr);
+                break;
+            }
+            for (int i = 0; i < b; i++) {
+                const float *l = logits + (size_t)i * k;
+                int best = 0;
+                for (int j = 1; j < k; j++)
+                    if (l[j] > l[best]) best = j;
+                correct += best == yb[i];
+            }
+            loss_sum += (double)loss * b, seen += b;
+            dap_params_zero_grad(&net->params);
+            dap_cnn_backward(net, &st, xb, dlogits, NULL, 1);
+            opt_step(&opt, &net->params, lr);
+        }
+        double now = dap_time_now() - t0;
+        if (cfg->progress && (now - last_print >= 1.0 || ep == cfg->epochs - 1)) {
+            char eta[32];
+            fmt_time(eta, sizeof eta, now / (ep + 1) * (cfg->epochs - ep - 1));
+            fprintf(stderr, "%s: epoch %d/%d  loss %.4f  train %.1f%%  lr %.3g  %.0f img/s  ETA %s\n",
+                    cfg->label ? cfg->label : "train", ep + 1, cfg->epochs, loss_sum / seen,
+                    100.0 * correct / seen, lr, (double)n * (ep + 1) / now, eta);
+            last_print = now;
+        }
+    }
+    if (res) {
+        double sec = dap_time_now() - t0;
+        res->loss = seen ? loss_sum / seen : 0;
+        res->train_acc = seen ? 100.0 * correct / seen : 0;
+        res->seconds = sec;
+        res->images_per_s = sec > 0 ? (double)n * cfg->epochs / sec : 0;
+    }
+    opt_free(&opt);
+    free(idx), free(yb), free(perm);
+    dap_free_aligned(xb), dap_free_aligned(xt), dap_free_aligned(probs), dap_free_aligned(pt);
+    dap_free_aligned(dlogits), dap_free_aligned(soft);
+    dap_cnn_state_free(&st);
+    if (teacher) dap_cnn_state_free(&tst);
+    return rc;
+}

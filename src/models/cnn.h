@@ -1,0 +1,109 @@
+/*
+ * cnn.h: the layer sequence shared by the image classifiers of the evaluation
+ * protocols (ConvNet-D, ResNetAP-10, ResNet-18). A model is a list of layers, each
+ * reading the output of one (ADD: two) earlier layers; a model builder (convnet.c,
+ * resnet.c) appends layers in the order PyTorch runs them. The weights live in one
+ * dap_params table under their PyTorch state_dict keys, so a checkpoint of the
+ * reference module loads unchanged.
+ *
+ * Model (architecture + weights, dap_cnn) and per-batch buffers (dap_cnn_state) are
+ * separate: a state is created for a batch capacity and can be reused for any n <= it.
+ * Gradients follow ops.h: parameter gradients accumulate into params.grad, activation
+ * gradients overwrite, and add where two paths join (a block input feeding the main
+ * path and the shortcut).
+ */
+#ifndef DAP_CNN_H
+#define DAP_CNN_H
+
+#include <stdint.h>
+
+#include "core/params.h"
+
+typedef enum { DAP_NORM_INSTANCE = 0, DAP_NORM_BATCH = 1, DAP_NORM_NONE = 2 } dap_norm_kind;
+
+typedef enum {
+    DAP_CNN_CONV,    /* conv2d, optional bias */
+    DAP_CNN_NORM,    /* GroupNorm(C, C) affine (instance norm) or BatchNorm2d */
+    DAP_CNN_AVGPOOL, /* k x k, stride s */
+    DAP_CNN_MAXPOOL, /* k x k, stride s, padding pad (padded with -inf) */
+    DAP_CNN_GAP,     /* global average pool -> (C, 1, 1) */
+    DAP_CNN_LINEAR,  /* flatten, then linear */
+    DAP_CNN_ADD      /* src + src2 (residual join) */
+} dap_cnn_op;
+
+typedef struct dap_cnn_layer {
+    dap_cnn_op op;
+    int src, src2;       /* input layers; -1 is the network input */
+    int c, h, w;         /* output shape of one image */
+    int k, stride, pad;  /* CONV, pools */
+    int norm;            /* NORM: dap_norm_kind */
+    int relu;            /* ReLU applied to this layer's output */
+    int init;            /* CONV: 0 PyTorch default, 1 kaiming normal fan_out (torchvision ResNet) */
+    int w_id, b_id;      /* parameter indices, -1 when absent */
+    int rm_id, rv_id;    /* BatchNorm running mean / var (frozen buffers) */
+} dap_cnn_layer;
+
+typedef struct dap_cnn {
+    char arch[32];
+    int in_c, in_h, in_w, num_classes;
+    dap_cnn_layer *layers;
+    int nlayers, cap;
+    int feat; /* the layer whose output is the penultimate feature vector */
+    dap_params params;
+} dap_cnn;
+
+/* Builder. All builder calls precede dap_cnn_finish, which allocates the weights (and
+ * their gradients). Each append returns the new layer's index. */
+void dap_cnn_init(dap_cnn *m, const char *arch, int c, int h, int w);
+int dap_cnn_conv(dap_cnn *m, int src, const char *key, int oc, int k, int stride, int pad,
+                 int bias);
+/* Appends a norm layer named `key` (or nothing for DAP_NORM_NONE: returns src, and the
+ * relu flag then goes onto src). */
+int dap_cnn_norm(dap_cnn *m, int src, const char *key, int kind, int relu);
+int dap_cnn_pool(dap_cnn *m, int src, dap_cnn_op op, int k, int stride, int pad);
+int dap_cnn_gap(dap_cnn *m, int src);
+int dap_cnn_linear(dap_cnn *m, int src, const char *key, int out);
+int dap_cnn_add(dap_cnn *m, int a, int b, int relu);
+void dap_cnn_finish(dap_cnn *m, int num_classes);
+void dap_cnn_free(dap_cnn *m);
+
+/* PyTorch's default initialisation (kaiming-uniform(a = sqrt 5) weights, uniform
+ * 1/sqrt(fan_in) biases; norms 1 / 0; running var 1), or kaiming normal fan_out for
+ * layers built with init = 1. Deterministic in seed. */
+void dap_cnn_init_weights(dap_cnn *m, uint64_t seed);
+
+/* Floats in one image's input / in the penultimate feature vector. */
+int dap_cnn_in_size(const dap_cnn *m);
+int dap_cnn_feat_dim(const dap_cnn *m);
+
+typedef struct dap_cnn_state {
+    int batch;      /* capacity */
+    int nlayers;
+    int n;          /* images in the last forward */
+    int with_grad;
+    float **out;    /* (nlayers) outputs, (batch, c, h, w) each */
+    float **dout;   /* (nlayers) their gradients, when with_grad */
+    float **mean, **rstd; /* norm caches: (batch, C) instance, (C) batch */
+    int **argmax;   /* max-pool caches */
+    float **padded; /* max-pool padded inputs (only when pad > 0) */
+    float *work;    /* conv scratch */
+    float *tmp;     /* a gradient that must be added into an already written one */
+} dap_cnn_state;
+
+void dap_cnn_state_init(dap_cnn_state *s, const dap_cnn *m, int batch, int with_grad);
+void dap_cnn_state_free(dap_cnn_state *s);
+
+/* x (n, in_c, in_h, in_w) -> logits (n, num_classes), returned from the state.
+ * train = 1: BatchNorm uses batch statistics and updates its running buffers (which is
+ * why the model is not const); train = 0: running statistics. */
+const float *dap_cnn_forward(dap_cnn *m, dap_cnn_state *s, const float *x, int n, int train);
+/* The penultimate features (n, feat_dim) of the last forward. */
+const float *dap_cnn_features(const dap_cnn *m, const dap_cnn_state *s);
+/* Backward of the last forward (which must have had train = 1 for BatchNorm to get
+ * batch-statistics gradients; train = 0 gives the eval-mode gradient). dlogits
+ * (n, num_classes). Parameter gradients accumulate into m->params.grad; dx (n, in) is
+ * overwritten when not NULL. */
+void dap_cnn_backward(dap_cnn *m, dap_cnn_state *s, const float *x, const float *dlogits,
+                      float *dx, int train);
+
+#endif /* DAP_CNN_H */

@@ -1,0 +1,215 @@
+/*
+ * cmd_eval.c: `dap eval`: scores a training set (a distilled image folder, the full
+ * training split or a random real subset) under an evaluation protocol: trains
+ * --runs fresh networks and reports the mean +- std of their top-1 accuracy on the
+ * real test set (or, with --val N, on N images per class held out of the training
+ * split, which is what ablations must use). Every run goes to the --json file.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/core.h"
+#include "data/dataset.h"
+#include "eval/classifier.h"
+#include "eval/subset.h"
+#include "eval/train.h"
+#include "io/io.h"
+
+#define MAX_RUNS 100
+
+static int parse_aug(const char *s, int *aug) {
+    if (!strcmp(s, "none")) *aug = DAP_AUG_NONE;
+    else if (!strcmp(s, "dsa")) *aug = DAP_AUG_DSA;
+    else if (!strcmp(s, "imagenet")) *aug = DAP_AUG_IMAGENET;
+    else if (!strcmp(s, "rrc")) *aug = DAP_AUG_RRC;
+    else return 0;
+    return 1;
+}
+
+static int is_fmnist(const char *data) { return !strncmp(data, "fmnist", 6); }
+
+int cmd_eval(int argc, char **argv) {
+    const char *data = "fmnist", *train_spec = NULL, *arch = "convnet3", *aug_s = NULL;
+    const char *protocol = "hard", *teacher_path = NULL, *json = NULL;
+    int runs = 3, epochs = 0, seed = 0, val = 0, batch = 0, threads = 0, quiet = 0, ipc_hint = 0;
+    double lr = 0, cutmix = -1;
+    flag flags[] = {
+        {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file or an image folder"},
+        {"train", FLAG_STR, &train_spec, "what to train on: DIR (an image folder), full, or random:IPC"},
+        {"arch", FLAG_STR, &arch, "convnet3 (convnetD), resnetap10, resnet18 [+ -bn/-in/-nn]"},
+        {"runs", FLAG_INT, &runs, "training runs (fresh weights each)"},
+        {"epochs", FLAG_INT, &epochs, "epochs (0: the protocol's: 300, 1000 with dsa, ImageNet by IPC)"},
+        {"aug", FLAG_STR, &aug_s, "none, dsa, imagenet (crop+flip+jitter) or rrc (default: the protocol's)"},
+        {"protocol", FLAG_STR, &protocol, "hard (one-hot labels), soft (teacher KL) or imagenet (subset recipe)"},
+        {"teacher", FLAG_STR, &teacher_path, "teacher checkpoint for --protocol soft (dap teacher)"},
+        {"seed", FLAG_INT, &seed, "seed of run 0 (run r uses seed + r)"},
+        {"json", FLAG_STR, &json, "write every run and the summary to this JSON file"},
+        {"val", FLAG_INT, &val, "score on N images per class held out of the training split instead of the test set"},
+        {"batch", FLAG_INT, &batch, "batch size (0: the protocol's)"},
+        {"lr", FLAG_FLOAT, &lr, "learning rate (0: the protocol's)"},
+        {"cutmix", FLAG_FLOAT, &cutmix, "CutMix probability per batch (-1: the protocol's)"},
+        {"ipc", FLAG_INT, &ipc_hint, "images per class of the set, for the ImageNet epoch rule (0: counted)"},
+        {"threads", FLAG_INT, &threads, "threads (0: all cores)"},
+        {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
+    };
+    const char *pos[1];
+    int npos;
+    int r = flags_parse("eval", "--train DIR|full|random:IPC [--data fmnist] [--arch A] [--runs N] ...",
+                        "Trains fresh networks on a training set and reports the real test (or --val) accuracy, mean +- std over the runs.",
+                        flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
+    if (r) return r == 1 ? 0 : 2;
+    if (!train_spec) return cli_failf("eval", "--train is required (an image folder, full, or random:IPC)");
+    if (runs < 1 || runs > MAX_RUNS) return cli_failf("eval", "--runs must be 1..%d, got %d", MAX_RUNS, runs);
+    if (epochs < 0) return cli_failf("eval", "--epochs must be >= 0, got %d", epochs);
+    if (val < 0) return cli_failf("eval", "--val must be >= 0, got %d", val);
+    if (batch < 0) return cli_failf("eval", "--batch must be >= 0, got %d", batch);
+    int soft = !strcmp(protocol, "soft"), inet = !strcmp(protocol, "imagenet");
+    if (!soft && !inet && strcmp(protocol, "hard"))
+        return cli_failf("eval", "--protocol must be hard, soft or imagenet, got '%s'", protocol);
+    if (soft && !teacher_path) return cli_failf("eval", "--protocol soft needs --teacher FILE (see dap teacher)");
+    if (!soft && teacher_path) return cli_failf("eval", "--teacher is only used with --protocol soft");
+    int aug = soft ? DAP_AUG_RRC : inet ? DAP_AUG_IMAGENET : DAP_AUG_NONE;
+    if (aug_s && !parse_aug(aug_s, &aug))
+        return cli_failf("eval", "--aug must be none, dsa, imagenet or rrc, got '%s'", aug_s);
+    int random_ipc = 0;
+    if (!strncmp(train_spec, "random:", 7)) {
+        char *end;
+        long v = strtol(train_spec + 7, &end, 10);
+        if (*end || v < 1 || v > 100000)
+            return cli_failf("eval", "--train random:IPC needs a positive IPC, got '%s'", train_spec);
+        random_ipc = (int)v;
+    }
+    cli_apply_threads(threads);
+
+    dap_dataset real, test, real_train, val_set, folder;
+    memset(&folder, 0, sizeof folder);
+    int rc = dap_dataset_load(&real, data, "train", 0, 0);
+    if (rc) return cli_fail("eval", rc);
+    const dap_dataset *eval_set, *base = &real;
+    if (val > 0) {
+        for (int k = 0; k < real.num_classes; k++)
+            if (real.class_count[k] <= val) {
+                dap_dataset_free(&real);
+                return cli_failf("eval", "--val %d: class %d has only %d training images", val, k, real.class_count[k]);
+            }
+        dap_dataset_split(&real, val, (unsigned long long)seed, &real_train, &val_set);
+        base = &real_train, eval_set = &val_set;
+    } else {
+        rc = dap_dataset_load(&test, data, "test", real.h, real.c);
+        if (rc) {
+            dap_dataset_free(&real);
+            return cli_fail("eval", rc);
+        }
+        eval_set = &test;
+    }
+    int from_folder = strcmp(train_spec, "full") != 0 && !random_ipc;
+    if (from_folder) {
+        rc = dap_dataset_load(&folder, train_spec, "train", real.h, real.c);
+        if (!rc) rc = dap_dataset_match_classes(&folder, &real);
+        if (rc) return cli_fail("eval", rc);
+    }
+    dap_classifier teacher;
+    if (soft) {
+        rc = dap_classifier_load(&teacher, teacher_path);
+        if (rc) return cli_fail("eval", rc);
+    }
+
+    double acc[MAX_RUNS];
+    dap_json j;
+    dap_json_init(&j);
+    dap_json_begin_object(&j, NULL);
+    dap_json_str(&j, "data", data);
+    dap_json_str(&j, "train", train_spec);
+    dap_json_str(&j, "arch", arch);
+    dap_json_str(&j, "protocol", protocol);
+    dap_json_str(&j, "eval_on", val > 0 ? "val" : "test");
+    dap_json_int(&j, "val_per_class", val);
+    dap_json_int(&j, "eval_images", eval_set->n);
+    dap_json_begin_array(&j, "runs");
+    int n_train = 0, used_epochs = 0;
+    for (int run = 0; run < runs && rc == DAP_OK; run++) {
+        uint64_t s = (uint64_t)seed + (uint64_t)run;
+        dap_dataset sub;
+        const dap_dataset *tr = base;
+        if (random_ipc) {
+            rc = dap_random_subset(&sub, base, random_ipc, s);
+            if (rc) break;
+            tr = &sub;
+        } else if (from_folder) {
+            tr = &folder;
+        }
+        int ipc = ipc_hint > 0 ? ipc_hint : (tr->n + tr->num_classes - 1) / tr->num_classes;
+        dap_train_config cfg;
+        if (soft) dap_train_config_soft(&cfg, &teacher, epochs > 0 ? epochs : 300);
+        else if (inet) dap_train_config_imagenet(&cfg, ipc);
+        else dap_train_config_hard(&cfg, epochs > 0 ? epochs : aug == DAP_AUG_DSA ? 1000 : 300, aug);
+        cfg.aug = aug;
+        if (epochs > 0) cfg.epochs = epochs;
+        if (batch > 0) cfg.batch = batch;
+        if (lr > 0) cfg.lr = lr;
+        if (cutmix >= 0) cfg.cutmix = cutmix;
+        cfg.seed = s, cfg.progress = !quiet;
+        char label[64];
+        snprintf(label, sizeof label, "eval %s run %d/%d", arch, run + 1, runs);
+        cfg.label = label;
+
+        dap_classifier m;
+        rc = dap_classifier_create(&m, arch, real.c, real.h, real.w, real.num_classes);
+        if (rc == DAP_OK) {
+            dap_classifier_set_normalization(&m, &real, is_fmnist(data));
+            dap_classifier_init_weights(&m, s);
+            dap_train_result res;
+            rc = dap_classifier_train(&m, tr, &cfg, &res);
+            if (rc == DAP_OK) {
+                acc[run] = dap_classifier_accuracy(&m, eval_set);
+                fprintf(stderr, "eval: run %d/%d  %s  %d images  %s accuracy %.2f%%  (%.1f s)\n", run + 1,
+                        runs, arch, tr->n, val > 0 ? "val" : "test", acc[run], res.seconds);
+                dap_json_begin_object(&j, NULL);
+                dap_json_int(&j, "seed", (long long)s);
+                dap_json_num(&j, "accuracy", acc[run]);
+                dap_json_num(&j, "train_accuracy", res.train_acc);
+                dap_json_num(&j, "final_loss", res.loss);
+                dap_json_num(&j, "seconds", res.seconds);
+                dap_json_int(&j, "train_images", tr->n);
+                dap_json_end_object(&j);
+            }
+            dap_classifier_free(&m);
+        }
+        n_train = tr->n, used_epochs = cfg.epochs;
+        if (random_ipc) dap_dataset_free(&sub);
+        if (rc == DAP_OK && run == runs - 1) {
+            dap_json_end_array(&j);
+            dap_json_int(&j, "epochs", cfg.epochs);
+            dap_json_int(&j, "batch", cfg.batch);
+            dap_json_num(&j, "lr", cfg.lr);
+            dap_json_str(&j, "aug", aug == DAP_AUG_DSA ? "dsa" : aug == DAP_AUG_IMAGENET ? "imagenet" : aug == DAP_AUG_RRC ? "rrc" : "none");
+            dap_json_num(&j, "cutmix", cfg.cutmix);
+        }
+    }
+    if (rc == DAP_OK) {
+        double mean = 0, var = 0;
+        for (int i = 0; i < runs; i++) mean += acc[i] / runs;
+        for (int i = 0; i < runs; i++) var += (acc[i] - mean) * (acc[i] - mean) / runs;
+        double sd = sqrt(var);
+        printf("%s on %s (%d images, %d epochs): %s accuracy %.2f +- %.2f over %d run%s\n", arch,
+               train_spec, n_train, used_epochs, val > 0 ? "val" : "test", mean, sd, runs, runs == 1 ? "" : "s");
+        dap_json_num(&j, "mean", mean);
+        dap_json_num(&j, "std", sd);
+        dap_json_end_object(&j);
+        if (json) rc = dap_json_save(&j, json);
+    }
+    dap_json_free(&j);
+    if (soft) dap_classifier_free(&teacher);
+    if (from_folder) dap_dataset_free(&folder);
+    if (val > 0) {
+        dap_dataset_free(&real_train);
+        dap_dataset_free(&val_set);
+    } else {
+        dap_dataset_free(&test);
+    }
+    dap_dataset_free(&real);
+    return rc ? cli_fail("eval", rc) : 0;
+}

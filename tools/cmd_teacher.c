@@ -1,0 +1,87 @@
+/*
+ * cmd_teacher.c: `dap teacher`: trains a classifier on the full training split (the
+ * hard-label recipe) and saves it as a safetensors checkpoint: the teacher of the
+ * soft-label protocol and the fixed feature extractor of the set scores.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/core.h"
+#include "data/dataset.h"
+#include "eval/classifier.h"
+#include "eval/train.h"
+
+int cmd_teacher(int argc, char **argv) {
+    const char *data = "fmnist", *arch = "resnet18", *out = NULL, *aug_s = "none";
+    int epochs = 30, seed = 0, batch = 256, threads = 0, quiet = 0, val = 0;
+    double lr = 0.01;
+    flag flags[] = {
+        {"data", FLAG_STR, &data, "fmnist, fmnist:DIR, an IDX file or an image folder"},
+        {"arch", FLAG_STR, &arch, "resnet18, convnet3, resnetap10 [+ -bn/-in/-nn]"},
+        {"epochs", FLAG_INT, &epochs, "epochs (lr x0.1 at half)"},
+        {"aug", FLAG_STR, &aug_s, "none or dsa"},
+        {"batch", FLAG_INT, &batch, "batch size"},
+        {"lr", FLAG_FLOAT, &lr, "SGD learning rate (momentum 0.9, wd 5e-4)"},
+        {"seed", FLAG_INT, &seed, "seed"},
+        {"val", FLAG_INT, &val, "hold out N per class of the training split (seeded) and report accuracy on them"},
+        {"out", FLAG_STR, &out, "checkpoint to write (.safetensors)"},
+        {"threads", FLAG_INT, &threads, "threads (0: all cores)"},
+        {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
+    };
+    const char *pos[1];
+    int npos;
+    int r = flags_parse("teacher", "--out FILE [--data fmnist] [--arch resnet18] [--epochs E]",
+                        "Trains a classifier on the whole training split and saves it (teacher / feature extractor).",
+                        flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
+    if (r) return r == 1 ? 0 : 2;
+    if (!out) return cli_failf("teacher", "--out FILE is required");
+    if (epochs < 1) return cli_failf("teacher", "--epochs must be at least 1, got %d", epochs);
+    if (batch < 1) return cli_failf("teacher", "--batch must be at least 1, got %d", batch);
+    if (!(lr > 0)) return cli_failf("teacher", "--lr must be positive");
+    int aug;
+    if (!strcmp(aug_s, "none")) aug = DAP_AUG_NONE;
+    else if (!strcmp(aug_s, "dsa")) aug = DAP_AUG_DSA;
+    else return cli_failf("teacher", "--aug must be none or dsa, got '%s'", aug_s);
+    cli_apply_threads(threads);
+
+    dap_dataset real, test, tr, held;
+    int rc = dap_dataset_load(&real, data, "train", 0, 0);
+    if (rc) return cli_fail("teacher", rc);
+    rc = dap_dataset_load(&test, data, "test", real.h, real.c);
+    if (rc) return cli_fail("teacher", rc);
+    const dap_dataset *train = &real;
+    if (val > 0) {
+        dap_dataset_split(&real, val, (unsigned long long)seed, &tr, &held);
+        train = &tr;
+    }
+    dap_classifier m;
+    rc = dap_classifier_create(&m, arch, real.c, real.h, real.w, real.num_classes);
+    if (rc) return cli_fail("teacher", rc);
+    dap_classifier_set_normalization(&m, &real, !strncmp(data, "fmnist", 6));
+    dap_classifier_init_weights(&m, (uint64_t)seed);
+    dap_train_config cfg;
+    dap_train_config_hard(&cfg, epochs, aug);
+    cfg.batch = batch, cfg.lr = lr, cfg.seed = (uint64_t)seed, cfg.progress = !quiet;
+    cfg.label = "teacher";
+    dap_train_result res;
+    rc = dap_classifier_train(&m, train, &cfg, &res);
+    if (rc == DAP_OK) {
+        double acc = dap_classifier_accuracy(&m, &test);
+        char acc_s[32], ep_s[16], val_s[32] = "";
+        snprintf(acc_s, sizeof acc_s, "%.2f", acc);
+        snprintf(ep_s, sizeof ep_s, "%d", epochs);
+        if (val > 0) snprintf(val_s, sizeof val_s, "%.2f", dap_classifier_accuracy(&m, &held));
+        const char *meta[] = {"dap.data", data, "dap.test_accuracy", acc_s, "dap.epochs", ep_s,
+                              val > 0 ? "dap.val_accuracy" : NULL, val_s, NULL};
+        rc = dap_classifier_save(&m, out, meta);
+        if (rc == DAP_OK)
+            printf("%s: %s trained %d epochs on %d images: test accuracy %.2f%%%s%s, %.0f s\n", out, m.net.arch,
+                   epochs, train->n, acc, val > 0 ? ", val " : "", val_s, res.seconds);
+    }
+    dap_classifier_free(&m);
+    if (val > 0) dap_dataset_free(&tr), dap_dataset_free(&held);
+    dap_dataset_free(&test);
+    dap_dataset_free(&real);
+    return rc ? cli_fail("teacher", rc) : 0;
+}
