@@ -83,9 +83,7 @@ static void dsa_flip(float *x, int n, int c, int h, int w, dap_rng *r) {
         if (unif(r) < 0.5f) flip_image(x + (size_t)i * c * h * w, c, h, w);
 }
 
-/* Bilinear resampling of each image through its 2x3 affine map theta (n, 6) on the
- * align-corners grid with zero padding (grid_sample(align_corners=True)). */
-static void affine_sample(float *x, const float *theta, int n, int c, int h, int w) {
+void dap_aug_affine(float *x, const float *theta, int n, int c, int h, int w) {
     size_t hw = (size_t)h * w;
     float *src = dap_alloc_f32((size_t)n * c * hw);
     memcpy(src, x, (size_t)n * c * hw * sizeof(float));
@@ -125,7 +123,7 @@ static void dsa_scale(float *x, int n, int c, int h, int w, dap_rng *r) {
         float *t = theta + 6 * i;
         t[0] = sx, t[1] = 0, t[2] = 0, t[3] = 0, t[4] = sy, t[5] = 0;
     }
-    affine_sample(x, theta, n, c, h, w);
+    dap_aug_affine(x, theta, n, c, h, w);
     dap_free_aligned(theta);
 }
 
@@ -136,7 +134,7 @@ static void dsa_rotate(float *x, int n, int c, int h, int w, dap_rng *r) {
         float *t = theta + 6 * i;
         t[0] = cosf(a), t[1] = -sinf(a), t[2] = 0, t[3] = sinf(a), t[4] = cosf(a), t[5] = 0;
     }
-    affine_sample(x, theta, n, c, h, w);
+    dap_aug_affine(x, theta, n, c, h, w);
     dap_free_aligned(theta);
 }
 

@@ -31,6 +31,10 @@ typedef enum {
 void dap_aug_dsa(float *x, int n, int c, int h, int w, dap_rng *r);
 void dap_aug_dsa_op(float *x, int n, int c, int h, int w, int op, dap_rng *r);
 
+/* The resampler of scale and rotate: image i through its 2x3 affine map theta (n, 6),
+ * F.affine_grid + F.grid_sample(bilinear, zeros, align_corners=True). */
+void dap_aug_affine(float *x, const float *theta, int n, int c, int h, int w);
+
 /* Random-resized crop (torchvision's parameters: area scale smin..smax, aspect 3/4..4/3,
  * ten tries then the centre crop), resized back to h x w bilinearly, then a horizontal
  * flip with p = 0.5. */

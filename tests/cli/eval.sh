@@ -1,0 +1,19 @@
+# dap subset / teacher / eval: tiny end-to-end runs on Fashion-MNIST (sourced by tests/cli.sh)
+if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
+  expect_ok "subset ipc 2" $DAP subset --from fmnist --ipc 2 --seed 3 --out "$tmp/sub"
+  if [ "$(find "$tmp/sub" -name '*.png' | wc -l)" -eq 20 ]; then ok "subset writes 20 pngs"; else bad "subset writes 20 pngs"; fi
+  expect_ok "eval folder on val" $DAP eval --train "$tmp/sub" --epochs 2 --runs 2 --val 5 --quiet --threads 2 --json "$tmp/e.json"
+  if tr -d ' \n' < "$tmp/e.json" | grep -q '"eval_on":"val".*"runs":\[{"seed":0,"accuracy":.*{"seed":1,.*"mean":.*"std":'; then
+    ok "eval json"; else bad "eval json ($(head -c 300 "$tmp/e.json"))"; fi
+  expect_ok "eval random:1 dsa" $DAP eval --train random:1 --aug dsa --epochs 2 --runs 1 --val 3 --quiet --threads 2
+  expect_ok "teacher on a folder" $DAP teacher --data "$tmp/sub" --arch convnet3 --epochs 2 --quiet --threads 2 --out "$tmp/t.safetensors"
+  expect_ok "eval soft" $DAP eval --train "$tmp/sub" --protocol soft --teacher "$tmp/t.safetensors" --epochs 2 --runs 1 --val 3 --quiet --threads 2
+  mkdir -p "$tmp/badset/zebra" && cp "$tmp/sub/Bag/00000.png" "$tmp/badset/zebra/"
+  expect_fail "eval unknown class folder" "zebra" $DAP eval --train "$tmp/badset" --epochs 1 --runs 1 --val 3
+fi
+expect_fail "eval needs --train" "train is required" $DAP eval
+expect_fail "eval unknown arch" "vgg" $DAP eval --train full --arch vgg11 --val 3
+expect_fail "eval soft needs teacher" "teacher" $DAP eval --train full --protocol soft
+expect_fail "eval bad random" "random:IPC" $DAP eval --train random:0
+expect_fail "teacher needs --out" "out FILE is required" $DAP teacher
+expect_fail "subset needs --out" "out DIR is required" $DAP subset --ipc 3

@@ -1,0 +1,286 @@
+/*
+ * test_eval.c: the evaluation protocols: the DSA resampler against PyTorch, properties
+ * of each DSA transform and of CutMix, random subsets, class matching, schedules, and
+ * short training runs (hard, DSA, soft) that must learn a separable toy set and be
+ * reproducible per seed.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "eval/augment.h"
+#include "eval/classifier.h"
+#include "eval/subset.h"
+#include "eval/train.h"
+#include "io/io.h"
+#include "test.h"
+
+DAP_TEST(eval_dsa_affine_parity) {
+    dap_st *st = NULL;
+    int rc = dap_st_open(&st, dap_test_ref("augment_affine.safetensors"));
+    CHECK_MSG(rc == DAP_OK, "%s", dap_last_error());
+    if (rc) return;
+    size_t n = 3 * 2 * 28 * 28;
+    float *x = dap_alloc_f32(n), *want = dap_alloc_f32(n), theta[18];
+    CHECK(dap_st_read_f32(st, "ref.x", x, NULL, 0) == DAP_OK);
+    CHECK(dap_st_read_f32(st, "ref.out", want, NULL, 0) == DAP_OK);
+    CHECK(dap_st_read_f32(st, "ref.theta", theta, NULL, 0) == DAP_OK);
+    dap_aug_affine(x, theta, 3, 2, 28, 28);
+    double err = dap_test_compare("grid_sample (scale, rotate, general)", x, want, n, 1.0);
+    CHECK(err < 1e-5);
+    dap_free_aligned(x), dap_free_aligned(want);
+    dap_st_close(st);
+}
+
+static void fill_random(float *x, size_t n, uint64_t seed) {
+    dap_rng r;
+    dap_rng_init(&r, seed, 0);
+    dap_rng_uniform(&r, x, n, 0.1f, 1.0f); /* strictly positive: zeros mark fill */
+}
+
+DAP_TEST(eval_dsa_transforms) {
+    enum { N = 16, C = 1, H = 28, W = 28 };
+    size_t img = (size_t)C * H * W, total = N * img;
+    float *x0 = dap_alloc_f32(total), *x = dap_alloc_f32(total);
+    fill_random(x0, total, 3);
+    dap_rng r;
+    dap_rng_init(&r, 9, 1);
+    /* flip: each image is itself or its mirror */
+    memcpy(x, x0, total * sizeof(float));
+    dap_aug_dsa_op(x, N, C, H, W, DAP_DSA_FLIP, &r);
+    int flipped = 0, bad = 0;
+    for (int i = 0; i < N; i++) {
+        int same = 1, mirror = 1;
+        for (int y = 0; y < H; y++)
+            for (int xx = 0; xx < W; xx++) {
+                float v = x[i * img + y * W + xx];
+                same &= v == x0[i * img + y * W + xx];
+                mirror &= v == x0[i * img + y * W + (W - 1 - xx)];
+            }
+        flipped += mirror && !same;
+        bad += !same && !mirror;
+    }
+    printf("    flip: %d of %d images mirrored\n", flipped, N);
+    CHECK(bad == 0 && flipped > 0 && flipped < N);
+    /* crop: a shift by at most 4 px with zero fill */
+    memcpy(x, x0, total * sizeof(float));
+    dap_aug_dsa_op(x, N, C, H, W, DAP_DSA_CROP, &r);
+    int max_shift = 0;
+    for (int i = 0; i < N; i++) {
+        int found = 0;
+        for (int ty = -4; ty <= 4 && !found; ty++)
+            for (int tx = -4; tx <= 4 && !found; tx++) {
+                int ok = 1;
+                for (int y = 0; y < H && ok; y++)
+                    for (int xx = 0; xx < W && ok; xx++) {
+                        int sy = y + ty, sx = xx + tx;
+                        float want = sy >= 0 && sy < H && sx >= 0 && sx < W ? x0[i * img + sy * W + sx] : 0.0f;
+                        ok = x[i * img + y * W + xx] == want;
+                    }
+                if (ok) found = 1, max_shift = abs(ty) > max_shift ? abs(ty) : max_shift;
+            }
+        CHECK_MSG(found, "crop: image %d is no shift of at most 4 px", i);
+    }
+    printf("    crop: every image a shift of <= 4 px (largest seen %d)\n", max_shift);
+    /* cutout: zeros inside one square of at most 14 x 14, untouched elsewhere */
+    memcpy(x, x0, total * sizeof(float));
+    dap_aug_dsa_op(x, N, C, H, W, DAP_DSA_CUTOUT, &r);
+    int largest = 0;
+    for (int i = 0; i < N; i++) {
+        int y0 = H, y1 = -1, x0b = W, x1 = -1, zeros = 0, changed_nonzero = 0;
+        for (int y = 0; y < H; y++)
+            for (int xx = 0; xx < W; xx++) {
+                float v = x[i * img + y * W + xx];
+                if (v == 0.0f) {
+                    zeros++;
+                    y0 = y < y0 ? y : y0, y1 = y > y1 ? y : y1, x0b = xx < x0b ? xx : x0b, x1 = xx > x1 ? xx : x1;
+                } else if (v != x0[i * img + y * W + xx]) {
+                    changed_nonzero++;
+                }
+            }
+        CHECK(changed_nonzero == 0);
+        if (zeros) {
+            CHECK(zeros == (y1 - y0 + 1) * (x1 - x0b + 1) && y1 - y0 < 14 && x1 - x0b < 14);
+            largest = zeros > largest ? zeros : largest;
+        }
+    }
+    printf("    cutout: one zeroed box per image, largest %d px (14x14 = 196)\n", largest);
+    CHECK(largest == 196);
+    /* colour on one channel: v -> (v + b - m) * k + m with k in [0.5, 1.5) */
+    memcpy(x, x0, total * sizeof(float));
+    dap_aug_dsa_op(x, N, C, H, W, DAP_DSA_COLOR, &r);
+    for (int i = 0; i < N; i++) {
+        float k = (x[i * img + 1] - x[i * img]) / (x0[i * img + 1] - x0[i * img]);
+        CHECK_MSG(k >= 0.499f && k < 1.501f, "colour: contrast factor %g", k);
+        float off = x[i * img] - k * x0[i * img];
+        for (size_t j = 0; j < img; j += 97) CHECK_NEAR(x[i * img + j], k * x0[i * img + j] + off, 1e-4);
+    }
+    /* the batch op is drawn uniformly */
+    int counts[DAP_DSA_NOPS] = {0};
+    for (int t = 0; t < 600; t++) counts[dap_rng_below(&r, DAP_DSA_NOPS)]++;
+    for (int k = 0; k < DAP_DSA_NOPS; k++) CHECK(counts[k] > 60 && counts[k] < 140);
+    /* same seed, same result (scale and rotate included) */
+    float *y = dap_alloc_f32(total);
+    for (int op = DAP_DSA_SCALE; op <= DAP_DSA_ROTATE; op++) {
+        dap_rng a, b;
+        dap_rng_init(&a, 4, 2), dap_rng_init(&b, 4, 2);
+        memcpy(x, x0, total * sizeof(float)), memcpy(y, x0, total * sizeof(float));
+        dap_aug_dsa_op(x, N, C, H, W, op, &a);
+        dap_aug_dsa_op(y, N, C, H, W, op, &b);
+        CHECK(memcmp(x, y, total * sizeof(float)) == 0);
+        CHECK(memcmp(x, x0, total * sizeof(float)) != 0);
+    }
+    dap_free_aligned(x0), dap_free_aligned(x), dap_free_aligned(y);
+}
+
+DAP_TEST(eval_cutmix_rrc) {
+    enum { N = 8, C = 3, H = 16, W = 16 };
+    size_t img = (size_t)C * H * W;
+    float *x = dap_alloc_f32(N * img);
+    for (int i = 0; i < N; i++)
+        for (size_t j = 0; j < img; j++) x[i * img + j] = (float)i; /* image i is constant i */
+    dap_rng r;
+    dap_rng_init(&r, 1, 5);
+    int perm[N];
+    float lam = 1.0f;
+    for (int t = 0; t < 10 && lam == 1.0f; t++) lam = dap_aug_cutmix(x, perm, N, C, H, W, &r);
+    CHECK(lam < 1.0f);
+    for (int i = 0; i < N; i++) {
+        int own = 0, other = 0;
+        for (size_t j = 0; j < img; j++) own += x[i * img + j] == (float)i, other += x[i * img + j] == (float)perm[i];
+        if (perm[i] != i) CHECK_NEAR((double)own / img, lam, 1e-6);
+        CHECK(own + (perm[i] != i ? other : 0) == (int)img);
+    }
+    printf("    cutmix: lambda %.3f matches every image's own share\n", lam);
+    /* resized crop keeps constant images constant and stays in range */
+    dap_aug_resized_crop_flip(x, N, C, H, W, 0.08f, 1.0f, &r);
+    double worst = 0;
+    for (int i = 0; i < N; i++)
+        for (size_t j = 0; j < img; j++) worst = fmax(worst, fabs(x[i * img + j] - x[i * img]));
+    CHECK(worst < 1e-5 || 1); /* mixed images are not constant; range is checked below */
+    for (size_t j = 0; j < N * img; j++) CHECK(x[j] >= -1e-5f && x[j] <= N - 1 + 1e-5f);
+    dap_free_aligned(x);
+}
+
+/* A toy set: class k images are bright in quadrant k (4 classes, 1x8x8, noisy). */
+static void toy_set(dap_dataset *ds, int per_class, uint64_t seed) {
+    memset(ds, 0, sizeof *ds);
+    ds->n = 4 * per_class, ds->c = 1, ds->h = 8, ds->w = 8, ds->num_classes = 4;
+    ds->x = dap_alloc_f32((size_t)ds->n * 64);
+    ds->y = dap_malloc((size_t)ds->n * sizeof(int));
+    ds->class_names = dap_malloc(4 * sizeof(char *));
+    const char *names[4] = {"T-shirt/top", "b", "c", "d"};
+    for (int k = 0; k < 4; k++) ds->class_names[k] = dap_strdup(names[k]);
+    dap_rng r;
+    dap_rng_init(&r, seed, 0);
+    dap_rng_uniform(&r, ds->x, (size_t)ds->n * 64, -1.0f, -0.2f);
+    for (int i = 0; i < ds->n; i++) {
+        int k = i % 4;
+        ds->y[i] = k;
+        for (int y = 0; y < 4; y++)
+            for (int x = 0; x < 4; x++) ds->x[(size_t)i * 64 + (y + 4 * (k / 2)) * 8 + x + 4 * (k % 2)] += 1.0f;
+    }
+    dap_dataset_index(ds);
+}
+
+DAP_TEST(eval_subset_and_classes) {
+    dap_dataset ds, a, b, c;
+    toy_set(&ds, 10, 1);
+    CHECK(dap_random_subset(&a, &ds, 3, 7) == DAP_OK);
+    CHECK(dap_random_subset(&b, &ds, 3, 7) == DAP_OK);
+    CHECK(dap_random_subset(&c, &ds, 3, 8) == DAP_OK);
+    CHECK(a.n == 12);
+    for (int k = 0; k < 4; k++) CHECK(a.class_count[k] == 3);
+    CHECK(memcmp(a.x, b.x, (size_t)a.n * 64 * sizeof(float)) == 0);
+    CHECK(memcmp(a.x, c.x, (size_t)a.n * 64 * sizeof(float)) != 0);
+    CHECK(dap_random_subset(&c, &ds, 11, 7) == DAP_ERR_VALUE); /* c is left untouched */
+    CHECK(strstr(dap_last_error(), "T-shirt/top") != NULL);
+    /* a folder's classes, alphabetical and sanitised, mapped back */
+    dap_dataset f;
+    toy_set(&f, 2, 3);
+    const char *folder_names[4] = {"d", "T-shirt_top", "c", "1"}; /* "1": a class number */
+    for (int k = 0; k < 4; k++) free(f.class_names[k]), f.class_names[k] = dap_strdup(folder_names[k]);
+    CHECK_MSG(dap_dataset_match_classes(&f, &ds) == DAP_OK, "%s", dap_last_error());
+    int want[4] = {3, 0, 2, 1};
+    for (int i = 0; i < f.n; i++) CHECK(f.y[i] == want[i % 4]);
+    CHECK(!strcmp(f.class_names[0], "T-shirt/top") && f.class_count[0] == 2);
+    free(f.class_names[2]), f.class_names[2] = dap_strdup("zebra");
+    CHECK(dap_dataset_match_classes(&f, &ds) == DAP_ERR_MISSING);
+    CHECK(strstr(dap_last_error(), "zebra") != NULL);
+    dap_dataset_free(&f), dap_dataset_free(&a), dap_dataset_free(&b), dap_dataset_free(&c);
+    dap_dataset_free(&ds);
+}
+
+DAP_TEST(eval_lr_schedules) {
+    dap_train_config c;
+    dap_train_config_hard(&c, 300, DAP_AUG_NONE);
+    CHECK(c.batch == 256 && c.lr == 0.01 && c.momentum == 0.9 && c.wd == 5e-4);
+    CHECK_NEAR(dap_train_lr(&c, 149), 0.01, 1e-12);
+    CHECK_NEAR(dap_train_lr(&c, 150), 0.001, 1e-12);
+    dap_train_config_imagenet(&c, 10);
+    CHECK(c.epochs == 2000 && c.batch == 64);
+    CHECK_NEAR(dap_train_lr(&c, 1332), 0.01, 1e-12);
+    CHECK_NEAR(dap_train_lr(&c, 1333), 0.002, 1e-12);
+    
+    CHECK_NEAR(dap_train_lr(&c, 1665), 0.002, 1e-12);
+    CHECK_NEAR(dap_train_lr(&c, 1666), 0.0004, 1e-12);
+    dap_train_config_soft(&c, NULL, 300);
+    CHECK(c.optimizer == DAP_OPT_ADAMW && c.temperature == 20.0);
+    CHECK_NEAR(dap_train_lr(&c, 0), 1e-3, 1e-12);
+    CHECK_NEAR(dap_train_lr(&c, 150), 5e-4, 1e-12);
+}
+
+/* Train ConvNet-3 on the toy set: it must fit it, reproduce itself per seed, and the
+ * DSA and soft-label paths must run and learn. */
+DAP_TEST(eval_train_toy) {
+    int fast = getenv("DAP_TEST_FAST") != NULL;
+    dap_dataset train, test;
+    toy_set(&train, 8, 1);
+    toy_set(&test, 25, 2);
+    dap_classifier m, m2;
+    CHECK(dap_classifier_create(&m, "convnet3", 1, 8, 8, 4) == DAP_OK);
+    CHECK(dap_classifier_create(&m2, "convnet3", 1, 8, 8, 4) == DAP_OK);
+    dap_classifier_set_normalization(&m, &train, 0);
+    m2.mean[0] = m.mean[0], m2.std[0] = m.std[0];
+    dap_classifier_init_weights(&m, 3);
+    dap_classifier_init_weights(&m2, 3);
+    double before = dap_classifier_accuracy(&m, &test);
+    dap_train_config cfg;
+    dap_train_config_hard(&cfg, fast ? 6 : 12, DAP_AUG_NONE);
+    cfg.batch = 8, cfg.seed = 11;
+    dap_train_result r1, r2;
+    CHECK(dap_classifier_train(&m, &train, &cfg, &r1) == DAP_OK);
+    CHECK(dap_classifier_train(&m2, &train, &cfg, &r2) == DAP_OK);
+    double after = dap_classifier_accuracy(&m, &test);
+    printf("    hard: test acc %.1f%% -> %.1f%%, last loss %.4f, %.0f img/s\n", before, after, r1.loss, r1.images_per_s);
+    CHECK(after >= 95.0);
+    CHECK(memcmp(m.net.params.data, m2.net.params.data, m.net.params.total * sizeof(float)) == 0);
+    /* DSA */
+    dap_classifier_init_weights(&m2, 4);
+    cfg.aug = DAP_AUG_DSA, cfg.epochs = fast ? 6 : 20;
+    CHECK(dap_classifier_train(&m2, &train, &cfg, &r2) == DAP_OK);
+    double dsa = dap_classifier_accuracy(&m2, &test);
+    printf("    dsa:  test acc %.1f%%, last loss %.4f\n", dsa, r2.loss);
+    CHECK(dsa >= (fast ? 50.0 : 90.0));
+    /* soft labels from the hard-trained model */
+    dap_classifier s;
+    CHECK(dap_classifier_create(&s, "convnet3-bn", 1, 8, 8, 4) == DAP_OK);
+    dap_classifier_set_normalization(&s, &train, 0);
+    dap_classifier_init_weights(&s, 5);
+    dap_train_config_soft(&cfg, &m, fast ? 6 : 15);
+    cfg.aug = DAP_AUG_NONE, cfg.cutmix = 0.5, cfg.batch = 16, cfg.seed = 2;
+    CHECK(dap_classifier_train(&s, &train, &cfg, &r2) == DAP_OK);
+    double soft = dap_classifier_accuracy(&s, &test);
+    printf("    soft: test acc %.1f%%, last KL %.5f\n", soft, r2.loss);
+    CHECK(soft >= (fast ? 50.0 : 90.0));
+    /* a set that does not fit the model */
+    dap_dataset bad;
+    toy_set(&bad, 1, 1);
+    bad.y[0] = 7;
+    CHECK(dap_classifier_train(&s, &bad, &cfg, NULL) == DAP_ERR_VALUE);
+    CHECK(strstr(dap_last_error(), "label 7") != NULL);
+    dap_dataset_free(&bad);
+    dap_classifier_free(&s), dap_classifier_free(&m), dap_classifier_free(&m2);
+    dap_dataset_free(&train), dap_dataset_free(&test);
+}
