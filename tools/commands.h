@@ -6,7 +6,9 @@
 #define DAP_COMMANDS_H
 
 /* X(name, summary) */
-#define DAP_COMMANDS(X)
+#define DAP_COMMANDS(X)                                                                        \
+    X(info, "show a dataset: classes, counts, size, pixel statistics, example grid")          \
+    X(inspect, "list the tensors, shapes and metadata of a safetensors file")
 
 #define X(name, summary) int cmd_##name(int argc, char **argv);
 DAP_COMMANDS(X)
