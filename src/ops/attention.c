@@ -11,6 +11,9 @@
  * are identical for any number of threads.
  */
 #include <cblas.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -35,25 +38,68 @@ size_t dap_attention_work_floats(int b, int t, int c, int nh) {
     return (size_t)att_slots(b, nh) * (size_t)t * (size_t)t;
 }
 
-/* exp(x) for x <= 0 (softmax after max subtraction), written so that gcc vectorises it
- * under `omp simd`: 2^n exp(r) with |r| <= ln2/2 and a degree-7 polynomial (Cephes
- * expf coefficients), about 1 ulp. Inputs below -87 flush to ~1e-38. */
+/* exp(x) for x <= 0 (softmax after max subtraction): 2^n exp(r) with n = round(x / ln2),
+ * |r| <= ln2/2 and a degree-7 polynomial (Cephes expf coefficients), about 1 ulp.
+ * Inputs below -87 give ~1e-38 instead of 0; NaN stays NaN. */
+#define EXP_LO -87.0f
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_C1 0.693359375f    /* ln2 = C1 - C2, C1 exact in a few bits */
+#define EXP_C2 -2.12194440e-4f
+#define EXP_P0 1.9875691500e-4f
+#define EXP_P1 1.3981999507e-3f
+#define EXP_P2 8.3334519073e-3f
+#define EXP_P3 4.1665795894e-2f
+#define EXP_P4 1.6666665459e-1f
+#define EXP_P5 5.0000001201e-1f
+
 static inline float exp_neg(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    float fn = floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - fn * 0.693359375f;
-    r = r + fn * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
+    if (x != x) return x; /* NaN: no float-to-int conversion of it below */
+    x = x < EXP_LO ? EXP_LO : x;
+    float fn = rintf(x * EXP_LOG2E);
+    float r = x - fn * EXP_C1 - fn * EXP_C2;
+    float p = EXP_P0;
+    p = p * r + EXP_P1;
+    p = p * r + EXP_P2;
+    p = p * r + EXP_P3;
+    p = p * r + EXP_P4;
+    p = p * r + EXP_P5;
     p = p * r * r + r + 1.0f;
     int32_t bits = ((int32_t)fn + 127) << 23; /* 2^n, n in [-126, 0] */
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* The same function on 8 lanes (gcc does not vectorise the scalar one under the
+ * default -ftrapping-math). */
+static inline __m256 exp_neg8(__m256 x) {
+    x = _mm256_max_ps(_mm256_set1_ps(EXP_LO), x); /* NaN in x is kept */
+    __m256 fn = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(EXP_C1), x);
+    r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(EXP_C2), r);
+    __m256 p = _mm256_set1_ps(EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P5));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(fn), _mm256_set1_epi32(127));
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
+}
+#endif
+
+/* row[j] = exp(row[j] - mx) for j < t */
+static inline void exp_shifted(float *row, int t, float mx) {
+    int j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 vm = _mm256_set1_ps(mx);
+    for (; j + 8 <= t; j += 8)
+        _mm256_storeu_ps(row + j, exp_neg8(_mm256_sub_ps(_mm256_loadu_ps(row + j), vm)));
+#endif
+    for (; j < t; j++) row[j] = exp_neg(row[j] - mx);
 }
 
 /* In-place softmax of each of the t rows of a (T, T) block. */
@@ -63,19 +109,17 @@ static void softmax_rows(float *a, int t) {
         float mx = row[0];
 #pragma omp simd reduction(max : mx)
         for (int j = 0; j < t; j++) mx = row[j] > mx ? row[j] : mx;
+        exp_shifted(row, t, mx);
         float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-        for (int j = 0; j < t; j++) {
-            float e = exp_neg(row[j] - mx);
-            row[j] = e;
-            s += e;
-        }
+        for (int j = 0; j < t; j++) s += row[j];
         float inv = 1.0f / s;
 #pragma omp simd
         for (int j = 0; j < t; j++) row[j] *= inv;
     }
 }
 
+/* att may be NULL (inference): the probabilities then live in the work slots. */
 void dap_attention_forward(float *out, float *att, const float *qkv, int b, int t, int c, int nh,
                            float *work) {
     DAP_ASSERT(b > 0 && t > 0 && nh > 0 && c % nh == 0);

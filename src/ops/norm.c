@@ -45,10 +45,11 @@ static inline void run_dsums(const float *dy, const float *x, int n, float m, fl
     *sdyx = b;
 }
 
-/* out = x * scale + shift */
-static inline void run_affine(float *out, const float *x, int n, float scale, float shift) {
+/* out = (x - m) * scale + shift; centring first keeps precision when |mean| >> std */
+static inline void run_affine(float *out, const float *x, int n, float m, float scale,
+                              float shift) {
 #pragma omp simd
-    for (int i = 0; i < n; i++) out[i] = x[i] * scale + shift;
+    for (int i = 0; i < n; i++) out[i] = (x[i] - m) * scale + shift;
 }
 
 /* Column blocks for the parameter-gradient passes: wide enough for whole cache lines. */
@@ -80,7 +81,7 @@ void dap_layernorm_forward(float *out, float *mean, float *rstd, const float *in
                 o[j] = y;
             }
         } else {
-            run_affine(o, x, c, rs, -m * rs);
+            run_affine(o, x, c, m, rs, 0.0f);
         }
         if (mean) mean[i] = m;
         if (rstd) rstd[i] = rs;
@@ -159,8 +160,7 @@ void dap_groupnorm_forward(float *out, float *mean, float *rstd, const float *in
         for (int k = 0; k < cg; k++) {
             int ch = gi * cg + k;
             float sc = w ? w[ch] * rs : rs;
-            float sh = (b ? b[ch] : 0.0f) - m * sc;
-            run_affine(o + (size_t)k * hw, x + (size_t)k * hw, hw, sc, sh);
+            run_affine(o + (size_t)k * hw, x + (size_t)k * hw, hw, m, sc, b ? b[ch] : 0.0f);
         }
         if (mean) mean[ng] = m;
         if (rstd) rstd[ng] = rs;
@@ -265,10 +265,10 @@ void dap_batchnorm_forward_train(float *out, float *mean, float *rstd, float *ru
         double var = v / cnt; /* biased: normalises this batch */
         float rs = (float)(1.0 / sqrt(var + eps));
         float sc = w ? w[ch] * rs : rs;
-        float sh = (b ? b[ch] : 0.0f) - m * sc;
+        float sh = b ? b[ch] : 0.0f;
         for (int ni = 0; ni < n; ni++) {
             size_t off = ((size_t)ni * c + ch) * hw;
-            run_affine(out + off, inp + off, hw, sc, sh);
+            run_affine(out + off, inp + off, hw, m, sc, sh);
         }
         if (mean) mean[ch] = m;
         if (rstd) rstd[ch] = rs;
@@ -327,8 +327,8 @@ void dap_batchnorm_forward_eval(float *out, const float *inp, const float *w, co
         int ch = nc % c;
         float rs = 1.0f / sqrtf(running_var[ch] + eps);
         float sc = w ? w[ch] * rs : rs;
-        float sh = (b ? b[ch] : 0.0f) - running_mean[ch] * sc;
-        run_affine(out + (size_t)nc * hw, inp + (size_t)nc * hw, hw, sc, sh);
+        run_affine(out + (size_t)nc * hw, inp + (size_t)nc * hw, hw, running_mean[ch], sc,
+                   b ? b[ch] : 0.0f);
     }
 }
 
