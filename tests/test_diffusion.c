@@ -175,7 +175,7 @@ DAP_TEST(diffusion_ddim_oracle_recovers_x0) {
         dap_ddim_hooks h = {.eps = oracle_eps, .ctx = &o};
         dap_rng rng;
         dap_rng_init(&rng, 3, 0);
-        CHECK(dap_ddim_sample(&s, 50, etas[k], x, N, &rng, &h) == DAP_OK);
+        CHECK(dap_ddim_sample(&s, 50, etas[k], x, 1, N, &rng, &h) == DAP_OK);
         double worst = 0.0;
         for (int i = 0; i < N; i++) worst = fmax(worst, fabs(x[i] - x0[i]));
         printf("  eta %g: |x - x0| max %.3g\n", etas[k], worst);
@@ -233,7 +233,7 @@ DAP_TEST(diffusion_ddim_gaussian_statistics) {
         dap_ddim_hooks h = {.eps = oracle_eps, .ctx = &o};
         dap_rng rng;
         dap_rng_init(&rng, 8, 0);
-        CHECK(dap_ddim_sample(&s, 50, etas[k], x, N, &rng, &h) == DAP_OK);
+        CHECK(dap_ddim_sample(&s, 50, etas[k], x, 1, N, &rng, &h) == DAP_OK);
         double mean, std, want_mean, want_std;
         moments(x, N, &mean, &std);
         ddim_gaussian_moments(&s, 50, etas[k], 0.3, 0.25, &want_mean, &want_std);
@@ -309,7 +309,7 @@ DAP_TEST(diffusion_ddim_hooks) {
     hook_log l = {.o = {.s = &s, .x0 = x0, .n = 8, .order_ok = 1}, .shift = 0.0f, .stop = 0.5};
     dap_ddim_hooks h = {.eps = log_model, .adjust_eps = log_eps, .adjust_x = shift_x, .ctx = &l};
     fill_noise(x, 8, 4);
-    CHECK(dap_ddim_sample(&s, 10, 0.0, x, 8, NULL, &h) == DAP_OK);
+    CHECK(dap_ddim_sample(&s, 10, 0.0, x, 2, 4, NULL, &h) == DAP_OK);
     static const int want_t[10] = {999, 888, 777, 666, 555, 444, 333, 222, 111, 0};
     CHECK(l.n_eps == 10 && l.n_x == 10);
     CHECK(memcmp(l.eps_steps, want_t, sizeof want_t) == 0 && memcmp(l.x_steps, want_t, sizeof want_t) == 0);
@@ -330,22 +330,51 @@ DAP_TEST(diffusion_ddim_hooks) {
     const oracle gauss = {.s = &s, .mu = 0.3, .var = 0.25, .gaussian = 1, .n = 8, .order_ok = 1};
     fill_noise(base, 8, 4);
     l = (hook_log){.o = gauss, .shift = 0.0f, .stop = 0.5};
-    CHECK(dap_ddim_sample(&s, 10, 0.0, base, 8, NULL, &h) == DAP_OK);
+    CHECK(dap_ddim_sample(&s, 10, 0.0, base, 2, 4, NULL, &h) == DAP_OK);
     fill_noise(x, 8, 4);
     l = (hook_log){.o = gauss, .shift = 1.0f, .stop = 1.0};
-    CHECK(dap_ddim_sample(&s, 10, 0.0, x, 8, NULL, &h) == DAP_OK);
+    CHECK(dap_ddim_sample(&s, 10, 0.0, x, 2, 4, NULL, &h) == DAP_OK);
     CHECK(memcmp(x, base, sizeof x) == 0);
     fill_noise(x, 8, 4);
     l = (hook_log){.o = gauss, .shift = 1.0f, .stop = 0.5};
-    CHECK(dap_ddim_sample(&s, 10, 0.0, x, 8, NULL, &h) == DAP_OK);
+    CHECK(dap_ddim_sample(&s, 10, 0.0, x, 2, 4, NULL, &h) == DAP_OK);
     CHECK_MSG(fabsf(x[0] - base[0]) > 0.01f, "guided shift had no effect: %g vs %g", x[0], base[0]);
 
     /* A failing hook stops the loop with its status. */
     dap_ddim_hooks hf = {.eps = log_model, .adjust_eps = fail_at_3, .ctx = &l};
     l.n_eps = l.n_x = 0;
     l.o.calls = 0;
-    CHECK(dap_ddim_sample(&s, 10, 0.0, x, 8, NULL, &hf) == DAP_ERR_VALUE);
+    CHECK(dap_ddim_sample(&s, 10, 0.0, x, 2, 4, NULL, &hf) == DAP_ERR_VALUE);
     CHECK(l.o.calls == 4);
-    CHECK(dap_ddim_sample(&s, 0, 0.0, x, 8, NULL, &hf) == DAP_ERR_ARG);
+    CHECK(dap_ddim_sample(&s, 0, 0.0, x, 2, 4, NULL, &hf) == DAP_ERR_ARG);
+    dap_schedule_free(&s);
+}
+
+DAP_TEST(diffusion_ddim_batch_independent) {
+    /* eta 1: a sample's result must not depend on the batch it runs in. */
+    dap_schedule s;
+    dap_schedule_init_default(&s);
+    enum { B = 4, PER = 16 };
+    float xb[B * PER], x1[PER];
+    fill_noise(xb, B * PER, 11);
+    float x_init[B * PER];
+    memcpy(x_init, xb, sizeof xb);
+    dap_rng rngs[B];
+    for (int b = 0; b < B; b++) dap_rng_init(&rngs[b], 5, (uint64_t)b);
+    oracle o = {.s = &s, .mu = 0.3, .var = 0.25, .gaussian = 1, .n = B * PER, .order_ok = 1};
+    dap_ddim_hooks h = {.eps = oracle_eps, .ctx = &o};
+    CHECK(dap_ddim_sample(&s, 20, 1.0, xb, B, PER, rngs, &h) == DAP_OK);
+    double worst = 0.0;
+    for (int b = 0; b < B; b++) {
+        memcpy(x1, x_init + b * PER, sizeof x1);
+        dap_rng r;
+        dap_rng_init(&r, 5, (uint64_t)b);
+        oracle o1 = {.s = &s, .mu = 0.3, .var = 0.25, .gaussian = 1, .n = PER, .order_ok = 1};
+        dap_ddim_hooks h1 = {.eps = oracle_eps, .ctx = &o1};
+        CHECK(dap_ddim_sample(&s, 20, 1.0, x1, 1, PER, &r, &h1) == DAP_OK);
+        for (int i = 0; i < PER; i++) worst = fmax(worst, fabs(x1[i] - xb[b * PER + i]));
+    }
+    printf("  batched vs one by one: max abs %.3g\n", worst);
+    CHECK(worst == 0.0);
     dap_schedule_free(&s);
 }

@@ -62,9 +62,10 @@ void dap_eps_from_output(float *eps, const float *out, int B, int C_out, int C, 
         memcpy(eps + (size_t)b * C * HW, out + (size_t)b * C_out * HW, (size_t)C * HW * sizeof(float));
 }
 
-int dap_ddim_sample(const dap_schedule *s, int S, double eta, float *x, size_t n, dap_rng *rng,
-                    const dap_ddim_hooks *h) {
-    DAP_ASSERT(h && h->eps);
+int dap_ddim_sample(const dap_schedule *s, int S, double eta, float *x, int B, size_t per,
+                    dap_rng *rngs, const dap_ddim_hooks *h) {
+    DAP_ASSERT(h && h->eps && B >= 1);
+    const size_t n = (size_t)B * per;
     if (eta < 0.0 || !isfinite(eta))
         return dap_error(DAP_ERR_ARG, "eta: expected a value >= 0, found %g", eta);
     int *taus = dap_malloc((size_t)(S > 0 ? S : 1) * sizeof(int));
@@ -83,8 +84,8 @@ int dap_ddim_sample(const dap_schedule *s, int S, double eta, float *x, size_t n
         if (rc == DAP_OK && h->adjust_eps) rc = h->adjust_eps(h->ctx, eps, x_t, &c);
         if (rc != DAP_OK) break;
         if (c.sigma > 0.0) {
-            DAP_ASSERT(rng != NULL);
-            dap_rng_normal(rng, z, n, 0.0f, 1.0f);
+            DAP_ASSERT(rngs != NULL);
+            for (int b = 0; b < B; b++) dap_rng_normal(&rngs[b], z + (size_t)b * per, per, 0.0f, 1.0f);
         }
         dap_ddim_step(&c, x, NULL, x_t, eps, z, n);
         if (h->adjust_x) rc = h->adjust_x(h->ctx, x, x_t, eps, &c);

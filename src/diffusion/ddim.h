@@ -48,7 +48,7 @@ void dap_eps_from_output(float *eps, const float *out, int B, int C_out, int C, 
 
 /* The sampler's callbacks. Each returns DAP_OK or a status that stops the loop. */
 typedef struct dap_ddim_hooks {
-    /* Required: eps (n floats) at x_t, model timestep c->t. */
+    /* Required: eps (B, per) at x_t (B, per), model timestep c->t. */
     int (*eps)(void *ctx, float *eps, const float *x_t, const dap_ddim_coef *c);
     /* Optional: may change eps before the update (guidance folded into eps). */
     int (*adjust_eps)(void *ctx, float *eps, const float *x_t, const dap_ddim_coef *c);
@@ -58,11 +58,13 @@ typedef struct dap_ddim_hooks {
     void *ctx;
 } dap_ddim_hooks;
 
-/* Runs S DDIM steps: x (n floats) holds x_T on entry (e.g. standard normal noise) and
- * x_0 on return. The step noise z is drawn from rng (n values per step with sigma > 0,
- * none when eta = 0). Returns DAP_ERR_ARG for a bad S, or the first hook failure. */
-int dap_ddim_sample(const dap_schedule *s, int S, double eta, float *x, size_t n, dap_rng *rng,
-                    const dap_ddim_hooks *h);
+/* Runs S DDIM steps on B samples of `per` floats: x (B, per) holds x_T on entry (e.g.
+ * standard normal noise) and x_0 on return. Sample b's step noise z is drawn from
+ * rngs[b] (per values each step with sigma > 0, none when eta = 0, when rngs may be
+ * NULL), so a sample's result does not depend on how samples are batched. Returns
+ * DAP_ERR_ARG for a bad S or eta, or the first hook failure. */
+int dap_ddim_sample(const dap_schedule *s, int S, double eta, float *x, int B, size_t per,
+                    dap_rng *rngs, const dap_ddim_hooks *h);
 
 /* Early stop (SPEC: the last round(stop * S) steps run without guidance): whether
  * sampling step `step` (0..S-1) is guided. */
