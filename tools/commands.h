@@ -6,9 +6,11 @@
 #define DAP_COMMANDS_H
 
 /* X(name, summary) */
-#define DAP_COMMANDS(X)                                                                      \
-    X(eval, "train fresh networks on a set and report test accuracy (mean +- std)")             \
-    X(subset, "write a random real subset (IPC per class) as an image folder")                  \
+#define DAP_COMMANDS(X)                                                                        \
+    X(info, "show a dataset: classes, counts, size, pixel statistics, example grid")          \
+    X(inspect, "list the tensors, shapes and metadata of a safetensors file")                  \
+    X(eval, "train fresh networks on a set and report test accuracy (mean +- std)")            \
+    X(subset, "write a random real subset (IPC per class) as an image folder")                 \
     X(teacher, "train a classifier on the full training split (teacher / feature extractor)")
 
 #define X(name, summary) int cmd_##name(int argc, char **argv);
