@@ -105,7 +105,8 @@ void dap_classifier_normalize(const dap_classifier *m, float *dst, const float *
     }
 }
 
-/* Runs the eval-mode network over n images; `take` copies each batch's result out. */
+/* Runs the eval-mode network over n images in batches; copies out the logits or, when
+ * `features`, the penultimate activations. */
 static void eval_pass(dap_classifier *m, const float *x, int n, float *dst, int features) {
     int in = dap_cnn_in_size(&m->net), bs = n < EVAL_BATCH ? n : EVAL_BATCH;
     int width = features ? dap_cnn_feat_dim(&m->net) : m->net.num_classes;
