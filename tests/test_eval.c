@@ -154,13 +154,20 @@ DAP_TEST(eval_cutmix_rrc) {
         CHECK(own + (perm[i] != i ? other : 0) == (int)img);
     }
     printf("    cutmix: lambda %.3f matches every image's own share\n", lam);
-    /* resized crop keeps constant images constant and stays in range */
+    /* resized crop + flip keeps a constant image constant; a ramp stays inside its range */
+    for (int i = 0; i < N; i++)
+        for (size_t j = 0; j < img; j++) x[i * img + j] = i < N / 2 ? (float)i : (float)(j % W) / (W - 1);
     dap_aug_resized_crop_flip(x, N, C, H, W, 0.08f, 1.0f, &r);
     double worst = 0;
+    int changed = 0;
     for (int i = 0; i < N; i++)
-        for (size_t j = 0; j < img; j++) worst = fmax(worst, fabs(x[i * img + j] - x[i * img]));
-    CHECK(worst < 1e-5 || 1); /* mixed images are not constant; range is checked below */
-    for (size_t j = 0; j < N * img; j++) CHECK(x[j] >= -1e-5f && x[j] <= N - 1 + 1e-5f);
+        for (size_t j = 0; j < img; j++) {
+            if (i < N / 2) worst = fmax(worst, fabs(x[i * img + j] - i));
+            else CHECK(x[i * img + j] >= -1e-6f && x[i * img + j] <= 1.0f + 1e-6f);
+            if (i >= N / 2) changed += fabsf(x[i * img + j] - (float)(j % W) / (W - 1)) > 1e-4f;
+        }
+    printf("    resized crop: constant images off by %.2g, %d ramp pixels moved\n", worst, changed);
+    CHECK(worst < 1e-5 && changed > 0);
     dap_free_aligned(x);
 }
 
