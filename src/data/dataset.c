@@ -413,8 +413,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return remove(path);
 }
 
-/* A class name as a folder name: no '/', no leading '.', not empty. */
-static char *folder_name(const char *name, int k) {
+char *dap_class_folder_name(const char *name, int k) {
     char *s = dap_malloc(strlen(name) + 16);
     if (!*name) {
         sprintf(s, "class%d", k);
@@ -427,44 +426,49 @@ static char *folder_name(const char *name, int k) {
     return s;
 }
 
+int dap_dataset_save_class(const dap_dataset *ds, const char *dir, int k) {
+    DAP_ASSERT(k >= 0 && k < ds->num_classes);
+    int rc = DAP_OK;
+    uint8_t *px = dap_malloc((size_t)ds->h * ds->w * ds->c);
+    char *name = dap_class_folder_name(ds->class_names[k], k);
+    size_t n = strlen(dir) + strlen(name) + 48;
+    char *tmp = dap_malloc(n), *old = dap_malloc(n), *final = join(dir, name);
+    snprintf(tmp, n, "%s/.%s.tmp.%ld", dir, name, (long)getpid());
+    snprintf(old, n, "%s/.%s.old.%ld", dir, name, (long)getpid());
+    if (is_dir(tmp)) nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (mkdir(tmp, 0755) != 0)
+        rc = dap_error(DAP_ERR_IO, "%s: cannot create directory (%s)", tmp, strerror(errno));
+    for (int j = 0; ds->class_count && j < ds->class_count[k] && rc == DAP_OK; j++) {
+        int i = ds->class_idx[k][j];
+        dap_image_to_u8(ds->x + image_floats(ds) * (size_t)i, ds->c, ds->h, ds->w, px);
+        char file[32];
+        snprintf(file, sizeof file, "%05d.png", j);
+        char *p = join(tmp, file);
+        rc = dap_png_write(p, px, ds->h, ds->w, ds->c);
+        free(p);
+    }
+    if (rc == DAP_OK) {
+        /* swap into place; an older folder of the same name is moved aside, then removed */
+        int had_old = is_dir(final) && rename(final, old) == 0;
+        if (rename(tmp, final) != 0) {
+            rc = dap_error(DAP_ERR_IO, "%s: cannot rename into place (%s)", final, strerror(errno));
+            if (had_old) rename(old, final);
+        } else if (had_old) {
+            nftw(old, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        }
+    }
+    if (rc != DAP_OK && is_dir(tmp)) nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(tmp);
+    free(old);
+    free(final);
+    free(name);
+    free(px);
+    return rc;
+}
+
 int dap_dataset_save_folder(const dap_dataset *ds, const char *dir) {
     DAP_TRY(dap_mkdir_p(dir));
     int rc = DAP_OK;
-    uint8_t *px = dap_malloc((size_t)ds->h * ds->w * ds->c);
-    for (int k = 0; k < ds->num_classes && rc == DAP_OK; k++) {
-        char *name = folder_name(ds->class_names[k], k);
-        size_t n = strlen(dir) + strlen(name) + 48;
-        char *tmp = dap_malloc(n), *old = dap_malloc(n), *final = join(dir, name);
-        snprintf(tmp, n, "%s/.%s.tmp.%ld", dir, name, (long)getpid());
-        snprintf(old, n, "%s/.%s.old.%ld", dir, name, (long)getpid());
-        if (is_dir(tmp)) nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-        if (mkdir(tmp, 0755) != 0)
-            rc = dap_error(DAP_ERR_IO, "%s: cannot create directory (%s)", tmp, strerror(errno));
-        for (int j = 0; ds->class_count && j < ds->class_count[k] && rc == DAP_OK; j++) {
-            int i = ds->class_idx[k][j];
-            dap_image_to_u8(ds->x + image_floats(ds) * (size_t)i, ds->c, ds->h, ds->w, px);
-            char file[32];
-            snprintf(file, sizeof file, "%05d.png", j);
-            char *p = join(tmp, file);
-            rc = dap_png_write(p, px, ds->h, ds->w, ds->c);
-            free(p);
-        }
-        if (rc == DAP_OK) {
-            /* swap into place; an older folder of the same name is moved aside, then removed */
-            int had_old = is_dir(final) && rename(final, old) == 0;
-            if (rename(tmp, final) != 0) {
-                rc = dap_error(DAP_ERR_IO, "%s: cannot rename into place (%s)", final, strerror(errno));
-                if (had_old) rename(old, final);
-            } else if (had_old) {
-                nftw(old, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-            }
-        }
-        if (rc != DAP_OK && is_dir(tmp)) nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-        free(tmp);
-        free(old);
-        free(final);
-        free(name);
-    }
-    free(px);
+    for (int k = 0; k < ds->num_classes && rc == DAP_OK; k++) rc = dap_dataset_save_class(ds, dir, k);
     return rc;
 }

@@ -39,6 +39,11 @@ void dap_dataset_split(const dap_dataset *ds, int val_per_class, unsigned long l
 /* Writes an image folder: DIR/<class_name>/<index>.png, each class folder written to a
  * temporary folder and renamed into place. */
 int dap_dataset_save_folder(const dap_dataset *ds, const char *dir);
+/* Writes class k alone (DIR must exist), atomically in the same way. */
+int dap_dataset_save_class(const dap_dataset *ds, const char *dir, int k);
+/* A class name as a folder name: '/' -> '_', no leading '.', "class<k>" when empty
+ * (malloc'd). */
+char *dap_class_folder_name(const char *name, int k);
 
 /* Fashion-MNIST class names (10). */
 extern const char *const dap_fmnist_classes[10];
