@@ -4,13 +4,6 @@
  * fixed x_t / noise / t / y per step, from the fixture's weights; the 30 losses must match
  * the PyTorch curve (tests/gen/dit_ref.py) to 1e-3 relative per step.
  */
-/* Compiled only once the optimizer (src/core/optim.h) is in the tree. */
-#if defined(__has_include)
-#if __has_include("core/optim.h")
-#define DAP_HAVE_OPTIM 1
-#endif
-#endif
-#ifdef DAP_HAVE_OPTIM
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,4 +83,3 @@ DAP_TEST(dit_train_curve) {
     dap_st_close(st);
     dap_dit_destroy(m);
 }
-#endif /* DAP_HAVE_OPTIM */
