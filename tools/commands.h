@@ -6,7 +6,9 @@
 #define DAP_COMMANDS_H
 
 /* X(name, summary) */
-#define DAP_COMMANDS(X)
+#define DAP_COMMANDS(X)                                                                        \
+    X(train, "train a class-conditional DiT (eps-prediction, EMA, resumable)")                 \
+    X(sample, "sample class-conditional images with DDIM + classifier-free guidance")
 
 #define X(name, summary) int cmd_##name(int argc, char **argv);
 DAP_COMMANDS(X)
