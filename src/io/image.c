@@ -1,0 +1,338 @@
+/*
+ * image.c: 8-bit images in and out. PNG (libpng's simplified API) and JPEG
+ * (libjpeg) are read by signature into gray or RGB; alpha is dropped (as PIL's
+ * convert("RGB") does). PNG writes go through a temporary file and rename(2). Also the
+ * resize + centre crop used for image folders, float <-> u8 conversion and grids.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jpeglib.h>
+#include <png.h>
+
+#include "core/core.h"
+#include "io/io.h"
+
+/* Larger images are refused before any pixel buffer is allocated. */
+#define IMAGE_MAX_PIXELS ((size_t)1 << 28)
+
+void dap_image8_free(dap_image8 *im) {
+    free(im->px);
+    memset(im, 0, sizeof *im);
+}
+
+static int check_dims(const char *path, size_t w, size_t h) {
+    if (w == 0 || h == 0 || w > 1u << 20 || h > 1u << 20 || w * h > IMAGE_MAX_PIXELS)
+        return dap_error(DAP_ERR_FORMAT, "%s: image size %zux%zu out of range (at most 2^28 pixels)", path, w,
+                         h);
+    return DAP_OK;
+}
+
+/* ---- PNG ------------------------------------------------------------------- */
+static int png_read_mem(const char *path, const uint8_t *buf, size_t n, dap_image8 *out) {
+    png_image im;
+    memset(&im, 0, sizeof im);
+    im.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_memory(&im, buf, n))
+        return dap_error(DAP_ERR_FORMAT, "%s: bad PNG (%s)", path, im.message);
+    int rc = check_dims(path, im.width, im.height);
+    if (rc != DAP_OK) {
+        png_image_free(&im);
+        return rc;
+    }
+    int color = (im.format & PNG_FORMAT_FLAG_COLOR) != 0;
+    int alpha = (im.format & PNG_FORMAT_FLAG_ALPHA) != 0;
+    im.format = (color ? PNG_FORMAT_FLAG_COLOR : 0) | (alpha ? PNG_FORMAT_FLAG_ALPHA : 0);
+    int cin = (color ? 3 : 1) + alpha;
+    size_t npx = (size_t)im.width * im.height;
+    uint8_t *px = dap_malloc(npx * (size_t)cin);
+    if (!png_image_finish_read(&im, NULL, px, 0, NULL)) {
+        free(px);
+        return dap_error(DAP_ERR_FORMAT, "%s: bad PNG data (%s)", path, im.message);
+    }
+    int c = color ? 3 : 1;
+    if (alpha) { /* drop alpha in place */
+        for (size_t i = 0; i < npx; i++)
+            for (int k = 0; k < c; k++) px[i * c + k] = px[i * cin + k];
+    }
+    out->h = (int)im.height;
+    out->w = (int)im.width;
+    out->c = c;
+    out->px = px;
+    return DAP_OK;
+}
+
+/* ---- JPEG ------------------------------------------------------------------ */
+typedef struct {
+    struct jpeg_error_mgr mgr;
+    jmp_buf jump;
+    char msg[JMSG_LENGTH_MAX];
+} jpeg_err;
+
+static void jpeg_on_error(j_common_ptr cinfo) {
+    jpeg_err *e = (jpeg_err *)cinfo->err;
+    (*cinfo->err->format_message)(cinfo, e->msg);
+    longjmp(e->jump, 1);
+}
+static void jpeg_on_message(j_common_ptr cinfo) { (void)cinfo; } /* no stderr chatter */
+
+static int jpeg_read_mem(const char *path, const uint8_t *buf, size_t n, dap_image8 *out) {
+    struct jpeg_decompress_struct cinfo;
+    jpeg_err err;
+    /* volatile: assigned between setjmp and a possible longjmp */
+    uint8_t *volatile px = NULL;
+    int rc = DAP_OK;
+    cinfo.err = jpeg_std_error(&err.mgr);
+    err.mgr.error_exit = jpeg_on_error;
+    err.mgr.output_message = jpeg_on_message;
+    if (setjmp(err.jump)) {
+        jpeg_destroy_decompress(&cinfo);
+        free(px);
+        return dap_error(DAP_ERR_FORMAT, "%s: bad JPEG (%s)", path, err.msg);
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, buf, (unsigned long)n);
+    jpeg_read_header(&cinfo, TRUE);
+    int c;
+    if (cinfo.num_components == 1) {
+        cinfo.out_color_space = JCS_GRAYSCALE;
+        c = 1;
+    } else if (cinfo.jpeg_color_space == JCS_YCbCr || cinfo.jpeg_color_space == JCS_RGB) {
+        cinfo.out_color_space = JCS_RGB;
+        c = 3;
+    } else {
+        jpeg_destroy_decompress(&cinfo);
+        return dap_error(DAP_ERR_FORMAT, "%s: JPEG colour space %d not supported (expected gray or RGB)",
+                         path, (int)cinfo.jpeg_color_space);
+    }
+    rc = check_dims(path, cinfo.image_width, cinfo.image_height);
+    if (rc != DAP_OK) {
+        jpeg_destroy_decompress(&cinfo);
+        return rc;
+    }
+    jpeg_start_decompress(&cinfo);
+    DAP_ASSERT(cinfo.output_components == c);
+    size_t stride = (size_t)cinfo.output_width * (size_t)c;
+    px = dap_malloc(stride * cinfo.output_height);
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW row = px + (size_t)cinfo.output_scanline * stride;
+        jpeg_read_scanlines(&cinfo, &row, 1);
+    }
+    jpeg_finish_decompress(&cinfo);
+    out->h = (int)cinfo.output_height;
+    out->w = (int)cinfo.output_width;
+    out->c = c;
+    out->px = px;
+    jpeg_destroy_decompress(&cinfo);
+    return DAP_OK;
+}
+
+int dap_image_read(const char *path, dap_image8 *out) {
+    memset(out, 0, sizeof *out);
+    uint8_t *buf;
+    size_t n;
+    DAP_TRY(dap_read_file(path, &buf, &n));
+    static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    int rc;
+    if (n >= 8 && memcmp(buf, png_sig, 8) == 0)
+        rc = png_read_mem(path, buf, n, out);
+    else if (n >= 3 && buf[0] == 0xff && buf[1] == 0xd8 && buf[2] == 0xff)
+        rc = jpeg_read_mem(path, buf, n, out);
+    else
+        rc = dap_error(DAP_ERR_FORMAT, "%s: not a PNG or JPEG file (unknown signature)", path);
+    free(buf);
+    if (rc != DAP_OK) memset(out, 0, sizeof *out);
+    return rc;
+}
+
+int dap_png_write(const char *path, const uint8_t *px, int h, int w, int c) {
+    DAP_ASSERT(h > 0 && w > 0 && (c == 1 || c == 3));
+    size_t len = strlen(path) + 32;
+    char *tmp = dap_malloc(len);
+    snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        int rc = dap_error(DAP_ERR_IO, "%s: cannot create (%s)", tmp, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    png_image im;
+    memset(&im, 0, sizeof im);
+    im.version = PNG_IMAGE_VERSION;
+    im.width = (png_uint_32)w;
+    im.height = (png_uint_32)h;
+    im.format = c == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
+    int ok = png_image_write_to_stdio(&im, f, 0, px, 0, NULL);
+    const char *why = ok ? NULL : im.message;
+    char msg[128] = "";
+    if (why) snprintf(msg, sizeof msg, "%s", why);
+    png_image_free(&im);
+    ok = (fflush(f) == 0) && ok;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        int rc = dap_error(DAP_ERR_IO, "%s: cannot write PNG (%s)", path, msg[0] ? msg : strerror(errno));
+        remove(tmp);
+        free(tmp);
+        return rc;
+    }
+    free(tmp);
+    return DAP_OK;
+}
+
+/* ---- resize + centre crop ----------------------------------------------------
+ * A separable triangle filter whose support widens by 1/scale when shrinking, so
+ * each output pixel averages the input area it covers (bilinear when enlarging). */
+typedef struct {
+    int first, count; /* input taps */
+    float *w;         /* count weights, summing to 1 */
+} taps;
+
+/* Taps for output positions [off, off + nout) of an axis resized from nin to nres. */
+static taps *make_taps(int nin, int nres, int off, int nout) {
+    double scale = (double)nres / nin;
+    double support = scale < 1 ? 1.0 / scale : 1.0;
+    int maxc = (int)ceil(support) * 2 + 1;
+    taps *t = dap_malloc(sizeof(taps) * (size_t)nout);
+    float *wbuf = dap_malloc(sizeof(float) * (size_t)nout * (size_t)maxc);
+    for (int o = 0; o < nout; o++) {
+        double centre = (o + off + 0.5) / scale; /* in input pixel units */
+        int lo = (int)floor(centre - support + 0.5), hi = (int)floor(centre + support + 0.5);
+        if (lo < 0) lo = 0;
+        if (hi > nin) hi = nin;
+        if (hi - lo > maxc) hi = lo + maxc;
+        double sum = 0;
+        float *w = wbuf + (size_t)o * maxc;
+        for (int i = lo; i < hi; i++) {
+            double x = fabs((i + 0.5 - centre) / support);
+            double v = x < 1 ? 1 - x : 0;
+            w[i - lo] = (float)v;
+            sum += v;
+        }
+        if (sum <= 0) { /* cannot happen for valid sizes; nearest pixel as a fallback */
+            int i = (int)floor(centre);
+            lo = i < 0 ? 0 : i >= nin ? nin - 1 : i;
+            hi = lo + 1;
+            w[0] = 1;
+            sum = 1;
+        }
+        for (int i = 0; i < hi - lo; i++) w[i] = (float)(w[i] / sum);
+        t[o].first = lo;
+        t[o].count = hi - lo;
+        t[o].w = w;
+    }
+    return t;
+}
+
+static void free_taps(taps *t) {
+    free(t[0].w);
+    free(t);
+}
+
+static uint8_t to_byte(float v) {
+    v = roundf(v);
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+void dap_image_resize_crop(const dap_image8 *in, int size, int c_out, uint8_t *out) {
+    DAP_ASSERT(in->h > 0 && in->w > 0 && size > 0 && (c_out == 1 || c_out == 3));
+    DAP_ASSERT(in->c == 1 || in->c == 3);
+    int h = in->h, w = in->w, c = c_out;
+    /* shorter side -> size, longer side scaled and truncated (torchvision Resize) */
+    int rh, rw;
+    if (h <= w) {
+        rh = size;
+        rw = (int)((long long)size * w / h);
+    } else {
+        rw = size;
+        rh = (int)((long long)size * h / w);
+    }
+    if (rh < size) rh = size;
+    if (rw < size) rw = size;
+    /* offsets rounded half to even, as Python's round() in torchvision's CenterCrop */
+    int top = (int)nearbyint((rh - size) / 2.0), left = (int)nearbyint((rw - size) / 2.0);
+
+    /* channel conversion first (ITU-R 601 luma, as PIL's "L") */
+    size_t npx = (size_t)h * w;
+    float *src = dap_malloc(sizeof(float) * npx * (size_t)c);
+    for (size_t i = 0; i < npx; i++) {
+        const uint8_t *p = in->px + i * (size_t)in->c;
+        if (in->c == c)
+            for (int k = 0; k < c; k++) src[i * c + k] = p[k];
+        else if (c == 1)
+            src[i] = 0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2];
+        else
+            for (int k = 0; k < 3; k++) src[i * 3 + k] = p[0];
+    }
+    taps *tx = make_taps(w, rw, left, size), *ty = make_taps(h, rh, top, size);
+    /* horizontal pass: (h, size, c) */
+    float *mid = dap_malloc(sizeof(float) * (size_t)h * size * (size_t)c);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < size; x++)
+            for (int k = 0; k < c; k++) {
+                float s = 0;
+                for (int i = 0; i < tx[x].count; i++)
+                    s += tx[x].w[i] * src[((size_t)y * w + tx[x].first + i) * c + k];
+                mid[((size_t)y * size + x) * c + k] = s;
+            }
+    /* vertical pass */
+    for (int y = 0; y < size; y++)
+        for (int x = 0; x < size; x++)
+            for (int k = 0; k < c; k++) {
+                float s = 0;
+                for (int i = 0; i < ty[y].count; i++)
+                    s += ty[y].w[i] * mid[((size_t)(ty[y].first + i) * size + x) * c + k];
+                out[((size_t)y * size + x) * c + k] = to_byte(s);
+            }
+    free_taps(tx);
+    free_taps(ty);
+    free(mid);
+    free(src);
+}
+
+/* ---- float <-> u8 ------------------------------------------------------------ */
+void dap_image_to_u8(const float *chw, int c, int h, int w, uint8_t *hwc) {
+    size_t hw = (size_t)h * w;
+    for (int k = 0; k < c; k++)
+        for (size_t i = 0; i < hw; i++) {
+            float v = chw[k * hw + i];
+            hwc[i * c + k] = v != v ? 0 : to_byte((v + 1.0f) * 127.5f); /* NaN -> 0 */
+        }
+}
+
+void dap_image_from_u8(const uint8_t *hwc, int c, int h, int w, float *chw) {
+    size_t hw = (size_t)h * w;
+    for (int k = 0; k < c; k++)
+        for (size_t i = 0; i < hw; i++) chw[k * hw + i] = hwc[i * c + k] / 127.5f - 1.0f;
+}
+
+int dap_grid_write(const char *path, const float *images, int count, int rows, int cols, int c, int h,
+                   int w) {
+    DAP_ASSERT(rows > 0 && cols > 0 && h > 0 && w > 0 && (c == 1 || c == 3));
+    DAP_ASSERT(count >= 0 && count <= rows * cols);
+    const int pad = 2;
+    int gh = rows * h + (rows + 1) * pad, gw = cols * w + (cols + 1) * pad;
+    uint8_t *grid = dap_malloc((size_t)gh * gw * c);
+    memset(grid, 255, (size_t)gh * gw * c); /* white border */
+    uint8_t *tile = dap_malloc((size_t)h * w * c);
+    for (int r = 0; r < rows; r++)
+        for (int q = 0; q < cols; q++) {
+            int i = r * cols + q;
+            if (i < count)
+                dap_image_to_u8(images + (size_t)i * c * h * w, c, h, w, tile);
+            else
+                memset(tile, 0, (size_t)h * w * c);
+            int y0 = pad + r * (h + pad), x0 = pad + q * (w + pad);
+            for (int y = 0; y < h; y++)
+                memcpy(grid + ((size_t)(y0 + y) * gw + x0) * c, tile + (size_t)y * w * c, (size_t)w * c);
+        }
+    int rc = dap_png_write(path, grid, gh, gw, c);
+    free(tile);
+    free(grid);
+    return rc;
+}

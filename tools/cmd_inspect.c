@@ -1,0 +1,48 @@
+/*
+ * cmd_inspect.c: `dap inspect FILE.safetensors`: every tensor's name, dtype and shape,
+ * the total parameter count and the metadata, after the reader's full validation.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/core.h"
+#include "io/io.h"
+
+int cmd_inspect(int argc, char **argv) {
+    const char *pos[1];
+    int npos;
+    int r =
+        flags_parse("inspect", "FILE.safetensors",
+                    "Lists a safetensors file's tensors (name, dtype, shape), parameter count and metadata.",
+                    NULL, 0, argc, argv, pos, 1, &npos);
+    if (r) return r == 1 ? 0 : 2;
+    if (npos != 1) return cli_failf("inspect", "expected one FILE.safetensors (see dap inspect --help)");
+    dap_st *st;
+    int rc = dap_st_open(&st, pos[0]);
+    if (rc) return cli_fail("inspect", rc);
+    int width = 4;
+    for (int i = 0; i < st->n; i++) {
+        int len = (int)strlen(st->t[i].name);
+        width = len > width ? len : width;
+    }
+    printf("%-*s  %-5s  %-24s %s\n", width, "name", "dtype", "shape", "elements");
+    size_t params = 0, bytes = 0;
+    for (int i = 0; i < st->n; i++) {
+        const dap_st_tensor *t = &st->t[i];
+        char shape[256];
+        int len = snprintf(shape, sizeof shape, "[");
+        for (int k = 0; k < t->ndim && len < (int)sizeof shape; k++)
+            len += snprintf(shape + len, sizeof shape - (size_t)len, "%s%lld", k ? ", " : "",
+                            (long long)t->shape[k]);
+        if (len < (int)sizeof shape) snprintf(shape + len, sizeof shape - (size_t)len, "]");
+        printf("%-*s  %-5s  %-24s %zu\n", width, t->name, dap_dtype_name(t->dtype), shape, t->numel);
+        if (t->dtype == DAP_DT_F32 || t->dtype == DAP_DT_F16 || t->dtype == DAP_DT_BF16) params += t->numel;
+        bytes += t->end - t->begin;
+    }
+    printf("%d tensors, %zu parameters (float elements), %zu data bytes\n", st->n, params, bytes);
+    if (st->metadata_json) printf("metadata %s\n", st->metadata_json);
+    dap_st_close(st);
+    return 0;
+}
