@@ -8,7 +8,9 @@
 /* X(name, summary) */
 #define DAP_COMMANDS(X)                                                                        \
     X(info, "show a dataset: classes, counts, size, pixel statistics, example grid")          \
-    X(inspect, "list the tensors, shapes and metadata of a safetensors file")
+    X(inspect, "list the tensors, shapes and metadata of a safetensors file")                  \
+    X(train, "train a class-conditional DiT (eps-prediction, EMA, resumable)")                 \
+    X(sample, "sample class-conditional images with DDIM + classifier-free guidance")
 
 #define X(name, summary) int cmd_##name(int argc, char **argv);
 DAP_COMMANDS(X)
