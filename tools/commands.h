@@ -10,7 +10,8 @@
     X(info, "show a dataset: classes, counts, size, pixel statistics, example grid")          \
     X(inspect, "list the tensors, shapes and metadata of a safetensors file")                  \
     X(train, "train a class-conditional DiT (eps-prediction, EMA, resumable)")                 \
-    X(sample, "sample class-conditional images with DDIM + classifier-free guidance")
+    X(sample, "sample class-conditional images with DDIM + classifier-free guidance")         \
+    X(distill, "distill a dataset: random, vanilla or dap (representativeness guidance)")
 
 #define X(name, summary) int cmd_##name(int argc, char **argv);
 DAP_COMMANDS(X)
