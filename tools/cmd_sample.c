@@ -13,52 +13,10 @@
 #include "core/core.h"
 #include "data/dataset.h"
 #include "diffusion/ddim.h"
+#include "diffusion/dit_eps.h"
 #include "io/io.h"
 #include "models/dit.h"
 
-typedef struct sampler_ctx {
-    const dap_dit *m;
-    dap_dit_state *st;
-    int B;          /* samples in this batch */
-    int C, Co, HW;
-    size_t per;     /* C * HW */
-    double w;       /* guidance scale; 1: conditional only */
-    int *y;         /* (2 * batch): labels, then null labels */
-    float *tf;      /* (2 * batch) */
-    float *in;      /* (2 * batch, C, H, W) */
-    float *out;     /* (2 * batch, Co, H, W) */
-} sampler_ctx;
-
-static int model_eps(void *ctx, float *eps, const float *x_t, const dap_ddim_coef *c) {
-    sampler_ctx *s = ctx;
-    const int guided = s->w != 1.0;
-    const int n = guided ? 2 * s->B : s->B;
-    memcpy(s->in, x_t, (size_t)s->B * s->per * sizeof(float));
-    if (guided) memcpy(s->in + (size_t)s->B * s->per, x_t, (size_t)s->B * s->per * sizeof(float));
-    for (int i = 0; i < n; i++) s->tf[i] = (float)c->t;
-    /* y holds the B labels then B null labels: both contiguous for the first n */
-    dap_dit_state_set_batch(s->st, n);
-    dap_dit_forward(s->m, s->st, s->out, s->in, s->tf, s->y, 0);
-    if (guided)
-        dap_cfg_combine(eps, s->out, s->out + (size_t)s->B * s->Co * s->HW, s->B, s->Co, s->C, s->HW, s->w);
-    else
-        dap_eps_from_output(eps, s->out, s->B, s->Co, s->C, s->HW);
-    return DAP_OK;
-}
-
-/* A class name as a folder name, as dap_dataset_save_folder writes it. */
-static void folder_name(char *out, size_t n, const char *name, int k) {
-    if (!name || !*name) {
-        snprintf(out, n, "class%d", k);
-        return;
-    }
-    snprintf(out, n, "%s", name);
-    for (char *p = out; *p; p++)
-        if (*p == '/') *p = '_';
-    if (out[0] == '.') out[0] = '_';
-}
-
-/* "all" or a comma list of class indices or names. Returns the count or -1. */
 static int parse_classes(const char *spec, int K, char **names, int *out) {
     if (!strcmp(spec, "all")) {
         for (int k = 0; k < K; k++) out[k] = k;
@@ -168,28 +126,27 @@ int cmd_sample(int argc, char **argv) {
 
     dap_schedule sched;
     dap_schedule_init_default(&sched);
-    const int HW = H * H, Co = m->out_channels;
+    const int HW = H * H;
     const size_t per = (size_t)C * HW;
     const int cols = n < grid_cols ? n : grid_cols;
-    sampler_ctx ctx = {.m = m, .C = C, .Co = Co, .HW = HW, .per = per, .w = cfg_w};
-    ctx.st = dap_dit_state_create_ex(m, 2 * batch, 0);
-    ctx.y = dap_malloc((size_t)2 * batch * sizeof(int));
-    ctx.tf = dap_alloc_f32((size_t)2 * batch);
-    ctx.in = dap_alloc_f32((size_t)2 * batch * per);
-    ctx.out = dap_alloc_f32((size_t)2 * batch * Co * HW);
+    dap_dit_eps ctx;
+    dap_dit_eps_init(&ctx, m, batch, cfg_w);
+    int *labels = dap_malloc((size_t)batch * sizeof(int));
     float *x = dap_alloc_f32((size_t)batch * per);
     float *grid = dap_alloc_f32((size_t)ncls * cols * per);
     dap_rng *rngs = dap_malloc((size_t)batch * sizeof(dap_rng));
     uint8_t *px = dap_malloc(per);
     int *cls = dap_malloc((size_t)batch * sizeof(int)), *idx = dap_malloc((size_t)batch * sizeof(int));
     char path[4096], folder[512];
-    dap_ddim_hooks hooks = {.eps = model_eps, .ctx = &ctx};
+    dap_ddim_hooks hooks = {.eps = dap_dit_eps_hook, .ctx = &ctx};
     const long total = (long)ncls * n;
     const double t0 = dap_time_now();
 
     if ((rc = dap_mkdir_p(out))) goto cleanup;
     for (int c = 0; c < ncls; c++) {
-        folder_name(folder, sizeof folder, names[list[c]], list[c]);
+        char *fn = dap_class_folder_name(names[list[c]] ? names[list[c]] : "", list[c]);
+        snprintf(folder, sizeof folder, "%s", fn);
+        free(fn);
         snprintf(path, sizeof path, "%s/%s", out, folder);
         if ((rc = dap_mkdir_p(path))) goto cleanup;
     }
@@ -199,16 +156,17 @@ int cmd_sample(int argc, char **argv) {
             const long j = j0 + b;
             cls[b] = (int)(j / n);
             idx[b] = (int)(j % n);
-            ctx.y[b] = list[cls[b]];
-            ctx.y[B + b] = K; /* the null class */
-            dap_rng_init(&rngs[b], (uint64_t)seed, ((uint64_t)list[cls[b]] << 32) | (uint64_t)idx[b]);
+            labels[b] = list[cls[b]];
+            dap_sample_rng(&rngs[b], (uint64_t)seed, list[cls[b]], idx[b]);
             dap_rng_normal(&rngs[b], x + (size_t)b * per, per, 0.0f, 1.0f);
         }
-        ctx.B = B;
+        dap_dit_eps_set_labels(&ctx, labels, B);
         if ((rc = dap_ddim_sample(&sched, steps, eta, x, B, per, rngs, &hooks))) goto cleanup;
         for (int b = 0; b < B; b++) {
             const float *im = x + (size_t)b * per;
-            folder_name(folder, sizeof folder, names[list[cls[b]]], list[cls[b]]);
+            char *fn = dap_class_folder_name(names[list[cls[b]]] ? names[list[cls[b]]] : "", list[cls[b]]);
+            snprintf(folder, sizeof folder, "%s", fn);
+            free(fn);
             snprintf(path, sizeof path, "%s/%s/%d.png", out, folder, idx[b]);
             uint8_t *hwc = px;
             dap_image_to_u8(im, C, H, H, hwc);
@@ -230,11 +188,8 @@ cleanup:
     free(rngs);
     dap_free_aligned(grid);
     dap_free_aligned(x);
-    dap_free_aligned(ctx.out);
-    dap_free_aligned(ctx.in);
-    dap_free_aligned(ctx.tf);
-    free(ctx.y);
-    dap_dit_state_destroy(ctx.st);
+    free(labels);
+    dap_dit_eps_free(&ctx);
     dap_schedule_free(&sched);
 done:
     free(list);
