@@ -9,6 +9,9 @@
 #define DAP_COMMANDS(X)                                                                        \
     X(info, "show a dataset: classes, counts, size, pixel statistics, example grid")          \
     X(inspect, "list the tensors, shapes and metadata of a safetensors file")                  \
+    X(train, "train a class-conditional DiT (eps-prediction, EMA, resumable)")                 \
+    X(sample, "sample class-conditional images with DDIM + classifier-free guidance")         \
+    X(distill, "distill a dataset: random, vanilla or dap (representativeness guidance)")     \
     X(eval, "train fresh networks on a set and report test accuracy (mean +- std)")            \
     X(subset, "write a random real subset (IPC per class) as an image folder")                 \
     X(teacher, "train a classifier on the full training split (teacher / feature extractor)")

@@ -1,0 +1,81 @@
+/*
+ * train.h: training a class-conditional DiT as an eps-predictor (SPEC section 2):
+ * t uniform in 0..T-1, x_t = q_sample(x0, xi), loss = mean (eps_theta(x_t, t, y) - xi)^2
+ * over the first C output channels, y replaced by the null class with probability
+ * class_dropout; AdamW, global gradient clipping, an EMA of the weights.
+ *
+ * Reproducible and resumable: all randomness of step s is a pure function of
+ * (seed, s) through the counter-based generator (the data order of epoch e is a
+ * shuffle drawn from (seed, e)), and a checkpoint holds everything that evolves (raw
+ * and EMA weights, AdamW moments, step), so a resumed run continues bit-exactly
+ * (with the same thread count).
+ *
+ * Checkpoint = two files: PATH holds the EMA weights under the official keys with the
+ * model config (loadable by dap_dit_load, used for sampling); PATH.state holds the
+ * training state ("model.<key>" raw weights, "ema.<key>", "opt.exp_avg.<key>",
+ * "opt.exp_avg_sq.<key>", "opt.step") with seed and batch in its metadata. Both are
+ * written atomically, the state first; resume needs only PATH.state.
+ */
+#ifndef DAP_TRAIN_H
+#define DAP_TRAIN_H
+
+#include <stdint.h>
+
+#include "core/optim.h"
+#include "data/dataset.h"
+#include "diffusion/schedule.h"
+#include "models/dit.h"
+
+typedef struct dap_train_config {
+    int batch;            /* 32 */
+    double lr;            /* 1e-4 (DiT's) */
+    double weight_decay;  /* 0 (DiT's) */
+    double ema_decay;     /* 0.9999 (DiT's) */
+    int ema_warmup;       /* 1: decay min(ema_decay, (1 + s) / (10 + s)) at step s */
+    float grad_clip;      /* max global grad norm; 0: off. 1.0 */
+    float class_dropout;  /* 0.1 */
+    uint64_t seed;        /* 0 */
+} dap_train_config;
+
+void dap_train_config_default(dap_train_config *c);
+
+typedef struct dap_trainer {
+    dap_train_config cfg;
+    dap_dit *model;          /* raw weights and grads; owned */
+    dap_params ema;          /* the same table, EMA weights (data only) */
+    dap_adamw opt;
+    dap_schedule sched;
+    dap_dit_state *state;    /* for cfg.batch samples */
+    const dap_dataset *data; /* training images, not owned */
+    int64_t step;            /* steps done */
+    /* the data order of the current epoch */
+    int *perm;
+    int64_t perm_epoch;
+    /* per-batch buffers */
+    float *x0, *noise, *xt, *tf, *out, *dout; /* (B, C, H, W) x3, (B), (B, Co, H, W) x2 */
+    int *t, *y;                               /* (B) */
+} dap_trainer;
+
+/* Takes ownership of `model` (created with gradients); the EMA starts as a copy of its
+ * weights. `data` must outlive the trainer and match the model: DAP_ERR_SHAPE naming
+ * both shapes, DAP_ERR_VALUE for labels outside 0..num_classes-1 or bad settings. */
+int dap_trainer_create(dap_trainer **out, dap_dit *model, const dap_dataset *data,
+                       const dap_train_config *cfg);
+void dap_trainer_destroy(dap_trainer *tr);
+
+/* One optimisation step (number tr->step, then tr->step++). Returns the batch loss;
+ * *grad_norm (may be NULL) receives the global grad norm before clipping. */
+double dap_trainer_step(dap_trainer *tr, float *grad_norm);
+
+/* Mean eps-MSE over `val` with a fixed timestep and noise per image (drawn from
+ * (seed, image index)), conditional labels, in batches of cfg.batch: comparable across
+ * calls, steps and runs. use_ema: evaluate the EMA weights instead of the raw ones. */
+double dap_trainer_val_loss(dap_trainer *tr, const dap_dataset *val, uint64_t seed, int use_ema);
+
+/* Writes PATH.state then PATH (see the top of this file). */
+int dap_trainer_save(dap_trainer *tr, const char *path);
+/* Restores the state from PATH.state: the seed and batch must match this trainer's
+ * (DAP_ERR_ARG naming both), every tensor must be present with its shape. */
+int dap_trainer_resume(dap_trainer *tr, const char *path);
+
+#endif /* DAP_TRAIN_H */

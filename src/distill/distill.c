@@ -1,0 +1,272 @@
+/*
+ * distill.c: random, vanilla and dap distillation of one class.
+ *
+ * dap (SPEC 3): a class's IPC samples share one DDIM trajectory loop. At every guided
+ * step the N real samples of the class (drawn once per class) are noised to the current
+ * t with fresh noise and run through the backbone to block l, once for all synthetic
+ * samples; each synthetic sample's energy E = mean_j d_k(phi(x_t), phi(r_t^j)) is
+ * differentiated through the partial backward to x_t, and the step is moved by
+ * -gamma grad E (x form, Algorithm 1) or eps += gamma sqrt(1 - a_t) grad E (eps form).
+ * Model calls run in chunks of opts.batch samples.
+ */
+#include "distill/distill.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "diffusion/ddim.h"
+#include "diffusion/dit_eps.h"
+#include "diffusion/schedule.h"
+#include "distill/guidance.h"
+
+/* Random streams of a class (all keyed by the run's seed). */
+#define STREAM_RANDOM_PICK (1ULL << 60)
+#define STREAM_REAL_PICK (2ULL << 60)
+#define STREAM_REAL_NOISE (3ULL << 60)
+
+void dap_distill_opts_default(dap_distill_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->method = DAP_METHOD_DAP;
+    o->ipc = 10;
+    o->steps = 50;
+    o->eta = 0.0;
+    o->cfg = 4.0;
+    o->batch = 100;
+    o->gamma = 1.0;
+    o->kernel = DAP_KERNEL_LINEAR;
+    o->sigma = 1.0;
+    o->layer = 0; /* 0: about a quarter of the depth (the paper's blocks 4-12 of 28) */
+    o->pool = DAP_POOL_FLATTEN;
+    o->n_real = 100;
+    o->stop = 0.5;
+    o->form = DAP_FORM_X;
+}
+
+int dap_method_parse(const char *s) {
+    if (!strcmp(s, "random")) return DAP_METHOD_RANDOM;
+    if (!strcmp(s, "vanilla")) return DAP_METHOD_VANILLA;
+    if (!strcmp(s, "dap")) return DAP_METHOD_DAP;
+    return -1;
+}
+
+const char *dap_method_name(int m) {
+    return m == DAP_METHOD_RANDOM ? "random" : m == DAP_METHOD_VANILLA ? "vanilla" : "dap";
+}
+
+/* n distinct indices of class k, in a seeded random order. */
+static int pick_class(const dap_dataset *ds, int k, int n, uint64_t seed, uint64_t stream, int *out) {
+    const int count = ds->class_count[k];
+    if (n > count)
+        return dap_error(DAP_ERR_ARG, "class %d (%s) has %d images, %d requested", k,
+                         ds->class_names ? ds->class_names[k] : "?", count, n);
+    int *perm = dap_malloc(sizeof(int) * (size_t)count);
+    memcpy(perm, ds->class_idx[k], sizeof(int) * (size_t)count);
+    dap_rng r;
+    dap_rng_init(&r, seed, stream | (uint64_t)k);
+    dap_rng_shuffle(&r, perm, (size_t)count);
+    memcpy(out, perm, sizeof(int) * (size_t)n);
+    free(perm);
+    return DAP_OK;
+}
+
+typedef struct class_run {
+    const dap_dit *m;
+    const dap_distill_opts *o;
+    int k, n;          /* class, synthetic samples */
+    int layer, T, D, F;
+    size_t per;
+    dap_dit_eps eps;   /* CFG eps model, chunked */
+    dap_dit_state *gst;/* guidance state: cache up to block l */
+    float *real0;      /* (N, per) clean real samples */
+    float *realt;      /* (chunk, per) noised */
+    float *rfeat;      /* (N, F) pooled real features */
+    float *sfeat;      /* (chunk, F) */
+    float *ds;         /* (chunk, F) dE/dfeatures */
+    float *dtok;       /* (chunk, T, D) */
+    float *grad;       /* (n, per) dE/dx_t */
+    float *tf;         /* (chunk) */
+    int *y;            /* (chunk) */
+    dap_rng noise;     /* real-sample noise */
+    float *fixed_xi;   /* (N, per) with fixed_noise */
+    dap_distill_stats *st;
+} class_run;
+
+static int run_eps(void *ctx, float *eps, const float *x_t, const dap_ddim_coef *c) {
+    class_run *r = ctx;
+    const int chunk = r->o->batch;
+    for (int i0 = 0; i0 < r->n; i0 += chunk) {
+        const int b = r->n - i0 < chunk ? r->n - i0 : chunk;
+        int *lab = r->y;
+        for (int i = 0; i < b; i++) lab[i] = r->k;
+        dap_dit_eps_set_labels(&r->eps, lab, b);
+        DAP_TRY(dap_dit_eps_hook(&r->eps, eps + (size_t)i0 * r->per, x_t + (size_t)i0 * r->per, c));
+    }
+    return DAP_OK;
+}
+
+/* grad (n, per) = dE/dx_t at this step; returns the mean energy. */
+static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef *c) {
+    const dap_distill_opts *o = r->o;
+    const int chunk = o->batch, N = o->n_real;
+    const float sa = (float)sqrt(c->a_t), sb = (float)sqrt(1.0 - c->a_t);
+    /* real features, once per step for the whole class */
+    for (int j0 = 0; j0 < N; j0 += chunk) {
+        const int b = N - j0 < chunk ? N - j0 : chunk;
+        float *xi = r->realt;
+        if (r->fixed_xi) memcpy(xi, r->fixed_xi + (size_t)j0 * r->per, sizeof(float) * (size_t)b * r->per);
+        else dap_rng_normal(&r->noise, xi, (size_t)b * r->per, 0.0f, 1.0f);
+        const float *x0 = r->real0 + (size_t)j0 * r->per;
+        for (size_t q = 0; q < (size_t)b * r->per; q++) xi[q] = sa * x0[q] + sb * xi[q];
+        for (int i = 0; i < b; i++) r->tf[i] = (float)c->t, r->y[i] = r->k;
+        dap_dit_state_set_batch(r->gst, b);
+        dap_dit_forward(r->m, r->gst, NULL, xi, r->tf, r->y, r->layer);
+        dap_pool_forward(r->rfeat + (size_t)j0 * r->F, dap_dit_features(r->gst), b, r->T, r->D, o->pool);
+    }
+    /* synthetic: forward to block l, energy gradient, partial backward */
+    double energy = 0;
+    for (int i0 = 0; i0 < r->n; i0 += chunk) {
+        const int b = r->n - i0 < chunk ? r->n - i0 : chunk;
+        for (int i = 0; i < b; i++) r->tf[i] = (float)c->t, r->y[i] = r->k;
+        dap_dit_state_set_batch(r->gst, b);
+        dap_dit_forward(r->m, r->gst, NULL, x_t + (size_t)i0 * r->per, r->tf, r->y, r->layer);
+        dap_pool_forward(r->sfeat, dap_dit_features(r->gst), b, r->T, r->D, o->pool);
+        energy += b * dap_kernel_energy(r->ds, NULL, r->sfeat, b, r->rfeat, N, r->F, o->kernel, o->sigma);
+        dap_pool_backward(r->dtok, r->ds, b, r->T, r->D, o->pool);
+        dap_dit_backward_from_block(r->m, r->gst, r->layer, r->dtok, r->grad + (size_t)i0 * r->per);
+    }
+    energy /= r->n;
+    if (r->st->guided_steps == 0) r->st->energy_first = energy;
+    r->st->energy_last = energy;
+    r->st->guided_steps++;
+    return energy;
+}
+
+static int run_adjust_eps(void *ctx, float *eps, const float *x_t, const dap_ddim_coef *c) {
+    class_run *r = ctx;
+    if (!dap_ddim_step_guided(c->step, r->o->steps, r->o->stop)) return DAP_OK;
+    guidance_grad(r, x_t, c);
+    const float s = (float)(r->o->gamma * sqrt(1.0 - c->a_t));
+    for (size_t q = 0; q < (size_t)r->n * r->per; q++) eps[q] += s * r->grad[q];
+    return DAP_OK;
+}
+
+static int run_adjust_x(void *ctx, float *x_prev, const float *x_t, const float *eps,
+                        const dap_ddim_coef *c) {
+    (void)eps;
+    class_run *r = ctx;
+    if (!dap_ddim_step_guided(c->step, r->o->steps, r->o->stop)) return DAP_OK;
+    guidance_grad(r, x_t, c);
+    const float g = (float)r->o->gamma;
+    for (size_t q = 0; q < (size_t)r->n * r->per; q++) x_prev[q] -= g * r->grad[q];
+    return DAP_OK;
+}
+
+static int check_opts(const dap_dit *m, const dap_distill_opts *o) {
+    if (o->ipc < 1) return dap_error(DAP_ERR_ARG, "--ipc must be >= 1 (got %d)", o->ipc);
+    if (o->method == DAP_METHOD_RANDOM) return DAP_OK;
+    if (!m) return dap_error(DAP_ERR_ARG, "method %s needs a diffusion model (--model)", dap_method_name(o->method));
+    if (o->steps < 1 || o->steps > 1000) return dap_error(DAP_ERR_ARG, "--steps must be in 1..1000 (got %d)", o->steps);
+    if (o->batch < 1) return dap_error(DAP_ERR_ARG, "--batch must be >= 1 (got %d)", o->batch);
+    if (!(o->eta >= 0)) return dap_error(DAP_ERR_ARG, "--eta must be >= 0 (got %g)", o->eta);
+    if (o->cfg != 1.0 && !(m->cfg.class_dropout > 0))
+        return dap_error(DAP_ERR_ARG, "--cfg %g needs a model with a null class; this one has none (use --cfg 1)", o->cfg);
+    if (o->method != DAP_METHOD_DAP) return DAP_OK;
+    if (o->layer < 1 || o->layer > m->cfg.depth)
+        return dap_error(DAP_ERR_ARG, "--layer must be in 1..%d (the model's depth), got %d", m->cfg.depth, o->layer);
+    if (o->n_real < 1) return dap_error(DAP_ERR_ARG, "--n-real must be >= 1 (got %d)", o->n_real);
+    if (!(o->stop >= 0 && o->stop <= 1)) return dap_error(DAP_ERR_ARG, "--stop must be in [0, 1] (got %g)", o->stop);
+    if (o->kernel == DAP_KERNEL_RBF && !(o->sigma > 0))
+        return dap_error(DAP_ERR_ARG, "--sigma (RBF bandwidth) must be > 0 (got %g)", o->sigma);
+    if (!isfinite(o->gamma)) return dap_error(DAP_ERR_ARG, "--gamma must be finite");
+    return DAP_OK;
+}
+
+int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const dap_distill_opts *o,
+                      float *out, dap_distill_stats *st) {
+    DAP_ASSERT(k >= 0 && k < real->num_classes);
+    memset(st, 0, sizeof *st);
+    const double t0 = dap_time_now();
+    const size_t per = (size_t)real->c * real->h * real->w;
+    dap_distill_opts oo = *o;
+    if (oo.method == DAP_METHOD_DAP && oo.layer == 0 && m) oo.layer = (m->cfg.depth + 2) / 4;
+    DAP_TRY(check_opts(m, &oo));
+
+    if (oo.method == DAP_METHOD_RANDOM) {
+        int *idx = dap_malloc(sizeof(int) * (size_t)oo.ipc);
+        int rc = pick_class(real, k, oo.ipc, oo.seed, STREAM_RANDOM_PICK, idx);
+        for (int i = 0; rc == DAP_OK && i < oo.ipc; i++)
+            memcpy(out + (size_t)i * per, real->x + (size_t)idx[i] * per, sizeof(float) * per);
+        free(idx);
+        st->seconds = dap_time_now() - t0;
+        return rc;
+    }
+
+    const dap_dit_config *mc = &m->cfg;
+    if (mc->in_channels != real->c || mc->input_size != real->h || real->h != real->w)
+        return dap_error(DAP_ERR_SHAPE, "model takes %dx%dx%d images, the data has %dx%dx%d", mc->in_channels,
+                         mc->input_size, mc->input_size, real->c, real->h, real->w);
+    if (k >= mc->num_classes)
+        return dap_error(DAP_ERR_SHAPE, "class %d is outside the model's %d classes", k, mc->num_classes);
+
+    class_run r = {0};
+    r.m = m, r.o = &oo, r.k = k, r.n = oo.ipc, r.per = per, r.st = st;
+    const int chunk = oo.batch;
+    dap_dit_eps_init(&r.eps, m, chunk < r.n ? chunk : r.n, oo.cfg);
+    r.y = dap_malloc(sizeof(int) * (size_t)chunk);
+    r.tf = dap_alloc_f32((size_t)chunk);
+    int rc = DAP_OK;
+    if (oo.method == DAP_METHOD_DAP) {
+        r.layer = oo.layer, r.T = m->tokens, r.D = mc->hidden;
+        r.F = dap_pool_dim(r.T, r.D, oo.pool);
+        const int N = oo.n_real;
+        int *idx = dap_malloc(sizeof(int) * (size_t)N);
+        rc = pick_class(real, k, N, oo.seed, STREAM_REAL_PICK, idx);
+        r.real0 = dap_alloc_f32((size_t)N * per);
+        for (int j = 0; rc == DAP_OK && j < N; j++)
+            memcpy(r.real0 + (size_t)j * per, real->x + (size_t)idx[j] * per, sizeof(float) * per);
+        free(idx);
+        r.gst = dap_dit_state_create_ex(m, chunk, r.layer);
+        r.realt = dap_alloc_f32((size_t)chunk * per);
+        r.rfeat = dap_alloc_f32((size_t)N * r.F);
+        r.sfeat = dap_alloc_f32((size_t)chunk * r.F);
+        r.ds = dap_alloc_f32((size_t)chunk * r.F);
+        r.dtok = dap_alloc_f32((size_t)chunk * r.T * r.D);
+        r.grad = dap_alloc_f32((size_t)r.n * per);
+        dap_rng_init(&r.noise, oo.seed, STREAM_REAL_NOISE | (uint64_t)k);
+        if (oo.fixed_noise) {
+            r.fixed_xi = dap_alloc_f32((size_t)N * per);
+            dap_rng_normal(&r.noise, r.fixed_xi, (size_t)N * per, 0.0f, 1.0f);
+        }
+    }
+    if (rc == DAP_OK) {
+        dap_schedule sched;
+        dap_schedule_init_default(&sched);
+        dap_rng *rngs = dap_malloc(sizeof(dap_rng) * (size_t)r.n);
+        for (int i = 0; i < r.n; i++) {
+            dap_sample_rng(&rngs[i], oo.seed, k, i);
+            dap_rng_normal(&rngs[i], out + (size_t)i * per, per, 0.0f, 1.0f);
+        }
+        dap_ddim_hooks h = {.eps = run_eps, .ctx = &r};
+        if (oo.method == DAP_METHOD_DAP && oo.gamma != 0) {
+            if (oo.form == DAP_FORM_EPS) h.adjust_eps = run_adjust_eps;
+            else h.adjust_x = run_adjust_x;
+        }
+        rc = dap_ddim_sample(&sched, oo.steps, oo.eta, out, r.n, per, rngs, &h);
+        free(rngs);
+        dap_schedule_free(&sched);
+        for (size_t q = 0; q < (size_t)r.n * per; q++) /* clamp, NaN -> error below */
+            out[q] = out[q] < -1.f ? -1.f : out[q] > 1.f ? 1.f : out[q];
+        for (size_t q = 0; rc == DAP_OK && q < (size_t)r.n * per; q++)
+            if (isnan(out[q])) rc = dap_error(DAP_ERR_VALUE, "class %d: sampling produced NaN (guidance scale too large?)", k);
+    }
+    dap_dit_eps_free(&r.eps);
+    if (r.gst) dap_dit_state_destroy(r.gst);
+    free(r.y);
+    dap_free_aligned(r.tf), dap_free_aligned(r.real0), dap_free_aligned(r.realt);
+    dap_free_aligned(r.rfeat), dap_free_aligned(r.sfeat), dap_free_aligned(r.ds);
+    dap_free_aligned(r.dtok), dap_free_aligned(r.grad), dap_free_aligned(r.fixed_xi);
+    st->seconds = dap_time_now() - t0;
+    return rc;
+}

@@ -1,0 +1,59 @@
+/*
+ * distill.h: the distillation methods, one class at a time:
+ *   random   IPC real images of the class (seeded): the baseline every method must beat;
+ *   vanilla  DDIM + classifier-free guidance from the diffusion prior (gamma = 0);
+ *   dap      vanilla plus the representativeness guidance of SPEC 3 (Algorithms 1-2).
+ * A class's result depends only on (seed, class, options), never on which other classes
+ * run or in what order, so an interrupted run resumes class by class with the same images.
+ */
+#ifndef DAP_DISTILL_H
+#define DAP_DISTILL_H
+
+#include <stdint.h>
+
+#include "data/dataset.h"
+#include "models/dit.h"
+
+typedef enum { DAP_METHOD_RANDOM = 0, DAP_METHOD_VANILLA = 1, DAP_METHOD_DAP = 2 } dap_method;
+typedef enum { DAP_FORM_X = 0, DAP_FORM_EPS = 1 } dap_guidance_form;
+
+typedef struct dap_distill_opts {
+    int method;      /* dap_method */
+    int ipc;         /* images per class */
+    uint64_t seed;
+    /* sampling */
+    int steps;       /* DDIM steps S */
+    double eta;
+    double cfg;      /* classifier-free guidance scale w (1: none) */
+    int batch;       /* most synthetic samples per forward (a class runs in chunks) */
+    /* representativeness guidance (dap) */
+    double gamma;    /* guidance scale (x form) or lambda (eps form) */
+    int kernel;      /* dap_kernel */
+    double sigma;    /* RBF bandwidth */
+    int layer;       /* feature block l, 1-based */
+    int pool;        /* dap_pool */
+    int n_real;      /* real samples per class N */
+    double stop;     /* fraction of the last steps without guidance */
+    int form;        /* dap_guidance_form */
+    int fixed_noise; /* 1: real samples keep one noise draw for the whole trajectory
+                        (the default 0 redraws it at every guided step) */
+} dap_distill_opts;
+
+void dap_distill_opts_default(dap_distill_opts *o);
+int dap_method_parse(const char *s); /* -1 when unknown */
+const char *dap_method_name(int m);
+
+/* What a class's run measured. */
+typedef struct dap_distill_stats {
+    double seconds;
+    int guided_steps;
+    double energy_first, energy_last; /* mean guidance energy at the first and last guided step */
+} dap_distill_stats;
+
+/* Distills class k into out (ipc, C, H, W) in [-1, 1] (generated images are clamped).
+ * real: the real training images the guidance and the random baseline draw from.
+ * model: unused (may be NULL) for random. */
+int dap_distill_class(const dap_dit *model, const dap_dataset *real, int k,
+                      const dap_distill_opts *o, float *out, dap_distill_stats *st);
+
+#endif

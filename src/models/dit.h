@@ -1,0 +1,107 @@
+/*
+ * dit.h: the class-conditional DiT backbone (Peebles & Xie), forward and backward.
+ *
+ * The weights are one dap_params table with the official facebookresearch/DiT
+ * state_dict keys and shapes, so a converted DiT-XL/2-256 checkpoint loads unchanged.
+ * The model (read-only weights) is kept apart from the per-batch state (activations
+ * for up to B samples); forward and backward allocate nothing.
+ *
+ * Feature access for the representativeness guidance: forward with stop_block = l
+ * (1-based) stops after block l and exposes its (B, T, hidden) output tokens via
+ * dap_dit_features(); dap_dit_backward_from_block() then takes a gradient w.r.t. those
+ * tokens down to the input image only (no parameter gradients).
+ */
+#ifndef DAP_DIT_H
+#define DAP_DIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/params.h"
+
+typedef struct dap_dit_config {
+    int input_size;    /* H = W of the model input (latent or pixels) */
+    int in_channels;   /* C */
+    int patch;         /* p: T = (input_size / p)^2 tokens */
+    int hidden;        /* D, a multiple of 4 (2-D sin-cos position embedding) */
+    int depth;         /* number of blocks */
+    int heads;         /* divides hidden */
+    int num_classes;   /* real classes; label num_classes is the null class */
+    int learn_sigma;   /* 1: 2C output channels (the first C are eps) */
+    float mlp_ratio;   /* MLP hidden = (int)(hidden * mlp_ratio); official 4 */
+    float class_dropout; /* > 0: the label table has a null-class row (official: 0.1) */
+} dap_dit_config;
+
+/* Named configs: "DiT-S/2", "DiT-B/2", "DiT-L/2", "DiT-XL/2" (also /4, /8; 32x32x4 latents,
+ * 1000 classes, learn_sigma) and pixel-space Fashion-MNIST configs (28 px, 1 channel, 10
+ * classes, no learn_sigma): "fm-p4-h256-d8", "fm-p2-h256-d8", "fm-p4-h384-d12",
+ * "fm-tiny" (p 4, hidden 64, depth 2, 2 heads). DAP_ERR_ARG listing the names if unknown. */
+int dap_dit_config_by_name(const char *name, dap_dit_config *out);
+/* Checks the divisibility rules; DAP_ERR_ARG naming the field otherwise. */
+int dap_dit_config_check(const dap_dit_config *c);
+/* Output channels: 2C with learn_sigma, else C. */
+int dap_dit_out_channels(const dap_dit_config *c);
+/* Registers the official tensors of `c` in an empty table (no data allocated). */
+void dap_dit_params_table(dap_params *ps, const dap_dit_config *c);
+
+typedef struct dap_dit {
+    dap_dit_config cfg;
+    int out_channels; /* Co */
+    int grid;         /* input_size / patch */
+    int tokens;       /* T = grid^2 */
+    int patch_in;     /* C p p: one input patch */
+    int patch_out;    /* p p Co: one output patch */
+    int mlp_hidden;   /* (int)(hidden * mlp_ratio) */
+    dap_params params;
+    int block0;        /* index in params.p of blocks.0's first tensor */
+    int block_nparams; /* tensors per block */
+} dap_dit;
+
+/* Creates a model with zeroed weights (grad buffers too if with_grad). DAP_ERR_ARG on a
+ * bad config. */
+int dap_dit_create(dap_dit **out, const dap_dit_config *cfg, int with_grad);
+void dap_dit_destroy(dap_dit *m);
+/* The official initialisation: xavier-uniform linears (x_embedder on its flattened
+ * (D, C p p) view), zero biases, label table and timestep MLP N(0, 0.02), adaLN
+ * modulations and the final linear zero, pos_embed the fixed 2-D sin-cos table. */
+void dap_dit_init(dap_dit *m, uint64_t seed);
+/* Writes the weights as safetensors with the config as __metadata__ (self-describing). */
+int dap_dit_save(const dap_dit *m, const char *path);
+/* Reads the config from __metadata__ (or, if absent, infers it from the tensor shapes,
+ * e.g. an official DiT-XL-2-256 converted file), then loads the weights strictly.
+ * Unknown tensors are an error unless allow_extra. */
+int dap_dit_load(dap_dit **out, const char *path, int with_grad, int allow_extra);
+/* Config of a checkpoint without loading the weights. */
+int dap_dit_config_from_file(const char *path, dap_dit_config *out);
+
+/* Per-batch activations. cache_blocks (0..depth) = how many leading blocks keep what their
+ * backward needs: depth for training (dap_dit_backward), l for the guidance's
+ * backward from block l, 0 for inference only (no gradients: one block's worth of scratch,
+ * much less memory). dap_dit_state_create is cache_blocks = depth. */
+typedef struct dap_dit_state dap_dit_state;
+dap_dit_state *dap_dit_state_create(const dap_dit *m, int batch);
+dap_dit_state *dap_dit_state_create_ex(const dap_dit *m, int batch, int cache_blocks);
+void dap_dit_state_destroy(dap_dit_state *s);
+/* Runs the next calls on the first n <= batch samples (default: batch). */
+void dap_dit_state_set_batch(dap_dit_state *s, int n);
+int dap_dit_state_batch(const dap_dit_state *s);
+size_t dap_dit_state_bytes(const dap_dit_state *s);
+
+/* out (n, Co, H, W) or NULL; x (n, C, H, W); t (n) 0-based timesteps, fed as is;
+ * y (n) labels in 0..num_classes (num_classes = null class). stop_block 0: the full
+ * forward; l in 1..depth: stop after block l (out must be NULL) and expose its tokens. */
+void dap_dit_forward(const dap_dit *m, dap_dit_state *s, float *out, const float *x,
+                     const float *t, const int *y, int stop_block);
+/* The (n, T, D) output tokens of block stop_block of the last forward. */
+const float *dap_dit_features(const dap_dit_state *s);
+
+/* After a full forward (needs cache_blocks = depth): parameter gradients accumulate
+ * into m->params.grad (pos_embed, frozen, gets none); dx (n, C, H, W) overwritten when not
+ * NULL. dout (n, Co, H, W). */
+void dap_dit_backward(dap_dit *m, dap_dit_state *s, const float *dout, float *dx);
+/* After a forward with stop_block = l (needs cache_blocks >= l): dx (n, C, H, W) =
+ * d(loss)/dx from dfeat (n, T, D) = d(loss)/d(block l's output). No parameter gradients. */
+void dap_dit_backward_from_block(const dap_dit *m, dap_dit_state *s, int l, const float *dfeat,
+                                 float *dx);
+
+#endif /* DAP_DIT_H */

@@ -1,0 +1,27 @@
+# dap distill on the tiny model trained by diffusion.sh (sourced by tests/cli.sh).
+d=(--data fmnist --model "$ck" --ipc 2 --steps 4 --n-real 5 --threads 1 --seed 2)
+expect_ok "distill random" $DAP distill --data fmnist --method random --ipc 3 --out "$tmp/dr" --threads 1
+n=$(find "$tmp/dr" -name '*.png' ! -name grid.png | wc -l)
+[ "$n" = 30 ] && [ -f "$tmp/dr/manifest.json" ] && [ -f "$tmp/dr/grid.png" ] \
+  && ok "distill random writes 10 x 3 images, manifest, grid" || bad "distill random output ($n images)"
+# the folder loads back as a dataset
+expect_ok "distilled folder loads (dap info)" $DAP info --data "$tmp/dr"
+grep -q "Trouser *3" "$tmp/out" && ok "distilled folder has 3 Trousers" || bad "distilled folder counts ($(head -c 300 "$tmp/out"))"
+# resume: two classes, then all; same images as one uninterrupted run
+expect_ok "distill dap classes 0,1" $DAP distill "${d[@]}" --method dap --classes 0,1 --out "$tmp/dd"
+expect_ok "distill dap resume all" $DAP distill "${d[@]}" --method dap --out "$tmp/dd"
+grep -q "already done" "$tmp/err" && ok "distill resume skips finished classes" || bad "distill resume skips finished classes"
+expect_ok "distill dap uninterrupted" $DAP distill "${d[@]}" --method dap --out "$tmp/dd2"
+diff -r -q -x manifest.json -x '.class-*' "$tmp/dd" "$tmp/dd2" >/dev/null \
+  && ok "resumed distillation equals an uninterrupted one" || bad "resumed distillation differs"
+grep -q '"energy_first_guided_step"' "$tmp/dd/manifest.json" && grep -q '"model_fnv1a64"' "$tmp/dd/manifest.json" \
+  && ok "manifest records energies and the model hash" || bad "manifest content"
+expect_fail "distill into a folder of another run" "other parameters" $DAP distill "${d[@]}" --method dap --gamma 2 --out "$tmp/dd"
+expect_ok "distill vanilla" $DAP distill "${d[@]}" --method vanilla --out "$tmp/dv"
+! diff -r -q -x manifest.json -x '.*' "$tmp/dd" "$tmp/dv" >/dev/null \
+  && ok "dap differs from vanilla" || bad "dap differs from vanilla"
+expect_fail "distill bad method" "method must be" $DAP distill --method magic --out "$tmp/x"
+expect_fail "distill without model" "model FILE is required" $DAP distill --method dap --out "$tmp/x"
+expect_fail "distill bad layer" "layer must be" $DAP distill "${d[@]}" --method dap --layer 99 --out "$tmp/x2"
+expect_fail "distill bad kernel" "kernel must be" $DAP distill "${d[@]}" --kernel poly --out "$tmp/x3"
+expect_fail "distill bad number" "expects a finite number" $DAP distill "${d[@]}" --gamma abc --out "$tmp/x4"

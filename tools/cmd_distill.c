@@ -1,0 +1,300 @@
+/*
+ * cmd_distill.c: `dap distill`: a distilled image folder (one subfolder per class,
+ * PNG) by the random, vanilla or dap method, plus manifest.json (every parameter, the
+ * seed, the model's hash, per-class timings and guidance energies) and grid.png.
+ * Classes are written atomically one by one; a rerun with the same flags skips the
+ * classes already done, and gives the same images as an uninterrupted run.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/core.h"
+#include "data/dataset.h"
+#include "distill/distill.h"
+#include "distill/guidance.h"
+#include "io/io.h"
+#include "models/dit.h"
+
+/* The parameters that define the images, as one canonical line (checked on resume). */
+static void params_line(char *buf, size_t n, const char *data, const char *hash, int holdout,
+                        int split_seed, const dap_distill_opts *o) {
+    snprintf(buf, n,
+             "data=%s model=%s holdout=%d split_seed=%d method=%s ipc=%d seed=%llu steps=%d eta=%g "
+             "cfg=%g gamma=%g kernel=%d sigma=%g layer=%d pool=%d n_real=%d stop=%g form=%d fixed_noise=%d",
+             data, hash, holdout, split_seed, dap_method_name(o->method), o->ipc, (unsigned long long)o->seed,
+             o->steps, o->eta, o->cfg, o->gamma, o->kernel, o->sigma, o->layer, o->pool, o->n_real, o->stop,
+             o->form, o->fixed_noise);
+    if (o->method == DAP_METHOD_RANDOM) /* the sampler's flags do not matter for random */
+        snprintf(buf, n, "data=%s holdout=%d split_seed=%d method=random ipc=%d seed=%llu", data, holdout,
+                 split_seed, o->ipc, (unsigned long long)o->seed);
+}
+
+static int read_text(const char *path, char *buf, size_t n) {
+    uint8_t *d;
+    size_t len;
+    if (dap_read_file(path, &d, &len) != DAP_OK) return 0;
+    size_t m = len < n - 1 ? len : n - 1;
+    memcpy(buf, d, m);
+    buf[m] = 0;
+    free(d);
+    return 1;
+}
+
+int cmd_distill(int argc, char **argv) {
+    const char *data = "fmnist", *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear",
+               *pool_s = "flatten", *form_s = "x", *classes_s = "all";
+    int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0;
+    dap_distill_opts o;
+    dap_distill_opts_default(&o);
+    flag flags[] = {
+        {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file or an image folder"},
+        {"model", FLAG_STR, &model_path, "diffusion model (safetensors from dap train, or a converted DiT)"},
+        {"method", FLAG_STR, &method_s, "random | vanilla | dap"},
+        {"ipc", FLAG_INT, &o.ipc, "images per class"},
+        {"seed", FLAG_INT, &seed, "random seed"},
+        {"out", FLAG_STR, &out, "output image folder (one subfolder per class)"},
+        {"classes", FLAG_STR, &classes_s, "all, or a comma-separated list of class indices"},
+        {"holdout", FLAG_INT, &holdout,
+         "hold out this many training images per class (the validation split of dap eval --val)"},
+        {"split-seed", FLAG_INT, &split_seed, "seed of the holdout split (as dap eval --split-seed)"},
+        {"steps", FLAG_INT, &o.steps, "DDIM steps"},
+        {"eta", FLAG_FLOAT, &o.eta, "DDIM eta (0: deterministic)"},
+        {"cfg", FLAG_FLOAT, &o.cfg, "classifier-free guidance scale (1: none)"},
+        {"gamma", FLAG_FLOAT, &o.gamma, "dap: representativeness guidance scale (0: vanilla)"},
+        {"kernel", FLAG_STR, &kernel_s, "dap: Mercer kernel, linear | rbf"},
+        {"sigma", FLAG_FLOAT, &o.sigma, "dap: RBF bandwidth"},
+        {"layer", FLAG_INT, &o.layer, "dap: feature block l, 1-based (0: about depth/4)"},
+        {"pool", FLAG_STR, &pool_s, "dap: token pooling, flatten | mean"},
+        {"n-real", FLAG_INT, &o.n_real, "dap: real samples per class N"},
+        {"stop", FLAG_FLOAT, &o.stop, "dap: fraction of the last steps without guidance (0: guide all)"},
+        {"form", FLAG_STR, &form_s, "dap: update form, x (x_prev -= gamma grad E) | eps (eps += gamma sqrt(1-a) grad E)"},
+        {"fixed-noise", FLAG_BOOL, &fixed_noise, "dap: one noise draw per real sample for the whole trajectory"},
+        {"batch", FLAG_INT, &o.batch, "most samples per model call"},
+        {"threads", FLAG_INT, &threads, "threads (0: all cores)"},
+        {"quiet", FLAG_BOOL, &quiet, "no progress lines"},
+    };
+    const char *pos[1];
+    int npos;
+    int r = flags_parse("distill", "--model FILE --method random|vanilla|dap --ipc N --out DIR [flags]",
+                        "Distills a dataset into IPC images per class by sampling a class-conditional diffusion\n"
+                        "model, with the representativeness guidance of DAP (method dap), without it (vanilla),\n"
+                        "or takes a random real subset (random). Rerun the same command to resume.",
+                        flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
+    if (r) return r == 1 ? 0 : 2;
+    if (!out) return cli_failf("distill", "--out DIR is required");
+    if ((o.method = dap_method_parse(method_s)) < 0)
+        return cli_failf("distill", "--method must be random, vanilla or dap (got '%s')", method_s);
+    if ((o.kernel = dap_kernel_parse(kernel_s)) < 0)
+        return cli_failf("distill", "--kernel must be linear or rbf (got '%s')", kernel_s);
+    if ((o.pool = dap_pool_parse(pool_s)) < 0)
+        return cli_failf("distill", "--pool must be flatten or mean (got '%s')", pool_s);
+    if (!strcmp(form_s, "x")) o.form = DAP_FORM_X;
+    else if (!strcmp(form_s, "eps")) o.form = DAP_FORM_EPS;
+    else return cli_failf("distill", "--form must be x or eps (got '%s')", form_s);
+    if (seed < 0 || holdout < 0 || split_seed < 0)
+        return cli_failf("distill", "--seed, --holdout and --split-seed must be >= 0");
+    if (o.method != DAP_METHOD_RANDOM && !model_path)
+        return cli_failf("distill", "--model FILE is required for method %s", method_s);
+    o.seed = (uint64_t)seed;
+    o.fixed_noise = fixed_noise;
+    if (o.method == DAP_METHOD_VANILLA) o.gamma = 0;
+    cli_apply_threads(threads);
+    if (quiet) dap_log_set_level(DAP_LOG_QUIET);
+
+    dap_dataset full, real, val;
+    int rc = dap_dataset_load(&full, data, "train", 0, 0);
+    if (rc) return cli_fail("distill", rc);
+    if (holdout > 0) {
+        dap_dataset_split(&full, holdout, (unsigned long long)split_seed, &real, &val);
+        dap_dataset_free(&val);
+        dap_dataset_free(&full);
+    } else {
+        real = full;
+    }
+    const int K = real.num_classes;
+    int *todo = dap_calloc((size_t)K, sizeof(int)), ntodo = 0;
+    if (!strcmp(classes_s, "all")) {
+        for (int k = 0; k < K; k++) todo[k] = 1;
+    } else {
+        const char *p = classes_s;
+        while (*p) {
+            char *end;
+            long k = strtol(p, &end, 10);
+            if (end == p || k < 0 || k >= K || (*end && *end != ',')) {
+                free(todo);
+                dap_dataset_free(&real);
+                return cli_failf("distill", "--classes: expected 'all' or indices in 0..%d separated by commas, got '%s'",
+                                 K - 1, classes_s);
+            }
+            todo[k] = 1;
+            p = *end ? end + 1 : end;
+        }
+    }
+    for (int k = 0; k < K; k++) ntodo += todo[k];
+
+    dap_dit *m = NULL;
+    char hash[17] = "none";
+    if (o.method != DAP_METHOD_RANDOM) {
+        if ((rc = dap_dit_load(&m, model_path, 0, 0)) || (rc = dap_file_hash(model_path, hash))) {
+            dap_dataset_free(&real);
+            free(todo);
+            return cli_fail("distill", rc);
+        }
+        if (o.method == DAP_METHOD_DAP && o.layer == 0) o.layer = (m->cfg.depth + 2) / 4;
+    }
+
+    /* resume: the folder must hold a run with the same parameters */
+    char line[2048], prev[2048], path[4096];
+    params_line(line, sizeof line, data, hash, holdout, split_seed, &o);
+    if ((rc = dap_mkdir_p(out))) goto fail;
+    snprintf(path, sizeof path, "%s/.dap-distill-params", out);
+    if (read_text(path, prev, sizeof prev)) {
+        if (strcmp(prev, line) != 0) {
+            rc = dap_error(DAP_ERR_ARG,
+                           "%s holds a distillation run with other parameters:\n  %s\nthis run:\n  %s\n"
+                           "use another --out (or delete the folder)",
+                           out, prev, line);
+            goto fail;
+        }
+    } else if ((rc = dap_write_file_atomic(path, line, strlen(line)))) {
+        goto fail;
+    }
+
+    {
+        const size_t per = (size_t)real.c * real.h * real.w;
+        /* a dataset of IPC images per class for writing, filled class by class */
+        dap_dataset syn = {0};
+        syn.n = o.ipc * K, syn.c = real.c, syn.h = real.h, syn.w = real.w, syn.num_classes = K;
+        syn.class_names = real.class_names;
+        syn.x = dap_alloc_f32((size_t)syn.n * per);
+        syn.y = dap_malloc(sizeof(int) * (size_t)syn.n);
+        for (int i = 0; i < syn.n; i++) syn.y[i] = i / o.ipc;
+        dap_dataset_index(&syn);
+        dap_distill_stats *stats = dap_calloc((size_t)K, sizeof(dap_distill_stats));
+        int *resumed = dap_calloc((size_t)K, sizeof(int));
+        double t0 = dap_time_now(), done_s = 0;
+        int done = 0;
+        for (int k = 0; k < K && rc == DAP_OK; k++) {
+            if (!todo[k]) continue;
+            char *folder = dap_class_folder_name(real.class_names[k], k);
+            char statp[4096], cls[4096], txt[512];
+            snprintf(cls, sizeof cls, "%s/%s", out, folder);
+            snprintf(statp, sizeof statp, "%s/.class-%d.stats", out, k);
+            free(folder);
+            if (dap_file_exists(cls) && read_text(statp, txt, sizeof txt) &&
+                sscanf(txt, "%lf %d %lf %lf", &stats[k].seconds, &stats[k].guided_steps, &stats[k].energy_first,
+                       &stats[k].energy_last) == 4) {
+                resumed[k] = 1;
+                done++;
+                dap_log(DAP_LOG_INFO, "dap distill: class %d (%s) already done, skipped\n", k, real.class_names[k]);
+                continue;
+            }
+            rc = dap_distill_class(m, &real, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
+            if (rc == DAP_OK) rc = dap_dataset_save_class(&syn, out, k);
+            if (rc == DAP_OK) {
+                snprintf(txt, sizeof txt, "%.17g %d %.17g %.17g\n", stats[k].seconds, stats[k].guided_steps,
+                         stats[k].energy_first, stats[k].energy_last);
+                rc = dap_write_file_atomic(statp, txt, strlen(txt));
+            }
+            if (rc != DAP_OK) break;
+            done++;
+            done_s += stats[k].seconds;
+            int ran = 0;
+            for (int q = 0; q <= k; q++) ran += todo[q] && !resumed[q];
+            double eta_s = done_s / ran * (ntodo - done);
+            if (o.method == DAP_METHOD_DAP)
+                dap_log(DAP_LOG_INFO, "dap distill: class %d/%d (%s): %d images in %.1f s, energy %.4g -> %.4g, ETA %.0f s\n",
+                        done, ntodo, real.class_names[k], o.ipc, stats[k].seconds, stats[k].energy_first,
+                        stats[k].energy_last, eta_s);
+            else
+                dap_log(DAP_LOG_INFO, "dap distill: class %d/%d (%s): %d images in %.1f s, ETA %.0f s\n", done, ntodo,
+                        real.class_names[k], o.ipc, stats[k].seconds, eta_s);
+        }
+        if (rc == DAP_OK) {
+            /* manifest */
+            dap_json j;
+            dap_json_init(&j);
+            dap_json_begin_object(&j, NULL);
+            dap_json_str(&j, "dap_version", DAP_VERSION);
+            dap_json_str(&j, "method", dap_method_name(o.method));
+            dap_json_int(&j, "ipc", o.ipc);
+            dap_json_int(&j, "seed", (long long)o.seed);
+            dap_json_str(&j, "data", data);
+            dap_json_int(&j, "holdout_per_class", holdout);
+            dap_json_int(&j, "split_seed", split_seed);
+            if (m) {
+                dap_json_str(&j, "model", model_path);
+                dap_json_str(&j, "model_fnv1a64", hash);
+                dap_json_int(&j, "steps", o.steps);
+                dap_json_num(&j, "eta", o.eta);
+                dap_json_num(&j, "cfg", o.cfg);
+            }
+            if (o.method == DAP_METHOD_DAP) {
+                dap_json_num(&j, "gamma", o.gamma);
+                dap_json_str(&j, "kernel", o.kernel == DAP_KERNEL_RBF ? "rbf" : "linear");
+                if (o.kernel == DAP_KERNEL_RBF) dap_json_num(&j, "sigma", o.sigma);
+                dap_json_int(&j, "layer", o.layer);
+                dap_json_str(&j, "pool", o.pool == DAP_POOL_MEAN ? "mean" : "flatten");
+                dap_json_int(&j, "n_real", o.n_real);
+                dap_json_num(&j, "stop", o.stop);
+                dap_json_str(&j, "form", o.form == DAP_FORM_EPS ? "eps" : "x");
+                dap_json_bool(&j, "real_noise_redrawn_each_step", !o.fixed_noise);
+            }
+            dap_json_begin_array(&j, "classes");
+            double total = 0;
+            for (int k = 0; k < K; k++) {
+                if (!todo[k]) continue;
+                dap_json_begin_object(&j, NULL);
+                dap_json_int(&j, "class", k);
+                dap_json_str(&j, "name", real.class_names[k]);
+                dap_json_num(&j, "seconds", stats[k].seconds);
+                if (o.method == DAP_METHOD_DAP) {
+                    dap_json_int(&j, "guided_steps", stats[k].guided_steps);
+                    dap_json_num(&j, "energy_first_guided_step", stats[k].energy_first);
+                    dap_json_num(&j, "energy_last_guided_step", stats[k].energy_last);
+                }
+                dap_json_bool(&j, "resumed", resumed[k]);
+                dap_json_end_object(&j);
+                total += stats[k].seconds;
+            }
+            dap_json_end_array(&j);
+            dap_json_num(&j, "seconds_total", total);
+            dap_json_num(&j, "seconds_per_image", total / ((double)ntodo * o.ipc));
+            dap_json_end_object(&j);
+            snprintf(path, sizeof path, "%s/manifest.json", out);
+            rc = dap_json_save(&j, path);
+            dap_json_free(&j);
+        }
+        if (rc == DAP_OK) {
+            /* the grid, read back from the folder (also proves it loads) */
+            dap_dataset back;
+            if ((rc = dap_dataset_load(&back, out, "train", real.h, real.c)) == DAP_OK) {
+                int cols = o.ipc < 10 ? o.ipc : 10, rows = back.num_classes;
+                float *g = dap_alloc_f32(per * (size_t)rows * cols);
+                for (int k = 0; k < rows; k++)
+                    for (int i = 0; i < cols && i < back.class_count[k]; i++)
+                        memcpy(g + per * ((size_t)k * cols + i), back.x + per * (size_t)back.class_idx[k][i],
+                               sizeof(float) * per);
+                snprintf(path, sizeof path, "%s/grid.png", out);
+                rc = dap_grid_write(path, g, rows * cols, rows, cols, real.c, real.h, real.w);
+                dap_free_aligned(g);
+                dap_dataset_free(&back);
+            }
+        }
+        if (rc == DAP_OK)
+            dap_log(DAP_LOG_INFO, "dap distill: %s, %d classes x %d images in %s (%.1f s this run)\n",
+                    dap_method_name(o.method), ntodo, o.ipc, out, dap_time_now() - t0);
+        syn.class_names = NULL; /* borrowed */
+        dap_dataset_free(&syn);
+        free(stats);
+        free(resumed);
+    }
+fail:
+    if (m) dap_dit_destroy(m);
+    dap_dataset_free(&real);
+    free(todo);
+    return rc ? cli_fail("distill", rc) : 0;
+}

@@ -1,0 +1,200 @@
+/*
+ * cmd_sample.c: `dap sample`: class-conditional DDIM sampling from a trained DiT with
+ * classifier-free guidance. Writes DIR/<class name>/<i>.png (the image-folder layout
+ * the data loader reads) and DIR/grid.png, one row per class. Sample i of class k
+ * starts from noise stream (seed, k << 32 | i) and draws its step noise from the same
+ * stream, so an image does not depend on --batch or on the other classes requested.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/core.h"
+#include "data/dataset.h"
+#include "diffusion/ddim.h"
+#include "diffusion/dit_eps.h"
+#include "io/io.h"
+#include "models/dit.h"
+
+static int parse_classes(const char *spec, int K, char **names, int *out) {
+    if (!strcmp(spec, "all")) {
+        for (int k = 0; k < K; k++) out[k] = k;
+        return K;
+    }
+    int n = 0;
+    const char *p = spec;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char tok[256];
+        if (len == 0 || len >= sizeof tok) {
+            dap_error(DAP_ERR_ARG, "--classes: empty or overlong entry in '%s'", spec);
+            return -1;
+        }
+        memcpy(tok, p, len);
+        tok[len] = '\0';
+        char *end;
+        long v = strtol(tok, &end, 10);
+        int k = -1;
+        if (*end == '\0' && end != tok) k = (v >= 0 && v < K) ? (int)v : -2;
+        for (int j = 0; k == -1 && j < K; j++)
+            if (names[j] && !strcmp(names[j], tok)) k = j;
+        if (k < 0) {
+            dap_error(DAP_ERR_ARG, "--classes: '%s' is not a class (expected 0..%d or a class name)", tok, K - 1);
+            return -1;
+        }
+        if (n >= K) {
+            dap_error(DAP_ERR_ARG, "--classes: more than %d entries in '%s'", K, spec);
+            return -1;
+        }
+        out[n++] = k;
+        p = e ? e + 1 : p + len;
+    }
+    if (n == 0) dap_error(DAP_ERR_ARG, "--classes: no class given");
+    return n ? n : -1;
+}
+
+int cmd_sample(int argc, char **argv) {
+    const char *model_path = NULL, *classes = "all", *out = NULL, *names_arg = NULL;
+    int n = 10, steps = 50, seed = 0, batch = 50, threads = 0, grid_cols = 16;
+    double cfg_w = 1.0, eta = 0.0;
+    flag flags[] = {
+        {"model", FLAG_STR, &model_path, "DiT checkpoint (safetensors)"},
+        {"classes", FLAG_STR, &classes, "all, or a comma list of class indices / names"},
+        {"n", FLAG_INT, &n, "images per class"},
+        {"steps", FLAG_INT, &steps, "DDIM steps"},
+        {"cfg", FLAG_FLOAT, &cfg_w, "classifier-free guidance scale (1: none)"},
+        {"eta", FLAG_FLOAT, &eta, "DDIM eta (0: deterministic)"},
+        {"seed", FLAG_INT, &seed, "noise seed"},
+        {"out", FLAG_STR, &out, "output folder"},
+        {"batch", FLAG_INT, &batch, "images per forward pass"},
+        {"names", FLAG_STR, &names_arg, "comma list of class names (default: Fashion-MNIST's for 10-class 28x28x1 models, else class<k>)"},
+        {"grid-cols", FLAG_INT, &grid_cols, "at most this many images per class in grid.png"},
+        {"threads", FLAG_INT, &threads, "threads (0: all cores)"},
+    };
+    const char *pos[1];
+    int npos;
+    int rc = flags_parse("sample", "--model FILE --out DIR [flags]",
+                         "Samples class-conditional images with DDIM and classifier-free guidance.", flags,
+                         (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (!model_path) return cli_failf("sample", "--model FILE is required");
+    if (!out) return cli_failf("sample", "--out DIR is required");
+    if (n < 1 || batch < 1 || steps < 1 || seed < 0 || grid_cols < 1)
+        return cli_failf("sample", "--n, --batch, --steps, --grid-cols must be >= 1 and --seed >= 0");
+    if (eta < 0) return cli_failf("sample", "--eta: expected >= 0, found %g", eta);
+    cli_apply_threads(threads);
+
+    dap_dit *m = NULL;
+    if ((rc = dap_dit_load(&m, model_path, 0, 0))) return cli_fail("sample", rc);
+    const dap_dit_config *mc = &m->cfg;
+    const int K = mc->num_classes, C = mc->in_channels, H = mc->input_size;
+    if (C != 1 && C != 3) {
+        dap_dit_destroy(m);
+        return cli_failf("sample", "%s: a %d-channel (latent) model needs a VAE decoder, which dap sample "
+                                   "does not have yet (pixel models: 1 or 3 channels)", model_path, C);
+    }
+    if (cfg_w != 1.0 && !(mc->class_dropout > 0)) {
+        dap_dit_destroy(m);
+        return cli_failf("sample", "--cfg %g needs a model with a null class; %s has none (use --cfg 1)", cfg_w,
+                         model_path);
+    }
+
+    /* class names */
+    char **names = dap_calloc((size_t)K, sizeof(char *));
+    char *names_buf = names_arg ? dap_strdup(names_arg) : NULL;
+    int *list = dap_malloc((size_t)K * sizeof(int));
+    if (names_buf) {
+        int k = 0;
+        for (char *tok = strtok(names_buf, ","); tok; tok = strtok(NULL, ",")) {
+            if (k < K) names[k] = tok;
+            k++;
+        }
+        if (k != K) {
+            rc = dap_error(DAP_ERR_ARG, "--names: expected %d names, found %d", K, k);
+            goto done;
+        }
+    } else if (K == 10 && C == 1 && H == 28) {
+        for (int k = 0; k < K; k++) names[k] = (char *)dap_fmnist_classes[k];
+    }
+    const int ncls = parse_classes(classes, K, names, list);
+    if (ncls < 0) {
+        rc = DAP_ERR_ARG;
+        goto done;
+    }
+
+    dap_schedule sched;
+    dap_schedule_init_default(&sched);
+    const int HW = H * H;
+    const size_t per = (size_t)C * HW;
+    const int cols = n < grid_cols ? n : grid_cols;
+    dap_dit_eps ctx;
+    dap_dit_eps_init(&ctx, m, batch, cfg_w);
+    int *labels = dap_malloc((size_t)batch * sizeof(int));
+    float *x = dap_alloc_f32((size_t)batch * per);
+    float *grid = dap_alloc_f32((size_t)ncls * cols * per);
+    dap_rng *rngs = dap_malloc((size_t)batch * sizeof(dap_rng));
+    uint8_t *px = dap_malloc(per);
+    int *cls = dap_malloc((size_t)batch * sizeof(int)), *idx = dap_malloc((size_t)batch * sizeof(int));
+    char path[4096], folder[512];
+    dap_ddim_hooks hooks = {.eps = dap_dit_eps_hook, .ctx = &ctx};
+    const long total = (long)ncls * n;
+    const double t0 = dap_time_now();
+
+    if ((rc = dap_mkdir_p(out))) goto cleanup;
+    for (int c = 0; c < ncls; c++) {
+        char *fn = dap_class_folder_name(names[list[c]] ? names[list[c]] : "", list[c]);
+        snprintf(folder, sizeof folder, "%s", fn);
+        free(fn);
+        snprintf(path, sizeof path, "%s/%s", out, folder);
+        if ((rc = dap_mkdir_p(path))) goto cleanup;
+    }
+    for (long j0 = 0; j0 < total; j0 += batch) {
+        const int B = (int)(total - j0 < batch ? total - j0 : batch);
+        for (int b = 0; b < B; b++) {
+            const long j = j0 + b;
+            cls[b] = (int)(j / n);
+            idx[b] = (int)(j % n);
+            labels[b] = list[cls[b]];
+            dap_sample_rng(&rngs[b], (uint64_t)seed, list[cls[b]], idx[b]);
+            dap_rng_normal(&rngs[b], x + (size_t)b * per, per, 0.0f, 1.0f);
+        }
+        dap_dit_eps_set_labels(&ctx, labels, B);
+        if ((rc = dap_ddim_sample(&sched, steps, eta, x, B, per, rngs, &hooks))) goto cleanup;
+        for (int b = 0; b < B; b++) {
+            const float *im = x + (size_t)b * per;
+            char *fn = dap_class_folder_name(names[list[cls[b]]] ? names[list[cls[b]]] : "", list[cls[b]]);
+            snprintf(folder, sizeof folder, "%s", fn);
+            free(fn);
+            snprintf(path, sizeof path, "%s/%s/%d.png", out, folder, idx[b]);
+            uint8_t *hwc = px;
+            dap_image_to_u8(im, C, H, H, hwc);
+            if ((rc = dap_png_write(path, hwc, H, H, C))) goto cleanup;
+            if (idx[b] < cols) memcpy(grid + ((size_t)cls[b] * cols + idx[b]) * per, im, per * sizeof(float));
+        }
+        fprintf(stderr, "\rdap sample: %ld/%ld images (%.1f img/s)", j0 + B, total,
+                (double)(j0 + B) / (dap_time_now() - t0 + 1e-9));
+    }
+    fprintf(stderr, "\n");
+    snprintf(path, sizeof path, "%s/grid.png", out);
+    if ((rc = dap_grid_write(path, grid, ncls * cols, ncls, cols, C, H, H))) goto cleanup;
+    fprintf(stderr, "dap sample: wrote %ld images and %s\n", total, path);
+
+cleanup:
+    free(cls);
+    free(idx);
+    free(px);
+    free(rngs);
+    dap_free_aligned(grid);
+    dap_free_aligned(x);
+    free(labels);
+    dap_dit_eps_free(&ctx);
+    dap_schedule_free(&sched);
+done:
+    free(list);
+    free(names_buf);
+    free(names);
+    dap_dit_destroy(m);
+    return rc ? cli_fail("sample", rc) : 0;
+}

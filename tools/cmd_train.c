@@ -1,0 +1,171 @@
+/*
+ * cmd_train.c: `dap train`: trains a class-conditional DiT on a labelled image set
+ * (eps-prediction, classifier-free-guidance dropout, AdamW, EMA), with a progress
+ * line, a held-out validation loss and atomic checkpoints that --resume continues
+ * bit-exactly.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/core.h"
+#include "data/dataset.h"
+#include "diffusion/train.h"
+#include "models/dit.h"
+
+static void fmt_duration(double s, char *out, size_t n) {
+    if (!(s >= 0.0) || s > 1e8) {
+        snprintf(out, n, "?");
+        return;
+    }
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(out, n, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else if (t >= 60) snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(out, n, "%lds", t);
+}
+
+static int same_config(const dap_dit_config *a, const dap_dit_config *b) {
+    return a->input_size == b->input_size && a->in_channels == b->in_channels && a->patch == b->patch &&
+           a->hidden == b->hidden && a->depth == b->depth && a->heads == b->heads &&
+           a->num_classes == b->num_classes && a->learn_sigma == b->learn_sigma &&
+           a->mlp_ratio == b->mlp_ratio && (a->class_dropout > 0) == (b->class_dropout > 0);
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *data = "fmnist", *config = NULL, *out = NULL;
+    int resume = 0, steps = 10000, batch = 32, ckpt_every = 1000, val_every = 1000, log_every = 50;
+    int val_per_class = 100, seed = 0, split_seed = 0, threads = 0, ema_warmup = 1;
+    double lr = 1e-4, ema = 0.9999, wd = 0.0, clip = 1.0, dropout = 0.1;
+    flag flags[] = {
+        {"data", FLAG_STR, &data, "fmnist, fmnist:DIR, an IDX image file or an image folder"},
+        {"config", FLAG_STR, &config, "model config (fm-tiny, fm-p4-h256-d8, ..., DiT-S/2; default fm-p4-h256-d8, or the checkpoint's with --resume)"},
+        {"out", FLAG_STR, &out, "checkpoint FILE (EMA weights; FILE.state holds the training state)"},
+        {"resume", FLAG_BOOL, &resume, "continue from FILE.state if it exists"},
+        {"steps", FLAG_INT, &steps, "total optimisation steps"},
+        {"batch", FLAG_INT, &batch, "images per step"},
+        {"lr", FLAG_FLOAT, &lr, "AdamW learning rate"},
+        {"wd", FLAG_FLOAT, &wd, "AdamW weight decay"},
+        {"ema", FLAG_FLOAT, &ema, "EMA decay of the saved weights"},
+        {"ema-warmup", FLAG_INT, &ema_warmup, "1: EMA decay min(ema, (1+s)/(10+s)) at step s"},
+        {"clip", FLAG_FLOAT, &clip, "max global gradient norm (0: off)"},
+        {"class-dropout", FLAG_FLOAT, &dropout, "probability of the null label (for guidance)"},
+        {"ckpt-every", FLAG_INT, &ckpt_every, "checkpoint every N steps (and at the end)"},
+        {"val-every", FLAG_INT, &val_every, "validation loss every N steps (0: only at the end)"},
+        {"val-per-class", FLAG_INT, &val_per_class, "images per class held out for validation (0: none)"},
+        {"split-seed", FLAG_INT, &split_seed, "seed of the train/validation split"},
+        {"log-every", FLAG_INT, &log_every, "progress line every N steps"},
+        {"seed", FLAG_INT, &seed, "seed of initialisation, data order, timesteps and noise"},
+        {"threads", FLAG_INT, &threads, "threads (0: all cores)"},
+    };
+    const int nflags = (int)(sizeof flags / sizeof flags[0]);
+    const char *pos[1];
+    int npos;
+    int rc = flags_parse("train", "--out FILE [flags]", "Trains a class-conditional DiT (eps-prediction).",
+                         flags, nflags, argc, argv, pos, 0, &npos);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (!out) return cli_failf("train", "--out FILE is required");
+    if (steps < 0 || batch < 1 || ckpt_every < 1 || val_every < 0 || log_every < 1 || val_per_class < 0 || seed < 0 ||
+        split_seed < 0)
+        return cli_failf("train", "--steps, --seed, --split-seed, --val-every, --val-per-class must be >= 0 and "
+                                  "--batch, --ckpt-every, --log-every >= 1");
+    cli_apply_threads(threads);
+
+    /* The model config: --config, or on resume the checkpoint's (which --config must match). */
+    char state_file[4096];
+    snprintf(state_file, sizeof state_file, "%s.state", out);
+    const int resuming = resume && dap_file_exists(state_file);
+    if (resume && !resuming) fprintf(stderr, "dap train: %s not found: starting a new run\n", state_file);
+    dap_dit_config mc;
+    if (resuming) {
+        rc = dap_dit_config_from_file(out, &mc);
+        if (rc) return cli_fail("train", rc);
+        if (config) {
+            dap_dit_config given;
+            if ((rc = dap_dit_config_by_name(config, &given))) return cli_fail("train", rc);
+            if (!same_config(&given, &mc))
+                return cli_failf("train", "--config %s differs from the model config of %s", config, out);
+        }
+    } else if ((rc = dap_dit_config_by_name(config ? config : "fm-p4-h256-d8", &mc))) {
+        return cli_fail("train", rc);
+    }
+    if (dropout > 0 && !(mc.class_dropout > 0)) mc.class_dropout = (float)dropout;
+
+    dap_dataset full = {0}, train = {0}, val = {0};
+    if ((rc = dap_dataset_load(&full, data, "train", mc.input_size, mc.in_channels))) return cli_fail("train", rc);
+    const int have_val = val_per_class > 0;
+    if (have_val) dap_dataset_split(&full, val_per_class, (unsigned long long)split_seed, &train, &val);
+    const dap_dataset *tr_data = have_val ? &train : &full;
+
+    dap_dit *model = NULL;
+    dap_trainer *tr = NULL;
+    if ((rc = dap_dit_create(&model, &mc, 1))) goto done;
+    dap_dit_init(model, (uint64_t)seed);
+    dap_train_config tc;
+    dap_train_config_default(&tc);
+    tc.batch = batch;
+    tc.lr = lr;
+    tc.weight_decay = wd;
+    tc.ema_decay = ema;
+    tc.ema_warmup = ema_warmup;
+    tc.grad_clip = (float)clip;
+    tc.class_dropout = (float)dropout;
+    tc.seed = (uint64_t)seed;
+    if ((rc = dap_trainer_create(&tr, model, tr_data, &tc))) {
+        dap_dit_destroy(model);
+        goto done;
+    }
+    if (resuming) {
+        if ((rc = dap_trainer_resume(tr, out))) goto done;
+        fprintf(stderr, "dap train: resumed %s at step %lld\n", out, (long long)tr->step);
+    }
+    fprintf(stderr, "dap train: %d train / %d val images, %d params, batch %d, steps %lld -> %d\n", tr_data->n,
+            have_val ? val.n : 0, (int)model->params.total, batch, (long long)tr->step, steps);
+
+    const double t0 = dap_time_now();
+    const int64_t step0 = tr->step;
+    double loss_sum = 0.0;
+    int loss_n = 0;
+    while (tr->step < steps) {
+        float gnorm = 0.0f;
+        const double loss = dap_trainer_step(tr, &gnorm);
+        if (!isfinite(loss)) {
+            rc = dap_error(DAP_ERR_VALUE, "loss is %g at step %lld (try a lower --lr)", loss, (long long)tr->step);
+            goto done;
+        }
+        loss_sum += loss;
+        loss_n++;
+        const int64_t s = tr->step;
+        if (s % log_every == 0 || s == steps) {
+            const double el = dap_time_now() - t0;
+            const double ips = (double)(s - step0) * batch / (el > 0 ? el : 1e-9);
+            char eta[32];
+            fmt_duration((double)(steps - s) * batch / ips, eta, sizeof eta);
+            printf("step %lld/%d  loss %.5f  |g| %.3f  %.1f img/s  ETA %s\n", (long long)s, steps,
+                   loss_sum / loss_n, gnorm, ips, eta);
+            fflush(stdout);
+            loss_sum = 0.0;
+            loss_n = 0;
+        }
+        if (have_val && ((val_every > 0 && s % val_every == 0) || s == steps)) {
+            const double ve = dap_trainer_val_loss(tr, &val, (uint64_t)split_seed, 1);
+            const double vr = dap_trainer_val_loss(tr, &val, (uint64_t)split_seed, 0);
+            printf("step %lld  val loss  ema %.5f  raw %.5f\n", (long long)s, ve, vr);
+            fflush(stdout);
+        }
+        if (s % ckpt_every == 0 || s == steps) {
+            if ((rc = dap_trainer_save(tr, out))) goto done;
+        }
+    }
+    if (tr->step == step0) {
+        fprintf(stderr, "dap train: already at step %lld of %d; nothing to do\n", (long long)tr->step, steps);
+        if (!resuming && (rc = dap_trainer_save(tr, out))) goto done;
+    }
+    fprintf(stderr, "dap train: wrote %s (+ .state) at step %lld\n", out, (long long)tr->step);
+done:
+    dap_trainer_destroy(tr);
+    dap_dataset_free(&val);
+    dap_dataset_free(&train);
+    dap_dataset_free(&full);
+    return rc ? cli_fail("train", rc) : 0;
+}
