@@ -12,7 +12,7 @@
 #include "eval/augment.h"
 #include "eval/classifier.h"
 #include "eval/subset.h"
-#include "eval/train.h"
+#include "eval/fit.h"
 #include "io/io.h"
 #include "models/convnet.h"
 #include "test.h"
@@ -221,22 +221,22 @@ DAP_TEST(eval_subset_and_classes) {
 }
 
 DAP_TEST(eval_lr_schedules) {
-    dap_train_config c;
-    dap_train_config_hard(&c, 300, DAP_AUG_NONE);
+    dap_fit_config c;
+    dap_fit_config_hard(&c, 300, DAP_AUG_NONE);
     CHECK(c.batch == 256 && c.lr == 0.01 && c.momentum == 0.9 && c.wd == 5e-4);
-    CHECK_NEAR(dap_train_lr(&c, 149), 0.01, 1e-12);
-    CHECK_NEAR(dap_train_lr(&c, 150), 0.001, 1e-12);
-    dap_train_config_imagenet(&c, 10);
+    CHECK_NEAR(dap_fit_lr(&c, 149), 0.01, 1e-12);
+    CHECK_NEAR(dap_fit_lr(&c, 150), 0.001, 1e-12);
+    dap_fit_config_imagenet(&c, 10);
     CHECK(c.epochs == 2000 && c.batch == 64);
-    CHECK_NEAR(dap_train_lr(&c, 1332), 0.01, 1e-12);
-    CHECK_NEAR(dap_train_lr(&c, 1333), 0.002, 1e-12);
+    CHECK_NEAR(dap_fit_lr(&c, 1332), 0.01, 1e-12);
+    CHECK_NEAR(dap_fit_lr(&c, 1333), 0.002, 1e-12);
     
-    CHECK_NEAR(dap_train_lr(&c, 1665), 0.002, 1e-12);
-    CHECK_NEAR(dap_train_lr(&c, 1666), 0.0004, 1e-12);
-    dap_train_config_soft(&c, NULL, 300);
+    CHECK_NEAR(dap_fit_lr(&c, 1665), 0.002, 1e-12);
+    CHECK_NEAR(dap_fit_lr(&c, 1666), 0.0004, 1e-12);
+    dap_fit_config_soft(&c, NULL, 300);
     CHECK(c.optimizer == DAP_OPT_ADAMW && c.temperature == 20.0);
-    CHECK_NEAR(dap_train_lr(&c, 0), 1e-3, 1e-12);
-    CHECK_NEAR(dap_train_lr(&c, 150), 5e-4, 1e-12);
+    CHECK_NEAR(dap_fit_lr(&c, 0), 1e-3, 1e-12);
+    CHECK_NEAR(dap_fit_lr(&c, 150), 5e-4, 1e-12);
 }
 
 /* Train ConvNet-3 on the toy set: it must fit it, reproduce itself per seed, and the
@@ -255,10 +255,10 @@ DAP_TEST(eval_train_toy) {
     dap_classifier_init_weights(&m, 3);
     dap_classifier_init_weights(&m2, 3);
     double before = dap_classifier_accuracy(&m, &test);
-    dap_train_config cfg;
-    dap_train_config_hard(&cfg, 40, DAP_AUG_NONE); /* the teacher below needs it */
+    dap_fit_config cfg;
+    dap_fit_config_hard(&cfg, 40, DAP_AUG_NONE); /* the teacher below needs it */
     cfg.batch = 8, cfg.seed = 11;
-    dap_train_result r1, r2;
+    dap_fit_result r1, r2;
     CHECK(dap_classifier_train(&m, &train, &cfg, &r1) == DAP_OK);
     CHECK(dap_classifier_train(&m2, &train, &cfg, &r2) == DAP_OK);
     double after = dap_classifier_accuracy(&m, &test);
@@ -278,7 +278,7 @@ DAP_TEST(eval_train_toy) {
     CHECK(dap_convnet_create(&s.net, 3, 32, DAP_NORM_BATCH, 1, 8, 8, 4) == DAP_OK);
     dap_classifier_set_normalization(&s, &train, 0);
     dap_classifier_init_weights(&s, 5);
-    dap_train_config_soft(&cfg, &m, 40);
+    dap_fit_config_soft(&cfg, &m, 40);
     cfg.aug = DAP_AUG_NONE, cfg.cutmix = 0.5, cfg.batch = 16, cfg.seed = 2;
     CHECK(dap_classifier_train(&s, &train, &cfg, &r2) == DAP_OK);
     double soft = dap_classifier_accuracy(&s, &test);

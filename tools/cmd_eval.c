@@ -15,7 +15,7 @@
 #include "data/dataset.h"
 #include "eval/classifier.h"
 #include "eval/subset.h"
-#include "eval/train.h"
+#include "eval/fit.h"
 #include "io/io.h"
 
 #define MAX_RUNS 100
@@ -142,10 +142,10 @@ int cmd_eval(int argc, char **argv) {
             tr = &folder;
         }
         int ipc = ipc_hint > 0 ? ipc_hint : (tr->n + tr->num_classes - 1) / tr->num_classes;
-        dap_train_config cfg;
-        if (soft) dap_train_config_soft(&cfg, &teacher, epochs > 0 ? epochs : 300);
-        else if (inet) dap_train_config_imagenet(&cfg, ipc);
-        else dap_train_config_hard(&cfg, epochs > 0 ? epochs : aug == DAP_AUG_DSA ? 1000 : 300, aug);
+        dap_fit_config cfg;
+        if (soft) dap_fit_config_soft(&cfg, &teacher, epochs > 0 ? epochs : 300);
+        else if (inet) dap_fit_config_imagenet(&cfg, ipc);
+        else dap_fit_config_hard(&cfg, epochs > 0 ? epochs : aug == DAP_AUG_DSA ? 1000 : 300, aug);
         cfg.aug = aug;
         if (epochs > 0) cfg.epochs = epochs;
         if (batch > 0) cfg.batch = batch;
@@ -161,7 +161,7 @@ int cmd_eval(int argc, char **argv) {
         if (rc == DAP_OK) {
             dap_classifier_set_normalization(&m, &real, is_fmnist(data));
             dap_classifier_init_weights(&m, s);
-            dap_train_result res;
+            dap_fit_result res;
             rc = dap_classifier_train(&m, tr, &cfg, &res);
             if (rc == DAP_OK) {
                 acc[run] = dap_classifier_accuracy(&m, eval_set);

@@ -10,7 +10,7 @@
 #include "core/core.h"
 #include "data/dataset.h"
 #include "eval/classifier.h"
-#include "eval/train.h"
+#include "eval/fit.h"
 
 int cmd_teacher(int argc, char **argv) {
     const char *data = "fmnist", *arch = "resnet18", *out = NULL, *aug_s = "none";
@@ -60,11 +60,11 @@ int cmd_teacher(int argc, char **argv) {
     if (rc) return cli_fail("teacher", rc);
     dap_classifier_set_normalization(&m, &real, !strncmp(data, "fmnist", 6));
     dap_classifier_init_weights(&m, (uint64_t)seed);
-    dap_train_config cfg;
-    dap_train_config_hard(&cfg, epochs, aug);
+    dap_fit_config cfg;
+    dap_fit_config_hard(&cfg, epochs, aug);
     cfg.batch = batch, cfg.lr = lr, cfg.seed = (uint64_t)seed, cfg.progress = !quiet;
     cfg.label = "teacher";
-    dap_train_result res;
+    dap_fit_result res;
     rc = dap_classifier_train(&m, train, &cfg, &res);
     if (rc == DAP_OK) {
         double acc = dap_classifier_accuracy(&m, &test);

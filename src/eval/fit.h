@@ -1,5 +1,5 @@
 /*
- * train.h: the training protocols that score a (distilled) training set (SPEC 5).
+ * fit.h: the training protocols that score a (distilled) training set (SPEC 5).
  *
  * Hard label (the distillation benchmarks' evaluate_synset): SGD lr 0.01, momentum 0.9,
  * weight decay 5e-4 on every parameter, batch 256 reshuffled each epoch, cross-entropy,
@@ -14,8 +14,8 @@
  * A run is a function of (data, config, seed): weight init, shuffling and augmentation
  * draw from separate streams of the seed.
  */
-#ifndef DAP_TRAIN_H
-#define DAP_TRAIN_H
+#ifndef DAP_EVAL_FIT_H
+#define DAP_EVAL_FIT_H
 
 #include <stdint.h>
 
@@ -31,7 +31,7 @@ typedef enum {
     DAP_AUG_RRC = 3       /* random-resized crop 0.08-1, flip (soft-label protocol) */
 } dap_aug_kind;
 
-typedef struct dap_train_config {
+typedef struct dap_fit_config {
     int epochs, batch;
     int optimizer;          /* dap_opt_kind */
     double lr, momentum, wd;
@@ -43,26 +43,26 @@ typedef struct dap_train_config {
     uint64_t seed;
     int progress;           /* per-epoch lines on stderr (at most one a second) */
     const char *label;      /* prefix of those lines */
-} dap_train_config;
+} dap_fit_config;
 
 /* Presets (every field set; adjust afterwards). */
-void dap_train_config_hard(dap_train_config *c, int epochs, int aug);
-void dap_train_config_imagenet(dap_train_config *c, int ipc);
-void dap_train_config_soft(dap_train_config *c, dap_classifier *teacher, int epochs);
+void dap_fit_config_hard(dap_fit_config *c, int epochs, int aug);
+void dap_fit_config_imagenet(dap_fit_config *c, int ipc);
+void dap_fit_config_soft(dap_fit_config *c, dap_classifier *teacher, int epochs);
 
-typedef struct dap_train_result {
+typedef struct dap_fit_result {
     double loss;        /* mean loss of the last epoch */
     double train_acc;   /* top-1 (percent) on the augmented batches of the last epoch */
     double seconds, images_per_s;
-} dap_train_result;
+} dap_fit_result;
 
 /* Trains m (already initialised) on `train`, whose labels must lie in
  * [0, m->net.num_classes) and images match the model's input. Returns DAP_ERR_SHAPE
  * naming the mismatch; DAP_ERR_VALUE when the loss turns non-finite. */
-int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_train_config *cfg,
-                         dap_train_result *res);
+int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_fit_config *cfg,
+                         dap_fit_result *res);
 
 /* The rate of epoch `ep` under the config's schedule. */
-double dap_train_lr(const dap_train_config *c, int ep);
+double dap_fit_lr(const dap_fit_config *c, int ep);
 
-#endif /* DAP_TRAIN_H */
+#endif /* DAP_EVAL_FIT_H */

@@ -1,8 +1,8 @@
 /*
  * train.c: the hard- and soft-label training loops of the evaluation protocols
- * (see train.h): batch assembly, augmentation, loss, optimizer, schedule, progress.
+ * (see fit.h): batch assembly, augmentation, loss, optimizer, schedule, progress.
  */
-#include "eval/train.h"
+#include "eval/fit.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -16,7 +16,7 @@
 
 enum { STREAM_SHUFFLE = 1, STREAM_AUG = 2 };
 
-void dap_train_config_hard(dap_train_config *c, int epochs, int aug) {
+void dap_fit_config_hard(dap_fit_config *c, int epochs, int aug) {
     memset(c, 0, sizeof *c);
     c->epochs = epochs, c->batch = 256;
     c->optimizer = DAP_OPT_SGD, c->lr = 0.01, c->momentum = 0.9, c->wd = 5e-4;
@@ -24,19 +24,19 @@ void dap_train_config_hard(dap_train_config *c, int epochs, int aug) {
     c->label = "train";
 }
 
-void dap_train_config_imagenet(dap_train_config *c, int ipc) {
-    dap_train_config_hard(c, ipc <= 10 ? 2000 : ipc <= 50 ? 1500 : 1000, DAP_AUG_IMAGENET);
+void dap_fit_config_imagenet(dap_fit_config *c, int ipc) {
+    dap_fit_config_hard(c, ipc <= 10 ? 2000 : ipc <= 50 ? 1500 : 1000, DAP_AUG_IMAGENET);
     c->batch = 64, c->schedule = DAP_LR_IMAGENET, c->cutmix = 0.5;
 }
 
-void dap_train_config_soft(dap_train_config *c, dap_classifier *teacher, int epochs) {
-    dap_train_config_hard(c, epochs, DAP_AUG_RRC);
+void dap_fit_config_soft(dap_fit_config *c, dap_classifier *teacher, int epochs) {
+    dap_fit_config_hard(c, epochs, DAP_AUG_RRC);
     c->optimizer = DAP_OPT_ADAMW, c->lr = 1e-3, c->wd = 0.01, c->momentum = 0;
     c->schedule = DAP_LR_COSINE, c->cutmix = 1.0, c->teacher = teacher, c->temperature = 20.0;
     c->batch = 100;
 }
 
-double dap_train_lr(const dap_train_config *c, int ep) {
+double dap_fit_lr(const dap_fit_config *c, int ep) {
     switch (c->schedule) {
     case DAP_LR_HALF: return ep >= c->epochs / 2 ? 0.1 * c->lr : c->lr;
     case DAP_LR_IMAGENET: {
@@ -58,7 +58,7 @@ typedef struct optimizer {
     dap_adamw adamw;
 } optimizer;
 
-static void opt_init(optimizer *o, const dap_train_config *c, const dap_params *ps) {
+static void opt_init(optimizer *o, const dap_fit_config *c, const dap_params *ps) {
     o->kind = c->optimizer;
     if (o->kind == DAP_OPT_SGD) {
         dap_sgd_init(&o->sgd, ps, c->momentum, c->wd);
@@ -99,8 +99,8 @@ static void renormalize(float *dst, const float *xs, const dap_classifier *s, co
     }
 }
 
-int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_train_config *cfg,
-                         dap_train_result *res) {
+int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_fit_config *cfg,
+                         dap_fit_result *res) {
     dap_cnn *net = &m->net;
     int k = net->num_classes, in = dap_cnn_in_size(net), n = train->n;
     if (train->c != net->in_c || train->h != net->in_h || train->w != net->in_w)
@@ -136,7 +136,7 @@ int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_
     double t0 = dap_time_now(), last_print = 0, loss_sum = 0;
     long seen = 0, correct = 0;
     for (int ep = 0; ep < cfg->epochs && rc == DAP_OK; ep++) {
-        float lr = (float)dap_train_lr(cfg, ep);
+        float lr = (float)dap_fit_lr(cfg, ep);
         if (cfg->schedule == DAP_LR_HALF && ep == cfg->epochs / 2 && ep > 0) {
             opt_free(&opt); /* the reference re-creates its optimizer at the decay */
             opt_init(&opt, cfg, &net->params);
