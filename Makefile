@@ -29,6 +29,11 @@ LIB_SRC   = $(sort $(wildcard src/*/*.c))
 TOOL_SRC  = $(sort $(wildcard tools/*.c))
 TEST_SRC  = $(sort $(wildcard tests/*.c))
 LIB_OBJ   = $(LIB_SRC:%.c=$(BUILD)/%.o)
+# ar keys archive members by file name: two sources with one name would lose one
+DUP_NAMES := $(shell printf '%s\n' $(notdir $(LIB_SRC)) | sort | uniq -d)
+ifneq ($(DUP_NAMES),)
+$(error library sources share a file name, which libdap.a cannot hold twice: $(DUP_NAMES))
+endif
 TOOL_OBJ  = $(TOOL_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  = $(TEST_SRC:%.c=$(BUILD)/%.o)
 DEPS      = $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

@@ -34,7 +34,7 @@ static int is_fmnist(const char *data) { return !strncmp(data, "fmnist", 6); }
 int cmd_eval(int argc, char **argv) {
     const char *data = "fmnist", *train_spec = NULL, *arch = "convnet3", *aug_s = NULL;
     const char *protocol = "hard", *teacher_path = NULL, *json = NULL;
-    int runs = 3, epochs = 0, seed = 0, val = 0, batch = 0, threads = 0, quiet = 0, ipc_hint = 0;
+    int runs = 3, epochs = 0, seed = 0, val = 0, split_seed = 0, batch = 0, threads = 0, quiet = 0, ipc_hint = 0;
     double lr = 0, cutmix = -1;
     flag flags[] = {
         {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file or an image folder"},
@@ -48,6 +48,7 @@ int cmd_eval(int argc, char **argv) {
         {"seed", FLAG_INT, &seed, "seed of run 0 (run r uses seed + r)"},
         {"json", FLAG_STR, &json, "write every run and the summary to this JSON file"},
         {"val", FLAG_INT, &val, "score on N images per class held out of the training split instead of the test set"},
+        {"split-seed", FLAG_INT, &split_seed, "seed of the --val split (as dap distill --split-seed)"},
         {"batch", FLAG_INT, &batch, "batch size (0: the protocol's)"},
         {"lr", FLAG_FLOAT, &lr, "learning rate (0: the protocol's)"},
         {"cutmix", FLAG_FLOAT, &cutmix, "CutMix probability per batch (-1: the protocol's)"},
@@ -95,7 +96,7 @@ int cmd_eval(int argc, char **argv) {
                 dap_dataset_free(&real);
                 return cli_failf("eval", "--val %d: class %d has only %d training images", val, k, real.class_count[k]);
             }
-        dap_dataset_split(&real, val, (unsigned long long)seed, &real_train, &val_set);
+        dap_dataset_split(&real, val, (unsigned long long)split_seed, &real_train, &val_set);
         base = &real_train, eval_set = &val_set;
     } else {
         rc = dap_dataset_load(&test, data, "test", real.h, real.c);

@@ -16,8 +16,8 @@
  * "opt.exp_avg_sq.<key>", "opt.step") with seed and batch in its metadata. Both are
  * written atomically, the state first; resume needs only PATH.state.
  */
-#ifndef DAP_TRAIN_H
-#define DAP_TRAIN_H
+#ifndef DAP_DIFFUSION_TRAIN_H
+#define DAP_DIFFUSION_TRAIN_H
 
 #include <stdint.h>
 
@@ -78,4 +78,4 @@ int dap_trainer_save(dap_trainer *tr, const char *path);
  * (DAP_ERR_ARG naming both), every tensor must be present with its shape. */
 int dap_trainer_resume(dap_trainer *tr, const char *path);
 
-#endif /* DAP_TRAIN_H */
+#endif /* DAP_DIFFUSION_TRAIN_H */

@@ -1,5 +1,5 @@
 /*
- * train.c: the hard- and soft-label training loops of the evaluation protocols
+ * fit.c: the hard- and soft-label training loops of the evaluation protocols
  * (see fit.h): batch assembly, augmentation, loss, optimizer, schedule, progress.
  */
 #include "eval/fit.h"
