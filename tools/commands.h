@@ -11,7 +11,8 @@
     X(inspect, "list the tensors, shapes and metadata of a safetensors file")                  \
     X(train, "train a class-conditional DiT (eps-prediction, EMA, resumable)")                 \
     X(sample, "sample class-conditional images with DDIM + classifier-free guidance")         \
-    X(distill, "distill a dataset: random, vanilla or dap (representativeness guidance)")     \
+    X(distill, "distill a dataset: random, vanilla or dap (representativeness guidance)")      \
+    X(score, "score an image set: class consistency, representativeness, diversity, FD")     \
     X(eval, "train fresh networks on a set and report test accuracy (mean +- std)")            \
     X(subset, "write a random real subset (IPC per class) as an image folder")                 \
     X(teacher, "train a classifier on the full training split (teacher / feature extractor)")
