@@ -11,6 +11,7 @@
     X(inspect, "list the tensors, shapes and metadata of a safetensors file")                  \
     X(train, "train a class-conditional DiT (eps-prediction, EMA, resumable)")                 \
     X(sample, "sample class-conditional images with DDIM + classifier-free guidance")         \
+    X(export, "rewrite a DiT checkpoint (config in the metadata), optionally as F16")          \
     X(distill, "distill a dataset: random, vanilla or dap (representativeness guidance)")      \
     X(score, "score an image set: class consistency, representativeness, diversity, FD")     \
     X(eval, "train fresh networks on a set and report test accuracy (mean +- std)")            \

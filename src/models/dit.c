@@ -276,7 +276,9 @@ void dap_dit_init(dap_dit *m, uint64_t seed) {
 
 /* ---- save / load ------------------------------------------------------------------ */
 
-int dap_dit_save(const dap_dit *m, const char *path) {
+int dap_dit_save(const dap_dit *m, const char *path) { return dap_dit_save_ex(m, path, 0); }
+
+int dap_dit_save_ex(const dap_dit *m, const char *path, int f16) {
     const dap_dit_config *c = &m->cfg;
     char v[10][32];
     snprintf(v[0], 32, "%d", c->input_size);
@@ -292,7 +294,7 @@ int dap_dit_save(const dap_dit *m, const char *path) {
     const char *meta[] = {"model", "dit", "input_size", v[0], "in_channels", v[1], "patch", v[2],
                           "hidden", v[3], "depth", v[4], "heads", v[5], "num_classes", v[6],
                           "learn_sigma", v[7], "mlp_ratio", v[8], "class_dropout", v[9], NULL};
-    return dap_params_save(&m->params, path, 0, meta);
+    return dap_params_save(&m->params, path, f16, meta);
 }
 
 static int meta_number(const dap_st *st, const char *key, double *out) {

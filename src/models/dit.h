@@ -67,6 +67,8 @@ void dap_dit_destroy(dap_dit *m);
 void dap_dit_init(dap_dit *m, uint64_t seed);
 /* Writes the weights as safetensors with the config as __metadata__ (self-describing). */
 int dap_dit_save(const dap_dit *m, const char *path);
+/* The same with the weights stored as F16 (f16 = 1): half the size, read back into F32. */
+int dap_dit_save_ex(const dap_dit *m, const char *path, int f16);
 /* Reads the config from __metadata__ (or, if absent, infers it from the tensor shapes,
  * e.g. an official DiT-XL-2-256 converted file), then loads the weights strictly.
  * Unknown tensors are an error unless allow_extra. */

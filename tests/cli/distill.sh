@@ -32,3 +32,8 @@ grep -qE "^overall .*consistency .*FD\(test\)" "$tmp/out" && grep -q '"frechet_d
   && ok "score prints and writes overall scores" || bad "score output ($(tail -c 300 "$tmp/out"))"
 expect_fail "score without --set" "set DIR is required" $DAP score --classifier "$tmp/clf.safetensors"
 expect_fail "score with a bad classifier" "missing.safetensors" $DAP score --set "$tmp/dd" --classifier "$tmp/missing.safetensors"
+# export to F16 and sample from it
+expect_ok "export F16" $DAP export --model "$ck" --out "$tmp/tiny16.safetensors" --f16
+[ "$(stat -c %s "$tmp/tiny16.safetensors")" -lt "$(stat -c %s "$ck")" ] && ok "F16 export is smaller" || bad "F16 export is smaller"
+expect_ok "sample from the F16 model" $DAP sample --model "$tmp/tiny16.safetensors" --classes 1 --n 1 --steps 2 --out "$tmp/s16" --threads 1
+expect_fail "export a missing model" "missing" $DAP export --model "$tmp/missing.st" --out "$tmp/x.st"
