@@ -33,7 +33,7 @@ static int same_config(const dap_dit_config *a, const dap_dit_config *b) {
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *data = "fmnist", *config = NULL, *out = NULL;
+    const char *data = "fmnist", *config = NULL, *out = NULL, *init = NULL;
     int resume = 0, steps = 10000, batch = 32, ckpt_every = 1000, val_every = 1000, log_every = 50;
     int val_per_class = 100, seed = 0, split_seed = 0, threads = 0, ema_warmup = 1;
     double lr = 1e-4, ema = 0.9999, wd = 0.0, clip = 1.0, dropout = 0.1;
@@ -42,6 +42,7 @@ int cmd_train(int argc, char **argv) {
         {"config", FLAG_STR, &config, "model config (fm-tiny, fm-p4-h256-d8, ..., DiT-S/2; default fm-p4-h256-d8, or the checkpoint's with --resume)"},
         {"out", FLAG_STR, &out, "checkpoint FILE (EMA weights; FILE.state holds the training state)"},
         {"resume", FLAG_BOOL, &resume, "continue from FILE.state if it exists"},
+        {"init", FLAG_STR, &init, "start from these weights (a dap checkpoint of the same config; fresh optimizer)"},
         {"steps", FLAG_INT, &steps, "total optimisation steps"},
         {"batch", FLAG_INT, &batch, "images per step"},
         {"lr", FLAG_FLOAT, &lr, "AdamW learning rate"},
@@ -101,6 +102,16 @@ int cmd_train(int argc, char **argv) {
     dap_trainer *tr = NULL;
     if ((rc = dap_dit_create(&model, &mc, 1))) goto done;
     dap_dit_init(model, (uint64_t)seed);
+    if (init && !resuming) {
+        dap_dit_config ic;
+        if ((rc = dap_dit_config_from_file(init, &ic))) goto fail_model;
+        if (!same_config(&ic, &mc)) {
+            rc = dap_error(DAP_ERR_SHAPE, "--init %s has another model config than --config", init);
+            goto fail_model;
+        }
+        if ((rc = dap_params_load(&model->params, init, NULL, 0))) goto fail_model;
+        fprintf(stderr, "dap train: weights initialised from %s\n", init);
+    }
     dap_train_config tc;
     dap_train_config_default(&tc);
     tc.batch = batch;
@@ -112,6 +123,7 @@ int cmd_train(int argc, char **argv) {
     tc.class_dropout = (float)dropout;
     tc.seed = (uint64_t)seed;
     if ((rc = dap_trainer_create(&tr, model, tr_data, &tc))) {
+    fail_model:
         dap_dit_destroy(model);
         goto done;
     }

@@ -23,3 +23,7 @@ expect_ok "sample batch 1" $DAP sample --model "$ck" --classes Sneaker --n 3 --s
 cmp -s "$tmp/s1/Sneaker/2.png" "$tmp/s2/Sneaker/2.png" && ok "sample is batch-independent" || bad "sample is batch-independent"
 expect_fail "sample bad class" "not a class" $DAP sample --model "$ck" --classes 12 --out "$tmp/s3"
 expect_fail "sample missing model" "missing.safetensors" $DAP sample --model "$tmp/missing.safetensors" --out "$tmp/s3"
+# warm start from a checkpoint's weights
+expect_ok "train --init from a checkpoint" $DAP train --data fmnist --config fm-tiny --init "$ck" --out "$tmp/warm.st" --steps 2 --batch 4 --val-per-class 0 --threads 1
+grep -q "initialised from" "$tmp/err" && ok "train --init loads the weights" || bad "train --init loads the weights"
+expect_fail "train --init with another config" "another model config" $DAP train --data fmnist --config fm-p4-h256-d8 --init "$ck" --out "$tmp/warm2.st" --steps 1
