@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The README's result table (SPEC 5, Fashion-MNIST, hard label): IPC 1/10/50 for random,
+# vanilla and dap (dap flags from models/dap-fmnist.flags, chosen by scripts/ablation.sh on
+# the validation split) and the full training set, ConvNet-3; ResNetAP-10 and ResNet-18 at
+# IPC 10 and 50 (cross-architecture); and IPC 100 sets subsampled to 50 and 10 with
+# dap subset. Every cell: mean +- std of RUNS runs. Resumable: finished cells are skipped.
+# Hours of CPU on 2 cores; results in out/experiment/table.tsv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DAP=./build/dap
+MODEL=${DAP_MODEL:-models/fmnist-dit.safetensors}
+RUNS=${RUNS:-3}; EPOCHS=${EPOCHS:-300}; FULL_EPOCHS=${FULL_EPOCHS:-300}
+OUT=${EXP_OUT:-out/experiment}
+DAPFLAGS=$(grep -v '^#' models/dap-fmnist.flags 2>/dev/null | tr '\n' ' ' || true)
+mkdir -p "$OUT"
+TSV="$OUT/table.tsv"
+[ -f "$TSV" ] || printf 'set\tarch\tmean\tstd\tcommand\n' > "$TSV"
+evalcell() { # evalcell SETNAME TRAINSPEC ARCH EPOCHS
+  local name=$1 spec=$2 arch=$3 ep=$4
+  grep -q "^$name	$arch	" "$TSV" && return
+  local cmd="$DAP eval --data fmnist --train $spec --arch $arch --runs $RUNS --epochs $ep --json $OUT/$name-$arch.json --quiet"
+  $cmd > "$OUT/$name-$arch.txt"
+  local ms; ms=$(sed -n 's/.*accuracy \([0-9.]*\) +- \([0-9.]*\).*/\1\t\2/p' "$OUT/$name-$arch.txt" | tail -1)
+  printf '%s\t%s\t%s\t%s\n' "$name" "$arch" "$ms" "$cmd" >> "$TSV"
+  echo "experiment: $name $arch: $ms"
+}
+distill() { # distill METHOD IPC
+  local extra=""; [ "$1" = dap ] && extra="$DAPFLAGS"
+  # shellcheck disable=SC2086
+  $DAP distill --data fmnist --model "$MODEL" --method "$1" --ipc "$2" --seed 0 --out "$OUT/$1-ipc$2" --quiet $extra
+}
+for ipc in 1 10 50; do
+  for m in random vanilla dap; do
+    distill $m $ipc
+    evalcell "$m-ipc$ipc" "$OUT/$m-ipc$ipc" convnet3 "$EPOCHS"
+    if [ "$ipc" != 1 ]; then
+      evalcell "$m-ipc$ipc" "$OUT/$m-ipc$ipc" resnetap10 "$EPOCHS"
+      evalcell "$m-ipc$ipc" "$OUT/$m-ipc$ipc" resnet18 "$EPOCHS"
+    fi
+  done
+done
+# generalisation across scales: IPC 100 subsampled to 50 and 10
+for m in vanilla dap; do
+  distill $m 100
+  for ipc in 50 10; do
+    [ -d "$OUT/$m-ipc100to$ipc" ] || $DAP subset --from "$OUT/$m-ipc100" --ipc $ipc --seed 0 --out "$OUT/$m-ipc100to$ipc"
+    evalcell "$m-ipc100to$ipc" "$OUT/$m-ipc100to$ipc" convnet3 "$EPOCHS"
+  done
+done
+evalcell full full convnet3 "$FULL_EPOCHS"
+column -t -s $'\t' "$TSV" | cut -c1-120
