@@ -31,7 +31,7 @@ TEST_SRC  = $(sort $(wildcard tests/*.c))
 LIB_OBJ   = $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_OBJ  = $(TOOL_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  = $(TEST_SRC:%.c=$(BUILD)/%.o)
-DEPS      = $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+DEPS      = $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/bench/bench_dit.d
 
 .PHONY: all deps test test-fast test-san demo demo-full bench clean format
 all: $(BUILD)/dap $(BUILD)/dap_tests
@@ -66,8 +66,11 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@bash scripts/demo.sh
 
-bench: all
+bench: all $(BUILD)/bench_dit
 	@bash bench/run.sh
+
+$(BUILD)/bench_dit: $(BUILD)/bench/bench_dit.o $(BUILD)/libdap.a
+	$(CC) -o $@ $< $(BUILD)/libdap.a $(LDLIBS)
 
 format:
 	clang-format -i include/*.h src/*/*.[ch] tools/*.[ch] tests/*.[ch]
