@@ -4,7 +4,7 @@
 # bench/results/<config>.json. Every measurement runs in its own process (peak RSS).
 #
 #   bash bench/run.sh [--config fm-p4-h256-d8|fm-p4-h384-d12|fm-p2-h256-d8|fm-tiny]
-#                     [--iters 5] [--warmup 1] [--light-iters 9] [--threads 2]
+#                     [--iters 5] [--warmup 1] [--light-iters 7] [--threads 2]
 #                     [--policies "default passive"]   (OMP_WAIT_POLICY values, both sides)
 #                     [--out bench/results/NAME.json]
 # `make bench` runs it with the defaults. Timings are medians over --iters timed
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CONFIG=fm-p4-h256-d8 ITERS=5 WARMUP=1 LIGHT_ITERS=9 THREADS=2 POLICIES="default passive" OUT=""
+CONFIG=fm-p4-h256-d8 ITERS=5 WARMUP=1 LIGHT_ITERS=7 THREADS=2 POLICIES="default passive" OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --config) CONFIG=$2 ;;
