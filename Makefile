@@ -36,7 +36,7 @@ $(error library sources share a file name, which libdap.a cannot hold twice: $(D
 endif
 TOOL_OBJ  = $(TOOL_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  = $(TEST_SRC:%.c=$(BUILD)/%.o)
-DEPS      = $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+DEPS      = $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/bench/bench_dit.d
 
 .PHONY: all deps test test-fast test-san demo demo-full bench clean format
 all: $(BUILD)/dap $(BUILD)/dap_tests
@@ -71,8 +71,11 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@bash scripts/demo.sh
 
-bench: all
+bench: all $(BUILD)/bench_dit
 	@bash bench/run.sh
+
+$(BUILD)/bench_dit: $(BUILD)/bench/bench_dit.o $(BUILD)/libdap.a
+	$(CC) -o $@ $< $(BUILD)/libdap.a $(LDLIBS)
 
 format:
 	clang-format -i include/*.h src/*/*.[ch] tools/*.[ch] tests/*.[ch]

@@ -1,0 +1,179 @@
+#!/usr/bin/python3
+"""dit_torch.py: the PyTorch peer of bench/bench_dit.c, one measurement per process.
+
+The DiT modules are those of tests/gen/dit_ref.py (the reference the C model is tested
+against). The shapes come from `build/bench_dit --config NAME --print-config` (passed as
+--model JSON by bench/run.sh), so both sides run the same model. Prints one JSON line.
+
+  /usr/bin/python3 bench/dit_torch.py --model '{...}' --config NAME \
+      --measure train|ddim|guide|cfg10 [--warmup 2] [--iters 5] [--threads 2]
+
+Measurements (as in bench_dit.c):
+  train  forward + eps-MSE + backward + clip_grad_norm_ + AdamW at batch 64    (images/s)
+  ddim   one DDIM step with CFG at batch 100 (a forward over 200 samples), torch.no_grad
+  guide  100 real samples to block l under no_grad, 10 synthetic to block l with grad,
+         flattened features, linear-kernel energy mean_j |s_i - r_j| (torch.cdist),
+         backward to the 10 inputs only (weights do not require grad)          (steps/s)
+  cfg10  an unguided DDIM + CFG step at batch 10
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "gen"))
+from dit_ref import DiT  # noqa: E402
+
+TRAIN_BATCH, DDIM_BATCH, GUIDE_REAL, GUIDE_SYN, CFG_SCALE = 64, 100, 100, 10, 4.0
+
+
+def rss_mb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def machine_busy_s():
+    """CPU seconds of the whole machine (user nice system irq softirq steal)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_s():
+    t = os.times()
+    return t.user + t.system
+
+
+def make_model(cfg, gen):
+    model = DiT(input_size=cfg["input_size"], patch=cfg["patch"], in_channels=cfg["in_channels"],
+                hidden=cfg["hidden"], depth=cfg["depth"], heads=cfg["heads"],
+                num_classes=cfg["num_classes"], learn_sigma=cfg["learn_sigma"],
+                mlp_ratio=cfg["mlp_ratio"], class_dropout=cfg["class_dropout"])
+    # default init, then every trainable tensor perturbed like bench_dit.c's perturb()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name == "pos_embed":
+                continue
+            sd = 0.5 / math.sqrt(p[0].numel()) if p.dim() >= 2 else 0.02
+            p.add_(torch.randn(p.shape, generator=gen) * sd)
+    return model
+
+
+def abar(t):
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    return torch.cumprod(1.0 - betas, 0)[t].item()
+
+
+def ddim_workload(model, cfg, gen, B):
+    C, H, K = cfg["in_channels"], cfg["input_size"], cfg["num_classes"]
+    x = torch.randn(B, C, H, H, generator=gen)
+    y = torch.cat([torch.arange(B) % K, torch.full((B,), K)])
+    t = torch.full((2 * B,), 500.0)
+    a_t, a_prev = abar(500), abar(480)
+    model.requires_grad_(False)
+
+    def step():
+        with torch.no_grad():
+            out = model(torch.cat([x, x]), t, y)
+            cond, null = out[:B, :C], out[B:, :C]
+            eps = null + CFG_SCALE * (cond - null)
+            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            return math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps
+
+    return step
+
+
+def setup(measure, model, cfg, gen):
+    C, H, K = cfg["in_channels"], cfg["input_size"], cfg["num_classes"]
+    if measure == "train":
+        B = TRAIN_BATCH
+        x = torch.randn(B, C, H, H, generator=gen)
+        noise = torch.randn(B, C, H, H, generator=gen)
+        t = torch.randint(0, 1000, (B,), generator=gen).float()
+        y = torch.randint(0, K + 1, (B,), generator=gen)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = ((model(x, t, y)[:, :C] - noise) ** 2).mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+
+        return step
+    if measure == "ddim":
+        return ddim_workload(model, cfg, gen, DDIM_BATCH)
+    if measure == "cfg10":
+        return ddim_workload(model, cfg, gen, GUIDE_SYN)
+    if measure == "guide":
+        l = cfg["layer"]
+        xr = torch.randn(GUIDE_REAL, C, H, H, generator=gen)
+        xs0 = torch.randn(GUIDE_SYN, C, H, H, generator=gen)
+        t = torch.full((GUIDE_REAL,), 500.0)
+        y = torch.full((GUIDE_REAL,), 3)
+        model.requires_grad_(False)
+
+        def step():
+            with torch.no_grad():
+                fr = model(xr, t, y, stop_block=l).flatten(1)
+            xs = xs0.clone().requires_grad_(True)
+            fs = model(xs, t[:GUIDE_SYN], y[:GUIDE_SYN], stop_block=l).flatten(1)
+            energy = torch.cdist(fs, fr).mean(1)
+            energy.sum().backward()
+            return xs.grad
+
+        return step
+    raise SystemExit("dit_torch.py: unknown --measure %s" % measure)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True, help="JSON shapes from bench_dit --print-config")
+    ap.add_argument("--config", default="?")
+    ap.add_argument("--measure", default="train", choices=["train", "ddim", "guide", "cfg10"])
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = json.loads(a.model)
+    base = rss_mb("VmRSS")
+    gen = torch.Generator().manual_seed(0)
+    model = make_model(cfg, gen)
+    step = setup(a.measure, model, cfg, gen)
+    for _ in range(a.warmup):
+        step()
+    times = []
+    busy0, self0, wall0 = machine_busy_s(), self_cpu_s(), time.perf_counter()
+    for _ in range(a.iters):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    wall, own = time.perf_counter() - wall0, self_cpu_s() - self0
+    foreign = max(0.0, (machine_busy_s() - busy0 - own) / (wall * os.cpu_count()))
+    med = statistics.median(times)
+    n = {"train": TRAIN_BATCH, "ddim": DDIM_BATCH, "guide": GUIDE_SYN, "cfg10": GUIDE_SYN}[a.measure]
+    print(json.dumps({
+        "impl": "torch", "torch": torch.__version__, "config": a.config, "measure": a.measure, "batch": n,
+        "layer": cfg["layer"], "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "warmup": a.warmup, "iters": a.iters,
+        "times_s": [round(v, 6) for v in times], "median_s": round(med, 6), "min_s": round(min(times), 6),
+        "throughput": round((1.0 if a.measure == "guide" else n) / med, 4),
+        "unit": "steps/s" if a.measure == "guide" else "images/s",
+        "cpu_s": round(own, 3), "foreign_cpu": round(foreign, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "base_rss_mb": round(base, 1)}))
+
+
+if __name__ == "__main__":
+    main()
