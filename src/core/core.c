@@ -138,32 +138,36 @@ int dap_get_threads(void) {
 }
 
 /* ---- files ---------------------------------------------------------------- */
-int dap_write_file_atomic(const char *path, const void *data, size_t n) {
+FILE *dap_tmp_open(const char *path, char **tmp) {
     size_t len = strlen(path) + 32;
-    char *tmp = dap_malloc(len);
-    snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
+    *tmp = dap_malloc(len);
+    snprintf(*tmp, len, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(*tmp, "wb");
     if (!f) {
-        int rc = dap_error(DAP_ERR_IO, "%s: cannot create (%s)", tmp, strerror(errno));
-        free(tmp);
-        return rc;
+        dap_error(DAP_ERR_IO, "%s: cannot create (%s)", *tmp, strerror(errno));
+        free(*tmp);
+        *tmp = NULL;
     }
-    int ok = (n == 0 || fwrite(data, 1, n, f) == n);
+    return f;
+}
+
+int dap_tmp_commit(FILE *f, char *tmp, const char *path, int ok, const char *why) {
     ok = (fflush(f) == 0) && ok;
     ok = (fclose(f) == 0) && ok;
-    if (!ok) {
-        remove(tmp);
-        free(tmp);
-        return dap_error(DAP_ERR_IO, "%s: write failed (%s)", path, strerror(errno));
-    }
-    if (rename(tmp, path) != 0) {
-        int rc = dap_error(DAP_ERR_IO, "%s: cannot rename into place (%s)", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
-        return rc;
-    }
+    int rc = DAP_OK;
+    if (!ok) rc = dap_error(DAP_ERR_IO, "%s: write failed (%s)", path, why && *why ? why : strerror(errno));
+    else if (rename(tmp, path) != 0)
+        rc = dap_error(DAP_ERR_IO, "%s: cannot rename into place (%s)", path, strerror(errno));
+    if (rc != DAP_OK) remove(tmp);
     free(tmp);
-    return DAP_OK;
+    return rc;
+}
+
+int dap_write_file_atomic(const char *path, const void *data, size_t n) {
+    char *tmp;
+    FILE *f = dap_tmp_open(path, &tmp);
+    if (!f) return DAP_ERR_IO;
+    return dap_tmp_commit(f, tmp, path, n == 0 || fwrite(data, 1, n, f) == n, NULL);
 }
 
 int dap_read_file(const char *path, uint8_t **data, size_t *n) {

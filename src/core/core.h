@@ -79,6 +79,12 @@ void dap_set_threads(int n); /* <= 0: all cores */
 int dap_get_threads(void);
 
 /* ---- files ---------------------------------------------------------------- */
+/* The two halves of an atomic write for writers that need a FILE*: dap_tmp_open opens
+ * PATH.tmp.<pid> (*tmp: its malloc'd name; NULL and an error on failure);
+ * dap_tmp_commit closes it and renames it onto PATH when `ok`, else removes it (`why`:
+ * the writer's own failure message, or NULL), and frees tmp. */
+FILE *dap_tmp_open(const char *path, char **tmp);
+int dap_tmp_commit(FILE *f, char *tmp, const char *path, int ok, const char *why);
 /* Writes via PATH.tmp.<pid> and rename(2): either the whole file appears or nothing. */
 int dap_write_file_atomic(const char *path, const void *data, size_t n);
 /* Reads a whole file (returns DAP_ERR_IO with the path on failure). */

@@ -153,15 +153,9 @@ int dap_image_read(const char *path, dap_image8 *out) {
 
 int dap_png_write(const char *path, const uint8_t *px, int h, int w, int c) {
     DAP_ASSERT(h > 0 && w > 0 && (c == 1 || c == 3));
-    size_t len = strlen(path) + 32;
-    char *tmp = dap_malloc(len);
-    snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        int rc = dap_error(DAP_ERR_IO, "%s: cannot create (%s)", tmp, strerror(errno));
-        free(tmp);
-        return rc;
-    }
+    char *tmp;
+    FILE *f = dap_tmp_open(path, &tmp);
+    if (!f) return DAP_ERR_IO;
     png_image im;
     memset(&im, 0, sizeof im);
     im.version = PNG_IMAGE_VERSION;
@@ -173,16 +167,7 @@ int dap_png_write(const char *path, const uint8_t *px, int h, int w, int c) {
     char msg[128] = "";
     if (why) snprintf(msg, sizeof msg, "%s", why);
     png_image_free(&im);
-    ok = (fflush(f) == 0) && ok;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int rc = dap_error(DAP_ERR_IO, "%s: cannot write PNG (%s)", path, msg[0] ? msg : strerror(errno));
-        remove(tmp);
-        free(tmp);
-        return rc;
-    }
-    free(tmp);
-    return DAP_OK;
+    return dap_tmp_commit(f, tmp, path, ok, msg);
 }
 
 /* ---- resize + centre crop ----------------------------------------------------

@@ -25,6 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import os, sys  # noqa: E401
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_writer import save_safetensors  # noqa: E402
+
 
 def norm_layer(kind, c):
     if kind == "instance":
@@ -137,23 +141,6 @@ class ResNet18(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def write_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, arr in tensors.items():
-        a = np.ascontiguousarray(arr, dtype=np.float32)
-        b = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
 def make_case(name, model, n, c, size, seed):
     torch.manual_seed(seed)
     model = model.double()
@@ -185,12 +172,13 @@ def make_case(name, model, n, c, size, seed):
     with torch.no_grad():
         out["ref.eval_logits"] = model(x.detach()).numpy()
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref", "classifier_%s.safetensors" % name)
-    write_safetensors(path, out)
+    save_safetensors(path, out)
     print("%-22s %7d bytes, logits %s" % (name, os.path.getsize(path), tuple(logits.shape)))
 
 
 def main():
     torch.set_num_threads(1)
+    torch.manual_seed(1234)  # the models below draw their initial weights from this stream
     cases = [
         ("convnet3_in_28", ConvNet(1, 10, 8, 3, "instance", 28), 2, 1, 28),
         ("convnet3_in_32", ConvNet(3, 10, 8, 3, "instance", 32), 2, 3, 32),

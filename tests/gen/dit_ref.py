@@ -25,6 +25,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+import os, sys  # noqa: E401
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_writer import save_safetensors  # noqa: E402
+
 # ---- the model ---------------------------------------------------------------------
 
 
@@ -173,28 +177,6 @@ class DiT(nn.Module):
             if stop_block == i + 1:
                 return x
         return self.unpatchify(self.final_layer(x, c))
-
-
-# ---- a tiny safetensors writer ------------------------------------------------------
-
-
-def save_safetensors(path, tensors, metadata=None):
-    header, blobs, off = {}, [], 0
-    if metadata:
-        header["__metadata__"] = metadata
-    for name, arr in tensors.items():
-        a = np.ascontiguousarray(arr, dtype=np.float32)
-        b = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 # ---- fixtures -------------------------------------------------------------------------

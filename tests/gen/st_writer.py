@@ -1,0 +1,27 @@
+"""st_writer.py: a tiny safetensors writer for the fixture scripts (F32 tensors, optional
+string metadata), so fixtures need neither the `safetensors` package nor dap's own writer.
+Format: 8-byte little-endian header length, JSON header {name: {dtype, shape,
+data_offsets}}, padded with spaces to 8 bytes, then the raw data."""
+import json
+import struct
+
+import numpy as np
+
+
+def save_safetensors(path, tensors, metadata=None):
+    header, blobs, off = {}, [], 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, arr in tensors.items():
+        a = np.ascontiguousarray(arr, dtype=np.float32)
+        b = a.tobytes()
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
