@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Quality of a Fashion-MNIST diffusion prior (the DiT issue's acceptance numbers):
+# class consistency (the evaluator's accuracy on N generated samples per class, at the
+# CFG scale used for distillation) and the Frechet distance between generated and real
+# test images in the evaluator's feature space, next to the same distance for a random
+# real subset of the same size.
+#   scripts/prior-quality.sh [MODEL] [N per class] [CFG] [STEPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DAP=./build/dap
+MODEL=${1:-models/fmnist-dit.safetensors}; N=${2:-100}; CFG=${3:-4}; STEPS=${4:-50}
+CLF=models/fmnist-convnet3.safetensors
+OUT=${PQ_OUT:-out/prior-quality}
+mkdir -p "$OUT"
+$DAP sample --model "$MODEL" --n "$N" --steps "$STEPS" --cfg "$CFG" --seed 0 --out "$OUT/samples"
+$DAP subset --from fmnist --ipc "$N" --seed 0 --out "$OUT/random"
+echo "== generated ($N per class, cfg $CFG, $STEPS DDIM steps)"
+$DAP score --data fmnist --set "$OUT/samples" --classifier "$CLF" --json "$OUT/samples.json" | tee "$OUT/samples.txt"
+echo "== random real subset ($N per class)"
+$DAP score --data fmnist --set "$OUT/random" --classifier "$CLF" --json "$OUT/random.json" | tee "$OUT/random.txt"
