@@ -34,7 +34,7 @@ for m in random vanilla dap; do
 done
 if $DAP --help | grep -q '^  score'; then
   for m in random vanilla dap; do
-    $DAP score --data fmnist --set "$OUT/$m-ipc$IPC" --json "$OUT/score-$m.json" > "$OUT/score-$m.txt" || true
+    $DAP score --data fmnist --set "$OUT/$m-ipc$IPC" --real-per-class 200 --json "$OUT/score-$m.json" > "$OUT/score-$m.txt" || true
   done
 fi
 bash scripts/report.sh "$OUT" "$IPC" "$MODEL" "$RUNS" "$EPOCHS"
