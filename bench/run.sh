@@ -48,17 +48,6 @@ run_env() {
         env OMP_WAIT_POLICY="$pol" OMP_NUM_THREADS="$THREADS" timeout 600 "$@"
     fi
 }
-# OMP_WAIT_POLICY: "default" leaves it unset (libgomp spins a while before sleeping),
-# other values are exported; both sides run under each (PyTorch uses libgomp too).
-run_env() {
-    local pol=$1
-    shift
-    if [ "$pol" = default ]; then
-        env -u OMP_WAIT_POLICY OMP_NUM_THREADS="$THREADS" timeout 600 "$@"
-    else
-        env OMP_WAIT_POLICY="$pol" OMP_NUM_THREADS="$THREADS" timeout 600 "$@"
-    fi
-}
 for m in train ddim guide cfg10; do
     it=$ITERS
     case $m in guide | cfg10) it=$LIGHT_ITERS ;; esac

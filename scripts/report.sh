@@ -10,8 +10,8 @@ for m in random vanilla dap; do printf '%-10s %-22s %s\n' "$m" "$(acc $m)" "$(sc
 {
   echo "<!doctype html><html><head><meta charset=utf-8><title>dap demo: Fashion-MNIST IPC $IPC</title>"
   echo "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-  echo "td,th{border:1px solid #999;padding:4px 8px;text-align:right}img{image-rendering:pixelated;width:340px}"
-  echo ".grids{display:flex;gap:16px}</style></head><body>"
+  echo "td,th{border:1px solid #999;padding:4px 8px;text-align:right}img{image-rendering:pixelated;width:320px}"
+  echo ".grids{display:flex;flex-wrap:wrap;gap:16px}</style></head><body>"
   echo "<h1>dap demo: Fashion-MNIST, IPC $IPC</h1>"
   echo "<p>Model <code>$MODEL</code>. Each set trains ConvNet-3 from scratch (hard labels, $EPOCHS epochs,"
   echo "SGD) $RUNS times; accuracy on the real test set, mean ± std.</p>"

@@ -23,9 +23,9 @@ static void params_line(char *buf, size_t n, const char *data, const char *hash,
                         int split_seed, const dap_distill_opts *o) {
     snprintf(buf, n,
              "data=%s model=%s holdout=%d split_seed=%d method=%s ipc=%d seed=%llu steps=%d eta=%g "
-             "cfg=%g gamma=%g kernel=%d sigma=%g layer=%d pool=%d n_real=%d stop=%g form=%d fixed_noise=%d",
+             "cfg=%g clip_x0=%g gamma=%g kernel=%d sigma=%g layer=%d pool=%d n_real=%d stop=%g form=%d fixed_noise=%d",
              data, hash, holdout, split_seed, dap_method_name(o->method), o->ipc, (unsigned long long)o->seed,
-             o->steps, o->eta, o->cfg, o->gamma, o->kernel, o->sigma, o->layer, o->pool, o->n_real, o->stop,
+             o->steps, o->eta, o->cfg, o->clip_x0, o->gamma, o->kernel, o->sigma, o->layer, o->pool, o->n_real, o->stop,
              o->form, o->fixed_noise);
     if (o->method == DAP_METHOD_RANDOM) /* the sampler's flags do not matter for random */
         snprintf(buf, n, "data=%s holdout=%d split_seed=%d method=random ipc=%d seed=%llu", data, holdout,
@@ -62,6 +62,7 @@ int cmd_distill(int argc, char **argv) {
         {"split-seed", FLAG_INT, &split_seed, "seed of the holdout split (as dap eval --split-seed)"},
         {"steps", FLAG_INT, &o.steps, "DDIM steps"},
         {"eta", FLAG_FLOAT, &o.eta, "DDIM eta (0: deterministic)"},
+        {"clip-x0", FLAG_FLOAT, &o.clip_x0, "clamp the predicted x0 to [-X, X] every step (pixel data in [-1, 1]; 0: off)"},
         {"cfg", FLAG_FLOAT, &o.cfg, "classifier-free guidance scale (1: none)"},
         {"gamma", FLAG_FLOAT, &o.gamma, "dap: representativeness guidance scale (0: vanilla)"},
         {"kernel", FLAG_STR, &kernel_s, "dap: Mercer kernel, linear | rbf"},
@@ -230,6 +231,7 @@ int cmd_distill(int argc, char **argv) {
                 dap_json_str(&j, "model_fnv1a64", hash);
                 dap_json_int(&j, "steps", o.steps);
                 dap_json_num(&j, "eta", o.eta);
+                dap_json_num(&j, "clip_x0", o.clip_x0);
                 dap_json_num(&j, "cfg", o.cfg);
             }
             if (o.method == DAP_METHOD_DAP) {

@@ -58,7 +58,7 @@ static int parse_classes(const char *spec, int K, char **names, int *out) {
 int cmd_sample(int argc, char **argv) {
     const char *model_path = NULL, *classes = "all", *out = NULL, *names_arg = NULL;
     int n = 10, steps = 50, seed = 0, batch = 50, threads = 0, grid_cols = 16;
-    double cfg_w = 1.0, eta = 0.0;
+    double cfg_w = 1.0, eta = 0.0, clip_x0 = 1.0;
     flag flags[] = {
         {"model", FLAG_STR, &model_path, "DiT checkpoint (safetensors)"},
         {"classes", FLAG_STR, &classes, "all, or a comma list of class indices / names"},
@@ -66,6 +66,7 @@ int cmd_sample(int argc, char **argv) {
         {"steps", FLAG_INT, &steps, "DDIM steps"},
         {"cfg", FLAG_FLOAT, &cfg_w, "classifier-free guidance scale (1: none)"},
         {"eta", FLAG_FLOAT, &eta, "DDIM eta (0: deterministic)"},
+        {"clip-x0", FLAG_FLOAT, &clip_x0, "clamp the predicted x0 to [-X, X] every step (pixel data in [-1, 1]; 0: off)"},
         {"seed", FLAG_INT, &seed, "noise seed"},
         {"out", FLAG_STR, &out, "output folder"},
         {"batch", FLAG_INT, &batch, "images per forward pass"},
@@ -84,6 +85,7 @@ int cmd_sample(int argc, char **argv) {
     if (n < 1 || batch < 1 || steps < 1 || seed < 0 || grid_cols < 1)
         return cli_failf("sample", "--n, --batch, --steps, --grid-cols must be >= 1 and --seed >= 0");
     if (eta < 0) return cli_failf("sample", "--eta: expected >= 0, found %g", eta);
+    if (!(clip_x0 >= 0)) return cli_failf("sample", "--clip-x0: expected >= 0 (0: off), found %g", clip_x0);
     cli_apply_threads(threads);
 
     dap_dit *m = NULL;
@@ -138,7 +140,7 @@ int cmd_sample(int argc, char **argv) {
     uint8_t *px = dap_malloc(per);
     int *cls = dap_malloc((size_t)batch * sizeof(int)), *idx = dap_malloc((size_t)batch * sizeof(int));
     char path[4096], folder[512];
-    dap_ddim_hooks hooks = {.eps = dap_dit_eps_hook, .ctx = &ctx};
+    dap_ddim_hooks hooks = {.eps = dap_dit_eps_hook, .ctx = &ctx, .clip_x0 = clip_x0};
     const long total = (long)ncls * n;
     const double t0 = dap_time_now();
 

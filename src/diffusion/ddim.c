@@ -42,6 +42,30 @@ void dap_ddim_step(const dap_ddim_coef *c, float *x_prev, float *x0_hat, const f
     }
 }
 
+void dap_ddim_step_clip(const dap_ddim_coef *c, float *x_prev, const float *x_t, const float *eps,
+                        const float *z, size_t n, double clip) {
+    if (!(clip > 0.0)) {
+        dap_ddim_step(c, x_prev, NULL, x_t, eps, z, n);
+        return;
+    }
+    const float sqrt_a = (float)sqrt(c->a_t), sqrt_1ma = (float)sqrt(1.0 - c->a_t);
+    const float inv_sqrt_a = (float)(1.0 / sqrt(c->a_t)), inv_sqrt_1ma = (float)(1.0 / sqrt(1.0 - c->a_t));
+    const float sqrt_ap = (float)sqrt(c->a_prev);
+    const float dir = (float)sqrt(fmax(0.0, 1.0 - c->a_prev - c->sigma * c->sigma));
+    const float sigma = (float)c->sigma, lim = (float)clip;
+    DAP_ASSERT(sigma == 0.0f || z != NULL);
+    const long nn = (long)n;
+#pragma omp parallel for schedule(static) if (nn > 65536)
+    for (long i = 0; i < nn; i++) {
+        float x0 = (x_t[i] - sqrt_1ma * eps[i]) * inv_sqrt_a;
+        x0 = x0 < -lim ? -lim : (x0 > lim ? lim : x0);
+        const float e = (x_t[i] - sqrt_a * x0) * inv_sqrt_1ma;
+        float xp = sqrt_ap * x0 + dir * e;
+        if (sigma > 0.0f) xp += sigma * z[i];
+        x_prev[i] = xp;
+    }
+}
+
 void dap_cfg_combine(float *eps, const float *out_cond, const float *out_null, int B, int C_out,
                      int C, int HW, double w) {
     DAP_ASSERT(C >= 1 && C <= C_out);
@@ -87,7 +111,7 @@ int dap_ddim_sample(const dap_schedule *s, int S, double eta, float *x, int B, s
             DAP_ASSERT(rngs != NULL);
             for (int b = 0; b < B; b++) dap_rng_normal(&rngs[b], z + (size_t)b * per, per, 0.0f, 1.0f);
         }
-        dap_ddim_step(&c, x, NULL, x_t, eps, z, n);
+        dap_ddim_step_clip(&c, x, x_t, eps, z, n, h->clip_x0);
         if (h->adjust_x) rc = h->adjust_x(h->ctx, x, x_t, eps, &c);
     }
     dap_free_aligned(z);

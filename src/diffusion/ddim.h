@@ -38,6 +38,12 @@ void dap_ddim_coef_at(const dap_schedule *s, const int *taus, int S, int step, d
 void dap_ddim_step(const dap_ddim_coef *c, float *x_prev, float *x0_hat, const float *x_t,
                    const float *eps, const float *z, size_t n);
 
+/* The same update with the predicted x0 clamped to [-clip, clip] and eps re-derived from the
+ * clamped x0 (eps' = (x_t - sqrt(a_t) x0') / sqrt(1 - a_t)), as pixel-space samplers do with
+ * data in [-1, 1]; clip <= 0 is dap_ddim_step. */
+void dap_ddim_step_clip(const dap_ddim_coef *c, float *x_prev, const float *x_t, const float *eps,
+                        const float *z, size_t n, double clip);
+
 /* Classifier-free guidance: eps = null + w (cond - null) over the first C channels of
  * model outputs with C_out channels (C_out = 2C with learn_sigma; the sigma half is
  * ignored). eps: (B, C, HW); out_cond, out_null: (B, C_out, HW). */
@@ -56,6 +62,9 @@ typedef struct dap_ddim_hooks {
     int (*adjust_x)(void *ctx, float *x_prev, const float *x_t, const float *eps,
                     const dap_ddim_coef *c);
     void *ctx;
+    /* Sampler option: > 0 clamps the predicted x0 to [-clip_x0, clip_x0] every step
+     * (dap_ddim_step_clip); 0 (the zero-initialised default) leaves it unclamped. */
+    double clip_x0;
 } dap_ddim_hooks;
 
 /* Runs S DDIM steps on B samples of `per` floats: x (B, per) holds x_T on entry (e.g.

@@ -32,6 +32,7 @@ void dap_distill_opts_default(dap_distill_opts *o) {
     o->ipc = 10;
     o->steps = 50;
     o->eta = 0.0;
+    o->clip_x0 = 1.0;
     o->cfg = 4.0;
     o->batch = 100;
     o->gamma = 1.0;
@@ -170,6 +171,7 @@ static int check_opts(const dap_dit *m, const dap_distill_opts *o) {
     if (o->steps < 1 || o->steps > 1000) return dap_error(DAP_ERR_ARG, "--steps must be in 1..1000 (got %d)", o->steps);
     if (o->batch < 1) return dap_error(DAP_ERR_ARG, "--batch must be >= 1 (got %d)", o->batch);
     if (!(o->eta >= 0)) return dap_error(DAP_ERR_ARG, "--eta must be >= 0 (got %g)", o->eta);
+    if (!(o->clip_x0 >= 0)) return dap_error(DAP_ERR_ARG, "--clip-x0 must be >= 0 (got %g)", o->clip_x0);
     if (o->cfg != 1.0 && !(m->cfg.class_dropout > 0))
         return dap_error(DAP_ERR_ARG, "--cfg %g needs a model with a null class; this one has none (use --cfg 1)", o->cfg);
     if (o->method != DAP_METHOD_DAP) return DAP_OK;
@@ -248,7 +250,7 @@ int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const da
             dap_sample_rng(&rngs[i], oo.seed, k, i);
             dap_rng_normal(&rngs[i], out + (size_t)i * per, per, 0.0f, 1.0f);
         }
-        dap_ddim_hooks h = {.eps = run_eps, .ctx = &r};
+        dap_ddim_hooks h = {.eps = run_eps, .ctx = &r, .clip_x0 = oo.clip_x0};
         if (oo.method == DAP_METHOD_DAP && oo.gamma != 0) {
             if (oo.form == DAP_FORM_EPS) h.adjust_eps = run_adjust_eps;
             else h.adjust_x = run_adjust_x;

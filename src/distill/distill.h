@@ -25,6 +25,7 @@ typedef struct dap_distill_opts {
     int steps;       /* DDIM steps S */
     double eta;
     double cfg;      /* classifier-free guidance scale w (1: none) */
+    double clip_x0;  /* clamp the predicted x0 to [-clip_x0, clip_x0] every step (0: off) */
     int batch;       /* most synthetic samples per forward (a class runs in chunks) */
     /* representativeness guidance (dap) */
     double gamma;    /* guidance scale (x form) or lambda (eps form) */

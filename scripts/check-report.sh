@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Opens a demo report in a real browser (Debian's chromium, headless) and checks what a
+# reader would see: the page parses, the accuracy table has a row per method with a
+# number, and every sample grid image actually decoded (naturalWidth > 0). Writes a
+# screenshot next to the report. Not part of `make test` (it needs chromium).
+#   scripts/check-report.sh [REPORT]   (default out/demo/report.html)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPORT=${1:-out/demo/report.html}
+[ -f "$REPORT" ] || { echo "check-report: $REPORT not found (run make demo first)" >&2; exit 1; }
+BROWSER=$(command -v chromium || command -v chromium-browser || true)
+if [ -z "$BROWSER" ]; then
+  echo "check-report: chromium not installed; installing it (Debian package chromium)" >&2
+  [ "$(id -u)" = 0 ] || { echo "check-report: run as root or install chromium" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+  BROWSER=$(command -v chromium)
+fi
+DIR=$(cd "$(dirname "$REPORT")" && pwd)
+URL="file://$DIR/$(basename "$REPORT")"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+FLAGS=(--headless --no-sandbox --disable-gpu --allow-file-access-from-files
+       --user-data-dir="$TMP/profile" --virtual-time-budget=5000)
+
+# A probe page loads the report in an iframe (same file:// origin) and writes what the
+# browser rendered into its own DOM, which --dump-dom prints after the load.
+cat > "$DIR/.check-report-probe.html" <<EOF
+<!doctype html><html><body><pre id=out>pending</pre>
+<iframe id=f src="$(basename "$REPORT")" width=1200 height=900></iframe>
+<script>
+document.getElementById('f').onload = function () {
+  var d = this.contentDocument, out = [];
+  if (!d) { document.getElementById('out').textContent = 'ERROR no document'; return; }
+  var imgs = d.querySelectorAll('img');
+  out.push('images ' + imgs.length);
+  imgs.forEach(function (im) { out.push('img ' + im.getAttribute('src') + ' ' + im.naturalWidth + 'x' + im.naturalHeight); });
+  var rows = d.querySelectorAll('table')[0] ? d.querySelectorAll('table')[0].querySelectorAll('tr') : [];
+  rows.forEach(function (r, i) { if (i) out.push('row ' + r.cells[0].textContent + ' | ' + r.cells[1].textContent); });
+  out.push('title ' + d.title);
+  document.getElementById('out').textContent = out.join('\n');
+};
+</script></body></html>
+EOF
+trap 'rm -rf "$TMP" "$DIR/.check-report-probe.html"' EXIT
+"$BROWSER" "${FLAGS[@]}" --dump-dom "file://$DIR/.check-report-probe.html" 2>"$TMP/err" > "$TMP/dom" || {
+  echo "check-report: chromium failed:" >&2; tail -5 "$TMP/err" >&2; exit 1; }
+sed -n '/<pre id="out">/,/<\/pre>/p' "$TMP/dom" | sed 's/<[^>]*>//g' > "$TMP/probe"
+cat "$TMP/probe"
+fail=0
+grep -q '^images [1-9]' "$TMP/probe" || { echo "check-report: FAIL no images rendered" >&2; fail=1; }
+if grep -E '^img ' "$TMP/probe" | grep -q ' 0x0$'; then
+  echo "check-report: FAIL an image did not decode:" >&2; grep ' 0x0$' "$TMP/probe" >&2; fail=1
+fi
+for m in random vanilla dap; do
+  grep -Eq "^row $m \| [0-9]+\.[0-9]+ ± [0-9]+\.[0-9]+" "$TMP/probe" ||
+    { echo "check-report: FAIL no accuracy for $m in the table" >&2; fail=1; }
+done
+"$BROWSER" "${FLAGS[@]}" --window-size=1200,1600 --screenshot="$DIR/report.png" "$URL" 2>>"$TMP/err" >/dev/null ||
+  { echo "check-report: screenshot failed" >&2; fail=1; }
+[ "$fail" = 0 ] && echo "check-report: OK ($URL rendered in $($BROWSER --version 2>/dev/null | head -1); screenshot $DIR/report.png)"
+exit "$fail"
