@@ -47,6 +47,7 @@ typedef struct bench {
     size_t per, per_out;
     /* one workload's buffers, set up by its setup function */
     dap_dit_state *st;
+    dap_dit_state *rst; /* guide: real samples, forward only */
     dap_dit_eps eps;
     dap_adamw opt;
     dap_ddim_coef coef;
@@ -174,7 +175,8 @@ static void guide_setup(bench *b) {
     const dap_dit *m = b->m;
     const int T = m->tokens, D = m->cfg.hidden, F = T * D;
     b->n = GUIDE_SYN;
-    b->st = dap_dit_state_create_ex(m, GUIDE_REAL, b->layer);
+    b->st = dap_dit_state_create_ex(m, GUIDE_SYN, b->layer); /* synthetic: cache to block l */
+    b->rst = dap_dit_state_create_ex(m, GUIDE_REAL, 0);      /* real: no cache, as dap distill */
     b->x = dap_alloc_f32((size_t)GUIDE_REAL * b->per);  /* real x_t */
     b->x2 = dap_alloc_f32((size_t)GUIDE_SYN * b->per);  /* synthetic x_t */
     b->feat_r = dap_alloc_f32((size_t)GUIDE_REAL * F);
@@ -192,9 +194,8 @@ static void guide_setup(bench *b) {
 static void guide_iter(bench *b) {
     const dap_dit *m = b->m;
     const int T = m->tokens, D = m->cfg.hidden, F = T * D, l = b->layer;
-    dap_dit_state_set_batch(b->st, GUIDE_REAL);
-    dap_dit_forward(m, b->st, NULL, b->x, b->tf, b->y, l);
-    dap_pool_forward(b->feat_r, dap_dit_features(b->st), GUIDE_REAL, T, D, DAP_POOL_FLATTEN);
+    dap_dit_forward(m, b->rst, NULL, b->x, b->tf, b->y, l);
+    dap_pool_forward(b->feat_r, dap_dit_features(b->rst), GUIDE_REAL, T, D, DAP_POOL_FLATTEN);
     dap_dit_state_set_batch(b->st, GUIDE_SYN);
     dap_dit_forward(m, b->st, NULL, b->x2, b->tf, b->y, l);
     dap_pool_forward(b->feat_s, dap_dit_features(b->st), GUIDE_SYN, T, D, DAP_POOL_FLATTEN);

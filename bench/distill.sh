@@ -29,6 +29,7 @@ BIN=${BUILD:-build}/bench_dit
 PY=/usr/bin/python3
 [ -x "$DAP" ] && [ -x "$BIN" ] || make --no-print-directory -j2 "$DAP" "$BIN" >/dev/null
 DAPFLAGS=$(grep -v '^#' models/dap-fmnist.flags | tr '\n' ' ')
+SAMPLERFLAGS=$(grep -v '^#' models/fmnist-sampler.flags | grep -v -- '--steps' | tr '\n' ' ')
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$(dirname "$OUT")"
@@ -39,7 +40,7 @@ echo "bench/distill: $MODEL ($CONFIG), classes $CLASSES, IPC $IPC ($NIMG images)
 busy_before() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
 declare -A SEC RSS FOREIGN
 for m in vanilla dap; do
-    extra=""; [ "$m" = dap ] && extra="$DAPFLAGS"
+    extra="$SAMPLERFLAGS"; [ "$m" = dap ] && extra="$SAMPLERFLAGS $DAPFLAGS"
     read -r b0 t0 < <(busy_before)
     # shellcheck disable=SC2086
     env OMP_WAIT_POLICY=passive /usr/bin/time -f '%e %M %U %S' -o "$TMP/time-$m" \

@@ -2,39 +2,62 @@
 # The dap hyperparameter ablation on a VALIDATION split of the Fashion-MNIST training set
 # (never the test set): every distillation holds out HOLDOUT images per class
 # (--holdout/--split-seed) and every evaluation scores on exactly those (--val), so the
-# guidance never sees them. One factor at a time from the defaults (SPEC 3).
-# Results: out/ablation/results.tsv (config, mean, std); resumable (finished cells skipped).
-#   scripts/ablation.sh [IPC] [RUNS] [EPOCHS]
+# guidance never sees them. Vanilla and dap share models/fmnist-sampler.flags.
+#
+# Coordinate search from SPEC 3's defaults: stage 1 sweeps the guidance scale gamma;
+# stage 2 varies one factor at a time (layer, pooling, kernel, early stop, number of real
+# samples, update form, noise) at the best gamma of stage 1.
+# Results: out/ablation/results.tsv (name, flags, mean, std); resumable (finished cells
+# are skipped).
+#   scripts/ablation.sh [IPC] [RUNS] [EPOCHS]          (default 10 2 300)
+#   ABL_SET=quick scripts/ablation.sh 10 2 100         (fewer cells: gamma, layer, pool,
+#                                                       kernel, stop, n-real)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DAP=./build/dap
+DAP=${DAP:-./build/dap}
 MODEL=${DAP_MODEL:-models/fmnist-dit.safetensors}
 IPC=${1:-10}; RUNS=${2:-2}; EPOCHS=${3:-300}; HOLDOUT=${HOLDOUT:-100}; SPLIT=${SPLIT_SEED:-0}
 OUT=${ABL_OUT:-out/ablation}
+SET=${ABL_SET:-full}
+SAMPLERFLAGS=$(grep -v '^#' models/fmnist-sampler.flags 2>/dev/null | tr '\n' ' ' || true)
 mkdir -p "$OUT"
 TSV="$OUT/results.tsv"
 [ -f "$TSV" ] || printf 'name\tflags\tval_acc_mean\tval_acc_std\n' > "$TSV"
+echo "ablation: IPC $IPC, $RUNS runs x $EPOCHS epochs, validation $HOLDOUT/class (split seed $SPLIT), sampler: $SAMPLERFLAGS" >&2
 cell() { # cell NAME FLAGS...
   local name=$1; shift
-  grep -q "^$name	" "$TSV" && { echo "ablation: $name done, skipped"; return; }
-  local dir="$OUT/$name"
+  grep -q "^$name	" "$TSV" && { echo "ablation: $name done, skipped" >&2; return; }
+  local dir="$OUT/$name" extra=""
+  case " $* " in *" --method random "*) ;; *) extra="$SAMPLERFLAGS" ;; esac
+  local t0; t0=$(date +%s)
+  # shellcheck disable=SC2086
   $DAP distill --data fmnist --model "$MODEL" --ipc "$IPC" --seed 0 --holdout "$HOLDOUT" --split-seed "$SPLIT" \
-    --out "$dir" --quiet "$@"
+    --out "$dir" --quiet $extra "$@"
   $DAP eval --data fmnist --train "$dir" --val "$HOLDOUT" --split-seed "$SPLIT" --arch convnet3 --runs "$RUNS" \
     --epochs "$EPOCHS" --json "$OUT/$name.json" --quiet > "$OUT/$name.txt"
   local ms; ms=$(sed -n 's/.*accuracy \([0-9.]*\) +- \([0-9.]*\).*/\1\t\2/p' "$OUT/$name.txt" | tail -1)
   printf '%s\t%s\t%s\n' "$name" "$*" "$ms" >> "$TSV"
-  echo "ablation: $name ($*): $ms"
+  echo "ablation: $name ($*): $ms  ($(( $(date +%s) - t0 )) s)" >&2
+}
+best_gamma() { # the gamma of the best gamma-* row (ties: the first)
+  awk -F'\t' '$1 ~ /^gamma-/ && ($3 + 0) > best { best = $3 + 0; g = substr($1, 7) } END { print g }' "$TSV"
 }
 cell random --method random
 cell vanilla --method vanilla
-for g in 0.1 0.3 1 3 10; do cell gamma-$g --method dap --gamma $g; done
-for l in 1 2 4 6 8; do cell layer-$l --method dap --layer $l; done
-cell pool-mean --method dap --pool mean
-cell kernel-rbf --method dap --kernel rbf --sigma 10
-for s in 0 0.25 0.75; do cell stop-$s --method dap --stop $s; done
-for n in 10 25 50; do cell nreal-$n --method dap --n-real $n; done
-cell form-eps --method dap --form eps
-cell fixed-noise --method dap --fixed-noise
-for w in 1 2 6; do cell cfg-$w --method vanilla --cfg $w; done
+for g in 0.03 0.1 0.3 1; do cell gamma-$g --method dap --gamma $g; done
+[ "$SET" = full ] && for g in 3 10; do cell gamma-$g --method dap --gamma $g; done
+G=$(best_gamma)
+echo "ablation: best gamma on the validation split: $G" >&2
+for l in 1 4; do cell "g$G-layer-$l" --method dap --gamma "$G" --layer $l; done
+cell "g$G-pool-mean" --method dap --gamma "$G" --pool mean
+cell "g$G-kernel-rbf" --method dap --gamma "$G" --kernel rbf --sigma 64
+cell "g$G-stop-0" --method dap --gamma "$G" --stop 0
+cell "g$G-nreal-25" --method dap --gamma "$G" --n-real 25
+if [ "$SET" = full ]; then
+  for l in 6 8; do cell "g$G-layer-$l" --method dap --gamma "$G" --layer $l; done
+  for s in 0.25 0.75; do cell "g$G-stop-$s" --method dap --gamma "$G" --stop $s; done
+  cell "g$G-nreal-50" --method dap --gamma "$G" --n-real 50
+  cell "g$G-form-eps" --method dap --gamma "$G" --form eps
+  cell "g$G-fixed-noise" --method dap --gamma "$G" --fixed-noise
+fi
 column -t -s $'\t' "$TSV"

@@ -18,11 +18,12 @@ if [ ! -f "$MODEL" ]; then
 fi
 RUNS=${DEMO_RUNS:-2}; EPOCHS=${DEMO_EPOCHS:-300}; IPC=${DEMO_IPC:-10}
 DAPFLAGS=$(grep -v '^#' "$FLAGS_FILE" 2>/dev/null | tr '\n' ' ' || true)
+SAMPLERFLAGS=$(grep -v '^#' models/fmnist-sampler.flags 2>/dev/null | tr '\n' ' ' || true)
 mkdir -p "$OUT"
 t0=$(date +%s)
 echo "== dap demo: Fashion-MNIST, IPC $IPC, model $MODEL"
 for m in random vanilla dap; do
-  extra=""; [ "$m" = dap ] && extra="$DAPFLAGS"
+  extra=""; [ "$m" = dap ] && extra="$SAMPLERFLAGS $DAPFLAGS"; [ "$m" = vanilla ] && extra="$SAMPLERFLAGS"
   echo "== distill: $m $extra"
   # shellcheck disable=SC2086
   $DAP distill --data fmnist --model "$MODEL" --method $m --ipc "$IPC" --seed 0 --out "$OUT/$m-ipc$IPC" $extra

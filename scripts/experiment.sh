@@ -12,6 +12,7 @@ MODEL=${DAP_MODEL:-models/fmnist-dit.safetensors}
 RUNS=${RUNS:-3}; EPOCHS=${EPOCHS:-300}; FULL_EPOCHS=${FULL_EPOCHS:-300}
 OUT=${EXP_OUT:-out/experiment}
 DAPFLAGS=$(grep -v '^#' models/dap-fmnist.flags 2>/dev/null | tr '\n' ' ' || true)
+SAMPLERFLAGS=$(grep -v '^#' models/fmnist-sampler.flags 2>/dev/null | tr '\n' ' ' || true)
 mkdir -p "$OUT"
 TSV="$OUT/table.tsv"
 [ -f "$TSV" ] || printf 'set\tarch\tmean\tstd\tcommand\n' > "$TSV"
@@ -25,7 +26,7 @@ evalcell() { # evalcell SETNAME TRAINSPEC ARCH EPOCHS
   echo "experiment: $name $arch: $ms"
 }
 distill() { # distill METHOD IPC
-  local extra=""; [ "$1" = dap ] && extra="$DAPFLAGS"
+  local extra=""; [ "$1" = dap ] && extra="$SAMPLERFLAGS $DAPFLAGS"; [ "$1" = vanilla ] && extra="$SAMPLERFLAGS"
   # shellcheck disable=SC2086
   $DAP distill --data fmnist --model "$MODEL" --method "$1" --ipc "$2" --seed 0 --out "$OUT/$1-ipc$2" --quiet $extra
 }

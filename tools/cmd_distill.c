@@ -62,7 +62,7 @@ int cmd_distill(int argc, char **argv) {
         {"split-seed", FLAG_INT, &split_seed, "seed of the holdout split (as dap eval --split-seed)"},
         {"steps", FLAG_INT, &o.steps, "DDIM steps"},
         {"eta", FLAG_FLOAT, &o.eta, "DDIM eta (0: deterministic)"},
-        {"clip-x0", FLAG_FLOAT, &o.clip_x0, "clamp the predicted x0 to [-X, X] every step (pixel data in [-1, 1]; 0: off)"},
+        {"clip-x0", FLAG_FLOAT, &o.clip_x0, "clamp the predicted x0 to [-X, X] every step (0: off, as the official DiT; 1 suits pixel data in [-1, 1])"},
         {"cfg", FLAG_FLOAT, &o.cfg, "classifier-free guidance scale (1: none)"},
         {"gamma", FLAG_FLOAT, &o.gamma, "dap: representativeness guidance scale (0: vanilla)"},
         {"kernel", FLAG_STR, &kernel_s, "dap: Mercer kernel, linear | rbf"},

@@ -58,7 +58,7 @@ static int parse_classes(const char *spec, int K, char **names, int *out) {
 int cmd_sample(int argc, char **argv) {
     const char *model_path = NULL, *classes = "all", *out = NULL, *names_arg = NULL;
     int n = 10, steps = 50, seed = 0, batch = 50, threads = 0, grid_cols = 16;
-    double cfg_w = 1.0, eta = 0.0, clip_x0 = 1.0;
+    double cfg_w = 1.0, eta = 0.0, clip_x0 = 0.0;
     flag flags[] = {
         {"model", FLAG_STR, &model_path, "DiT checkpoint (safetensors)"},
         {"classes", FLAG_STR, &classes, "all, or a comma list of class indices / names"},
@@ -66,7 +66,7 @@ int cmd_sample(int argc, char **argv) {
         {"steps", FLAG_INT, &steps, "DDIM steps"},
         {"cfg", FLAG_FLOAT, &cfg_w, "classifier-free guidance scale (1: none)"},
         {"eta", FLAG_FLOAT, &eta, "DDIM eta (0: deterministic)"},
-        {"clip-x0", FLAG_FLOAT, &clip_x0, "clamp the predicted x0 to [-X, X] every step (pixel data in [-1, 1]; 0: off)"},
+        {"clip-x0", FLAG_FLOAT, &clip_x0, "clamp the predicted x0 to [-X, X] every step (0: off, as the official DiT; 1 suits pixel data in [-1, 1])"},
         {"seed", FLAG_INT, &seed, "noise seed"},
         {"out", FLAG_STR, &out, "output folder"},
         {"batch", FLAG_INT, &batch, "images per forward pass"},

@@ -32,7 +32,7 @@ void dap_distill_opts_default(dap_distill_opts *o) {
     o->ipc = 10;
     o->steps = 50;
     o->eta = 0.0;
-    o->clip_x0 = 1.0;
+    o->clip_x0 = 0.0; /* SPEC 2: the official sampler does not clip */
     o->cfg = 4.0;
     o->batch = 100;
     o->gamma = 1.0;
@@ -79,7 +79,8 @@ typedef struct class_run {
     int layer, T, D, F;
     size_t per;
     dap_dit_eps eps;   /* CFG eps model, chunked */
-    dap_dit_state *gst;/* guidance state: cache up to block l */
+    dap_dit_state *gst;/* synthetic samples: caches blocks 1..l for the partial backward */
+    dap_dit_state *rst;/* real samples: forward only (no cache, much less memory) */
     float *real0;      /* (N, per) clean real samples */
     float *realt;      /* (chunk, per) noised */
     float *rfeat;      /* (N, F) pooled real features */
@@ -121,9 +122,9 @@ static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef 
         const float *x0 = r->real0 + (size_t)j0 * r->per;
         for (size_t q = 0; q < (size_t)b * r->per; q++) xi[q] = sa * x0[q] + sb * xi[q];
         for (int i = 0; i < b; i++) r->tf[i] = (float)c->t, r->y[i] = r->k;
-        dap_dit_state_set_batch(r->gst, b);
-        dap_dit_forward(r->m, r->gst, NULL, xi, r->tf, r->y, r->layer);
-        dap_pool_forward(r->rfeat + (size_t)j0 * r->F, dap_dit_features(r->gst), b, r->T, r->D, o->pool);
+        dap_dit_state_set_batch(r->rst, b);
+        dap_dit_forward(r->m, r->rst, NULL, xi, r->tf, r->y, r->layer);
+        dap_pool_forward(r->rfeat + (size_t)j0 * r->F, dap_dit_features(r->rst), b, r->T, r->D, o->pool);
     }
     /* synthetic: forward to block l, energy gradient, partial backward */
     double energy = 0;
@@ -229,7 +230,8 @@ int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const da
         for (int j = 0; rc == DAP_OK && j < N; j++)
             memcpy(r.real0 + (size_t)j * per, real->x + (size_t)idx[j] * per, sizeof(float) * per);
         free(idx);
-        r.gst = dap_dit_state_create_ex(m, chunk, r.layer);
+        r.gst = dap_dit_state_create_ex(m, chunk < r.n ? chunk : r.n, r.layer);
+        r.rst = dap_dit_state_create_ex(m, chunk < N ? chunk : N, 0);
         r.realt = dap_alloc_f32((size_t)chunk * per);
         r.rfeat = dap_alloc_f32((size_t)N * r.F);
         r.sfeat = dap_alloc_f32((size_t)chunk * r.F);
@@ -265,6 +267,7 @@ int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const da
     }
     dap_dit_eps_free(&r.eps);
     if (r.gst) dap_dit_state_destroy(r.gst);
+    if (r.rst) dap_dit_state_destroy(r.rst);
     free(r.y);
     dap_free_aligned(r.tf), dap_free_aligned(r.real0), dap_free_aligned(r.realt);
     dap_free_aligned(r.rfeat), dap_free_aligned(r.sfeat), dap_free_aligned(r.ds);
