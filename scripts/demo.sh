@@ -7,7 +7,7 @@
 #   scripts/demo.sh --full     the full experiment of the README's result table instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DAP=./build/dap
+DAP=${DAP:-./build/dap}
 OUT=${DAP_DEMO_OUT:-out/demo}
 MODEL=${DAP_MODEL:-models/fmnist-dit.safetensors}
 FLAGS_FILE=models/dap-fmnist.flags   # the dap flags chosen by the validation ablation

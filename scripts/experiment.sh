@@ -7,9 +7,14 @@
 # Hours of CPU on 2 cores; results in out/experiment/table.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DAP=./build/dap
+DAP=${DAP:-./build/dap}
 MODEL=${DAP_MODEL:-models/fmnist-dit.safetensors}
 RUNS=${RUNS:-3}; EPOCHS=${EPOCHS:-300}; FULL_EPOCHS=${FULL_EPOCHS:-300}
+# Parts (to run the table piece by piece; every cell is cached in the TSV):
+IPCS=${IPCS:-1 10 50}                 # ConvNet-3 rows
+XARCH=${XARCH:-resnetap10 resnet18}   # cross-architecture columns at IPC 10 and 50 ("" skips)
+SCALES=${SCALES:-1}                   # 0 skips the IPC 100 -> 50/10 subsampling rows
+FULL=${FULL:-1}                       # 0 skips the full-training-set row
 OUT=${EXP_OUT:-out/experiment}
 DAPFLAGS=$(grep -v '^#' models/dap-fmnist.flags 2>/dev/null | tr '\n' ' ' || true)
 SAMPLERFLAGS=$(grep -v '^#' models/fmnist-sampler.flags 2>/dev/null | tr '\n' ' ' || true)
@@ -30,23 +35,22 @@ distill() { # distill METHOD IPC
   # shellcheck disable=SC2086
   $DAP distill --data fmnist --model "$MODEL" --method "$1" --ipc "$2" --seed 0 --out "$OUT/$1-ipc$2" --quiet $extra
 }
-for ipc in 1 10 50; do
+for ipc in $IPCS; do
   for m in random vanilla dap; do
     distill $m $ipc
     evalcell "$m-ipc$ipc" "$OUT/$m-ipc$ipc" convnet3 "$EPOCHS"
     if [ "$ipc" != 1 ]; then
-      evalcell "$m-ipc$ipc" "$OUT/$m-ipc$ipc" resnetap10 "$EPOCHS"
-      evalcell "$m-ipc$ipc" "$OUT/$m-ipc$ipc" resnet18 "$EPOCHS"
+      for a in $XARCH; do evalcell "$m-ipc$ipc" "$OUT/$m-ipc$ipc" "$a" "$EPOCHS"; done
     fi
   done
 done
 # generalisation across scales: IPC 100 subsampled to 50 and 10
-for m in vanilla dap; do
+[ "$SCALES" = 1 ] && for m in vanilla dap; do
   distill $m 100
   for ipc in 50 10; do
     [ -d "$OUT/$m-ipc100to$ipc" ] || $DAP subset --from "$OUT/$m-ipc100" --ipc $ipc --seed 0 --out "$OUT/$m-ipc100to$ipc"
     evalcell "$m-ipc100to$ipc" "$OUT/$m-ipc100to$ipc" convnet3 "$EPOCHS"
   done
 done
-evalcell full full convnet3 "$FULL_EPOCHS"
+[ "$FULL" = 1 ] && evalcell full full convnet3 "$FULL_EPOCHS"
 column -t -s $'\t' "$TSV" | cut -c1-120

@@ -7,7 +7,7 @@
 #   scripts/prior-quality.sh [MODEL] [N per class] [CFG] [STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DAP=./build/dap
+DAP=${DAP:-./build/dap}
 MODEL=${1:-models/fmnist-dit.safetensors}; N=${2:-100}; CFG=${3:-4}; STEPS=${4:-50}
 CLF=models/fmnist-convnet3.safetensors
 OUT=${PQ_OUT:-out/prior-quality}
