@@ -4,17 +4,21 @@
 # CFG scale used for distillation) and the Frechet distance between generated and real
 # test images in the evaluator's feature space, next to the same distance for a random
 # real subset of the same size.
-#   scripts/prior-quality.sh [MODEL] [N per class] [CFG] [STEPS]
+#   scripts/prior-quality.sh [MODEL] [N per class] [CFG] [STEPS] [CLIP_X0]
+# CFG, STEPS and CLIP_X0 default to models/fmnist-sampler.flags (what distillation uses).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DAP=${DAP:-./build/dap}
-MODEL=${1:-models/fmnist-dit.safetensors}; N=${2:-100}; CFG=${3:-4}; STEPS=${4:-50}
+flag() { sed -n "s/^--$1 //p" models/fmnist-sampler.flags 2>/dev/null | tail -1; }
+MODEL=${1:-models/fmnist-dit.safetensors}; N=${2:-100}
+CFG=${3:-$(flag cfg)}; CFG=${CFG:-4}; STEPS=${4:-$(flag steps)}; STEPS=${STEPS:-50}
+CLIP=${5:-$(flag clip-x0)}; CLIP=${CLIP:-0}
 CLF=models/fmnist-convnet3.safetensors
 OUT=${PQ_OUT:-out/prior-quality}
 mkdir -p "$OUT"
-$DAP sample --model "$MODEL" --n "$N" --steps "$STEPS" --cfg "$CFG" --seed 0 --out "$OUT/samples"
+$DAP sample --model "$MODEL" --n "$N" --steps "$STEPS" --cfg "$CFG" --clip-x0 "$CLIP" --seed 0 --out "$OUT/samples"
 $DAP subset --from fmnist --ipc "$N" --seed 0 --out "$OUT/random"
-echo "== generated ($N per class, cfg $CFG, $STEPS DDIM steps)"
+echo "== generated ($N per class, cfg $CFG, $STEPS DDIM steps, clip-x0 $CLIP)"
 $DAP score --data fmnist --set "$OUT/samples" --classifier "$CLF" --json "$OUT/samples.json" | tee "$OUT/samples.txt"
 echo "== random real subset ($N per class)"
 $DAP score --data fmnist --set "$OUT/random" --classifier "$CLF" --json "$OUT/random.json" | tee "$OUT/random.txt"
