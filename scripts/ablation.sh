@@ -44,6 +44,10 @@ best_gamma() { # the gamma of the best gamma-* row (ties: the first)
 }
 cell random --method random
 cell vanilla --method vanilla
+# the sampler itself (models/fmnist-sampler.flags; later flags override it)
+cell vanilla-clip0 --method vanilla --clip-x0 0
+cell vanilla-cfg2 --method vanilla --cfg 2
+[ "$SET" != full ] || cell vanilla-cfg6 --method vanilla --cfg 6
 for g in 0.03 0.1 0.3 1; do cell gamma-$g --method dap --gamma $g; done
 [ "$SET" = full ] && for g in 3 10; do cell gamma-$g --method dap --gamma $g; done
 G=$(best_gamma)
