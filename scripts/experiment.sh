@@ -12,7 +12,8 @@ MODEL=${DAP_MODEL:-models/fmnist-dit.safetensors}
 RUNS=${RUNS:-3}; EPOCHS=${EPOCHS:-300}; FULL_EPOCHS=${FULL_EPOCHS:-300}
 # Parts (to run the table piece by piece; every cell is cached in the TSV):
 IPCS=${IPCS:-1 10 50}                 # ConvNet-3 rows
-XARCH=${XARCH:-resnetap10 resnet18}   # cross-architecture columns at IPC 10 and 50 ("" skips)
+METHODS=${METHODS:-random vanilla dap}
+XARCH=${XARCH-resnetap10 resnet18}   # cross-architecture columns at IPC 10 and 50 ("" skips)
 SCALES=${SCALES:-1}                   # 0 skips the IPC 100 -> 50/10 subsampling rows
 FULL=${FULL:-1}                       # 0 skips the full-training-set row
 OUT=${EXP_OUT:-out/experiment}
@@ -36,7 +37,7 @@ distill() { # distill METHOD IPC
   $DAP distill --data fmnist --model "$MODEL" --method "$1" --ipc "$2" --seed 0 --out "$OUT/$1-ipc$2" --quiet $extra
 }
 for ipc in $IPCS; do
-  for m in random vanilla dap; do
+  for m in $METHODS; do
     distill $m $ipc
     evalcell "$m-ipc$ipc" "$OUT/$m-ipc$ipc" convnet3 "$EPOCHS"
     if [ "$ipc" != 1 ]; then
