@@ -18,7 +18,7 @@ fi
 DIR=$(cd "$(dirname "$REPORT")" && pwd)
 URL="file://$DIR/$(basename "$REPORT")"
 TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
+trap 'rm -rf "$TMP" "$DIR/.check-report-probe.html"' EXIT
 FLAGS=(--headless --no-sandbox --disable-gpu --allow-file-access-from-files
        --user-data-dir="$TMP/profile" --virtual-time-budget=5000)
 
@@ -41,7 +41,6 @@ document.getElementById('f').onload = function () {
 };
 </script></body></html>
 EOF
-trap 'rm -rf "$TMP" "$DIR/.check-report-probe.html"' EXIT
 "$BROWSER" "${FLAGS[@]}" --dump-dom "file://$DIR/.check-report-probe.html" 2>"$TMP/err" > "$TMP/dom" || {
   echo "check-report: chromium failed:" >&2; tail -5 "$TMP/err" >&2; exit 1; }
 sed -n '/<pre id="out">/,/<\/pre>/p' "$TMP/dom" | sed 's/<[^>]*>//g' > "$TMP/probe"

@@ -22,19 +22,24 @@ void dap_ddim_coef_at(const dap_schedule *s, const int *taus, int S, int step, d
     c->sigma = eta * sqrt((1.0 - c->a_prev) / (1.0 - c->a_t)) * sqrt(1.0 - c->a_t / c->a_prev);
 }
 
-void dap_ddim_step(const dap_ddim_coef *c, float *x_prev, float *x0_hat, const float *x_t,
-                   const float *eps, const float *z, size_t n) {
-    const float sqrt_1ma = (float)sqrt(1.0 - c->a_t);
-    const float inv_sqrt_a = (float)(1.0 / sqrt(c->a_t));
+/* The DDIM update; clip > 0 clamps x0 to [-clip, clip] and re-derives eps from it. */
+static void ddim_update(const dap_ddim_coef *c, float *x_prev, float *x0_hat, const float *x_t,
+                        const float *eps, const float *z, size_t n, double clip) {
+    const float sqrt_a = (float)sqrt(c->a_t), sqrt_1ma = (float)sqrt(1.0 - c->a_t);
+    const float inv_sqrt_a = (float)(1.0 / sqrt(c->a_t)), inv_sqrt_1ma = (float)(1.0 / sqrt(1.0 - c->a_t));
     const float sqrt_ap = (float)sqrt(c->a_prev);
     const float dir = (float)sqrt(fmax(0.0, 1.0 - c->a_prev - c->sigma * c->sigma));
-    const float sigma = (float)c->sigma;
+    const float sigma = (float)c->sigma, lim = clip > 0.0 ? (float)clip : 0.0f;
     DAP_ASSERT(sigma == 0.0f || z != NULL);
     const long nn = (long)n;
 #pragma omp parallel for schedule(static) if (nn > 65536)
     for (long i = 0; i < nn; i++) {
-        const float e = eps[i];
-        const float x0 = (x_t[i] - sqrt_1ma * e) * inv_sqrt_a;
+        float e = eps[i];
+        float x0 = (x_t[i] - sqrt_1ma * e) * inv_sqrt_a;
+        if (lim > 0.0f) {
+            x0 = x0 < -lim ? -lim : (x0 > lim ? lim : x0);
+            e = (x_t[i] - sqrt_a * x0) * inv_sqrt_1ma;
+        }
         if (x0_hat) x0_hat[i] = x0;
         float xp = sqrt_ap * x0 + dir * e;
         if (sigma > 0.0f) xp += sigma * z[i];
@@ -42,28 +47,14 @@ void dap_ddim_step(const dap_ddim_coef *c, float *x_prev, float *x0_hat, const f
     }
 }
 
+void dap_ddim_step(const dap_ddim_coef *c, float *x_prev, float *x0_hat, const float *x_t,
+                   const float *eps, const float *z, size_t n) {
+    ddim_update(c, x_prev, x0_hat, x_t, eps, z, n, 0.0);
+}
+
 void dap_ddim_step_clip(const dap_ddim_coef *c, float *x_prev, const float *x_t, const float *eps,
                         const float *z, size_t n, double clip) {
-    if (!(clip > 0.0)) {
-        dap_ddim_step(c, x_prev, NULL, x_t, eps, z, n);
-        return;
-    }
-    const float sqrt_a = (float)sqrt(c->a_t), sqrt_1ma = (float)sqrt(1.0 - c->a_t);
-    const float inv_sqrt_a = (float)(1.0 / sqrt(c->a_t)), inv_sqrt_1ma = (float)(1.0 / sqrt(1.0 - c->a_t));
-    const float sqrt_ap = (float)sqrt(c->a_prev);
-    const float dir = (float)sqrt(fmax(0.0, 1.0 - c->a_prev - c->sigma * c->sigma));
-    const float sigma = (float)c->sigma, lim = (float)clip;
-    DAP_ASSERT(sigma == 0.0f || z != NULL);
-    const long nn = (long)n;
-#pragma omp parallel for schedule(static) if (nn > 65536)
-    for (long i = 0; i < nn; i++) {
-        float x0 = (x_t[i] - sqrt_1ma * eps[i]) * inv_sqrt_a;
-        x0 = x0 < -lim ? -lim : (x0 > lim ? lim : x0);
-        const float e = (x_t[i] - sqrt_a * x0) * inv_sqrt_1ma;
-        float xp = sqrt_ap * x0 + dir * e;
-        if (sigma > 0.0f) xp += sigma * z[i];
-        x_prev[i] = xp;
-    }
+    ddim_update(c, x_prev, NULL, x_t, eps, z, n, clip);
 }
 
 void dap_cfg_combine(float *eps, const float *out_cond, const float *out_null, int B, int C_out,
