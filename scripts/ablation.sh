@@ -6,7 +6,8 @@
 #
 # Coordinate search from SPEC 3's defaults: stage 1 sweeps the guidance scale gamma;
 # stage 2 varies one factor at a time (layer, pooling, kernel, early stop, number of real
-# samples, update form, noise) at the best gamma of stage 1.
+# samples, update form, noise) at the best gamma of stage 1; stage 3 tries the
+# --repel extension (below).
 # Results: out/ablation/results.tsv (name, flags, mean, std); resumable (finished cells
 # are skipped).
 #   scripts/ablation.sh [IPC] [RUNS] [EPOCHS]          (default 10 2 300)
@@ -64,4 +65,15 @@ if [ "$SET" = full ]; then
   cell "g$G-form-eps" --method dap --gamma "$G" --form eps
   cell "g$G-fixed-noise" --method dap --gamma "$G" --fixed-noise
 fi
+# stage 3, an extension beyond the paper (ABL_SET=quick|full|repel): --repel lambda adds
+# a repulsion among a class's synthetic samples, so the guidance matches the real feature
+# distribution (energy distance) instead of pulling every sample towards its center. The
+# other flags are stage 2's winner (models/dap-fmnist.flags); gamma is swept again
+# because the repulsion changes the balance.
+BASE=$(grep -v '^#' models/dap-fmnist.flags | grep -v -e '--gamma' -e '--repel' | tr '\n' ' ')
+for gr in 0.1:1 0.3:1 1:1 0.3:2; do
+  g=${gr%:*}; l=${gr#*:}
+  # shellcheck disable=SC2086
+  cell "repel-$l-g$g" --method dap $BASE --gamma "$g" --repel "$l"
+done
 column -t -s $'\t' "$TSV"

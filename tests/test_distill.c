@@ -148,6 +148,23 @@ DAP_TEST(dap_methods_consistency) {
     for (size_t q = 0; q < ipc * per; q++) chunk = fmax(chunk, fabs(c[q] - b[q]));
     printf("    chunked vs whole: max abs %.3g\n", chunk);
     CHECK(chunk < 1e-4);
+    /* --repel changes the images, and its chunked path (a feature pre-pass over the
+     * whole class) gives the images of the one-chunk path */
+    o.batch = 100, o.repel = 1.0;
+    CHECK(dap_distill_class(m, &ds, 1, &o, a, &st) == DAP_OK);
+    double rdiff = 0;
+    for (size_t q = 0; q < ipc * per; q++) rdiff = fmax(rdiff, fabs(a[q] - b[q]));
+    CHECK(rdiff > 1e-4);
+    o.batch = 2;
+    CHECK(dap_distill_class(m, &ds, 1, &o, c, &st) == DAP_OK);
+    double rchunk = 0;
+    for (size_t q = 0; q < ipc * per; q++) rchunk = fmax(rchunk, fabs(c[q] - a[q]));
+    printf("    repel 1: max |repel - dap| = %.4g, chunked vs whole %.3g\n", rdiff, rchunk);
+    CHECK(rchunk < 1e-4);
+    o.repel = -1;
+    CHECK(dap_distill_class(m, &ds, 1, &o, c, &st) == DAP_ERR_ARG);
+    CHECK(strstr(dap_last_error(), "--repel") != NULL);
+    o.repel = 0;
     /* eps form runs and differs from x form */
     o.batch = 100, o.form = DAP_FORM_EPS;
     CHECK(dap_distill_class(m, &ds, 1, &o, c, &st) == DAP_OK);

@@ -27,6 +27,10 @@ static void params_line(char *buf, size_t n, const char *data, const char *hash,
              data, hash, holdout, split_seed, dap_method_name(o->method), o->ipc, (unsigned long long)o->seed,
              o->steps, o->eta, o->cfg, o->clip_x0, o->gamma, o->kernel, o->sigma, o->layer, o->pool, o->n_real, o->stop,
              o->form, o->fixed_noise);
+    if (o->repel != 0) { /* appended only when set, so runs made before --repel still resume */
+        size_t len = strlen(buf);
+        snprintf(buf + len, n - len, " repel=%g", o->repel);
+    }
     if (o->method == DAP_METHOD_RANDOM) /* the sampler's flags do not matter for random */
         snprintf(buf, n, "data=%s holdout=%d split_seed=%d method=random ipc=%d seed=%llu", data, holdout,
                  split_seed, o->ipc, (unsigned long long)o->seed);
@@ -72,6 +76,7 @@ int cmd_distill(int argc, char **argv) {
         {"n-real", FLAG_INT, &o.n_real, "dap: real samples per class N"},
         {"stop", FLAG_FLOAT, &o.stop, "dap: fraction of the last steps without guidance (0: guide all)"},
         {"form", FLAG_STR, &form_s, "dap: update form, x (x_prev -= gamma grad E) | eps (eps += gamma sqrt(1-a) grad E)"},
+        {"repel", FLAG_FLOAT, &o.repel, "dap: weight of the repulsion among a class's synthetic samples (0: off, the paper; 1: about the energy distance)"},
         {"fixed-noise", FLAG_BOOL, &fixed_noise, "dap: one noise draw per real sample for the whole trajectory"},
         {"batch", FLAG_INT, &o.batch, "most samples per model call"},
         {"threads", FLAG_INT, &threads, "threads (0: all cores)"},
@@ -101,7 +106,7 @@ int cmd_distill(int argc, char **argv) {
         return cli_failf("distill", "--model FILE is required for method %s", method_s);
     o.seed = (uint64_t)seed;
     o.fixed_noise = fixed_noise;
-    if (o.method == DAP_METHOD_VANILLA) o.gamma = 0;
+    if (o.method == DAP_METHOD_VANILLA) o.gamma = 0, o.repel = 0;
     cli_apply_threads(threads);
     if (quiet) dap_log_set_level(DAP_LOG_QUIET);
 
@@ -243,6 +248,7 @@ int cmd_distill(int argc, char **argv) {
                 dap_json_int(&j, "n_real", o.n_real);
                 dap_json_num(&j, "stop", o.stop);
                 dap_json_str(&j, "form", o.form == DAP_FORM_EPS ? "eps" : "x");
+                dap_json_num(&j, "repel", o.repel);
                 dap_json_bool(&j, "real_noise_redrawn_each_step", !o.fixed_noise);
             }
             dap_json_begin_array(&j, "classes");

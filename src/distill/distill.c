@@ -7,6 +7,8 @@
  * samples; each synthetic sample's energy E = mean_j d_k(phi(x_t), phi(r_t^j)) is
  * differentiated through the partial backward to x_t, and the step is moved by
  * -gamma grad E (x form, Algorithm 1) or eps += gamma sqrt(1 - a_t) grad E (eps form).
+ * With --repel lambda (an extension, default off) E also gets -lambda times the mean
+ * distance to the class's other synthetic samples (guidance.h: the energy distance).
  * Model calls run in chunks of opts.batch samples.
  */
 #include "distill/distill.h"
@@ -85,6 +87,7 @@ typedef struct class_run {
     float *realt;      /* (chunk, per) noised */
     float *rfeat;      /* (N, F) pooled real features */
     float *sfeat;      /* (chunk, F) */
+    float *allfeat;    /* (n, F) all synthetic features, for --repel when n > chunk */
     float *ds;         /* (chunk, F) dE/dfeatures */
     float *dtok;       /* (chunk, T, D) */
     float *grad;       /* (n, per) dE/dx_t */
@@ -126,6 +129,17 @@ static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef 
         dap_dit_forward(r->m, r->rst, NULL, xi, r->tf, r->y, r->layer);
         dap_pool_forward(r->rfeat + (size_t)j0 * r->F, dap_dit_features(r->rst), b, r->T, r->D, o->pool);
     }
+    /* --repel needs every synthetic feature of the class before any gradient; with one
+     * chunk the loop below has them, else a forward pre-pass collects them */
+    const int repel = o->repel != 0 && r->n > 1;
+    if (repel && r->n > chunk)
+        for (int i0 = 0; i0 < r->n; i0 += chunk) {
+            const int b = r->n - i0 < chunk ? r->n - i0 : chunk;
+            for (int i = 0; i < b; i++) r->tf[i] = (float)c->t, r->y[i] = r->k;
+            dap_dit_state_set_batch(r->gst, b);
+            dap_dit_forward(r->m, r->gst, NULL, x_t + (size_t)i0 * r->per, r->tf, r->y, r->layer);
+            dap_pool_forward(r->allfeat + (size_t)i0 * r->F, dap_dit_features(r->gst), b, r->T, r->D, o->pool);
+        }
     /* synthetic: forward to block l, energy gradient, partial backward */
     double energy = 0;
     for (int i0 = 0; i0 < r->n; i0 += chunk) {
@@ -135,6 +149,9 @@ static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef 
         dap_dit_forward(r->m, r->gst, NULL, x_t + (size_t)i0 * r->per, r->tf, r->y, r->layer);
         dap_pool_forward(r->sfeat, dap_dit_features(r->gst), b, r->T, r->D, o->pool);
         energy += b * dap_kernel_energy(r->ds, NULL, r->sfeat, b, r->rfeat, N, r->F, o->kernel, o->sigma);
+        if (repel)
+            energy += b * dap_kernel_repel(r->ds, NULL, r->sfeat, b, r->n > chunk ? r->allfeat : r->sfeat, r->n,
+                                           r->n > chunk ? i0 : 0, o->repel, r->F, o->kernel, o->sigma);
         dap_pool_backward(r->dtok, r->ds, b, r->T, r->D, o->pool);
         dap_dit_backward_from_block(r->m, r->gst, r->layer, r->dtok, r->grad + (size_t)i0 * r->per);
     }
@@ -183,6 +200,7 @@ static int check_opts(const dap_dit *m, const dap_distill_opts *o) {
     if (o->kernel == DAP_KERNEL_RBF && !(o->sigma > 0))
         return dap_error(DAP_ERR_ARG, "--sigma (RBF bandwidth) must be > 0 (got %g)", o->sigma);
     if (!isfinite(o->gamma)) return dap_error(DAP_ERR_ARG, "--gamma must be finite");
+    if (!(o->repel >= 0 && isfinite(o->repel))) return dap_error(DAP_ERR_ARG, "--repel must be finite and >= 0 (got %g)", o->repel);
     return DAP_OK;
 }
 
@@ -235,6 +253,7 @@ int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const da
         r.realt = dap_alloc_f32((size_t)chunk * per);
         r.rfeat = dap_alloc_f32((size_t)N * r.F);
         r.sfeat = dap_alloc_f32((size_t)chunk * r.F);
+        if (oo.repel != 0 && r.n > chunk) r.allfeat = dap_alloc_f32((size_t)r.n * r.F);
         r.ds = dap_alloc_f32((size_t)chunk * r.F);
         r.dtok = dap_alloc_f32((size_t)chunk * r.T * r.D);
         r.grad = dap_alloc_f32((size_t)r.n * per);
@@ -270,7 +289,7 @@ int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const da
     if (r.rst) dap_dit_state_destroy(r.rst);
     free(r.y);
     dap_free_aligned(r.tf), dap_free_aligned(r.real0), dap_free_aligned(r.realt);
-    dap_free_aligned(r.rfeat), dap_free_aligned(r.sfeat), dap_free_aligned(r.ds);
+    dap_free_aligned(r.rfeat), dap_free_aligned(r.sfeat), dap_free_aligned(r.allfeat), dap_free_aligned(r.ds);
     dap_free_aligned(r.dtok), dap_free_aligned(r.grad), dap_free_aligned(r.fixed_xi);
     st->seconds = dap_time_now() - t0;
     return rc;

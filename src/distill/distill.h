@@ -36,6 +36,8 @@ typedef struct dap_distill_opts {
     int n_real;      /* real samples per class N */
     double stop;     /* fraction of the last steps without guidance */
     int form;        /* dap_guidance_form */
+    double repel;    /* weight of the repulsion among the class's synthetic samples (0: off,
+                        the paper's method; 1: about the energy distance, guidance.h) */
     int fixed_noise; /* 1: real samples keep one noise draw for the whole trajectory
                         (the default 0 redraws it at every guided step) */
 } dap_distill_opts;

@@ -51,49 +51,73 @@ void dap_pool_backward(float *dfeat, const float *dout, int b, int t, int d, int
             for (int c = 0; c < d; c++) dfeat[((size_t)i * t + k) * d + c] = dout[(size_t)i * d + c] / t;
 }
 
-double dap_kernel_energy(float *ds, float *energy, const float *s, int ns, const float *r, int nr,
-                         int f, int kernel, double sigma) {
-    DAP_ASSERT(ns > 0 && nr > 0 && f > 0);
+/* d_k(s, r) from q = |s - r|^2, and w with d(d_k)/ds = w (s - r). */
+static double kernel_dist(double q, int kernel, double inv2s2, double *w) {
+    if (kernel == DAP_KERNEL_LINEAR) {
+        double dist = sqrt(q);
+        *w = dist > 1e-12 ? 1.0 / dist : 0.0;
+        return dist;
+    }
+    double k = exp(-q * inv2s2);
+    double dist = sqrt(fmax(2.0 - 2.0 * k, 0.0));
+    *w = dist > 1e-12 ? k * 2.0 * inv2s2 / dist : 0.0;
+    return dist;
+}
+
+/* sum over rows o_k (k != skip) of scale * d_k(s, o_k), and into g its gradient. The
+ * distances are exact (no |a|^2+|b|^2-2ab expansion), so nearly equal features keep
+ * their precision. */
+static double dist_sum(double *g, const float *s, const float *o, int no, int skip, double scale, int f,
+                       int kernel, double inv2s2) {
+    double e = 0;
+    for (int j = 0; j < no; j++) {
+        if (j == skip) continue;
+        const float *oj = o + (size_t)j * f;
+        double q = 0, w;
+        for (int c = 0; c < f; c++) {
+            double diff = (double)s[c] - oj[c];
+            q += diff * diff;
+        }
+        e += scale * kernel_dist(q, kernel, inv2s2, &w);
+        if (g) {
+            w *= scale;
+            for (int c = 0; c < f; c++) g[c] += w * ((double)s[c] - oj[c]);
+        }
+    }
+    return e;
+}
+
+/* energy[i] (+)= sum_k scale * d(s_i, o_k) over k != skip0 + i, ds likewise; mean over i. */
+static double energy_rows(float *ds, float *energy, int accumulate, const float *s, int ns, const float *o,
+                          int no, int skip0, double scale, int f, int kernel, double sigma) {
+    DAP_ASSERT(ns > 0 && no > 0 && f > 0);
     DAP_ASSERT(kernel == DAP_KERNEL_LINEAR || (kernel == DAP_KERNEL_RBF && sigma > 0));
     double total = 0;
     const double inv2s2 = kernel == DAP_KERNEL_RBF ? 1.0 / (2 * sigma * sigma) : 0;
-    /* One synthetic row per iteration; the distances are exact (no |a|^2+|b|^2-2ab
-     * expansion), so nearly equal features keep their precision. */
 #pragma omp parallel for schedule(dynamic, 1) reduction(+ : total)
     for (int i = 0; i < ns; i++) {
-        const float *si = s + (size_t)i * f;
-        double e = 0;
-        double *g = NULL;
-        if (ds) g = dap_calloc((size_t)f, sizeof(double));
-        for (int j = 0; j < nr; j++) {
-            const float *rj = r + (size_t)j * f;
-            double q = 0;
-            for (int c = 0; c < f; c++) {
-                double diff = (double)si[c] - rj[c];
-                q += diff * diff;
-            }
-            double dist, w; /* w: d(dist)/d(s) = w * (s - r) */
-            if (kernel == DAP_KERNEL_LINEAR) {
-                dist = sqrt(q);
-                w = dist > 1e-12 ? 1.0 / dist : 0.0;
-            } else {
-                double k = exp(-q * inv2s2);
-                dist = sqrt(fmax(2.0 - 2.0 * k, 0.0));
-                w = dist > 1e-12 ? k * 2.0 * inv2s2 / dist : 0.0;
-            }
-            e += dist;
-            if (g) {
-                w /= nr;
-                for (int c = 0; c < f; c++) g[c] += w * ((double)si[c] - rj[c]);
-            }
-        }
-        e /= nr;
-        if (energy) energy[i] = (float)e;
+        double *g = ds ? dap_calloc((size_t)f, sizeof(double)) : NULL;
+        const int skip = skip0 < 0 ? -1 : skip0 + i;
+        double e = dist_sum(g, s + (size_t)i * f, o, no, skip, scale, f, kernel, inv2s2);
+        if (energy) energy[i] = (float)(accumulate ? energy[i] + e : e);
         if (g) {
-            for (int c = 0; c < f; c++) ds[(size_t)i * f + c] = (float)g[c];
+            float *dsi = ds + (size_t)i * f;
+            for (int c = 0; c < f; c++) dsi[c] = (float)(accumulate ? dsi[c] + g[c] : g[c]);
             free(g);
         }
         total += e;
     }
     return total / ns;
+}
+
+double dap_kernel_energy(float *ds, float *energy, const float *s, int ns, const float *r, int nr,
+                         int f, int kernel, double sigma) {
+    return energy_rows(ds, energy, 0, s, ns, r, nr, -1, 1.0 / nr, f, kernel, sigma);
+}
+
+double dap_kernel_repel(float *ds, float *energy, const float *s, int ns, const float *o, int no, int self0,
+                        double lambda, int f, int kernel, double sigma) {
+    DAP_ASSERT(self0 >= 0 && self0 + ns <= no);
+    if (no < 2 || lambda == 0) return 0.0;
+    return energy_rows(ds, energy, 1, s, ns, o, no, self0, -lambda / (no - 1), f, kernel, sigma);
 }

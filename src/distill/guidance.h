@@ -27,4 +27,15 @@ void dap_pool_backward(float *dfeat, const float *dout, int b, int t, int d, int
 double dap_kernel_energy(float *ds, float *energy, const float *s, int ns, const float *r, int nr,
                          int f, int kernel, double sigma);
 
+/* The repulsion among a class's synthetic rows (dap --repel, not in the paper): adds
+ * -lambda/(no-1) sum_{k != self0+i} d_k(s_i, o_k) to energy[i] (when not NULL) and its
+ * gradient to ds[i], with s = rows self0..self0+ns-1 of o (no, F) and the other rows held
+ * fixed. With the attraction above, lambda = (no-1)/no gives each sample its share of
+ * the gradient of the energy distance 2 E d(S, R) - E d(S, S') - E d(R, R') between the
+ * synthetic and the real features, which is zero only when the two distributions match:
+ * the attraction alone pulls every sample towards the same center and costs diversity.
+ * Returns the mean added term (<= 0). */
+double dap_kernel_repel(float *ds, float *energy, const float *s, int ns, const float *o, int no, int self0,
+                        double lambda, int f, int kernel, double sigma);
+
 #endif
