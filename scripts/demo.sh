@@ -17,6 +17,7 @@ if [ ! -f "$MODEL" ]; then
   exit 1
 fi
 RUNS=${DEMO_RUNS:-2}; EPOCHS=${DEMO_EPOCHS:-300}; IPC=${DEMO_IPC:-10}
+JOBS=${DEMO_JOBS:-$(nproc)}   # runs trained at once, one thread each (small sets train faster so)
 DAPFLAGS=$(grep -v '^#' "$FLAGS_FILE" 2>/dev/null | tr '\n' ' ' || true)
 SAMPLERFLAGS=$(grep -v '^#' models/fmnist-sampler.flags 2>/dev/null | tr '\n' ' ' || true)
 mkdir -p "$OUT"
@@ -31,7 +32,7 @@ done
 for m in random vanilla dap; do
   echo "== eval: $m (ConvNet-3, hard label, $RUNS runs x $EPOCHS epochs)"
   $DAP eval --data fmnist --train "$OUT/$m-ipc$IPC" --arch convnet3 --runs "$RUNS" --epochs "$EPOCHS" \
-    --json "$OUT/eval-$m.json" --quiet | tee "$OUT/eval-$m.txt"
+    --jobs "$JOBS" --json "$OUT/eval-$m.json" --quiet | tee "$OUT/eval-$m.txt"
 done
 if $DAP --help | grep -q '^  score'; then
   for m in random vanilla dap; do

@@ -17,15 +17,16 @@ XARCH=${XARCH-resnetap10 resnet18}   # cross-architecture columns at IPC 10 and 
 SCALES=${SCALES:-1}                   # 0 skips the IPC 100 -> 50/10 subsampling rows
 FULL=${FULL:-1}                       # 0 skips the full-training-set row
 OUT=${EXP_OUT:-out/experiment}
+JOBS=${JOBS:-$(nproc)}                # runs trained at once on the small sets (dap eval --jobs)
 DAPFLAGS=$(grep -v '^#' models/dap-fmnist.flags 2>/dev/null | tr '\n' ' ' || true)
 SAMPLERFLAGS=$(grep -v '^#' models/fmnist-sampler.flags 2>/dev/null | tr '\n' ' ' || true)
 mkdir -p "$OUT"
 TSV="$OUT/table.tsv"
 [ -f "$TSV" ] || printf 'set\tarch\tmean\tstd\tcommand\n' > "$TSV"
-evalcell() { # evalcell SETNAME TRAINSPEC ARCH EPOCHS
-  local name=$1 spec=$2 arch=$3 ep=$4
+evalcell() { # evalcell SETNAME TRAINSPEC ARCH EPOCHS [JOBS]
+  local name=$1 spec=$2 arch=$3 ep=$4 jobs=${5:-$JOBS}
   grep -q "^$name	$arch	" "$TSV" && return
-  local cmd="$DAP eval --data fmnist --train $spec --arch $arch --runs $RUNS --epochs $ep --json $OUT/$name-$arch.json --quiet"
+  local cmd="$DAP eval --data fmnist --train $spec --arch $arch --runs $RUNS --epochs $ep --jobs $jobs --json $OUT/$name-$arch.json --quiet"
   $cmd > "$OUT/$name-$arch.txt"
   local ms; ms=$(sed -n 's/.*accuracy \([0-9.]*\) +- \([0-9.]*\).*/\1\t\2/p' "$OUT/$name-$arch.txt" | tail -1)
   printf '%s\t%s\t%s\t%s\n' "$name" "$arch" "$ms" "$cmd" >> "$TSV"
@@ -53,5 +54,5 @@ done
     evalcell "$m-ipc100to$ipc" "$OUT/$m-ipc100to$ipc" convnet3 "$EPOCHS"
   done
 done
-[ "$FULL" = 1 ] && evalcell full full convnet3 "$FULL_EPOCHS"
+[ "$FULL" = 1 ] && evalcell full full convnet3 "$FULL_EPOCHS" 1   # big batches: all threads on one run
 column -t -s $'\t' "$TSV" | cut -c1-120

@@ -31,10 +31,80 @@ static int parse_aug(const char *s, int *aug) {
 
 static int is_fmnist(const char *data) { return !strncmp(data, "fmnist", 6); }
 
+/* What every run shares (read-only while runs train). */
+typedef struct eval_ctx {
+    const char *arch, *data;
+    const dap_dataset *real, *base, *folder, *eval_set;
+    dap_classifier *teacher; /* soft protocol, else NULL (holds buffers: one run at a time) */
+    int random_ipc, ipc_hint, soft, inet, aug, epochs, batch, quiet, runs, seed, val;
+    double lr, cutmix;
+} eval_ctx;
+
+typedef struct run_result {
+    int rc;
+    char err[512];
+    double acc;
+    dap_fit_result fit;
+    int n_train;
+    dap_fit_config cfg;
+} run_result;
+
+/* Trains run `run` (seed + run) from scratch and scores it; everything it touches besides
+ * the shared read-only inputs is its own, so runs may train concurrently. */
+static void train_one(const eval_ctx *c, int run, run_result *out) {
+    uint64_t s = (uint64_t)c->seed + (uint64_t)run;
+    dap_dataset sub;
+    const dap_dataset *tr = c->base;
+    int rc = DAP_OK;
+    memset(out, 0, sizeof *out);
+    if (c->random_ipc) {
+        rc = dap_random_subset(&sub, c->base, c->random_ipc, s);
+        tr = &sub;
+    } else if (c->folder) {
+        tr = c->folder;
+    }
+    if (rc == DAP_OK) {
+        int ipc = c->ipc_hint > 0 ? c->ipc_hint : (tr->n + tr->num_classes - 1) / tr->num_classes;
+        dap_fit_config *cfg = &out->cfg;
+        if (c->soft) dap_fit_config_soft(cfg, c->teacher, c->epochs > 0 ? c->epochs : 300);
+        else if (c->inet) dap_fit_config_imagenet(cfg, ipc);
+        else dap_fit_config_hard(cfg, c->epochs > 0 ? c->epochs : c->aug == DAP_AUG_DSA ? 1000 : 300, c->aug);
+        cfg->aug = c->aug;
+        if (c->epochs > 0) cfg->epochs = c->epochs;
+        if (c->batch > 0) cfg->batch = c->batch;
+        if (c->lr > 0) cfg->lr = c->lr;
+        if (c->cutmix >= 0) cfg->cutmix = c->cutmix;
+        cfg->seed = s, cfg->progress = !c->quiet;
+        char label[64];
+        snprintf(label, sizeof label, "eval %s run %d/%d", c->arch, run + 1, c->runs);
+        cfg->label = label;
+        dap_classifier m;
+        rc = dap_classifier_create(&m, c->arch, c->real->c, c->real->h, c->real->w, c->real->num_classes);
+        if (rc == DAP_OK) {
+            dap_classifier_set_normalization(&m, c->real, is_fmnist(c->data));
+            dap_classifier_init_weights(&m, s);
+            rc = dap_classifier_train(&m, tr, cfg, &out->fit);
+            if (rc == DAP_OK) {
+                out->acc = dap_classifier_accuracy(&m, c->eval_set);
+                fprintf(stderr, "eval: run %d/%d  %s  %d images  %s accuracy %.2f%%  (%.1f s)\n", run + 1, c->runs,
+                        c->arch, tr->n, c->val > 0 ? "val" : "test", out->acc,
+                        out->fit.seconds);
+            }
+            dap_classifier_free(&m);
+        }
+        cfg->label = NULL;
+        out->n_train = tr->n;
+        if (c->random_ipc) dap_dataset_free(&sub);
+    }
+    out->rc = rc;
+    if (rc) snprintf(out->err, sizeof out->err, "%s", dap_last_error());
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *data = "fmnist", *train_spec = NULL, *arch = "convnet3", *aug_s = NULL;
     const char *protocol = "hard", *teacher_path = NULL, *json = NULL;
     int runs = 3, epochs = 0, seed = 0, val = 0, split_seed = 0, batch = 0, threads = 0, quiet = 0, ipc_hint = 0;
+    int jobs = 1;
     double lr = 0, cutmix = -1;
     flag flags[] = {
         {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file or an image folder"},
@@ -54,6 +124,7 @@ int cmd_eval(int argc, char **argv) {
         {"cutmix", FLAG_FLOAT, &cutmix, "CutMix probability per batch (-1: the protocol's)"},
         {"ipc", FLAG_INT, &ipc_hint, "images per class of the set, for the ImageNet epoch rule (0: counted)"},
         {"threads", FLAG_INT, &threads, "threads (0: all cores)"},
+        {"jobs", FLAG_INT, &jobs, "runs trained at once, one thread each (faster for small sets; 1: one run at a time on all threads)"},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
     };
     const char *pos[1];
@@ -67,6 +138,7 @@ int cmd_eval(int argc, char **argv) {
     if (epochs < 0) return cli_failf("eval", "--epochs must be >= 0, got %d", epochs);
     if (val < 0) return cli_failf("eval", "--val must be >= 0, got %d", val);
     if (batch < 0) return cli_failf("eval", "--batch must be >= 0, got %d", batch);
+    if (jobs < 1) return cli_failf("eval", "--jobs must be >= 1, got %d", jobs);
     int soft = !strcmp(protocol, "soft"), inet = !strcmp(protocol, "imagenet");
     if (!soft && !inet && strcmp(protocol, "hard"))
         return cli_failf("eval", "--protocol must be hard, soft or imagenet, got '%s'", protocol);
@@ -118,6 +190,30 @@ int cmd_eval(int argc, char **argv) {
         if (rc) return cli_fail("eval", rc);
     }
 
+    eval_ctx c = {.arch = arch, .data = data, .real = &real, .base = base, .folder = from_folder ? &folder : NULL,
+                  .eval_set = eval_set, .teacher = soft ? &teacher : NULL, .random_ipc = random_ipc,
+                  .ipc_hint = ipc_hint, .soft = soft, .inet = inet, .aug = aug, .epochs = epochs, .batch = batch,
+                  .quiet = quiet, .runs = runs, .seed = seed, .val = val, .lr = lr, .cutmix = cutmix};
+    run_result *res = dap_calloc((size_t)runs, sizeof *res);
+    if (jobs > runs) jobs = runs;
+    if (jobs > 1 && soft) {
+        fprintf(stderr, "eval: --protocol soft trains one run at a time (the runs share the teacher), ignoring --jobs %d\n", jobs);
+        jobs = 1;
+    }
+    if (jobs > 1) {
+        /* runs train side by side, one thread each (nested regions and OpenBLAS inside a
+         * parallel region run single-threaded): better for small sets than splitting one
+         * small batch over threads; each run gives what it gives with --threads 1 */
+        fprintf(stderr, "eval: %d runs, %d at a time, one thread each\n", runs, jobs);
+        dap_set_max_active_levels(1);
+#pragma omp parallel for num_threads(jobs) schedule(dynamic, 1)
+        for (int run = 0; run < runs; run++) train_one(&c, run, &res[run]);
+    } else {
+        for (int run = 0; run < runs; run++) {
+            train_one(&c, run, &res[run]);
+            if (res[run].rc) break;
+        }
+    }
     double acc[MAX_RUNS];
     dap_json j;
     dap_json_init(&j);
@@ -129,67 +225,36 @@ int cmd_eval(int argc, char **argv) {
     dap_json_str(&j, "eval_on", val > 0 ? "val" : "test");
     dap_json_int(&j, "val_per_class", val);
     dap_json_int(&j, "eval_images", eval_set->n);
+    dap_json_int(&j, "jobs", jobs);
     dap_json_begin_array(&j, "runs");
     int n_train = 0, used_epochs = 0;
     for (int run = 0; run < runs && rc == DAP_OK; run++) {
-        uint64_t s = (uint64_t)seed + (uint64_t)run;
-        dap_dataset sub;
-        const dap_dataset *tr = base;
-        if (random_ipc) {
-            rc = dap_random_subset(&sub, base, random_ipc, s);
-            if (rc) break;
-            tr = &sub;
-        } else if (from_folder) {
-            tr = &folder;
+        const run_result *q = &res[run];
+        if (q->rc) {
+            rc = dap_error(q->rc, "run %d: %s", run + 1, q->err);
+            break;
         }
-        int ipc = ipc_hint > 0 ? ipc_hint : (tr->n + tr->num_classes - 1) / tr->num_classes;
-        dap_fit_config cfg;
-        if (soft) dap_fit_config_soft(&cfg, &teacher, epochs > 0 ? epochs : 300);
-        else if (inet) dap_fit_config_imagenet(&cfg, ipc);
-        else dap_fit_config_hard(&cfg, epochs > 0 ? epochs : aug == DAP_AUG_DSA ? 1000 : 300, aug);
-        cfg.aug = aug;
-        if (epochs > 0) cfg.epochs = epochs;
-        if (batch > 0) cfg.batch = batch;
-        if (lr > 0) cfg.lr = lr;
-        if (cutmix >= 0) cfg.cutmix = cutmix;
-        cfg.seed = s, cfg.progress = !quiet;
-        char label[64];
-        snprintf(label, sizeof label, "eval %s run %d/%d", arch, run + 1, runs);
-        cfg.label = label;
-
-        dap_classifier m;
-        rc = dap_classifier_create(&m, arch, real.c, real.h, real.w, real.num_classes);
-        if (rc == DAP_OK) {
-            dap_classifier_set_normalization(&m, &real, is_fmnist(data));
-            dap_classifier_init_weights(&m, s);
-            dap_fit_result res;
-            rc = dap_classifier_train(&m, tr, &cfg, &res);
-            if (rc == DAP_OK) {
-                acc[run] = dap_classifier_accuracy(&m, eval_set);
-                fprintf(stderr, "eval: run %d/%d  %s  %d images  %s accuracy %.2f%%  (%.1f s)\n", run + 1,
-                        runs, arch, tr->n, val > 0 ? "val" : "test", acc[run], res.seconds);
-                dap_json_begin_object(&j, NULL);
-                dap_json_int(&j, "seed", (long long)s);
-                dap_json_num(&j, "accuracy", acc[run]);
-                dap_json_num(&j, "train_accuracy", res.train_acc);
-                dap_json_num(&j, "final_loss", res.loss);
-                dap_json_num(&j, "seconds", res.seconds);
-                dap_json_int(&j, "train_images", tr->n);
-                dap_json_end_object(&j);
-            }
-            dap_classifier_free(&m);
-        }
-        n_train = tr->n, used_epochs = cfg.epochs;
-        if (random_ipc) dap_dataset_free(&sub);
-        if (rc == DAP_OK && run == runs - 1) {
+        acc[run] = q->acc;
+        dap_json_begin_object(&j, NULL);
+        dap_json_int(&j, "seed", (long long)seed + run);
+        dap_json_num(&j, "accuracy", q->acc);
+        dap_json_num(&j, "train_accuracy", q->fit.train_acc);
+        dap_json_num(&j, "final_loss", q->fit.loss);
+        dap_json_num(&j, "seconds", q->fit.seconds);
+        dap_json_int(&j, "train_images", q->n_train);
+        dap_json_end_object(&j);
+        n_train = q->n_train, used_epochs = q->cfg.epochs;
+        if (run == runs - 1) {
+            const dap_fit_config *cfg = &q->cfg;
             dap_json_end_array(&j);
-            dap_json_int(&j, "epochs", cfg.epochs);
-            dap_json_int(&j, "batch", cfg.batch);
-            dap_json_num(&j, "lr", cfg.lr);
+            dap_json_int(&j, "epochs", cfg->epochs);
+            dap_json_int(&j, "batch", cfg->batch);
+            dap_json_num(&j, "lr", cfg->lr);
             dap_json_str(&j, "aug", aug == DAP_AUG_DSA ? "dsa" : aug == DAP_AUG_IMAGENET ? "imagenet" : aug == DAP_AUG_RRC ? "rrc" : "none");
-            dap_json_num(&j, "cutmix", cfg.cutmix);
+            dap_json_num(&j, "cutmix", cfg->cutmix);
         }
     }
+    free(res);
     if (rc == DAP_OK) {
         double mean = 0, var = 0;
         for (int i = 0; i < runs; i++) mean += acc[i] / runs;

@@ -129,6 +129,14 @@ void dap_set_threads(int n) {
 #endif
 }
 
+void dap_set_max_active_levels(int n) {
+#ifdef _OPENMP
+    omp_set_max_active_levels(n);
+#else
+    (void)n;
+#endif
+}
+
 int dap_get_threads(void) {
 #ifdef _OPENMP
     return omp_get_max_threads();

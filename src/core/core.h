@@ -77,6 +77,7 @@ double dap_time_now(void); /* seconds, monotonic */
 /* ---- threads -------------------------------------------------------------- */
 void dap_set_threads(int n); /* <= 0: all cores */
 int dap_get_threads(void);
+void dap_set_max_active_levels(int n); /* nesting of parallel regions (1: inner ones run on one thread) */
 
 /* ---- files ---------------------------------------------------------------- */
 /* The two halves of an atomic write for writers that need a FILE*: dap_tmp_open opens

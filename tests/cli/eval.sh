@@ -5,6 +5,13 @@ if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
   expect_ok "eval folder on val" $DAP eval --train "$tmp/sub" --epochs 2 --runs 2 --val 5 --quiet --threads 2 --json "$tmp/e.json"
   if tr -d ' \n' < "$tmp/e.json" | grep -q '"eval_on":"val".*"runs":\[{"seed":0,"accuracy":.*{"seed":1,.*"mean":.*"std":'; then
     ok "eval json"; else bad "eval json ($(head -c 300 "$tmp/e.json"))"; fi
+  # runs trained side by side (--jobs) give what one-thread runs give, in run order
+  expect_ok "eval --jobs 2" $DAP eval --train "$tmp/sub" --epochs 2 --runs 3 --val 5 --quiet --jobs 2 --json "$tmp/ej.json"
+  expect_ok "eval one thread" $DAP eval --train "$tmp/sub" --epochs 2 --runs 3 --val 5 --quiet --threads 1 --json "$tmp/e1.json"
+  accs() { tr -d ' \n' < "$1" | grep -o '"seed":[0-9]*,"accuracy":[0-9.e+-]*,"train_accuracy":[0-9.e+-]*,"final_loss":[0-9.e+-]*'; }
+  if [ -n "$(accs "$tmp/e1.json")" ] && [ "$(accs "$tmp/ej.json")" = "$(accs "$tmp/e1.json")" ]; then
+    ok "eval --jobs 2 = --threads 1"; else bad "eval --jobs 2 = --threads 1 ($(accs "$tmp/ej.json") vs $(accs "$tmp/e1.json"))"; fi
+  expect_fail "eval bad --jobs" "jobs must be >= 1" $DAP eval --train "$tmp/sub" --jobs 0
   expect_ok "eval random:1 dsa" $DAP eval --train random:1 --aug dsa --epochs 2 --runs 1 --val 3 --quiet --threads 2
   expect_ok "teacher on a folder" $DAP teacher --data "$tmp/sub" --arch convnet3 --epochs 2 --quiet --threads 2 --out "$tmp/t.safetensors"
   expect_ok "eval soft" $DAP eval --train "$tmp/sub" --protocol soft --teacher "$tmp/t.safetensors" --epochs 2 --runs 1 --val 3 --quiet --threads 2
