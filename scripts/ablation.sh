@@ -71,7 +71,7 @@ fi
 # other flags are stage 2's winner (models/dap-fmnist.flags); gamma is swept again
 # because the repulsion changes the balance.
 BASE=$(grep -v '^#' models/dap-fmnist.flags | grep -v -e '--gamma' -e '--repel' | tr '\n' ' ')
-for gr in 0.1:1 0.3:1 1:1 0.3:2; do
+for gr in 0.1:1 0.3:1 1:1 0.3:2 1:2 3:1 0.3:4 1:4; do
   g=${gr%:*}; l=${gr#*:}
   # shellcheck disable=SC2086
   cell "repel-$l-g$g" --method dap $BASE --gamma "$g" --repel "$l"
