@@ -17,6 +17,10 @@ diff -r -q -x manifest.json -x '.class-*' "$tmp/dd" "$tmp/dd2" >/dev/null \
 grep -q '"energy_first_guided_step"' "$tmp/dd/manifest.json" && grep -q '"model_fnv1a64"' "$tmp/dd/manifest.json" \
   && ok "manifest records energies and the model hash" || bad "manifest content"
 expect_fail "distill into a folder of another run" "other parameters" $DAP distill "${d[@]}" --method dap --gamma 2 --out "$tmp/dd"
+expect_fail "distill --repel on a folder made without it" "other parameters" $DAP distill "${d[@]}" --method dap --repel 1 --out "$tmp/dd"
+expect_ok "distill dap --repel" $DAP distill "${d[@]}" --method dap --repel 1 --classes 0 --out "$tmp/dr1"
+grep -q '"repel": *1' "$tmp/dr1/manifest.json" && ok "manifest records --repel" || bad "manifest records --repel ($(grep repel "$tmp/dr1/manifest.json"))"
+expect_fail "distill bad repel" "repel must be" $DAP distill "${d[@]}" --method dap --repel -1 --out "$tmp/x5"
 expect_ok "distill vanilla" $DAP distill "${d[@]}" --method vanilla --out "$tmp/dv"
 ! diff -r -q -x manifest.json -x '.*' "$tmp/dd" "$tmp/dv" >/dev/null \
   && ok "dap differs from vanilla" || bad "dap differs from vanilla"
