@@ -3,7 +3,8 @@
 # vanilla and dap (dap flags from models/dap-fmnist.flags, chosen by scripts/ablation.sh on
 # the validation split) and the full training set, ConvNet-3; ResNetAP-10 and ResNet-18 at
 # IPC 10 and 50 (cross-architecture); and IPC 100 sets subsampled to 50 and 10 with
-# dap subset. Every cell: mean +- std of RUNS runs. Resumable: finished cells are skipped.
+# dap subset. Every cell: mean +- std of RUNS runs. Resumable: finished cells are skipped
+# and a cell's finished runs are kept (dap eval --resume).
 # Hours of CPU on 2 cores; results in out/experiment/table.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,7 @@ TSV="$OUT/table.tsv"
 evalcell() { # evalcell SETNAME TRAINSPEC ARCH EPOCHS [JOBS]
   local name=$1 spec=$2 arch=$3 ep=$4 jobs=${5:-$JOBS}
   grep -q "^$name	$arch	" "$TSV" && return
-  local cmd="$DAP eval --data fmnist --train $spec --arch $arch --runs $RUNS --epochs $ep --jobs $jobs --json $OUT/$name-$arch.json --quiet"
+  local cmd="$DAP eval --data fmnist --train $spec --arch $arch --runs $RUNS --epochs $ep --jobs $jobs --json $OUT/$name-$arch.json --resume --quiet"
   $cmd > "$OUT/$name-$arch.txt"
   local ms; ms=$(sed -n 's/.*accuracy \([0-9.]*\) +- \([0-9.]*\).*/\1\t\2/p' "$OUT/$name-$arch.txt" | tail -1)
   printf '%s\t%s\t%s\t%s\n' "$name" "$arch" "$ms" "$cmd" >> "$TSV"

@@ -41,6 +41,7 @@ typedef struct eval_ctx {
 } eval_ctx;
 
 typedef struct run_result {
+    int done; /* trained here or taken from the journal */
     int rc;
     char err[512];
     double acc;
@@ -48,6 +49,72 @@ typedef struct run_result {
     int n_train;
     dap_fit_config cfg;
 } run_result;
+
+/* The run journal (JSON path + ".runs"): every finished run, rewritten atomically after
+ * each, so that --resume skips them. Line 1 names the format, line 2 the parameters
+ * that define a run's result (a journal made with others is refused), then one line a
+ * run: index, accuracy, train accuracy, loss, seconds, images, epochs, batch, lr, cutmix. */
+#define JOURNAL_MAGIC "dap eval runs v1"
+
+static void journal_path(char *buf, size_t n, const char *json) { snprintf(buf, n, "%s.runs", json); }
+
+static int journal_save(const char *json, const char *params, const run_result *res, int runs) {
+    size_t cap = 4096 + (size_t)runs * 256, len = 0;
+    char *buf = dap_malloc(cap), path[4096];
+    len += (size_t)snprintf(buf + len, cap - len, "%s\nparams %s\n", JOURNAL_MAGIC, params);
+    for (int r = 0; r < runs; r++) {
+        const run_result *q = &res[r];
+        if (!q->done || q->rc) continue;
+        len += (size_t)snprintf(buf + len, cap - len, "run %d %.17g %.17g %.17g %.17g %d %d %d %.17g %.17g\n", r, q->acc,
+                                q->fit.train_acc, q->fit.loss, q->fit.seconds, q->n_train, q->cfg.epochs,
+                                q->cfg.batch, q->cfg.lr, q->cfg.cutmix);
+    }
+    journal_path(path, sizeof path, json);
+    int rc = dap_write_file_atomic(path, buf, len);
+    free(buf);
+    return rc;
+}
+
+/* Marks the runs the journal holds as done; 0 runs when there is no journal. */
+static int journal_load(const char *json, const char *params, run_result *res, int runs, int *loaded) {
+    char path[4096];
+    journal_path(path, sizeof path, json);
+    *loaded = 0;
+    uint8_t *d;
+    size_t n;
+    if (dap_read_file(path, &d, &n) != DAP_OK) return DAP_OK; /* nothing to resume */
+    char *text = dap_malloc(n + 1);
+    memcpy(text, d, n), text[n] = 0;
+    free(d);
+    int rc = DAP_OK, line_no = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line && rc == DAP_OK; line = strtok_r(NULL, "\n", &save)) {
+        line_no++;
+        if (line_no == 1) {
+            if (strcmp(line, JOURNAL_MAGIC)) rc = dap_error(DAP_ERR_FORMAT, "%s is not a dap eval run journal", path);
+        } else if (line_no == 2) {
+            if (strncmp(line, "params ", 7) || strcmp(line + 7, params))
+                rc = dap_error(DAP_ERR_ARG, "%s was made with other parameters (%s); use another --json or drop --resume",
+                               path, strncmp(line, "params ", 7) ? "?" : line + 7);
+        } else {
+            run_result q;
+            memset(&q, 0, sizeof q);
+            int r, used = 0;
+            if (sscanf(line, "run %d %lf %lf %lf %lf %d %d %d %lf %lf%n", &r, &q.acc, &q.fit.train_acc, &q.fit.loss,
+                       &q.fit.seconds, &q.n_train, &q.cfg.epochs, &q.cfg.batch, &q.cfg.lr, &q.cfg.cutmix, &used) != 10 ||
+                line[used] != 0 || r < 0 || !isfinite(q.acc) || q.acc < 0 || q.acc > 100 || q.n_train < 1)
+                rc = dap_error(DAP_ERR_FORMAT, "%s line %d: not a run record", path, line_no);
+            else if (r < runs && !res[r].done) {
+                q.done = 1;
+                res[r] = q;
+                (*loaded)++;
+            }
+        }
+    }
+    if (rc == DAP_OK && line_no < 2) rc = dap_error(DAP_ERR_FORMAT, "%s is truncated", path);
+    free(text);
+    return rc;
+}
 
 /* Trains run `run` (seed + run) from scratch and scores it; everything it touches besides
  * the shared read-only inputs is its own, so runs may train concurrently. */
@@ -96,7 +163,7 @@ static void train_one(const eval_ctx *c, int run, run_result *out) {
         out->n_train = tr->n;
         if (c->random_ipc) dap_dataset_free(&sub);
     }
-    out->rc = rc;
+    out->rc = rc, out->done = 1;
     if (rc) snprintf(out->err, sizeof out->err, "%s", dap_last_error());
 }
 
@@ -104,7 +171,7 @@ int cmd_eval(int argc, char **argv) {
     const char *data = "fmnist", *train_spec = NULL, *arch = "convnet3", *aug_s = NULL;
     const char *protocol = "hard", *teacher_path = NULL, *json = NULL;
     int runs = 3, epochs = 0, seed = 0, val = 0, split_seed = 0, batch = 0, threads = 0, quiet = 0, ipc_hint = 0;
-    int jobs = 1;
+    int jobs = 1, resume = 0;
     double lr = 0, cutmix = -1;
     flag flags[] = {
         {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file or an image folder"},
@@ -125,6 +192,7 @@ int cmd_eval(int argc, char **argv) {
         {"ipc", FLAG_INT, &ipc_hint, "images per class of the set, for the ImageNet epoch rule (0: counted)"},
         {"threads", FLAG_INT, &threads, "threads (0: all cores)"},
         {"jobs", FLAG_INT, &jobs, "runs trained at once, one thread each (faster for small sets; 1: one run at a time on all threads)"},
+        {"resume", FLAG_BOOL, &resume, "keep the runs already finished in the --json file's journal (FILE.runs)"},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
     };
     const char *pos[1];
@@ -139,6 +207,7 @@ int cmd_eval(int argc, char **argv) {
     if (val < 0) return cli_failf("eval", "--val must be >= 0, got %d", val);
     if (batch < 0) return cli_failf("eval", "--batch must be >= 0, got %d", batch);
     if (jobs < 1) return cli_failf("eval", "--jobs must be >= 1, got %d", jobs);
+    if (resume && !json) return cli_failf("eval", "--resume needs --json FILE (the run journal is FILE.runs)");
     int soft = !strcmp(protocol, "soft"), inet = !strcmp(protocol, "imagenet");
     if (!soft && !inet && strcmp(protocol, "hard"))
         return cli_failf("eval", "--protocol must be hard, soft or imagenet, got '%s'", protocol);
@@ -195,7 +264,24 @@ int cmd_eval(int argc, char **argv) {
                   .ipc_hint = ipc_hint, .soft = soft, .inet = inet, .aug = aug, .epochs = epochs, .batch = batch,
                   .quiet = quiet, .runs = runs, .seed = seed, .val = val, .lr = lr, .cutmix = cutmix};
     run_result *res = dap_calloc((size_t)runs, sizeof *res);
-    if (jobs > runs) jobs = runs;
+    char params[2048];
+    snprintf(params, sizeof params,
+             "data=%s train=%s arch=%s protocol=%s teacher=%s aug=%d epochs=%d batch=%d lr=%.17g cutmix=%.17g val=%d "
+             "split_seed=%d seed=%d ipc=%d",
+             data, train_spec, arch, protocol, teacher_path ? teacher_path : "-", aug, epochs, batch, lr, cutmix, val,
+             split_seed, seed, ipc_hint);
+    int todo = runs;
+    if (resume) {
+        int loaded = 0;
+        rc = journal_load(json, params, res, runs, &loaded);
+        if (rc) {
+            free(res);
+            return cli_fail("eval", rc);
+        }
+        if (loaded) fprintf(stderr, "eval: resuming: %d of %d runs already done (%s.runs)\n", loaded, runs, json);
+        todo -= loaded;
+    }
+    if (jobs > todo) jobs = todo > 0 ? todo : 1;
     if (jobs > 1 && soft) {
         fprintf(stderr, "eval: --protocol soft trains one run at a time (the runs share the teacher), ignoring --jobs %d\n", jobs);
         jobs = 1;
@@ -207,11 +293,20 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "eval: %d runs, %d at a time, one thread each\n", runs, jobs);
         dap_set_max_active_levels(1);
 #pragma omp parallel for num_threads(jobs) schedule(dynamic, 1)
-        for (int run = 0; run < runs; run++) train_one(&c, run, &res[run]);
+        for (int run = 0; run < runs; run++) {
+            if (res[run].done) continue;
+            train_one(&c, run, &res[run]);
+            if (json && !res[run].rc) {
+#pragma omp critical(eval_journal)
+                if (journal_save(json, params, res, runs)) fprintf(stderr, "eval: warning: %s\n", dap_last_error());
+            }
+        }
     } else {
         for (int run = 0; run < runs; run++) {
+            if (res[run].done) continue;
             train_one(&c, run, &res[run]);
             if (res[run].rc) break;
+            if (json && journal_save(json, params, res, runs)) fprintf(stderr, "eval: warning: %s\n", dap_last_error());
         }
     }
     double acc[MAX_RUNS];

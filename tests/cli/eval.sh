@@ -12,6 +12,15 @@ if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
   if [ -n "$(accs "$tmp/e1.json")" ] && [ "$(accs "$tmp/ej.json")" = "$(accs "$tmp/e1.json")" ]; then
     ok "eval --jobs 2 = --threads 1"; else bad "eval --jobs 2 = --threads 1 ($(accs "$tmp/ej.json") vs $(accs "$tmp/e1.json"))"; fi
   expect_fail "eval bad --jobs" "jobs must be >= 1" $DAP eval --train "$tmp/sub" --jobs 0
+  # --resume: 2 runs, then 3 with the journal: the result of one 3-run command
+  expect_ok "eval 2 runs with a journal" $DAP eval --train "$tmp/sub" --epochs 2 --runs 2 --val 5 --quiet --threads 1 --json "$tmp/er.json"
+  expect_ok "eval --resume to 3 runs" $DAP eval --train "$tmp/sub" --epochs 2 --runs 3 --val 5 --quiet --threads 1 --json "$tmp/er.json" --resume
+  grep -q "resuming: 2 of 3 runs already done" "$tmp/err" && [ "$(accs "$tmp/er.json")" = "$(accs "$tmp/e1.json")" ] \
+    && ok "eval --resume keeps finished runs, same result" || bad "eval --resume ($(accs "$tmp/er.json"))"
+  expect_fail "eval --resume with other parameters" "other parameters" $DAP eval --train "$tmp/sub" --epochs 3 --runs 3 --val 5 --quiet --json "$tmp/er.json" --resume
+  printf 'dap eval runs v1\nparams x\n' > "$tmp/bad.json.runs"
+  expect_fail "eval --resume with a foreign journal" "other parameters" $DAP eval --train "$tmp/sub" --epochs 2 --runs 3 --val 5 --quiet --json "$tmp/bad.json" --resume
+  expect_fail "eval --resume needs --json" "needs --json" $DAP eval --train "$tmp/sub" --resume
   expect_ok "eval random:1 dsa" $DAP eval --train random:1 --aug dsa --epochs 2 --runs 1 --val 3 --quiet --threads 2
   expect_ok "teacher on a folder" $DAP teacher --data "$tmp/sub" --arch convnet3 --epochs 2 --quiet --threads 2 --out "$tmp/t.safetensors"
   expect_ok "eval soft" $DAP eval --train "$tmp/sub" --protocol soft --teacher "$tmp/t.safetensors" --epochs 2 --runs 1 --val 3 --quiet --threads 2
