@@ -539,6 +539,7 @@ static void pool_check(int kind, int n, int c, int h, int w, int k, int s) {
 
 DAP_TEST(ops_pool) {
     pool_check(POOL_AVG, 2, 3, 7, 5, 2, 2);
+    pool_check(POOL_AVG, 2, 3, 8, 6, 2, 2); /* even: no border to clear */
     pool_check(POOL_AVG, 1, 2, 7, 7, 3, 2); /* overlapping windows */
     pool_check(POOL_AVG, 2, 1, 6, 4, 3, 1);
     pool_check(POOL_MAX, 2, 3, 7, 5, 2, 2);

@@ -20,6 +20,20 @@ void dap_avgpool2d_forward(float *out,       // (N, C, OH, OW)
     const int oh = (h - k) / s + 1, ow = (w - k) / s + 1;
     const size_t planes = (size_t)n * c, hw = (size_t)h * w, ohw = (size_t)oh * ow;
     const float scale = 1.0f / (float)(k * k);
+    if (k == 2 && s == 2) { /* the ConvNet case, same sums in the same order, unrolled */
+#pragma omp parallel for schedule(static) if (planes * hw > POOL_OMP_MIN)
+        for (size_t pl = 0; pl < planes; pl++) {
+            const float *x = inp + pl * hw;
+            float *y = out + pl * ohw;
+            for (int oy = 0; oy < oh; oy++) {
+                const float *r0 = x + (size_t)2 * oy * w, *r1 = r0 + w;
+                float *yr = y + (size_t)oy * ow;
+                for (int ox = 0; ox < ow; ox++)
+                    yr[ox] = (((0.0f + r0[2 * ox]) + r0[2 * ox + 1]) + r1[2 * ox] + r1[2 * ox + 1]) * scale;
+            }
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) if (planes * hw > POOL_OMP_MIN)
     for (size_t pl = 0; pl < planes; pl++) {
         const float *x = inp + pl * hw;
@@ -44,6 +58,23 @@ void dap_avgpool2d_backward(float *dinp,       // (N, C, H, W) overwritten
     const int oh = (h - k) / s + 1, ow = (w - k) / s + 1;
     const size_t planes = (size_t)n * c, hw = (size_t)h * w, ohw = (size_t)oh * ow;
     const float scale = 1.0f / (float)(k * k);
+    if (k == 2 && s == 2) { /* disjoint windows: every covered input gets its g once */
+#pragma omp parallel for schedule(static) if (planes * hw > POOL_OMP_MIN)
+        for (size_t pl = 0; pl < planes; pl++) {
+            float *dx = dinp + pl * hw;
+            const float *dy = dout + pl * ohw;
+            if ((h | w) & 1) memset(dx, 0, hw * sizeof(float)); /* odd sizes leave a border */
+            for (int oy = 0; oy < oh; oy++) {
+                float *r0 = dx + (size_t)2 * oy * w, *r1 = r0 + w;
+                const float *gr = dy + (size_t)oy * ow;
+                for (int ox = 0; ox < ow; ox++) {
+                    float g = gr[ox] * scale;
+                    r0[2 * ox] = g, r0[2 * ox + 1] = g, r1[2 * ox] = g, r1[2 * ox + 1] = g;
+                }
+            }
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) if (planes * hw > POOL_OMP_MIN)
     for (size_t pl = 0; pl < planes; pl++) {
         float *dx = dinp + pl * hw;
