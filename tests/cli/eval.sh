@@ -21,6 +21,8 @@ if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
   printf 'dap eval runs v1\nparams x\n' > "$tmp/bad.json.runs"
   expect_fail "eval --resume with a foreign journal" "other parameters" $DAP eval --train "$tmp/sub" --epochs 2 --runs 3 --val 5 --quiet --json "$tmp/bad.json" --resume
   expect_fail "eval --resume needs --json" "needs --json" $DAP eval --train "$tmp/sub" --resume
+  { head -2 "$tmp/er.json.runs"; echo "run 0 250 65 2.0 0.7 20 2 256 0.01 0"; } > "$tmp/mal.json.runs"
+  expect_fail "eval --resume with a malformed run line" "line 3: not a run record" $DAP eval --train "$tmp/sub" --epochs 2 --runs 3 --val 5 --quiet --json "$tmp/mal.json" --resume
   expect_ok "eval random:1 dsa" $DAP eval --train random:1 --aug dsa --epochs 2 --runs 1 --val 3 --quiet --threads 2
   expect_ok "teacher on a folder" $DAP teacher --data "$tmp/sub" --arch convnet3 --epochs 2 --quiet --threads 2 --out "$tmp/t.safetensors"
   expect_ok "eval soft" $DAP eval --train "$tmp/sub" --protocol soft --teacher "$tmp/t.safetensors" --epochs 2 --runs 1 --val 3 --quiet --threads 2
