@@ -111,6 +111,15 @@ static int run_eps(void *ctx, float *eps, const float *x_t, const dap_ddim_coef 
     return DAP_OK;
 }
 
+/* Synthetic samples i0..i0+b-1 through blocks 1..l of gst (cached for the partial
+ * backward), pooled into feat (b, F). */
+static void synth_features(class_run *r, const float *x_t, const dap_ddim_coef *c, int i0, int b, float *feat) {
+    for (int i = 0; i < b; i++) r->tf[i] = (float)c->t, r->y[i] = r->k;
+    dap_dit_state_set_batch(r->gst, b);
+    dap_dit_forward(r->m, r->gst, NULL, x_t + (size_t)i0 * r->per, r->tf, r->y, r->layer);
+    dap_pool_forward(feat, dap_dit_features(r->gst), b, r->T, r->D, r->o->pool);
+}
+
 /* grad (n, per) = dE/dx_t at this step; returns the mean energy. */
 static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef *c) {
     const dap_distill_opts *o = r->o;
@@ -133,21 +142,13 @@ static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef 
      * chunk the loop below has them, else a forward pre-pass collects them */
     const int repel = o->repel != 0 && r->n > 1;
     if (repel && r->n > chunk)
-        for (int i0 = 0; i0 < r->n; i0 += chunk) {
-            const int b = r->n - i0 < chunk ? r->n - i0 : chunk;
-            for (int i = 0; i < b; i++) r->tf[i] = (float)c->t, r->y[i] = r->k;
-            dap_dit_state_set_batch(r->gst, b);
-            dap_dit_forward(r->m, r->gst, NULL, x_t + (size_t)i0 * r->per, r->tf, r->y, r->layer);
-            dap_pool_forward(r->allfeat + (size_t)i0 * r->F, dap_dit_features(r->gst), b, r->T, r->D, o->pool);
-        }
+        for (int i0 = 0; i0 < r->n; i0 += chunk)
+            synth_features(r, x_t, c, i0, r->n - i0 < chunk ? r->n - i0 : chunk, r->allfeat + (size_t)i0 * r->F);
     /* synthetic: forward to block l, energy gradient, partial backward */
     double energy = 0;
     for (int i0 = 0; i0 < r->n; i0 += chunk) {
         const int b = r->n - i0 < chunk ? r->n - i0 : chunk;
-        for (int i = 0; i < b; i++) r->tf[i] = (float)c->t, r->y[i] = r->k;
-        dap_dit_state_set_batch(r->gst, b);
-        dap_dit_forward(r->m, r->gst, NULL, x_t + (size_t)i0 * r->per, r->tf, r->y, r->layer);
-        dap_pool_forward(r->sfeat, dap_dit_features(r->gst), b, r->T, r->D, o->pool);
+        synth_features(r, x_t, c, i0, b, r->sfeat); /* again when pre-passed: gst caches one chunk */
         energy += b * dap_kernel_energy(r->ds, NULL, r->sfeat, b, r->rfeat, N, r->F, o->kernel, o->sigma);
         if (repel)
             energy += b * dap_kernel_repel(r->ds, NULL, r->sfeat, b, r->n > chunk ? r->allfeat : r->sfeat, r->n,
