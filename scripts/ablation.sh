@@ -7,7 +7,7 @@
 # Coordinate search from SPEC 3's defaults: stage 1 sweeps the guidance scale gamma;
 # stage 2 varies one factor at a time (layer, pooling, kernel, early stop, number of real
 # samples, update form, noise) at the best gamma of stage 1; stage 3 tries the
-# --repel extension (below).
+# --repel extension; stage 4 varies one factor at a time around stage 3's winner (below).
 # Results: out/ablation/results.tsv (name, flags, mean, std); resumable (finished cells
 # are skipped).
 #   scripts/ablation.sh [IPC] [RUNS] [EPOCHS]          (default 10 2 300)
@@ -76,4 +76,19 @@ for gr in 0.1:1 0.3:1 1:1 0.3:2 1:2 3:1 0.3:4 1:4; do
   # shellcheck disable=SC2086
   cell "repel-$l-g$g" --method dap $BASE --gamma "$g" --repel "$l"
 done
+# stage 4: one factor at a time around stage 3's winner (the flags now in
+# models/dap-fmnist.flags): where the guidance acts (early stop, layer) and the sampler
+# settings that shape diversity (CFG scale, DDIM steps, eta), which stage 1 fixed before
+# the repulsion existed. A sampler change is paired with the same vanilla cell.
+if [ "$SET" != repel ]; then
+  DAPF=$(grep -v '^#' models/dap-fmnist.flags | tr '\n' ' ')
+  W=$(grep -v '^#' models/dap-fmnist.flags | sed -n 's/^--gamma //p; s/^--repel //p' | tr '\n' ' ' | awk '{ print "r" $2 "g" $1 }')
+  # shellcheck disable=SC2086
+  { for s in 0 0.75; do cell "$W-stop-$s" --method dap $DAPF --stop $s; done
+    cell "$W-layer-4" --method dap $DAPF --layer 4
+    for c in 2 6; do cell "$W-cfg-$c" --method dap $DAPF --cfg $c; done
+    cell vanilla-cfg6 --method vanilla --cfg 6
+    cell "$W-steps-50" --method dap $DAPF --steps 50; cell vanilla-steps-50 --method vanilla --steps 50
+    cell "$W-eta-1" --method dap $DAPF --eta 1; cell vanilla-eta-1 --method vanilla --eta 1; }
+fi
 column -t -s $'\t' "$TSV"
