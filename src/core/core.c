@@ -200,7 +200,8 @@ int dap_read_file(const char *path, uint8_t **data, size_t *n) {
         free(buf);
         return dap_error(DAP_ERR_IO, "%s: read failed", path);
     }
-    *data = buf;
+    /* exactly the file's size, so a parser that reads past the end is caught by ASan */
+    *data = dap_realloc(buf, len ? len : 1);
     *n = len;
     return DAP_OK;
 }

@@ -103,39 +103,50 @@ static int ignored(const char *key, const char *const *ignore) {
     return 0;
 }
 
-int dap_params_load(dap_params *ps, const char *path, const char *const *ignore, int allow_extra) {
-    DAP_ASSERT(ps->data);
-    dap_st *st;
-    DAP_TRY(dap_st_open(&st, path));
-    int rc = DAP_OK;
+/* Every tensor of the table is in the file with its shape and a float dtype and, unless
+ * allow_extra, the file has no other tensor (but the ignored prefixes). Needs no data. */
+static int check_table(const dap_params *ps, const dap_st *st, const char *path, const char *const *ignore,
+                       int allow_extra) {
     char want[128], got[128];
-    /* every check before any value is copied */
-    for (int i = 0; i < ps->n && rc == DAP_OK; i++) {
+    for (int i = 0; i < ps->n; i++) {
         const dap_param *p = &ps->p[i];
         const dap_st_tensor *t = dap_st_find(st, p->key);
         shape_str(want, sizeof want, p->shape, p->ndim);
-        if (!t) {
-            rc =
-                dap_error(DAP_ERR_MISSING, "%s: missing tensor '%s' (expected shape %s)", path, p->key, want);
-            break;
-        }
+        if (!t) return dap_error(DAP_ERR_MISSING, "%s: missing tensor '%s' (expected shape %s)", path, p->key, want);
         int same = t->ndim == p->ndim;
         for (int k = 0; same && k < p->ndim; k++) same = t->shape[k] == p->shape[k];
         if (!same) {
             shape_str(got, sizeof got, t->shape, t->ndim);
-            rc = dap_error(DAP_ERR_SHAPE, "%s: tensor '%s': expected shape %s, found %s", path, p->key, want,
-                           got);
-        } else if (t->dtype != DAP_DT_F32 && t->dtype != DAP_DT_F16 && t->dtype != DAP_DT_BF16) {
-            rc = dap_error(DAP_ERR_SHAPE, "%s: tensor '%s': dtype %s is not a float type", path, p->key,
-                           dap_dtype_name(t->dtype));
+            return dap_error(DAP_ERR_SHAPE, "%s: tensor '%s': expected shape %s, found %s", path, p->key, want,
+                             got);
         }
+        if (t->dtype != DAP_DT_F32 && t->dtype != DAP_DT_F16 && t->dtype != DAP_DT_BF16)
+            return dap_error(DAP_ERR_SHAPE, "%s: tensor '%s': dtype %s is not a float type", path, p->key,
+                             dap_dtype_name(t->dtype));
     }
-    for (int i = 0; i < st->n && rc == DAP_OK && !allow_extra; i++) {
+    for (int i = 0; i < st->n && !allow_extra; i++) {
         const char *name = st->t[i].name;
         if (dap_params_find(ps, name) < 0 && !ignored(name, ignore))
-            rc = dap_error(DAP_ERR_FORMAT, "%s: unexpected tensor '%s' (not a parameter of this model)", path,
-                           name);
+            return dap_error(DAP_ERR_FORMAT, "%s: unexpected tensor '%s' (not a parameter of this model)", path,
+                             name);
     }
+    return DAP_OK;
+}
+
+int dap_params_check_file(const dap_params *ps, const char *path, const char *const *ignore, int allow_extra) {
+    dap_st *st;
+    DAP_TRY(dap_st_open(&st, path));
+    int rc = check_table(ps, st, path, ignore, allow_extra);
+    dap_st_close(st);
+    return rc;
+}
+
+int dap_params_load(dap_params *ps, const char *path, const char *const *ignore, int allow_extra) {
+    DAP_ASSERT(ps->data);
+    dap_st *st;
+    DAP_TRY(dap_st_open(&st, path));
+    /* every check before any value is copied */
+    int rc = check_table(ps, st, path, ignore, allow_extra);
     /* values are checked in a scratch buffer first, so a failed load leaves data as it was */
     size_t maxn = 0;
     for (int i = 0; i < ps->n; i++) maxn = ps->p[i].numel > maxn ? ps->p[i].numel : maxn;

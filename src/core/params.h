@@ -50,6 +50,10 @@ void dap_params_zero_grad(dap_params *ps);
  * NULL-terminated list of prefixes, may be NULL) or `allow_extra`; NaN/Inf rejected.
  * Errors name the file, the key, expected and found shapes. */
 int dap_params_load(dap_params *ps, const char *path, const char *const *ignore, int allow_extra);
+/* The checks of dap_params_load on names, shapes and dtypes alone, before dap_params_alloc:
+ * a file's claims (metadata) can be held against its tensors before any memory is sized
+ * by them. */
+int dap_params_check_file(const dap_params *ps, const char *path, const char *const *ignore, int allow_extra);
 /* Save all tensors as F32 (or F16) with optional metadata pairs (NULL-terminated
  * key, value, key, value, ...), atomically. */
 int dap_params_save(const dap_params *ps, const char *path, int f16, const char *const *meta);

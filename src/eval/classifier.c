@@ -175,6 +175,13 @@ static int parse3f(const char *s, float out[3]) {
     return s && sscanf(s, "%f,%f,%f", &out[0], &out[1], &out[2]) == 3;
 }
 
+/* Inputs are divided by std: zero, negative or non-finite constants give inf/NaN. */
+static int norm_usable(const float mu[3], const float sd[3]) {
+    for (int k = 0; k < 3; k++)
+        if (!isfinite(mu[k]) || !isfinite(sd[k]) || !(sd[k] > 0)) return 0;
+    return 1;
+}
+
 int dap_classifier_load(dap_classifier *m, const char *path) {
     memset(m, 0, sizeof *m);
     dap_st *st = NULL;
@@ -191,10 +198,28 @@ int dap_classifier_load(dap_classifier *m, const char *path) {
                        "%s: not a dap classifier checkpoint (metadata dap.arch, dap.input, "
                        "dap.classes, dap.norm_mean, dap.norm_std expected)",
                        path);
-    } else if ((rc = dap_classifier_create(m, arch, c, h, w, k)) == DAP_OK) {
-        memcpy(m->mean, mu, sizeof mu);
-        memcpy(m->std, sd, sizeof sd);
-        rc = dap_params_load(&m->net.params, path, NULL, 0);
+    } else if (!norm_usable(mu, sd)) {
+        rc = dap_error(DAP_ERR_VALUE,
+                       "%s: dap.norm_mean \"%s\" / dap.norm_std \"%s\": expected finite means and "
+                       "positive finite stds",
+                       path, mean, std);
+    } else if (c < 1 || c > 4 || h < 1 || h > 2048 || w < 1 || w > 2048 || k < 1 || k > 1000000) {
+        /* bounds keep the builders' size arithmetic in range; real sizes are checked next */
+        rc = dap_error(DAP_ERR_FORMAT, "%s: dap.input \"%s\" / dap.classes \"%s\" out of range (channels 1-4, "
+                       "sides 1-2048, classes 1-1000000)", path, shape, classes);
+    } else {
+        /* the metadata sizes the model: its table is held against the file's tensors before
+         * any weight is allocated, so a lying header cannot ask for terabytes */
+        dap_cnn_defer_alloc(1);
+        rc = dap_classifier_create(m, arch, c, h, w, k);
+        dap_cnn_defer_alloc(0);
+        if (rc == DAP_OK) rc = dap_params_check_file(&m->net.params, path, NULL, 0);
+        if (rc == DAP_OK) {
+            dap_params_alloc(&m->net.params, 1);
+            memcpy(m->mean, mu, sizeof mu);
+            memcpy(m->std, sd, sizeof sd);
+            rc = dap_params_load(&m->net.params, path, NULL, 0);
+        }
         if (rc != DAP_OK) dap_classifier_free(m);
     }
     free(arch), free(shape), free(classes), free(mean), free(std);

@@ -111,6 +111,14 @@ int dap_idx_read(const char *path, dap_idx *out) {
                        len > expect ? "more than " : "", len > expect ? expect : len);
         goto done;
     }
+    /* all the bytes arrived, but a gzip stream cut inside its trailer (or just before
+     * it) never had its CRC-32 checked: zlib leaves "unexpected end of file" here */
+    int zerr = Z_OK;
+    gzerror(f, &zerr);
+    if (zerr != Z_OK) {
+        rc = gz_fail(f, path, "truncated gzip stream");
+        goto done;
+    }
     out->data = data;
     data = NULL;
 done:

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jerror.h>
 #include <jpeglib.h>
 #include <png.h>
 
@@ -81,6 +82,12 @@ static void jpeg_on_error(j_common_ptr cinfo) {
     longjmp(e->jump, 1);
 }
 static void jpeg_on_message(j_common_ptr cinfo) { (void)cinfo; } /* no stderr chatter */
+/* libjpeg takes running out of data for a warning and fills the missing rows with gray:
+ * a truncated file is an error here, as it is in PIL by default. Other warnings (corrupt
+ * data it can resynchronise from) pass, as they do there. */
+static void jpeg_on_warning(j_common_ptr cinfo, int level) {
+    if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) jpeg_on_error(cinfo);
+}
 
 static int jpeg_read_mem(const char *path, const uint8_t *buf, size_t n, dap_image8 *out) {
     struct jpeg_decompress_struct cinfo;
@@ -91,6 +98,7 @@ static int jpeg_read_mem(const char *path, const uint8_t *buf, size_t n, dap_ima
     cinfo.err = jpeg_std_error(&err.mgr);
     err.mgr.error_exit = jpeg_on_error;
     err.mgr.output_message = jpeg_on_message;
+    err.mgr.emit_message = jpeg_on_warning;
     if (setjmp(err.jump)) {
         jpeg_destroy_decompress(&cinfo);
         free(px);

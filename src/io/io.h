@@ -78,7 +78,8 @@ typedef struct dap_st {
 
 /* Opens and validates a file: header length vs file size, JSON syntax, dtypes,
  * shapes (no negative or absurd dims, numel * size == end - begin), offsets inside the
- * data section and non-overlapping. */
+ * data section, not overlapping and filling it without gaps (as the reference
+ * implementation requires). */
 int dap_st_open(dap_st **out, const char *path);
 void dap_st_close(dap_st *st);
 const dap_st_tensor *dap_st_find(const dap_st *st, const char *name);

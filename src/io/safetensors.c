@@ -472,20 +472,33 @@ int dap_st_open(dap_st **out, const char *path) {
         t->name = dap_strdup(root.keys[i]);
         st->n++;
     }
-    /* no two tensors may share bytes */
-    if (st->n > 1) {
-        dap_st_tensor **by = dap_malloc(sizeof(*by) * (size_t)st->n);
+    /* no two tensors may share bytes, and together they fill the data section (as the
+     * reference implementation requires): a gap or trailing bytes mean wrong offsets or a
+     * wrong header length, e.g. one cut into the header's space padding, which would
+     * shift every tensor's bytes */
+    {
+        dap_st_tensor **by = dap_malloc(sizeof(*by) * ((size_t)st->n + 1));
         for (int i = 0; i < st->n; i++) by[i] = &st->t[i];
         qsort(by, (size_t)st->n, sizeof *by, cmp_begin);
         const dap_st_tensor *last = NULL; /* the non-empty tensor reaching furthest */
         for (int i = 0; i < st->n && rc == DAP_OK; i++) {
             const dap_st_tensor *t = by[i];
+            size_t reach = last ? last->end : 0;
             if (t->begin == t->end) continue;
-            if (last && t->begin < last->end)
+            if (t->begin < reach)
                 rc = dap_error(DAP_ERR_FORMAT, "%s: tensors '%s' [%zu, %zu) and '%s' [%zu, %zu) overlap",
                                path, last->name, last->begin, last->end, t->name, t->begin, t->end);
+            else if (t->begin > reach)
+                rc = dap_error(DAP_ERR_FORMAT,
+                               "%s: data bytes [%zu, %zu) before tensor '%s' belong to no tensor", path,
+                               reach, t->begin, t->name);
             if (!last || t->end > last->end) last = t;
         }
+        size_t reach = last ? last->end : 0;
+        if (rc == DAP_OK && reach != st->data_size)
+            rc = dap_error(DAP_ERR_FORMAT,
+                           "%s: the tensors end at data byte %zu but the data section has %zu bytes", path,
+                           reach, st->data_size);
         free(by);
         if (rc != DAP_OK) goto fail;
     }

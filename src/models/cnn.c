@@ -138,11 +138,14 @@ int dap_cnn_add(dap_cnn *m, int a, int b, int relu) {
     return push(m, l);
 }
 
+static _Thread_local int g_defer_alloc;
+void dap_cnn_defer_alloc(int on) { g_defer_alloc = on; }
+
 void dap_cnn_finish(dap_cnn *m, int num_classes) {
     DAP_ASSERT(m->nlayers > 0 && m->layers[m->nlayers - 1].op == DAP_CNN_LINEAR);
     DAP_ASSERT(m->layers[m->nlayers - 1].c == num_classes);
     m->num_classes = num_classes;
-    dap_params_alloc(&m->params, 1);
+    if (!g_defer_alloc) dap_params_alloc(&m->params, 1);
 }
 
 void dap_cnn_free(dap_cnn *m) {

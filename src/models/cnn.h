@@ -65,6 +65,10 @@ int dap_cnn_gap(dap_cnn *m, int src);
 int dap_cnn_linear(dap_cnn *m, int src, const char *key, int out);
 int dap_cnn_add(dap_cnn *m, int a, int b, int relu);
 void dap_cnn_finish(dap_cnn *m, int num_classes);
+/* While on (for the calling thread), dap_cnn_finish leaves the weights unallocated: the
+ * caller checks the parameter table (e.g. against a checkpoint whose metadata sized it)
+ * and then calls dap_params_alloc(&m->params, 1) itself. */
+void dap_cnn_defer_alloc(int on);
 void dap_cnn_free(dap_cnn *m);
 
 /* PyTorch's default initialisation (kaiming-uniform(a = sqrt 5) weights, uniform

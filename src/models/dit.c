@@ -318,7 +318,7 @@ static int config_from_meta(const dap_st *st, dap_dit_config *c) {
     for (int i = 0; i < 8; i++) {
         double v = 0;
         DAP_TRY(meta_number(st, keys[i], &v));
-        if (v != (int)v || v < 0 || v > 1e7)
+        if (!(v >= 0 && v <= 1e7) || v != (int)v) /* range first: (int) of 1e300 or NaN is undefined */
             return dap_error(DAP_ERR_FORMAT, "%s: __metadata__ \"%s\" = %g is not a size",
                              st->path, keys[i], v);
         *fields[i] = (int)v;
@@ -328,8 +328,50 @@ static int config_from_meta(const dap_st *st, dap_dit_config *c) {
     if (s) { free(s); DAP_TRY(meta_number(st, "mlp_ratio", &r)); }
     s = dap_st_meta_get(st, "class_dropout");
     if (s) { free(s); DAP_TRY(meta_number(st, "class_dropout", &d)); }
+    if (!(r > 0 && c->hidden * r < 2147483647.0)) /* (int)(hidden * mlp_ratio) must be defined */
+        return dap_error(DAP_ERR_FORMAT, "%s: __metadata__ \"mlp_ratio\" = %g is out of range", st->path, r);
     c->mlp_ratio = (float)r;
     c->class_dropout = (float)d;
+    return DAP_OK;
+}
+
+static void dims_str(char *buf, size_t n, const int64_t *d, int ndim) {
+    size_t len = (size_t)snprintf(buf, n, "[");
+    for (int k = 0; k < ndim && len < n; k++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%lld", k ? ", " : "", (long long)d[k]);
+    if (len < n) snprintf(buf + len, n - len, "]");
+}
+
+static int meta_shape_is(const dap_st *st, const char *name, int ndim, const int64_t *want) {
+    const dap_st_tensor *t = dap_st_find(st, name);
+    int same = t && t->ndim == ndim;
+    for (int k = 0; same && k < ndim; k++) same = t->shape[k] == want[k];
+    if (same) return DAP_OK;
+    char w[160], g[160] = "no such tensor";
+    dims_str(w, sizeof w, want, ndim);
+    if (t) dims_str(g, sizeof g, t->shape, t->ndim);
+    return dap_error(DAP_ERR_SHAPE, "%s: the __metadata__ config needs '%s' of shape %s, found %s", st->path,
+                     name, w, g);
+}
+
+/* Metadata is a claim: a model of its size is allocated before any weight is read, so
+ * the tensors that fix every size must match it first (x_embedder first, which bounds
+ * the patch and channels used in the others). A lying config (depth 10^7, a huge input)
+ * would otherwise ask for terabytes or overflow the table's size arithmetic. */
+static int meta_matches_tensors(const dap_st *st, const dap_dit_config *c) {
+    int64_t D = c->hidden, p = c->patch, g = c->input_size / c->patch;
+    int64_t H4 = (int64_t)(c->hidden * c->mlp_ratio), rows = c->num_classes + (c->class_dropout > 0);
+    DAP_TRY(meta_shape_is(st, "x_embedder.proj.weight", 4, (const int64_t[]){D, c->in_channels, p, p}));
+    DAP_TRY(meta_shape_is(st, "pos_embed", 3, (const int64_t[]){1, g * g, D}));
+    DAP_TRY(meta_shape_is(st, "y_embedder.embedding_table.weight", 2, (const int64_t[]){rows, D}));
+    DAP_TRY(meta_shape_is(st, "blocks.0.mlp.fc1.weight", 2, (const int64_t[]){H4, D}));
+    int64_t fin = p * p * dap_dit_out_channels(c);
+    DAP_TRY(meta_shape_is(st, "final_layer.linear.weight", 2, (const int64_t[]){fin, D}));
+    char key[64];
+    snprintf(key, sizeof key, "blocks.%d.attn.qkv.weight", c->depth - 1);
+    if (c->depth > st->n || !dap_st_find(st, key))
+        return dap_error(DAP_ERR_SHAPE, "%s: __metadata__ depth %d, but there is no tensor '%s'", st->path,
+                         c->depth, key);
     return DAP_OK;
 }
 
@@ -408,9 +450,10 @@ int dap_dit_config_from_file(const char *path, dap_dit_config *out) {
                        model);
     else
         rc = model ? config_from_meta(st, out) : config_from_shapes(st, out);
+    if (rc == DAP_OK) rc = dap_dit_config_check(out);
+    if (rc == DAP_OK && model) rc = meta_matches_tensors(st, out);
     free(model);
     dap_st_close(st);
-    if (rc == DAP_OK) rc = dap_dit_config_check(out);
     return rc;
 }
 
@@ -418,6 +461,13 @@ int dap_dit_load(dap_dit **out, const char *path, int with_grad, int allow_extra
     *out = NULL;
     dap_dit_config c;
     DAP_TRY(dap_dit_config_from_file(path, &c));
+    /* the whole table against the file before the weights are allocated from the config */
+    dap_params table;
+    dap_params_init(&table);
+    dap_dit_params_table(&table, &c);
+    int ok = dap_params_check_file(&table, path, NULL, allow_extra);
+    dap_params_free(&table);
+    DAP_TRY(ok);
     dap_dit *m;
     DAP_TRY(dap_dit_create(&m, &c, with_grad));
     int rc = dap_params_load(&m->params, path, NULL, allow_extra);
