@@ -75,6 +75,25 @@ static int journal_save(const char *json, const char *params, const run_result *
     return rc;
 }
 
+/* The journal's parameters are this run's; a journal written before the training set's
+ * content hash (" set=...", at the end) existed matches without it. */
+static int same_params(const char *journal, const char *params) {
+    size_t n = strlen(journal);
+    return !strcmp(journal, params) || (!strncmp(journal, params, n) && !strncmp(params + n, " set=", 5));
+}
+
+/* FNV-1a 64 of a loaded image set (pixels and labels): the journal keys on what the runs
+ * trained on, not only on the folder's name, so a folder distilled again is not resumed. */
+static unsigned long long set_hash(const dap_dataset *ds) {
+    unsigned long long h = 0xcbf29ce484222325ull;
+    const unsigned char *b = (const unsigned char *)ds->x;
+    size_t nb = sizeof(float) * (size_t)ds->n * ds->c * ds->h * ds->w;
+    for (size_t i = 0; i < nb; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    b = (const unsigned char *)ds->y;
+    for (size_t i = 0; i < sizeof(int) * (size_t)ds->n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
 /* Marks the runs the journal holds as done; 0 runs when there is no journal. */
 static int journal_load(const char *json, const char *params, run_result *res, int runs, int *loaded) {
     char path[4096];
@@ -93,7 +112,7 @@ static int journal_load(const char *json, const char *params, run_result *res, i
         if (line_no == 1) {
             if (strcmp(line, JOURNAL_MAGIC)) rc = dap_error(DAP_ERR_FORMAT, "%s is not a dap eval run journal", path);
         } else if (line_no == 2) {
-            if (strncmp(line, "params ", 7) || strcmp(line + 7, params))
+            if (strncmp(line, "params ", 7) || !same_params(line + 7, params))
                 rc = dap_error(DAP_ERR_ARG, "%s was made with other parameters (%s); use another --json or drop --resume",
                                path, strncmp(line, "params ", 7) ? "?" : line + 7);
         } else {
@@ -270,6 +289,10 @@ int cmd_eval(int argc, char **argv) {
              "split_seed=%d seed=%d ipc=%d",
              data, train_spec, arch, protocol, teacher_path ? teacher_path : "-", aug, epochs, batch, lr, cutmix, val,
              split_seed, seed, ipc_hint);
+    if (from_folder) {
+        size_t len = strlen(params);
+        snprintf(params + len, sizeof params - len, " set=%016llx", set_hash(&folder));
+    }
     int todo = runs;
     if (resume) {
         int loaded = 0;

@@ -18,6 +18,17 @@ if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
   grep -q "resuming: 2 of 3 runs already done" "$tmp/err" && [ "$(accs "$tmp/er.json")" = "$(accs "$tmp/e1.json")" ] \
     && ok "eval --resume keeps finished runs, same result" || bad "eval --resume ($(accs "$tmp/er.json"))"
   expect_fail "eval --resume with other parameters" "other parameters" $DAP eval --train "$tmp/sub" --epochs 3 --runs 3 --val 5 --quiet --json "$tmp/er.json" --resume
+  # the journal keys on the set's contents: the same folder name with other images is refused
+  cp -r "$tmp/sub" "$tmp/sub2" && cp "$tmp/er.json.runs" "$tmp/ec.json.runs"
+  sed -i "s#$tmp/sub #$tmp/sub2 #" "$tmp/ec.json.runs"
+  expect_ok "eval --resume, same images in a copied folder" $DAP eval --train "$tmp/sub2" --epochs 2 --runs 3 --val 5 --quiet --threads 1 --json "$tmp/ec.json" --resume
+  grep -q "resuming: 3 of 3 runs already done" "$tmp/err" && ok "eval --resume keys on the images" || bad "eval --resume keys on the images"
+  cp "$tmp/sub/Bag/00000.png" "$tmp/sub2/Bag/00001.png"
+  expect_fail "eval --resume after the folder changed" "other parameters" $DAP eval --train "$tmp/sub2" --epochs 2 --runs 3 --val 5 --quiet --threads 1 --json "$tmp/ec.json" --resume
+  # a journal from before the content hash (no " set=" in its params line) still resumes
+  sed -i "2s/ set=[0-9a-f]*$//" "$tmp/er.json.runs"
+  expect_ok "eval --resume, journal without the content hash" $DAP eval --train "$tmp/sub" --epochs 2 --runs 3 --val 5 --quiet --threads 1 --json "$tmp/er.json" --resume
+  grep -q "resuming: 3 of 3 runs already done" "$tmp/err" && ok "eval --resume accepts a pre-hash journal" || bad "eval --resume accepts a pre-hash journal"
   printf 'dap eval runs v1\nparams x\n' > "$tmp/bad.json.runs"
   expect_fail "eval --resume with a foreign journal" "other parameters" $DAP eval --train "$tmp/sub" --epochs 2 --runs 3 --val 5 --quiet --json "$tmp/bad.json" --resume
   expect_fail "eval --resume needs --json" "needs --json" $DAP eval --train "$tmp/sub" --resume
