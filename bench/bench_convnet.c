@@ -3,7 +3,7 @@
  * dap: training steps (forward + backward + SGD, batch B) and inference (forward, eval
  * mode), in images per second. bench/bench_convnet.sh runs it beside the PyTorch peer
  * (bench/bench_convnet.py) and prints the ratios.
- *   bench_convnet [batch=256] [steps=5]
+ *   bench_convnet [batch=256] [steps=5] [arch=convnet3|resnetap10|resnet18]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +15,12 @@
 
 int main(int argc, char **argv) {
     int bs = argc > 1 ? atoi(argv[1]) : 256, steps = argc > 2 ? atoi(argv[2]) : 5;
+    const char *arch = argc > 3 ? argv[3] : "convnet3";
     dap_classifier m;
-    if (dap_classifier_create(&m, "convnet3", 1, 28, 28, 10) != DAP_OK) return 1;
+    if (dap_classifier_create(&m, arch, 1, 28, 28, 10) != DAP_OK) {
+        fprintf(stderr, "bench_convnet: %s\n", dap_last_error());
+        return 1;
+    }
     dap_classifier_init_weights(&m, 1);
     int in = dap_cnn_in_size(&m.net);
     dap_cnn_state s;
@@ -46,7 +50,7 @@ int main(int argc, char **argv) {
         if (it > 0 && t1 - t0 < best_train) best_train = t1 - t0;
         if (it > 0 && t2 - t1 < best_inf) best_inf = t2 - t1;
     }
-    printf("dap     convnet3 batch %d threads %d: train %.1f img/s, inference %.1f img/s\n", bs, dap_get_threads(),
+    printf("dap     %s batch %d threads %d: train %.1f img/s, inference %.1f img/s\n", arch, bs, dap_get_threads(),
            bs / best_train, bs / best_inf);
     return 0;
 }
