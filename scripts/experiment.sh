@@ -3,7 +3,8 @@
 # vanilla and dap (dap flags from models/dap-fmnist.flags, chosen by scripts/ablation.sh on
 # the validation split) and the full training set, ConvNet-3; ResNetAP-10 and ResNet-18 at
 # IPC 10 and 50 (cross-architecture); and IPC 100 sets subsampled to 50 and 10 with
-# dap subset. Every cell: mean +- std of RUNS runs. Resumable: finished cells are skipped
+# dap subset. Every cell: mean +- std of RUNS runs (training seeds); SEEDS="0 1 2" repeats
+# the ConvNet-3 rows over distillation seeds (the set's own draw). Resumable: finished cells are skipped
 # and a cell's finished runs are kept (dap eval --resume).
 # Hours of CPU on 2 cores; results in out/experiment/table.tsv.
 set -euo pipefail
@@ -14,6 +15,7 @@ RUNS=${RUNS:-3}; EPOCHS=${EPOCHS:-300}; FULL_EPOCHS=${FULL_EPOCHS:-300}
 # Parts (to run the table piece by piece; every cell is cached in the TSV):
 IPCS=${IPCS:-1 10 50}                 # ConvNet-3 rows
 METHODS=${METHODS:-random vanilla dap}
+SEEDS=${SEEDS:-0}                     # distillation seeds of the ConvNet-3 rows (seed S > 0: sets *-sS)
 XARCH=${XARCH-resnetap10 resnet18}   # cross-architecture columns at IPC 10 and 50 ("" skips)
 SCALES=${SCALES:-1}                   # 0 skips the IPC 100 -> 50/10 subsampling rows
 FULL=${FULL:-1}                       # 0 skips the full-training-set row
@@ -33,18 +35,25 @@ evalcell() { # evalcell SETNAME TRAINSPEC ARCH EPOCHS [JOBS]
   printf '%s\t%s\t%s\t%s\n' "$name" "$arch" "$ms" "$cmd" >> "$TSV"
   echo "experiment: $name $arch: $ms"
 }
-distill() { # distill METHOD IPC
-  local extra=""; [ "$1" = dap ] && extra="$SAMPLERFLAGS $DAPFLAGS"; [ "$1" = vanilla ] && extra="$SAMPLERFLAGS"
+setname() { # setname METHOD IPC SEED: seed 0 keeps the plain name
+  if [ "$3" = 0 ]; then echo "$1-ipc$2"; else echo "$1-ipc$2-s$3"; fi
+}
+distill() { # distill METHOD IPC [SEED]
+  local extra="" seed=${3:-0}; [ "$1" = dap ] && extra="$SAMPLERFLAGS $DAPFLAGS"; [ "$1" = vanilla ] && extra="$SAMPLERFLAGS"
   # shellcheck disable=SC2086
-  $DAP distill --data fmnist --model "$MODEL" --method "$1" --ipc "$2" --seed 0 --out "$OUT/$1-ipc$2" --quiet $extra
+  $DAP distill --data fmnist --model "$MODEL" --method "$1" --ipc "$2" --seed "$seed" \
+    --out "$OUT/$(setname "$1" "$2" "$seed")" --quiet $extra
 }
 for ipc in $IPCS; do
   for m in $METHODS; do
-    distill $m $ipc
-    evalcell "$m-ipc$ipc" "$OUT/$m-ipc$ipc" convnet3 "$EPOCHS"
-    if [ "$ipc" != 1 ]; then
-      for a in $XARCH; do evalcell "$m-ipc$ipc" "$OUT/$m-ipc$ipc" "$a" "$EPOCHS"; done
-    fi
+    for seed in $SEEDS; do
+      name=$(setname $m $ipc $seed)
+      distill $m $ipc $seed
+      evalcell "$name" "$OUT/$name" convnet3 "$EPOCHS"
+      if [ "$ipc" != 1 ]; then
+        for a in $XARCH; do evalcell "$name" "$OUT/$name" "$a" "$EPOCHS"; done
+      fi
+    done
   done
 done
 # generalisation across scales: IPC 100 subsampled to 50 and 10
