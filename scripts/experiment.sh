@@ -59,7 +59,7 @@ done
 # generalisation across scales: IPC 100 subsampled to 50 and 10
 [ "$SCALES" = 1 ] && for m in vanilla dap; do
   distill $m 100
-  for ipc in 50 10; do
+  for ipc in 10 50; do
     [ -d "$OUT/$m-ipc100to$ipc" ] || $DAP subset --from "$OUT/$m-ipc100" --ipc $ipc --seed 0 --out "$OUT/$m-ipc100to$ipc"
     evalcell "$m-ipc100to$ipc" "$OUT/$m-ipc100to$ipc" convnet3 "$EPOCHS"
   done
