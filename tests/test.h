@@ -8,6 +8,7 @@
 #define DAP_TEST_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 
 typedef void (*dap_test_fn)(void);
@@ -18,6 +19,11 @@ void dap_test_fail(const char *file, int line, const char *fmt, ...)
 const char *dap_test_ref(const char *name);
 /* A scratch directory for this run (created once, removed at the end). */
 const char *dap_test_tmpdir(void);
+/* dap_test_tmpdir()/name in one of eight rotating buffers (tests/util.c). */
+const char *dap_test_path(const char *name);
+/* Writes an h x w JPEG of c = 1 or 3 channels (interleaved bytes) at `quality`,
+ * progressive or baseline (tests/util.c). */
+void dap_test_write_jpeg(const char *path, const uint8_t *px, int h, int w, int c, int quality, int progressive);
 
 #define DAP_TEST(name)                                                                         \
     static void test_##name(void);                                                             \

@@ -29,14 +29,6 @@
 #include "models/dit.h"
 #include "test.h"
 
-static const char *fz_path(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *b = buf[k++ & 7];
-    snprintf(b, 512, "%s/%s", dap_test_tmpdir(), name);
-    return b;
-}
-
 /* ---- the harness ----------------------------------------------------------------- */
 /* splitmix64: a fixed seed gives the same mutants on every run and machine. */
 typedef struct {
@@ -226,10 +218,10 @@ static uint8_t *st_valid_file(const char *path, size_t *n) {
 
 DAP_TEST(fuzz_safetensors) {
     size_t n;
-    uint8_t *orig = st_valid_file(fz_path("fz.safetensors"), &n);
+    uint8_t *orig = st_valid_file(dap_test_path("fz.safetensors"), &n);
     if (!orig) return;
-    fz_target t = {.label = "safetensors", .path = fz_path("fz-mut.safetensors"), .load = load_st};
-    CHECK_MSG(load_st(fz_path("fz.safetensors"), NULL) == DAP_OK, "valid file: %s", dap_last_error());
+    fz_target t = {.label = "safetensors", .path = dap_test_path("fz-mut.safetensors"), .load = load_st};
+    CHECK_MSG(load_st(dap_test_path("fz.safetensors"), NULL) == DAP_OK, "valid file: %s", dap_last_error());
     size_t hend = 8 + (size_t)st_hlen(orig);
     size_t marks[] = {8, hend};
     /* the data section ends with the I64 step: any cut loses bytes a tensor needs */
@@ -317,7 +309,7 @@ static const struct {
 };
 
 DAP_TEST(fuzz_safetensors_crafted) {
-    fz_target t = {.label = "crafted header", .path = fz_path("fz-crafted.safetensors"), .load = load_st};
+    fz_target t = {.label = "crafted header", .path = dap_test_path("fz-crafted.safetensors"), .load = load_st};
     int ncase = (int)(sizeof k_st_cases / sizeof k_st_cases[0]), nok = 0;
     for (int i = 0; i < ncase; i++) {
         st_write_crafted(t.path, strlen(k_st_cases[i].header), k_st_cases[i].header);
@@ -333,7 +325,7 @@ DAP_TEST(fuzz_safetensors_crafted) {
      * the header's space padding, which would shift every tensor's bytes), past the file,
      * 2^32 more (a 32-bit wrap), 2^63 and all ones */
     size_t n;
-    uint8_t *orig = st_valid_file(fz_path("fz.safetensors"), &n);
+    uint8_t *orig = st_valid_file(dap_test_path("fz.safetensors"), &n);
     if (!orig) return;
     uint64_t h = st_hlen(orig), pad = 0;
     while (pad < h && orig[8 + h - 1 - pad] == ' ') pad++;
@@ -411,13 +403,13 @@ DAP_TEST(fuzz_params) {
     for (size_t i = 0; i < src.total; i++) src.data[i] = (float)i * 0.25f - 3.0f;
     const char *meta[] = {"model", "toy", NULL};
     for (int f16 = 0; f16 < 2; f16++) {
-        const char *p = fz_path(f16 ? "fz-params16.safetensors" : "fz-params.safetensors");
+        const char *p = dap_test_path(f16 ? "fz-params16.safetensors" : "fz-params.safetensors");
         CHECK(dap_params_save(&src, p, f16, meta) == DAP_OK);
         size_t n;
         uint8_t *orig = fz_read(p, &n);
         if (!orig) continue;
         fz_target t = {.label = f16 ? "params (F16)" : "params (F32)",
-                       .path = fz_path("fz-params-mut"),
+                       .path = dap_test_path("fz-params-mut"),
                        .load = load_params,
                        .ctx = &c};
         CHECK_MSG(load_params(p, &c) == DAP_OK, "valid file: %s", dap_last_error());
@@ -475,12 +467,12 @@ DAP_TEST(fuzz_adamw_state) {
         c.o.m[i] = (float)i * 0.01f - 0.1f;
         c.o.v[i] = (float)i * 1e-4f;
     }
-    const char *p = fz_path("fz-adamw.safetensors");
+    const char *p = dap_test_path("fz-adamw.safetensors");
     CHECK(dap_adamw_save(&c.o, &c.ps, p) == DAP_OK);
     size_t n;
     uint8_t *orig = fz_read(p, &n);
     if (!orig) return;
-    fz_target t = {.label = "adamw state", .path = fz_path("fz-adamw-mut"), .load = load_adamw, .ctx = &c};
+    fz_target t = {.label = "adamw state", .path = dap_test_path("fz-adamw-mut"), .load = load_adamw, .ctx = &c};
     CHECK_MSG(load_adamw(p, &c) == DAP_OK && c.o.step == 5, "valid file: %s", dap_last_error());
     size_t marks[] = {8, 8 + (size_t)st_hlen(orig)};
     int cuts = fz_truncations(&t, orig, n, marks, 2, n);
@@ -526,26 +518,24 @@ static int load_dit(const char *path, void *ctx) {
     return rc;
 }
 
-/* A copy of checkpoint `src` at `dst` with metadata `key` set to `value` (key NULL: no
- * metadata at all, so the config is read off the shapes). */
-static void dit_copy_meta(const char *src, const char *dst, const char *key, const char *value) {
-    static const char *const keys[] = {"model",       "input_size", "in_channels",  "patch",
-                                       "hidden",      "depth",      "heads",        "num_classes",
-                                       "learn_sigma", "mlp_ratio",  "class_dropout"};
+/* A copy of checkpoint `src` at `dst` whose metadata keeps `keys` (those present) with
+ * `key` set to `value`; key NULL: no metadata at all. F16 tensors stay F16, others F32. */
+static void copy_with_meta(const char *src, const char *dst, const char *const *keys, size_t nkeys, const char *key,
+                           const char *value) {
     dap_st *st;
     if (dap_st_open(&st, src) != DAP_OK) {
         CHECK_MSG(0, "%s", dap_last_error());
         return;
     }
     dap_st_writer *w = dap_st_writer_create();
-    for (size_t k = 0; key && k < sizeof keys / sizeof keys[0]; k++) {
+    for (size_t k = 0; key && k < nkeys; k++) {
         char *v = dap_st_meta_get(st, keys[k]);
         if (v) dap_st_writer_meta(w, keys[k], strcmp(keys[k], key) ? v : value);
         free(v);
     }
     for (int i = 0; i < st->n; i++) {
         const dap_st_tensor *t = &st->t[i];
-        float *v = malloc(sizeof(float) * t->numel);
+        float *v = malloc(sizeof(float) * (t->numel + 1));
         CHECK(dap_st_read_f32(st, t->name, v, NULL, 0) == DAP_OK);
         dap_st_writer_add(w, t->name, t->dtype == DAP_DT_F16 ? DAP_DT_F16 : DAP_DT_F32, v, t->ndim, t->shape);
         free(v);
@@ -553,6 +543,14 @@ static void dit_copy_meta(const char *src, const char *dst, const char *key, con
     CHECK(dap_st_writer_save(w, dst) == DAP_OK);
     dap_st_writer_destroy(w);
     dap_st_close(st);
+}
+
+/* The DiT config keys (key NULL: no metadata, so the config is read off the shapes). */
+static void dit_copy_meta(const char *src, const char *dst, const char *key, const char *value) {
+    static const char *const keys[] = {"model",       "input_size", "in_channels",  "patch",
+                                       "hidden",      "depth",      "heads",        "num_classes",
+                                       "learn_sigma", "mlp_ratio",  "class_dropout"};
+    copy_with_meta(src, dst, keys, sizeof keys / sizeof keys[0], key, value);
 }
 
 /* A tiny DiT (input 4, patch 2, depth 1) saved with its config as metadata. */
@@ -587,12 +585,12 @@ static int dit_try_meta(fz_target *t, const char *p, const char *q, const char *
 }
 
 DAP_TEST(fuzz_dit_checkpoint) {
-    const char *p = fz_path("fz-dit.safetensors");
+    const char *p = dap_test_path("fz-dit.safetensors");
     dit_valid_file(p, 8, 0);
     size_t n;
     uint8_t *orig = fz_read(p, &n);
     if (!orig) return;
-    fz_target t = {.label = "dit checkpoint", .path = fz_path("fz-dit-mut.safetensors"), .load = load_dit};
+    fz_target t = {.label = "dit checkpoint", .path = dap_test_path("fz-dit-mut.safetensors"), .load = load_dit};
     CHECK_MSG(load_dit(p, NULL) == DAP_OK, "valid file: %s", dap_last_error());
     size_t hend = 8 + (size_t)st_hlen(orig), marks[] = {8, hend};
     int cuts = fz_truncations(&t, orig, n, marks, 2, n);
@@ -605,7 +603,7 @@ DAP_TEST(fuzz_dit_checkpoint) {
         "0",   "-1",  "3",   "9999998", "9999999", "10000001", "1e300", "4294967297",
         "nan", "inf", "4.5", "",        "0x10",    " 5",       "5 ",    "99999999999999999999"};
     const int nval = (int)(sizeof values / sizeof values[0]);
-    const char *q = fz_path("fz-dit-meta.safetensors");
+    const char *q = dap_test_path("fz-dit-meta.safetensors");
     int crafted = 0;
     dap_st *st;
     CHECK(dap_st_open(&st, p) == DAP_OK);
@@ -627,7 +625,7 @@ DAP_TEST(fuzz_dit_checkpoint) {
     }
     /* no metadata: the config is read off the shapes (heads only for a known hidden size,
      * hence 64 here; F16 keeps the file small); edits of those shapes */
-    const char *bp = fz_path("fz-dit64.safetensors");
+    const char *bp = dap_test_path("fz-dit64.safetensors");
     dit_valid_file(bp, 64, 1);
     dit_copy_meta(bp, q, NULL, NULL);
     uint8_t *bare = fz_read(q, &n);
@@ -654,31 +652,11 @@ static int load_classifier(const char *path, void *ctx) {
     return rc;
 }
 
-/* A copy of checkpoint `src` at `dst` with metadata `key` set to `value`. */
+/* The classifier checkpoint's metadata keys. */
 static void classifier_copy_meta(const char *src, const char *dst, const char *key, const char *value) {
     static const char *const keys[] = {"dap.arch", "dap.input", "dap.classes", "dap.norm_mean",
                                        "dap.norm_std"};
-    dap_st *st;
-    if (dap_st_open(&st, src) != DAP_OK) {
-        CHECK_MSG(0, "%s", dap_last_error());
-        return;
-    }
-    dap_st_writer *w = dap_st_writer_create();
-    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-        char *v = dap_st_meta_get(st, keys[k]);
-        if (v) dap_st_writer_meta(w, keys[k], strcmp(keys[k], key) ? v : value);
-        free(v);
-    }
-    for (int i = 0; i < st->n; i++) {
-        const dap_st_tensor *t = &st->t[i];
-        float *v = malloc(sizeof(float) * (t->numel + 1));
-        CHECK(dap_st_read_f32(st, t->name, v, NULL, 0) == DAP_OK);
-        dap_st_writer_add(w, t->name, DAP_DT_F32, v, t->ndim, t->shape);
-        free(v);
-    }
-    CHECK(dap_st_writer_save(w, dst) == DAP_OK);
-    dap_st_writer_destroy(w);
-    dap_st_close(st);
+    copy_with_meta(src, dst, keys, sizeof keys / sizeof keys[0], key, value);
 }
 
 DAP_TEST(fuzz_classifier_checkpoint) {
@@ -686,13 +664,13 @@ DAP_TEST(fuzz_classifier_checkpoint) {
     dap_classifier m;
     CHECK(dap_classifier_create(&m, "convnet1", 1, 8, 8, 2) == DAP_OK);
     dap_classifier_init_weights(&m, 3);
-    const char *p = fz_path("fz-cls.safetensors");
+    const char *p = dap_test_path("fz-cls.safetensors");
     CHECK(dap_classifier_save(&m, p, NULL) == DAP_OK);
     dap_classifier_free(&m);
     size_t n;
     uint8_t *orig = fz_read(p, &n);
     if (!orig) return;
-    fz_target t = {.label = "classifier", .path = fz_path("fz-cls-mut.safetensors"), .load = load_classifier};
+    fz_target t = {.label = "classifier", .path = dap_test_path("fz-cls-mut.safetensors"), .load = load_classifier};
     CHECK_MSG(load_classifier(p, NULL) == DAP_OK, "valid file: %s", dap_last_error());
     size_t hend = 8 + (size_t)st_hlen(orig), marks[] = {8, hend};
     int cuts = fz_truncations(&t, orig, n, marks, 2, n);
@@ -717,7 +695,7 @@ DAP_TEST(fuzz_classifier_checkpoint) {
                  {"dap.classes", "1000000", 0},
                  {"dap.arch", "convnet1-in", 1},    {"dap.norm_mean", "0.1,0.2,0.3", 1},
                  {"dap.norm_std", "2,0.25,1e-3", 1}};
-    const char *q = fz_path("fz-cls-meta.safetensors");
+    const char *q = dap_test_path("fz-cls-meta.safetensors");
     int controls = 0, accepted_before = t.accepted;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         classifier_copy_meta(p, q, cases[i].key, cases[i].value);
@@ -771,11 +749,11 @@ static uint8_t *idx_valid_file(const char *path, int gz, size_t *n) {
 DAP_TEST(fuzz_idx) {
     for (int gz = 0; gz < 2; gz++) {
         size_t n;
-        const char *p = fz_path(gz ? "fz.idx.gz" : "fz.idx");
+        const char *p = dap_test_path(gz ? "fz.idx.gz" : "fz.idx");
         uint8_t *orig = idx_valid_file(p, gz, &n);
         if (!orig) continue;
         fz_target t = {.label = gz ? "idx (gzip)" : "idx (raw)",
-                       .path = fz_path(gz ? "fz-mut.idx.gz" : "fz-mut.idx"),
+                       .path = dap_test_path(gz ? "fz-mut.idx.gz" : "fz-mut.idx"),
                        .load = load_idx};
         CHECK_MSG(load_idx(p, NULL) == DAP_OK, "valid file: %s", dap_last_error());
         size_t marks[] = {4, 16, 10, n - 8}; /* raw: magic, dims; gzip: its header and trailer */
@@ -816,8 +794,8 @@ DAP_TEST(fuzz_idx_dataset) {
     uint8_t img[16 + 60] = {0, 0, 0x08, 3, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5};
     uint8_t lab[8 + 3] = {0, 0, 0x08, 1, 0, 0, 0, 3, 0, 1, 2};
     for (int i = 0; i < 60; i++) img[16 + i] = (uint8_t)(i * 11);
-    mkdir(fz_path("idxds"), 0755);
-    const char *ip = fz_path("idxds/fz-images-idx3-ubyte"), *lp = fz_path("idxds/fz-labels-idx1-ubyte");
+    mkdir(dap_test_path("idxds"), 0755);
+    const char *ip = dap_test_path("idxds/fz-images-idx3-ubyte"), *lp = dap_test_path("idxds/fz-labels-idx1-ubyte");
     idx_pair_ctx c = {ip};
     fz_target ti = {.label = "idx images", .path = ip, .load = load_idx_dataset, .ctx = &c};
     fz_target tl = {.label = "idx labels", .path = lp, .load = load_idx_dataset, .ctx = &c};
@@ -883,7 +861,7 @@ static png_layout png_chunks(const uint8_t *b, size_t n) {
 DAP_TEST(fuzz_png) {
     for (int c = 1; c <= 3; c += 2) {
         uint8_t *px = noise_pixels(9, 7, c, 60 + (uint64_t)c);
-        const char *p = fz_path(c == 3 ? "fz-rgb.png" : "fz-gray.png");
+        const char *p = dap_test_path(c == 3 ? "fz-rgb.png" : "fz-gray.png");
         CHECK(dap_png_write(p, px, 9, 7, c) == DAP_OK);
         free(px);
         size_t n;
@@ -892,7 +870,7 @@ DAP_TEST(fuzz_png) {
         png_layout L = png_chunks(orig, n);
         CHECK(L.ihdr.lo == 8 && L.idat.lo > L.ihdr.hi && L.idat.hi < n);
         fz_target t = {
-            .label = c == 3 ? "png (rgb)" : "png (gray)", .path = fz_path("fz-mut.png"), .load = load_image};
+            .label = c == 3 ? "png (rgb)" : "png (gray)", .path = dap_test_path("fz-mut.png"), .load = load_image};
         CHECK_MSG(load_image(p, NULL) == DAP_OK, "valid file: %s", dap_last_error());
         /* up to the end of the image data every byte is needed; what follows is IEND */
         int cuts = fz_truncations(&t, orig, n, L.starts, L.n, L.idat.hi);
@@ -909,45 +887,18 @@ DAP_TEST(fuzz_png) {
     }
 }
 
-/* A baseline or progressive JPEG through libjpeg directly. */
-static void write_jpeg(const char *path, const uint8_t *px, int h, int w, int c, int progressive) {
-    struct jpeg_compress_struct ci;
-    struct jpeg_error_mgr err;
-    ci.err = jpeg_std_error(&err);
-    jpeg_create_compress(&ci);
-    FILE *f = fopen(path, "wb");
-    CHECK(f != NULL);
-    if (!f) return;
-    jpeg_stdio_dest(&ci, f);
-    ci.image_width = (JDIMENSION)w;
-    ci.image_height = (JDIMENSION)h;
-    ci.input_components = c;
-    ci.in_color_space = c == 3 ? JCS_RGB : JCS_GRAYSCALE;
-    jpeg_set_defaults(&ci);
-    jpeg_set_quality(&ci, 90, TRUE);
-    if (progressive) jpeg_simple_progression(&ci);
-    jpeg_start_compress(&ci, TRUE);
-    while (ci.next_scanline < ci.image_height) {
-        JSAMPROW row = (JSAMPROW)(px + (size_t)ci.next_scanline * w * c);
-        jpeg_write_scanlines(&ci, &row, 1);
-    }
-    jpeg_finish_compress(&ci);
-    jpeg_destroy_compress(&ci);
-    fclose(f);
-}
-
 DAP_TEST(fuzz_jpeg) {
     for (int kind = 0; kind < 3; kind++) { /* baseline RGB, progressive RGB, baseline gray */
         int c = kind == 2 ? 1 : 3;
         uint8_t *px = noise_pixels(8, 9, c, 70 + (uint64_t)kind);
-        const char *p = fz_path("fz.jpg");
-        write_jpeg(p, px, 8, 9, c, kind == 1);
+        const char *p = dap_test_path("fz.jpg");
+        dap_test_write_jpeg(p, px, 8, 9, c, 90, kind == 1);
         free(px);
         size_t n;
         uint8_t *orig = fz_read(p, &n);
         if (!orig) continue;
         static const char *const labels[3] = {"jpeg (baseline)", "jpeg (progressive)", "jpeg (gray)"};
-        fz_target t = {.label = labels[kind], .path = fz_path("fz-mut.jpg"), .load = load_image};
+        fz_target t = {.label = labels[kind], .path = dap_test_path("fz-mut.jpg"), .load = load_image};
         CHECK_MSG(load_image(p, NULL) == DAP_OK, "valid file: %s", dap_last_error());
         /* a cut file lacks scan data (or at least its end marker): refused, not decoded
          * with the missing rows filled in gray */
@@ -991,17 +942,17 @@ DAP_TEST(fuzz_image_folder) {
      * other, slowly on a busy machine */
     int saved = dap_get_threads();
     dap_set_threads(1);
-    const char *root = fz_path("fzfolder");
+    const char *root = dap_test_path("fzfolder");
     mkdir(root, 0755);
-    mkdir(fz_path("fzfolder/a"), 0755);
-    mkdir(fz_path("fzfolder/b"), 0755);
+    mkdir(dap_test_path("fzfolder/a"), 0755);
+    mkdir(dap_test_path("fzfolder/b"), 0755);
     uint8_t *px = noise_pixels(10, 12, 3, 80);
-    CHECK(dap_png_write(fz_path("fzfolder/a/a.png"), px, 10, 12, 3) == DAP_OK);
+    CHECK(dap_png_write(dap_test_path("fzfolder/a/a.png"), px, 10, 12, 3) == DAP_OK);
     folder_ctx c = {root};
     for (int jpg = 0; jpg < 2; jpg++) {
-        const char *p = fz_path(jpg ? "fzfolder/b/x.jpg" : "fzfolder/b/x.png");
+        const char *p = dap_test_path(jpg ? "fzfolder/b/x.jpg" : "fzfolder/b/x.png");
         if (jpg)
-            write_jpeg(p, px, 10, 12, 3, 0);
+            dap_test_write_jpeg(p, px, 10, 12, 3, 90, 0);
         else
             CHECK(dap_png_write(p, px, 10, 12, 3) == DAP_OK);
         size_t n;

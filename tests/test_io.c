@@ -17,14 +17,6 @@
 #include "io/io.h"
 #include "test.h"
 
-static const char *tmp_path(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *b = buf[k++ & 7];
-    snprintf(b, 512, "%s/%s", dap_test_tmpdir(), name);
-    return b;
-}
-
 /* An IDX header for unsigned bytes with the given dims. */
 static size_t idx_header(uint8_t *h, int ndim, const uint32_t *dims) {
     h[0] = 0;
@@ -66,7 +58,7 @@ static void write_idx(const char *path, int ndim, const uint32_t *dims, size_t n
 DAP_TEST(idx_roundtrip_raw_and_gz) {
     uint32_t dims[3] = {3, 4, 5};
     for (int gz = 0; gz < 2; gz++) {
-        const char *p = tmp_path(gz ? "rt.idx.gz" : "rt.idx");
+        const char *p = dap_test_path(gz ? "rt.idx.gz" : "rt.idx");
         write_idx(p, 3, dims, 60, gz);
         dap_idx x;
         int rc = dap_idx_read(p, &x);
@@ -80,16 +72,16 @@ DAP_TEST(idx_roundtrip_raw_and_gz) {
     }
     /* 1-D labels file */
     uint32_t d1[1] = {7};
-    write_idx(tmp_path("lab.idx"), 1, d1, 7, 0);
+    write_idx(dap_test_path("lab.idx"), 1, d1, 7, 0);
     dap_idx x;
-    CHECK(dap_idx_read(tmp_path("lab.idx"), &x) == DAP_OK && x.ndim == 1 && x.dims[0] == 7);
+    CHECK(dap_idx_read(dap_test_path("lab.idx"), &x) == DAP_OK && x.ndim == 1 && x.dims[0] == 7);
     dap_idx_free(&x);
 }
 
 DAP_TEST(idx_truncated_and_trailing) {
     uint32_t dims[3] = {10, 28, 28};
     for (int gz = 0; gz < 2; gz++) {
-        const char *p = tmp_path(gz ? "trunc.idx.gz" : "trunc.idx");
+        const char *p = dap_test_path(gz ? "trunc.idx.gz" : "trunc.idx");
         write_idx(p, 3, dims, 10 * 28 * 28 - 1, gz);
         dap_idx x;
         int rc = dap_idx_read(p, &x);
@@ -106,17 +98,17 @@ DAP_TEST(idx_truncated_and_trailing) {
     /* header cut short */
     uint8_t h[16];
     idx_header(h, 3, dims);
-    write_bytes(tmp_path("short.idx"), h, 9, 0);
+    write_bytes(dap_test_path("short.idx"), h, 9, 0);
     dap_idx x;
-    CHECK(dap_idx_read(tmp_path("short.idx"), &x) == DAP_ERR_FORMAT);
+    CHECK(dap_idx_read(dap_test_path("short.idx"), &x) == DAP_ERR_FORMAT);
     /* a gzip stream cut in the middle */
-    write_idx(tmp_path("cut.idx.gz"), 3, dims, 7840, 1);
+    write_idx(dap_test_path("cut.idx.gz"), 3, dims, 7840, 1);
     uint8_t *b;
     size_t n;
-    CHECK(dap_read_file(tmp_path("cut.idx.gz"), &b, &n) == DAP_OK);
-    write_bytes(tmp_path("cut.idx.gz"), b, n / 2, 0);
+    CHECK(dap_read_file(dap_test_path("cut.idx.gz"), &b, &n) == DAP_OK);
+    write_bytes(dap_test_path("cut.idx.gz"), b, n / 2, 0);
     free(b);
-    CHECK(dap_idx_read(tmp_path("cut.idx.gz"), &x) == DAP_ERR_FORMAT);
+    CHECK(dap_idx_read(dap_test_path("cut.idx.gz"), &x) == DAP_ERR_FORMAT);
     printf("    cut gzip: %s\n", dap_last_error());
 }
 
@@ -124,38 +116,38 @@ DAP_TEST(idx_lying_header_and_bad_magic) {
     dap_idx x;
     /* dims claiming 2^31 * 2^31 * ... bytes: rejected from the header alone */
     uint32_t huge[4] = {0x7fffffffu, 0x7fffffffu, 0x7fffffffu, 3};
-    write_idx(tmp_path("huge.idx"), 4, huge, 16, 0);
-    CHECK(dap_idx_read(tmp_path("huge.idx"), &x) == DAP_ERR_FORMAT);
+    write_idx(dap_test_path("huge.idx"), 4, huge, 16, 0);
+    CHECK(dap_idx_read(dap_test_path("huge.idx"), &x) == DAP_ERR_FORMAT);
     printf("    %s\n", dap_last_error());
     /* plausible but larger than the data (1e6 images of 28x28, 100 bytes present) */
     uint32_t big[3] = {1000000, 28, 28};
     for (int gz = 0; gz < 2; gz++) {
-        write_idx(tmp_path("big.idx"), 3, big, 100, gz);
-        CHECK(dap_idx_read(tmp_path("big.idx"), &x) == DAP_ERR_FORMAT);
+        write_idx(dap_test_path("big.idx"), 3, big, 100, gz);
+        CHECK(dap_idx_read(dap_test_path("big.idx"), &x) == DAP_ERR_FORMAT);
         CHECK_MSG(strstr(dap_last_error(), "784000000"), "%s", dap_last_error());
     }
     /* zero dim, bad magic, wrong dtype, too many dims */
     uint32_t zero[2] = {0, 5};
-    write_idx(tmp_path("zero.idx"), 2, zero, 0, 0);
-    CHECK(dap_idx_read(tmp_path("zero.idx"), &x) == DAP_ERR_FORMAT);
+    write_idx(dap_test_path("zero.idx"), 2, zero, 0, 0);
+    CHECK(dap_idx_read(dap_test_path("zero.idx"), &x) == DAP_ERR_FORMAT);
     uint8_t b[32];
     uint32_t d[1] = {4};
     size_t h = idx_header(b, 1, d);
     memset(b + h, 1, 4);
     b[0] = 0x12;
-    write_bytes(tmp_path("magic.idx"), b, h + 4, 0);
-    CHECK(dap_idx_read(tmp_path("magic.idx"), &x) == DAP_ERR_FORMAT && strstr(dap_last_error(), "magic"));
+    write_bytes(dap_test_path("magic.idx"), b, h + 4, 0);
+    CHECK(dap_idx_read(dap_test_path("magic.idx"), &x) == DAP_ERR_FORMAT && strstr(dap_last_error(), "magic"));
     b[0] = 0;
     b[2] = 0x0d; /* float */
-    write_bytes(tmp_path("dtype.idx"), b, h + 4, 0);
-    CHECK(dap_idx_read(tmp_path("dtype.idx"), &x) == DAP_ERR_FORMAT && strstr(dap_last_error(), "0x0d"));
+    write_bytes(dap_test_path("dtype.idx"), b, h + 4, 0);
+    CHECK(dap_idx_read(dap_test_path("dtype.idx"), &x) == DAP_ERR_FORMAT && strstr(dap_last_error(), "0x0d"));
     b[2] = 0x08;
     b[3] = 5;
-    write_bytes(tmp_path("ndim.idx"), b, h + 4, 0);
-    CHECK(dap_idx_read(tmp_path("ndim.idx"), &x) == DAP_ERR_FORMAT);
-    write_bytes(tmp_path("empty.idx"), b, 0, 0);
-    CHECK(dap_idx_read(tmp_path("empty.idx"), &x) == DAP_ERR_FORMAT);
-    CHECK(dap_idx_read(tmp_path("does-not-exist.idx"), &x) == DAP_ERR_IO);
+    write_bytes(dap_test_path("ndim.idx"), b, h + 4, 0);
+    CHECK(dap_idx_read(dap_test_path("ndim.idx"), &x) == DAP_ERR_FORMAT);
+    write_bytes(dap_test_path("empty.idx"), b, 0, 0);
+    CHECK(dap_idx_read(dap_test_path("empty.idx"), &x) == DAP_ERR_FORMAT);
+    CHECK(dap_idx_read(dap_test_path("does-not-exist.idx"), &x) == DAP_ERR_IO);
 }
 
 /* ---- images ------------------------------------------------------------------- */
@@ -166,7 +158,7 @@ DAP_TEST(png_write_read_bitexact) {
         int h = 13, w = 17;
         uint8_t *px = malloc((size_t)h * w * c);
         for (int i = 0; i < h * w * c; i++) px[i] = (uint8_t)dap_rng_below(&r, 256);
-        const char *p = tmp_path(c == 1 ? "g.png" : "rgb.png");
+        const char *p = dap_test_path(c == 1 ? "g.png" : "rgb.png");
         CHECK(dap_png_write(p, px, h, w, c) == DAP_OK);
         dap_image8 im;
         int rc = dap_image_read(p, &im);
@@ -182,18 +174,18 @@ DAP_TEST(png_write_read_bitexact) {
         free(px);
     }
     uint8_t one = 0;
-    CHECK(dap_png_write(tmp_path("no/such/dir/x.png"), &one, 1, 1, 1) == DAP_ERR_IO);
+    CHECK(dap_png_write(dap_test_path("no/such/dir/x.png"), &one, 1, 1, 1) == DAP_ERR_IO);
     /* not an image; a truncated PNG */
     const uint8_t junk[] = "hello, not an image";
-    write_bytes(tmp_path("junk.png"), junk, sizeof junk, 0);
+    write_bytes(dap_test_path("junk.png"), junk, sizeof junk, 0);
     dap_image8 im;
-    CHECK(dap_image_read(tmp_path("junk.png"), &im) == DAP_ERR_FORMAT);
+    CHECK(dap_image_read(dap_test_path("junk.png"), &im) == DAP_ERR_FORMAT);
     uint8_t *b;
     size_t n;
-    CHECK(dap_read_file(tmp_path("rgb.png"), &b, &n) == DAP_OK);
-    write_bytes(tmp_path("cut.png"), b, n - 20, 0);
+    CHECK(dap_read_file(dap_test_path("rgb.png"), &b, &n) == DAP_OK);
+    write_bytes(dap_test_path("cut.png"), b, n - 20, 0);
     free(b);
-    CHECK(dap_image_read(tmp_path("cut.png"), &im) == DAP_ERR_FORMAT);
+    CHECK(dap_image_read(dap_test_path("cut.png"), &im) == DAP_ERR_FORMAT);
     printf("    cut png: %s\n", dap_last_error());
 }
 
@@ -211,47 +203,23 @@ static void write_png_format(const char *path, const void *px, int h, int w, png
 DAP_TEST(png_alpha_and_16bit) {
     /* RGBA and gray+alpha: alpha dropped, colour kept as stored */
     uint8_t rgba[2 * 4] = {10, 20, 30, 0, 200, 150, 100, 255}, ga[2 * 2] = {77, 128, 250, 0};
-    write_png_format(tmp_path("rgba.png"), rgba, 1, 2, PNG_FORMAT_RGBA);
-    write_png_format(tmp_path("ga.png"), ga, 1, 2, PNG_FORMAT_GA);
+    write_png_format(dap_test_path("rgba.png"), rgba, 1, 2, PNG_FORMAT_RGBA);
+    write_png_format(dap_test_path("ga.png"), ga, 1, 2, PNG_FORMAT_GA);
     dap_image8 im;
-    CHECK(dap_image_read(tmp_path("rgba.png"), &im) == DAP_OK);
+    CHECK(dap_image_read(dap_test_path("rgba.png"), &im) == DAP_OK);
     CHECK_MSG(im.c == 3 && im.px && im.px[0] == 10 && im.px[2] == 30 && im.px[3] == 200 && im.px[5] == 100,
               "rgba -> c %d px %d %d %d %d", im.c, im.px ? im.px[0] : -1, im.px ? im.px[2] : -1,
               im.px ? im.px[3] : -1, im.px ? im.px[5] : -1);
     dap_image8_free(&im);
-    CHECK(dap_image_read(tmp_path("ga.png"), &im) == DAP_OK);
+    CHECK(dap_image_read(dap_test_path("ga.png"), &im) == DAP_OK);
     CHECK(im.c == 1 && im.px && im.px[0] == 77 && im.px[1] == 250);
     dap_image8_free(&im);
     /* 16-bit (linear) gray: the ends map to 0 and 255 */
     uint16_t g16[3] = {0, 65535, 65535};
-    write_png_format(tmp_path("g16.png"), g16, 1, 3, PNG_FORMAT_LINEAR_Y);
-    CHECK(dap_image_read(tmp_path("g16.png"), &im) == DAP_OK);
+    write_png_format(dap_test_path("g16.png"), g16, 1, 3, PNG_FORMAT_LINEAR_Y);
+    CHECK(dap_image_read(dap_test_path("g16.png"), &im) == DAP_OK);
     CHECK(im.c == 1 && im.w == 3 && im.px && im.px[0] == 0 && im.px[1] == 255);
     dap_image8_free(&im);
-}
-
-static void write_jpeg(const char *path, const uint8_t *px, int h, int w, int c) {
-    struct jpeg_compress_struct ci;
-    struct jpeg_error_mgr err;
-    ci.err = jpeg_std_error(&err);
-    jpeg_create_compress(&ci);
-    FILE *f = fopen(path, "wb");
-    CHECK(f != NULL);
-    jpeg_stdio_dest(&ci, f);
-    ci.image_width = (JDIMENSION)w;
-    ci.image_height = (JDIMENSION)h;
-    ci.input_components = c;
-    ci.in_color_space = c == 3 ? JCS_RGB : JCS_GRAYSCALE;
-    jpeg_set_defaults(&ci);
-    jpeg_set_quality(&ci, 95, TRUE);
-    jpeg_start_compress(&ci, TRUE);
-    while (ci.next_scanline < ci.image_height) {
-        JSAMPROW row = (JSAMPROW)(px + (size_t)ci.next_scanline * w * c);
-        jpeg_write_scanlines(&ci, &row, 1);
-    }
-    jpeg_finish_compress(&ci);
-    jpeg_destroy_compress(&ci);
-    fclose(f);
 }
 
 static uint8_t *solid(int h, int w, int c, const uint8_t *color) {
@@ -264,9 +232,9 @@ static uint8_t *solid(int h, int w, int c, const uint8_t *color) {
 DAP_TEST(jpeg_read) {
     const uint8_t col[3] = {200, 60, 30};
     uint8_t *px = solid(23, 37, 3, col);
-    write_jpeg(tmp_path("a.jpg"), px, 23, 37, 3);
+    dap_test_write_jpeg(dap_test_path("a.jpg"), px, 23, 37, 3, 95, 0);
     dap_image8 im;
-    int rc = dap_image_read(tmp_path("a.jpg"), &im);
+    int rc = dap_image_read(dap_test_path("a.jpg"), &im);
     CHECK_MSG(rc == DAP_OK, "%s", dap_last_error());
     if (rc == DAP_OK) {
         CHECK(im.h == 23 && im.w == 37 && im.c == 3);
@@ -281,10 +249,10 @@ DAP_TEST(jpeg_read) {
     free(px);
     uint8_t *b;
     size_t n;
-    CHECK(dap_read_file(tmp_path("a.jpg"), &b, &n) == DAP_OK);
-    write_bytes(tmp_path("cut.jpg"), b, 40, 0);
+    CHECK(dap_read_file(dap_test_path("a.jpg"), &b, &n) == DAP_OK);
+    write_bytes(dap_test_path("cut.jpg"), b, 40, 0);
     free(b);
-    CHECK(dap_image_read(tmp_path("cut.jpg"), &im) == DAP_ERR_FORMAT);
+    CHECK(dap_image_read(dap_test_path("cut.jpg"), &im) == DAP_ERR_FORMAT);
     printf("    cut jpeg: %s\n", dap_last_error());
 }
 
@@ -362,9 +330,9 @@ DAP_TEST(float_u8_and_grid) {
     float img[5 * 16];
     for (int i = 0; i < 5; i++)
         for (int j = 0; j < 16; j++) img[i * 16 + j] = (i - 2) / 2.0f;
-    CHECK(dap_grid_write(tmp_path("grid.png"), img, 5, 2, 3, 1, 4, 4) == DAP_OK);
+    CHECK(dap_grid_write(dap_test_path("grid.png"), img, 5, 2, 3, 1, 4, 4) == DAP_OK);
     dap_image8 g;
-    CHECK(dap_image_read(tmp_path("grid.png"), &g) == DAP_OK);
+    CHECK(dap_image_read(dap_test_path("grid.png"), &g) == DAP_OK);
     CHECK_MSG(g.h == 2 * 4 + 3 * 2 && g.w == 3 * 4 + 4 * 2 && g.c == 1, "grid %dx%dx%d", g.h, g.w, g.c);
     if (g.px && g.h == 14 && g.w == 20) {
         CHECK(g.px[0] == 255);                    /* border */
@@ -432,20 +400,20 @@ static void mkdir_or_fail(const char *p) { CHECK(mkdir(p, 0755) == 0); }
 
 DAP_TEST(image_folder_load) {
     /* root/apple: an RGB 37x23 PNG and a gray PNG; root/banana: a JPEG; plus noise */
-    mkdir_or_fail(tmp_path("folder"));
-    mkdir_or_fail(tmp_path("folder/banana"));
-    mkdir_or_fail(tmp_path("folder/apple"));
-    mkdir_or_fail(tmp_path("folder/.hidden"));
+    mkdir_or_fail(dap_test_path("folder"));
+    mkdir_or_fail(dap_test_path("folder/banana"));
+    mkdir_or_fail(dap_test_path("folder/apple"));
+    mkdir_or_fail(dap_test_path("folder/.hidden"));
     const uint8_t red[3] = {220, 20, 10}, gray[1] = {90}, blue[3] = {20, 40, 230};
     uint8_t *a = solid(23, 37, 3, red), *b = solid(40, 31, 1, gray), *c = solid(30, 50, 3, blue);
-    CHECK(dap_png_write(tmp_path("folder/apple/b.png"), a, 23, 37, 3) == DAP_OK);
-    CHECK(dap_png_write(tmp_path("folder/apple/a.png"), b, 40, 31, 1) == DAP_OK);
-    write_jpeg(tmp_path("folder/banana/x.jpeg"), c, 30, 50, 3);
-    write_bytes(tmp_path("folder/banana/notes.txt"), (const uint8_t *)"hi", 2, 0);
+    CHECK(dap_png_write(dap_test_path("folder/apple/b.png"), a, 23, 37, 3) == DAP_OK);
+    CHECK(dap_png_write(dap_test_path("folder/apple/a.png"), b, 40, 31, 1) == DAP_OK);
+    dap_test_write_jpeg(dap_test_path("folder/banana/x.jpeg"), c, 30, 50, 3, 95, 0);
+    write_bytes(dap_test_path("folder/banana/notes.txt"), (const uint8_t *)"hi", 2, 0);
     for (int size = 28; size <= 32; size += 4)
         for (int ch = 1; ch <= 3; ch += 2) {
             dap_dataset ds;
-            int rc = dap_dataset_load(&ds, tmp_path("folder"), "train", size, ch);
+            int rc = dap_dataset_load(&ds, dap_test_path("folder"), "train", size, ch);
             CHECK_MSG(rc == DAP_OK, "%s", dap_last_error());
             if (rc) continue;
             CHECK(ds.n == 3 && ds.c == ch && ds.h == size && ds.w == size && ds.num_classes == 2);
@@ -467,18 +435,18 @@ DAP_TEST(image_folder_load) {
         }
     /* size 0 takes the first image's (a.png, 40x31, not square): the others differ */
     dap_dataset ds;
-    CHECK(dap_dataset_load(&ds, tmp_path("folder"), "train", 0, 0) == DAP_ERR_SHAPE);
+    CHECK(dap_dataset_load(&ds, dap_test_path("folder"), "train", 0, 0) == DAP_ERR_SHAPE);
     CHECK_MSG(strstr(dap_last_error(), "b.png"), "%s", dap_last_error());
     /* channels 0 takes the first image's (gray) */
-    CHECK(dap_dataset_load(&ds, tmp_path("folder"), "train", 16, 0) == DAP_OK && ds.c == 1 && ds.h == 16);
+    CHECK(dap_dataset_load(&ds, dap_test_path("folder"), "train", 16, 0) == DAP_OK && ds.c == 1 && ds.h == 16);
     dap_dataset_free(&ds);
     /* a broken image names its file; an empty class folder is an error */
-    write_bytes(tmp_path("folder/banana/y.png"), (const uint8_t *)"\x89PNG\r\n\x1a\nbroken", 14, 0);
-    CHECK(dap_dataset_load(&ds, tmp_path("folder"), "train", 28, 3) == DAP_ERR_FORMAT);
+    write_bytes(dap_test_path("folder/banana/y.png"), (const uint8_t *)"\x89PNG\r\n\x1a\nbroken", 14, 0);
+    CHECK(dap_dataset_load(&ds, dap_test_path("folder"), "train", 28, 3) == DAP_ERR_FORMAT);
     CHECK_MSG(strstr(dap_last_error(), "y.png"), "%s", dap_last_error());
-    remove(tmp_path("folder/banana/y.png"));
-    mkdir_or_fail(tmp_path("folder/cherry"));
-    CHECK(dap_dataset_load(&ds, tmp_path("folder"), "train", 28, 3) == DAP_ERR_FORMAT);
+    remove(dap_test_path("folder/banana/y.png"));
+    mkdir_or_fail(dap_test_path("folder/cherry"));
+    CHECK(dap_dataset_load(&ds, dap_test_path("folder"), "train", 28, 3) == DAP_ERR_FORMAT);
     CHECK_MSG(strstr(dap_last_error(), "cherry"), "%s", dap_last_error());
     free(a);
     free(b);
@@ -530,10 +498,10 @@ DAP_TEST(dataset_split_subset_save) {
     dap_dataset_free(&sub);
 
     /* save as a folder (twice: the second replaces the first) and read back exactly */
-    CHECK(dap_dataset_save_folder(&ds, tmp_path("saved")) == DAP_OK);
-    CHECK(dap_dataset_save_folder(&ds, tmp_path("saved")) == DAP_OK);
+    CHECK(dap_dataset_save_folder(&ds, dap_test_path("saved")) == DAP_OK);
+    CHECK(dap_dataset_save_folder(&ds, dap_test_path("saved")) == DAP_OK);
     dap_dataset back;
-    int rc = dap_dataset_load(&back, tmp_path("saved"), "train", 0, 0);
+    int rc = dap_dataset_load(&back, dap_test_path("saved"), "train", 0, 0);
     CHECK_MSG(rc == DAP_OK, "%s", dap_last_error());
     if (rc == DAP_OK) {
         CHECK(back.n == 40 && back.num_classes == 4 && back.c == 3 && back.h == 5 && back.w == 4);
@@ -572,10 +540,10 @@ DAP_TEST(json_writer) {
         "{\n  \"name\": \"a \\\"q\\\"\\n\\\\\",\n  \"n\": -3,\n  \"x\": 0.5,\n  \"bad\": null,\n"
         "  \"v\": [\n    1,\n    false\n  ],\n  \"empty\": []\n}";
     CHECK_MSG(strcmp(j.buf, want) == 0, "got:\n%s", j.buf);
-    CHECK(dap_json_save(&j, tmp_path("j.json")) == DAP_OK);
+    CHECK(dap_json_save(&j, dap_test_path("j.json")) == DAP_OK);
     uint8_t *b;
     size_t n;
-    CHECK(dap_read_file(tmp_path("j.json"), &b, &n) == DAP_OK && n == strlen(want) + 1);
+    CHECK(dap_read_file(dap_test_path("j.json"), &b, &n) == DAP_OK && n == strlen(want) + 1);
     free(b);
     dap_json_free(&j);
 }

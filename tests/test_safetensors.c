@@ -14,14 +14,6 @@
 #include "io/io.h"
 #include "test.h"
 
-static const char *st_path(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *b = buf[k++ & 7];
-    snprintf(b, 512, "%s/%s", dap_test_tmpdir(), name);
-    return b;
-}
-
 /* A file made of a given header length field, header text and data bytes. */
 static void write_st(const char *path, uint64_t hlen_field, const char *header, const void *data,
                      size_t ndata) {
@@ -52,7 +44,7 @@ DAP_TEST(st_roundtrip) {
     dap_st_writer_add(w, "layer.bias", DAP_DT_F16, b, 1, sb);
     dap_st_writer_add_raw(w, "step", DAP_DT_I64, step, 1, ss);
     dap_st_writer_add(w, "empty", DAP_DT_F32, NULL, 2, sz);
-    const char *p = st_path("rt.safetensors");
+    const char *p = dap_test_path("rt.safetensors");
     CHECK(dap_st_writer_save(w, p) == DAP_OK);
     dap_st_writer_destroy(w);
 
@@ -98,9 +90,9 @@ DAP_TEST(st_bf16_f16_read_by_hand) {
     uint8_t data[14] = {0x80, 0x3f, 0x20, 0xc0, 0x49, 0x40, 0x00, 0x3c, 0x00, 0xb8, 0xff, 0x7b, 0x01, 0x00};
     const char *hdr = "{\"b\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[0,6]},"
                       " \"h\" : {\"shape\":[2,2],\"dtype\":\"F16\",\"data_offsets\":[6,14]}}";
-    write_st_ok(st_path("bf.safetensors"), hdr, data, sizeof data);
+    write_st_ok(dap_test_path("bf.safetensors"), hdr, data, sizeof data);
     dap_st *st;
-    int rc = dap_st_open(&st, st_path("bf.safetensors"));
+    int rc = dap_st_open(&st, dap_test_path("bf.safetensors"));
     CHECK_MSG(rc == DAP_OK, "%s", dap_last_error());
     if (rc) return;
     float b[3], h[4];
@@ -168,7 +160,7 @@ static void expect_bad(const char *label, const char *path) {
 
 DAP_TEST(st_malformed) {
     uint8_t data[64] = {0};
-    const char *p = st_path("bad.safetensors");
+    const char *p = dap_test_path("bad.safetensors");
     const char *good = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
     /* header length larger than the file, and a tiny file */
     write_st(p, strlen(good) + 9, good, data, 8);
@@ -289,7 +281,7 @@ DAP_TEST(st_malformed) {
         CHECK(st->n == 1 && !strcmp(st->t[0].name, "\xc3\xa9\n\"\xf0\x9f\x98\x80"));
         dap_st_close(st);
     }
-    CHECK(dap_st_open(&st, st_path("no-such.safetensors")) == DAP_ERR_IO);
+    CHECK(dap_st_open(&st, dap_test_path("no-such.safetensors")) == DAP_ERR_IO);
 }
 
 /* ---- params ---------------------------------------------------------------------- */
@@ -309,7 +301,7 @@ DAP_TEST(params_save_load_strict) {
           !a.p[0].no_decay);
     for (size_t i = 0; i < a.total; i++) a.data[i] = (float)i * 0.25f - 1.0f;
     const char *meta[] = {"model", "toy", "step", "7", NULL};
-    const char *p = st_path("params.safetensors");
+    const char *p = dap_test_path("params.safetensors");
     CHECK(dap_params_save(&a, p, 0, meta) == DAP_OK);
     toy_params(&b, 0);
     int rc = dap_params_load(&b, p, NULL, 0);
@@ -318,9 +310,9 @@ DAP_TEST(params_save_load_strict) {
     CHECK(dap_params_ptr(&b, "pos_embed") == b.data + 18 && dap_params_grad(&b, "pos_embed") == b.grad + 18);
     dap_params_free(&b);
     /* F16 save: values here are exact in half */
-    CHECK(dap_params_save(&a, st_path("params16.safetensors"), 1, NULL) == DAP_OK);
+    CHECK(dap_params_save(&a, dap_test_path("params16.safetensors"), 1, NULL) == DAP_OK);
     toy_params(&b, 0);
-    CHECK(dap_params_load(&b, st_path("params16.safetensors"), NULL, 0) == DAP_OK);
+    CHECK(dap_params_load(&b, dap_test_path("params16.safetensors"), NULL, 0) == DAP_OK);
     CHECK(memcmp(a.data, b.data, a.total * sizeof(float)) == 0);
     dap_params_free(&b);
 
@@ -362,10 +354,10 @@ DAP_TEST(params_save_load_strict) {
     /* NaN and Inf: refused, naming the tensor, and the target is left untouched */
     for (int k = 0; k < 2; k++) {
         a.data[20] = k ? INFINITY : NAN;
-        CHECK(dap_params_save(&a, st_path("nan.safetensors"), 0, NULL) == DAP_OK);
+        CHECK(dap_params_save(&a, dap_test_path("nan.safetensors"), 0, NULL) == DAP_OK);
         toy_params(&b, 0);
         b.data[0] = 42;
-        CHECK(dap_params_load(&b, st_path("nan.safetensors"), NULL, 0) == DAP_ERR_VALUE);
+        CHECK(dap_params_load(&b, dap_test_path("nan.safetensors"), NULL, 0) == DAP_ERR_VALUE);
         CHECK_MSG(strstr(dap_last_error(), "pos_embed"), "%s", dap_last_error());
         CHECK(b.data[0] == 42);
         printf("    %s: %s\n", k ? "inf" : "nan", dap_last_error());
@@ -373,7 +365,7 @@ DAP_TEST(params_save_load_strict) {
     }
     /* a malformed file gives the reader's error */
     toy_params(&b, 0);
-    CHECK(dap_params_load(&b, st_path("bad.safetensors"), NULL, 0) != DAP_OK);
+    CHECK(dap_params_load(&b, dap_test_path("bad.safetensors"), NULL, 0) != DAP_OK);
     dap_params_free(&b);
     dap_params_free(&a);
 }
@@ -388,7 +380,7 @@ DAP_TEST(st_mutations) {
     dap_st_writer_meta(w, "k", "v");
     dap_st_writer_add(w, "a", DAP_DT_F32, v, 2, s1);
     dap_st_writer_add(w, "bb", DAP_DT_F16, v, 1, s2);
-    const char *p = st_path("mut.safetensors");
+    const char *p = dap_test_path("mut.safetensors");
     CHECK(dap_st_writer_save(w, p) == DAP_OK);
     dap_st_writer_destroy(w);
     uint8_t *orig;
@@ -407,7 +399,7 @@ DAP_TEST(st_mutations) {
             buf[at] = (uint8_t)dap_rng_below(&r, 256);
         }
         if (dap_rng_below(&r, 4) == 0) len = (size_t)dap_rng_below(&r, (uint64_t)n);
-        const char *q = st_path("mut2.safetensors");
+        const char *q = dap_test_path("mut2.safetensors");
         FILE *f = fopen(q, "wb");
         fwrite(buf, 1, len, f);
         fclose(f);

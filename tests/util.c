@@ -1,0 +1,45 @@
+/*
+ * util.c: file writers shared by the tests (fixtures made on the fly).
+ */
+#include <stdio.h>
+
+#include <jpeglib.h>
+
+#include "test.h"
+
+const char *dap_test_path(const char *name) {
+    static char buf[8][512]; /* eight live at once: enough for one call's arguments */
+    static int k;
+    char *b = buf[k++ & 7];
+    snprintf(b, 512, "%s/%s", dap_test_tmpdir(), name);
+    return b;
+}
+
+void dap_test_write_jpeg(const char *path, const uint8_t *px, int h, int w, int c, int quality, int progressive) {
+    struct jpeg_compress_struct ci;
+    struct jpeg_error_mgr err;
+    ci.err = jpeg_std_error(&err);
+    jpeg_create_compress(&ci);
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (!f) {
+        jpeg_destroy_compress(&ci);
+        return;
+    }
+    jpeg_stdio_dest(&ci, f);
+    ci.image_width = (JDIMENSION)w;
+    ci.image_height = (JDIMENSION)h;
+    ci.input_components = c;
+    ci.in_color_space = c == 3 ? JCS_RGB : JCS_GRAYSCALE;
+    jpeg_set_defaults(&ci);
+    jpeg_set_quality(&ci, quality, TRUE);
+    if (progressive) jpeg_simple_progression(&ci);
+    jpeg_start_compress(&ci, TRUE);
+    while (ci.next_scanline < ci.image_height) {
+        JSAMPROW row = (JSAMPROW)(px + (size_t)ci.next_scanline * w * c);
+        jpeg_write_scanlines(&ci, &row, 1);
+    }
+    jpeg_finish_compress(&ci);
+    jpeg_destroy_compress(&ci);
+    fclose(f);
+}
