@@ -12,6 +12,12 @@ if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
   if [ -n "$(accs "$tmp/e1.json")" ] && [ "$(accs "$tmp/ej.json")" = "$(accs "$tmp/e1.json")" ]; then
     ok "eval --jobs 2 = --threads 1"; else bad "eval --jobs 2 = --threads 1 ($(accs "$tmp/ej.json") vs $(accs "$tmp/e1.json"))"; fi
   expect_fail "eval bad --jobs" "jobs must be >= 1" $DAP eval --train "$tmp/sub" --jobs 0
+  # scripts/sets-summary.sh: mean over sets of eval JSONs (two identical sets: spread 0)
+  expect_ok "sets-summary" bash scripts/sets-summary.sh "$tmp/e1.json" "$tmp/ej.json"
+  m1=$(tr -d ' \n' < "$tmp/e1.json" | sed 's/.*"mean":\([0-9.]*\).*/\1/')
+  grep -q "over 2 sets: $(printf '%.2f' "$m1") +- 0.00" "$tmp/out" && ok "sets-summary mean of the set means" \
+    || bad "sets-summary mean of the set means ($(tail -1 "$tmp/out"), eval mean $m1)"
+  expect_fail "sets-summary on a non-eval file" "no runs" bash scripts/sets-summary.sh README.md
   # --resume: 2 runs, then 3 with the journal: the result of one 3-run command
   expect_ok "eval 2 runs with a journal" $DAP eval --train "$tmp/sub" --epochs 2 --runs 2 --val 5 --quiet --threads 1 --json "$tmp/er.json"
   expect_ok "eval --resume to 3 runs" $DAP eval --train "$tmp/sub" --epochs 2 --runs 3 --val 5 --quiet --threads 1 --json "$tmp/er.json" --resume
