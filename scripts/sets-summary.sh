@@ -12,7 +12,7 @@ for f in "$@"; do # checked before anything is printed
   runs "$f" | grep -q '"accuracy":' || { echo "sets-summary: $f has no runs (not a dap eval --json file?)" >&2; exit 1; }
 done
 for f in "$@"; do
-  sed -n '/"runs"/,/\]/p' "$f" | sed -n 's/^ *"accuracy": *\([-0-9.eE+]*\),*$/\1/p' | sed "s|^|$f |"
+  runs "$f" | sed -n 's/^ *"accuracy": *\([-0-9.eE+]*\),*$/\1/p' | sed "s|^|$f |"
 done | awk '
   { acc[$1] = acc[$1] " " $2; sum[$1] += $2; cnt[$1]++; all += $2; all2 += $2 * $2; n++
     if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }

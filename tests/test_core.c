@@ -91,3 +91,11 @@ DAP_TEST(size_overflow) {
     CHECK(dap_mul_size(1u << 20, 1u << 20, &out) == DAP_OK && out == (size_t)1 << 40);
     CHECK(dap_mul_size(SIZE_MAX / 2, 3, &out) == DAP_ERR_VALUE);
 }
+
+DAP_TEST(core_fnv1a64_vectors) {
+    /* the published FNV-1a 64 test vectors, and chaining = one call over the concatenation */
+    CHECK(dap_fnv1a64(DAP_FNV1A64_INIT, "", 0) == 0xcbf29ce484222325ULL);
+    CHECK(dap_fnv1a64(DAP_FNV1A64_INIT, "a", 1) == 0xaf63dc4c8601ec8cULL);
+    CHECK(dap_fnv1a64(DAP_FNV1A64_INIT, "foobar", 6) == 0x85944171f73967e8ULL);
+    CHECK(dap_fnv1a64(dap_fnv1a64(DAP_FNV1A64_INIT, "foo", 3), "bar", 3) == 0x85944171f73967e8ULL);
+}

@@ -85,13 +85,8 @@ static int same_params(const char *journal, const char *params) {
 /* FNV-1a 64 of a loaded image set (pixels and labels): the journal keys on what the runs
  * trained on, not only on the folder's name, so a folder distilled again is not resumed. */
 static unsigned long long set_hash(const dap_dataset *ds) {
-    unsigned long long h = 0xcbf29ce484222325ull;
-    const unsigned char *b = (const unsigned char *)ds->x;
-    size_t nb = sizeof(float) * (size_t)ds->n * ds->c * ds->h * ds->w;
-    for (size_t i = 0; i < nb; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    b = (const unsigned char *)ds->y;
-    for (size_t i = 0; i < sizeof(int) * (size_t)ds->n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
+    uint64_t h = dap_fnv1a64(DAP_FNV1A64_INIT, ds->x, sizeof(float) * (size_t)ds->n * ds->c * ds->h * ds->w);
+    return (unsigned long long)dap_fnv1a64(h, ds->y, sizeof(int) * (size_t)ds->n);
 }
 
 /* Marks the runs the journal holds as done; 0 runs when there is no journal. */

@@ -231,14 +231,19 @@ int dap_file_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
+uint64_t dap_fnv1a64(uint64_t h, const void *data, size_t n) {
+    const unsigned char *b = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
+    return h;
+}
+
 int dap_file_hash(const char *path, char out[17]) {
     FILE *f = fopen(path, "rb");
     if (!f) return dap_error(DAP_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = 1469598103934665603ULL; /* see core.h: not DAP_FNV1A64_INIT, kept for old manifests */
     unsigned char buf[1 << 15];
     size_t got;
-    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
-        for (size_t i = 0; i < got; i++) h = (h ^ buf[i]) * 1099511628211ULL;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) h = dap_fnv1a64(h, buf, got);
     fclose(f);
     snprintf(out, 17, "%016llx", (unsigned long long)h);
     return DAP_OK;

@@ -93,7 +93,12 @@ int dap_read_file(const char *path, uint8_t **data, size_t *n);
 /* Creates a directory and its parents (like mkdir -p). */
 int dap_mkdir_p(const char *path);
 int dap_file_exists(const char *path);
-/* FNV-1a 64 of a file's bytes, as 16 hex digits in out[17]. */
+/* FNV-1a 64: pass DAP_FNV1A64_INIT as h first, then the previous result to continue. */
+#define DAP_FNV1A64_INIT 14695981039346656037ULL
+uint64_t dap_fnv1a64(uint64_t h, const void *data, size_t n);
+/* FNV-1a 64 of a file's bytes, as 16 hex digits in out[17]. Its start value has been
+ * 1469598103934665603 (the standard basis without its last digit) since the first
+ * manifests; kept, because manifests and resume lines record these hashes. */
 int dap_file_hash(const char *path, char out[17]);
 
 #endif /* DAP_CORE_H */

@@ -90,13 +90,6 @@ void dap_params_zero_grad(dap_params *ps) {
     if (ps->grad) memset(ps->grad, 0, ps->total * sizeof(float));
 }
 
-static void shape_str(char *buf, size_t n, const int64_t *shape, int ndim) {
-    size_t len = (size_t)snprintf(buf, n, "[");
-    for (int k = 0; k < ndim && len < n; k++)
-        len += (size_t)snprintf(buf + len, n - len, "%s%lld", k ? ", " : "", (long long)shape[k]);
-    if (len < n) snprintf(buf + len, n - len, "]");
-}
-
 static int ignored(const char *key, const char *const *ignore) {
     for (int i = 0; ignore && ignore[i]; i++)
         if (strncmp(key, ignore[i], strlen(ignore[i])) == 0) return 1;
@@ -111,12 +104,12 @@ static int check_table(const dap_params *ps, const dap_st *st, const char *path,
     for (int i = 0; i < ps->n; i++) {
         const dap_param *p = &ps->p[i];
         const dap_st_tensor *t = dap_st_find(st, p->key);
-        shape_str(want, sizeof want, p->shape, p->ndim);
+        dap_shape_str(want, sizeof want, p->shape, p->ndim);
         if (!t) return dap_error(DAP_ERR_MISSING, "%s: missing tensor '%s' (expected shape %s)", path, p->key, want);
         int same = t->ndim == p->ndim;
         for (int k = 0; same && k < p->ndim; k++) same = t->shape[k] == p->shape[k];
         if (!same) {
-            shape_str(got, sizeof got, t->shape, t->ndim);
+            dap_shape_str(got, sizeof got, t->shape, t->ndim);
             return dap_error(DAP_ERR_SHAPE, "%s: tensor '%s': expected shape %s, found %s", path, p->key, want,
                              got);
         }

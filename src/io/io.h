@@ -81,6 +81,8 @@ typedef struct dap_st {
  * data section, not overlapping and filling it without gaps (as the reference
  * implementation requires). */
 int dap_st_open(dap_st **out, const char *path);
+/* "[d0, d1, ...]" into buf (truncated to n bytes), for error messages. */
+void dap_shape_str(char *buf, size_t n, const int64_t *shape, int ndim);
 void dap_st_close(dap_st *st);
 const dap_st_tensor *dap_st_find(const dap_st *st, const char *name);
 /* Converts tensor `name` to float32 into dst (numel floats). If `shape` is not NULL the

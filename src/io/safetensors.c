@@ -517,7 +517,7 @@ const dap_st_tensor *dap_st_find(const dap_st *st, const char *name) {
     return NULL;
 }
 
-static void shape_str(char *buf, size_t n, const int64_t *shape, int ndim) {
+void dap_shape_str(char *buf, size_t n, const int64_t *shape, int ndim) {
     size_t len = (size_t)snprintf(buf, n, "[");
     for (int k = 0; k < ndim && len < n; k++)
         len += (size_t)snprintf(buf + len, n - len, "%s%lld", k ? ", " : "", (long long)shape[k]);
@@ -532,8 +532,8 @@ int dap_st_read_f32(const dap_st *st, const char *name, float *dst, const int64_
         for (int k = 0; same && k < ndim; k++) same = t->shape[k] == shape[k];
         if (!same) {
             char want[160], got[160];
-            shape_str(want, sizeof want, shape, ndim);
-            shape_str(got, sizeof got, t->shape, t->ndim);
+            dap_shape_str(want, sizeof want, shape, ndim);
+            dap_shape_str(got, sizeof got, t->shape, t->ndim);
             return dap_error(DAP_ERR_SHAPE, "%s: tensor '%s': expected shape %s, found %s", st->path, name,
                              want, got);
         }

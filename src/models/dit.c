@@ -335,21 +335,14 @@ static int config_from_meta(const dap_st *st, dap_dit_config *c) {
     return DAP_OK;
 }
 
-static void dims_str(char *buf, size_t n, const int64_t *d, int ndim) {
-    size_t len = (size_t)snprintf(buf, n, "[");
-    for (int k = 0; k < ndim && len < n; k++)
-        len += (size_t)snprintf(buf + len, n - len, "%s%lld", k ? ", " : "", (long long)d[k]);
-    if (len < n) snprintf(buf + len, n - len, "]");
-}
-
 static int meta_shape_is(const dap_st *st, const char *name, int ndim, const int64_t *want) {
     const dap_st_tensor *t = dap_st_find(st, name);
     int same = t && t->ndim == ndim;
     for (int k = 0; same && k < ndim; k++) same = t->shape[k] == want[k];
     if (same) return DAP_OK;
     char w[160], g[160] = "no such tensor";
-    dims_str(w, sizeof w, want, ndim);
-    if (t) dims_str(g, sizeof g, t->shape, t->ndim);
+    dap_shape_str(w, sizeof w, want, ndim);
+    if (t) dap_shape_str(g, sizeof g, t->shape, t->ndim);
     return dap_error(DAP_ERR_SHAPE, "%s: the __metadata__ config needs '%s' of shape %s, found %s", st->path,
                      name, w, g);
 }
