@@ -4,6 +4,8 @@
  * mode), in images per second. bench/bench_convnet.sh runs it beside the PyTorch peer
  * (bench/bench_convnet.py) and prints the ratios.
  *   bench_convnet [batch=256] [steps=5] [arch=convnet3|resnetap10|resnet18]
+ * DAP_WINOGRAD=0|1|2 in the environment sets dap_conv2d_set_winograd (A/B of the
+ * convolution algorithm; 1, the library's default, when unset).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,8 @@
 int main(int argc, char **argv) {
     int bs = argc > 1 ? atoi(argv[1]) : 256, steps = argc > 2 ? atoi(argv[2]) : 5;
     const char *arch = argc > 3 ? argv[3] : "convnet3";
+    const char *wino = getenv("DAP_WINOGRAD");
+    if (wino) dap_conv2d_set_winograd(atoi(wino) < 0 ? 0 : atoi(wino) > 2 ? 2 : atoi(wino));
     dap_classifier m;
     if (dap_classifier_create(&m, arch, 1, 28, 28, 10) != DAP_OK) {
         fprintf(stderr, "bench_convnet: %s\n", dap_last_error());
@@ -50,7 +54,8 @@ int main(int argc, char **argv) {
         if (it > 0 && t1 - t0 < best_train) best_train = t1 - t0;
         if (it > 0 && t2 - t1 < best_inf) best_inf = t2 - t1;
     }
-    printf("dap     %s batch %d threads %d: train %.1f img/s, inference %.1f img/s\n", arch, bs, dap_get_threads(),
-           bs / best_train, bs / best_inf);
+    int mode = dap_conv2d_set_winograd(1);
+    printf("dap     %s batch %d threads %d winograd %d: train %.1f img/s, inference %.1f img/s\n", arch, bs,
+           dap_get_threads(), mode, bs / best_train, bs / best_inf);
     return 0;
 }

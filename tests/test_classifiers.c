@@ -13,6 +13,7 @@
 #include "eval/classifier.h"
 #include "io/io.h"
 #include "models/convnet.h"
+#include "ops/ops.h"
 #include "models/resnet.h"
 #include "test.h"
 
@@ -141,6 +142,25 @@ DAP_TEST(classifier_resnet18_parity) {
     run_case("resnet18_in_32", &m);
     CHECK(dap_resnet18_create(&m, 4, DAP_NORM_BATCH, 1, 3, 64, 64, 10) == DAP_OK);
     run_case("resnet18_bn_large_64", &m);
+}
+
+/* The same fixtures with every 3x3 stride-1 convolution through Winograd F(2x2, 3x3)
+ * (by default only those between layers of 16+ channels take it, which the fixtures'
+ * narrow models have none of). */
+DAP_TEST(classifier_parity_winograd) {
+    int old = dap_conv2d_set_winograd(2);
+    dap_cnn m;
+    CHECK(dap_convnet_create(&m, 3, 8, DAP_NORM_INSTANCE, 1, 28, 28, 10) == DAP_OK);
+    run_case("convnet3_in_28", &m);
+    CHECK(dap_convnet_create(&m, 3, 8, DAP_NORM_BATCH, 1, 28, 28, 10) == DAP_OK);
+    run_case("convnet3_bn_28", &m);
+    CHECK(dap_resnetap10_create(&m, 4, DAP_NORM_INSTANCE, 3, 32, 32, 10) == DAP_OK);
+    run_case("resnetap10_in_32", &m);
+    CHECK(dap_resnet18_create(&m, 4, DAP_NORM_BATCH, -1, 1, 28, 28, 10) == DAP_OK);
+    run_case("resnet18_bn_28", &m);
+    CHECK(dap_resnet18_create(&m, 4, DAP_NORM_BATCH, 1, 3, 64, 64, 10) == DAP_OK);
+    run_case("resnet18_bn_large_64", &m);
+    dap_conv2d_set_winograd(old);
 }
 
 /* Full-size architectures: parameter counts of the PyTorch modules. */

@@ -17,6 +17,18 @@
  * reduction of dw happens inside sgemm's K loop (not split across threads) and the bias
  * gradient is summed per channel in a fixed order, so any thread count gives identical
  * results.
+ *
+ * 3x3 convolutions with stride 1 and padding 1 between wide layers (the ConvNet and
+ * ResNet bodies) go through Winograd F(2x2, 3x3) instead (Lavin & Gray 2016): each 4x4
+ * input tile (stride 2) becomes V = B^T d B, each kernel U = G g G^T, and the 16
+ * elementwise products summed over channels are 16 sgemms, M[xi] (OC, T) = U[xi] (OC, C)
+ * V[xi] (C, T) over T tiles; a 2x2 output tile is A^T M A. That is 16 multiplies per 4
+ * outputs instead of 36 (2.25x fewer). The backward passes use the adjoints of the same
+ * transforms: dM = A dY A^T, then dU[xi] += dM[xi] V[xi]^T (dw = G^T dU G) and
+ * dV[xi] = U[xi]^T dM[xi] (dx = the overlapping tiles B dV B^T added up). The transforms'
+ * entries are 0, +-1 and +-1/2, so the result differs from im2col's by float rounding
+ * only. The 16 sgemms of a chunk run one per thread (each on one thread), so the bits do
+ * not depend on the thread count either.
  */
 #include <string.h>
 
@@ -27,6 +39,28 @@
 #define CONV_COLS_TARGET 1024
 /* Below this many floats a copy loop stays on one thread. */
 #define CONV_OMP_MIN 65536
+/* Winograd: tiles per chunk (the columns of its 16 sgemms), and the channel counts from
+ * which it pays (below them the 16 skinny sgemms lose to one im2col sgemm). */
+#ifndef WINO_TILES_TARGET
+#define WINO_TILES_TARGET 128
+#endif
+#define WINO_MIN_CHANNELS 16
+/* Floats between the 16 matrices of U, V and M beyond their size: without it they sit a
+ * power of two apart and the 16 streams of a tile's transform fight over one L1 set. */
+#define WINO_SKEW 16
+
+static int g_winograd = 1;
+
+int dap_conv2d_set_winograd(int mode) {
+    DAP_ASSERT(mode >= 0 && mode <= 2);
+    int old = g_winograd;
+    g_winograd = mode;
+    return old;
+}
+
+int dap_conv2d_winograd_fits(const dap_conv2d_dims *d) {
+    return d->kh == 3 && d->kw == 3 && d->stride == 1 && d->pad == 1;
+}
 
 void dap_conv2d_dims_init(dap_conv2d_dims *d, int n, int c, int h, int w, int oc, int kh, int kw,
                           int stride, int pad) {
@@ -38,6 +72,9 @@ void dap_conv2d_dims_init(dap_conv2d_dims *d, int n, int c, int h, int w, int oc
     d->stride = stride, d->pad = pad;
     d->oh = (h + 2 * pad - kh) / stride + 1;
     d->ow = (w + 2 * pad - kw) / stride + 1;
+    int pays = g_winograd == 2 || (c >= WINO_MIN_CHANNELS && oc >= WINO_MIN_CHANNELS);
+    d->algo = g_winograd && pays && dap_conv2d_winograd_fits(d) ? DAP_CONV_WINOGRAD
+                                                                  : DAP_CONV_IM2COL;
 }
 
 static int conv_pointwise(const dap_conv2d_dims *d) {
@@ -51,7 +88,10 @@ static int conv_chunk(const dap_conv2d_dims *d) {
     return nb < 1 ? 1 : nb > d->n ? d->n : nb;
 }
 
+static size_t wino_work_floats(const dap_conv2d_dims *d);
+
 size_t dap_conv2d_work_floats(const dap_conv2d_dims *d) {
+    if (d->algo == DAP_CONV_WINOGRAD) return wino_work_floats(d);
     size_t nb = (size_t)conv_chunk(d), p = (size_t)d->oh * d->ow;
     size_t ckk = (size_t)d->c * d->kh * d->kw;
     size_t col = (conv_pointwise(d) && nb == 1) ? 0 : ckk * nb * p;
@@ -131,6 +171,256 @@ static void col2im(float *dx, const float *col, int cnt, const dap_conv2d_dims *
     }
 }
 
+/* ---- Winograd F(2x2, 3x3) ------------------------------------------------------------- */
+
+/* Tiles per image (th x tw: 2x2 output tiles) and images per chunk. */
+static void wino_tiles(const dap_conv2d_dims *d, int *th, int *tw, int *nb) {
+    *th = (d->oh + 1) / 2, *tw = (d->ow + 1) / 2;
+    int per = *th * *tw, b = (WINO_TILES_TARGET + per - 1) / per;
+    *nb = b < 1 ? 1 : b > d->n ? d->n : b;
+}
+
+/* work layout: U (16, OC, C), dU (16, OC, C), V (16, C, T), M (16, OC, T), with T the
+ * chunk's tiles; the forward pass leaves dU unused, the backward pass reuses V for dV and
+ * M holds dM. */
+static size_t wino_work_floats(const dap_conv2d_dims *d) {
+    int th, tw, nb;
+    wino_tiles(d, &th, &tw, &nb);
+    size_t t = (size_t)nb * th * tw, us = (size_t)d->oc * d->c + WINO_SKEW;
+    return 32 * us + (size_t)16 * (t * (d->c + d->oc) + 2 * WINO_SKEW);
+}
+
+/* The 1-D transforms, on 4 values at stride xs into 4 (or 3, 2) at stride os.
+ * bt: B^T x;  bb: B x (the adjoint of bt);  g: G x (3 -> 4);  gt: G^T x (4 -> 3);
+ * at: A^T x (4 -> 2);  aa: A x (2 -> 4). */
+static inline void wino_bt(float *o, int os, const float *x, int xs) {
+    float x0 = x[0], x1 = x[xs], x2 = x[2 * xs], x3 = x[3 * xs];
+    o[0] = x0 - x2, o[os] = x1 + x2, o[2 * os] = x2 - x1, o[3 * os] = x1 - x3;
+}
+static inline void wino_bb(float *o, int os, const float *x, int xs) {
+    float x0 = x[0], x1 = x[xs], x2 = x[2 * xs], x3 = x[3 * xs];
+    o[0] = x0, o[os] = x1 - x2 + x3, o[2 * os] = x1 + x2 - x0, o[3 * os] = -x3;
+}
+static inline void wino_g(float *o, int os, const float *x, int xs) {
+    float x0 = x[0], x1 = x[xs], x2 = x[2 * xs];
+    o[0] = x0, o[os] = 0.5f * (x0 + x1 + x2), o[2 * os] = 0.5f * (x0 - x1 + x2), o[3 * os] = x2;
+}
+static inline void wino_gt(float *o, int os, const float *x, int xs) {
+    float x0 = x[0], x1 = x[xs], x2 = x[2 * xs], x3 = x[3 * xs];
+    float s = 0.5f * (x1 + x2);
+    o[0] = x0 + s, o[os] = 0.5f * (x1 - x2), o[2 * os] = s + x3;
+}
+static inline void wino_at(float *o, int os, const float *x, int xs) {
+    float x0 = x[0], x1 = x[xs], x2 = x[2 * xs], x3 = x[3 * xs];
+    o[0] = x0 + x1 + x2, o[os] = x1 - x2 - x3;
+}
+static inline void wino_aa(float *o, int os, const float *x, int xs) {
+    float x0 = x[0], x1 = x[xs];
+    o[0] = x0, o[os] = x0 + x1, o[2 * os] = x0 - x1, o[3 * os] = -x1;
+}
+
+/* U[xi][o][c] = (G g G^T)[xi] for every kernel g = w[o][c] (3x3). */
+static void wino_weights(float *u, const float *w, int oc, int c) {
+    const size_t stride = (size_t)oc * c + WINO_SKEW;
+#pragma omp parallel for schedule(static) if (stride * 16 > CONV_OMP_MIN)
+    for (int o = 0; o < oc; o++) {
+        for (int ch = 0; ch < c; ch++) {
+            const float *g = w + ((size_t)o * c + ch) * 9;
+            float t[12], uu[16];
+            for (int j = 0; j < 3; j++) wino_g(t + j, 3, g + j, 3);          /* (4, 3) */
+            for (int i = 0; i < 4; i++) wino_g(uu + 4 * i, 1, t + 3 * i, 1); /* (4, 4) */
+            float *dst = u + (size_t)o * c + ch;
+            for (int k = 0; k < 16; k++) dst[k * stride] = uu[k];
+        }
+    }
+}
+
+/* dw[o][c] += G^T dU[.][o][c] G. */
+static void wino_weight_grad(float *dw, const float *du, int oc, int c) {
+    const size_t stride = (size_t)oc * c + WINO_SKEW;
+#pragma omp parallel for schedule(static) if (stride * 16 > CONV_OMP_MIN)
+    for (int o = 0; o < oc; o++) {
+        for (int ch = 0; ch < c; ch++) {
+            const float *src = du + (size_t)o * c + ch;
+            float uu[16], t[12], g[9];
+            for (int k = 0; k < 16; k++) uu[k] = src[k * stride];
+            for (int j = 0; j < 4; j++) wino_gt(t + j, 4, uu + j, 4);       /* (3, 4) */
+            for (int i = 0; i < 3; i++) wino_gt(g + 3 * i, 1, t + 4 * i, 1); /* (3, 3) */
+            float *dst = dw + ((size_t)o * c + ch) * 9;
+            for (int k = 0; k < 9; k++) dst[k] += g[k];
+        }
+    }
+}
+
+/* The 4x4 input tile at (y0, x0) of plane x (H, W); outside reads as zero. */
+static inline void wino_load_tile(float dt[16], const float *x, int h, int w, int y0, int x0) {
+    if (y0 >= 0 && y0 + 4 <= h && x0 >= 0 && x0 + 4 <= w) {
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++) dt[4 * a + b] = x[(size_t)(y0 + a) * w + x0 + b];
+        return;
+    }
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++) {
+            int iy = y0 + a, ix = x0 + b;
+            dt[4 * a + b] = iy >= 0 && iy < h && ix >= 0 && ix < w ? x[(size_t)iy * w + ix] : 0.0f;
+        }
+}
+
+/* v[xi * xs + tile] = (B^T d B)[xi] for the tiles of one input plane x (H, W). */
+static void wino_input_plane(float *v, size_t xs, const float *x, const dap_conv2d_dims *d,
+                             int th, int tw) {
+    for (int ty = 0; ty < th; ty++) {
+        for (int tx = 0; tx < tw; tx++) {
+            float dt[16], t[16], vv[16];
+            wino_load_tile(dt, x, d->h, d->w, 2 * ty - d->pad, 2 * tx - d->pad);
+            for (int j = 0; j < 4; j++) wino_bt(t + j, 4, dt + j, 4);
+            for (int i = 0; i < 4; i++) wino_bt(vv + 4 * i, 1, t + 4 * i, 1);
+            float *dst = v + (size_t)ty * tw + tx;
+            for (int k = 0; k < 16; k++) dst[k * xs] = vv[k];
+        }
+    }
+}
+
+/* One output plane y (OH, OW) = A^T M A + bias from m[xi * xs + tile]. */
+static void wino_output_plane(float *y, const float *m, size_t xs, float bias,
+                              const dap_conv2d_dims *d, int th, int tw) {
+    for (int ty = 0; ty < th; ty++) {
+        for (int tx = 0; tx < tw; tx++) {
+            const float *src = m + (size_t)ty * tw + tx;
+            float mm[16], s[8], yy[4];
+            for (int k = 0; k < 16; k++) mm[k] = src[k * xs];
+            for (int j = 0; j < 4; j++) wino_at(s + j, 4, mm + j, 4);       /* (2, 4) */
+            for (int i = 0; i < 2; i++) wino_at(yy + 2 * i, 1, s + 4 * i, 1); /* (2, 2) */
+            int oy = 2 * ty, ox = 2 * tx;
+            for (int a = 0; a < 2 && oy + a < d->oh; a++)
+                for (int b = 0; b < 2 && ox + b < d->ow; b++)
+                    y[(size_t)(oy + a) * d->ow + ox + b] = yy[2 * a + b] + bias;
+        }
+    }
+}
+
+/* m[xi * xs + tile] = (A dY A^T)[xi] for the 2x2 tiles of one output-gradient plane
+ * (OH, OW); positions past the plane's edge count as zero. */
+static void wino_grad_plane(float *m, size_t xs, const float *dy, const dap_conv2d_dims *d,
+                            int th, int tw) {
+    for (int ty = 0; ty < th; ty++) {
+        for (int tx = 0; tx < tw; tx++) {
+            float g[4], s[8], mm[16];
+            int oy = 2 * ty, ox = 2 * tx;
+            for (int a = 0; a < 2; a++)
+                for (int b = 0; b < 2; b++)
+                    g[2 * a + b] = oy + a < d->oh && ox + b < d->ow
+                                       ? dy[(size_t)(oy + a) * d->ow + ox + b]
+                                       : 0.0f;
+            for (int j = 0; j < 2; j++) wino_aa(s + j, 2, g + j, 2);         /* (4, 2) */
+            for (int i = 0; i < 4; i++) wino_aa(mm + 4 * i, 1, s + 2 * i, 1); /* (4, 4) */
+            float *dst = m + (size_t)ty * tw + tx;
+            for (int k = 0; k < 16; k++) dst[k * xs] = mm[k];
+        }
+    }
+}
+
+/* dx (H, W) = the sum over tiles of B dV B^T placed at each tile's input window
+ * (overwrites dx; tiles overlap by two rows and columns, added in tile order). */
+static void wino_scatter_plane(float *dx, const float *v, size_t xs, const dap_conv2d_dims *d,
+                               int th, int tw) {
+    memset(dx, 0, (size_t)d->h * d->w * sizeof(float));
+    for (int ty = 0; ty < th; ty++) {
+        for (int tx = 0; tx < tw; tx++) {
+            const float *src = v + (size_t)ty * tw + tx;
+            float vv[16], t[16], dd[16];
+            for (int k = 0; k < 16; k++) vv[k] = src[k * xs];
+            for (int j = 0; j < 4; j++) wino_bb(t + j, 4, vv + j, 4);
+            for (int i = 0; i < 4; i++) wino_bb(dd + 4 * i, 1, t + 4 * i, 1);
+            int y0 = 2 * ty - d->pad, x0 = 2 * tx - d->pad;
+            for (int a = 0; a < 4; a++) {
+                int iy = y0 + a;
+                if (iy < 0 || iy >= d->h) continue;
+                for (int b = 0; b < 4; b++) {
+                    int ix = x0 + b;
+                    if (ix >= 0 && ix < d->w) dx[(size_t)iy * d->w + ix] += dd[4 * a + b];
+                }
+            }
+        }
+    }
+}
+
+static void wino_forward(float *out, const float *inp, const float *w, const float *b,
+                         const dap_conv2d_dims *d, float *work) {
+    int th, tw, nb;
+    wino_tiles(d, &th, &tw, &nb);
+    const int c = d->c, oc = d->oc, per = th * tw;
+    const size_t us = (size_t)oc * c + WINO_SKEW, tmax = (size_t)nb * per;
+    const size_t in_img = (size_t)c * d->h * d->w, plane = (size_t)d->oh * d->ow;
+    float *u = work, *v = work + 32 * us, *m = v + 16 * ((size_t)c * tmax + WINO_SKEW);
+    wino_weights(u, w, oc, c);
+    for (int n0 = 0; n0 < d->n; n0 += nb) {
+        const int cnt = d->n - n0 < nb ? d->n - n0 : nb, t = cnt * per;
+        const size_t vs = (size_t)c * t + WINO_SKEW, ms = (size_t)oc * t + WINO_SKEW;
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int i = 0; i < cnt; i++)
+            for (int ch = 0; ch < c; ch++)
+                wino_input_plane(v + (size_t)ch * t + (size_t)i * per, vs,
+                                 inp + (n0 + i) * in_img + ch * (size_t)d->h * d->w, d, th, tw);
+#pragma omp parallel for schedule(static)
+        for (int xi = 0; xi < 16; xi++)
+            dap_gemm(0, 0, oc, t, c, 1.0f, u + xi * us, c, v + xi * vs, t, 0.0f, m + xi * ms, t);
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int i = 0; i < cnt; i++)
+            for (int o = 0; o < oc; o++)
+                wino_output_plane(out + ((size_t)(n0 + i) * oc + o) * plane,
+                                  m + (size_t)o * t + (size_t)i * per, ms, b ? b[o] : 0.0f, d,
+                                  th, tw);
+    }
+}
+
+static void wino_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                          const float *w, const dap_conv2d_dims *d, float *work) {
+    int th, tw, nb;
+    wino_tiles(d, &th, &tw, &nb);
+    const int c = d->c, oc = d->oc, per = th * tw;
+    const size_t us = (size_t)oc * c + WINO_SKEW, tmax = (size_t)nb * per;
+    const size_t in_img = (size_t)c * d->h * d->w, plane = (size_t)d->oh * d->ow;
+    float *u = work, *du = work + 16 * us, *v = work + 32 * us;
+    float *m = v + 16 * ((size_t)c * tmax + WINO_SKEW);
+    if (dinp) wino_weights(u, w, oc, c);
+    for (int n0 = 0; n0 < d->n; n0 += nb) {
+        const int cnt = d->n - n0 < nb ? d->n - n0 : nb, t = cnt * per;
+        const size_t vs = (size_t)c * t + WINO_SKEW, ms = (size_t)oc * t + WINO_SKEW;
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int i = 0; i < cnt; i++)
+            for (int o = 0; o < oc; o++)
+                wino_grad_plane(m + (size_t)o * t + (size_t)i * per, ms,
+                                dout + ((size_t)(n0 + i) * oc + o) * plane, d, th, tw);
+        if (dw) {
+#pragma omp parallel for collapse(2) schedule(static)
+            for (int i = 0; i < cnt; i++)
+                for (int ch = 0; ch < c; ch++)
+                    wino_input_plane(v + (size_t)ch * t + (size_t)i * per, vs,
+                                     inp + (n0 + i) * in_img + ch * (size_t)d->h * d->w, d, th,
+                                     tw);
+            /* dU[xi] (OC, C) (+)= dM[xi] (OC, T) V[xi]^T */
+#pragma omp parallel for schedule(static)
+            for (int xi = 0; xi < 16; xi++)
+                dap_gemm(0, 1, oc, c, t, 1.0f, m + xi * ms, t, v + xi * vs, t,
+                         n0 > 0 ? 1.0f : 0.0f, du + xi * us, c);
+        }
+        if (dinp) {
+            /* dV[xi] (C, T) = U[xi]^T dM[xi], into V's room */
+#pragma omp parallel for schedule(static)
+            for (int xi = 0; xi < 16; xi++)
+                dap_gemm(1, 0, c, t, oc, 1.0f, u + xi * us, c, m + xi * ms, t, 0.0f, v + xi * vs,
+                         t);
+#pragma omp parallel for collapse(2) schedule(static)
+            for (int i = 0; i < cnt; i++)
+                for (int ch = 0; ch < c; ch++)
+                    wino_scatter_plane(dinp + (n0 + i) * in_img + ch * (size_t)d->h * d->w,
+                                       v + (size_t)ch * t + (size_t)i * per, vs, d, th, tw);
+        }
+    }
+    if (dw) wino_weight_grad(dw, du, oc, c);
+}
+
 void dap_conv2d_forward(float *out,       // (N, OC, OH, OW)
                         const float *inp, // (N, C, H, W)
                         const float *w,   // (OC, C, KH, KW)
@@ -142,6 +432,11 @@ void dap_conv2d_forward(float *out,       // (N, OC, OH, OW)
     const int direct = conv_pointwise(d) && nb == 1;
     float *col = work;
     float *tmp = direct ? work : work + (size_t)ckk * nb * p; /* used only when nb > 1 */
+    if (d->algo == DAP_CONV_WINOGRAD) {
+        DAP_ASSERT(dap_conv2d_winograd_fits(d));
+        wino_forward(out, inp, w, b, d, work);
+        return;
+    }
     for (int n0 = 0; n0 < d->n; n0 += nb) {
         const int cnt = d->n - n0 < nb ? d->n - n0 : nb, cols = cnt * p;
         const float *x = inp + (size_t)n0 * in_img;
@@ -210,6 +505,11 @@ void dap_conv2d_backward(float *dinp,       // (N, C, H, W) overwritten, or NULL
     float *tmp = direct ? work : work + (size_t)ckk * nb * p;
     if (db) conv_bias_grad(db, dout, d);
     if (!dw && !dinp) return;
+    if (d->algo == DAP_CONV_WINOGRAD) {
+        DAP_ASSERT(dap_conv2d_winograd_fits(d));
+        wino_backward(dinp, dw, dout, inp, w, d, work);
+        return;
+    }
     for (int n0 = 0; n0 < d->n; n0 += nb) {
         const int cnt = d->n - n0 < nb ? d->n - n0 : nb, cols = cnt * p;
         const float *x = inp + (size_t)n0 * in_img;

@@ -35,14 +35,26 @@ void dap_gemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, 
  * out (N, OC, OH, OW) = conv(inp (N, C, H, W), w (OC, C, KH, KW)) + b (OC, or NULL),
  * OH = (H + 2 pad - KH) / stride + 1. `work` is caller-owned scratch of at least
  * dap_conv2d_work_floats(&d) floats (no hidden allocation). */
+typedef enum {
+    DAP_CONV_IM2COL = 0,   /* im2col + sgemm: every shape */
+    DAP_CONV_WINOGRAD = 1, /* Winograd F(2x2, 3x3): 3x3 kernels, stride 1, padding 1 */
+} dap_conv_algo;
 typedef struct dap_conv2d_dims {
     int n, c, h, w;    /* input */
     int oc, kh, kw;    /* weight */
     int stride, pad;   /* same in both directions */
     int oh, ow;        /* derived by dap_conv2d_dims_init */
+    int algo;          /* dap_conv_algo, chosen by dap_conv2d_dims_init; a caller may set
+                        * DAP_CONV_WINOGRAD on any shape dap_conv2d_winograd_fits before
+                        * sizing the work buffer, or DAP_CONV_IM2COL on any shape */
 } dap_conv2d_dims;
 void dap_conv2d_dims_init(dap_conv2d_dims *d, int n, int c, int h, int w, int oc, int kh, int kw,
                           int stride, int pad);
+int dap_conv2d_winograd_fits(const dap_conv2d_dims *d);
+/* Process-wide, for A/B benchmarks and tests: where dap_conv2d_dims_init picks Winograd.
+ * 0: never; 1 (default): where it fits and pays (both channel counts >= 16); 2: wherever
+ * it fits. Returns the old value. */
+int dap_conv2d_set_winograd(int mode);
 size_t dap_conv2d_work_floats(const dap_conv2d_dims *d);
 void dap_conv2d_forward(float *out, const float *inp, const float *w, const float *b,
                         const dap_conv2d_dims *d, float *work);
