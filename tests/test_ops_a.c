@@ -406,6 +406,7 @@ DAP_TEST(ops_conv2d_winograd) {
         {3, 2, 2, 3, 2, 3, 3, 1, 1, 0},    /* planes smaller than a 4x4 tile */
         {11, 2, 16, 16, 3, 3, 3, 1, 1, 1}, /* 64 tiles per image: chunks of 8 + 3 */
         {1, 2, 47, 45, 2, 3, 3, 1, 1, 1},  /* more tiles than a chunk in one image */
+        {2, 2, 5, 131, 2, 3, 3, 1, 1, 1},  /* 66 tiles per row: two row segments */
         {3, 17, 6, 5, 18, 3, 3, 1, 1, 1},  /* channels above the automatic threshold */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {

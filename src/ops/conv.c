@@ -190,17 +190,8 @@ static size_t wino_work_floats(const dap_conv2d_dims *d) {
     return 32 * us + (size_t)16 * (t * (d->c + d->oc) + 2 * WINO_SKEW);
 }
 
-/* The 1-D transforms, on 4 values at stride xs into 4 (or 3, 2) at stride os.
- * bt: B^T x;  bb: B x (the adjoint of bt);  g: G x (3 -> 4);  gt: G^T x (4 -> 3);
- * at: A^T x (4 -> 2);  aa: A x (2 -> 4). */
-static inline void wino_bt(float *o, int os, const float *x, int xs) {
-    float x0 = x[0], x1 = x[xs], x2 = x[2 * xs], x3 = x[3 * xs];
-    o[0] = x0 - x2, o[os] = x1 + x2, o[2 * os] = x2 - x1, o[3 * os] = x1 - x3;
-}
-static inline void wino_bb(float *o, int os, const float *x, int xs) {
-    float x0 = x[0], x1 = x[xs], x2 = x[2 * xs], x3 = x[3 * xs];
-    o[0] = x0, o[os] = x1 - x2 + x3, o[2 * os] = x1 + x2 - x0, o[3 * os] = -x3;
-}
+/* The kernel's 1-D transforms, on values at stride xs into values at stride os:
+ * g: G x (3 -> 4);  gt: G^T x (4 -> 3), its adjoint. */
 static inline void wino_g(float *o, int os, const float *x, int xs) {
     float x0 = x[0], x1 = x[xs], x2 = x[2 * xs];
     o[0] = x0, o[os] = 0.5f * (x0 + x1 + x2), o[2 * os] = 0.5f * (x0 - x1 + x2), o[3 * os] = x2;
@@ -209,14 +200,6 @@ static inline void wino_gt(float *o, int os, const float *x, int xs) {
     float x0 = x[0], x1 = x[xs], x2 = x[2 * xs], x3 = x[3 * xs];
     float s = 0.5f * (x1 + x2);
     o[0] = x0 + s, o[os] = 0.5f * (x1 - x2), o[2 * os] = s + x3;
-}
-static inline void wino_at(float *o, int os, const float *x, int xs) {
-    float x0 = x[0], x1 = x[xs], x2 = x[2 * xs], x3 = x[3 * xs];
-    o[0] = x0 + x1 + x2, o[os] = x1 - x2 - x3;
-}
-static inline void wino_aa(float *o, int os, const float *x, int xs) {
-    float x0 = x[0], x1 = x[xs];
-    o[0] = x0, o[os] = x0 + x1, o[2 * os] = x0 - x1, o[3 * os] = -x1;
 }
 
 /* U[xi][o][c] = (G g G^T)[xi] for every kernel g = w[o][c] (3x3). */
@@ -252,31 +235,47 @@ static void wino_weight_grad(float *dw, const float *du, int oc, int c) {
     }
 }
 
-/* The 4x4 input tile at (y0, x0) of plane x (H, W); outside reads as zero. */
-static inline void wino_load_tile(float dt[16], const float *x, int h, int w, int y0, int x0) {
-    if (y0 >= 0 && y0 + 4 <= h && x0 >= 0 && x0 + 4 <= w) {
-        for (int a = 0; a < 4; a++)
-            for (int b = 0; b < 4; b++) dt[4 * a + b] = x[(size_t)(y0 + a) * w + x0 + b];
-        return;
-    }
-    for (int a = 0; a < 4; a++)
-        for (int b = 0; b < 4; b++) {
-            int iy = y0 + a, ix = x0 + b;
-            dt[4 * a + b] = iy >= 0 && iy < h && ix >= 0 && ix < w ? x[(size_t)iy * w + ix] : 0.0f;
-        }
+/* The plane transforms below work on a row of tiles at a time, in segments of WINO_SEG
+ * tiles: the 1-D transform down the tile rows runs over whole image rows, the one across
+ * the tile columns over the segment's tiles, so both are loops over contiguous memory
+ * that the compiler vectorises, and each of the 16 matrices gets a contiguous run. */
+#define WINO_SEG 64
+
+/* dst[0, n) = the image row `row` (NULL: outside the plane) from column x0 on, zero
+ * outside [0, w). */
+static void wino_row(float *dst, const float *row, int x0, int n, int w) {
+    memset(dst, 0, (size_t)n * sizeof(float));
+    if (!row) return;
+    int lo = x0 < 0 ? -x0 : 0, hi = w - x0 < n ? w - x0 : n;
+    if (hi > lo) memcpy(dst + lo, row + x0 + lo, (size_t)(hi - lo) * sizeof(float));
 }
 
-/* v[xi * xs + tile] = (B^T d B)[xi] for the tiles of one input plane x (H, W). */
+/* v[xi * xs + tile] = (B^T d B)[xi] for the tiles of one input plane x (H, W); outside
+ * the plane reads as zero. */
 static void wino_input_plane(float *v, size_t xs, const float *x, const dap_conv2d_dims *d,
                              int th, int tw) {
+    float r[4][2 * WINO_SEG + 2], cb[4][2 * WINO_SEG + 2];
     for (int ty = 0; ty < th; ty++) {
-        for (int tx = 0; tx < tw; tx++) {
-            float dt[16], t[16], vv[16];
-            wino_load_tile(dt, x, d->h, d->w, 2 * ty - d->pad, 2 * tx - d->pad);
-            for (int j = 0; j < 4; j++) wino_bt(t + j, 4, dt + j, 4);
-            for (int i = 0; i < 4; i++) wino_bt(vv + 4 * i, 1, t + 4 * i, 1);
-            float *dst = v + (size_t)ty * tw + tx;
-            for (int k = 0; k < 16; k++) dst[k * xs] = vv[k];
+        for (int s0 = 0; s0 < tw; s0 += WINO_SEG) {
+            const int ns = tw - s0 < WINO_SEG ? tw - s0 : WINO_SEG, np = 2 * ns + 2;
+            for (int a = 0; a < 4; a++) {
+                int iy = 2 * ty - d->pad + a;
+                wino_row(r[a], iy >= 0 && iy < d->h ? x + (size_t)iy * d->w : NULL,
+                         2 * s0 - d->pad, np, d->w);
+            }
+            for (int p = 0; p < np; p++) { /* B^T down the rows */
+                cb[0][p] = r[0][p] - r[2][p], cb[1][p] = r[1][p] + r[2][p];
+                cb[2][p] = r[2][p] - r[1][p], cb[3][p] = r[1][p] - r[3][p];
+            }
+            float *dst = v + (size_t)ty * tw + s0;
+            for (int a = 0; a < 4; a++) { /* B across the columns: 4 matrices per row */
+                const float *c = cb[a];
+                float *d0 = dst + (4 * a) * xs, *d1 = d0 + xs, *d2 = d1 + xs, *d3 = d2 + xs;
+                for (int j = 0; j < ns; j++) {
+                    float c0 = c[2 * j], c1 = c[2 * j + 1], c2 = c[2 * j + 2], c3 = c[2 * j + 3];
+                    d0[j] = c0 - c2, d1[j] = c1 + c2, d2[j] = c2 - c1, d3[j] = c1 - c3;
+                }
+            }
         }
     }
 }
@@ -284,17 +283,25 @@ static void wino_input_plane(float *v, size_t xs, const float *x, const dap_conv
 /* One output plane y (OH, OW) = A^T M A + bias from m[xi * xs + tile]. */
 static void wino_output_plane(float *y, const float *m, size_t xs, float bias,
                               const dap_conv2d_dims *d, int th, int tw) {
+    float s[2][4][WINO_SEG], out[2 * WINO_SEG];
     for (int ty = 0; ty < th; ty++) {
-        for (int tx = 0; tx < tw; tx++) {
-            const float *src = m + (size_t)ty * tw + tx;
-            float mm[16], s[8], yy[4];
-            for (int k = 0; k < 16; k++) mm[k] = src[k * xs];
-            for (int j = 0; j < 4; j++) wino_at(s + j, 4, mm + j, 4);       /* (2, 4) */
-            for (int i = 0; i < 2; i++) wino_at(yy + 2 * i, 1, s + 4 * i, 1); /* (2, 2) */
-            int oy = 2 * ty, ox = 2 * tx;
-            for (int a = 0; a < 2 && oy + a < d->oh; a++)
-                for (int b = 0; b < 2 && ox + b < d->ow; b++)
-                    y[(size_t)(oy + a) * d->ow + ox + b] = yy[2 * a + b] + bias;
+        for (int s0 = 0; s0 < tw; s0 += WINO_SEG) {
+            const int ns = tw - s0 < WINO_SEG ? tw - s0 : WINO_SEG;
+            const float *src = m + (size_t)ty * tw + s0;
+            for (int b = 0; b < 4; b++) { /* A^T down the rows */
+                const float *m0 = src + b * xs, *m1 = m0 + 4 * xs, *m2 = m1 + 4 * xs,
+                            *m3 = m2 + 4 * xs;
+                for (int j = 0; j < ns; j++)
+                    s[0][b][j] = m0[j] + m1[j] + m2[j], s[1][b][j] = m1[j] - m2[j] - m3[j];
+            }
+            const int ox = 2 * s0, nw = d->ow - ox < 2 * ns ? d->ow - ox : 2 * ns;
+            for (int i = 0; i < 2 && 2 * ty + i < d->oh; i++) { /* A across the columns */
+                for (int j = 0; j < ns; j++) {
+                    out[2 * j] = s[i][0][j] + s[i][1][j] + s[i][2][j] + bias;
+                    out[2 * j + 1] = s[i][1][j] - s[i][2][j] - s[i][3][j] + bias;
+                }
+                memcpy(y + (size_t)(2 * ty + i) * d->ow + ox, out, (size_t)nw * sizeof(float));
+            }
         }
     }
 }
@@ -303,43 +310,64 @@ static void wino_output_plane(float *y, const float *m, size_t xs, float bias,
  * (OH, OW); positions past the plane's edge count as zero. */
 static void wino_grad_plane(float *m, size_t xs, const float *dy, const dap_conv2d_dims *d,
                             int th, int tw) {
+    float g[2][2 * WINO_SEG], s[4][2][WINO_SEG];
     for (int ty = 0; ty < th; ty++) {
-        for (int tx = 0; tx < tw; tx++) {
-            float g[4], s[8], mm[16];
-            int oy = 2 * ty, ox = 2 * tx;
-            for (int a = 0; a < 2; a++)
-                for (int b = 0; b < 2; b++)
-                    g[2 * a + b] = oy + a < d->oh && ox + b < d->ow
-                                       ? dy[(size_t)(oy + a) * d->ow + ox + b]
-                                       : 0.0f;
-            for (int j = 0; j < 2; j++) wino_aa(s + j, 2, g + j, 2);         /* (4, 2) */
-            for (int i = 0; i < 4; i++) wino_aa(mm + 4 * i, 1, s + 2 * i, 1); /* (4, 4) */
-            float *dst = m + (size_t)ty * tw + tx;
-            for (int k = 0; k < 16; k++) dst[k * xs] = mm[k];
+        for (int s0 = 0; s0 < tw; s0 += WINO_SEG) {
+            const int ns = tw - s0 < WINO_SEG ? tw - s0 : WINO_SEG;
+            for (int a = 0; a < 2; a++) {
+                int oy = 2 * ty + a;
+                wino_row(g[a], oy < d->oh ? dy + (size_t)oy * d->ow : NULL, 2 * s0, 2 * ns,
+                         d->ow);
+            }
+            for (int b = 0; b < 2; b++) /* A down the rows */
+                for (int j = 0; j < ns; j++) {
+                    float g0 = g[0][2 * j + b], g1 = g[1][2 * j + b];
+                    s[0][b][j] = g0, s[1][b][j] = g0 + g1, s[2][b][j] = g0 - g1, s[3][b][j] = -g1;
+                }
+            float *dst = m + (size_t)ty * tw + s0;
+            for (int a = 0; a < 4; a++) { /* A^T across the columns */
+                float *d0 = dst + (4 * a) * xs, *d1 = d0 + xs, *d2 = d1 + xs, *d3 = d2 + xs;
+                for (int j = 0; j < ns; j++) {
+                    float e = s[a][0][j], o = s[a][1][j];
+                    d0[j] = e, d1[j] = e + o, d2[j] = e - o, d3[j] = -o;
+                }
+            }
         }
     }
 }
 
 /* dx (H, W) = the sum over tiles of B dV B^T placed at each tile's input window
- * (overwrites dx; tiles overlap by two rows and columns, added in tile order). */
+ * (overwrites dx; neighbouring tiles overlap by two rows and columns). */
 static void wino_scatter_plane(float *dx, const float *v, size_t xs, const dap_conv2d_dims *d,
                                int th, int tw) {
+    float t[4][4][WINO_SEG], acc[2 * WINO_SEG + 2];
     memset(dx, 0, (size_t)d->h * d->w * sizeof(float));
     for (int ty = 0; ty < th; ty++) {
-        for (int tx = 0; tx < tw; tx++) {
-            const float *src = v + (size_t)ty * tw + tx;
-            float vv[16], t[16], dd[16];
-            for (int k = 0; k < 16; k++) vv[k] = src[k * xs];
-            for (int j = 0; j < 4; j++) wino_bb(t + j, 4, vv + j, 4);
-            for (int i = 0; i < 4; i++) wino_bb(dd + 4 * i, 1, t + 4 * i, 1);
-            int y0 = 2 * ty - d->pad, x0 = 2 * tx - d->pad;
-            for (int a = 0; a < 4; a++) {
-                int iy = y0 + a;
-                if (iy < 0 || iy >= d->h) continue;
-                for (int b = 0; b < 4; b++) {
-                    int ix = x0 + b;
-                    if (ix >= 0 && ix < d->w) dx[(size_t)iy * d->w + ix] += dd[4 * a + b];
+        for (int s0 = 0; s0 < tw; s0 += WINO_SEG) {
+            const int ns = tw - s0 < WINO_SEG ? tw - s0 : WINO_SEG, np = 2 * ns + 2;
+            const float *src = v + (size_t)ty * tw + s0;
+            for (int b = 0; b < 4; b++) { /* B down the rows */
+                const float *v0 = src + b * xs, *v1 = v0 + 4 * xs, *v2 = v1 + 4 * xs,
+                            *v3 = v2 + 4 * xs;
+                for (int j = 0; j < ns; j++) {
+                    t[0][b][j] = v0[j], t[1][b][j] = v1[j] - v2[j] + v3[j];
+                    t[2][b][j] = v1[j] + v2[j] - v0[j], t[3][b][j] = -v3[j];
                 }
+            }
+            const int x0 = 2 * s0 - d->pad;
+            for (int a = 0; a < 4; a++) { /* B^T across the columns, overlaps added */
+                int iy = 2 * ty - d->pad + a;
+                if (iy < 0 || iy >= d->h) continue;
+                const float *t0 = t[a][0], *t1 = t[a][1], *t2 = t[a][2], *t3 = t[a][3];
+                acc[0] = t0[0], acc[1] = t1[0] - t2[0] + t3[0];
+                for (int j = 1; j < ns; j++) {
+                    acc[2 * j] = t0[j] + t1[j - 1] + t2[j - 1] - t0[j - 1];
+                    acc[2 * j + 1] = t1[j] - t2[j] + t3[j] - t3[j - 1];
+                }
+                acc[2 * ns] = t1[ns - 1] + t2[ns - 1] - t0[ns - 1], acc[2 * ns + 1] = -t3[ns - 1];
+                float *row = dx + (size_t)iy * d->w;
+                int lo = x0 < 0 ? -x0 : 0, hi = d->w - x0 < np ? d->w - x0 : np;
+                for (int p = lo; p < hi; p++) row[x0 + p] += acc[p];
             }
         }
     }
