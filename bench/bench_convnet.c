@@ -54,7 +54,7 @@ int main(int argc, char **argv) {
         if (it > 0 && t1 - t0 < best_train) best_train = t1 - t0;
         if (it > 0 && t2 - t1 < best_inf) best_inf = t2 - t1;
     }
-    int mode = dap_conv2d_set_winograd(1);
+    int mode = dap_conv2d_winograd_mode();
     printf("dap     %s batch %d threads %d winograd %d: train %.1f img/s, inference %.1f img/s\n", arch, bs,
            dap_get_threads(), mode, bs / best_train, bs / best_inf);
     return 0;

@@ -16,6 +16,7 @@
 #include "eval/classifier.h"
 #include "eval/subset.h"
 #include "eval/fit.h"
+#include "ops/ops.h"
 #include "io/io.h"
 
 #define MAX_RUNS 100
@@ -339,6 +340,7 @@ int cmd_eval(int argc, char **argv) {
     dap_json_int(&j, "val_per_class", val);
     dap_json_int(&j, "eval_images", eval_set->n);
     dap_json_int(&j, "jobs", jobs);
+    dap_json_int(&j, "conv_winograd", dap_conv2d_winograd_mode());
     dap_json_begin_array(&j, "runs");
     int n_train = 0, used_epochs = 0;
     for (int run = 0; run < runs && rc == DAP_OK; run++) {

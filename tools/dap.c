@@ -3,10 +3,12 @@
  * commands, `dap <command> --help` their flags. Only this program calls exit().
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
 #include "dap.h"
+#include "ops/ops.h"
 
 typedef struct { const char *name, *summary; int (*fn)(int, char **); } command;
 #define X(name, summary) {#name, summary, cmd_##name},
@@ -18,6 +20,8 @@ static void usage(FILE *f) {
     fprintf(f, "dap %s: generative dataset distillation with diffusion priors\n\n", DAP_VERSION);
     fprintf(f, "usage: dap <command> [flags]     (dap <command> --help for its flags)\n\ncommands:\n");
     for (int i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nenvironment:\n  DAP_WINOGRAD=0|1|2  3x3 convolutions: 0 im2col only (dap 0.1.0), 1 Winograd where it\n"
+               "                      pays (default), 2 Winograd wherever it fits\n");
 }
 
 int main(int argc, char **argv) {
@@ -32,6 +36,14 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "--version")) {
         printf("dap %s\n", DAP_VERSION);
         return 0;
+    }
+    const char *wino = getenv("DAP_WINOGRAD");
+    if (wino && *wino) {
+        if (strcmp(wino, "0") && strcmp(wino, "1") && strcmp(wino, "2")) {
+            fprintf(stderr, "dap: error: DAP_WINOGRAD must be 0, 1 or 2, not '%s'\n", wino);
+            return 2;
+        }
+        dap_conv2d_set_winograd(wino[0] - '0');
     }
     for (int i = 0; i < NCOMMANDS; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);

@@ -58,6 +58,8 @@ int dap_conv2d_set_winograd(int mode) {
     return old;
 }
 
+int dap_conv2d_winograd_mode(void) { return g_winograd; }
+
 int dap_conv2d_winograd_fits(const dap_conv2d_dims *d) {
     return d->kh == 3 && d->kw == 3 && d->stride == 1 && d->pad == 1;
 }

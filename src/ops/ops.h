@@ -55,6 +55,7 @@ int dap_conv2d_winograd_fits(const dap_conv2d_dims *d);
  * 0: never; 1 (default): where it fits and pays (both channel counts >= 16); 2: wherever
  * it fits. Returns the old value. */
 int dap_conv2d_set_winograd(int mode);
+int dap_conv2d_winograd_mode(void);
 size_t dap_conv2d_work_floats(const dap_conv2d_dims *d);
 void dap_conv2d_forward(float *out, const float *inp, const float *w, const float *b,
                         const dap_conv2d_dims *d, float *work);

@@ -5,6 +5,12 @@ if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
   expect_ok "eval folder on val" $DAP eval --train "$tmp/sub" --epochs 2 --runs 2 --val 5 --quiet --threads 2 --json "$tmp/e.json"
   if tr -d ' \n' < "$tmp/e.json" | grep -q '"eval_on":"val".*"runs":\[{"seed":0,"accuracy":.*{"seed":1,.*"mean":.*"std":'; then
     ok "eval json"; else bad "eval json ($(head -c 300 "$tmp/e.json"))"; fi
+  # the convolution algorithm is a process-wide switch, recorded in the JSON
+  tr -d ' \n' < "$tmp/e.json" | grep -q '"conv_winograd":1' && ok "eval json records Winograd (default)" \
+    || bad "eval json conv_winograd ($(head -c 300 "$tmp/e.json"))"
+  expect_ok "eval with DAP_WINOGRAD=0" env DAP_WINOGRAD=0 $DAP eval --train "$tmp/sub" --epochs 1 --runs 1 --val 5 --quiet --threads 1 --json "$tmp/e0.json"
+  tr -d ' \n' < "$tmp/e0.json" | grep -q '"conv_winograd":0' && ok "DAP_WINOGRAD=0 recorded" || bad "DAP_WINOGRAD=0 recorded"
+  expect_fail "bad DAP_WINOGRAD" "DAP_WINOGRAD must be 0, 1 or 2" env DAP_WINOGRAD=yes $DAP info
   # runs trained side by side (--jobs) give what one-thread runs give, in run order
   expect_ok "eval --jobs 2" $DAP eval --train "$tmp/sub" --epochs 2 --runs 3 --val 5 --quiet --jobs 2 --json "$tmp/ej.json"
   expect_ok "eval one thread" $DAP eval --train "$tmp/sub" --epochs 2 --runs 3 --val 5 --quiet --threads 1 --json "$tmp/e1.json"
