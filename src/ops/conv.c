@@ -375,80 +375,94 @@ static void wino_scatter_plane(float *dx, const float *v, size_t xs, const dap_c
     }
 }
 
+/* Where a call's tiles and matrices are (see wino_work_floats for the layout). */
+typedef struct {
+    int th, tw, nb, per; /* tiles per column and row of an image, images per chunk, tiles per image */
+    size_t us;           /* floats from one U (or dU) matrix to the next */
+    float *u, *du, *v, *m;
+} wino_plan;
+
+static void wino_plan_init(wino_plan *p, const dap_conv2d_dims *d, float *work) {
+    wino_tiles(d, &p->th, &p->tw, &p->nb);
+    p->per = p->th * p->tw;
+    p->us = (size_t)d->oc * d->c + WINO_SKEW;
+    p->u = work, p->du = work + 16 * p->us, p->v = work + 32 * p->us;
+    p->m = p->v + 16 * ((size_t)d->c * p->nb * p->per + WINO_SKEW);
+}
+
+/* V (16, C, t) of the chunk's cnt images from n0 on, the matrices vs floats apart. */
+static void wino_input_chunk(const wino_plan *p, size_t vs, int t, const float *inp, int n0,
+                             int cnt, const dap_conv2d_dims *d) {
+    const size_t hw = (size_t)d->h * d->w;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int i = 0; i < cnt; i++)
+        for (int ch = 0; ch < d->c; ch++)
+            wino_input_plane(p->v + (size_t)ch * t + (size_t)i * p->per, vs,
+                             inp + ((size_t)(n0 + i) * d->c + ch) * hw, d, p->th, p->tw);
+}
+
 static void wino_forward(float *out, const float *inp, const float *w, const float *b,
                          const dap_conv2d_dims *d, float *work) {
-    int th, tw, nb;
-    wino_tiles(d, &th, &tw, &nb);
-    const int c = d->c, oc = d->oc, per = th * tw;
-    const size_t us = (size_t)oc * c + WINO_SKEW, tmax = (size_t)nb * per;
-    const size_t in_img = (size_t)c * d->h * d->w, plane = (size_t)d->oh * d->ow;
-    float *u = work, *v = work + 32 * us, *m = v + 16 * ((size_t)c * tmax + WINO_SKEW);
-    wino_weights(u, w, oc, c);
-    for (int n0 = 0; n0 < d->n; n0 += nb) {
-        const int cnt = d->n - n0 < nb ? d->n - n0 : nb, t = cnt * per;
+    wino_plan p;
+    wino_plan_init(&p, d, work);
+    const int c = d->c, oc = d->oc;
+    const size_t plane = (size_t)d->oh * d->ow;
+    wino_weights(p.u, w, oc, c);
+    for (int n0 = 0; n0 < d->n; n0 += p.nb) {
+        const int cnt = d->n - n0 < p.nb ? d->n - n0 : p.nb, t = cnt * p.per;
         const size_t vs = (size_t)c * t + WINO_SKEW, ms = (size_t)oc * t + WINO_SKEW;
-#pragma omp parallel for collapse(2) schedule(static)
-        for (int i = 0; i < cnt; i++)
-            for (int ch = 0; ch < c; ch++)
-                wino_input_plane(v + (size_t)ch * t + (size_t)i * per, vs,
-                                 inp + (n0 + i) * in_img + ch * (size_t)d->h * d->w, d, th, tw);
+        wino_input_chunk(&p, vs, t, inp, n0, cnt, d);
 #pragma omp parallel for schedule(static)
         for (int xi = 0; xi < 16; xi++)
-            dap_gemm(0, 0, oc, t, c, 1.0f, u + xi * us, c, v + xi * vs, t, 0.0f, m + xi * ms, t);
+            dap_gemm(0, 0, oc, t, c, 1.0f, p.u + xi * p.us, c, p.v + xi * vs, t, 0.0f,
+                     p.m + xi * ms, t);
 #pragma omp parallel for collapse(2) schedule(static)
         for (int i = 0; i < cnt; i++)
             for (int o = 0; o < oc; o++)
                 wino_output_plane(out + ((size_t)(n0 + i) * oc + o) * plane,
-                                  m + (size_t)o * t + (size_t)i * per, ms, b ? b[o] : 0.0f, d,
-                                  th, tw);
+                                  p.m + (size_t)o * t + (size_t)i * p.per, ms, b ? b[o] : 0.0f,
+                                  d, p.th, p.tw);
     }
 }
 
 static void wino_backward(float *dinp, float *dw, const float *dout, const float *inp,
                           const float *w, const dap_conv2d_dims *d, float *work) {
-    int th, tw, nb;
-    wino_tiles(d, &th, &tw, &nb);
-    const int c = d->c, oc = d->oc, per = th * tw;
-    const size_t us = (size_t)oc * c + WINO_SKEW, tmax = (size_t)nb * per;
-    const size_t in_img = (size_t)c * d->h * d->w, plane = (size_t)d->oh * d->ow;
-    float *u = work, *du = work + 16 * us, *v = work + 32 * us;
-    float *m = v + 16 * ((size_t)c * tmax + WINO_SKEW);
-    if (dinp) wino_weights(u, w, oc, c);
-    for (int n0 = 0; n0 < d->n; n0 += nb) {
-        const int cnt = d->n - n0 < nb ? d->n - n0 : nb, t = cnt * per;
+    wino_plan p;
+    wino_plan_init(&p, d, work);
+    const int c = d->c, oc = d->oc;
+    const size_t plane = (size_t)d->oh * d->ow, hw = (size_t)d->h * d->w;
+    if (dinp) wino_weights(p.u, w, oc, c);
+    for (int n0 = 0; n0 < d->n; n0 += p.nb) {
+        const int cnt = d->n - n0 < p.nb ? d->n - n0 : p.nb, t = cnt * p.per;
         const size_t vs = (size_t)c * t + WINO_SKEW, ms = (size_t)oc * t + WINO_SKEW;
 #pragma omp parallel for collapse(2) schedule(static)
         for (int i = 0; i < cnt; i++)
             for (int o = 0; o < oc; o++)
-                wino_grad_plane(m + (size_t)o * t + (size_t)i * per, ms,
-                                dout + ((size_t)(n0 + i) * oc + o) * plane, d, th, tw);
+                wino_grad_plane(p.m + (size_t)o * t + (size_t)i * p.per, ms,
+                                dout + ((size_t)(n0 + i) * oc + o) * plane, d, p.th, p.tw);
         if (dw) {
-#pragma omp parallel for collapse(2) schedule(static)
-            for (int i = 0; i < cnt; i++)
-                for (int ch = 0; ch < c; ch++)
-                    wino_input_plane(v + (size_t)ch * t + (size_t)i * per, vs,
-                                     inp + (n0 + i) * in_img + ch * (size_t)d->h * d->w, d, th,
-                                     tw);
+            wino_input_chunk(&p, vs, t, inp, n0, cnt, d);
             /* dU[xi] (OC, C) (+)= dM[xi] (OC, T) V[xi]^T */
 #pragma omp parallel for schedule(static)
             for (int xi = 0; xi < 16; xi++)
-                dap_gemm(0, 1, oc, c, t, 1.0f, m + xi * ms, t, v + xi * vs, t,
-                         n0 > 0 ? 1.0f : 0.0f, du + xi * us, c);
+                dap_gemm(0, 1, oc, c, t, 1.0f, p.m + xi * ms, t, p.v + xi * vs, t,
+                         n0 > 0 ? 1.0f : 0.0f, p.du + xi * p.us, c);
         }
         if (dinp) {
             /* dV[xi] (C, T) = U[xi]^T dM[xi], into V's room */
 #pragma omp parallel for schedule(static)
             for (int xi = 0; xi < 16; xi++)
-                dap_gemm(1, 0, c, t, oc, 1.0f, u + xi * us, c, m + xi * ms, t, 0.0f, v + xi * vs,
-                         t);
+                dap_gemm(1, 0, c, t, oc, 1.0f, p.u + xi * p.us, c, p.m + xi * ms, t, 0.0f,
+                         p.v + xi * vs, t);
 #pragma omp parallel for collapse(2) schedule(static)
             for (int i = 0; i < cnt; i++)
                 for (int ch = 0; ch < c; ch++)
-                    wino_scatter_plane(dinp + (n0 + i) * in_img + ch * (size_t)d->h * d->w,
-                                       v + (size_t)ch * t + (size_t)i * per, vs, d, th, tw);
+                    wino_scatter_plane(dinp + ((size_t)(n0 + i) * c + ch) * hw,
+                                       p.v + (size_t)ch * t + (size_t)i * p.per, vs, d, p.th,
+                                       p.tw);
         }
     }
-    if (dw) wino_weight_grad(dw, du, oc, c);
+    if (dw) wino_weight_grad(dw, p.du, oc, c);
 }
 
 void dap_conv2d_forward(float *out,       // (N, OC, OH, OW)
