@@ -41,9 +41,7 @@
 #define CONV_OMP_MIN 65536
 /* Winograd: tiles per chunk (the columns of its 16 sgemms), and the channel counts from
  * which it pays (below them the 16 skinny sgemms lose to one im2col sgemm). */
-#ifndef WINO_TILES_TARGET
 #define WINO_TILES_TARGET 128
-#endif
 #define WINO_MIN_CHANNELS 16
 /* Floats between the 16 matrices of U, V and M beyond their size: without it they sit a
  * power of two apart and the 16 streams of a tile's transform fight over one L1 set. */

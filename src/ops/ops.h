@@ -53,7 +53,8 @@ void dap_conv2d_dims_init(dap_conv2d_dims *d, int n, int c, int h, int w, int oc
 int dap_conv2d_winograd_fits(const dap_conv2d_dims *d);
 /* Process-wide, for A/B benchmarks and tests: where dap_conv2d_dims_init picks Winograd.
  * 0: never; 1 (default): where it fits and pays (both channel counts >= 16); 2: wherever
- * it fits. Returns the old value. */
+ * it fits. Returns the old value. Set it before sizing work buffers (model states are
+ * sized for the algorithm chosen when they were created). */
 int dap_conv2d_set_winograd(int mode);
 int dap_conv2d_winograd_mode(void);
 size_t dap_conv2d_work_floats(const dap_conv2d_dims *d);
