@@ -6,12 +6,15 @@
 # dap subset. Every cell: mean +- std of RUNS runs (training seeds); SEEDS="0 1 2" repeats
 # the ConvNet-3 rows over distillation seeds (the set's own draw). Resumable: finished cells are skipped
 # and a cell's finished runs are kept (dap eval --resume).
-# Hours of CPU on 2 cores; results in out/experiment/table.tsv.
+# Hours of CPU on 2 cores; results in out/experiment/table.tsv. AUG=dsa evaluates every
+# cell under the DSA-augmented protocol instead (give it its own EXP_OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DAP=${DAP:-./build/dap}
 MODEL=${DAP_MODEL:-models/fmnist-dit.safetensors}
-RUNS=${RUNS:-3}; EPOCHS=${EPOCHS:-300}; FULL_EPOCHS=${FULL_EPOCHS:-300}
+AUG=${AUG:-none}                      # none, or dsa (the DSA protocol: 1000 epochs by default)
+RUNS=${RUNS:-3}; EPOCHS=${EPOCHS:-$([ "$AUG" = dsa ] && echo 1000 || echo 300)}
+FULL_EPOCHS=${FULL_EPOCHS:-12}        # the protocol's 300 are about 10 h a run on this machine
 # Parts (to run the table piece by piece; every cell is cached in the TSV):
 IPCS=${IPCS:-1 10 50}                 # ConvNet-3 rows
 METHODS=${METHODS:-random vanilla dap}
@@ -29,7 +32,7 @@ TSV="$OUT/table.tsv"
 evalcell() { # evalcell SETNAME TRAINSPEC ARCH EPOCHS [JOBS]
   local name=$1 spec=$2 arch=$3 ep=$4 jobs=${5:-$JOBS}
   grep -q "^$name	$arch	" "$TSV" && return
-  local cmd="$DAP eval --data fmnist --train $spec --arch $arch --runs $RUNS --epochs $ep --jobs $jobs --json $OUT/$name-$arch.json --resume --quiet"
+  local cmd="$DAP eval --data fmnist --train $spec --arch $arch --runs $RUNS --epochs $ep --aug $AUG --jobs $jobs --json $OUT/$name-$arch.json --resume --quiet"
   $cmd > "$OUT/$name-$arch.txt"
   local ms; ms=$(sed -n 's/.*accuracy \([0-9.]*\) +- \([0-9.]*\).*/\1\t\2/p' "$OUT/$name-$arch.txt" | tail -1)
   printf '%s\t%s\t%s\t%s\n' "$name" "$arch" "$ms" "$cmd" >> "$TSV"
