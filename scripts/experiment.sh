@@ -16,8 +16,8 @@ AUG=${AUG:-none}                      # none, or dsa (the DSA protocol: 1000 epo
 RUNS=${RUNS:-3}; EPOCHS=${EPOCHS:-$([ "$AUG" = dsa ] && echo 1000 || echo 300)}
 FULL_EPOCHS=${FULL_EPOCHS:-12}        # the protocol's 300 are about 10 h a run on this machine
 # Parts (to run the table piece by piece; every cell is cached in the TSV):
-IPCS=${IPCS:-1 10 50}                 # ConvNet-3 rows
-METHODS=${METHODS:-random vanilla dap}
+IPCS=${IPCS-1 10 50}                 # ConvNet-3 rows
+METHODS=${METHODS-random vanilla dap}
 SEEDS=${SEEDS:-0}                     # distillation seeds of the ConvNet-3 rows (seed S > 0: sets *-sS)
 XARCH=${XARCH-resnetap10 resnet18}   # cross-architecture columns at IPC 10 and 50 ("" skips)
 SCALES=${SCALES:-1}                   # 0 skips the IPC 100 -> 50/10 subsampling rows

@@ -58,3 +58,8 @@ expect_fail "eval soft needs teacher" "teacher" $DAP eval --train full --protoco
 expect_fail "eval bad random" "random:IPC" $DAP eval --train random:0
 expect_fail "teacher needs --out" "out FILE is required" $DAP teacher
 expect_fail "subset needs --out" "out DIR is required" $DAP subset --ipc 3
+# scripts/experiment.sh: an empty part list means none of it (not the defaults), so the
+# README's piece-by-piece commands run only their piece
+EXP_OUT="$tmp/exp" METHODS="" IPCS="" XARCH="" SCALES=0 FULL=0 DAP=/bin/false bash scripts/experiment.sh >"$tmp/out" 2>&1 \
+  && [ "$(grep -c . "$tmp/exp/table.tsv")" = 1 ] && ok "experiment.sh with empty parts runs nothing" \
+  || bad "experiment.sh with empty parts ($(head -c 300 "$tmp/out"))"
