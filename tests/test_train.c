@@ -2,8 +2,9 @@
  * test_train.c: the DiT training step on a tiny model and synthetic data: seeded runs
  * are reproducible, the validation loss falls when fitting a few images, the EMA
  * follows the weights, a save/resume continues bit-exactly, and mismatched data is
- * rejected with a message.
+ * rejected with a message; the learning-rate decay is applied step by step.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,6 +130,65 @@ DAP_TEST(train_rejects_mismatched_data) {
     ds.h = ds.w = 8;
     ds.y[2] = 5;
     CHECK(dap_trainer_create(&tr, m, &ds, &tc) == DAP_ERR_VALUE);
+    dap_dit_destroy(m);
+    dap_dataset_free(&ds);
+}
+
+DAP_TEST(train_lr_schedule) {
+    dap_train_config c;
+    dap_train_config_default(&c);
+    c.lr = 1e-3;
+    CHECK(dap_train_lr(&c, 0) == 1e-3 && dap_train_lr(&c, 1000000) == 1e-3);
+    c.lr_schedule = DAP_DIT_LR_LINEAR;
+    c.decay_start = 2;
+    c.decay_end = 6;
+    CHECK(dap_train_lr(&c, 1) == 1e-3 && dap_train_lr(&c, 2) == 1e-3);
+    CHECK_NEAR(dap_train_lr(&c, 4), 0.5e-3, 1e-15);
+    CHECK_NEAR(dap_train_lr(&c, 5), 0.25e-3, 1e-15);
+    CHECK(dap_train_lr(&c, 6) == 0.0 && dap_train_lr(&c, 60) == 0.0);
+    c.lr_schedule = DAP_DIT_LR_COSINE;
+    CHECK_NEAR(dap_train_lr(&c, 3), 0.5e-3 * (1.0 + sqrt(0.5)), 1e-15);
+    CHECK_NEAR(dap_train_lr(&c, 4), 0.5e-3, 1e-15);
+    CHECK(dap_train_lr(&c, 2) == 1e-3 && dap_train_lr(&c, 6) == 0.0);
+
+    /* the trainer uses it: once the rate is 0 the weights stop moving (no weight decay) */
+    dap_dataset ds;
+    make_data(&ds, 12, 2);
+    dap_dit *m = NULL;
+    CHECK(dap_dit_create(&m, &k_tiny, 1) == DAP_OK);
+    dap_dit_init(m, 1);
+    dap_train_config tc;
+    dap_train_config_default(&tc);
+    tc.batch = 6;
+    tc.lr = 1e-3;
+    tc.lr_schedule = DAP_DIT_LR_LINEAR;
+    tc.decay_start = 1;
+    tc.decay_end = 3;
+    dap_trainer *tr = NULL;
+    CHECK(dap_trainer_create(&tr, m, &ds, &tc) == DAP_OK);
+    const size_t n = tr->model->params.total * sizeof(float);
+    float *w = dap_alloc_f32(tr->model->params.total);
+    for (int s = 0; s < 3; s++) {
+        memcpy(w, tr->model->params.data, n);
+        dap_trainer_step(tr, NULL);
+        CHECK_MSG(memcmp(w, tr->model->params.data, n) != 0, "step %d (lr %g) left the weights", s,
+                  dap_train_lr(&tr->cfg, s));
+    }
+    memcpy(w, tr->model->params.data, n);
+    dap_trainer_step(tr, NULL);
+    dap_trainer_step(tr, NULL);
+    CHECK(memcmp(w, tr->model->params.data, n) == 0);
+    dap_free_aligned(w);
+    dap_trainer_destroy(tr);
+
+    /* a decay that ends where it starts, or an unknown schedule, is refused */
+    CHECK(dap_dit_create(&m, &k_tiny, 1) == DAP_OK);
+    tc.decay_start = 3;
+    CHECK(dap_trainer_create(&tr, m, &ds, &tc) == DAP_ERR_ARG);
+    CHECK_MSG(strstr(dap_last_error(), "--decay-start") != NULL, "message: %s", dap_last_error());
+    tc.decay_start = 0;
+    tc.lr_schedule = 7;
+    CHECK(dap_trainer_create(&tr, m, &ds, &tc) == DAP_ERR_ARG);
     dap_dit_destroy(m);
     dap_dataset_free(&ds);
 }

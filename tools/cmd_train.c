@@ -33,8 +33,8 @@ static int same_config(const dap_dit_config *a, const dap_dit_config *b) {
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *data = "fmnist", *config = NULL, *out = NULL, *init = NULL;
-    int resume = 0, steps = 10000, batch = 32, ckpt_every = 1000, val_every = 1000, log_every = 50;
+    const char *data = "fmnist", *config = NULL, *out = NULL, *init = NULL, *lr_decay = "none";
+    int decay_start = 0, resume = 0, steps = 10000, batch = 32, ckpt_every = 1000, val_every = 1000, log_every = 50;
     int val_per_class = 100, seed = 0, split_seed = 0, threads = 0, ema_warmup = 1;
     double lr = 1e-4, ema = 0.9999, wd = 0.0, clip = 1.0, dropout = 0.1;
     flag flags[] = {
@@ -46,6 +46,8 @@ int cmd_train(int argc, char **argv) {
         {"steps", FLAG_INT, &steps, "total optimisation steps"},
         {"batch", FLAG_INT, &batch, "images per step"},
         {"lr", FLAG_FLOAT, &lr, "AdamW learning rate"},
+        {"lr-decay", FLAG_STR, &lr_decay, "none, linear or cosine: from --decay-start down to 0 at --steps"},
+        {"decay-start", FLAG_INT, &decay_start, "step where --lr-decay begins (the lr is --lr before it)"},
         {"wd", FLAG_FLOAT, &wd, "AdamW weight decay"},
         {"ema", FLAG_FLOAT, &ema, "EMA decay of the saved weights"},
         {"ema-warmup", FLAG_INT, &ema_warmup, "1: EMA decay min(ema, (1+s)/(10+s)) at step s"},
@@ -70,6 +72,13 @@ int cmd_train(int argc, char **argv) {
         split_seed < 0)
         return cli_failf("train", "--steps, --seed, --split-seed, --val-every, --val-per-class must be >= 0 and "
                                   "--batch, --ckpt-every, --log-every >= 1");
+    int schedule = DAP_DIT_LR_CONSTANT;
+    if (!strcmp(lr_decay, "linear")) schedule = DAP_DIT_LR_LINEAR;
+    else if (!strcmp(lr_decay, "cosine")) schedule = DAP_DIT_LR_COSINE;
+    else if (strcmp(lr_decay, "none"))
+        return cli_failf("train", "--lr-decay: expected none, linear or cosine, found '%s'", lr_decay);
+    if (schedule != DAP_DIT_LR_CONSTANT && !(decay_start >= 0 && decay_start < steps))
+        return cli_failf("train", "--decay-start: expected 0 <= N < --steps (%d), found %d", steps, decay_start);
     cli_apply_threads(threads);
 
     /* The model config: --config, or on resume the checkpoint's (which --config must match). */
@@ -122,6 +131,9 @@ int cmd_train(int argc, char **argv) {
     tc.grad_clip = (float)clip;
     tc.class_dropout = (float)dropout;
     tc.seed = (uint64_t)seed;
+    tc.lr_schedule = schedule;
+    tc.decay_start = decay_start;
+    tc.decay_end = steps;
     if ((rc = dap_trainer_create(&tr, model, tr_data, &tc))) {
     fail_model:
         dap_dit_destroy(model);
@@ -133,6 +145,9 @@ int cmd_train(int argc, char **argv) {
     }
     fprintf(stderr, "dap train: %d train / %d val images, %d params, batch %d, steps %lld -> %d\n", tr_data->n,
             have_val ? val.n : 0, (int)model->params.total, batch, (long long)tr->step, steps);
+    if (schedule != DAP_DIT_LR_CONSTANT)
+        fprintf(stderr, "dap train: lr %g to step %d, then %s decay to 0 at step %d\n", lr, decay_start, lr_decay,
+                steps);
 
     const double t0 = dap_time_now();
     const int64_t step0 = tr->step;
@@ -140,6 +155,7 @@ int cmd_train(int argc, char **argv) {
     int loss_n = 0;
     while (tr->step < steps) {
         float gnorm = 0.0f;
+        const double step_lr = dap_train_lr(&tr->cfg, tr->step);
         const double loss = dap_trainer_step(tr, &gnorm);
         if (!isfinite(loss)) {
             rc = dap_error(DAP_ERR_VALUE, "loss is %g at step %lld (try a lower --lr)", loss, (long long)tr->step);
@@ -153,8 +169,8 @@ int cmd_train(int argc, char **argv) {
             const double ips = (double)(s - step0) * batch / (el > 0 ? el : 1e-9);
             char eta[32];
             fmt_duration((double)(steps - s) * batch / ips, eta, sizeof eta);
-            printf("step %lld/%d  loss %.5f  |g| %.3f  %.1f img/s  ETA %s\n", (long long)s, steps,
-                   loss_sum / loss_n, gnorm, ips, eta);
+            printf("step %lld/%d  loss %.5f  |g| %.3f  lr %.3g  %.1f img/s  ETA %s\n", (long long)s, steps,
+                   loss_sum / loss_n, gnorm, step_lr, ips, eta);
             fflush(stdout);
             loss_sum = 0.0;
             loss_n = 0;

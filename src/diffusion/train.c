@@ -26,6 +26,16 @@ void dap_train_config_default(dap_train_config *c) {
     c->grad_clip = 1.0f;
     c->class_dropout = 0.1f;
     c->seed = 0;
+    c->lr_schedule = DAP_DIT_LR_CONSTANT;
+    c->decay_start = c->decay_end = 0;
+}
+
+double dap_train_lr(const dap_train_config *c, int64_t s) {
+    if (c->lr_schedule == DAP_DIT_LR_CONSTANT || s < c->decay_start) return c->lr;
+    if (s >= c->decay_end) return 0.0;
+    const double u = (double)(s - c->decay_start) / (double)(c->decay_end - c->decay_start);
+    const double f = c->lr_schedule == DAP_DIT_LR_LINEAR ? 1.0 - u : 0.5 * (1.0 + cos(3.14159265358979323846 * u));
+    return c->lr * f;
 }
 
 static size_t image_floats(const dap_dit *m) {
@@ -51,6 +61,12 @@ int dap_trainer_create(dap_trainer **out, dap_dit *model, const dap_dataset *dat
                              i, data->y[i], mc->num_classes);
     if (cfg->batch < 1) return dap_error(DAP_ERR_ARG, "--batch: expected >= 1, found %d", cfg->batch);
     if (!(cfg->lr > 0.0)) return dap_error(DAP_ERR_ARG, "--lr: expected > 0, found %g", cfg->lr);
+    if (cfg->lr_schedule != DAP_DIT_LR_CONSTANT &&
+        !(cfg->lr_schedule == DAP_DIT_LR_LINEAR || cfg->lr_schedule == DAP_DIT_LR_COSINE))
+        return dap_error(DAP_ERR_ARG, "learning-rate schedule %d: unknown", cfg->lr_schedule);
+    if (cfg->lr_schedule != DAP_DIT_LR_CONSTANT && !(cfg->decay_start >= 0 && cfg->decay_start < cfg->decay_end))
+        return dap_error(DAP_ERR_ARG, "--decay-start: expected 0 <= start < the last step (%lld), found %lld",
+                         (long long)cfg->decay_end, (long long)cfg->decay_start);
     if (!(cfg->ema_decay >= 0.0 && cfg->ema_decay < 1.0))
         return dap_error(DAP_ERR_ARG, "--ema: expected a decay in [0, 1), found %g", cfg->ema_decay);
     if (!(cfg->class_dropout >= 0.0f && cfg->class_dropout < 1.0f))
@@ -182,7 +198,7 @@ double dap_trainer_step(dap_trainer *tr, float *grad_norm) {
     dap_dit_backward(m, tr->state, tr->dout, NULL);
     const float norm = dap_clip_grad_norm(&m->params, tr->cfg.grad_clip);
     if (grad_norm) *grad_norm = norm;
-    dap_adamw_step(&tr->opt, &m->params, tr->cfg.lr);
+    dap_adamw_step(&tr->opt, &m->params, dap_train_lr(&tr->cfg, s));
     double decay = tr->cfg.ema_decay;
     if (tr->cfg.ema_warmup) decay = fmin(decay, (1.0 + (double)s) / (10.0 + (double)s));
     dap_ema_update(&tr->ema, &m->params, decay);

@@ -35,9 +35,18 @@ typedef struct dap_train_config {
     float grad_clip;      /* max global grad norm; 0: off. 1.0 */
     float class_dropout;  /* 0.1 */
     uint64_t seed;        /* 0 */
+    /* Learning-rate schedule: lr up to step decay_start, then down to 0 at step decay_end
+     * (linearly or on a half cosine). DAP_DIT_LR_CONSTANT (the default) ignores both steps. */
+    int lr_schedule;
+    int64_t decay_start, decay_end;
 } dap_train_config;
 
+enum { DAP_DIT_LR_CONSTANT = 0, DAP_DIT_LR_LINEAR = 1, DAP_DIT_LR_COSINE = 2 };
+
 void dap_train_config_default(dap_train_config *c);
+
+/* The learning rate of the step that runs after `s` steps are done. */
+double dap_train_lr(const dap_train_config *c, int64_t s);
 
 typedef struct dap_trainer {
     dap_train_config cfg;

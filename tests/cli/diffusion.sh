@@ -13,6 +13,14 @@ grep -q "resumed" "$tmp/err" && ok "train --resume continues" || bad "train --re
 cmp -s "$ck" "$tmp/straight.safetensors" && cmp -s "$ck.state" "$tmp/straight.state" \
   && ok "resumed run is bit-exact" || bad "resumed run is bit-exact"
 expect_fail "resume with another seed" "seed" $DAP train "${tr[@]}" --steps 7 --resume --seed 4
+# annealing a run: resume it into a linear learning-rate decay (lr of step 7 of 6 -> 8: 1e-4 / 2)
+cp "$ck" "$tmp/anneal.st"; cp "$ck.state" "$tmp/anneal.st.state"
+an=(--data fmnist --config fm-tiny --out "$tmp/anneal.st" --batch 8 --val-per-class 2 --log-every 2 --threads 1 --seed 3)
+expect_ok "train --resume into --lr-decay linear" $DAP train "${an[@]}" --steps 8 --resume --lr-decay linear --decay-start 6
+grep -q "linear decay to 0 at step 8" "$tmp/err" && grep -qE "step 8/8 .* lr 5e-05 " "$tmp/out" \
+  && ok "train reports the decayed lr" || bad "train reports the decayed lr ($(tail -c 300 "$tmp/out"))"
+expect_fail "train bad --lr-decay" "expected none, linear or cosine" $DAP train "${an[@]}" --steps 9 --lr-decay step
+expect_fail "train --decay-start past --steps" "decay-start" $DAP train "${an[@]}" --steps 9 --lr-decay cosine --decay-start 9
 expect_fail "train unknown config" "unknown DiT config" $DAP train --config nope --out "$tmp/x.st"
 expect_fail "train without --out" "out FILE" $DAP train --config fm-tiny
 # sampling: class folders, grid, guidance, batch independence
