@@ -28,7 +28,7 @@ void flags_usage(const char *cmd, const char *usage, const char *about, const fl
 int cli_fail(const char *cmd, int status);
 int cli_failf(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Common flag: --threads N (0 = all cores). Applies it. */
+/* Common flag: --threads N (0 = $OMP_NUM_THREADS if set, else all cores). Applies it. */
 void cli_apply_threads(int threads);
 
 #endif

@@ -205,7 +205,7 @@ int cmd_eval(int argc, char **argv) {
         {"lr", FLAG_FLOAT, &lr, "learning rate (0: the protocol's)"},
         {"cutmix", FLAG_FLOAT, &cutmix, "CutMix probability per batch (-1: the protocol's)"},
         {"ipc", FLAG_INT, &ipc_hint, "images per class of the set, for the ImageNet epoch rule (0: counted)"},
-        {"threads", FLAG_INT, &threads, "threads (0: all cores)"},
+        {"threads", FLAG_INT, &threads, "threads (0: $OMP_NUM_THREADS if set, else all cores)"},
         {"jobs", FLAG_INT, &jobs, "runs trained at once, one thread each (faster for small sets; 1: one run at a time on all threads)"},
         {"resume", FLAG_BOOL, &resume, "keep the runs already finished in the --json file's journal (FILE.runs)"},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
@@ -340,6 +340,7 @@ int cmd_eval(int argc, char **argv) {
     dap_json_int(&j, "val_per_class", val);
     dap_json_int(&j, "eval_images", eval_set->n);
     dap_json_int(&j, "jobs", jobs);
+    dap_json_int(&j, "threads", jobs > 1 ? 1 : dap_get_threads());
     dap_json_int(&j, "conv_winograd", dap_conv2d_winograd_mode());
     dap_json_begin_array(&j, "runs");
     int n_train = 0, used_epochs = 0;

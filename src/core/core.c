@@ -122,7 +122,11 @@ double dap_time_now(void) {
 /* ---- threads -------------------------------------------------------------- */
 void dap_set_threads(int n) {
 #ifdef _OPENMP
-    if (n <= 0) n = omp_get_num_procs();
+    if (n <= 0) {
+        const char *env = getenv("OMP_NUM_THREADS");
+        if (env && *env) return; /* the OpenMP runtime has read it: keep the user's count */
+        n = omp_get_num_procs();
+    }
     omp_set_num_threads(n);
 #else
     (void)n;

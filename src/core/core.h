@@ -75,7 +75,7 @@ void dap_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 double dap_time_now(void); /* seconds, monotonic */
 
 /* ---- threads -------------------------------------------------------------- */
-void dap_set_threads(int n); /* <= 0: all cores */
+void dap_set_threads(int n); /* <= 0: $OMP_NUM_THREADS if set, else all cores */
 int dap_get_threads(void);
 void dap_set_max_active_levels(int n); /* nesting of parallel regions (1: inner ones run on one thread) */
 

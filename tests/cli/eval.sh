@@ -10,6 +10,11 @@ if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
     || bad "eval json conv_winograd ($(head -c 300 "$tmp/e.json"))"
   expect_ok "eval with DAP_WINOGRAD=0" env DAP_WINOGRAD=0 $DAP eval --train "$tmp/sub" --epochs 1 --runs 1 --val 5 --quiet --threads 1 --json "$tmp/e0.json"
   tr -d ' \n' < "$tmp/e0.json" | grep -q '"conv_winograd":0' && ok "DAP_WINOGRAD=0 recorded" || bad "DAP_WINOGRAD=0 recorded"
+  # the thread count is recorded: --threads, else $OMP_NUM_THREADS, else all cores
+  tr -d ' \n' < "$tmp/e.json" | grep -q '"threads":2,' && ok "eval json records --threads" || bad "eval json records --threads ($(head -c 300 "$tmp/e.json"))"
+  expect_ok "eval under OMP_NUM_THREADS=1" env OMP_NUM_THREADS=1 $DAP eval --train "$tmp/sub" --epochs 1 --runs 1 --val 5 --quiet --json "$tmp/eo.json"
+  tr -d ' \n' < "$tmp/eo.json" | grep -q '"threads":1,' && ok "OMP_NUM_THREADS is honoured without --threads" \
+    || bad "OMP_NUM_THREADS is honoured without --threads ($(head -c 300 "$tmp/eo.json"))"
   expect_fail "bad DAP_WINOGRAD" "DAP_WINOGRAD must be 0, 1 or 2" env DAP_WINOGRAD=yes $DAP info
   # runs trained side by side (--jobs) give what one-thread runs give, in run order
   expect_ok "eval --jobs 2" $DAP eval --train "$tmp/sub" --epochs 2 --runs 3 --val 5 --quiet --jobs 2 --json "$tmp/ej.json"
