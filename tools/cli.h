@@ -30,5 +30,6 @@ int cli_failf(const char *cmd, const char *fmt, ...) __attribute__((format(print
 
 /* Common flag: --threads N (0 = $OMP_NUM_THREADS if set, else all cores). Applies it. */
 void cli_apply_threads(int threads);
+#define CLI_THREADS_HELP "threads (0: $OMP_NUM_THREADS if set, else all cores)"
 
 #endif

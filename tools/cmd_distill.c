@@ -79,7 +79,7 @@ int cmd_distill(int argc, char **argv) {
         {"repel", FLAG_FLOAT, &o.repel, "dap: weight of the repulsion among a class's synthetic samples (0: off, the paper; 1: about the energy distance)"},
         {"fixed-noise", FLAG_BOOL, &fixed_noise, "dap: one noise draw per real sample for the whole trajectory"},
         {"batch", FLAG_INT, &o.batch, "most samples per model call"},
-        {"threads", FLAG_INT, &threads, "threads (0: $OMP_NUM_THREADS if set, else all cores)"},
+        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
         {"quiet", FLAG_BOOL, &quiet, "no progress lines"},
     };
     const char *pos[1];

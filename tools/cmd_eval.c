@@ -205,7 +205,7 @@ int cmd_eval(int argc, char **argv) {
         {"lr", FLAG_FLOAT, &lr, "learning rate (0: the protocol's)"},
         {"cutmix", FLAG_FLOAT, &cutmix, "CutMix probability per batch (-1: the protocol's)"},
         {"ipc", FLAG_INT, &ipc_hint, "images per class of the set, for the ImageNet epoch rule (0: counted)"},
-        {"threads", FLAG_INT, &threads, "threads (0: $OMP_NUM_THREADS if set, else all cores)"},
+        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
         {"jobs", FLAG_INT, &jobs, "runs trained at once, one thread each (faster for small sets; 1: one run at a time on all threads)"},
         {"resume", FLAG_BOOL, &resume, "keep the runs already finished in the --json file's journal (FILE.runs)"},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},

@@ -23,7 +23,7 @@ int cmd_info(int argc, char **argv) {
         {"channels", FLAG_INT, &channels, "convert to 1 or 3 channels (0: first image's)"},
         {"grid", FLAG_STR, &grid, "write a PNG grid of examples (one row per class) to this file"},
         {"per-class", FLAG_INT, &per_class, "images per class in the grid"},
-        {"threads", FLAG_INT, &threads, "threads (0: $OMP_NUM_THREADS if set, else all cores)"},
+        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
     };
     const char *pos[1];
     int npos;

@@ -72,7 +72,7 @@ int cmd_sample(int argc, char **argv) {
         {"batch", FLAG_INT, &batch, "images per forward pass"},
         {"names", FLAG_STR, &names_arg, "comma list of class names (default: Fashion-MNIST's for 10-class 28x28x1 models, else class<k>)"},
         {"grid-cols", FLAG_INT, &grid_cols, "at most this many images per class in grid.png"},
-        {"threads", FLAG_INT, &threads, "threads (0: $OMP_NUM_THREADS if set, else all cores)"},
+        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
     };
     const char *pos[1];
     int npos;

@@ -32,7 +32,7 @@ int cmd_score(int argc, char **argv) {
         {"real-per-class", FLAG_INT, &real_per_class, "real training images per class compared against (seeded)"},
         {"seed", FLAG_INT, &seed, "seed of the real subsample"},
         {"json", FLAG_STR, &json, "write the scores to this JSON file"},
-        {"threads", FLAG_INT, &threads, "threads (0: $OMP_NUM_THREADS if set, else all cores)"},
+        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
     };
     const char *pos[1];
     int npos;

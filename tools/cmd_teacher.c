@@ -26,7 +26,7 @@ int cmd_teacher(int argc, char **argv) {
         {"seed", FLAG_INT, &seed, "seed"},
         {"val", FLAG_INT, &val, "hold out N per class of the training split (seeded) and report accuracy on them"},
         {"out", FLAG_STR, &out, "checkpoint to write (.safetensors)"},
-        {"threads", FLAG_INT, &threads, "threads (0: $OMP_NUM_THREADS if set, else all cores)"},
+        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
     };
     const char *pos[1];

@@ -59,7 +59,7 @@ int cmd_train(int argc, char **argv) {
         {"split-seed", FLAG_INT, &split_seed, "seed of the train/validation split"},
         {"log-every", FLAG_INT, &log_every, "progress line every N steps"},
         {"seed", FLAG_INT, &seed, "seed of initialisation, data order, timesteps and noise"},
-        {"threads", FLAG_INT, &threads, "threads (0: $OMP_NUM_THREADS if set, else all cores)"},
+        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
     };
     const int nflags = (int)(sizeof flags / sizeof flags[0]);
     const char *pos[1];
