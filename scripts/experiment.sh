@@ -28,7 +28,9 @@ DAPFLAGS=$(grep -v '^#' models/dap-fmnist.flags 2>/dev/null | tr '\n' ' ' || tru
 SAMPLERFLAGS=$(grep -v '^#' models/fmnist-sampler.flags 2>/dev/null | tr '\n' ' ' || true)
 mkdir -p "$OUT"
 TSV="$OUT/table.tsv"
-[ -f "$TSV" ] || printf 'set\tarch\tmean\tstd\tcommand\n' > "$TSV"
+# the header goes in atomically (mv -n never replaces a table that another process began),
+# so several experiment.sh processes (e.g. one method each) can share one EXP_OUT
+[ -f "$TSV" ] || { printf 'set\tarch\tmean\tstd\tcommand\n' > "$TSV.$$"; mv -n "$TSV.$$" "$TSV"; rm -f "$TSV.$$"; }
 evalcell() { # evalcell SETNAME TRAINSPEC ARCH EPOCHS [JOBS]
   local name=$1 spec=$2 arch=$3 ep=$4 jobs=${5:-$JOBS}
   grep -q "^$name	$arch	" "$TSV" && return
