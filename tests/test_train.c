@@ -37,19 +37,28 @@ static void make_data(dap_dataset *ds, int n, uint64_t seed) {
     dap_dataset_index(ds);
 }
 
-static dap_trainer *make_trainer(const dap_dataset *ds, uint64_t seed, double lr) {
-    dap_dit *m = NULL;
-    CHECK(dap_dit_create(&m, &k_tiny, 1) == DAP_OK);
-    dap_dit_init(m, 1);
+static dap_train_config tiny_train_config(uint64_t seed, double lr) {
     dap_train_config tc;
     dap_train_config_default(&tc);
     tc.batch = 6;
     tc.lr = lr;
     tc.ema_decay = 0.9;
     tc.seed = seed;
+    return tc;
+}
+
+static dap_trainer *make_trainer_with(const dap_dataset *ds, const dap_train_config *tc) {
+    dap_dit *m = NULL;
+    CHECK(dap_dit_create(&m, &k_tiny, 1) == DAP_OK);
+    dap_dit_init(m, 1);
     dap_trainer *tr = NULL;
-    CHECK(dap_trainer_create(&tr, m, ds, &tc) == DAP_OK);
+    CHECK(dap_trainer_create(&tr, m, ds, tc) == DAP_OK);
     return tr;
+}
+
+static dap_trainer *make_trainer(const dap_dataset *ds, uint64_t seed, double lr) {
+    const dap_train_config tc = tiny_train_config(seed, lr);
+    return make_trainer_with(ds, &tc);
 }
 
 DAP_TEST(train_reproducible_and_learns) {
@@ -154,18 +163,11 @@ DAP_TEST(train_lr_schedule) {
     /* the trainer uses it: once the rate is 0 the weights stop moving (no weight decay) */
     dap_dataset ds;
     make_data(&ds, 12, 2);
-    dap_dit *m = NULL;
-    CHECK(dap_dit_create(&m, &k_tiny, 1) == DAP_OK);
-    dap_dit_init(m, 1);
-    dap_train_config tc;
-    dap_train_config_default(&tc);
-    tc.batch = 6;
-    tc.lr = 1e-3;
+    dap_train_config tc = tiny_train_config(0, 1e-3);
     tc.lr_schedule = DAP_DIT_LR_LINEAR;
     tc.decay_start = 1;
     tc.decay_end = 3;
-    dap_trainer *tr = NULL;
-    CHECK(dap_trainer_create(&tr, m, &ds, &tc) == DAP_OK);
+    dap_trainer *tr = make_trainer_with(&ds, &tc);
     const size_t n = tr->model->params.total * sizeof(float);
     float *w = dap_alloc_f32(tr->model->params.total);
     for (int s = 0; s < 3; s++) {
@@ -182,6 +184,7 @@ DAP_TEST(train_lr_schedule) {
     dap_trainer_destroy(tr);
 
     /* a decay that ends where it starts, or an unknown schedule, is refused */
+    dap_dit *m = NULL;
     CHECK(dap_dit_create(&m, &k_tiny, 1) == DAP_OK);
     tc.decay_start = 3;
     CHECK(dap_trainer_create(&tr, m, &ds, &tc) == DAP_ERR_ARG);
