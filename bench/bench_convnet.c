@@ -18,13 +18,9 @@
 int main(int argc, char **argv) {
     int bs = argc > 1 ? atoi(argv[1]) : 256, steps = argc > 2 ? atoi(argv[2]) : 5;
     const char *arch = argc > 3 ? argv[3] : "convnet3";
-    const char *wino = getenv("DAP_WINOGRAD");
-    if (wino && *wino) {
-        if ((wino[0] != '0' && wino[0] != '1' && wino[0] != '2') || wino[1]) {
-            fprintf(stderr, "bench_convnet: DAP_WINOGRAD must be 0, 1 or 2, not '%s'\n", wino);
-            return 2;
-        }
-        dap_conv2d_set_winograd(wino[0] - '0');
+    if (dap_conv2d_winograd_from_env() != DAP_OK) {
+        fprintf(stderr, "bench_convnet: %s\n", dap_last_error());
+        return 2;
     }
     dap_classifier m;
     if (dap_classifier_create(&m, arch, 1, 28, 28, 10) != DAP_OK) {

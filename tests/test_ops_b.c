@@ -776,3 +776,25 @@ DAP_TEST(ops_b_threads) {
     CHECK(total_bad == 0);
     dap_free_aligned(one.arena), dap_free_aligned(two.arena);
 }
+
+DAP_TEST(ops_conv2d_winograd_from_env) {
+    const char *saved_env = getenv("DAP_WINOGRAD");
+    char *saved = saved_env ? dap_strdup(saved_env) : NULL;
+    const int old = dap_conv2d_set_winograd(1);
+    setenv("DAP_WINOGRAD", "2", 1);
+    CHECK(dap_conv2d_winograd_from_env() == DAP_OK && dap_conv2d_winograd_mode() == 2);
+    setenv("DAP_WINOGRAD", "", 1); /* empty: left as it is */
+    CHECK(dap_conv2d_winograd_from_env() == DAP_OK && dap_conv2d_winograd_mode() == 2);
+    const char *bad[] = {"3", "-1", "01", "1 ", "yes"};
+    for (int i = 0; i < 5; i++) {
+        setenv("DAP_WINOGRAD", bad[i], 1);
+        CHECK_MSG(dap_conv2d_winograd_from_env() == DAP_ERR_ARG, "'%s' accepted", bad[i]);
+        CHECK(strstr(dap_last_error(), "DAP_WINOGRAD must be 0, 1 or 2") != NULL);
+        CHECK(dap_conv2d_winograd_mode() == 2);
+    }
+    unsetenv("DAP_WINOGRAD");
+    CHECK(dap_conv2d_winograd_from_env() == DAP_OK && dap_conv2d_winograd_mode() == 2);
+    if (saved) setenv("DAP_WINOGRAD", saved, 1);
+    free(saved);
+    dap_conv2d_set_winograd(old);
+}

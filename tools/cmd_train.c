@@ -77,8 +77,6 @@ int cmd_train(int argc, char **argv) {
     else if (!strcmp(lr_decay, "cosine")) schedule = DAP_DIT_LR_COSINE;
     else if (strcmp(lr_decay, "none"))
         return cli_failf("train", "--lr-decay: expected none, linear or cosine, found '%s'", lr_decay);
-    if (schedule != DAP_DIT_LR_CONSTANT && !(decay_start >= 0 && decay_start < steps))
-        return cli_failf("train", "--decay-start: expected 0 <= N < --steps (%d), found %d", steps, decay_start);
     cli_apply_threads(threads);
 
     /* The model config: --config, or on resume the checkpoint's (which --config must match). */

@@ -37,13 +37,9 @@ int main(int argc, char **argv) {
         printf("dap %s\n", DAP_VERSION);
         return 0;
     }
-    const char *wino = getenv("DAP_WINOGRAD");
-    if (wino && *wino) {
-        if (strcmp(wino, "0") && strcmp(wino, "1") && strcmp(wino, "2")) {
-            fprintf(stderr, "dap: error: DAP_WINOGRAD must be 0, 1 or 2, not '%s'\n", wino);
-            return 2;
-        }
-        dap_conv2d_set_winograd(wino[0] - '0');
+    if (dap_conv2d_winograd_from_env() != DAP_OK) {
+        fprintf(stderr, "dap: error: %s\n", dap_last_error());
+        return 2;
     }
     for (int i = 0; i < NCOMMANDS; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);

@@ -61,11 +61,10 @@ int dap_trainer_create(dap_trainer **out, dap_dit *model, const dap_dataset *dat
                              i, data->y[i], mc->num_classes);
     if (cfg->batch < 1) return dap_error(DAP_ERR_ARG, "--batch: expected >= 1, found %d", cfg->batch);
     if (!(cfg->lr > 0.0)) return dap_error(DAP_ERR_ARG, "--lr: expected > 0, found %g", cfg->lr);
-    if (cfg->lr_schedule != DAP_DIT_LR_CONSTANT &&
-        !(cfg->lr_schedule == DAP_DIT_LR_LINEAR || cfg->lr_schedule == DAP_DIT_LR_COSINE))
+    if (cfg->lr_schedule < DAP_DIT_LR_CONSTANT || cfg->lr_schedule > DAP_DIT_LR_COSINE)
         return dap_error(DAP_ERR_ARG, "learning-rate schedule %d: unknown", cfg->lr_schedule);
     if (cfg->lr_schedule != DAP_DIT_LR_CONSTANT && !(cfg->decay_start >= 0 && cfg->decay_start < cfg->decay_end))
-        return dap_error(DAP_ERR_ARG, "--decay-start: expected 0 <= start < the last step (%lld), found %lld",
+        return dap_error(DAP_ERR_ARG, "--decay-start: expected 0 <= N < --steps (%lld), found %lld",
                          (long long)cfg->decay_end, (long long)cfg->decay_start);
     if (!(cfg->ema_decay >= 0.0 && cfg->ema_decay < 1.0))
         return dap_error(DAP_ERR_ARG, "--ema: expected a decay in [0, 1), found %g", cfg->ema_decay);

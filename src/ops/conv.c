@@ -30,6 +30,7 @@
  * only. The 16 sgemms of a chunk run one per thread (each on one thread), so the bits do
  * not depend on the thread count either.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
@@ -57,6 +58,15 @@ int dap_conv2d_set_winograd(int mode) {
 }
 
 int dap_conv2d_winograd_mode(void) { return g_winograd; }
+
+int dap_conv2d_winograd_from_env(void) {
+    const char *v = getenv("DAP_WINOGRAD");
+    if (!v || !*v) return DAP_OK;
+    if ((v[0] != '0' && v[0] != '1' && v[0] != '2') || v[1])
+        return dap_error(DAP_ERR_ARG, "DAP_WINOGRAD must be 0, 1 or 2, not '%s'", v);
+    dap_conv2d_set_winograd(v[0] - '0');
+    return DAP_OK;
+}
 
 int dap_conv2d_winograd_fits(const dap_conv2d_dims *d) {
     return d->kh == 3 && d->kw == 3 && d->stride == 1 && d->pad == 1;

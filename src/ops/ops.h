@@ -57,6 +57,9 @@ int dap_conv2d_winograd_fits(const dap_conv2d_dims *d);
  * sized for the algorithm chosen when they were created). */
 int dap_conv2d_set_winograd(int mode);
 int dap_conv2d_winograd_mode(void);
+/* Applies $DAP_WINOGRAD (0, 1 or 2) when it is set and not empty; DAP_ERR_ARG naming the
+ * variable for any other value (the mode is then left as it was). */
+int dap_conv2d_winograd_from_env(void);
 size_t dap_conv2d_work_floats(const dap_conv2d_dims *d);
 void dap_conv2d_forward(float *out, const float *inp, const float *w, const float *b,
                         const dap_conv2d_dims *d, float *work);
