@@ -13,6 +13,7 @@
 #include "core/core.h"
 #include "distill/distill.h"
 #include "distill/guidance.h"
+#include "distill/kmeans.h"
 #include "models/dit.h"
 #include "test.h"
 
@@ -206,6 +207,85 @@ DAP_TEST(random_baseline_draws_class_images) {
     o.ipc = 31;
     CHECK(dap_distill_class(NULL, &ds, 4, &o, a, &st) == DAP_ERR_ARG);
     dap_free_aligned(a);
+    dap_dataset_free(&ds);
+    dap_dit_destroy(m);
+}
+
+/* --init real|kmeans: a partial trajectory from noised start images. With one step left
+ * (strength 1/S, the step at t = 0) the result is the start image up to that step's tiny
+ * noise, so init real returns the random baseline's images and init kmeans k-means centres
+ * of the class; the full strength differs from noise only through the faint start image;
+ * bad combinations are refused, naming the flag. */
+DAP_TEST(dap_init_partial_trajectory) {
+    dap_dit *m = load_small();
+    if (!m) return;
+    const char *fl[] = {"final_layer.linear.weight", "final_layer.linear.bias"};
+    for (int f = 0; f < 2; f++) {
+        int i = dap_params_find(&m->params, fl[f]);
+        for (size_t q = 0; q < m->params.p[i].numel; q++) dap_params_ptr(&m->params, fl[f])[q] *= 0.05f;
+    }
+    dap_dataset ds;
+    fake_data(&ds, m, 30);
+    for (size_t q = 0; q < (size_t)ds.n * ds.c * ds.h * ds.w; q++) ds.x[q] *= 0.5f; /* no clamping at the end */
+    const size_t per = (size_t)ds.c * ds.h * ds.w;
+    const int ipc = 3, S = 8;
+    float *a = dap_alloc_f32(ipc * per), *b = dap_alloc_f32(ipc * per), *c = dap_alloc_f32(ipc * per);
+    dap_distill_opts o;
+    dap_distill_opts_default(&o);
+    o.ipc = ipc, o.steps = S, o.cfg = 2.0, o.seed = 4, o.layer = 2, o.n_real = 7;
+    dap_distill_stats st;
+    CHECK(dap_init_skip(S, 1.0) == 0 && dap_init_skip(S, 0.5) == 4 && dap_init_skip(S, 1e-9) == S - 1);
+    o.method = DAP_METHOD_RANDOM;
+    CHECK(dap_distill_class(NULL, &ds, 2, &o, a, &st) == DAP_OK);
+    o.method = DAP_METHOD_VANILLA, o.init = DAP_INIT_REAL, o.strength = 1.0 / S;
+    CHECK(dap_distill_class(m, &ds, 2, &o, b, &st) == DAP_OK);
+    double d_real = 0;
+    for (size_t q = 0; q < ipc * per; q++) d_real = fmax(d_real, fabs(a[q] - b[q]));
+    /* dap with the guidance on its only step: still the start image, moved by the guidance */
+    o.method = DAP_METHOD_DAP, o.gamma = 0.1, o.stop = 0;
+    CHECK(dap_distill_class(m, &ds, 2, &o, c, &st) == DAP_OK);
+    CHECK(st.guided_steps == 1);
+    double d_dap = 0;
+    for (size_t q = 0; q < ipc * per; q++) d_dap = fmax(d_dap, fabs(a[q] - c[q]));
+    printf("    init real, one step: max |out - random| %.3g (dap: %.3g)\n", d_real, d_dap);
+    CHECK(d_real < 0.05 && d_real > 0);
+    CHECK(d_dap < 0.5);
+    /* init kmeans, one step: each image is near a k-means centre of class 2 */
+    o.method = DAP_METHOD_VANILLA, o.init = DAP_INIT_KMEANS;
+    CHECK(dap_distill_class(m, &ds, 2, &o, b, &st) == DAP_OK);
+    const int cnt = ds.class_count[2];
+    float *rows = dap_alloc_f32((size_t)cnt * per), *cen = dap_alloc_f32(ipc * per);
+    for (int j = 0; j < cnt; j++) memcpy(rows + j * per, ds.x + (size_t)ds.class_idx[2][j] * per, sizeof(float) * per);
+    /* the stream and iteration count of distill.c (STREAM_KMEANS | class, KMEANS_ITERS) */
+    CHECK(dap_kmeans(rows, cnt, (int)per, ipc, 50, o.seed, 4ULL << 60 | 2, cen, NULL, NULL) == DAP_OK);
+    double d_km = 0;
+    for (size_t q = 0; q < ipc * per; q++) d_km = fmax(d_km, fabs(cen[q] - b[q]));
+    printf("    init kmeans, one step: max |out - centre| %.3g\n", d_km);
+    CHECK(d_km < 0.05);
+    /* deterministic; full strength from a start image is a (slightly) different start than noise */
+    CHECK(dap_distill_class(m, &ds, 2, &o, c, &st) == DAP_OK);
+    CHECK(memcmp(b, c, ipc * per * sizeof(float)) == 0);
+    o.strength = 1;
+    CHECK(dap_distill_class(m, &ds, 2, &o, b, &st) == DAP_OK);
+    o.init = DAP_INIT_NOISE;
+    CHECK(dap_distill_class(m, &ds, 2, &o, c, &st) == DAP_OK);
+    CHECK(memcmp(b, c, ipc * per * sizeof(float)) != 0);
+    /* refused */
+    o.strength = 0.5; /* with noise */
+    CHECK(dap_distill_class(m, &ds, 2, &o, c, &st) == DAP_ERR_ARG && strstr(dap_last_error(), "--strength"));
+    o.init = DAP_INIT_KMEANS, o.strength = 0;
+    CHECK(dap_distill_class(m, &ds, 2, &o, c, &st) == DAP_ERR_ARG && strstr(dap_last_error(), "--strength"));
+    o.strength = 1.5;
+    CHECK(dap_distill_class(m, &ds, 2, &o, c, &st) == DAP_ERR_ARG);
+    o.strength = 0.5, o.method = DAP_METHOD_RANDOM;
+    CHECK(dap_distill_class(NULL, &ds, 2, &o, c, &st) == DAP_ERR_ARG && strstr(dap_last_error(), "--init"));
+    o.method = DAP_METHOD_VANILLA, o.ipc = 31; /* more centres than the class has images */
+    float *big = dap_alloc_f32(31 * per);
+    CHECK(dap_distill_class(m, &ds, 2, &o, big, &st) == DAP_ERR_ARG && strstr(dap_last_error(), "k-means"));
+    CHECK(dap_init_parse("kmeans") == DAP_INIT_KMEANS && dap_init_parse("real") == DAP_INIT_REAL &&
+          dap_init_parse("noise") == DAP_INIT_NOISE && dap_init_parse("Kmeans") == -1);
+    dap_free_aligned(big), dap_free_aligned(rows), dap_free_aligned(cen);
+    dap_free_aligned(a), dap_free_aligned(b), dap_free_aligned(c);
     dap_dataset_free(&ds);
     dap_dit_destroy(m);
 }

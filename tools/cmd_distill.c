@@ -31,6 +31,10 @@ static void params_line(char *buf, size_t n, const char *data, const char *hash,
         size_t len = strlen(buf);
         snprintf(buf + len, n - len, " repel=%g", o->repel);
     }
+    if (o->init != DAP_INIT_NOISE) { /* likewise for --init */
+        size_t len = strlen(buf);
+        snprintf(buf + len, n - len, " init=%s strength=%g", dap_init_name(o->init), o->strength);
+    }
     if (o->method == DAP_METHOD_RANDOM) /* the sampler's flags do not matter for random */
         snprintf(buf, n, "data=%s holdout=%d split_seed=%d method=random ipc=%d seed=%llu", data, holdout,
                  split_seed, o->ipc, (unsigned long long)o->seed);
@@ -49,7 +53,7 @@ static int read_text(const char *path, char *buf, size_t n) {
 
 int cmd_distill(int argc, char **argv) {
     const char *data = "fmnist", *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear",
-               *pool_s = "flatten", *form_s = "x", *classes_s = "all";
+               *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise";
     int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0;
     dap_distill_opts o;
     dap_distill_opts_default(&o);
@@ -78,6 +82,8 @@ int cmd_distill(int argc, char **argv) {
         {"form", FLAG_STR, &form_s, "dap: update form, x (x_prev -= gamma grad E) | eps (eps += gamma sqrt(1-a) grad E)"},
         {"repel", FLAG_FLOAT, &o.repel, "dap: weight of the repulsion among a class's synthetic samples (0: off, the paper; 1: about the energy distance)"},
         {"fixed-noise", FLAG_BOOL, &fixed_noise, "dap: one noise draw per real sample for the whole trajectory"},
+        {"init", FLAG_STR, &init_s, "start of each trajectory: noise (the paper) | real (a random real image of the class) | kmeans (a k-means centre of the class's real images); real and kmeans are noised to the first step of a partial trajectory"},
+        {"strength", FLAG_FLOAT, &o.strength, "with --init real|kmeans: fraction of the --steps run (1: all, from almost pure noise)"},
         {"batch", FLAG_INT, &o.batch, "most samples per model call"},
         {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
         {"quiet", FLAG_BOOL, &quiet, "no progress lines"},
@@ -97,6 +103,8 @@ int cmd_distill(int argc, char **argv) {
         return cli_failf("distill", "--kernel must be linear or rbf (got '%s')", kernel_s);
     if ((o.pool = dap_pool_parse(pool_s)) < 0)
         return cli_failf("distill", "--pool must be flatten or mean (got '%s')", pool_s);
+    if ((o.init = dap_init_parse(init_s)) < 0)
+        return cli_failf("distill", "--init must be noise, real or kmeans (got '%s')", init_s);
     if (!strcmp(form_s, "x")) o.form = DAP_FORM_X;
     else if (!strcmp(form_s, "eps")) o.form = DAP_FORM_EPS;
     else return cli_failf("distill", "--form must be x or eps (got '%s')", form_s);
@@ -238,6 +246,8 @@ int cmd_distill(int argc, char **argv) {
                 dap_json_num(&j, "eta", o.eta);
                 dap_json_num(&j, "clip_x0", o.clip_x0);
                 dap_json_num(&j, "cfg", o.cfg);
+                dap_json_str(&j, "init", dap_init_name(o.init));
+                dap_json_num(&j, "strength", o.strength);
             }
             if (o.method == DAP_METHOD_DAP) {
                 dap_json_num(&j, "gamma", o.gamma);

@@ -83,6 +83,8 @@ int dap_ddim_sample(const dap_schedule *s, int S, double eta, float *x, int B, s
     const size_t n = (size_t)B * per;
     if (eta < 0.0 || !isfinite(eta))
         return dap_error(DAP_ERR_ARG, "eta: expected a value >= 0, found %g", eta);
+    if (h->skip < 0 || h->skip >= (S > 0 ? S : 1))
+        return dap_error(DAP_ERR_ARG, "skipped steps: expected 0 <= skip < %d steps, found %d", S, h->skip);
     int *taus = dap_malloc((size_t)(S > 0 ? S : 1) * sizeof(int));
     int rc = dap_timestep_spacing(s->T, S, taus);
     if (rc != DAP_OK) {
@@ -91,7 +93,7 @@ int dap_ddim_sample(const dap_schedule *s, int S, double eta, float *x, int B, s
     }
     float *eps = dap_alloc_f32(n), *x_t = dap_alloc_f32(n);
     float *z = eta > 0.0 ? dap_alloc_f32(n) : NULL;
-    for (int step = 0; step < S && rc == DAP_OK; step++) {
+    for (int step = h->skip; step < S && rc == DAP_OK; step++) {
         dap_ddim_coef c;
         dap_ddim_coef_at(s, taus, S, step, eta, &c);
         memcpy(x_t, x, n * sizeof(float));
@@ -108,6 +110,16 @@ int dap_ddim_sample(const dap_schedule *s, int S, double eta, float *x, int B, s
     dap_free_aligned(z);
     dap_free_aligned(x_t);
     dap_free_aligned(eps);
+    free(taus);
+    return rc;
+}
+
+int dap_ddim_start_t(int T, int S, int skip, int *t) {
+    if (S < 1 || skip < 0 || skip >= S)
+        return dap_error(DAP_ERR_ARG, "skipped steps: expected 0 <= skip < %d steps, found %d", S, skip);
+    int *taus = dap_malloc(sizeof(int) * (size_t)S);
+    int rc = dap_timestep_spacing(T, S, taus);
+    if (rc == DAP_OK) *t = taus[S - 1 - skip];
     free(taus);
     return rc;
 }

@@ -65,6 +65,10 @@ typedef struct dap_ddim_hooks {
     /* Sampler option: > 0 clamps the predicted x0 to [-clip_x0, clip_x0] every step
      * (dap_ddim_step_clip); 0 (the zero-initialised default) leaves it unclamped. */
     double clip_x0;
+    /* Sampler option: the first `skip` steps (0 <= skip < S) are not run, so x holds x at
+     * tau_{S-1-skip} on entry (e.g. a real image noised there: a partial trajectory, as
+     * SDEdit and img2img run; dap_ddim_start_t gives that timestep). 0: the full loop. */
+    int skip;
 } dap_ddim_hooks;
 
 /* Runs S DDIM steps on B samples of `per` floats: x (B, per) holds x_T on entry (e.g.
@@ -74,6 +78,10 @@ typedef struct dap_ddim_hooks {
  * DAP_ERR_ARG for a bad S or eta, or the first hook failure. */
 int dap_ddim_sample(const dap_schedule *s, int S, double eta, float *x, int B, size_t per,
                     dap_rng *rngs, const dap_ddim_hooks *h);
+
+/* *t = the timestep tau_{S-1-skip} at which a trajectory with `skip` skipped steps starts;
+ * DAP_ERR_ARG for a bad S or skip. */
+int dap_ddim_start_t(int T, int S, int skip, int *t);
 
 /* Early stop (SPEC: the last round(stop * S) steps run without guidance): whether
  * sampling step `step` (0..S-1) is guided. */

@@ -22,11 +22,14 @@
 #include "diffusion/dit_eps.h"
 #include "diffusion/schedule.h"
 #include "distill/guidance.h"
+#include "distill/kmeans.h"
 
 /* Random streams of a class (all keyed by the run's seed). */
 #define STREAM_RANDOM_PICK (1ULL << 60)
 #define STREAM_REAL_PICK (2ULL << 60)
 #define STREAM_REAL_NOISE (3ULL << 60)
+#define STREAM_KMEANS (4ULL << 60)
+#define KMEANS_ITERS 50
 
 void dap_distill_opts_default(dap_distill_opts *o) {
     memset(o, 0, sizeof *o);
@@ -45,6 +48,24 @@ void dap_distill_opts_default(dap_distill_opts *o) {
     o->n_real = 100;
     o->stop = 0.5;
     o->form = DAP_FORM_X;
+    o->init = DAP_INIT_NOISE;
+    o->strength = 1.0;
+}
+
+int dap_init_parse(const char *s) {
+    if (!strcmp(s, "noise")) return DAP_INIT_NOISE;
+    if (!strcmp(s, "real")) return DAP_INIT_REAL;
+    if (!strcmp(s, "kmeans")) return DAP_INIT_KMEANS;
+    return -1;
+}
+
+const char *dap_init_name(int i) {
+    return i == DAP_INIT_REAL ? "real" : i == DAP_INIT_KMEANS ? "kmeans" : "noise";
+}
+
+int dap_init_skip(int S, double strength) {
+    const int run = (int)nearbyint(strength * (double)S);
+    return run < 1 ? S - 1 : run > S ? 0 : S - run;
 }
 
 int dap_method_parse(const char *s) {
@@ -183,9 +204,51 @@ static int run_adjust_x(void *ctx, float *x_prev, const float *x_t, const float 
     return DAP_OK;
 }
 
+/* --init real|kmeans: x (n, per) holds each sample's standard-normal draw xi on entry and
+ * sqrt(a) x0 + sqrt(1 - a) xi on return, with x0 the sample's start image and a = alpha_bar
+ * at the first step run. */
+static int start_images(const dap_dataset *real, int k, const dap_distill_opts *o, const dap_schedule *sched,
+                        int skip, float *x) {
+    const int n = o->ipc;
+    const size_t per = (size_t)real->c * real->h * real->w;
+    float *x0 = dap_alloc_f32((size_t)n * per);
+    int rc, t;
+    if (o->init == DAP_INIT_REAL) {
+        int *idx = dap_malloc(sizeof(int) * (size_t)n);
+        rc = pick_class(real, k, n, o->seed, STREAM_RANDOM_PICK, idx); /* the random baseline's images */
+        for (int i = 0; rc == DAP_OK && i < n; i++)
+            memcpy(x0 + (size_t)i * per, real->x + (size_t)idx[i] * per, sizeof(float) * per);
+        free(idx);
+    } else {
+        const int count = real->class_count[k];
+        float *rows = dap_alloc_f32((size_t)count * per);
+        for (int j = 0; j < count; j++)
+            memcpy(rows + (size_t)j * per, real->x + (size_t)real->class_idx[k][j] * per, sizeof(float) * per);
+        rc = count < n ? dap_error(DAP_ERR_ARG, "class %d (%s) has %d images, fewer than the %d k-means centres asked for", k,
+                                   real->class_names ? real->class_names[k] : "?", count, n)
+                       : dap_kmeans(rows, count, (int)per, n, KMEANS_ITERS, o->seed, STREAM_KMEANS | (uint64_t)k, x0,
+                                    NULL, NULL);
+        dap_free_aligned(rows);
+    }
+    if (rc == DAP_OK && (rc = dap_ddim_start_t(sched->T, o->steps, skip, &t)) == DAP_OK) {
+        const float sa = (float)sqrt(sched->alpha_bar[t]), sb = (float)sqrt(1.0 - sched->alpha_bar[t]);
+        for (size_t q = 0; q < (size_t)n * per; q++) x[q] = sa * x0[q] + sb * x[q];
+    }
+    dap_free_aligned(x0);
+    return rc;
+}
+
 static int check_opts(const dap_dit *m, const dap_distill_opts *o) {
     if (o->ipc < 1) return dap_error(DAP_ERR_ARG, "--ipc must be >= 1 (got %d)", o->ipc);
-    if (o->method == DAP_METHOD_RANDOM) return DAP_OK;
+    if (o->init < DAP_INIT_NOISE || o->init > DAP_INIT_KMEANS) return dap_error(DAP_ERR_ARG, "--init: unknown start %d", o->init);
+    if (!(o->strength > 0 && o->strength <= 1))
+        return dap_error(DAP_ERR_ARG, "--strength must be in (0, 1] (got %g)", o->strength);
+    if (o->init == DAP_INIT_NOISE && o->strength != 1)
+        return dap_error(DAP_ERR_ARG, "--strength %g needs a start image (--init real or kmeans); from noise the whole trajectory runs",
+                         o->strength);
+    if (o->method == DAP_METHOD_RANDOM)
+        return o->init == DAP_INIT_NOISE ? DAP_OK
+                                         : dap_error(DAP_ERR_ARG, "--init %s applies to vanilla and dap, not random", dap_init_name(o->init));
     if (!m) return dap_error(DAP_ERR_ARG, "method %s needs a diffusion model (--model)", dap_method_name(o->method));
     if (o->steps < 1 || o->steps > 1000) return dap_error(DAP_ERR_ARG, "--steps must be in 1..1000 (got %d)", o->steps);
     if (o->batch < 1) return dap_error(DAP_ERR_ARG, "--batch must be >= 1 (got %d)", o->batch);
@@ -273,11 +336,15 @@ int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const da
             dap_rng_normal(&rngs[i], out + (size_t)i * per, per, 0.0f, 1.0f);
         }
         dap_ddim_hooks h = {.eps = run_eps, .ctx = &r, .clip_x0 = oo.clip_x0};
+        if (oo.init != DAP_INIT_NOISE) {
+            h.skip = dap_init_skip(oo.steps, oo.strength);
+            rc = start_images(real, k, &oo, &sched, h.skip, out);
+        }
         if (oo.method == DAP_METHOD_DAP && oo.gamma != 0) {
             if (oo.form == DAP_FORM_EPS) h.adjust_eps = run_adjust_eps;
             else h.adjust_x = run_adjust_x;
         }
-        rc = dap_ddim_sample(&sched, oo.steps, oo.eta, out, r.n, per, rngs, &h);
+        if (rc == DAP_OK) rc = dap_ddim_sample(&sched, oo.steps, oo.eta, out, r.n, per, rngs, &h);
         free(rngs);
         dap_schedule_free(&sched);
         for (size_t q = 0; q < (size_t)r.n * per; q++) /* clamp, NaN -> error below */

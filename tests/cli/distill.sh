@@ -22,6 +22,16 @@ expect_ok "distill dap --repel" $DAP distill "${d[@]}" --method dap --repel 1 --
 grep -q '"repel": *1' "$tmp/dr1/manifest.json" && ok "manifest records --repel" || bad "manifest records --repel ($(grep repel "$tmp/dr1/manifest.json"))"
 expect_fail "distill bad repel" "repel must be" $DAP distill "${d[@]}" --method dap --repel -1 --out "$tmp/x5"
 expect_ok "distill vanilla" $DAP distill "${d[@]}" --method vanilla --out "$tmp/dv"
+# --init kmeans|real: partial trajectories from noised real start images
+expect_ok "distill vanilla --init kmeans" $DAP distill "${d[@]}" --method vanilla --init kmeans --strength 0.5 --classes 0 --out "$tmp/dk"
+grep -q '"init": *"kmeans"' "$tmp/dk/manifest.json" && grep -q '"strength": *0.5' "$tmp/dk/manifest.json" \
+  && ok "manifest records --init and --strength" || bad "manifest records --init ($(grep -E 'init|strength' "$tmp/dk/manifest.json"))"
+expect_fail "distill --init on a folder made without it" "other parameters" $DAP distill "${d[@]}" --method vanilla --out "$tmp/dk"
+expect_ok "distill dap --init real" $DAP distill "${d[@]}" --method dap --init real --strength 0.75 --classes 0 --out "$tmp/dk2"
+expect_fail "distill bad init" "init must be noise, real or kmeans" $DAP distill "${d[@]}" --method vanilla --init pixels --out "$tmp/x6"
+expect_fail "distill --strength without a start image" "needs a start image" $DAP distill "${d[@]}" --method vanilla --strength 0.5 --out "$tmp/x7"
+expect_fail "distill bad strength" "strength must be in" $DAP distill "${d[@]}" --method vanilla --init real --strength 2 --out "$tmp/x8"
+expect_fail "distill random --init" "applies to vanilla and dap" $DAP distill --data fmnist --method random --init kmeans --strength 0.5 --out "$tmp/x9" --threads 1
 ! diff -r -q -x manifest.json -x '.*' "$tmp/dd" "$tmp/dv" >/dev/null \
   && ok "dap differs from vanilla" || bad "dap differs from vanilla"
 expect_fail "distill bad method" "method must be" $DAP distill --method magic --out "$tmp/x"
