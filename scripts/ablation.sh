@@ -7,7 +7,8 @@
 # Coordinate search from SPEC 3's defaults: stage 1 sweeps the guidance scale gamma;
 # stage 2 varies one factor at a time (layer, pooling, kernel, early stop, number of real
 # samples, update form, noise) at the best gamma of stage 1; stage 3 tries the
-# --repel extension; stage 4 varies one factor at a time around stage 3's winner (below).
+# --repel extension; stage 4 varies one factor at a time around stage 3's winner; stage 5
+# starts the trajectories from noised real images (--init real|kmeans, --strength) (below).
 # Results: out/ablation/results.tsv (name, flags, mean, std); resumable (finished cells
 # are skipped).
 #   scripts/ablation.sh [IPC] [RUNS] [EPOCHS]          (default 10 2 300)
@@ -90,5 +91,25 @@ if [ "$SET" != repel ]; then
     cell vanilla-cfg6 --method vanilla --cfg 6
     cell "$W-steps-50" --method dap $DAPF --steps 50; cell vanilla-steps-50 --method vanilla --steps 50
     cell "$W-eta-1" --method dap $DAPF --eta 1; cell vanilla-eta-1 --method vanilla --eta 1; }
+fi
+# stage 5 (session 7): where trajectories start. From pure noise the prior's samples are
+# less varied than real images; --init kmeans starts each of a class's IPC samples from a
+# k-means centre of its real images (D4M-style prototypes), --init real from one random real
+# image (the random cell's draw), noised to the first of the last round(strength S) steps.
+# The strength trades the start image's layout against the prior's regeneration. dap cells
+# guide every step run (--stop 0: with --stop 0.5, strength <= 0.5 would leave at most one
+# guided step).
+if [ "$SET" != repel ]; then
+  DAPF=$(grep -v '^#' models/dap-fmnist.flags | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  { cell init-kmeans-0.5 --method vanilla --init kmeans --strength 0.5
+    cell init-real-0.5 --method vanilla --init real --strength 0.5
+    for st in 0.7 0.3; do cell init-kmeans-$st --method vanilla --init kmeans --strength $st; done
+    cell dap-init-kmeans-0.5 --method dap $DAPF --stop 0 --init kmeans --strength 0.5
+    for st in 0.3 0.7; do cell init-real-$st --method vanilla --init real --strength $st; done
+    cell init-kmeans-0.9 --method vanilla --init kmeans --strength 0.9
+    # the lower strengths won: how low (0.04 = one step of 25, about the centres themselves)
+    for st in 0.2 0.1 0.04; do cell init-kmeans-$st --method vanilla --init kmeans --strength $st; done
+    cell dap-init-kmeans-0.3 --method dap $DAPF --stop 0 --init kmeans --strength 0.3; }
 fi
 column -t -s $'\t' "$TSV"
