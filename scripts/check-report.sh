@@ -54,6 +54,10 @@ for m in random vanilla dap; do
   grep -Eq "^row $m \| [0-9]+\.[0-9]+ ± [0-9]+\.[0-9]+" "$TMP/probe" ||
     { echo "check-report: FAIL no accuracy for $m in the table" >&2; fail=1; }
 done
+if grep -E '^row ' "$TMP/probe" | grep -Evq '^row [^|]+ \| [0-9]+\.[0-9]+ ± [0-9]+\.[0-9]+'; then
+  echo "check-report: FAIL a table row without an accuracy:" >&2
+  grep -E '^row ' "$TMP/probe" | grep -Ev '^row [^|]+ \| [0-9]+\.[0-9]+ ± [0-9]+\.[0-9]+' >&2; fail=1
+fi
 "$BROWSER" "${FLAGS[@]}" --window-size=1200,1600 --screenshot="$DIR/report.png" "$URL" 2>>"$TMP/err" >/dev/null ||
   { echo "check-report: screenshot failed" >&2; fail=1; }
 [ "$fail" = 0 ] && echo "check-report: OK ($URL rendered in $($BROWSER --version 2>/dev/null | head -1); screenshot $DIR/report.png)"

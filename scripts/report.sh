@@ -3,10 +3,11 @@
 # (sample grid per method, the accuracy table, per-class timings/energies and scores).
 set -euo pipefail
 OUT=$1; IPC=$2; MODEL=$3; RUNS=$4; EPOCHS=$5
+METHODS=${METHODS:-random vanilla dap}
 acc() { sed -n 's/.*accuracy \([0-9.]*\) +- \([0-9.]*\).*/\1 ± \2/p' "$OUT/eval-$1.txt" | tail -1; }
 score() { [ -f "$OUT/score-$1.txt" ] && sed -n "s/^overall *//p" "$OUT/score-$1.txt" | head -1 || true; }
 printf '\n%-10s %-22s %s\n' method "ConvNet-3 test acc (%)" "scores (overall)"
-for m in random vanilla dap; do printf '%-10s %-22s %s\n' "$m" "$(acc $m)" "$(score $m)"; done
+for m in $METHODS; do printf '%-10s %-22s %s\n' "$m" "$(acc $m)" "$(score $m)"; done
 {
   echo "<!doctype html><html><head><meta charset=utf-8><title>dap demo: Fashion-MNIST IPC $IPC</title>"
   echo "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
@@ -16,11 +17,12 @@ for m in random vanilla dap; do printf '%-10s %-22s %s\n' "$m" "$(acc $m)" "$(sc
   echo "<p>Model <code>$MODEL</code>. Each set trains ConvNet-3 from scratch (hard labels, $EPOCHS epochs,"
   echo "SGD) $RUNS times; accuracy on the real test set, mean ± std.</p>"
   echo "<h2>Accuracy</h2><table><tr><th>method</th><th>ConvNet-3 test accuracy (%)</th><th>scores</th></tr>"
-  for m in random vanilla dap; do echo "<tr><td>$m</td><td>$(acc $m)</td><td>$(score $m)</td></tr>"; done
+  for m in $METHODS; do echo "<tr><td>$m</td><td>$(acc $m)</td><td>$(score $m)</td></tr>"; done
   echo "</table><h2>Samples (one row per class)</h2><div class=grids>"
-  for m in random vanilla dap; do echo "<figure><img src=\"$m-ipc$IPC/grid.png\" alt=\"$m samples\"><figcaption>$m</figcaption></figure>"; done
+  for m in $METHODS; do echo "<figure><img src=\"$m-ipc$IPC/grid.png\" alt=\"$m samples\"><figcaption>$m</figcaption></figure>"; done
   echo "</div><h2>Per class</h2>"
-  for m in vanilla dap; do
+  for m in $METHODS; do
+    [ "$m" = random ] && continue
     echo "<h3>$m</h3><table><tr><th>class</th><th>seconds</th><th>energy (first guided step)</th><th>energy (last)</th></tr>"
     tr -d '\n' < "$OUT/$m-ipc$IPC/manifest.json" | grep -o '{[^{}]*"class"[^{}]*}' | while read -r obj; do
       name=$(echo "$obj" | sed -n 's/.*"name": *"\([^"]*\)".*/\1/p')
@@ -31,7 +33,7 @@ for m in random vanilla dap; do printf '%-10s %-22s %s\n' "$m" "$(acc $m)" "$(sc
     done
     echo "</table>"
   done
-  for m in random vanilla dap; do
+  for m in $METHODS; do
     [ -f "$OUT/score-$m.txt" ] && { echo "<h3>scores: $m</h3><pre>"; cat "$OUT/score-$m.txt"; echo "</pre>"; }
   done
   echo "</body></html>"
