@@ -14,6 +14,10 @@
 #   scripts/ablation.sh [IPC] [RUNS] [EPOCHS]          (default 10 2 300)
 #   ABL_SET=quick scripts/ablation.sh 10 2 100         (fewer cells: gamma, layer, pool,
 #                                                       kernel, stop, n-real)
+#   ABL_SET=init ABL_OUT=out/ablation-ipc50 scripts/ablation.sh 50 2 100
+#                                                      (only random and stage 5's k-means
+#                                                       start at strengths ABL_STRENGTHS)
+# ABL_JOBS=J trains a cell's runs J at a time, one thread each (dap eval --jobs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DAP=${DAP:-./build/dap}
@@ -36,7 +40,7 @@ cell() { # cell NAME FLAGS...
   $DAP distill --data fmnist --model "$MODEL" --ipc "$IPC" --seed 0 --holdout "$HOLDOUT" --split-seed "$SPLIT" \
     --out "$dir" --quiet $extra "$@"
   $DAP eval --data fmnist --train "$dir" --val "$HOLDOUT" --split-seed "$SPLIT" --arch convnet3 --runs "$RUNS" \
-    --epochs "$EPOCHS" --json "$OUT/$name.json" --quiet > "$OUT/$name.txt"
+    --epochs "$EPOCHS" --jobs "${ABL_JOBS:-1}" --json "$OUT/$name.json" --quiet > "$OUT/$name.txt"
   local ms; ms=$(sed -n 's/.*accuracy \([0-9.]*\) +- \([0-9.]*\).*/\1\t\2/p' "$OUT/$name.txt" | tail -1)
   printf '%s\t%s\t%s\n' "$name" "$*" "$ms" >> "$TSV"
   echo "ablation: $name ($*): $ms  ($(( $(date +%s) - t0 )) s)" >&2
@@ -45,6 +49,11 @@ best_gamma() { # the gamma of the best gamma-* row (ties: the first)
   awk -F'\t' '$1 ~ /^gamma-/ && ($3 + 0) > best { best = $3 + 0; g = substr($1, 7) } END { print g }' "$TSV"
 }
 cell random --method random
+if [ "$SET" = init ]; then # the start-image strength at another IPC (stage 5's cells)
+  for st in ${ABL_STRENGTHS:-0.3 0.2 0.1}; do cell init-kmeans-$st --method vanilla --init kmeans --strength "$st"; done
+  column -t -s $'\t' "$TSV"
+  exit 0
+fi
 cell vanilla --method vanilla
 # the sampler itself (models/fmnist-sampler.flags; later flags override it)
 cell vanilla-clip0 --method vanilla --clip-x0 0

@@ -21,6 +21,7 @@ METHODS=${METHODS-random vanilla dap}  # also vanilla+init, dap+init: --init fla
 SEEDS=${SEEDS:-0}                     # distillation seeds of the ConvNet-3 rows (seed S > 0: sets *-sS)
 XARCH=${XARCH-resnetap10 resnet18}   # cross-architecture columns at IPC 10 and 50 ("" skips)
 SCALES=${SCALES:-1}                   # 0 skips the IPC 100 -> 50/10 subsampling rows
+# (SCALE_METHODS, default "vanilla dap", and SCALE_IPCS, default "10 50", pick its cells)
 FULL=${FULL:-1}                       # 0 skips the full-training-set row
 OUT=${EXP_OUT:-out/experiment}
 JOBS=${JOBS:-$(nproc)}                # runs trained at once on the small sets (dap eval --jobs)
@@ -67,11 +68,12 @@ for ipc in $IPCS; do
   done
 done
 # generalisation across scales: IPC 100 subsampled to 50 and 10
-[ "$SCALES" = 1 ] && for m in vanilla dap; do
+[ "$SCALES" = 1 ] && for m in ${SCALE_METHODS:-vanilla dap}; do
   distill $m 100
-  for ipc in 10 50; do
-    [ -d "$OUT/$m-ipc100to$ipc" ] || $DAP subset --from "$OUT/$m-ipc100" --ipc $ipc --seed 0 --out "$OUT/$m-ipc100to$ipc"
-    evalcell "$m-ipc100to$ipc" "$OUT/$m-ipc100to$ipc" convnet3 "$EPOCHS"
+  s100=$(setname $m 100 0)
+  for ipc in ${SCALE_IPCS:-10 50}; do
+    [ -d "$OUT/${s100}to$ipc" ] || $DAP subset --from "$OUT/$s100" --ipc $ipc --seed 0 --out "$OUT/${s100}to$ipc"
+    evalcell "${s100}to$ipc" "$OUT/${s100}to$ipc" convnet3 "$EPOCHS"
   done
 done
 [ "$FULL" = 1 ] && evalcell full full convnet3 "$FULL_EPOCHS" 1   # big batches: all threads on one run
