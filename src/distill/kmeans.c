@@ -53,7 +53,7 @@ int dap_kmeans(const float *x, int n, int d, int k, int iters, uint64_t seed, ui
     for (int q = 1; q < k; q++) {
         double total = 0;
         for (int i = 0; i < n; i++) total += dist[i];
-        int pick = 0;
+        int pick = 0; /* total 0: every row is a centre already; any row will do */
         if (total > 0) {
             double u = dap_rng_next_double(&r) * total;
             pick = -1;
@@ -63,7 +63,6 @@ int dap_kmeans(const float *x, int n, int d, int k, int iters, uint64_t seed, ui
                 for (int i = n - 1; i >= 0 && pick < 0; i--)
                     if (dist[i] > 0) pick = i;
         }
-        if (pick < 0) pick = (int)dap_rng_below(&r, (uint64_t)n); /* all rows are centres already */
         float *cq = centres + (size_t)q * d;
         memcpy(cq, x + (size_t)pick * d, sizeof(float) * (size_t)d);
         for (int i = 0; i < n; i++) {
