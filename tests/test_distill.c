@@ -26,6 +26,18 @@ static dap_dit *load_small(void) {
     return m;
 }
 
+/* The small model with its eps tamed so that samples stay inside [-1, 1] (no clamping). */
+static dap_dit *load_tame(void) {
+    dap_dit *m = load_small();
+    if (!m) return NULL;
+    const char *fl[] = {"final_layer.linear.weight", "final_layer.linear.bias"};
+    for (int f = 0; f < 2; f++) {
+        int i = dap_params_find(&m->params, fl[f]);
+        for (size_t q = 0; q < m->params.p[i].numel; q++) dap_params_ptr(&m->params, fl[f])[q] *= 0.05f;
+    }
+    return m;
+}
+
 /* A random labelled set shaped like the small model's inputs. */
 static void fake_data(dap_dataset *ds, const dap_dit *m, int per_class) {
     memset(ds, 0, sizeof *ds);
@@ -108,14 +120,8 @@ DAP_TEST(dap_guidance_gradient_through_dit) {
 }
 
 DAP_TEST(dap_methods_consistency) {
-    dap_dit *m = load_small();
+    dap_dit *m = load_tame();
     if (!m) return;
-    /* tame the random model's eps so that samples stay inside [-1, 1] (no clamping) */
-    const char *fl[] = {"final_layer.linear.weight", "final_layer.linear.bias"};
-    for (int f = 0; f < 2; f++) {
-        int i = dap_params_find(&m->params, fl[f]);
-        for (size_t q = 0; q < m->params.p[i].numel; q++) dap_params_ptr(&m->params, fl[f])[q] *= 0.05f;
-    }
     dap_dataset ds;
     fake_data(&ds, m, 30);
     const size_t per = (size_t)ds.c * ds.h * ds.w;
@@ -217,13 +223,8 @@ DAP_TEST(random_baseline_draws_class_images) {
  * of the class; the full strength differs from noise only through the faint start image;
  * bad combinations are refused, naming the flag. */
 DAP_TEST(dap_init_partial_trajectory) {
-    dap_dit *m = load_small();
+    dap_dit *m = load_tame();
     if (!m) return;
-    const char *fl[] = {"final_layer.linear.weight", "final_layer.linear.bias"};
-    for (int f = 0; f < 2; f++) {
-        int i = dap_params_find(&m->params, fl[f]);
-        for (size_t q = 0; q < m->params.p[i].numel; q++) dap_params_ptr(&m->params, fl[f])[q] *= 0.05f;
-    }
     dap_dataset ds;
     fake_data(&ds, m, 30);
     for (size_t q = 0; q < (size_t)ds.n * ds.c * ds.h * ds.w; q++) ds.x[q] *= 0.5f; /* no clamping at the end */
