@@ -33,7 +33,7 @@ for m in $METHODS; do
     random) method=random; extra="" ;;
     vanilla) method=vanilla; extra="$SAMPLERFLAGS" ;;
     dap) method=dap; extra="$SAMPLERFLAGS $DAPFLAGS" ;;
-    dap-init) method=dap; extra="$SAMPLERFLAGS $DAPFLAGS --stop 0 $INITFLAGS" ;;  # --stop 0: as the ablation
+    dap-init) method=dap; extra="$SAMPLERFLAGS $DAPFLAGS $INITFLAGS" ;;
   esac
   echo "== distill: $m: --method $method $extra"
   # shellcheck disable=SC2086

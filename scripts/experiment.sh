@@ -28,7 +28,6 @@ JOBS=${JOBS:-$(nproc)}                # runs trained at once on the small sets (
 DAPFLAGS=$(grep -v '^#' models/dap-fmnist.flags 2>/dev/null | tr '\n' ' ' || true)
 SAMPLERFLAGS=$(grep -v '^#' models/fmnist-sampler.flags 2>/dev/null | tr '\n' ' ' || true)
 INITFLAGS=$(grep -v '^#' models/fmnist-init.flags 2>/dev/null | tr '\n' ' ' || true)
-DAPINITFLAGS="--stop 0"   # dap from a start image guides every step it runs (as scripts/ablation.sh's stage 5)
 mkdir -p "$OUT"
 TSV="$OUT/table.tsv"
 # the header goes in atomically (mv -n never replaces a table that another process began),
@@ -50,7 +49,7 @@ setname() { # setname METHOD IPC SEED: seed 0 keeps the plain name; M+init -> M-
 distill() { # distill METHOD IPC [SEED]
   local extra="" seed=${3:-0} m=${1%+init}
   [ "$m" = dap ] && extra="$SAMPLERFLAGS $DAPFLAGS"; [ "$m" = vanilla ] && extra="$SAMPLERFLAGS"
-  [ "$1" = vanilla+init ] && extra="$extra $INITFLAGS"; [ "$1" = dap+init ] && extra="$extra $DAPINITFLAGS $INITFLAGS"
+  [ "$m" != "$1" ] && extra="$extra $INITFLAGS"
   # shellcheck disable=SC2086
   $DAP distill --data fmnist --model "$MODEL" --method "$m" --ipc "$2" --seed "$seed" \
     --out "$OUT/$(setname "$1" "$2" "$seed")" --quiet $extra

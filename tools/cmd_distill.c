@@ -159,6 +159,7 @@ int cmd_distill(int argc, char **argv) {
         }
         if (o.method == DAP_METHOD_DAP && o.layer == 0) o.layer = (m->cfg.depth + 2) / 4;
     }
+    if ((rc = dap_distill_check(m, &o))) goto fail; /* a bad flag leaves no folder behind */
 
     /* resume: the folder must hold a run with the same parameters */
     char line[2048], prev[2048], path[4096];

@@ -238,7 +238,7 @@ static int start_images(const dap_dataset *real, int k, const dap_distill_opts *
     return rc;
 }
 
-static int check_opts(const dap_dit *m, const dap_distill_opts *o) {
+int dap_distill_check(const dap_dit *m, const dap_distill_opts *o) {
     if (o->ipc < 1) return dap_error(DAP_ERR_ARG, "--ipc must be >= 1 (got %d)", o->ipc);
     if (o->init < DAP_INIT_NOISE || o->init > DAP_INIT_KMEANS) return dap_error(DAP_ERR_ARG, "--init: unknown start %d", o->init);
     if (!(o->strength > 0 && o->strength <= 1))
@@ -276,7 +276,7 @@ int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const da
     const size_t per = (size_t)real->c * real->h * real->w;
     dap_distill_opts oo = *o;
     if (oo.method == DAP_METHOD_DAP && oo.layer == 0 && m) oo.layer = (m->cfg.depth + 2) / 4;
-    DAP_TRY(check_opts(m, &oo));
+    DAP_TRY(dap_distill_check(m, &oo));
 
     if (oo.method == DAP_METHOD_RANDOM) {
         int *idx = dap_malloc(sizeof(int) * (size_t)oo.ipc);

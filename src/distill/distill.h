@@ -65,6 +65,12 @@ typedef struct dap_distill_stats {
     double energy_first, energy_last; /* mean guidance energy at the first and last guided step */
 } dap_distill_stats;
 
+/* Checks the options against the model (NULL for random) before any work: DAP_ERR_ARG
+ * naming the flag. dap_distill_class runs it too; a command runs it first so that a bad
+ * flag leaves no output behind. The layer must be resolved (o->layer 0 means depth/4 only
+ * inside dap_distill_class). */
+int dap_distill_check(const dap_dit *model, const dap_distill_opts *o);
+
 /* Distills class k into out (ipc, C, H, W) in [-1, 1] (generated images are clamped).
  * real: the real training images the guidance and the random baseline draw from.
  * model: unused (may be NULL) for random. */

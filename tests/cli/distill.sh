@@ -39,6 +39,7 @@ expect_fail "distill without model" "model FILE is required" $DAP distill --meth
 expect_fail "distill bad layer" "layer must be" $DAP distill "${d[@]}" --method dap --layer 99 --out "$tmp/x2"
 expect_fail "distill bad kernel" "kernel must be" $DAP distill "${d[@]}" --kernel poly --out "$tmp/x3"
 expect_fail "distill bad number" "expects a finite number" $DAP distill "${d[@]}" --gamma abc --out "$tmp/x4"
+[ ! -e "$tmp/x8" ] && [ ! -e "$tmp/x2" ] && ok "a bad distill flag leaves no output folder" || bad "a bad distill flag left a folder behind"
 # dap score with a tiny classifier trained on the random subset (fast; real data = that folder)
 expect_ok "teacher on a folder" $DAP teacher --data "$tmp/dr" --arch convnet3 --epochs 1 --batch 16 --out "$tmp/clf.safetensors" --threads 1 --quiet
 expect_ok "score a distilled set" $DAP score --data "$tmp/dr" --set "$tmp/dd" --classifier "$tmp/clf.safetensors" --k 2 --json "$tmp/score.json" --threads 1
