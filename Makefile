@@ -1,6 +1,8 @@
 # dap: build, test, demo. `make` builds build/dap and build/libdap.a.
 #   make DEBUG=1      -O0 -g
 #   make SAN=1        AddressSanitizer + UBSan (build dir build-san/)
+#   make CUDA=1       also the CUDA backend (src/cuda/, nvcc + cuBLAS; build dir build-cuda/);
+#                     CUDA_HOME (/usr/local/cuda), CUDA_ARCH (sm_80 + sm_90 + PTX)
 #   make test         installs missing packages, builds, runs the suite (+ the I/O and
 #                     op tests again under ASan/UBSan)
 #   make demo         the main job on the embedded default (Fashion-MNIST)
@@ -20,15 +22,28 @@ else ifeq ($(DEBUG),1)
   BUILD ?= build-debug
   OPT = -O0 -g
 else
-  BUILD ?= build
+  BUILD ?= $(if $(filter 1,$(CUDA)),build-cuda,build)
   OPT = -O3 $(ARCH) -ffp-contract=fast
 endif
 CFLAGS = $(CFLAGS_BASE) $(OPT) $(EXTRA_CFLAGS)
 
+ifeq ($(CUDA),1)
+  CUDA_HOME ?= /usr/local/cuda
+  NVCC      ?= $(CUDA_HOME)/bin/nvcc
+  CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+               -gencode arch=compute_90,code=compute_90
+  CFLAGS   += -DDAP_CUDA
+  CU_SRC    = $(sort $(wildcard src/cuda/*.cu))
+  CU_OBJ    = $(CU_SRC:%.cu=$(BUILD)/%.o)
+  # the runtime static, cuBLAS from the toolkit (or $LD_LIBRARY_PATH) at run time
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart_static \
+              -ldl -lrt -lpthread -lstdc++
+endif
+
 LIB_SRC   = $(sort $(wildcard src/*/*.c))
 TOOL_SRC  = $(sort $(wildcard tools/*.c))
 TEST_SRC  = $(sort $(wildcard tests/*.c))
-LIB_OBJ   = $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ   = $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_OBJ)
 # ar keys archive members by file name: two sources with one name would lose one
 DUP_NAMES := $(shell printf '%s\n' $(notdir $(LIB_SRC)) | sort | uniq -d)
 ifneq ($(DUP_NAMES),)
@@ -44,6 +59,11 @@ all: $(BUILD)/dap $(BUILD)/dap_tests
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) -DDAP_CUDA -Iinclude -Isrc -Xcompiler -fopenmp,-Wall \
+	    -MMD -MP -c $< -o $@
 
 $(BUILD)/libdap.a: $(LIB_OBJ)
 	@rm -f $@

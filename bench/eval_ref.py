@@ -10,6 +10,8 @@ optional DSA (--aug dsa: one transform per batch, per-image parameters); the tes
 Fashion-MNIST's t10k, evaluated in eval mode.
 
   /usr/bin/python3 bench/eval_ref.py --train DIR --runs 3 --epochs 300 [--aug dsa] [--threads 2]
+  python3 bench/eval_ref.py --train DIR --device cuda      # the GPU peer of dap eval --device cuda
+On cuda, FP32 throughout (TF32 off for matmuls and cuDNN convolutions, as dap's cuBLAS calls).
 """
 import argparse
 import gzip
@@ -105,10 +107,11 @@ def dsa(x, g):
     return F.grid_sample(x, grid, align_corners=True)
 
 
-def run(xtr, ytr, xte, yte, epochs, aug, seed, verbose):
+def run(xtr, ytr, xte, yte, epochs, aug, seed, verbose, dev="cpu"):
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1000)
-    net = ConvNet(1, 10, 128, 3, "instance", 28)
+    net = ConvNet(1, 10, 128, 3, "instance", 28).to(dev)
+    xtr, ytr, xte, yte = xtr.to(dev), ytr.to(dev), xte.to(dev), yte.to(dev)
     lr = 0.01
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     n = xtr.shape[0]
@@ -121,7 +124,7 @@ def run(xtr, ytr, xte, yte, epochs, aug, seed, verbose):
         perm = torch.randperm(n, generator=g)
         tot, correct, seen = 0.0, 0, 0
         for b in range(0, n, 256):
-            idx = perm[b:b + 256]
+            idx = perm[b:b + 256].to(dev)
             x, y = xtr[idx], ytr[idx]
             if aug == "dsa":
                 x = dsa(x, g)
@@ -141,6 +144,8 @@ def run(xtr, ytr, xte, yte, epochs, aug, seed, verbose):
     with torch.no_grad():
         for b in range(0, xte.shape[0], 256):
             correct += (net(xte[b:b + 256]).argmax(1) == yte[b:b + 256]).sum().item()
+    if dev != "cpu":
+        torch.cuda.synchronize()
     return 100.0 * correct / xte.shape[0], time.time() - t0
 
 
@@ -153,17 +158,25 @@ def main():
     ap.add_argument("--aug", default="none", choices=["none", "dsa"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--json")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.device == "cuda":
+        if a.aug != "none":
+            sys.exit("eval_ref.py: --aug dsa runs on the cpu only")
+        if not torch.cuda.is_available():
+            sys.exit("eval_ref.py: --device cuda: torch sees no GPU")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     xs, ys = load_folder(a.train)
     xtr, ytr = normalise(xs), torch.from_numpy(ys)
     xte = normalise(load_idx(os.path.join(a.fmnist, "t10k-images-idx3-ubyte.gz")).astype(np.float32))
     yte = torch.from_numpy(load_idx(os.path.join(a.fmnist, "t10k-labels-idx1-ubyte.gz")).astype(np.int64))
     accs, runs = [], []
     for r in range(a.runs):
-        acc, sec = run(xtr, ytr, xte, yte, a.epochs, a.aug, a.seed + r, not a.quiet)
+        acc, sec = run(xtr, ytr, xte, yte, a.epochs, a.aug, a.seed + r, not a.quiet, a.device)
         print("run %d/%d: test accuracy %.2f%% (%.1f s)" % (r + 1, a.runs, acc, sec), file=sys.stderr)
         accs.append(acc)
         runs.append({"seed": a.seed + r, "accuracy": acc, "seconds": sec})
@@ -172,7 +185,7 @@ def main():
           % (a.train, len(ys), a.epochs, a.aug, mean, std, a.runs))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"train": a.train, "epochs": a.epochs, "aug": a.aug, "runs": runs, "mean": mean, "std": std}, f,
+            json.dump({"train": a.train, "epochs": a.epochs, "aug": a.aug, "device": a.device, "runs": runs, "mean": mean, "std": std}, f,
                       indent=1)
 
 

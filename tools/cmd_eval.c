@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "core/core.h"
+#include "core/device.h"
 #include "data/dataset.h"
 #include "eval/classifier.h"
 #include "eval/subset.h"
@@ -184,9 +185,9 @@ static void train_one(const eval_ctx *c, int run, run_result *out) {
 
 int cmd_eval(int argc, char **argv) {
     const char *data = "fmnist", *train_spec = NULL, *arch = "convnet3", *aug_s = NULL;
-    const char *protocol = "hard", *teacher_path = NULL, *json = NULL;
+    const char *protocol = "hard", *teacher_path = NULL, *json = NULL, *device = NULL;
     int runs = 3, epochs = 0, seed = 0, val = 0, split_seed = 0, batch = 0, threads = 0, quiet = 0, ipc_hint = 0;
-    int jobs = 1, resume = 0;
+    int jobs = 1, resume = 0, rc0;
     double lr = 0, cutmix = -1;
     flag flags[] = {
         {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file or an image folder"},
@@ -207,6 +208,7 @@ int cmd_eval(int argc, char **argv) {
         {"ipc", FLAG_INT, &ipc_hint, "images per class of the set, for the ImageNet epoch rule (0: counted)"},
         {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
         {"jobs", FLAG_INT, &jobs, "runs trained at once, one thread each (faster for small sets; 1: one run at a time on all threads)"},
+        {"device", FLAG_STR, &device, "cpu or cuda: where the networks train (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
         {"resume", FLAG_BOOL, &resume, "keep the runs already finished in the --json file's journal (FILE.runs)"},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
     };
@@ -240,6 +242,9 @@ int cmd_eval(int argc, char **argv) {
         random_ipc = (int)v;
     }
     cli_apply_threads(threads);
+    rc0 = device ? dap_device_select(device) : dap_device_from_env();
+    if (rc0) return cli_fail("eval", rc0);
+    if (dap_device() != DAP_DEVICE_CPU && !quiet) fprintf(stderr, "eval: device %s\n", dap_device_describe());
 
     dap_dataset real, test, real_train, val_set, folder;
     memset(&folder, 0, sizeof folder);
@@ -285,6 +290,10 @@ int cmd_eval(int argc, char **argv) {
              "split_seed=%d seed=%d ipc=%d",
              data, train_spec, arch, protocol, teacher_path ? teacher_path : "-", aug, epochs, batch, lr, cutmix, val,
              split_seed, seed, ipc_hint);
+    if (dap_device() != DAP_DEVICE_CPU) { /* another device rounds differently: its own journal */
+        size_t len = strlen(params);
+        snprintf(params + len, sizeof params - len, " device=%s", dap_device_name());
+    }
     if (from_folder) {
         size_t len = strlen(params);
         snprintf(params + len, sizeof params - len, " set=%016llx", set_hash(&folder));
@@ -342,6 +351,7 @@ int cmd_eval(int argc, char **argv) {
     dap_json_int(&j, "jobs", jobs);
     dap_json_int(&j, "threads", jobs > 1 ? 1 : dap_get_threads());
     dap_json_int(&j, "conv_winograd", dap_conv2d_winograd_mode());
+    dap_json_str(&j, "device", dap_device_describe());
     dap_json_begin_array(&j, "runs");
     int n_train = 0, used_epochs = 0;
     for (int run = 0; run < runs && rc == DAP_OK; run++) {

@@ -7,13 +7,14 @@
 #include <string.h>
 
 #include "cli.h"
+#include "core/device.h"
 #include "core/core.h"
 #include "data/dataset.h"
 #include "eval/classifier.h"
 #include "eval/fit.h"
 
 int cmd_teacher(int argc, char **argv) {
-    const char *data = "fmnist", *arch = "resnet18", *out = NULL, *aug_s = "none";
+    const char *data = "fmnist", *arch = "resnet18", *out = NULL, *aug_s = "none", *device = NULL;
     int epochs = 30, seed = 0, batch = 256, threads = 0, quiet = 0, val = 0;
     double lr = 0.01;
     flag flags[] = {
@@ -27,6 +28,7 @@ int cmd_teacher(int argc, char **argv) {
         {"val", FLAG_INT, &val, "hold out N per class of the training split (seeded) and report accuracy on them"},
         {"out", FLAG_STR, &out, "checkpoint to write (.safetensors)"},
         {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
+        {"device", FLAG_STR, &device, "cpu or cuda (a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
     };
     const char *pos[1];
@@ -44,9 +46,11 @@ int cmd_teacher(int argc, char **argv) {
     else if (!strcmp(aug_s, "dsa")) aug = DAP_AUG_DSA;
     else return cli_failf("teacher", "--aug must be none or dsa, got '%s'", aug_s);
     cli_apply_threads(threads);
+    int rc = device ? dap_device_select(device) : dap_device_from_env();
+    if (rc) return cli_fail("teacher", rc);
 
     dap_dataset real, test, tr, held;
-    int rc = dap_dataset_load(&real, data, "train", 0, 0);
+    rc = dap_dataset_load(&real, data, "train", 0, 0);
     if (rc) return cli_fail("teacher", rc);
     rc = dap_dataset_load(&test, data, "test", real.h, real.c);
     if (rc) return cli_fail("teacher", rc);

@@ -14,7 +14,11 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "core/device.h"
 #include "ops/ops.h"
+#ifdef DAP_CUDA
+#include "cuda/cuda.h"
+#endif
 
 #define NORM_EPS 1e-5f
 #define BN_MOMENTUM 0.1f
@@ -221,6 +225,16 @@ void dap_cnn_state_init(dap_cnn_state *s, const dap_cnn *m, int batch, int with_
     s->rstd = dap_calloc((size_t)nl, sizeof *s->rstd);
     s->argmax = dap_calloc((size_t)nl, sizeof *s->argmax);
     s->padded = dap_calloc((size_t)nl, sizeof *s->padded);
+#ifdef DAP_CUDA
+    if (dap_device() == DAP_DEVICE_CUDA) { /* the host keeps what comes back: logits, features */
+        int last = nl - 1;
+        s->out[last] = dap_alloc_f32((size_t)batch * layer_size(&m->layers[last]));
+        if (m->feat >= 0 && m->feat != last)
+            s->out[m->feat] = dap_alloc_f32((size_t)batch * layer_size(&m->layers[m->feat]));
+        s->dev = dap_cnn_cuda_create(m, batch, with_grad);
+        return;
+    }
+#endif
     size_t work = 0, largest = (size_t)dap_cnn_in_size(m);
     for (int i = 0; i < nl; i++) {
         const dap_cnn_layer *l = &m->layers[i];
@@ -253,6 +267,9 @@ void dap_cnn_state_init(dap_cnn_state *s, const dap_cnn *m, int batch, int with_
 
 void dap_cnn_state_free(dap_cnn_state *s) {
     if (!s->out) return;
+#ifdef DAP_CUDA
+    dap_cnn_cuda_free(s->dev);
+#endif
     for (int i = 0; i < s->nlayers; i++) {
         dap_free_aligned(s->out[i]);
         dap_free_aligned(s->dout[i]);
@@ -298,6 +315,12 @@ static void crop_planes(float *dst, const float *x, int n, int c, int h, int w, 
 
 const float *dap_cnn_forward(dap_cnn *m, dap_cnn_state *s, const float *x, int n, int train) {
     DAP_ASSERT(n > 0 && n <= s->batch);
+#ifdef DAP_CUDA
+    if (s->dev) {
+        dap_cnn_cuda_forward(m, s, x, n, train);
+        return s->out[m->nlayers - 1];
+    }
+#endif
     s->n = n;
     for (int i = 0; i < m->nlayers; i++) {
         const dap_cnn_layer *l = &m->layers[i];
@@ -400,6 +423,12 @@ static void route_done(const route *r, int src, char *written, int *dx_written) 
 void dap_cnn_backward(dap_cnn *m, dap_cnn_state *s, const float *x, const float *dlogits,
                       float *dx, int train) {
     DAP_ASSERT(s->with_grad && s->n > 0 && m->params.grad != NULL);
+#ifdef DAP_CUDA
+    if (s->dev) {
+        dap_cnn_cuda_backward(m, s, x, dlogits, dx, train);
+        return;
+    }
+#endif
     int n = s->n, last = m->nlayers - 1;
     char *written = dap_calloc((size_t)m->nlayers, 1);
     int dx_written = 0;

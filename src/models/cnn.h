@@ -92,8 +92,12 @@ typedef struct dap_cnn_state {
     float **padded; /* max-pool padded inputs (only when pad > 0) */
     float *work;    /* conv scratch */
     float *tmp;     /* a gradient that must be added into an already written one */
+    void *dev;      /* the device half (src/cuda/) when the state was created on the cuda
+                     * device (core/device.h); then only the logits and features live
+                     * in out[] on the host */
 } dap_cnn_state;
 
+/* On the device chosen when it is created (core/device.h). */
 void dap_cnn_state_init(dap_cnn_state *s, const dap_cnn *m, int batch, int with_grad);
 void dap_cnn_state_free(dap_cnn_state *s);
 

@@ -1,0 +1,30 @@
+/*
+ * device.h: where the classifiers run. A process-wide choice, made once before any
+ * model state is created (`dap eval --device`, or $DAP_DEVICE):
+ *   cpu  - the ops of ops.h (always there);
+ *   cuda - the CUDA backend (src/cuda/): a classifier state keeps its activations, its
+ *          gradients and a copy of the weights on the GPU; the optimiser, the loss and
+ *          the data pipeline stay on the host (weights go up before each forward,
+ *          gradients come down after each backward). Only in a build made with
+ *          `make CUDA=1`.
+ * Results on the two devices agree to float rounding, not bit for bit.
+ */
+#ifndef DAP_DEVICE_H
+#define DAP_DEVICE_H
+
+typedef enum { DAP_DEVICE_CPU = 0, DAP_DEVICE_CUDA = 1 } dap_device_kind;
+
+/* "cpu" or "cuda". DAP_ERR_ARG for another name; for "cuda", DAP_ERR_MISSING naming why
+ * (a build without CUDA, no device, a driver error). The choice is left as it was on
+ * error. */
+int dap_device_select(const char *name);
+/* Applies $DAP_DEVICE when set and not empty (same errors). */
+int dap_device_from_env(void);
+int dap_device(void);
+const char *dap_device_name(void);  /* "cpu", or "cuda" */
+/* A line naming the device (the GPU's name and memory for cuda). */
+const char *dap_device_describe(void);
+/* 1 when this build has the CUDA backend. */
+int dap_device_cuda_built(void);
+
+#endif /* DAP_DEVICE_H */

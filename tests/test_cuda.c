@@ -1,0 +1,149 @@
+/*
+ * test_cuda.c: the device choice, and the CUDA classifier backend against the CPU ops.
+ * The parity test needs a build made with `make CUDA=1` and a GPU; elsewhere it says
+ * it was skipped and checks only that asking for the device fails with a reason.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "core/device.h"
+#include "eval/classifier.h"
+#include "models/resnet.h"
+#include "test.h"
+
+DAP_TEST(device_select_errors) {
+    CHECK(dap_device() == DAP_DEVICE_CPU);
+    CHECK(dap_device_select("tpu") == DAP_ERR_ARG);
+    CHECK(strstr(dap_last_error(), "tpu") != NULL);
+    CHECK(dap_device() == DAP_DEVICE_CPU);
+    CHECK(dap_device_select("cpu") == DAP_OK && !strcmp(dap_device_name(), "cpu"));
+    int rc = dap_device_select("cuda");
+    if (!dap_device_cuda_built()) {
+        CHECK(rc == DAP_ERR_MISSING);
+        CHECK(strstr(dap_last_error(), "make CUDA=1") != NULL);
+        CHECK(dap_device() == DAP_DEVICE_CPU);
+    } else if (rc) {
+        CHECK(rc == DAP_ERR_MISSING && strstr(dap_last_error(), "device cuda") != NULL);
+        CHECK(dap_device() == DAP_DEVICE_CPU);
+    } else {
+        CHECK(dap_device() == DAP_DEVICE_CUDA && !strcmp(dap_device_name(), "cuda"));
+    }
+    dap_device_select("cpu");
+}
+
+/* |got - want| / max(|want|, 1e-2 max|want|): relative to the tensor's own scale. */
+static double rel_err(const float *got, const float *want, size_t n) {
+    double top = 0, worst = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs((double)want[i]) > top) top = fabs((double)want[i]);
+    double floor_ = top > 0 ? 1e-2 * top : 1e-12;
+    for (size_t i = 0; i < n; i++) {
+        double r = fabs((double)got[i] - (double)want[i]) / fmax(fabs((double)want[i]), floor_);
+        if (!(r <= worst)) worst = r; /* NaN propagates */
+    }
+    return worst;
+}
+
+typedef struct pass_out {
+    float *logits, *feat, *grad, *dx, *params; /* params: after the pass (running stats) */
+} pass_out;
+
+/* One training forward + backward (train = 1), then an eval-mode forward + backward,
+ * on the device chosen now; the model's weights are restored from `w0` first. */
+static void run_pass(dap_cnn *m, const float *w0, const float *x, const float *dl, int n, int cap,
+                     pass_out *o) {
+    size_t np = m->params.total, in = (size_t)dap_cnn_in_size(m), k = (size_t)m->num_classes;
+    size_t fd = (size_t)dap_cnn_feat_dim(m);
+    memcpy(m->params.data, w0, np * sizeof(float));
+    o->logits = dap_alloc_f32(2 * n * k), o->feat = dap_alloc_f32(n * fd);
+    o->grad = dap_alloc_f32(2 * np), o->dx = dap_alloc_f32(2 * n * in), o->params = dap_alloc_f32(np);
+    for (int train = 1; train >= 0; train--) {
+        dap_cnn_state s;
+        dap_cnn_state_init(&s, m, cap, 1);
+        const float *lg = dap_cnn_forward(m, &s, x, n, train);
+        memcpy(o->logits + (1 - train) * n * k, lg, n * k * sizeof(float));
+        if (train) {
+            memcpy(o->feat, dap_cnn_features(m, &s), n * fd * sizeof(float));
+            memcpy(o->params, m->params.data, np * sizeof(float));
+        }
+        dap_params_zero_grad(&m->params);
+        for (size_t i = 0; i < np; i++) m->params.grad[i] = 0.25f; /* gradients accumulate */
+        dap_cnn_backward(m, &s, x, dl, o->dx + (1 - train) * n * in, train);
+        memcpy(o->grad + (1 - train) * np, m->params.grad, np * sizeof(float));
+        dap_cnn_state_free(&s);
+    }
+}
+
+static void pass_free(pass_out *o) {
+    dap_free_aligned(o->logits), dap_free_aligned(o->feat), dap_free_aligned(o->grad);
+    dap_free_aligned(o->dx), dap_free_aligned(o->params);
+}
+
+static void check_model(const char *label, dap_cnn *m) {
+    int n = 5, cap = 8;
+    size_t np = m->params.total, in = (size_t)dap_cnn_in_size(m), k = (size_t)m->num_classes;
+    dap_cnn_init_weights(m, 7);
+    dap_rng r;
+    dap_rng_init(&r, 11, 0);
+    /* non-trivial norm affine and running statistics */
+    for (int i = 0; i < m->params.n; i++) {
+        const dap_param *p = &m->params.p[i];
+        const char *key = p->key;
+        float *v = m->params.data + p->offset;
+        if (strstr(key, "running_var")) dap_rng_uniform(&r, v, p->numel, 0.5f, 1.5f);
+        else if (strstr(key, "running_mean")) dap_rng_uniform(&r, v, p->numel, -0.2f, 0.2f);
+        else if (p->ndim == 1) dap_rng_uniform(&r, v, p->numel, 0.5f, 1.5f);
+    }
+    float *w0 = dap_alloc_f32(np), *x = dap_alloc_f32(n * in), *dl = dap_alloc_f32(n * k);
+    memcpy(w0, m->params.data, np * sizeof(float));
+    dap_rng_normal(&r, x, n * in, 0.0f, 1.0f);
+    dap_rng_normal(&r, dl, n * k, 0.0f, 0.1f);
+    pass_out cpu, gpu;
+    dap_device_select("cpu");
+    run_pass(m, w0, x, dl, n, cap, &cpu);
+    CHECK(dap_device_select("cuda") == DAP_OK);
+    run_pass(m, w0, x, dl, n, cap, &gpu);
+    dap_device_select("cpu");
+    size_t fd = (size_t)dap_cnn_feat_dim(m);
+    double e_logit = rel_err(gpu.logits, cpu.logits, 2 * n * k);
+    double e_feat = rel_err(gpu.feat, cpu.feat, n * fd);
+    double e_dx = fmax(rel_err(gpu.dx, cpu.dx, n * in), rel_err(gpu.dx + n * in, cpu.dx + n * in, n * in));
+    double e_run = rel_err(gpu.params, cpu.params, np);
+    double e_grad = 0;
+    const char *worst = "-";
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < m->params.n; i++) {
+            const dap_param *p = &m->params.p[i];
+            double e = rel_err(gpu.grad + t * np + p->offset, cpu.grad + t * np + p->offset, p->numel);
+            if (!(e <= e_grad)) e_grad = e, worst = p->key;
+        }
+    printf("    %-22s rel err: logits %.2g, features %.2g, dx %.2g, params after %.2g, grads %.2g (%s)\n",
+           label, e_logit, e_feat, e_dx, e_run, e_grad, worst);
+    CHECK_MSG(e_logit < 1e-3 && e_feat < 1e-3 && e_run < 1e-4, "%s: forward differs", label);
+    CHECK_MSG(e_dx < 2e-3 && e_grad < 2e-3, "%s: backward differs (worst %s)", label, worst);
+    pass_free(&cpu), pass_free(&gpu);
+    dap_free_aligned(w0), dap_free_aligned(x), dap_free_aligned(dl);
+}
+
+DAP_TEST(cuda_cnn_matches_cpu) {
+    if (!dap_device_cuda_built() || dap_device_select("cuda") != DAP_OK) {
+        printf("    skipped: %s\n", dap_device_cuda_built() ? dap_last_error()
+                                                           : "a build without CUDA (make CUDA=1)");
+        CHECK(dap_device() == DAP_DEVICE_CPU);
+        return;
+    }
+    printf("    %s\n", dap_device_describe());
+    dap_device_select("cpu");
+    const char *archs[] = {"convnet3", "convnet3-bn", "convnet3-nn", "resnetap10", "resnet18"};
+    for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++) {
+        dap_classifier c;
+        CHECK(dap_classifier_create(&c, archs[a], 1, 28, 28, 10) == DAP_OK);
+        check_model(archs[a], &c.net);
+        dap_classifier_free(&c);
+    }
+    dap_cnn big; /* the ImageNet stem: 7x7 stride-2 conv and a padded 3x3 max pool */
+    CHECK(dap_resnet18_create(&big, 16, DAP_NORM_BATCH, 1, 3, 32, 32, 10) == DAP_OK);
+    check_model("resnet18 large stem", &big);
+    dap_cnn_free(&big);
+}
