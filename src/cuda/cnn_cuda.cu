@@ -88,6 +88,12 @@ extern "C" int dap_cuda_init(char *desc, size_t n) {
 
 /* ---- kernels ---------------------------------------------------------------------- */
 
+/* Kernels index with 32 bits (64-bit division costs the GPU several times more, and the
+ * index arithmetic is most of im2col's work); dap_cnn_cuda_create refuses a state whose
+ * buffers reach 2^31 elements. */
+typedef unsigned int idx_t;
+#define IDX_LIMIT (1u << 31)
+
 static unsigned blocks_for(size_t total) {
     size_t b = (total + THREADS - 1) / THREADS;
     if (b > (1u << 20)) b = 1u << 20; /* the loops below stride over the rest */
@@ -95,8 +101,8 @@ static unsigned blocks_for(size_t total) {
 }
 
 #define GRID_LOOP(i, total)                                                                    \
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (total);                \
-         i += (size_t)gridDim.x * blockDim.x)
+    for (idx_t i = blockIdx.x * blockDim.x + threadIdx.x; i < (idx_t)(total);                \
+         i += gridDim.x * blockDim.x)
 
 /* Sum over the block (blockDim.x == THREADS), returned to every thread. */
 __device__ static double block_sum(double v, double *sh) {
@@ -115,14 +121,14 @@ __device__ static double block_sum(double v, double *sh) {
 /* col[(c*K + ky)*K + kx][n*P + oy*OW + ox] = x[n, c, oy*s - pad + ky, ox*s - pad + kx] */
 __global__ static void im2col_k(float *col, const float *x, int n, int c, int h, int w, int k,
                                 int stride, int pad, int oh, int ow) {
-    size_t p = (size_t)oh * ow, np = (size_t)n * p, total = (size_t)c * k * k * np;
+    idx_t p = (idx_t)oh * ow, np = (idx_t)n * p, total = (idx_t)c * k * k * np;
     GRID_LOOP(i, total) {
-        size_t r = i / np, q = i % np;
+        idx_t r = i / np, q = i % np;
         int ci = (int)(r / (k * k)), ky = (int)(r / k % k), kx = (int)(r % k);
         int ni = (int)(q / p), pp = (int)(q % p), oy = pp / ow, ox = pp % ow;
         int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
         col[i] = (iy >= 0 && iy < h && ix >= 0 && ix < w)
-                     ? x[(((size_t)ni * c + ci) * h + iy) * w + ix]
+                     ? x[(((idx_t)ni * c + ci) * h + iy) * w + ix]
                      : 0.0f;
     }
 }
@@ -130,10 +136,10 @@ __global__ static void im2col_k(float *col, const float *x, int n, int c, int h,
 /* The adjoint of im2col, gathered: dx[n, c, y, x] = sum of the columns that read it. */
 __global__ static void col2im_k(float *dx, const float *dcol, int n, int c, int h, int w, int k,
                                 int stride, int pad, int oh, int ow) {
-    size_t p = (size_t)oh * ow, np = (size_t)n * p, total = (size_t)n * c * h * w;
+    idx_t p = (idx_t)oh * ow, np = (idx_t)n * p, total = (idx_t)n * c * h * w;
     GRID_LOOP(i, total) {
-        int xx = (int)(i % w), yy = (int)(i / w % h), ci = (int)(i / ((size_t)w * h) % c);
-        int ni = (int)(i / ((size_t)w * h * c));
+        int xx = (int)(i % w), yy = (int)(i / w % h), ci = (int)(i / ((idx_t)w * h) % c);
+        int ni = (int)(i / ((idx_t)w * h * c));
         float s = 0.0f;
         for (int ky = 0; ky < k; ky++) {
             int ty = yy + pad - ky;
@@ -145,7 +151,7 @@ __global__ static void col2im_k(float *dx, const float *dcol, int n, int c, int 
                 if (tx < 0 || tx % stride) continue;
                 int ox = tx / stride;
                 if (ox >= ow) continue;
-                s += dcol[((size_t)(ci * k + ky) * k + kx) * np + (size_t)ni * p + (size_t)oy * ow + ox];
+                s += dcol[((idx_t)(ci * k + ky) * k + kx) * np + (idx_t)ni * p + (idx_t)oy * ow + ox];
             }
         }
         dx[i] = s;
@@ -154,59 +160,59 @@ __global__ static void col2im_k(float *dx, const float *dcol, int n, int c, int 
 
 /* y (N, OC, P) = t (OC, N*P) transposed per image, + bias */
 __global__ static void from_cnp_k(float *y, const float *t, const float *bias, int n, int oc,
-                                  size_t p) {
-    size_t total = (size_t)n * oc * p;
+                                  idx_t p) {
+    idx_t total = (idx_t)n * oc * p;
     GRID_LOOP(i, total) {
-        size_t pp = i % p, o = i / p % oc, ni = i / (p * oc);
+        idx_t pp = i % p, o = i / p % oc, ni = i / (p * oc);
         y[i] = t[o * n * p + ni * p + pp] + (bias ? bias[o] : 0.0f);
     }
 }
 
 /* t (OC, N*P) = dy (N, OC, P) */
-__global__ static void to_cnp_k(float *t, const float *dy, int n, int oc, size_t p) {
-    size_t np = (size_t)n * p, total = (size_t)oc * np;
+__global__ static void to_cnp_k(float *t, const float *dy, int n, int oc, idx_t p) {
+    idx_t np = (idx_t)n * p, total = (idx_t)oc * np;
     GRID_LOOP(i, total) {
-        size_t o = i / np, q = i % np, ni = q / p, pp = q % p;
+        idx_t o = i / np, q = i % np, ni = q / p, pp = q % p;
         t[i] = dy[(ni * oc + o) * p + pp];
     }
 }
 
 /* d[r] += sum of row r of a (rows, cols): one block a row */
-__global__ static void row_sum_add_k(float *d, const float *a, size_t cols) {
+__global__ static void row_sum_add_k(float *d, const float *a, idx_t cols) {
     __shared__ double sh[THREADS];
-    const float *row = a + (size_t)blockIdx.x * cols;
+    const float *row = a + (idx_t)blockIdx.x * cols;
     double s = 0.0;
-    for (size_t j = threadIdx.x; j < cols; j += THREADS) s += row[j];
+    for (idx_t j = threadIdx.x; j < cols; j += THREADS) s += row[j];
     s = block_sum(s, sh);
     if (threadIdx.x == 0) d[blockIdx.x] += (float)s;
 }
 
 /* d[j] += sum over rows of a (rows, cols)[., j]: one thread a column */
 __global__ static void col_sum_add_k(float *d, const float *a, int rows, int cols) {
-    GRID_LOOP(j, (size_t)cols) {
+    GRID_LOOP(j, (idx_t)cols) {
         double s = 0.0;
-        for (int r = 0; r < rows; r++) s += a[(size_t)r * cols + j];
+        for (int r = 0; r < rows; r++) s += a[(idx_t)r * cols + j];
         d[j] += (float)s;
     }
 }
 
 __global__ static void add_rows_k(float *out, const float *b, int rows, int cols) {
-    GRID_LOOP(i, (size_t)rows * cols) out[i] += b[i % cols];
+    GRID_LOOP(i, (idx_t)rows * cols) out[i] += b[i % cols];
 }
 
-__global__ static void add_k(float *out, const float *a, const float *b, size_t n) {
+__global__ static void add_k(float *out, const float *a, const float *b, idx_t n) {
     GRID_LOOP(i, n) out[i] = a[i] + b[i];
 }
 
-__global__ static void acc_k(float *d, const float *t, size_t n) {
+__global__ static void acc_k(float *d, const float *t, idx_t n) {
     GRID_LOOP(i, n) d[i] += t[i];
 }
 
-__global__ static void relu_k(float *x, size_t n) {
+__global__ static void relu_k(float *x, idx_t n) {
     GRID_LOOP(i, n) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-__global__ static void relu_mask_k(float *g, const float *out, size_t n) {
+__global__ static void relu_mask_k(float *g, const float *out, idx_t n) {
     GRID_LOOP(i, n) if (!(out[i] > 0.0f)) g[i] = 0.0f;
 }
 
@@ -214,7 +220,7 @@ __global__ static void relu_mask_k(float *g, const float *out, size_t n) {
 __global__ static void inorm_fwd_k(float *out, float *mean, float *rstd, const float *inp,
                                    const float *w, const float *b, int c, int hw, float eps) {
     __shared__ double sh[THREADS];
-    size_t plane = blockIdx.x;
+    idx_t plane = blockIdx.x;
     int ch = (int)(plane % c);
     const float *x = inp + plane * hw;
     double s = 0.0;
@@ -238,7 +244,7 @@ __global__ static void inorm_bwd_k(float *dx, float *pw, float *pb, const float 
                                    const float *inp, const float *w, const float *mean,
                                    const float *rstd, int c, int hw) {
     __shared__ double sh[THREADS];
-    size_t plane = blockIdx.x;
+    idx_t plane = blockIdx.x;
     int ch = (int)(plane % c);
     const float *x = inp + plane * hw, *g = dout + plane * hw;
     float m = mean[plane], rs = rstd[plane], wc = w ? w[ch] : 1.0f;
@@ -268,13 +274,13 @@ __global__ static void bn_fwd_train_k(float *out, float *mean, float *rstd, floa
                                       float momentum) {
     __shared__ double sh[THREADS];
     int ch = blockIdx.x;
-    size_t cnt = (size_t)n * hw;
+    idx_t cnt = (idx_t)n * hw;
     double s = 0.0;
-    for (size_t i = threadIdx.x; i < cnt; i += THREADS)
+    for (idx_t i = threadIdx.x; i < cnt; i += THREADS)
         s += inp[((i / hw) * c + ch) * hw + i % hw];
     float m = (float)(block_sum(s, sh) / (double)cnt);
     double v = 0.0;
-    for (size_t i = threadIdx.x; i < cnt; i += THREADS) {
+    for (idx_t i = threadIdx.x; i < cnt; i += THREADS) {
         float d = inp[((i / hw) * c + ch) * hw + i % hw] - m;
         v += (double)d * d;
     }
@@ -282,8 +288,8 @@ __global__ static void bn_fwd_train_k(float *out, float *mean, float *rstd, floa
     double var = v / (double)cnt;
     float rs = (float)(1.0 / sqrt(var + eps));
     float sc = w ? w[ch] * rs : rs, sf = b ? b[ch] : 0.0f;
-    for (size_t i = threadIdx.x; i < cnt; i += THREADS) {
-        size_t off = ((i / hw) * c + ch) * hw + i % hw;
+    for (idx_t i = threadIdx.x; i < cnt; i += THREADS) {
+        idx_t off = ((i / hw) * c + ch) * hw + i % hw;
         out[off] = (inp[off] - m) * sc + sf;
     }
     if (threadIdx.x == 0) {
@@ -301,11 +307,11 @@ __global__ static void bn_bwd_train_k(float *dx, float *dw, float *db, const flo
                                       const float *rstd, int n, int c, int hw) {
     __shared__ double sh[THREADS];
     int ch = blockIdx.x;
-    size_t cnt = (size_t)n * hw;
+    idx_t cnt = (idx_t)n * hw;
     float m = mean[ch], rs = rstd[ch], wc = w ? w[ch] : 1.0f;
     double sg = 0.0, sgx = 0.0;
-    for (size_t i = threadIdx.x; i < cnt; i += THREADS) {
-        size_t off = ((i / hw) * c + ch) * hw + i % hw;
+    for (idx_t i = threadIdx.x; i < cnt; i += THREADS) {
+        idx_t off = ((i / hw) * c + ch) * hw + i % hw;
         float xh = (inp[off] - m) * rs;
         sg += dout[off];
         sgx += (double)dout[off] * xh;
@@ -318,8 +324,8 @@ __global__ static void bn_bwd_train_k(float *dx, float *dw, float *db, const flo
     }
     if (!dx) return;
     float a = (float)(sg / (double)cnt), bq = (float)(sgx / (double)cnt), sc = wc * rs;
-    for (size_t i = threadIdx.x; i < cnt; i += THREADS) {
-        size_t off = ((i / hw) * c + ch) * hw + i % hw;
+    for (idx_t i = threadIdx.x; i < cnt; i += THREADS) {
+        idx_t off = ((i / hw) * c + ch) * hw + i % hw;
         float xh = (inp[off] - m) * rs;
         dx[off] = sc * (dout[off] - a - xh * bq);
     }
@@ -328,7 +334,7 @@ __global__ static void bn_bwd_train_k(float *dx, float *dw, float *db, const flo
 __global__ static void bn_fwd_eval_k(float *out, const float *inp, const float *w, const float *b,
                                      const float *rmean, const float *rvar, int n, int c, int hw,
                                      float eps) {
-    size_t total = (size_t)n * c * hw;
+    idx_t total = (idx_t)n * c * hw;
     GRID_LOOP(i, total) {
         int ch = (int)(i / hw % c);
         float rs = 1.0f / sqrtf(rvar[ch] + eps);
@@ -341,11 +347,11 @@ __global__ static void bn_bwd_eval_k(float *dx, float *dw, float *db, const floa
                                      const float *rvar, int n, int c, int hw, float eps) {
     __shared__ double sh[THREADS];
     int ch = blockIdx.x;
-    size_t cnt = (size_t)n * hw;
+    idx_t cnt = (idx_t)n * hw;
     float rs = 1.0f / sqrtf(rvar[ch] + eps), sc = (w ? w[ch] : 1.0f) * rs, m = rmean[ch];
     double sg = 0.0, sgx = 0.0;
-    for (size_t i = threadIdx.x; i < cnt; i += THREADS) {
-        size_t off = ((i / hw) * c + ch) * hw + i % hw;
+    for (idx_t i = threadIdx.x; i < cnt; i += THREADS) {
+        idx_t off = ((i / hw) * c + ch) * hw + i % hw;
         sg += dout[off];
         sgx += (double)dout[off] * ((inp[off] - m) * rs);
         if (dx) dx[off] = dout[off] * sc;
@@ -360,11 +366,11 @@ __global__ static void bn_bwd_eval_k(float *dx, float *dw, float *db, const floa
 
 __global__ static void avgpool_fwd_k(float *out, const float *inp, int n, int c, int h, int w,
                                      int k, int s, int oh, int ow) {
-    size_t total = (size_t)n * c * oh * ow;
+    idx_t total = (idx_t)n * c * oh * ow;
     float scale = 1.0f / (float)(k * k);
     GRID_LOOP(i, total) {
         int ox = (int)(i % ow), oy = (int)(i / ow % oh);
-        const float *x = inp + (i / ((size_t)oh * ow)) * h * w;
+        const float *x = inp + (i / ((idx_t)oh * ow)) * h * w;
         float acc = 0.0f;
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) acc += x[(oy * s + ky) * w + ox * s + kx];
@@ -382,11 +388,11 @@ __device__ static void covering(int q, int k, int s, int on, int *lo, int *hi) {
 
 __global__ static void avgpool_bwd_k(float *dx, const float *dout, int n, int c, int h, int w,
                                      int k, int s, int oh, int ow) {
-    size_t total = (size_t)n * c * h * w;
+    idx_t total = (idx_t)n * c * h * w;
     float scale = 1.0f / (float)(k * k);
     GRID_LOOP(i, total) {
         int xx = (int)(i % w), yy = (int)(i / w % h);
-        const float *g = dout + (i / ((size_t)h * w)) * oh * ow;
+        const float *g = dout + (i / ((idx_t)h * w)) * oh * ow;
         int y0, y1, x0, x1;
         covering(yy, k, s, oh, &y0, &y1);
         covering(xx, k, s, ow, &x0, &x1);
@@ -401,10 +407,10 @@ __global__ static void avgpool_bwd_k(float *dx, const float *dout, int n, int c,
  * the flat index in the unpadded plane, -1 when a padded cell won. */
 __global__ static void maxpool_fwd_k(float *out, int *argmax, const float *inp, int n, int c,
                                      int h, int w, int k, int s, int pad, int oh, int ow) {
-    size_t total = (size_t)n * c * oh * ow;
+    idx_t total = (idx_t)n * c * oh * ow;
     GRID_LOOP(i, total) {
         int ox = (int)(i % ow), oy = (int)(i / ow % oh);
-        const float *x = inp + (i / ((size_t)oh * ow)) * h * w;
+        const float *x = inp + (i / ((idx_t)oh * ow)) * h * w;
         float best = 0.0f;
         int arg = -1;
         for (int ky = 0; ky < k; ky++) {
@@ -422,10 +428,10 @@ __global__ static void maxpool_fwd_k(float *out, int *argmax, const float *inp, 
 
 __global__ static void maxpool_bwd_k(float *dx, const float *dout, const int *argmax, int n, int c,
                                      int h, int w, int k, int s, int pad, int oh, int ow) {
-    size_t total = (size_t)n * c * h * w;
+    idx_t total = (idx_t)n * c * h * w;
     GRID_LOOP(i, total) {
         int xx = (int)(i % w), yy = (int)(i / w % h), me = yy * w + xx;
-        size_t base = (i / ((size_t)h * w)) * oh * ow;
+        idx_t base = (i / ((idx_t)h * w)) * oh * ow;
         int y0, y1, x0, x1;
         covering(yy + pad, k, s, oh, &y0, &y1);
         covering(xx + pad, k, s, ow, &x0, &x1);
@@ -437,7 +443,7 @@ __global__ static void maxpool_bwd_k(float *dx, const float *dout, const int *ar
     }
 }
 
-__global__ static void gap_fwd_k(float *out, const float *inp, size_t planes, int hw) {
+__global__ static void gap_fwd_k(float *out, const float *inp, idx_t planes, int hw) {
     GRID_LOOP(pl, planes) {
         const float *x = inp + pl * hw;
         double s = 0.0;
@@ -446,7 +452,7 @@ __global__ static void gap_fwd_k(float *out, const float *inp, size_t planes, in
     }
 }
 
-__global__ static void gap_bwd_k(float *dx, const float *dout, size_t planes, int hw) {
+__global__ static void gap_bwd_k(float *dx, const float *dout, idx_t planes, int hw) {
     GRID_LOOP(i, planes * hw) dx[i] = dout[i / hw] / (float)hw;
 }
 
@@ -529,6 +535,14 @@ extern "C" void *dap_cnn_cuda_create(const dap_cnn *m, int batch, int with_grad)
             CK(cudaMalloc(&p, sz * sizeof(int)));
             d->argmax[i] = (int *)p;
         }
+    }
+    size_t top = col > t ? col : t;
+    if ((size_t)batch * largest > top) top = (size_t)batch * largest;
+    if (d->nparam > top) top = d->nparam;
+    if (top >= IDX_LIMIT) {
+        fprintf(stderr, "dap: CUDA backend: %s at batch %d needs a buffer of %zu floats, above the "
+                        "2^31 its kernels index; use a smaller batch\n", m->arch, batch, top);
+        exit(1);
     }
     d->col = dev_alloc(col);
     d->t = dev_alloc(t);
@@ -820,4 +834,11 @@ extern "C" void dap_cnn_cuda_backward(dap_cnn *m, dap_cnn_state *s, const float 
     size_t np = d->nparam;
 #pragma omp parallel for schedule(static) if (np > 65536)
     for (size_t k = 0; k < np; k++) hg[k] += sg[k];
+}
+
+extern "C" void dap_cnn_cuda_fetch(const void *dev, int layer, int which, float *host, size_t n) {
+    const cnn_dev *d = (const cnn_dev *)dev;
+    DAP_ASSERT(d && layer >= 0 && layer < d->nl && (which == 0 || d->with_grad));
+    CK(cudaStreamSynchronize(d->st));
+    CK(cudaMemcpy(host, which ? d->dout[layer] : d->out[layer], n * sizeof(float), cudaMemcpyDeviceToHost));
 }

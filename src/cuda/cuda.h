@@ -34,6 +34,10 @@ void dap_cnn_cuda_forward(struct dap_cnn *m, struct dap_cnn_state *s, const floa
 void dap_cnn_cuda_backward(struct dap_cnn *m, struct dap_cnn_state *s, const float *x,
                            const float *dlogits, float *dx, int train);
 
+/* Copies layer `layer`'s output (which 0) or its gradient (which 1) of the last pass,
+ * `n` floats, to the host (for tests that compare layer by layer). */
+void dap_cnn_cuda_fetch(const void *dev, int layer, int which, float *host, size_t n);
+
 #ifdef __cplusplus
 }
 #endif
