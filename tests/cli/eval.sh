@@ -23,6 +23,12 @@ if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
   if [ -n "$(accs "$tmp/e1.json")" ] && [ "$(accs "$tmp/ej.json")" = "$(accs "$tmp/e1.json")" ]; then
     ok "eval --jobs 2 = --threads 1"; else bad "eval --jobs 2 = --threads 1 ($(accs "$tmp/ej.json") vs $(accs "$tmp/e1.json"))"; fi
   expect_fail "eval bad --jobs" "jobs must be >= 1" $DAP eval --train "$tmp/sub" --jobs 0
+  expect_fail "eval bad --device" "device 'tpu': expected cpu or cuda" $DAP eval --train "$tmp/sub" --device tpu
+  expect_fail "eval bad DAP_DEVICE" "DAP_DEVICE='gpu0': expected cpu or cuda" env DAP_DEVICE=gpu0 $DAP eval --train "$tmp/sub"
+  expect_fail "eval --device cuda on a CPU build" "built without the CUDA backend|no CUDA device|device cuda" $DAP eval --train "$tmp/sub" --device cuda
+  expect_fail "teacher --device cuda on a CPU build" "built without the CUDA backend|no CUDA device|device cuda" $DAP teacher --out "$tmp/t.safetensors" --device cuda
+  expect_fail "eval --device cuda leaves no json" "device cuda" $DAP eval --train "$tmp/sub" --device cuda --json "$tmp/dev.json"
+  [ ! -e "$tmp/dev.json" ] && [ ! -e "$tmp/dev.json.runs" ] && ok "no output from a refused device" || bad "no output from a refused device"
   # scripts/sets-summary.sh: mean over sets of eval JSONs (two identical sets: spread 0)
   expect_ok "sets-summary" bash scripts/sets-summary.sh "$tmp/e1.json" "$tmp/ej.json"
   m1=$(tr -d ' \n' < "$tmp/e1.json" | sed 's/.*"mean":\([0-9.]*\).*/\1/')
