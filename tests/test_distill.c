@@ -263,6 +263,33 @@ DAP_TEST(dap_init_partial_trajectory) {
     for (size_t q = 0; q < ipc * per; q++) d_km = fmax(d_km, fabs(cen[q] - b[q]));
     printf("    init kmeans, one step: max |out - centre| %.3g\n", d_km);
     CHECK(d_km < 0.05);
+    /* init medoid, one step: each image is near a distinct real image of class 2, the one
+     * nearest its centre when no earlier centre took it */
+    o.init = DAP_INIT_MEDOID;
+    CHECK(dap_distill_class(m, &ds, 2, &o, c, &st) == DAP_OK);
+    int hit[3] = {-1, -1, -1};
+    double d_med = 0;
+    for (int i = 0; i < ipc; i++) {
+        double bestd = 1e30;
+        for (int j = 0; j < cnt; j++) {
+            double dd = 0;
+            for (size_t q = 0; q < per; q++) dd = fmax(dd, fabs(rows[j * per + q] - c[i * per + q]));
+            if (dd < bestd) bestd = dd, hit[i] = j;
+        }
+        d_med = fmax(d_med, bestd);
+    }
+    printf("    init medoid, one step: max |out - nearest real| %.3g (rows %d %d %d)\n", d_med, hit[0], hit[1], hit[2]);
+    CHECK(d_med < 0.05 && hit[0] != hit[1] && hit[0] != hit[2] && hit[1] != hit[2]);
+    /* and the first centre's image is the real image nearest that centre */
+    int near0 = -1;
+    double nd = 1e30;
+    for (int j = 0; j < cnt; j++) {
+        double dd = 0;
+        for (size_t q = 0; q < per; q++) dd += (double)(rows[j * per + q] - cen[q]) * (rows[j * per + q] - cen[q]);
+        if (dd < nd) nd = dd, near0 = j;
+    }
+    CHECK(hit[0] == near0);
+    o.init = DAP_INIT_KMEANS;
     /* deterministic; full strength from a start image is a (slightly) different start than noise */
     CHECK(dap_distill_class(m, &ds, 2, &o, c, &st) == DAP_OK);
     CHECK(memcmp(b, c, ipc * per * sizeof(float)) == 0);
@@ -284,7 +311,8 @@ DAP_TEST(dap_init_partial_trajectory) {
     float *big = dap_alloc_f32(31 * per);
     CHECK(dap_distill_class(m, &ds, 2, &o, big, &st) == DAP_ERR_ARG && strstr(dap_last_error(), "k-means"));
     CHECK(dap_init_parse("kmeans") == DAP_INIT_KMEANS && dap_init_parse("real") == DAP_INIT_REAL &&
-          dap_init_parse("noise") == DAP_INIT_NOISE && dap_init_parse("Kmeans") == -1);
+          dap_init_parse("noise") == DAP_INIT_NOISE && dap_init_parse("medoid") == DAP_INIT_MEDOID &&
+          dap_init_parse("Kmeans") == -1 && !strcmp(dap_init_name(DAP_INIT_MEDOID), "medoid"));
     dap_free_aligned(big), dap_free_aligned(rows), dap_free_aligned(cen);
     dap_free_aligned(a), dap_free_aligned(b), dap_free_aligned(c);
     dap_dataset_free(&ds);

@@ -82,8 +82,8 @@ int cmd_distill(int argc, char **argv) {
         {"form", FLAG_STR, &form_s, "dap: update form, x (x_prev -= gamma grad E) | eps (eps += gamma sqrt(1-a) grad E)"},
         {"repel", FLAG_FLOAT, &o.repel, "dap: weight of the repulsion among a class's synthetic samples (0: off, the paper; 1: about the energy distance)"},
         {"fixed-noise", FLAG_BOOL, &fixed_noise, "dap: one noise draw per real sample for the whole trajectory"},
-        {"init", FLAG_STR, &init_s, "start of each trajectory: noise (the paper) | real (a random real image of the class) | kmeans (a k-means centre of the class's real images); real and kmeans are noised to the first step of a partial trajectory"},
-        {"strength", FLAG_FLOAT, &o.strength, "with --init real|kmeans: fraction of the --steps run (1: all, from almost pure noise)"},
+        {"init", FLAG_STR, &init_s, "start of each trajectory: noise (the paper) | real (a random real image of the class) | kmeans (a k-means centre of the class's real images) | medoid (the real image nearest each centre); all but noise are noised to the first step of a partial trajectory"},
+        {"strength", FLAG_FLOAT, &o.strength, "with --init real|kmeans|medoid: fraction of the --steps run (1: all, from almost pure noise)"},
         {"batch", FLAG_INT, &o.batch, "most samples per model call"},
         {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
         {"quiet", FLAG_BOOL, &quiet, "no progress lines"},
@@ -104,7 +104,7 @@ int cmd_distill(int argc, char **argv) {
     if ((o.pool = dap_pool_parse(pool_s)) < 0)
         return cli_failf("distill", "--pool must be flatten or mean (got '%s')", pool_s);
     if ((o.init = dap_init_parse(init_s)) < 0)
-        return cli_failf("distill", "--init must be noise, real or kmeans (got '%s')", init_s);
+        return cli_failf("distill", "--init must be noise, real, kmeans or medoid (got '%s')", init_s);
     if (!strcmp(form_s, "x")) o.form = DAP_FORM_X;
     else if (!strcmp(form_s, "eps")) o.form = DAP_FORM_EPS;
     else return cli_failf("distill", "--form must be x or eps (got '%s')", form_s);

@@ -56,11 +56,15 @@ int dap_init_parse(const char *s) {
     if (!strcmp(s, "noise")) return DAP_INIT_NOISE;
     if (!strcmp(s, "real")) return DAP_INIT_REAL;
     if (!strcmp(s, "kmeans")) return DAP_INIT_KMEANS;
+    if (!strcmp(s, "medoid")) return DAP_INIT_MEDOID;
     return -1;
 }
 
 const char *dap_init_name(int i) {
-    return i == DAP_INIT_REAL ? "real" : i == DAP_INIT_KMEANS ? "kmeans" : "noise";
+    return i == DAP_INIT_REAL     ? "real"
+           : i == DAP_INIT_KMEANS ? "kmeans"
+           : i == DAP_INIT_MEDOID ? "medoid"
+                                  : "noise";
 }
 
 int dap_init_skip(int S, double strength) {
@@ -204,7 +208,34 @@ static int run_adjust_x(void *ctx, float *x_prev, const float *x_t, const float 
     return DAP_OK;
 }
 
-/* --init real|kmeans: x (n, per) holds each sample's standard-normal draw xi on entry and
+/* Replaces each of the n centres (in order) by the nearest row not taken by an earlier
+ * centre (squared L2; ties: the lower row). */
+static void nearest_rows(float *cen, int n, const float *rows, int count, size_t per) {
+    char *taken = dap_calloc((size_t)count, 1);
+    double *d = dap_malloc(sizeof(double) * (size_t)count);
+    for (int i = 0; i < n; i++) {
+        const float *c = cen + (size_t)i * per;
+#pragma omp parallel for schedule(static)
+        for (int j = 0; j < count; j++) {
+            const float *r = rows + (size_t)j * per;
+            double s = 0;
+            for (size_t q = 0; q < per; q++) {
+                double e = (double)r[q] - c[q];
+                s += e * e;
+            }
+            d[j] = s;
+        }
+        int best = -1;
+        for (int j = 0; j < count; j++)
+            if (!taken[j] && (best < 0 || d[j] < d[best])) best = j;
+        taken[best] = 1;
+        memcpy(cen + (size_t)i * per, rows + (size_t)best * per, sizeof(float) * per);
+    }
+    free(d);
+    free(taken);
+}
+
+/* --init real|kmeans|medoid: x (n, per) holds each sample's standard-normal draw xi on entry and
  * sqrt(a) x0 + sqrt(1 - a) xi on return, with x0 the sample's start image and a = alpha_bar
  * at the first step run. */
 static int start_images(const dap_dataset *real, int k, const dap_distill_opts *o, const dap_schedule *sched,
@@ -228,6 +259,7 @@ static int start_images(const dap_dataset *real, int k, const dap_distill_opts *
                                    real->class_names ? real->class_names[k] : "?", count, n)
                        : dap_kmeans(rows, count, (int)per, n, KMEANS_ITERS, o->seed, STREAM_KMEANS | (uint64_t)k, x0,
                                     NULL, NULL);
+        if (rc == DAP_OK && o->init == DAP_INIT_MEDOID) nearest_rows(x0, n, rows, count, per);
         dap_free_aligned(rows);
     }
     if (rc == DAP_OK && (rc = dap_ddim_start_t(sched->T, o->steps, skip, &t)) == DAP_OK) {
@@ -240,11 +272,11 @@ static int start_images(const dap_dataset *real, int k, const dap_distill_opts *
 
 int dap_distill_check(const dap_dit *m, const dap_distill_opts *o) {
     if (o->ipc < 1) return dap_error(DAP_ERR_ARG, "--ipc must be >= 1 (got %d)", o->ipc);
-    if (o->init < DAP_INIT_NOISE || o->init > DAP_INIT_KMEANS) return dap_error(DAP_ERR_ARG, "--init: unknown start %d", o->init);
+    if (o->init < DAP_INIT_NOISE || o->init > DAP_INIT_MEDOID) return dap_error(DAP_ERR_ARG, "--init: unknown start %d", o->init);
     if (!(o->strength > 0 && o->strength <= 1))
         return dap_error(DAP_ERR_ARG, "--strength must be in (0, 1] (got %g)", o->strength);
     if (o->init == DAP_INIT_NOISE && o->strength != 1)
-        return dap_error(DAP_ERR_ARG, "--strength %g needs a start image (--init real or kmeans); from noise the whole trajectory runs",
+        return dap_error(DAP_ERR_ARG, "--strength %g needs a start image (--init real, kmeans or medoid); from noise the whole trajectory runs",
                          o->strength);
     if (o->method == DAP_METHOD_RANDOM)
         return o->init == DAP_INIT_NOISE ? DAP_OK

@@ -18,9 +18,11 @@ typedef enum { DAP_METHOD_RANDOM = 0, DAP_METHOD_VANILLA = 1, DAP_METHOD_DAP = 2
 typedef enum { DAP_FORM_X = 0, DAP_FORM_EPS = 1 } dap_guidance_form;
 /* Where a trajectory starts (vanilla and dap): pure noise (the paper), or a real image of
  * the class noised to the start of a partial trajectory (--strength): one of IPC random
- * real images (the random baseline's draw), or one of IPC k-means centres of the class's
- * real images (prototype initialisation, as D4M-style generative distillation does). */
-typedef enum { DAP_INIT_NOISE = 0, DAP_INIT_REAL = 1, DAP_INIT_KMEANS = 2 } dap_init;
+ * real images (the random baseline's draw), one of IPC k-means centres of the class's
+ * real images (prototype initialisation, as D4M-style generative distillation does), or
+ * the real image nearest each centre (medoid: a sharp real image where a centre is an
+ * average; centres take their nearest image in turn, each image once). */
+typedef enum { DAP_INIT_NOISE = 0, DAP_INIT_REAL = 1, DAP_INIT_KMEANS = 2, DAP_INIT_MEDOID = 3 } dap_init;
 
 typedef struct dap_distill_opts {
     int method;      /* dap_method */
@@ -33,7 +35,7 @@ typedef struct dap_distill_opts {
     double clip_x0;  /* clamp the predicted x0 to [-clip_x0, clip_x0] every step (0: off) */
     int batch;       /* most synthetic samples per forward (a class runs in chunks) */
     int init;        /* dap_init */
-    double strength; /* with init real|kmeans: the fraction of the S steps run, from the start
+    double strength; /* with init real|kmeans|medoid: the fraction of the S steps run, from the start
                         image noised to the first of them (1: all; must be 1 with noise) */
     /* representativeness guidance (dap) */
     double gamma;    /* guidance scale (x form) or lambda (eps form) */

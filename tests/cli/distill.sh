@@ -28,7 +28,7 @@ grep -q '"init": *"kmeans"' "$tmp/dk/manifest.json" && grep -q '"strength": *0.5
   && ok "manifest records --init and --strength" || bad "manifest records --init ($(grep -E 'init|strength' "$tmp/dk/manifest.json"))"
 expect_fail "distill --init on a folder made without it" "other parameters" $DAP distill "${d[@]}" --method vanilla --out "$tmp/dk"
 expect_ok "distill dap --init real" $DAP distill "${d[@]}" --method dap --init real --strength 0.75 --classes 0 --out "$tmp/dk2"
-expect_fail "distill bad init" "init must be noise, real or kmeans" $DAP distill "${d[@]}" --method vanilla --init pixels --out "$tmp/x6"
+expect_fail "distill bad init" "init must be noise, real, kmeans or medoid" $DAP distill "${d[@]}" --method vanilla --init pixels --out "$tmp/x6"
 expect_fail "distill --strength without a start image" "needs a start image" $DAP distill "${d[@]}" --method vanilla --strength 0.5 --out "$tmp/x7"
 expect_fail "distill bad strength" "strength must be in" $DAP distill "${d[@]}" --method vanilla --init real --strength 2 --out "$tmp/x8"
 expect_fail "distill random --init" "applies to vanilla and dap" $DAP distill --data fmnist --method random --init kmeans --strength 0.5 --out "$tmp/x9" --threads 1
