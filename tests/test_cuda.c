@@ -107,20 +107,17 @@ static void diagnose(dap_cnn *m, const float *w0, const float *x, const float *d
     size_t np = m->params.total, in = (size_t)dap_cnn_in_size(m);
     float *dx = dap_alloc_f32((size_t)n * in);
     for (int train = 1; train >= 0; train--) {
-        dap_cnn_state sc, sg;
+        dap_cnn_state st[2]; /* cpu, cuda: kept alive to compare every layer */
+        for (int dev = 0; dev < 2; dev++) {
+            dap_device_select(dev ? "cuda" : "cpu");
+            memcpy(m->params.data, w0, np * sizeof(float));
+            dap_cnn_state_init(&st[dev], m, cap, 1);
+            dap_cnn_forward(m, &st[dev], x, n, train);
+            dap_params_zero_grad(&m->params);
+            dap_cnn_backward(m, &st[dev], x, dl, dx, train);
+        }
         dap_device_select("cpu");
-        memcpy(m->params.data, w0, np * sizeof(float));
-        dap_cnn_state_init(&sc, m, cap, 1);
-        dap_cnn_forward(m, &sc, x, n, train);
-        dap_params_zero_grad(&m->params);
-        dap_cnn_backward(m, &sc, x, dl, dx, train);
-        dap_device_select("cuda");
-        memcpy(m->params.data, w0, np * sizeof(float));
-        dap_cnn_state_init(&sg, m, cap, 1);
-        dap_cnn_forward(m, &sg, x, n, train);
-        dap_params_zero_grad(&m->params);
-        dap_cnn_backward(m, &sg, x, dl, dx, train);
-        dap_device_select("cpu");
+        dap_cnn_state sc = st[0], sg = st[1];
         int shown = 0;
         for (int i = m->nlayers - 1; i >= 0; i--) {
             const dap_cnn_layer *l = &m->layers[i];
