@@ -15,7 +15,8 @@
 #   ABL_SET=quick scripts/ablation.sh 10 2 100         (fewer cells: gamma, layer, pool,
 #                                                       kernel, stop, n-real)
 #   ABL_SET=init ABL_OUT=out/ablation-ipc50 scripts/ablation.sh 50 2 100
-#     (ABL_INITS="kmeans medoid real" picks the start images, ABL_STRENGTHS the strengths)
+#     (ABL_INITS="kmeans medoid real" picks the start images, ABL_STRENGTHS the strengths,
+#      ABL_METHODS="vanilla dap" the methods)
 #                                                      (only random and stage 5's k-means
 #                                                       start at strengths ABL_STRENGTHS)
 # ABL_JOBS=J trains a cell's runs J at a time, one thread each (dap eval --jobs).
@@ -51,8 +52,17 @@ best_gamma() { # the gamma of the best gamma-* row (ties: the first)
 }
 cell random --method random
 if [ "$SET" = init ]; then # the start-image strength at another IPC (stage 5's cells)
+  DAPF=$(grep -v '^#' models/dap-fmnist.flags | tr '\n' ' ')
   for init in ${ABL_INITS:-kmeans}; do # kmeans, medoid, real
-    for st in ${ABL_STRENGTHS:-0.3 0.2 0.1}; do cell init-$init-$st --method vanilla --init "$init" --strength "$st"; done
+    for st in ${ABL_STRENGTHS:-0.3 0.2 0.1}; do
+      for me in ${ABL_METHODS:-vanilla}; do # vanilla, dap (the frozen dap flags, guiding every step: --stop 0)
+        if [ "$me" = dap ]; then
+          cell dap-init-$init-$st --method dap $DAPF --stop 0 --init "$init" --strength "$st"
+        else
+          cell init-$init-$st --method vanilla --init "$init" --strength "$st"
+        fi
+      done
+    done
   done
   column -t -s $'\t' "$TSV"
   exit 0
