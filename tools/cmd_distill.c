@@ -40,6 +40,38 @@ static void params_line(char *buf, size_t n, const char *data, const char *hash,
                  split_seed, o->ipc, (unsigned long long)o->seed);
 }
 
+/* Whether two parameter lines define the same images: equal, or, for vanilla, equal but
+ * for the guidance's keys, which vanilla ignores (a vanilla set made with another --stop
+ * or --gamma, e.g. from another flags file, resumes). */
+static int params_match(const char *a, const char *b, int method) {
+    if (!strcmp(a, b)) return 1;
+    if (method != DAP_METHOD_VANILLA) return 0;
+    static const char *const guidance[] = {"gamma=", "kernel=", "sigma=", "layer=", "pool=", "n_real=",
+                                           "stop=", "form=", "fixed_noise=", "repel="};
+    char ka[2048], kb[2048];
+    const char *src[2] = {a, b};
+    char *dst[2] = {ka, kb};
+    for (int side = 0; side < 2; side++) { /* the line without the guidance's tokens */
+        const char *p = src[side];
+        size_t len = 0;
+        while (*p) {
+            size_t t = strcspn(p, " ");
+            int skip = 0;
+            for (size_t g = 0; g < sizeof guidance / sizeof guidance[0]; g++)
+                if (!strncmp(p, guidance[g], strlen(guidance[g]))) skip = 1;
+            if (!skip && len + t + 2 < sizeof ka) {
+                memcpy(dst[side] + len, p, t);
+                len += t;
+                dst[side][len++] = ' ';
+            }
+            p += t;
+            while (*p == ' ') p++;
+        }
+        dst[side][len] = 0;
+    }
+    return !strcmp(ka, kb);
+}
+
 static int read_text(const char *path, char *buf, size_t n) {
     uint8_t *d;
     size_t len;
@@ -167,7 +199,7 @@ int cmd_distill(int argc, char **argv) {
     if ((rc = dap_mkdir_p(out))) goto fail;
     snprintf(path, sizeof path, "%s/.dap-distill-params", out);
     if (read_text(path, prev, sizeof prev)) {
-        if (strcmp(prev, line) != 0) {
+        if (!params_match(prev, line, o.method)) {
             rc = dap_error(DAP_ERR_ARG,
                            "%s holds a distillation run with other parameters:\n  %s\nthis run:\n  %s\n"
                            "use another --out (or delete the folder)",

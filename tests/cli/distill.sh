@@ -22,6 +22,10 @@ expect_ok "distill dap --repel" $DAP distill "${d[@]}" --method dap --repel 1 --
 grep -q '"repel": *1' "$tmp/dr1/manifest.json" && ok "manifest records --repel" || bad "manifest records --repel ($(grep repel "$tmp/dr1/manifest.json"))"
 expect_fail "distill bad repel" "repel must be" $DAP distill "${d[@]}" --method dap --repel -1 --out "$tmp/x5"
 expect_ok "distill vanilla" $DAP distill "${d[@]}" --method vanilla --out "$tmp/dv"
+# vanilla ignores the guidance's flags, so a vanilla folder resumes under other ones, not under another sampler
+expect_ok "distill vanilla resumes with another --stop and --gamma" $DAP distill "${d[@]}" --method vanilla --stop 0 --gamma 3 --out "$tmp/dv"
+grep -q "already done" "$tmp/err" && ok "vanilla resume under other guidance flags reuses the classes" || bad "vanilla resume under other guidance flags"
+expect_fail "distill vanilla with another --cfg refused" "other parameters" $DAP distill "${d[@]}" --method vanilla --cfg 2 --out "$tmp/dv"
 # --init kmeans|real: partial trajectories from noised real start images
 expect_ok "distill vanilla --init kmeans" $DAP distill "${d[@]}" --method vanilla --init kmeans --strength 0.5 --classes 0 --out "$tmp/dk"
 grep -q '"init": *"kmeans"' "$tmp/dk/manifest.json" && grep -q '"strength": *0.5' "$tmp/dk/manifest.json" \
