@@ -28,7 +28,7 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} "$TESTS" device_select cuda_cnn 2>&1 | tee
 grep -q "^2 passed, 0 failed" "$OUT/parity.txt" || { echo "gpu-check: the parity test failed (see $OUT/parity.txt)"; exit 1; }
 if [ "${SKIP_PEER:-0}" != 1 ]; then
   echo "== peer: one ConvNet-3 run on $PEER_SET"
-  "$DAP" eval --data fmnist --train "$PEER_SET" --arch convnet3 --runs 1 --epochs "$EPOCHS" --device cuda --json "$OUT/peer-dap.json" --quiet
+  OMP_NUM_THREADS=4 "$DAP" eval --data fmnist --train "$PEER_SET" --arch convnet3 --runs 1 --epochs "$EPOCHS" --device cuda --json "$OUT/peer-dap.json" --quiet
   python3 bench/eval_ref.py --train "$PEER_SET" --runs 1 --epochs "$EPOCHS" --device cuda --threads 4 --quiet --json "$OUT/peer-torch.json"
   python3 - "$OUT" <<'PY'
 import json, sys
