@@ -17,7 +17,7 @@ RUNS=${RUNS:-3}; EPOCHS=${EPOCHS:-$([ "$AUG" = dsa ] && echo 1000 || echo 300)}
 FULL_EPOCHS=${FULL_EPOCHS:-12}        # the protocol's 300 are about 10 h a run on this machine
 # Parts (to run the table piece by piece; every cell is cached in the TSV):
 IPCS=${IPCS-1 10 50}                 # ConvNet-3 rows
-METHODS=${METHODS-random vanilla dap}  # also vanilla+init, dap+init: --init flags of models/fmnist-init.flags
+METHODS=${METHODS-random vanilla dap}  # also M+X (vanilla+init, dap+medoid, ...): the flags of models/fmnist-X.flags added
 SEEDS=${SEEDS:-0}                     # distillation seeds of the ConvNet-3 rows (seed S > 0: sets *-sS)
 XARCH=${XARCH-resnetap10 resnet18}   # cross-architecture columns at IPC 10 and 50 ("" skips)
 SCALES=${SCALES:-1}                   # 0 skips the IPC 100 -> 50/10 subsampling rows
@@ -27,7 +27,6 @@ OUT=${EXP_OUT:-out/experiment}
 JOBS=${JOBS:-$(nproc)}                # runs trained at once on the small sets (dap eval --jobs)
 DAPFLAGS=$(grep -v '^#' models/dap-fmnist.flags 2>/dev/null | tr '\n' ' ' || true)
 SAMPLERFLAGS=$(grep -v '^#' models/fmnist-sampler.flags 2>/dev/null | tr '\n' ' ' || true)
-INITFLAGS=$(grep -v '^#' models/fmnist-init.flags 2>/dev/null | tr '\n' ' ' || true)
 mkdir -p "$OUT"
 TSV="$OUT/table.tsv"
 # the header goes in atomically (mv -n never replaces a table that another process began),
@@ -42,14 +41,18 @@ evalcell() { # evalcell SETNAME TRAINSPEC ARCH EPOCHS [JOBS]
   printf '%s\t%s\t%s\t%s\n' "$name" "$arch" "$ms" "$cmd" >> "$TSV"
   echo "experiment: $name $arch: $ms"
 }
-setname() { # setname METHOD IPC SEED: seed 0 keeps the plain name; M+init -> M-init
+setname() { # setname METHOD IPC SEED: seed 0 keeps the plain name; M+X -> M-X
   local m=${1/+/-}
   if [ "$3" = 0 ]; then echo "$m-ipc$2"; else echo "$m-ipc$2-s$3"; fi
 }
 distill() { # distill METHOD IPC [SEED]
-  local extra="" seed=${3:-0} m=${1%+init}
+  local extra="" seed=${3:-0} m=${1%%+*} x=""
   [ "$m" = dap ] && extra="$SAMPLERFLAGS $DAPFLAGS"; [ "$m" = vanilla ] && extra="$SAMPLERFLAGS"
-  [ "$m" != "$1" ] && extra="$extra $INITFLAGS"
+  if [ "$m" != "$1" ]; then # M+X: the start-image flags of models/fmnist-X.flags
+    x=models/fmnist-${1#*+}.flags
+    [ -f "$x" ] || { echo "experiment: method $1: no $x" >&2; exit 2; }
+    extra="$extra $(grep -v '^#' "$x" | tr '\n' ' ')"
+  fi
   # shellcheck disable=SC2086
   $DAP distill --data fmnist --model "$MODEL" --method "$m" --ipc "$2" --seed "$seed" \
     --out "$OUT/$(setname "$1" "$2" "$seed")" --quiet $extra
