@@ -117,25 +117,25 @@ static void diagnose(dap_cnn *m, const float *w0, const float *x, const float *d
             dap_cnn_backward(m, &st[dev], x, dl, dx, train);
         }
         dap_device_select("cpu");
-        dap_cnn_state sc = st[0], sg = st[1];
+        const dap_cnn_state *sc = &st[0], *sg = &st[1];
         int shown = 0;
         for (int i = m->nlayers - 1; i >= 0; i--) {
             const dap_cnn_layer *l = &m->layers[i];
             size_t sz = (size_t)n * l->c * l->h * l->w;
             float *buf = dap_alloc_f32(sz);
-            dap_cnn_cuda_fetch(sg.dev, i, 0, buf, sz);
-            double eo = rel_err(buf, sc.out[i], sz);
-            dap_cnn_cuda_fetch(sg.dev, i, 1, buf, sz);
-            double eg = rel_err(buf, sc.dout[i], sz);
+            dap_cnn_cuda_fetch(sg->dev, i, 0, buf, sz);
+            double eo = rel_err(buf, sc->out[i], sz);
+            dap_cnn_cuda_fetch(sg->dev, i, 1, buf, sz);
+            double eg = rel_err(buf, sc->dout[i], sz);
             double top = 0;
-            for (size_t j = 0; j < sz; j++) top = fmax(top, fabs((double)sc.dout[i][j]));
+            for (size_t j = 0; j < sz; j++) top = fmax(top, fabs((double)sc->dout[i][j]));
             if (shown < 4 || eg > 1e-4 || eo > 1e-4)
                 printf("      train=%d layer %2d %-28s src %2d/%2d relu %d  out err %.2g  grad err %.2g (max|grad| %.3g)\n",
                        train, i, layer_name(m, i), l->src, l->src2, l->relu, eo, eg, top), shown++;
             dap_free_aligned(buf);
         }
-        dap_cnn_state_free(&sc);
-        dap_cnn_state_free(&sg);
+        dap_cnn_state_free(&st[0]);
+        dap_cnn_state_free(&st[1]);
     }
     dap_free_aligned(dx);
 }

@@ -187,7 +187,7 @@ int cmd_eval(int argc, char **argv) {
     const char *data = "fmnist", *train_spec = NULL, *arch = "convnet3", *aug_s = NULL;
     const char *protocol = "hard", *teacher_path = NULL, *json = NULL, *device = NULL;
     int runs = 3, epochs = 0, seed = 0, val = 0, split_seed = 0, batch = 0, threads = 0, quiet = 0, ipc_hint = 0;
-    int jobs = 1, resume = 0, rc0;
+    int jobs = 1, resume = 0;
     double lr = 0, cutmix = -1;
     flag flags[] = {
         {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file or an image folder"},
@@ -242,13 +242,13 @@ int cmd_eval(int argc, char **argv) {
         random_ipc = (int)v;
     }
     cli_apply_threads(threads);
-    rc0 = device ? dap_device_select(device) : dap_device_from_env();
-    if (rc0) return cli_fail("eval", rc0);
+    int rc = device ? dap_device_select(device) : dap_device_from_env();
+    if (rc) return cli_fail("eval", rc);
     if (dap_device() != DAP_DEVICE_CPU && !quiet) fprintf(stderr, "eval: device %s\n", dap_device_describe());
 
     dap_dataset real, test, real_train, val_set, folder;
     memset(&folder, 0, sizeof folder);
-    int rc = dap_dataset_load(&real, data, "train", 0, 0);
+    rc = dap_dataset_load(&real, data, "train", 0, 0);
     if (rc) return cli_fail("eval", rc);
     const dap_dataset *eval_set, *base = &real;
     if (val > 0) {
