@@ -11,7 +11,10 @@ Fashion-MNIST's t10k, evaluated in eval mode.
 
   /usr/bin/python3 bench/eval_ref.py --train DIR --runs 3 --epochs 300 [--aug dsa] [--threads 2]
   python3 bench/eval_ref.py --train DIR --device cuda      # the GPU peer of dap eval --device cuda
-On cuda, FP32 throughout (TF32 off for matmuls and cuDNN convolutions, as dap's cuBLAS calls).
+On cuda, FP32 throughout by default (TF32 off for matmuls and cuDNN convolutions, as dap's
+cuBLAS calls); --precision tf32 turns it on for the convolutions only (PyTorch's own
+default, and `dap eval --precision tf32`). --arch resnetap10|resnet18 (instance / batch
+norm, width 64: dap's defaults for those names) times the cross-architecture evaluators.
 """
 import argparse
 import gzip
@@ -28,7 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "gen"))
-from classifier_ref import ConvNet  # noqa: E402
+from classifier_ref import ConvNet, ResNet18, ResNetAP10  # noqa: E402
 
 FMNIST = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
           "Ankle boot"]
@@ -107,10 +110,18 @@ def dsa(x, g):
     return F.grid_sample(x, grid, align_corners=True)
 
 
-def run(xtr, ytr, xte, yte, epochs, aug, seed, verbose, dev="cpu"):
+def make_net(arch):
+    if arch == "resnetap10":
+        return ResNetAP10(1, 10, 64, "instance")
+    if arch == "resnet18":
+        return ResNet18(1, 10, 64, "batch", False)
+    return ConvNet(1, 10, 128, 3, "instance", 28)
+
+
+def run(xtr, ytr, xte, yte, epochs, aug, seed, verbose, dev="cpu", arch="convnet3"):
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1000)
-    net = ConvNet(1, 10, 128, 3, "instance", 28).to(dev)
+    net = make_net(arch).to(dev)
     xtr, ytr, xte, yte = xtr.to(dev), ytr.to(dev), xte.to(dev), yte.to(dev)
     lr = 0.01
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
@@ -159,6 +170,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32"])
+    ap.add_argument("--arch", default="convnet3", choices=["convnet3", "resnetap10", "resnet18"])
     ap.add_argument("--json")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args()
@@ -169,23 +182,25 @@ def main():
         if not torch.cuda.is_available():
             sys.exit("eval_ref.py: --device cuda: torch sees no GPU")
         torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
+    elif a.precision != "fp32":
+        sys.exit("eval_ref.py: --precision tf32 needs --device cuda")
     xs, ys = load_folder(a.train)
     xtr, ytr = normalise(xs), torch.from_numpy(ys)
     xte = normalise(load_idx(os.path.join(a.fmnist, "t10k-images-idx3-ubyte.gz")).astype(np.float32))
     yte = torch.from_numpy(load_idx(os.path.join(a.fmnist, "t10k-labels-idx1-ubyte.gz")).astype(np.int64))
     accs, runs = [], []
     for r in range(a.runs):
-        acc, sec = run(xtr, ytr, xte, yte, a.epochs, a.aug, a.seed + r, not a.quiet, a.device)
+        acc, sec = run(xtr, ytr, xte, yte, a.epochs, a.aug, a.seed + r, not a.quiet, a.device, a.arch)
         print("run %d/%d: test accuracy %.2f%% (%.1f s)" % (r + 1, a.runs, acc, sec), file=sys.stderr)
         accs.append(acc)
         runs.append({"seed": a.seed + r, "accuracy": acc, "seconds": sec})
     mean, std = float(np.mean(accs)), float(np.std(accs))
-    print("pytorch convnet3 on %s (%d images, %d epochs, aug %s): test accuracy %.2f +- %.2f over %d runs"
+    print("pytorch " + a.arch + " on %s (%d images, %d epochs, aug %s): test accuracy %.2f +- %.2f over %d runs"
           % (a.train, len(ys), a.epochs, a.aug, mean, std, a.runs))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"train": a.train, "epochs": a.epochs, "aug": a.aug, "device": a.device, "runs": runs, "mean": mean, "std": std}, f,
+            json.dump({"train": a.train, "epochs": a.epochs, "aug": a.aug, "device": a.device, "precision": a.precision, "arch": a.arch, "runs": runs, "mean": mean, "std": std}, f,
                       indent=1)
 
 
