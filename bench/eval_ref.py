@@ -13,7 +13,7 @@ Fashion-MNIST's t10k, evaluated in eval mode.
   python3 bench/eval_ref.py --train DIR --device cuda      # the GPU peer of dap eval --device cuda
 On cuda, FP32 throughout by default (TF32 off for matmuls and cuDNN convolutions, as dap's
 cuBLAS calls); --precision tf32 turns it on for the convolutions only (PyTorch's own
-default, and `dap eval --precision tf32`). --arch resnetap10|resnet18 (instance / batch
+default; dap has no TF32 mode). --arch resnetap10|resnet18 (instance / batch
 norm, width 64: dap's defaults for those names) times the cross-architecture evaluators.
 """
 import argparse

@@ -185,7 +185,7 @@ static void train_one(const eval_ctx *c, int run, run_result *out) {
 
 int cmd_eval(int argc, char **argv) {
     const char *data = "fmnist", *train_spec = NULL, *arch = "convnet3", *aug_s = NULL;
-    const char *protocol = "hard", *teacher_path = NULL, *json = NULL, *device = NULL, *precision = "fp32";
+    const char *protocol = "hard", *teacher_path = NULL, *json = NULL, *device = NULL;
     int runs = 3, epochs = 0, seed = 0, val = 0, split_seed = 0, batch = 0, threads = 0, quiet = 0, ipc_hint = 0;
     int jobs = 1, resume = 0;
     double lr = 0, cutmix = -1;
@@ -209,7 +209,6 @@ int cmd_eval(int argc, char **argv) {
         {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
         {"jobs", FLAG_INT, &jobs, "runs trained at once, one thread each (faster for small sets; 1: one run at a time on all threads)"},
         {"device", FLAG_STR, &device, "cpu or cuda: where the networks train (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
-        {"precision", FLAG_STR, &precision, "fp32, or tf32: the convolutions on tensor cores (cuda only; PyTorch's default for convolutions)"},
         {"resume", FLAG_BOOL, &resume, "keep the runs already finished in the --json file's journal (FILE.runs)"},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
     };
@@ -244,10 +243,8 @@ int cmd_eval(int argc, char **argv) {
     }
     cli_apply_threads(threads);
     int rc = device ? dap_device_select(device) : dap_device_from_env();
-    if (!rc) rc = dap_device_set_precision(precision);
     if (rc) return cli_fail("eval", rc);
-    if (dap_device() != DAP_DEVICE_CPU && !quiet)
-        fprintf(stderr, "eval: device %s, %s\n", dap_device_describe(), dap_device_precision());
+    if (dap_device() != DAP_DEVICE_CPU && !quiet) fprintf(stderr, "eval: device %s\n", dap_device_describe());
 
     dap_dataset real, test, real_train, val_set, folder;
     memset(&folder, 0, sizeof folder);
@@ -296,7 +293,6 @@ int cmd_eval(int argc, char **argv) {
     if (dap_device() != DAP_DEVICE_CPU) { /* another device rounds differently: its own journal */
         size_t len = strlen(params);
         snprintf(params + len, sizeof params - len, " device=%s", dap_device_name());
-        if (dap_device_tf32()) strncat(params, " precision=tf32", sizeof params - strlen(params) - 1);
     }
     if (from_folder) {
         size_t len = strlen(params);
@@ -356,7 +352,6 @@ int cmd_eval(int argc, char **argv) {
     dap_json_int(&j, "threads", jobs > 1 ? 1 : dap_get_threads());
     dap_json_int(&j, "conv_winograd", dap_conv2d_winograd_mode());
     dap_json_str(&j, "device", dap_device_describe());
-    dap_json_str(&j, "precision", dap_device_precision());
     dap_json_begin_array(&j, "runs");
     int n_train = 0, used_epochs = 0;
     for (int run = 0; run < runs && rc == DAP_OK; run++) {

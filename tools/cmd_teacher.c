@@ -15,7 +15,6 @@
 
 int cmd_teacher(int argc, char **argv) {
     const char *data = "fmnist", *arch = "resnet18", *out = NULL, *aug_s = "none", *device = NULL;
-    const char *precision = "fp32";
     int epochs = 30, seed = 0, batch = 256, threads = 0, quiet = 0, val = 0;
     double lr = 0.01;
     flag flags[] = {
@@ -30,7 +29,6 @@ int cmd_teacher(int argc, char **argv) {
         {"out", FLAG_STR, &out, "checkpoint to write (.safetensors)"},
         {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
         {"device", FLAG_STR, &device, "cpu or cuda (a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
-        {"precision", FLAG_STR, &precision, "fp32, or tf32: the convolutions on tensor cores (cuda only)"},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
     };
     const char *pos[1];
@@ -49,7 +47,6 @@ int cmd_teacher(int argc, char **argv) {
     else return cli_failf("teacher", "--aug must be none or dsa, got '%s'", aug_s);
     cli_apply_threads(threads);
     int rc = device ? dap_device_select(device) : dap_device_from_env();
-    if (!rc) rc = dap_device_set_precision(precision);
     if (rc) return cli_fail("teacher", rc);
 
     dap_dataset real, test, tr, held;

@@ -14,7 +14,6 @@
 
 static int g_device = DAP_DEVICE_CPU;
 static char g_describe[256] = "cpu";
-static int g_tf32;
 
 int dap_device_cuda_built(void) {
 #ifdef DAP_CUDA
@@ -26,7 +25,7 @@ int dap_device_cuda_built(void) {
 
 int dap_device_select(const char *name) {
     if (!name || !strcmp(name, "cpu")) {
-        g_device = DAP_DEVICE_CPU, g_tf32 = 0;
+        g_device = DAP_DEVICE_CPU;
         snprintf(g_describe, sizeof g_describe, "cpu");
         return DAP_OK;
     }
@@ -34,7 +33,7 @@ int dap_device_select(const char *name) {
         return dap_error(DAP_ERR_ARG, "device '%s': expected cpu or cuda", name);
 #ifdef DAP_CUDA
     DAP_TRY(dap_cuda_init(g_describe, sizeof g_describe));
-    g_device = DAP_DEVICE_CUDA, g_tf32 = 0;
+    g_device = DAP_DEVICE_CUDA;
     return DAP_OK;
 #else
     return dap_error(DAP_ERR_MISSING, "device cuda: this dap was built without the CUDA backend "
@@ -53,20 +52,3 @@ int dap_device_from_env(void) {
 int dap_device(void) { return g_device; }
 const char *dap_device_name(void) { return g_device == DAP_DEVICE_CUDA ? "cuda" : "cpu"; }
 const char *dap_device_describe(void) { return g_describe; }
-
-int dap_device_set_precision(const char *name) {
-    if (!strcmp(name, "fp32")) {
-        g_tf32 = 0;
-        return DAP_OK;
-    }
-    if (strcmp(name, "tf32") != 0)
-        return dap_error(DAP_ERR_ARG, "precision '%s': expected fp32 or tf32", name);
-    if (g_device != DAP_DEVICE_CUDA)
-        return dap_error(DAP_ERR_ARG, "precision tf32: the %s device computes in fp32 only "
-                                      "(tf32 is for --device cuda)", dap_device_name());
-    g_tf32 = 1;
-    return DAP_OK;
-}
-
-int dap_device_tf32(void) { return g_tf32; }
-const char *dap_device_precision(void) { return g_tf32 ? "tf32" : "fp32"; }

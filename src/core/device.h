@@ -27,17 +27,4 @@ const char *dap_device_describe(void);
 /* 1 when this build has the CUDA backend. */
 int dap_device_cuda_built(void);
 
-/* How the GPU multiplies the convolutions' matrices (`dap eval --precision`):
- *   fp32 - full FP32 products (the default; what the CPU computes, to rounding);
- *   tf32 - tensor cores with inputs rounded to TF32 (10-bit mantissa) and FP32
- *          accumulation, forward and backward: PyTorch's default for convolutions on
- *          Ampere and later (torch.backends.cudnn.allow_tf32). The linear layers stay
- *          FP32, as PyTorch's matmul default (allow_tf32 False) keeps them.
- * Applies to classifier states created afterwards. tf32 needs the cuda device
- * (DAP_ERR_ARG on cpu, naming why); another name is DAP_ERR_ARG. Selecting a device
- * resets it to fp32. */
-int dap_device_set_precision(const char *name);
-int dap_device_tf32(void);
-const char *dap_device_precision(void); /* "fp32" or "tf32" */
-
 #endif /* DAP_DEVICE_H */

@@ -11,15 +11,12 @@
  * T (OC, N*P) = W col, then a transposing copy into (N, OC, P) with the bias. Backward
  * transposes dY the same way, dW += dT col^T and dcol = W^T dT are one SGEMM each, and
  * col2im gathers (each input pixel sums the columns that read it: no atomics, so the
- * result does not depend on scheduling). Under --precision tf32 (core/device.h) these
- * three products run on tensor cores with TF32 inputs; the linear layer's stay FP32.
- * Reductions (norm statistics, bias gradients)
+ * result does not depend on scheduling). Reductions (norm statistics, bias gradients)
  * run one block per channel in double, as the CPU ops accumulate in double.
  */
 extern "C" {
 #include "cuda/cuda.h"
 #include "core/core.h"
-#include "core/device.h"
 #include "models/cnn.h"
 }
 
@@ -465,7 +462,6 @@ typedef struct cnn_dev {
     cudaStream_t st;
     cublasHandle_t h;
     int batch, with_grad, nl;
-    int tf32; /* the convolutions' products in TF32 (dap_device_set_precision) */
     size_t nparam, in_size;
     float *params, *grads; /* the parameter table's block, and its gradient */
     float *x, *dx;
@@ -505,7 +501,6 @@ extern "C" void *dap_cnn_cuda_create(const dap_cnn *m, int batch, int with_grad)
     CB(cublasCreate(&d->h));
     CB(cublasSetStream(d->h, d->st));
     CB(cublasSetMathMode(d->h, CUBLAS_DEFAULT_MATH)); /* FP32, no TF32 */
-    d->tf32 = dap_device_tf32();
     int nl = m->nlayers;
     d->batch = batch, d->with_grad = with_grad, d->nl = nl;
     d->nparam = m->params.total;
@@ -589,19 +584,6 @@ static void gemm(cnn_dev *d, int ta, int tb, int m, int n, int k, float alpha, c
                    &alpha, b, ldb, a, lda, &beta, c, ldc));
 }
 
-/* A convolution's product: as gemm, on tensor cores with TF32 inputs when the state was
- * created under --precision tf32 (FP32 accumulation and output either way). */
-static void conv_gemm(cnn_dev *d, int ta, int tb, int m, int n, int k, float alpha, const float *a,
-                      int lda, const float *b, int ldb, float beta, float *c, int ldc) {
-    if (!d->tf32) {
-        gemm(d, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        return;
-    }
-    CB(cublasGemmEx(d->h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
-                    &alpha, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc,
-                    CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
-}
-
 static float *P(const dap_cnn *m, cnn_dev *d, int id) {
     return id < 0 ? NULL : d->params + m->params.p[id].offset;
 }
@@ -637,7 +619,7 @@ extern "C" void dap_cnn_cuda_forward(dap_cnn *m, dap_cnn_state *s, const float *
             size_t p = (size_t)l->h * l->w;
             int np = (int)(n * p);
             im2col(d, inp, n, c, h, w, l);
-            conv_gemm(d, 0, 0, l->c, np, ckk, 1.0f, P(m, d, l->w_id), ckk, d->col, np, 0.0f, d->t, np);
+            gemm(d, 0, 0, l->c, np, ckk, 1.0f, P(m, d, l->w_id), ckk, d->col, np, 0.0f, d->t, np);
             from_cnp_k<<<blocks_for(total), THREADS, 0, d->st>>>(out, d->t, P(m, d, l->b_id), n,
                                                                  l->c, p);
             break;
@@ -772,13 +754,13 @@ extern "C" void dap_cnn_cuda_backward(dap_cnn *m, dap_cnn_state *s, const float 
             to_cnp_k<<<blocks_for(total), THREADS, 0, d->st>>>(d->t, g, n, l->c, p);
             LAUNCHED();
             im2col(d, inp, n, c, h, w, l);
-            conv_gemm(d, 0, 1, l->c, ckk, np, 1.0f, d->t, np, d->col, np, 1.0f, G(m, d, l->w_id), ckk);
+            gemm(d, 0, 1, l->c, ckk, np, 1.0f, d->t, np, d->col, np, 1.0f, G(m, d, l->w_id), ckk);
             if (l->b_id >= 0) {
                 row_sum_add_k<<<(unsigned)l->c, THREADS, 0, d->st>>>(G(m, d, l->b_id), d->t, (size_t)np);
                 LAUNCHED();
             }
             if (r.write) {
-                conv_gemm(d, 1, 0, ckk, np, l->c, 1.0f, P(m, d, l->w_id), ckk, d->t, np, 0.0f, d->dcol, np);
+                gemm(d, 1, 0, ckk, np, l->c, 1.0f, P(m, d, l->w_id), ckk, d->t, np, 0.0f, d->dcol, np);
                 col2im_k<<<blocks_for(in_total), THREADS, 0, d->st>>>(r.write, d->dcol, n, c, h, w, l->k,
                                                                       l->stride, l->pad, l->h, l->w);
             }

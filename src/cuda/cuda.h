@@ -3,9 +3,8 @@
  * DAP_CUDA). Today it runs the classifier layer sequence of models/cnn.h on the GPU:
  * the same layers, the same gradient rules (parameter gradients accumulate into
  * params.grad, the input gradient is overwritten), kernels written for this layout plus
- * cuBLAS for the matrix products (convolutions as im2col + one SGEMM over the batch;
- * FP32 unless dap_device_set_precision chose TF32 for the convolutions). The DiT and
- * its guidance stay on the CPU for now.
+ * cuBLAS for the matrix products (convolutions as im2col + one SGEMM over the batch,
+ * full FP32: no TF32). The DiT and its guidance stay on the CPU for now.
  */
 #ifndef DAP_CUDA_H
 #define DAP_CUDA_H

@@ -29,10 +29,6 @@ if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
   expect_fail "teacher --device cuda on a CPU build" "built without the CUDA backend|no CUDA device|device cuda" $DAP teacher --out "$tmp/t.safetensors" --device cuda
   expect_fail "eval --device cuda leaves no json" "device cuda" $DAP eval --train "$tmp/sub" --device cuda --json "$tmp/dev.json"
   [ ! -e "$tmp/dev.json" ] && [ ! -e "$tmp/dev.json.runs" ] && ok "no output from a refused device" || bad "no output from a refused device"
-  expect_fail "eval bad --precision" "precision 'bf16': expected fp32 or tf32" $DAP eval --train "$tmp/sub" --precision bf16
-  expect_fail "eval --precision tf32 on the cpu" "precision tf32: the cpu device computes in fp32 only" $DAP eval --train "$tmp/sub" --precision tf32
-  expect_fail "teacher --precision tf32 on the cpu" "tf32 is for --device cuda" $DAP teacher --out "$tmp/t.safetensors" --precision tf32
-  tr -d ' \n' < "$tmp/e1.json" | grep -q '"precision":"fp32"' && ok "eval json names the precision" || bad "eval json names the precision"
   # scripts/sets-summary.sh: mean over sets of eval JSONs (two identical sets: spread 0)
   expect_ok "sets-summary" bash scripts/sets-summary.sh "$tmp/e1.json" "$tmp/ej.json"
   m1=$(tr -d ' \n' < "$tmp/e1.json" | sed 's/.*"mean":\([0-9.]*\).*/\1/')
