@@ -8,7 +8,8 @@
 # 1. parity: build-cuda/dap_tests device_select cuda_cnn (ConvNet-3 +bn/nn, ResNetAP-10,
 #    ResNet-18 and its ImageNet stem: forward and backward on the GPU against the CPU ops);
 #    stops here when it fails.
-# 2. peer (PEER_SET, default the first of SETS): one ConvNet-3 run, 300 epochs, with
+# 2. peer (PEER_SET, default the first of SETS; PEER_ARCH, default convnet3, or resnetap10 /
+#    resnet18): one run, 300 epochs, with
 #    `dap eval --device cuda` and with `bench/eval_ref.py --device cuda` (PyTorch, FP32: TF32
 #    off), one after the other on the same GPU; prints both times and their ratio.
 # 3. cells: every ARCH x SET as `dap eval --runs 3 --epochs 300 --device cuda --jobs 3`, PAR
@@ -20,16 +21,16 @@ cd "$(dirname "$0")/.."
 DAP=${DAP:-build-cuda/dap}; TESTS=${TESTS:-build-cuda/dap_tests}
 SETS=${SETS:?SETS: the image folders to evaluate}; ARCHS=${ARCHS:-resnet18 resnetap10}
 OUT=${OUT:-out/gpu}; PAR=${PAR:-6}; DEADLINE=${DEADLINE:-0}; RUNS=${RUNS:-3}; EPOCHS=${EPOCHS:-300}
-PEER_SET=${PEER_SET:-${SETS%% *}}
+PEER_SET=${PEER_SET:-${SETS%% *}}; PEER_ARCH=${PEER_ARCH:-convnet3}
 mkdir -p "$OUT"
 T0=$(date +%s)
 echo "== parity"
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} "$TESTS" device_select cuda_cnn 2>&1 | tee "$OUT/parity.txt"
 grep -q "^2 passed, 0 failed" "$OUT/parity.txt" || { echo "gpu-check: the parity test failed (see $OUT/parity.txt)"; exit 1; }
 if [ "${SKIP_PEER:-0}" != 1 ]; then
-  echo "== peer: one ConvNet-3 run on $PEER_SET"
-  OMP_NUM_THREADS=4 "$DAP" eval --data fmnist --train "$PEER_SET" --arch convnet3 --runs 1 --epochs "$EPOCHS" --device cuda --json "$OUT/peer-dap.json" --quiet
-  python3 bench/eval_ref.py --train "$PEER_SET" --runs 1 --epochs "$EPOCHS" --device cuda --threads 4 --quiet --json "$OUT/peer-torch.json"
+  echo "== peer: one $PEER_ARCH run on $PEER_SET"
+  OMP_NUM_THREADS=4 "$DAP" eval --data fmnist --train "$PEER_SET" --arch "$PEER_ARCH" --runs 1 --epochs "$EPOCHS" --device cuda --json "$OUT/peer-dap.json" --quiet
+  python3 bench/eval_ref.py --train "$PEER_SET" --arch "$PEER_ARCH" --runs 1 --epochs "$EPOCHS" --device cuda --threads 4 --quiet --json "$OUT/peer-torch.json"
   python3 - "$OUT" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1] + "/peer-dap.json"))["runs"][0]
