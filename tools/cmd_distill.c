@@ -3,7 +3,10 @@
  * PNG) by the random, vanilla or dap method, plus manifest.json (every parameter, the
  * seed, the model's hash, per-class timings and guidance energies) and grid.png.
  * Classes are written atomically one by one; a rerun with the same flags skips the
- * classes already done, and gives the same images as an uninterrupted run.
+ * classes already done, and gives the same images as an uninterrupted run. A class's
+ * images depend only on the flags and the class, so processes that split the classes
+ * (--shard I/N, or --classes) can share one folder: each writes its own classes, and
+ * the manifest and grid, rewritten under a lock by each, end up listing them all.
  */
 #include <math.h>
 #include <stdio.h>
@@ -83,9 +86,21 @@ static int read_text(const char *path, char *buf, size_t n) {
     return 1;
 }
 
+/* A class finished by some run into `out` (this one earlier, another --shard): its folder
+ * and its stats file are there. */
+static int class_done(const char *out, const dap_dataset *real, int k, dap_distill_stats *st) {
+    char *folder = dap_class_folder_name(real->class_names[k], k);
+    char statp[4096], cls[4096], txt[512];
+    snprintf(cls, sizeof cls, "%s/%s", out, folder);
+    snprintf(statp, sizeof statp, "%s/.class-%d.stats", out, k);
+    free(folder);
+    return dap_file_exists(cls) && read_text(statp, txt, sizeof txt) &&
+           sscanf(txt, "%lf %d %lf %lf", &st->seconds, &st->guided_steps, &st->energy_first, &st->energy_last) == 4;
+}
+
 int cmd_distill(int argc, char **argv) {
     const char *data = "fmnist", *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear",
-               *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise";
+               *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL;
     int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0;
     dap_distill_opts o;
     dap_distill_opts_default(&o);
@@ -97,6 +112,7 @@ int cmd_distill(int argc, char **argv) {
         {"seed", FLAG_INT, &seed, "random seed"},
         {"out", FLAG_STR, &out, "output image folder (one subfolder per class)"},
         {"classes", FLAG_STR, &classes_s, "all, or a comma-separated list of class indices"},
+        {"shard", FLAG_STR, &shard_s, "I/N: only the classes k with k mod N = I; N processes (or MPI ranks) with I = 0..N-1 on one --out fill it together"},
         {"holdout", FLAG_INT, &holdout,
          "hold out this many training images per class (the validation split of dap eval --val)"},
         {"split-seed", FLAG_INT, &split_seed, "seed of the holdout split (as dap eval --split-seed)"},
@@ -147,6 +163,16 @@ int cmd_distill(int argc, char **argv) {
     o.seed = (uint64_t)seed;
     o.fixed_noise = fixed_noise;
     if (o.method == DAP_METHOD_VANILLA) o.gamma = 0, o.repel = 0;
+    int shard_i = 0, shard_n = 0;
+    if (shard_s) {
+        char tail;
+        if (sscanf(shard_s, "%d/%d%c", &shard_i, &shard_n, &tail) != 2 || shard_n < 1 || shard_i < 0 ||
+            shard_i >= shard_n)
+            return cli_failf("distill", "--shard: expected I/N with 0 <= I < N (this process's share of the classes), got '%s'",
+                             shard_s);
+        if (strcmp(classes_s, "all"))
+            return cli_failf("distill", "--shard and --classes both pick the classes: give one of them");
+    }
     cli_apply_threads(threads);
     if (quiet) dap_log_set_level(DAP_LOG_QUIET);
 
@@ -162,7 +188,9 @@ int cmd_distill(int argc, char **argv) {
     }
     const int K = real.num_classes;
     int *todo = dap_calloc((size_t)K, sizeof(int)), ntodo = 0;
-    if (!strcmp(classes_s, "all")) {
+    if (shard_n > 0) {
+        for (int k = 0; k < K; k++) todo[k] = k % shard_n == shard_i;
+    } else if (!strcmp(classes_s, "all")) {
         for (int k = 0; k < K; k++) todo[k] = 1;
     } else {
         const char *p = classes_s;
@@ -226,14 +254,9 @@ int cmd_distill(int argc, char **argv) {
         int done = 0;
         for (int k = 0; k < K && rc == DAP_OK; k++) {
             if (!todo[k]) continue;
-            char *folder = dap_class_folder_name(real.class_names[k], k);
-            char statp[4096], cls[4096], txt[512];
-            snprintf(cls, sizeof cls, "%s/%s", out, folder);
+            char statp[4096], txt[512];
             snprintf(statp, sizeof statp, "%s/.class-%d.stats", out, k);
-            free(folder);
-            if (dap_file_exists(cls) && read_text(statp, txt, sizeof txt) &&
-                sscanf(txt, "%lf %d %lf %lf", &stats[k].seconds, &stats[k].guided_steps, &stats[k].energy_first,
-                       &stats[k].energy_last) == 4) {
+            if (class_done(out, &real, k, &stats[k])) {
                 resumed[k] = 1;
                 done++;
                 dap_log(DAP_LOG_INFO, "dap distill: class %d (%s) already done, skipped\n", k, real.class_names[k]);
@@ -259,6 +282,22 @@ int cmd_distill(int argc, char **argv) {
             else
                 dap_log(DAP_LOG_INFO, "dap distill: class %d/%d (%s): %d images in %.1f s, ETA %.0f s\n", done, ntodo,
                         real.class_names[k], o.ipc, stats[k].seconds, eta_s);
+        }
+        /* The folder may be shared with other processes (--shard): the manifest and the grid
+         * describe every class it holds, and are written under a lock, so whichever process
+         * finishes last writes them with every class. */
+        int lock = -1, have = 0;
+        int *ran = dap_calloc((size_t)K, sizeof(int)), *present = dap_calloc((size_t)K, sizeof(int));
+        if (rc == DAP_OK) {
+            snprintf(path, sizeof path, "%s/.dap-distill.lock", out);
+            if ((lock = dap_lock_file(path)) < 0) rc = DAP_ERR_IO;
+        }
+        if (rc == DAP_OK) {
+            for (int k = 0; k < K; k++) {
+                ran[k] = todo[k] && !resumed[k];
+                present[k] = ran[k] || class_done(out, &real, k, &stats[k]);
+                have += present[k];
+            }
         }
         if (rc == DAP_OK) {
             /* manifest */
@@ -294,10 +333,12 @@ int cmd_distill(int argc, char **argv) {
                 dap_json_num(&j, "repel", o.repel);
                 dap_json_bool(&j, "real_noise_redrawn_each_step", !o.fixed_noise);
             }
+            dap_json_int(&j, "classes_done", have);
+            dap_json_bool(&j, "complete", have == K);
             dap_json_begin_array(&j, "classes");
             double total = 0;
             for (int k = 0; k < K; k++) {
-                if (!todo[k]) continue;
+                if (!present[k]) continue;
                 dap_json_begin_object(&j, NULL);
                 dap_json_int(&j, "class", k);
                 dap_json_str(&j, "name", real.class_names[k]);
@@ -307,13 +348,13 @@ int cmd_distill(int argc, char **argv) {
                     dap_json_num(&j, "energy_first_guided_step", stats[k].energy_first);
                     dap_json_num(&j, "energy_last_guided_step", stats[k].energy_last);
                 }
-                dap_json_bool(&j, "resumed", resumed[k]);
+                dap_json_bool(&j, "resumed", !ran[k]); /* made by an earlier run or another shard */
                 dap_json_end_object(&j);
                 total += stats[k].seconds;
             }
             dap_json_end_array(&j);
             dap_json_num(&j, "seconds_total", total);
-            dap_json_num(&j, "seconds_per_image", total / ((double)ntodo * o.ipc));
+            dap_json_num(&j, "seconds_per_image", have ? total / ((double)have * o.ipc) : 0.0);
             dap_json_end_object(&j);
             snprintf(path, sizeof path, "%s/manifest.json", out);
             rc = dap_json_save(&j, path);
@@ -335,9 +376,12 @@ int cmd_distill(int argc, char **argv) {
                 dap_dataset_free(&back);
             }
         }
+        dap_unlock_file(lock);
         if (rc == DAP_OK)
-            dap_log(DAP_LOG_INFO, "dap distill: %s, %d classes x %d images in %s (%.1f s this run)\n",
-                    dap_method_name(o.method), ntodo, o.ipc, out, dap_time_now() - t0);
+            dap_log(DAP_LOG_INFO, "dap distill: %s, %d classes x %d images in %s (%.1f s this run)%s\n",
+                    dap_method_name(o.method), have, o.ipc, out, dap_time_now() - t0,
+                    have < K ? "; the other classes are not done yet (other shards, or --classes)" : "");
+        free(ran), free(present);
         syn.class_names = NULL; /* borrowed */
         dap_dataset_free(&syn);
         free(stats);

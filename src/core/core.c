@@ -6,8 +6,10 @@
 #include "core.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -180,6 +182,27 @@ int dap_write_file_atomic(const char *path, const void *data, size_t n) {
     FILE *f = dap_tmp_open(path, &tmp);
     if (!f) return DAP_ERR_IO;
     return dap_tmp_commit(f, tmp, path, n == 0 || fwrite(data, 1, n, f) == n, NULL);
+}
+
+int dap_lock_file(const char *path) {
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        dap_error(DAP_ERR_IO, "%s: cannot open the lock file (%s)", path, strerror(errno));
+        return -1;
+    }
+    while (flock(fd, LOCK_EX) != 0)
+        if (errno != EINTR) {
+            dap_error(DAP_ERR_IO, "%s: cannot lock (%s)", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+    return fd;
+}
+
+void dap_unlock_file(int fd) {
+    if (fd < 0) return;
+    flock(fd, LOCK_UN);
+    close(fd);
 }
 
 int dap_read_file(const char *path, uint8_t **data, size_t *n) {

@@ -93,6 +93,11 @@ int dap_read_file(const char *path, uint8_t **data, size_t *n);
 /* Creates a directory and its parents (like mkdir -p). */
 int dap_mkdir_p(const char *path);
 int dap_file_exists(const char *path);
+/* An exclusive advisory lock on PATH (created if missing; flock(2)), waited for: for
+ * processes that share a folder (dap distill --shard). Returns the descriptor to pass
+ * to dap_unlock_file, or -1 with DAP_ERR_IO set. */
+int dap_lock_file(const char *path);
+void dap_unlock_file(int fd);
 /* FNV-1a 64: pass DAP_FNV1A64_INIT as h first, then the previous result to continue. */
 #define DAP_FNV1A64_INIT 14695981039346656037ULL
 uint64_t dap_fnv1a64(uint64_t h, const void *data, size_t n);

@@ -16,6 +16,23 @@ diff -r -q -x manifest.json -x '.class-*' "$tmp/dd" "$tmp/dd2" >/dev/null \
   && ok "resumed distillation equals an uninterrupted one" || bad "resumed distillation differs"
 grep -q '"energy_first_guided_step"' "$tmp/dd/manifest.json" && grep -q '"model_fnv1a64"' "$tmp/dd/manifest.json" \
   && ok "manifest records energies and the model hash" || bad "manifest content"
+# --shard: two processes side by side on one folder make the uninterrupted run's images,
+# and the manifest (rewritten under a lock by each) lists every class
+$DAP distill "${d[@]}" --method dap --shard 0/2 --out "$tmp/dsh" --quiet 2> "$tmp/sh0" & sh0=$!
+$DAP distill "${d[@]}" --method dap --shard 1/2 --out "$tmp/dsh" --quiet 2> "$tmp/sh1" & sh1=$!
+wait $sh0 && wait $sh1 && ok "distill --shard 0/2 and 1/2 side by side" || { bad "distill --shard side by side"; cat "$tmp/sh0" "$tmp/sh1"; }
+diff -r -q -x manifest.json -x '.class-*' -x '.dap-distill.lock' "$tmp/dsh" "$tmp/dd2" >/dev/null \
+  && ok "two shards equal an uninterrupted run" || bad "two shards differ from an uninterrupted run"
+tr -d ' \n' < "$tmp/dsh/manifest.json" | grep -q '"classes_done":10,"complete":true' \
+  && [ "$(grep -c '"class":' "$tmp/dsh/manifest.json")" = 10 ] \
+  && ok "the shared folder's manifest lists all 10 classes" || bad "shared manifest ($(head -c 400 "$tmp/dsh/manifest.json"))"
+expect_ok "distill one shard of three" $DAP distill "${d[@]}" --method vanilla --shard 2/3 --out "$tmp/dsh3"
+tr -d ' \n' < "$tmp/dsh3/manifest.json" | grep -q '"classes_done":3,"complete":false' \
+  && grep -q "not done yet" "$tmp/err" && ok "a partial folder says it is incomplete" || bad "partial shard manifest"
+[ -d "$tmp/dsh3/Pullover" ] && [ ! -d "$tmp/dsh3/Trouser" ] && ok "shard 2/3 ran classes 2, 5, 8" || bad "shard 2/3 classes"
+expect_fail "distill bad --shard" "expected I/N with 0 <= I < N" $DAP distill "${d[@]}" --method vanilla --shard 2/2 --out "$tmp/x"
+expect_fail "distill --shard junk" "expected I/N" $DAP distill "${d[@]}" --method vanilla --shard 1/2x --out "$tmp/x"
+expect_fail "distill --shard with --classes" "give one of them" $DAP distill "${d[@]}" --method vanilla --shard 0/2 --classes 1 --out "$tmp/x"
 expect_fail "distill into a folder of another run" "other parameters" $DAP distill "${d[@]}" --method dap --gamma 2 --out "$tmp/dd"
 expect_fail "distill --repel on a folder made without it" "other parameters" $DAP distill "${d[@]}" --method dap --repel 1 --out "$tmp/dd"
 expect_ok "distill dap --repel" $DAP distill "${d[@]}" --method dap --repel 1 --classes 0 --out "$tmp/dr1"
