@@ -287,15 +287,15 @@ int cmd_distill(int argc, char **argv) {
          * describe every class it holds, and are written under a lock, so whichever process
          * finishes last writes them with every class. */
         int lock = -1, have = 0;
-        int *ran = dap_calloc((size_t)K, sizeof(int)), *present = dap_calloc((size_t)K, sizeof(int));
+        int *made = dap_calloc((size_t)K, sizeof(int)), *present = dap_calloc((size_t)K, sizeof(int));
         if (rc == DAP_OK) {
             snprintf(path, sizeof path, "%s/.dap-distill.lock", out);
             if ((lock = dap_lock_file(path)) < 0) rc = DAP_ERR_IO;
         }
         if (rc == DAP_OK) {
             for (int k = 0; k < K; k++) {
-                ran[k] = todo[k] && !resumed[k];
-                present[k] = ran[k] || class_done(out, &real, k, &stats[k]);
+                made[k] = todo[k] && !resumed[k]; /* by this run */
+                present[k] = made[k] || class_done(out, &real, k, &stats[k]);
                 have += present[k];
             }
         }
@@ -348,7 +348,7 @@ int cmd_distill(int argc, char **argv) {
                     dap_json_num(&j, "energy_first_guided_step", stats[k].energy_first);
                     dap_json_num(&j, "energy_last_guided_step", stats[k].energy_last);
                 }
-                dap_json_bool(&j, "resumed", !ran[k]); /* made by an earlier run or another shard */
+                dap_json_bool(&j, "resumed", !made[k]); /* made by an earlier run or another shard */
                 dap_json_end_object(&j);
                 total += stats[k].seconds;
             }
@@ -381,7 +381,7 @@ int cmd_distill(int argc, char **argv) {
             dap_log(DAP_LOG_INFO, "dap distill: %s, %d classes x %d images in %s (%.1f s this run)%s\n",
                     dap_method_name(o.method), have, o.ipc, out, dap_time_now() - t0,
                     have < K ? "; the other classes are not done yet (other shards, or --classes)" : "");
-        free(ran), free(present);
+        free(made), free(present);
         syn.class_names = NULL; /* borrowed */
         dap_dataset_free(&syn);
         free(stats);
