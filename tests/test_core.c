@@ -1,10 +1,14 @@
 /*
  * test_core.c: the random generator (same numbers whatever the thread count, sane
- * moments), atomic writes, directory creation and the error channel.
+ * moments), atomic writes, file locks, directory creation and the error channel.
  */
+#include <fcntl.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/core.h"
 #include "test.h"
@@ -84,6 +88,36 @@ DAP_TEST(atomic_write_and_mkdir) {
     CHECK(strstr(dap_last_error(), "missing") != NULL);
     CHECK(!dap_file_exists(path));
     CHECK(dap_read_file(path, &data, &n) == DAP_ERR_IO);
+}
+
+/* Whether another process could take the lock on `path` now (flock is per open file
+ * description, so the probe runs in a child). */
+static int lock_free_elsewhere(const char *path) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(path, O_RDWR);
+        _exit(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+DAP_TEST(file_lock) {
+    const char *path = dap_test_path("x.lock");
+    int fd = dap_lock_file(path);
+    CHECK(fd >= 0 && dap_file_exists(path));
+    CHECK(!lock_free_elsewhere(path)); /* held: another process would wait */
+    dap_unlock_file(fd);
+    CHECK(lock_free_elsewhere(path));
+    fd = dap_lock_file(path); /* taken again after release */
+    CHECK(fd >= 0);
+    dap_unlock_file(fd);
+    dap_unlock_file(-1); /* no-op */
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/no/such/dir/x.lock", dap_test_tmpdir());
+    CHECK(dap_lock_file(missing) == -1);
+    CHECK(strstr(dap_last_error(), "no/such/dir") != NULL);
 }
 
 DAP_TEST(size_overflow) {
