@@ -98,6 +98,101 @@ static int class_done(const char *out, const dap_dataset *real, int k, dap_disti
            sscanf(txt, "%lf %d %lf %lf", &st->seconds, &st->guided_steps, &st->energy_first, &st->energy_last) == 4;
 }
 
+/* What manifest.json records of a run besides its classes. */
+typedef struct distill_run {
+    const char *data, *model_path, *hash;
+    int holdout, split_seed, has_model;
+    const dap_distill_opts *o;
+    const dap_dataset *real;
+} distill_run;
+
+/* manifest.json: every parameter, and every class present in the folder (present[k]),
+ * made by this run (made[k]) or found done (an earlier run, another shard). */
+static int write_manifest(const char *out, const distill_run *r, const dap_distill_stats *stats,
+                          const int *present, const int *made, int have) {
+    const dap_distill_opts *o = r->o;
+    const int K = r->real->num_classes;
+    dap_json j;
+    dap_json_init(&j);
+    dap_json_begin_object(&j, NULL);
+    dap_json_str(&j, "dap_version", DAP_VERSION);
+    dap_json_str(&j, "method", dap_method_name(o->method));
+    dap_json_int(&j, "ipc", o->ipc);
+    dap_json_int(&j, "seed", (long long)o->seed);
+    dap_json_str(&j, "data", r->data);
+    dap_json_int(&j, "holdout_per_class", r->holdout);
+    dap_json_int(&j, "split_seed", r->split_seed);
+    if (r->has_model) {
+        dap_json_str(&j, "model", r->model_path);
+        dap_json_str(&j, "model_fnv1a64", r->hash);
+        dap_json_int(&j, "steps", o->steps);
+        dap_json_num(&j, "eta", o->eta);
+        dap_json_num(&j, "clip_x0", o->clip_x0);
+        dap_json_num(&j, "cfg", o->cfg);
+        dap_json_str(&j, "init", dap_init_name(o->init));
+        dap_json_num(&j, "strength", o->strength);
+    }
+    if (o->method == DAP_METHOD_DAP) {
+        dap_json_num(&j, "gamma", o->gamma);
+        dap_json_str(&j, "kernel", o->kernel == DAP_KERNEL_RBF ? "rbf" : "linear");
+        if (o->kernel == DAP_KERNEL_RBF) dap_json_num(&j, "sigma", o->sigma);
+        dap_json_int(&j, "layer", o->layer);
+        dap_json_str(&j, "pool", o->pool == DAP_POOL_MEAN ? "mean" : "flatten");
+        dap_json_int(&j, "n_real", o->n_real);
+        dap_json_num(&j, "stop", o->stop);
+        dap_json_str(&j, "form", o->form == DAP_FORM_EPS ? "eps" : "x");
+        dap_json_num(&j, "repel", o->repel);
+        dap_json_bool(&j, "real_noise_redrawn_each_step", !o->fixed_noise);
+    }
+    dap_json_int(&j, "classes_done", have);
+    dap_json_bool(&j, "complete", have == K);
+    dap_json_begin_array(&j, "classes");
+    double total = 0;
+    for (int k = 0; k < K; k++) {
+        if (!present[k]) continue;
+        dap_json_begin_object(&j, NULL);
+        dap_json_int(&j, "class", k);
+        dap_json_str(&j, "name", r->real->class_names[k]);
+        dap_json_num(&j, "seconds", stats[k].seconds);
+        if (o->method == DAP_METHOD_DAP) {
+            dap_json_int(&j, "guided_steps", stats[k].guided_steps);
+            dap_json_num(&j, "energy_first_guided_step", stats[k].energy_first);
+            dap_json_num(&j, "energy_last_guided_step", stats[k].energy_last);
+        }
+        dap_json_bool(&j, "resumed", !made[k]); /* made by an earlier run or another shard */
+        dap_json_end_object(&j);
+        total += stats[k].seconds;
+    }
+    dap_json_end_array(&j);
+    dap_json_num(&j, "seconds_total", total);
+    dap_json_num(&j, "seconds_per_image", have ? total / ((double)have * o->ipc) : 0.0);
+    dap_json_end_object(&j);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/manifest.json", out);
+    int rc = dap_json_save(&j, path);
+    dap_json_free(&j);
+    return rc;
+}
+
+/* grid.png: the first (up to) 10 images of every class the folder holds, one row each. */
+static int write_grid(const char *out, const dap_dataset *real, int ipc) {
+    dap_dataset back;
+    int rc = dap_dataset_load(&back, out, "train", real->h, real->c);
+    if (rc) return rc;
+    const size_t per = (size_t)real->c * real->h * real->w;
+    int cols = ipc < 10 ? ipc : 10, rows = back.num_classes;
+    float *g = dap_alloc_f32(per * (size_t)rows * cols);
+    for (int k = 0; k < rows; k++)
+        for (int i = 0; i < cols && i < back.class_count[k]; i++)
+            memcpy(g + per * ((size_t)k * cols + i), back.x + per * (size_t)back.class_idx[k][i], sizeof(float) * per);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/grid.png", out);
+    rc = dap_grid_write(path, g, rows * cols, rows, cols, real->c, real->h, real->w);
+    dap_free_aligned(g);
+    dap_dataset_free(&back);
+    return rc;
+}
+
 int cmd_distill(int argc, char **argv) {
     const char *data = "fmnist", *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear",
                *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL;
@@ -299,83 +394,9 @@ int cmd_distill(int argc, char **argv) {
                 have += present[k];
             }
         }
-        if (rc == DAP_OK) {
-            /* manifest */
-            dap_json j;
-            dap_json_init(&j);
-            dap_json_begin_object(&j, NULL);
-            dap_json_str(&j, "dap_version", DAP_VERSION);
-            dap_json_str(&j, "method", dap_method_name(o.method));
-            dap_json_int(&j, "ipc", o.ipc);
-            dap_json_int(&j, "seed", (long long)o.seed);
-            dap_json_str(&j, "data", data);
-            dap_json_int(&j, "holdout_per_class", holdout);
-            dap_json_int(&j, "split_seed", split_seed);
-            if (m) {
-                dap_json_str(&j, "model", model_path);
-                dap_json_str(&j, "model_fnv1a64", hash);
-                dap_json_int(&j, "steps", o.steps);
-                dap_json_num(&j, "eta", o.eta);
-                dap_json_num(&j, "clip_x0", o.clip_x0);
-                dap_json_num(&j, "cfg", o.cfg);
-                dap_json_str(&j, "init", dap_init_name(o.init));
-                dap_json_num(&j, "strength", o.strength);
-            }
-            if (o.method == DAP_METHOD_DAP) {
-                dap_json_num(&j, "gamma", o.gamma);
-                dap_json_str(&j, "kernel", o.kernel == DAP_KERNEL_RBF ? "rbf" : "linear");
-                if (o.kernel == DAP_KERNEL_RBF) dap_json_num(&j, "sigma", o.sigma);
-                dap_json_int(&j, "layer", o.layer);
-                dap_json_str(&j, "pool", o.pool == DAP_POOL_MEAN ? "mean" : "flatten");
-                dap_json_int(&j, "n_real", o.n_real);
-                dap_json_num(&j, "stop", o.stop);
-                dap_json_str(&j, "form", o.form == DAP_FORM_EPS ? "eps" : "x");
-                dap_json_num(&j, "repel", o.repel);
-                dap_json_bool(&j, "real_noise_redrawn_each_step", !o.fixed_noise);
-            }
-            dap_json_int(&j, "classes_done", have);
-            dap_json_bool(&j, "complete", have == K);
-            dap_json_begin_array(&j, "classes");
-            double total = 0;
-            for (int k = 0; k < K; k++) {
-                if (!present[k]) continue;
-                dap_json_begin_object(&j, NULL);
-                dap_json_int(&j, "class", k);
-                dap_json_str(&j, "name", real.class_names[k]);
-                dap_json_num(&j, "seconds", stats[k].seconds);
-                if (o.method == DAP_METHOD_DAP) {
-                    dap_json_int(&j, "guided_steps", stats[k].guided_steps);
-                    dap_json_num(&j, "energy_first_guided_step", stats[k].energy_first);
-                    dap_json_num(&j, "energy_last_guided_step", stats[k].energy_last);
-                }
-                dap_json_bool(&j, "resumed", !made[k]); /* made by an earlier run or another shard */
-                dap_json_end_object(&j);
-                total += stats[k].seconds;
-            }
-            dap_json_end_array(&j);
-            dap_json_num(&j, "seconds_total", total);
-            dap_json_num(&j, "seconds_per_image", have ? total / ((double)have * o.ipc) : 0.0);
-            dap_json_end_object(&j);
-            snprintf(path, sizeof path, "%s/manifest.json", out);
-            rc = dap_json_save(&j, path);
-            dap_json_free(&j);
-        }
-        if (rc == DAP_OK) {
-            /* the grid, read back from the folder (also proves it loads) */
-            dap_dataset back;
-            if ((rc = dap_dataset_load(&back, out, "train", real.h, real.c)) == DAP_OK) {
-                int cols = o.ipc < 10 ? o.ipc : 10, rows = back.num_classes;
-                float *g = dap_alloc_f32(per * (size_t)rows * cols);
-                for (int k = 0; k < rows; k++)
-                    for (int i = 0; i < cols && i < back.class_count[k]; i++)
-                        memcpy(g + per * ((size_t)k * cols + i), back.x + per * (size_t)back.class_idx[k][i],
-                               sizeof(float) * per);
-                snprintf(path, sizeof path, "%s/grid.png", out);
-                rc = dap_grid_write(path, g, rows * cols, rows, cols, real.c, real.h, real.w);
-                dap_free_aligned(g);
-                dap_dataset_free(&back);
-            }
-        }
+        distill_run info = {data, model_path, hash, holdout, split_seed, m != NULL, &o, &real};
+        if (rc == DAP_OK) rc = write_manifest(out, &info, stats, present, made, have);
+        if (rc == DAP_OK) rc = write_grid(out, &real, o.ipc); /* read back: also proves the folder loads */
         dap_unlock_file(lock);
         if (rc == DAP_OK)
             dap_log(DAP_LOG_INFO, "dap distill: %s, %d classes x %d images in %s (%.1f s this run)%s\n",
