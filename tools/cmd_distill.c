@@ -320,17 +320,25 @@ int cmd_distill(int argc, char **argv) {
     char line[2048], prev[2048], path[4096];
     params_line(line, sizeof line, data, hash, holdout, split_seed, &o);
     if ((rc = dap_mkdir_p(out))) goto fail;
-    snprintf(path, sizeof path, "%s/.dap-distill-params", out);
-    if (read_text(path, prev, sizeof prev)) {
-        if (!params_match(prev, line, o.method)) {
-            rc = dap_error(DAP_ERR_ARG,
-                           "%s holds a distillation run with other parameters:\n  %s\nthis run:\n  %s\n"
-                           "use another --out (or delete the folder)",
-                           out, prev, line);
+    { /* under the folder's lock: shards starting together agree on one parameter line */
+        snprintf(path, sizeof path, "%s/.dap-distill.lock", out);
+        int lock = dap_lock_file(path);
+        if (lock < 0) {
+            rc = DAP_ERR_IO;
             goto fail;
         }
-    } else if ((rc = dap_write_file_atomic(path, line, strlen(line)))) {
-        goto fail;
+        snprintf(path, sizeof path, "%s/.dap-distill-params", out);
+        if (read_text(path, prev, sizeof prev)) {
+            if (!params_match(prev, line, o.method))
+                rc = dap_error(DAP_ERR_ARG,
+                               "%s holds a distillation run with other parameters:\n  %s\nthis run:\n  %s\n"
+                               "use another --out (or delete the folder)",
+                               out, prev, line);
+        } else {
+            rc = dap_write_file_atomic(path, line, strlen(line));
+        }
+        dap_unlock_file(lock);
+        if (rc) goto fail;
     }
 
     {
