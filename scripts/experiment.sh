@@ -7,7 +7,9 @@
 # the ConvNet-3 rows over distillation seeds (the set's own draw). Resumable: finished cells are skipped
 # and a cell's finished runs are kept (dap eval --resume).
 # Hours of CPU on 2 cores; results in out/experiment/table.tsv. AUG=dsa evaluates every
-# cell under the DSA-augmented protocol instead (give it its own EXP_OUT).
+# cell under the DSA-augmented protocol instead (give it its own EXP_OUT). With a GPU:
+# `make CUDA=1` and DAP=build-cuda/dap DAP_DEVICE=cuda (the evaluations train there; dap eval
+# reads $DAP_DEVICE; distillation stays on the CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DAP=${DAP:-./build/dap}
