@@ -260,11 +260,12 @@ int cmd_distill(int argc, char **argv) {
     if (o.method == DAP_METHOD_VANILLA) o.gamma = 0, o.repel = 0;
     int shard_i = 0, shard_n = 0;
     if (shard_s) {
-        char tail;
-        if (sscanf(shard_s, "%d/%d%c", &shard_i, &shard_n, &tail) != 2 || shard_n < 1 || shard_i < 0 ||
-            shard_i >= shard_n)
+        char *slash, *end = NULL;
+        long i = strtol(shard_s, &slash, 10), n = *slash == '/' ? strtol(slash + 1, &end, 10) : 0;
+        if (slash == shard_s || *slash != '/' || end == slash + 1 || *end || n < 1 || n > 1000000 || i < 0 || i >= n)
             return cli_failf("distill", "--shard: expected I/N with 0 <= I < N (this process's share of the classes), got '%s'",
                              shard_s);
+        shard_i = (int)i, shard_n = (int)n;
         if (strcmp(classes_s, "all"))
             return cli_failf("distill", "--shard and --classes both pick the classes: give one of them");
     }

@@ -32,6 +32,7 @@ tr -d ' \n' < "$tmp/dsh3/manifest.json" | grep -q '"classes_done":3,"complete":f
 [ -d "$tmp/dsh3/Pullover" ] && [ ! -d "$tmp/dsh3/Trouser" ] && ok "shard 2/3 ran classes 2, 5, 8" || bad "shard 2/3 classes"
 expect_fail "distill bad --shard" "expected I/N with 0 <= I < N" $DAP distill "${d[@]}" --method vanilla --shard 2/2 --out "$tmp/x"
 expect_fail "distill --shard junk" "expected I/N" $DAP distill "${d[@]}" --method vanilla --shard 1/2x --out "$tmp/x"
+expect_fail "distill --shard overflow" "expected I/N" $DAP distill "${d[@]}" --method vanilla --shard 0/99999999999 --out "$tmp/x"
 expect_fail "distill --shard with --classes" "give one of them" $DAP distill "${d[@]}" --method vanilla --shard 0/2 --classes 1 --out "$tmp/x"
 expect_fail "distill into a folder of another run" "other parameters" $DAP distill "${d[@]}" --method dap --gamma 2 --out "$tmp/dd"
 expect_fail "distill --repel on a folder made without it" "other parameters" $DAP distill "${d[@]}" --method dap --repel 1 --out "$tmp/dd"
