@@ -88,11 +88,15 @@ static int read_text(const char *path, char *buf, size_t n) {
 
 /* A class finished by some run into `out` (this one earlier, another --shard): its folder
  * and its stats file are there. */
+static void stats_path(char *buf, size_t n, const char *out, int k) {
+    snprintf(buf, n, "%s/.class-%d.stats", out, k);
+}
+
 static int class_done(const char *out, const dap_dataset *real, int k, dap_distill_stats *st) {
     char *folder = dap_class_folder_name(real->class_names[k], k);
     char statp[4096], cls[4096], txt[512];
     snprintf(cls, sizeof cls, "%s/%s", out, folder);
-    snprintf(statp, sizeof statp, "%s/.class-%d.stats", out, k);
+    stats_path(statp, sizeof statp, out, k);
     free(folder);
     return dap_file_exists(cls) && read_text(statp, txt, sizeof txt) &&
            sscanf(txt, "%lf %d %lf %lf", &st->seconds, &st->guided_steps, &st->energy_first, &st->energy_last) == 4;
@@ -359,7 +363,7 @@ int cmd_distill(int argc, char **argv) {
         for (int k = 0; k < K && rc == DAP_OK; k++) {
             if (!todo[k]) continue;
             char statp[4096], txt[512];
-            snprintf(statp, sizeof statp, "%s/.class-%d.stats", out, k);
+            stats_path(statp, sizeof statp, out, k);
             if (class_done(out, &real, k, &stats[k])) {
                 resumed[k] = 1;
                 done++;
@@ -399,7 +403,8 @@ int cmd_distill(int argc, char **argv) {
         if (rc == DAP_OK) {
             for (int k = 0; k < K; k++) {
                 made[k] = todo[k] && !resumed[k]; /* by this run */
-                present[k] = made[k] || class_done(out, &real, k, &stats[k]);
+                /* classes of this run (made or resumed) have their stats; others are looked up */
+                present[k] = made[k] || resumed[k] || class_done(out, &real, k, &stats[k]);
                 have += present[k];
             }
         }
