@@ -8,12 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/blas.h"
 #include "core/core.h"
 #include "ops/ops.h"
 
 static double best(double a, double b) { return a < b ? a : b; }
 
 int main(int argc, char **argv) {
+    dap_blas_fix_core(argv);
     if (argc < 5) {
         fprintf(stderr, "usage: bench_conv N C H OC [iters=4]\n");
         return 2;

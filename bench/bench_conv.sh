@@ -5,6 +5,7 @@
 # The shapes are the classifiers' bodies: ConvNet-3 at batch 256, ResNet-18 at batch 100.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/blas-env.sh
 threads=${1:-1}; iters=${2:-4}
 BLAS_INC=/usr/include/x86_64-linux-gnu/openblas-openmp BLAS_LIB=/usr/lib/x86_64-linux-gnu/openblas-openmp
 mkdir -p build/bench

@@ -10,12 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/blas.h"
 #include "core/core.h"
 #include "core/optim.h"
 #include "eval/classifier.h"
 #include "ops/ops.h"
 
 int main(int argc, char **argv) {
+    dap_blas_fix_core(argv);
     int bs = argc > 1 ? atoi(argv[1]) : 256, steps = argc > 2 ? atoi(argv[2]) : 5;
     const char *arch = argc > 3 ? argv[3] : "convnet3";
     if (dap_conv2d_winograd_from_env() != DAP_OK) {

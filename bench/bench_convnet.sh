@@ -3,6 +3,7 @@
 #   bash bench/bench_convnet.sh [threads=2] [batch=256] [steps=5] [arch=convnet3|resnetap10|resnet18]  (after make)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/blas-env.sh
 threads=${1:-2}; batch=${2:-256}; steps=${3:-5}; arch=${4:-convnet3}
 BLAS_INC=/usr/include/x86_64-linux-gnu/openblas-openmp BLAS_LIB=/usr/lib/x86_64-linux-gnu/openblas-openmp
 mkdir -p build/bench

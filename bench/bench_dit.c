@@ -25,6 +25,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "core/blas.h"
 #include "core/core.h"
 #include "core/optim.h"
 #include "diffusion/ddim.h"
@@ -224,6 +225,7 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
+    dap_blas_fix_core(argv);
     const char *config = "fm-p4-h256-d8", *measure = "train";
     int warmup = 2, iters = 5, threads = 2, layer = 0, print_config = 0;
     for (int i = 1; i < argc; i++) {

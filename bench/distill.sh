@@ -10,6 +10,7 @@
 # mean little; the foreign CPU share is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/blas-env.sh
 MODEL=models/fmnist-dit.safetensors CONFIG=fm-p4-h256-d8 CLASSES=0,1 IPC=10 STEPS=50 THREADS=2 OUT=bench/results/distill.json
 while [ $# -gt 0 ]; do
     case "$1" in

@@ -11,6 +11,7 @@
 # iterations after --warmup untimed ones (guide and cfg10 are cheap: --light-iters).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/blas-env.sh
 
 CONFIG=fm-p4-h256-d8 ITERS=5 WARMUP=1 LIGHT_ITERS=7 THREADS=2 POLICIES="default passive" OUT=""
 while [ $# -gt 0 ]; do

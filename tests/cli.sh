@@ -17,6 +17,12 @@ expect_fail() { local n=$1 pat=$2; shift 2
 
 expect_ok "dap --help" $DAP --help
 expect_fail "unknown command" "unknown command" $DAP frobnicate
+# the BLAS line: the kernel set in use; a user's OPENBLAS_CORETYPE is kept as given (and
+# with DAP_BLAS_CORE=keep the library's own choice stays, without a restart)
+if $DAP --version | grep -q "^BLAS: OpenBLAS"; then ok "--version names the BLAS"; else bad "--version names the BLAS"; fi
+if OPENBLAS_CORETYPE=Haswell $DAP --version | grep -q "Haswell MAX_THREADS.*(OPENBLAS_CORETYPE=Haswell)$"; then
+  ok "a user's OPENBLAS_CORETYPE is kept"; else bad "a user's OPENBLAS_CORETYPE is kept: $(OPENBLAS_CORETYPE=Haswell $DAP --version)"; fi
+if DAP_BLAS_CORE=keep $DAP --version | grep -q "set by dap"; then bad "DAP_BLAS_CORE=keep restarts"; else ok "DAP_BLAS_CORE=keep does not restart"; fi
 for f in tests/cli/*.sh; do [ -f "$f" ] && source "$f"; done
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

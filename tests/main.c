@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/blas.h"
 #include "core/core.h"
 #include "test.h"
 
@@ -99,6 +100,7 @@ static void rm_rf(const char *path) {
 }
 
 int main(int argc, char **argv) {
+    dap_blas_fix_core(argv);
     int passed = 0, failed = 0;
     dap_log_set_level(DAP_LOG_QUIET);
     for (int i = 0; i < g_ntests; i++) {

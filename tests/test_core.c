@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/blas.h"
 #include "core/core.h"
 #include "test.h"
 
@@ -132,4 +133,31 @@ DAP_TEST(core_fnv1a64_vectors) {
     CHECK(dap_fnv1a64(DAP_FNV1A64_INIT, "a", 1) == 0xaf63dc4c8601ec8cULL);
     CHECK(dap_fnv1a64(DAP_FNV1A64_INIT, "foobar", 6) == 0x85944171f73967e8ULL);
     CHECK(dap_fnv1a64(dap_fnv1a64(DAP_FNV1A64_INIT, "foo", 3), "bar", 3) == 0x85944171f73967e8ULL);
+}
+
+DAP_TEST(blas_core_choice) {
+    dap_cpu_features none = {0, 0, 0}, avx2 = {1, 0, 0}, avx512 = {1, 1, 0}, zen = {1, 0, 1},
+                     zen4 = {1, 1, 1};
+    /* a generic fallback on a CPU that can do better: the best set it can run */
+    const char *c = dap_blas_better_core("Prescott", avx512);
+    CHECK(c && !strcmp(c, "SkylakeX"));
+    CHECK(!strcmp(dap_blas_better_core("Prescott", avx2), "Haswell"));
+    CHECK(!strcmp(dap_blas_better_core("Barcelona", zen), "Zen"));
+    CHECK(!strcmp(dap_blas_better_core("prescott", zen4), "SkylakeX")); /* case does not matter */
+    CHECK(!strcmp(dap_blas_better_core("Sandybridge", avx2), "Haswell"));
+    /* a CPU without AVX2/FMA keeps the fallback; a deliberate choice is never replaced */
+    CHECK(dap_blas_better_core("Prescott", none) == NULL);
+    CHECK(dap_blas_better_core("Haswell", avx512) == NULL);
+    CHECK(dap_blas_better_core("Zen", zen4) == NULL);
+    CHECK(dap_blas_better_core("SkylakeX", avx512) == NULL);
+    CHECK(dap_blas_better_core("Cooperlake", avx512) == NULL);
+    CHECK(dap_blas_better_core(NULL, avx512) == NULL);
+    /* and what this process runs: never a generic set on a CPU that can beat it, unless
+     * the user asked for one (tests/main.c called dap_blas_fix_core first) */
+    const char *now = dap_blas_core();
+    CHECK(now && now[0]);
+    if (!getenv("OPENBLAS_CORETYPE") && !getenv("DAP_BLAS_CORE"))
+        CHECK_MSG(dap_blas_better_core(now, dap_cpu_features_detect()) == NULL,
+                  "OpenBLAS runs %s here", now);
+    CHECK(strstr(dap_blas_describe(), now) != NULL);
 }

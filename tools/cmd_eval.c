@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "core/blas.h"
 #include "core/core.h"
 #include "core/device.h"
 #include "data/dataset.h"
@@ -341,6 +342,7 @@ int cmd_eval(int argc, char **argv) {
     dap_json j;
     dap_json_init(&j);
     dap_json_begin_object(&j, NULL);
+    dap_json_str(&j, "blas", dap_blas_describe()); /* of this process; journal runs may be older */
     dap_json_str(&j, "data", data);
     dap_json_str(&j, "train", train_spec);
     dap_json_str(&j, "arch", arch);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "core/blas.h"
 #include "dap.h"
 #include "ops/ops.h"
 
@@ -21,10 +22,14 @@ static void usage(FILE *f) {
     fprintf(f, "usage: dap <command> [flags]     (dap <command> --help for its flags)\n\ncommands:\n");
     for (int i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\nenvironment:\n  DAP_WINOGRAD=0|1|2  3x3 convolutions: 0 im2col only (dap 0.1.0), 1 Winograd where it\n"
-               "                      pays (default), 2 Winograd wherever it fits\n");
+               "                      pays (default), 2 Winograd wherever it fits\n"
+               "  OPENBLAS_CORETYPE   OpenBLAS kernel set (dap --version shows the one in use); when unset\n"
+               "                      and OpenBLAS fell back to generic kernels on a CPU with AVX2/AVX-512,\n"
+               "                      dap sets it and restarts itself (DAP_BLAS_CORE=keep: do not)\n");
 }
 
 int main(int argc, char **argv) {
+    dap_blas_fix_core(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -34,7 +39,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("dap %s\n", DAP_VERSION);
+        printf("dap %s\nBLAS: %s\n", DAP_VERSION, dap_blas_describe());
         return 0;
     }
     if (dap_conv2d_winograd_from_env() != DAP_OK) {
