@@ -16,6 +16,9 @@
 #    cells at a time, each with its run journal (--resume); OUT/table.tsv gets one line a cell
 #    with the command. DEADLINE (seconds, 0: none) skips cells that would start too late and
 #    stops the running ones then (their finished runs stay in the journals).
+# PACK=FILE: OUT is also packed into FILE (tar.gz) every 15 s and at the end, for a lent
+#    machine that returns only a few files of its output folder (or is cut off mid-run):
+#    whatever finished comes back in one file.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DAP=${DAP:-build-cuda/dap}; TESTS=${TESTS:-build-cuda/dap_tests}
@@ -24,6 +27,12 @@ OUT=${OUT:-out/gpu}; PAR=${PAR:-6}; DEADLINE=${DEADLINE:-0}; RUNS=${RUNS:-3}; EP
 PEER_SET=${PEER_SET:-${SETS%% *}}; PEER_ARCH=${PEER_ARCH:-convnet3}
 mkdir -p "$OUT"
 T0=$(date +%s)
+if [ -n "${PACK:-}" ]; then
+  pack() { tar czf "$PACK.part" -C "$(dirname "$OUT")" "$(basename "$OUT")" 2>/dev/null && mv -f "$PACK.part" "$PACK"; }
+  ( while sleep 15; do pack; done ) &
+  packer=$!
+  trap 'kill $packer 2>/dev/null; pack' EXIT
+fi
 echo "== parity"
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} "$TESTS" device_select cuda_cnn 2>&1 | tee "$OUT/parity.txt"
 grep -q "^2 passed, 0 failed" "$OUT/parity.txt" || { echo "gpu-check: the parity test failed (see $OUT/parity.txt)"; exit 1; }
