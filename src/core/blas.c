@@ -10,9 +10,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-/* Set by dap_blas_fix_core for the program it executes: the set the library chose itself. */
-#define DETECTED_ENV "DAP_BLAS_DETECTED"
-
 dap_cpu_features dap_cpu_features_detect(void) {
     dap_cpu_features f = {0, 0, 0};
 #if defined(__x86_64__) || defined(__i386__)
@@ -49,7 +46,7 @@ const char *dap_blas_core(void) {
 
 const char *dap_blas_describe(void) {
     static char buf[256];
-    const char *cfg = openblas_get_config(), *was = getenv(DETECTED_ENV), *env = getenv("OPENBLAS_CORETYPE");
+    const char *cfg = openblas_get_config(), *was = getenv(DAP_BLAS_DETECTED_ENV), *env = getenv("OPENBLAS_CORETYPE");
     if (was && env)
         snprintf(buf, sizeof buf, "%s (OPENBLAS_CORETYPE=%s set by dap: the library's own choice was %s)",
                  cfg ? cfg : "BLAS", env, was);
@@ -69,12 +66,12 @@ void dap_blas_fix_core(char **argv) {
     if (!want) return;
     char was[64];
     snprintf(was, sizeof was, "%s", detected);
-    if (setenv("OPENBLAS_CORETYPE", want, 1) != 0 || setenv(DETECTED_ENV, was, 1) != 0) return;
+    if (setenv("OPENBLAS_CORETYPE", want, 1) != 0 || setenv(DAP_BLAS_DETECTED_ENV, was, 1) != 0) return;
     fflush(NULL);
     execv("/proc/self/exe", argv);
     /* no exec (no /proc, say): go on with the library's choice, and say what it costs */
     unsetenv("OPENBLAS_CORETYPE");
-    unsetenv(DETECTED_ENV);
+    unsetenv(DAP_BLAS_DETECTED_ENV);
     fprintf(stderr,
             "dap: warning: OpenBLAS runs its generic %s kernels on this CPU, which can run %s "
             "(2-3x faster); could not restart with OPENBLAS_CORETYPE=%s: set it yourself\n",

@@ -12,6 +12,10 @@
 #ifndef DAP_BLAS_H
 #define DAP_BLAS_H
 
+/* Set by dap_blas_fix_core for the program it executes again: the set the library chose
+ * itself (so OPENBLAS_CORETYPE set with this unset is the user's own choice). */
+#define DAP_BLAS_DETECTED_ENV "DAP_BLAS_DETECTED"
+
 /* What the CPU can run, as far as the choice of a kernel set goes. */
 typedef struct {
     int avx2_fma; /* AVX2 and FMA3 */
