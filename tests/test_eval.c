@@ -294,3 +294,71 @@ DAP_TEST(eval_train_toy) {
     dap_classifier_free(&s), dap_classifier_free(&m), dap_classifier_free(&m2);
     dap_dataset_free(&train), dap_dataset_free(&test);
 }
+
+/* A run stopped at epoch ends and resumed from its state file (twice, once across the
+ * rate decay and optimizer restart at the half) ends bit for bit where the uninterrupted
+ * run ends: weights, BatchNorm buffers, optimizer, data order and augmentation stream all
+ * come back. A state made for another run, or a damaged one, is refused. */
+static void resume_case(int optimizer, int aug, const char *tag) {
+    dap_dataset train;
+    toy_set(&train, 12, 1);
+    dap_classifier a, b;
+    memset(&a, 0, sizeof a), memset(&b, 0, sizeof b);
+    CHECK(dap_convnet_create(&a.net, 2, 16, DAP_NORM_BATCH, 1, 8, 8, 4) == DAP_OK);
+    CHECK(dap_convnet_create(&b.net, 2, 16, DAP_NORM_BATCH, 1, 8, 8, 4) == DAP_OK);
+    dap_classifier_set_normalization(&a, &train, 0);
+    b.mean[0] = a.mean[0], b.std[0] = a.std[0];
+    dap_classifier_init_weights(&a, 7);
+    dap_classifier_init_weights(&b, 7);
+    dap_fit_config cfg;
+    dap_fit_config_hard(&cfg, 10, aug);
+    cfg.batch = 20, cfg.seed = 5, cfg.optimizer = optimizer; /* 48 images: 3 batches an epoch */
+    if (optimizer == DAP_OPT_ADAMW) cfg.lr = 1e-3, cfg.wd = 0.01;
+    dap_fit_result ra, rb;
+    CHECK(dap_classifier_train(&a, &train, &cfg, &ra) == DAP_OK);
+
+    char path[600];
+    snprintf(path, sizeof path, "%s", dap_test_path(tag));
+    cfg.state_path = path, cfg.state_key = "toy run 0", cfg.state_resume = 1, cfg.state_every = 1e9;
+    cfg.stop_after = 3; /* epochs 1-3 */
+    CHECK(dap_classifier_train(&b, &train, &cfg, &rb) == DAP_FIT_STOPPED);
+    CHECK(dap_file_exists(path) && rb.resumed_epochs == 0);
+    /* a fresh model: everything must come from the file */
+    dap_classifier_init_weights(&b, 99);
+    cfg.stop_after = 4; /* epochs 4-7: across the decay at epoch 6 */
+    CHECK(dap_classifier_train(&b, &train, &cfg, &rb) == DAP_FIT_STOPPED);
+    CHECK(rb.resumed_epochs == 3);
+    cfg.stop_after = 0;
+    CHECK(dap_classifier_train(&b, &train, &cfg, &rb) == DAP_OK);
+    CHECK(rb.resumed_epochs == 7);
+    CHECK_MSG(memcmp(a.net.params.data, b.net.params.data, a.net.params.total * sizeof(float)) == 0,
+              "%s: resumed weights differ from the uninterrupted run's", tag);
+    CHECK(ra.loss == rb.loss && ra.train_acc == rb.train_acc);
+
+    /* the state of epoch 7 is still there (the caller removes it): another run's key is refused */
+    cfg.state_key = "toy run 1";
+    CHECK(dap_classifier_train(&b, &train, &cfg, NULL) == DAP_ERR_ARG);
+    CHECK(strstr(dap_last_error(), "another run") != NULL);
+    /* a damaged file is refused with its name */
+    cfg.state_key = "toy run 0";
+    uint8_t *bytes;
+    size_t n;
+    CHECK(dap_read_file(path, &bytes, &n) == DAP_OK);
+    FILE *f = fopen(path, "wb");
+    fwrite(bytes, 1, n / 2, f);
+    fclose(f);
+    free(bytes);
+    CHECK(dap_classifier_train(&b, &train, &cfg, NULL) != DAP_OK);
+    CHECK(strstr(dap_last_error(), tag) != NULL);
+    /* without state_resume the file is not read */
+    cfg.state_resume = 0, cfg.state_path = NULL;
+    CHECK(dap_classifier_train(&b, &train, &cfg, NULL) == DAP_OK);
+    remove(path);
+    dap_classifier_free(&a), dap_classifier_free(&b);
+    dap_dataset_free(&train);
+}
+
+DAP_TEST(eval_train_state_resume) {
+    resume_case(DAP_OPT_SGD, DAP_AUG_DSA, "sgd-dsa.state");
+    resume_case(DAP_OPT_ADAMW, DAP_AUG_NONE, "adamw.state");
+}

@@ -41,7 +41,19 @@ typedef struct eval_ctx {
     dap_classifier *teacher; /* soft protocol, else NULL (holds buffers: one run at a time) */
     int random_ipc, ipc_hint, soft, inet, aug, epochs, batch, quiet, runs, seed, val;
     double lr, cutmix;
+    const char *json, *params; /* mid-run states: JSON.runR.state, keyed by params + run */
+    int resume;
+    double state_every;        /* < 0: no mid-run states */
 } eval_ctx;
+
+/* The mid-run state file of run `run` (NULL when the runs keep none). */
+static char *state_file(const eval_ctx *c, int run) {
+    if (!c->json || c->state_every < 0) return NULL;
+    size_t n = strlen(c->json) + 32;
+    char *p = dap_malloc(n);
+    snprintf(p, n, "%s.run%d.state", c->json, run);
+    return p;
+}
 
 typedef struct run_result {
     int done; /* trained here or taken from the journal */
@@ -162,6 +174,14 @@ static void train_one(const eval_ctx *c, int run, run_result *out) {
         char label[64];
         snprintf(label, sizeof label, "eval %s run %d/%d", c->arch, run + 1, c->runs);
         cfg->label = label;
+        char *state = state_file(c, run), *key = NULL;
+        if (state) {
+            size_t n = strlen(c->params) + 32;
+            key = dap_malloc(n);
+            snprintf(key, n, "%s run=%d", c->params, run);
+            cfg->state_path = state, cfg->state_key = key, cfg->state_every = c->state_every;
+            cfg->state_resume = c->resume;
+        }
         dap_classifier m;
         rc = dap_classifier_create(&m, c->arch, c->real->c, c->real->h, c->real->w, c->real->num_classes);
         if (rc == DAP_OK) {
@@ -176,7 +196,8 @@ static void train_one(const eval_ctx *c, int run, run_result *out) {
             }
             dap_classifier_free(&m);
         }
-        cfg->label = NULL;
+        cfg->label = NULL, cfg->state_path = NULL, cfg->state_key = NULL;
+        free(state), free(key);
         out->n_train = tr->n;
         if (c->random_ipc) dap_dataset_free(&sub);
     }
@@ -184,12 +205,19 @@ static void train_one(const eval_ctx *c, int run, run_result *out) {
     if (rc) snprintf(out->err, sizeof out->err, "%s", dap_last_error());
 }
 
+/* Once the journal holds run `run`, its mid-run state has served. */
+static void drop_state(const eval_ctx *c, int run) {
+    char *p = state_file(c, run);
+    if (p) remove(p);
+    free(p);
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *data = "fmnist", *train_spec = NULL, *arch = "convnet3", *aug_s = NULL;
     const char *protocol = "hard", *teacher_path = NULL, *json = NULL, *device = NULL;
     int runs = 3, epochs = 0, seed = 0, val = 0, split_seed = 0, batch = 0, threads = 0, quiet = 0, ipc_hint = 0;
     int jobs = 1, resume = 0;
-    double lr = 0, cutmix = -1;
+    double lr = 0, cutmix = -1, state_every = 60;
     flag flags[] = {
         {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file or an image folder"},
         {"train", FLAG_STR, &train_spec, "what to train on: DIR (an image folder), full, or random:IPC"},
@@ -210,7 +238,8 @@ int cmd_eval(int argc, char **argv) {
         {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
         {"jobs", FLAG_INT, &jobs, "runs trained at once, one thread each (faster for small sets; 1: one run at a time on all threads)"},
         {"device", FLAG_STR, &device, "cpu or cuda: where the networks train (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
-        {"resume", FLAG_BOOL, &resume, "keep the runs already finished in the --json file's journal (FILE.runs)"},
+        {"resume", FLAG_BOOL, &resume, "keep the runs already finished in the --json file's journal (FILE.runs) and go on from the state of unfinished ones (FILE.runR.state)"},
+        {"state-every", FLAG_FLOAT, &state_every, "with --json, on the CPU: write each unfinished run's state at most every this many seconds, at an epoch's end (-1: never)"},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
     };
     const char *pos[1];
@@ -220,6 +249,8 @@ int cmd_eval(int argc, char **argv) {
                         flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
     if (r) return r == 1 ? 0 : 2;
     if (!train_spec) return cli_failf("eval", "--train is required (an image folder, full, or random:IPC)");
+    if (!(state_every >= 0) && state_every != -1)
+        return cli_failf("eval", "--state-every must be seconds >= 0, or -1 for never, got %g", state_every);
     if (runs < 1 || runs > MAX_RUNS) return cli_failf("eval", "--runs must be 1..%d, got %d", MAX_RUNS, runs);
     if (epochs < 0) return cli_failf("eval", "--epochs must be >= 0, got %d", epochs);
     if (val < 0) return cli_failf("eval", "--val must be >= 0, got %d", val);
@@ -299,6 +330,9 @@ int cmd_eval(int argc, char **argv) {
         size_t len = strlen(params);
         snprintf(params + len, sizeof params - len, " set=%016llx", set_hash(&folder));
     }
+    c.json = json, c.params = params, c.resume = resume;
+    /* the CUDA backend keeps part of a run's state on the device: no mid-run states there */
+    c.state_every = dap_device() == DAP_DEVICE_CPU ? state_every : -1;
     int todo = runs;
     if (resume) {
         int loaded = 0;
@@ -326,8 +360,13 @@ int cmd_eval(int argc, char **argv) {
             if (res[run].done) continue;
             train_one(&c, run, &res[run]);
             if (json && !res[run].rc) {
+                int saved;
 #pragma omp critical(eval_journal)
-                if (journal_save(json, params, res, runs)) fprintf(stderr, "eval: warning: %s\n", dap_last_error());
+                {
+                    saved = journal_save(json, params, res, runs) == DAP_OK;
+                    if (!saved) fprintf(stderr, "eval: warning: %s\n", dap_last_error());
+                }
+                if (saved) drop_state(&c, run);
             }
         }
     } else {
@@ -336,6 +375,7 @@ int cmd_eval(int argc, char **argv) {
             train_one(&c, run, &res[run]);
             if (res[run].rc) break;
             if (json && journal_save(json, params, res, runs)) fprintf(stderr, "eval: warning: %s\n", dap_last_error());
+            else drop_state(&c, run);
         }
     }
     double acc[MAX_RUNS];

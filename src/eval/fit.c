@@ -79,6 +79,130 @@ static void opt_step(optimizer *o, dap_params *ps, double lr) {
     else dap_adamw_step(&o->adamw, ps, lr);
 }
 
+/* ---- mid-run state ------------------------------------------------------------------ */
+
+#define STATE_FORMAT "dap-fit-state"
+
+typedef struct fit_progress {
+    int epoch; /* epochs done */
+    double seconds;
+    const dap_rng *shuffle, *aug;
+    const int *order;
+    int n;
+} fit_progress;
+
+static void meta_u64_set(dap_st_writer *w, const char *key, unsigned long long v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", v);
+    dap_st_writer_meta(w, key, buf);
+}
+
+static int state_save(const dap_fit_config *cfg, const dap_cnn *net, const optimizer *o, const fit_progress *p) {
+    dap_st_writer *w = dap_st_writer_create();
+    char buf[64];
+    dap_st_writer_meta(w, "format", STATE_FORMAT);
+    dap_st_writer_meta(w, "key", cfg->state_key ? cfg->state_key : "");
+    dap_st_writer_meta(w, "optimizer", o->kind == DAP_OPT_SGD ? "sgd" : "adamw");
+    meta_u64_set(w, "epoch", (unsigned long long)p->epoch);
+    meta_u64_set(w, "shuffle_counter", (unsigned long long)p->shuffle->counter);
+    meta_u64_set(w, "aug_counter", (unsigned long long)p->aug->counter);
+    snprintf(buf, sizeof buf, "%.17g", p->seconds);
+    dap_st_writer_meta(w, "seconds", buf);
+    char name[1024];
+    for (int k = 0; k < net->params.n; k++) { /* weights and buffers (BatchNorm's running statistics) */
+        const dap_param *q = &net->params.p[k];
+        snprintf(name, sizeof name, "model.%s", q->key);
+        dap_st_writer_add(w, name, DAP_DT_F32, net->params.data + q->offset, q->ndim, q->shape);
+    }
+    if (o->kind == DAP_OPT_SGD) dap_sgd_write(&o->sgd, &net->params, w, "opt.");
+    else dap_adamw_write(&o->adamw, &net->params, w, "opt.");
+    int64_t shape[1] = {p->n};
+    dap_st_writer_add_raw(w, "order", DAP_DT_I32, p->order, 1, shape);
+    int rc = dap_st_writer_save(w, cfg->state_path);
+    dap_st_writer_destroy(w);
+    return rc;
+}
+
+static int meta_u64_get(const dap_st *st, const char *key, unsigned long long *out) {
+    char *s = dap_st_meta_get(st, key);
+    if (!s) return dap_error(DAP_ERR_FORMAT, "%s: not a complete training state (no \"%s\")", st->path, key);
+    char *end;
+    *out = strtoull(s, &end, 10);
+    int bad = end == s || *end != 0;
+    int rc = bad ? dap_error(DAP_ERR_FORMAT, "%s: \"%s\" = \"%s\" is not a count", st->path, key, s) : DAP_OK;
+    free(s);
+    return rc;
+}
+
+/* Reads a state written by state_save for this run into net, o, the streams and order;
+ * *epoch and *seconds get the epochs done and the time they took. */
+static int state_load(const dap_fit_config *cfg, dap_cnn *net, optimizer *o, dap_rng *shuffle, dap_rng *aug,
+                      int *order, int n, int *epoch, double *seconds) {
+    dap_st *st;
+    DAP_TRY(dap_st_open(&st, cfg->state_path));
+    int rc = DAP_OK;
+    char *fmt = dap_st_meta_get(st, "format"), *key = dap_st_meta_get(st, "key"),
+         *opt = dap_st_meta_get(st, "optimizer"), *sec = dap_st_meta_get(st, "seconds");
+    const char *want_key = cfg->state_key ? cfg->state_key : "";
+    if (!fmt || strcmp(fmt, STATE_FORMAT))
+        rc = dap_error(DAP_ERR_FORMAT, "%s: not a dap eval training state (format %s)", st->path, fmt ? fmt : "none");
+    else if (!key || strcmp(key, want_key))
+        rc = dap_error(DAP_ERR_ARG, "%s was made for another run (%s), not this one (%s); remove it or drop --resume",
+                       st->path, key ? key : "?", want_key);
+    else if (!opt || strcmp(opt, o->kind == DAP_OPT_SGD ? "sgd" : "adamw"))
+        rc = dap_error(DAP_ERR_FORMAT, "%s: optimizer %s, this run uses %s", st->path, opt ? opt : "?",
+                       o->kind == DAP_OPT_SGD ? "sgd" : "adamw");
+    unsigned long long ep = 0, sc = 0, ac = 0;
+    if (rc == DAP_OK) rc = meta_u64_get(st, "epoch", &ep);
+    if (rc == DAP_OK) rc = meta_u64_get(st, "shuffle_counter", &sc);
+    if (rc == DAP_OK) rc = meta_u64_get(st, "aug_counter", &ac);
+    if (rc == DAP_OK && (ep < 1 || ep >= (unsigned long long)cfg->epochs))
+        rc = dap_error(DAP_ERR_FORMAT, "%s: %llu epochs done, this run has %d", st->path, ep, cfg->epochs);
+    char name[1024];
+    for (int k = 0; k < net->params.n && rc == DAP_OK; k++) {
+        const dap_param *q = &net->params.p[k];
+        snprintf(name, sizeof name, "model.%s", q->key);
+        if (!dap_st_find(st, name)) rc = dap_error(DAP_ERR_FORMAT, "%s: no tensor '%s'", st->path, name);
+        else rc = dap_st_read_f32(st, name, net->params.data + q->offset, q->shape, q->ndim);
+    }
+    if (rc == DAP_OK)
+        rc = o->kind == DAP_OPT_SGD ? dap_sgd_read(&o->sgd, &net->params, st, "opt.")
+                                    : dap_adamw_read(&o->adamw, &net->params, st, "opt.");
+    if (rc == DAP_OK) {
+        const dap_st_tensor *t = dap_st_find(st, "order");
+        if (!t || t->dtype != DAP_DT_I32 || t->ndim != 1 || t->shape[0] != n)
+            rc = dap_error(DAP_ERR_FORMAT, "%s: no data order of %d int32 (the training set has %d images)", st->path,
+                           n, n);
+        else {
+            memcpy(order, st->data + t->begin, (size_t)n * sizeof(int));
+            /* a permutation of 0..n-1, or the file lies */
+            unsigned char *seen = dap_calloc((size_t)n, 1);
+            for (int i = 0; i < n && rc == DAP_OK; i++) {
+                if (order[i] < 0 || order[i] >= n || seen[order[i]])
+                    rc = dap_error(DAP_ERR_FORMAT, "%s: the data order is not a permutation of 0..%d", st->path, n - 1);
+                else seen[order[i]] = 1;
+            }
+            free(seen);
+        }
+    }
+    for (int k = 0; k < net->params.n && rc == DAP_OK; k++) {
+        const dap_param *q = &net->params.p[k];
+        for (size_t i = 0; i < q->numel && rc == DAP_OK; i++)
+            if (!isfinite(net->params.data[q->offset + i]))
+                rc = dap_error(DAP_ERR_VALUE, "%s: tensor 'model.%s' holds %g", st->path, q->key,
+                               net->params.data[q->offset + i]);
+    }
+    if (rc == DAP_OK) {
+        shuffle->counter = sc, aug->counter = ac;
+        *epoch = (int)ep;
+        *seconds = sec ? strtod(sec, NULL) : 0;
+        if (!isfinite(*seconds) || *seconds < 0) *seconds = 0;
+    }
+    free(fmt), free(key), free(opt), free(sec);
+    dap_st_close(st);
+    return rc;
+}
+
 /* ---- the loop --------------------------------------------------------------------------- */
 
 static void fmt_time(char *buf, size_t n, double s) {
@@ -132,10 +256,18 @@ int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_
     dap_rng_init(&shuffle, cfg->seed, STREAM_SHUFFLE);
     dap_rng_init(&aug, cfg->seed, STREAM_AUG);
 
-    int rc = DAP_OK;
-    double t0 = dap_time_now(), last_print = 0, loss_sum = 0;
+    int rc = DAP_OK, ep0 = 0;
+    double before = 0; /* seconds of the epochs a state file brought */
+    if (cfg->state_path && cfg->state_resume && dap_file_exists(cfg->state_path)) {
+        rc = state_load(cfg, net, &opt, &shuffle, &aug, idx, n, &ep0, &before);
+        if (rc == DAP_OK && cfg->progress)
+            fprintf(stderr, "%s: resuming after epoch %d/%d (%s)\n", cfg->label ? cfg->label : "train", ep0,
+                    cfg->epochs, cfg->state_path);
+    }
+    double t0 = dap_time_now(), last_print = 0, last_state = 0, loss_sum = 0;
     long seen = 0, correct = 0;
-    for (int ep = 0; ep < cfg->epochs && rc == DAP_OK; ep++) {
+    int this_call = 0;
+    for (int ep = ep0; ep < cfg->epochs && rc == DAP_OK; ep++) {
         float lr = (float)dap_fit_lr(cfg, ep);
         if (cfg->schedule == DAP_LR_HALF && ep == cfg->epochs / 2 && ep > 0) {
             opt_free(&opt); /* the reference re-creates its optimizer at the decay */
@@ -199,22 +331,38 @@ int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_
             dap_cnn_backward(net, &st, xb, dlogits, NULL, 1);
             opt_step(&opt, &net->params, lr);
         }
+        if (rc != DAP_OK) break;
         double now = dap_time_now() - t0;
+        int done = ep + 1 - ep0; /* epochs of this call */
+        this_call++;
         if (cfg->progress && (now - last_print >= 1.0 || ep == cfg->epochs - 1)) {
             char eta[32];
-            fmt_time(eta, sizeof eta, now / (ep + 1) * (cfg->epochs - ep - 1));
+            fmt_time(eta, sizeof eta, now / done * (cfg->epochs - ep - 1));
             fprintf(stderr, "%s: epoch %d/%d  loss %.4f  train %.1f%%  lr %.3g  %.0f img/s  ETA %s\n",
                     cfg->label ? cfg->label : "train", ep + 1, cfg->epochs, loss_sum / seen,
-                    100.0 * correct / seen, lr, (double)n * (ep + 1) / now, eta);
+                    100.0 * correct / seen, lr, (double)n * done / now, eta);
             last_print = now;
         }
+        int stop = cfg->stop_after > 0 && this_call >= cfg->stop_after && ep + 1 < cfg->epochs;
+        if (cfg->state_path && ep + 1 < cfg->epochs && (stop || now - last_state >= cfg->state_every)) {
+            fit_progress p = {ep + 1, before + now, &shuffle, &aug, idx, n};
+            if (state_save(cfg, net, &opt, &p) != DAP_OK) {
+                /* a long run goes on without its safety net rather than stopping */
+                fprintf(stderr, "%s: warning: could not write the training state: %s\n",
+                        cfg->label ? cfg->label : "train", dap_last_error());
+                if (stop) rc = DAP_ERR_IO;
+            }
+            last_state = now;
+        }
+        if (stop && rc == DAP_OK) rc = DAP_FIT_STOPPED;
     }
     if (res) {
         double sec = dap_time_now() - t0;
         res->loss = seen ? loss_sum / seen : 0;
         res->train_acc = seen ? 100.0 * correct / seen : 0;
-        res->seconds = sec;
-        res->images_per_s = sec > 0 ? (double)n * cfg->epochs / sec : 0;
+        res->seconds = before + sec;
+        res->images_per_s = sec > 0 ? (double)n * this_call / sec : 0;
+        res->resumed_epochs = ep0;
     }
     opt_free(&opt);
     free(idx), free(yb), free(perm);

@@ -43,6 +43,18 @@ typedef struct dap_fit_config {
     uint64_t seed;
     int progress;           /* per-epoch lines on stderr (at most one a second) */
     const char *label;      /* prefix of those lines */
+    /* Mid-run state (NULL: none). At the end of an epoch, at most every state_every
+     * seconds (0: every epoch), the run's whole state (weights and buffers, optimizer,
+     * data order, random streams, epoch) is written atomically to state_path; with
+     * state_resume and the file present, training continues from it and ends exactly as
+     * the uninterrupted run would. The file records state_key (the caller's description of
+     * the run: data, recipe, seed); a file made for another key is refused. The caller
+     * removes the file once the run's result is safe. */
+    const char *state_path, *state_key;
+    double state_every;
+    int state_resume;
+    int stop_after;         /* return DAP_FIT_STOPPED after this many epochs of this call, its
+                             * state written (0: train to the end); for tests and time slices */
 } dap_fit_config;
 
 /* Presets (every field set; adjust afterwards). */
@@ -53,7 +65,8 @@ void dap_fit_config_soft(dap_fit_config *c, dap_classifier *teacher, int epochs)
 typedef struct dap_fit_result {
     double loss;        /* mean loss of the last epoch */
     double train_acc;   /* top-1 (percent) on the augmented batches of the last epoch */
-    double seconds, images_per_s;
+    double seconds, images_per_s; /* over the whole run, earlier calls included */
+    int resumed_epochs;           /* epochs taken from a state file (0: trained from scratch) */
 } dap_fit_result;
 
 /* Trains m (already initialised) on `train`, whose labels must lie in
@@ -61,6 +74,9 @@ typedef struct dap_fit_result {
  * naming the mismatch; DAP_ERR_VALUE when the loss turns non-finite. */
 int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_fit_config *cfg,
                          dap_fit_result *res);
+
+/* dap_classifier_train's status when cfg->stop_after ended the call early. */
+#define DAP_FIT_STOPPED 100
 
 /* The rate of epoch `ep` under the config's schedule. */
 double dap_fit_lr(const dap_fit_config *c, int ep);

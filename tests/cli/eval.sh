@@ -60,6 +60,25 @@ if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
   expect_ok "eval random:1 dsa" $DAP eval --train random:1 --aug dsa --epochs 2 --runs 1 --val 3 --quiet --threads 2
   expect_ok "teacher on a folder" $DAP teacher --data "$tmp/sub" --arch convnet3 --epochs 2 --quiet --threads 2 --out "$tmp/t.safetensors"
   expect_ok "eval soft" $DAP eval --train "$tmp/sub" --protocol soft --teacher "$tmp/t.safetensors" --epochs 2 --runs 1 --val 3 --quiet --threads 2
+  # a run killed mid-way goes on from its last state (every epoch here) and ends where the
+  # uninterrupted run ends; the state is gone once the journal holds the run
+  mid="--train random:10 --val 20 --epochs 16 --runs 1 --seed 3 --threads 1 --state-every 0"
+  expect_ok "eval, uninterrupted" $DAP eval $mid --json "$tmp/mu.json"
+  want=$(tail -1 "$tmp/out")
+  $DAP eval $mid --quiet --json "$tmp/mk.json" >/dev/null 2>&1 & pid=$!
+  for _ in $(seq 600); do [ -f "$tmp/mk.json.run0.state" ] && break; sleep 0.1; done
+  kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
+  if [ -f "$tmp/mk.json.run0.state" ] && [ ! -f "$tmp/mk.json" ]; then ok "eval leaves a state when killed"; else bad "eval leaves a state when killed"; fi
+  cp "$tmp/mk.json.run0.state" "$tmp/mk-copy.state"
+  expect_fail "eval --resume refuses another run's state" "made for another run" $DAP eval ${mid/--epochs 16/--epochs 17} --json "$tmp/mk.json" --resume
+  expect_ok "eval --resume from a mid-run state" $DAP eval $mid --json "$tmp/mk.json" --resume
+  got=$(tail -1 "$tmp/out")
+  if grep -q "resuming after epoch" "$tmp/err" && [ "$got" = "$want" ]; then ok "resumed run = uninterrupted run"
+  else bad "resumed run = uninterrupted run ($got vs $want; $(grep -c resuming "$tmp/err") resume lines)"; fi
+  [ ! -f "$tmp/mk.json.run0.state" ] && ok "eval drops the state of a finished run" || bad "eval drops the state of a finished run"
+  head -c 200 "$tmp/mk-copy.state" > "$tmp/mk2.json.run0.state"
+  expect_fail "eval --resume with a truncated state" "mk2.json.run0.state" $DAP eval $mid --json "$tmp/mk2.json" --resume
+  expect_fail "eval --state-every NaN" "state-every" $DAP eval $mid --state-every nan
   mkdir -p "$tmp/badset/zebra" && cp "$tmp/sub/Bag/00000.png" "$tmp/badset/zebra/"
   expect_fail "eval unknown class folder" "zebra" $DAP eval --train "$tmp/badset" --epochs 1 --runs 1 --val 3
 fi
