@@ -14,6 +14,8 @@
 #   scripts/ablation.sh [IPC] [RUNS] [EPOCHS]          (default 10 2 300)
 #   ABL_SET=quick scripts/ablation.sh 10 2 100         (fewer cells: gamma, layer, pool,
 #                                                       kernel, stop, n-real)
+#   ABL_SET=form ABL_OUT=out/ablation-form scripts/ablation.sh 10 2 100   (the update form)
+#   ABL_SET=stage2x ABL_OUT=out/ablation-form scripts/ablation.sh 10 2 100 (stage 2's other factors)
 #   ABL_SET=init ABL_OUT=out/ablation-ipc50 scripts/ablation.sh 50 2 100
 #     (ABL_INITS="kmeans medoid real" picks the start images, ABL_STRENGTHS the strengths,
 #      ABL_METHODS="vanilla dap" the methods)
@@ -64,6 +66,36 @@ if [ "$SET" = init ]; then # the start-image strength at another IPC (stage 5's 
       done
     done
   done
+  column -t -s $'\t' "$TSV"
+  exit 0
+fi
+# the update form (SPEC 3, open; session 10; ABL_SET=form): Algorithm 1's x_prev -= gamma
+# grad E (--form x) against eps += gamma sqrt(1 - a_t) grad E (--form eps), each with its own
+# gamma sweep (the eps form moves x_prev by about a tenth as much per unit gamma), at stage
+# 2's flags (the paper's guidance) and at the frozen flags (+ --repel). The x cells are run
+# again in the same ABL_OUT so that both forms come from one build and machine.
+if [ "$SET" = form ]; then
+  S2="--kernel linear --pool mean --n-real 100 --stop 0.5"
+  BASE=$(grep -v '^#' models/dap-fmnist.flags | grep -v -e '--gamma' | tr '\n' ' ')
+  cell vanilla --method vanilla
+  # shellcheck disable=SC2086
+  { cell x-g0.03 --method dap --gamma 0.03 $S2
+    for g in ${ABL_EPS_GAMMAS:-0.3 1 3 10}; do cell eps-g$g --method dap --gamma "$g" $S2 --form eps; done
+    cell x-repel-g1 --method dap $BASE --gamma 1
+    for g in ${ABL_EPS_REPEL_GAMMAS:-0.3 1 3 10 30}; do cell eps-repel-g$g --method dap $BASE --gamma "$g" --form eps; done; }
+  column -t -s $'\t' "$TSV"
+  exit 0
+fi
+# stage 2's remaining factors (session 10; ABL_SET=stage2x): the cells of the full set that
+# the quick set left out, one factor at a time at stage 1's gamma (ABL_GAMMA, 0.03), with the
+# gamma cell itself again for the same build and machine
+if [ "$SET" = stage2x ]; then
+  G=${ABL_GAMMA:-0.03}
+  cell gamma-$G --method dap --gamma "$G"
+  for l in 6 8; do cell "g$G-layer-$l" --method dap --gamma "$G" --layer $l; done
+  for st in 0.25 0.75; do cell "g$G-stop-$st" --method dap --gamma "$G" --stop $st; done
+  cell "g$G-nreal-50" --method dap --gamma "$G" --n-real 50
+  cell "g$G-fixed-noise" --method dap --gamma "$G" --fixed-noise
   column -t -s $'\t' "$TSV"
   exit 0
 fi
