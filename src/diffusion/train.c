@@ -295,19 +295,6 @@ int dap_trainer_save(dap_trainer *tr, const char *path) {
     return rc;
 }
 
-static int meta_u64(const dap_st *st, const char *key, unsigned long long *out) {
-    char *s = dap_st_meta_get(st, key);
-    if (!s) return dap_error(DAP_ERR_MISSING, "%s: __metadata__ lacks \"%s\"", st->path, key);
-    char *end;
-    *out = strtoull(s, &end, 10);
-    const int bad = end == s || *end != '\0';
-    int rc = bad ? dap_error(DAP_ERR_FORMAT, "%s: __metadata__ \"%s\" = \"%s\" is not a number",
-                             st->path, key, s)
-                 : DAP_OK;
-    free(s);
-    return rc;
-}
-
 int dap_trainer_resume(dap_trainer *tr, const char *path) {
     char *spath = state_path(path);
     dap_st *st;
@@ -320,8 +307,8 @@ int dap_trainer_resume(dap_trainer *tr, const char *path) {
         rc = dap_error(DAP_ERR_FORMAT, "%s: not a dap training state (metadata format = %s)", st->path,
                        fmt ? fmt : "(none)");
     free(fmt);
-    if (rc == DAP_OK) rc = meta_u64(st, "seed", &seed);
-    if (rc == DAP_OK) rc = meta_u64(st, "batch", &batch);
+    if (rc == DAP_OK) rc = dap_st_meta_u64(st, "seed", &seed);
+    if (rc == DAP_OK) rc = dap_st_meta_u64(st, "batch", &batch);
     if (rc == DAP_OK && seed != tr->cfg.seed)
         rc = dap_error(DAP_ERR_ARG, "%s: the run used --seed %llu, this one %llu (resume needs the same)",
                        st->path, seed, (unsigned long long)tr->cfg.seed);

@@ -123,17 +123,6 @@ static int state_save(const dap_fit_config *cfg, const dap_cnn *net, const optim
     return rc;
 }
 
-static int meta_u64_get(const dap_st *st, const char *key, unsigned long long *out) {
-    char *s = dap_st_meta_get(st, key);
-    if (!s) return dap_error(DAP_ERR_FORMAT, "%s: not a complete training state (no \"%s\")", st->path, key);
-    char *end;
-    *out = strtoull(s, &end, 10);
-    int bad = end == s || *end != 0;
-    int rc = bad ? dap_error(DAP_ERR_FORMAT, "%s: \"%s\" = \"%s\" is not a count", st->path, key, s) : DAP_OK;
-    free(s);
-    return rc;
-}
-
 /* Reads a state written by state_save for this run into net, o, the streams and order;
  * *epoch and *seconds get the epochs done and the time they took. */
 static int state_load(const dap_fit_config *cfg, dap_cnn *net, optimizer *o, dap_rng *shuffle, dap_rng *aug,
@@ -153,9 +142,9 @@ static int state_load(const dap_fit_config *cfg, dap_cnn *net, optimizer *o, dap
         rc = dap_error(DAP_ERR_FORMAT, "%s: optimizer %s, this run uses %s", st->path, opt ? opt : "?",
                        o->kind == DAP_OPT_SGD ? "sgd" : "adamw");
     unsigned long long ep = 0, sc = 0, ac = 0;
-    if (rc == DAP_OK) rc = meta_u64_get(st, "epoch", &ep);
-    if (rc == DAP_OK) rc = meta_u64_get(st, "shuffle_counter", &sc);
-    if (rc == DAP_OK) rc = meta_u64_get(st, "aug_counter", &ac);
+    if (rc == DAP_OK) rc = dap_st_meta_u64(st, "epoch", &ep);
+    if (rc == DAP_OK) rc = dap_st_meta_u64(st, "shuffle_counter", &sc);
+    if (rc == DAP_OK) rc = dap_st_meta_u64(st, "aug_counter", &ac);
     if (rc == DAP_OK && (ep < 1 || ep >= (unsigned long long)cfg->epochs))
         rc = dap_error(DAP_ERR_FORMAT, "%s: %llu epochs done, this run has %d", st->path, ep, cfg->epochs);
     char name[1024];

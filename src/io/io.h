@@ -104,6 +104,9 @@ int dap_st_writer_save(dap_st_writer *w, const char *path);
 void dap_st_writer_destroy(dap_st_writer *w);
 /* Looks up a "__metadata__" value (returns a malloc'd string or NULL). */
 char *dap_st_meta_get(const dap_st *st, const char *key);
+/* A "__metadata__" value that must be a decimal count: DAP_ERR_MISSING when absent,
+ * DAP_ERR_FORMAT (naming file, key and value) when not a number. */
+int dap_st_meta_u64(const dap_st *st, const char *key, unsigned long long *out);
 
 /* f16/bf16 conversions */
 float dap_f16_to_f32(uint16_t h);

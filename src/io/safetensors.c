@@ -566,6 +566,19 @@ char *dap_st_meta_get(const dap_st *st, const char *key) {
     return s;
 }
 
+int dap_st_meta_u64(const dap_st *st, const char *key, unsigned long long *out) {
+    char *s = dap_st_meta_get(st, key);
+    if (!s) return dap_error(DAP_ERR_MISSING, "%s: __metadata__ lacks \"%s\"", st->path, key);
+    char *end;
+    *out = strtoull(s, &end, 10);
+    const int bad = end == s || *end != '\0';
+    int rc = bad ? dap_error(DAP_ERR_FORMAT, "%s: __metadata__ \"%s\" = \"%s\" is not a number",
+                             st->path, key, s)
+                 : DAP_OK;
+    free(s);
+    return rc;
+}
+
 /* ---- writer ------------------------------------------------------------------ */
 typedef struct {
     char *name;
