@@ -78,11 +78,11 @@ void dap_gelu_backward(float *dinp, const float *dout, const float *inp, size_t 
     if (!dinp) return;
 #pragma omp parallel for simd schedule(static) if (n > ACT_OMP_MIN)
     for (size_t i = 0; i < n; i++) {
-        float x = clampf(inp[i], -GELU_XMAX, GELU_XMAX);
-        float u = GELU_K0 * (x + GELU_K1 * x * x * x);
-        float du = GELU_K0 * (1.0f + 3.0f * GELU_K1 * x * x);
+        float x = clampf(inp[i], -GELU_XMAX, GELU_XMAX), x2 = x * x;
+        float u = GELU_K0 * x * (1.0f + GELU_K1 * x2);
+        float du2 = 2.0f * GELU_K0 * (1.0f + 3.0f * GELU_K1 * x2);
         float e = exp_approx(-2.0f * u), s = 1.0f / (1.0f + e);
-        dinp[i] = dout[i] * (s + x * s * (e * s) * (2.0f * du));
+        dinp[i] = dout[i] * s * (1.0f + x * (e * s) * du2);
     }
 }
 
