@@ -121,7 +121,7 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
     dap_json_init(&j);
     dap_json_begin_object(&j, NULL);
     dap_json_str(&j, "dap_version", DAP_VERSION);
-    /* the kernels change the images' last bits: part of what reproduces a set */
+    /* the kernels' rounding can change the images: part of what reproduces a set */
     dap_json_str(&j, "blas", dap_blas_describe());
     dap_json_str(&j, "method", dap_method_name(o->method));
     dap_json_int(&j, "ipc", o->ipc);
