@@ -239,6 +239,19 @@ DAP_TEST(eval_lr_schedules) {
     CHECK_NEAR(dap_fit_lr(&c, 150), 5e-4, 1e-12);
 }
 
+/* Two identical toy ConvNets (depth, width, norm) on 8x8x1 inputs and 4 classes: the
+ * normalisation of `train` and the weights of `seed`, so two trainings can be compared. */
+static void twin_convnets(dap_classifier *a, dap_classifier *b, int depth, int width, int norm,
+                          const dap_dataset *train, uint64_t seed) {
+    memset(a, 0, sizeof *a), memset(b, 0, sizeof *b);
+    CHECK(dap_convnet_create(&a->net, depth, width, norm, 1, 8, 8, 4) == DAP_OK);
+    CHECK(dap_convnet_create(&b->net, depth, width, norm, 1, 8, 8, 4) == DAP_OK);
+    dap_classifier_set_normalization(a, train, 0);
+    b->mean[0] = a->mean[0], b->std[0] = a->std[0];
+    dap_classifier_init_weights(a, seed);
+    dap_classifier_init_weights(b, seed);
+}
+
 /* Train ConvNet-3 on the toy set: it must fit it, reproduce itself per seed, and the
  * DSA and soft-label paths must run and learn. */
 DAP_TEST(eval_train_toy) {
@@ -247,13 +260,7 @@ DAP_TEST(eval_train_toy) {
     toy_set(&train, 8, 1);
     toy_set(&test, 25, 2);
     dap_classifier m, m2; /* ConvNet-3 of width 32: quick under the sanitizers */
-    memset(&m, 0, sizeof m), memset(&m2, 0, sizeof m2);
-    CHECK(dap_convnet_create(&m.net, 3, 32, DAP_NORM_INSTANCE, 1, 8, 8, 4) == DAP_OK);
-    CHECK(dap_convnet_create(&m2.net, 3, 32, DAP_NORM_INSTANCE, 1, 8, 8, 4) == DAP_OK);
-    dap_classifier_set_normalization(&m, &train, 0);
-    m2.mean[0] = m.mean[0], m2.std[0] = m.std[0];
-    dap_classifier_init_weights(&m, 3);
-    dap_classifier_init_weights(&m2, 3);
+    twin_convnets(&m, &m2, 3, 32, DAP_NORM_INSTANCE, &train, 3);
     double before = dap_classifier_accuracy(&m, &test);
     dap_fit_config cfg;
     dap_fit_config_hard(&cfg, 40, DAP_AUG_NONE); /* the teacher below needs it */
@@ -303,13 +310,7 @@ static void resume_case(int optimizer, int aug, const char *tag) {
     dap_dataset train;
     toy_set(&train, 12, 1);
     dap_classifier a, b;
-    memset(&a, 0, sizeof a), memset(&b, 0, sizeof b);
-    CHECK(dap_convnet_create(&a.net, 2, 16, DAP_NORM_BATCH, 1, 8, 8, 4) == DAP_OK);
-    CHECK(dap_convnet_create(&b.net, 2, 16, DAP_NORM_BATCH, 1, 8, 8, 4) == DAP_OK);
-    dap_classifier_set_normalization(&a, &train, 0);
-    b.mean[0] = a.mean[0], b.std[0] = a.std[0];
-    dap_classifier_init_weights(&a, 7);
-    dap_classifier_init_weights(&b, 7);
+    twin_convnets(&a, &b, 2, 16, DAP_NORM_BATCH, &train, 7);
     dap_fit_config cfg;
     dap_fit_config_hard(&cfg, 10, aug);
     cfg.batch = 20, cfg.seed = 5, cfg.optimizer = optimizer; /* 48 images: 3 batches an epoch */

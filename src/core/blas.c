@@ -25,11 +25,10 @@ dap_cpu_features dap_cpu_features_detect(void) {
 const char *dap_blas_better_core(const char *detected, dap_cpu_features f) {
     /* OpenBLAS's x86-64 kernel sets that use neither AVX2 nor FMA: what an unknown CPU
      * falls back to (Prescott for Intel, Barcelona/Opteron for AMD) and older families. */
-    static const char *const generic[] = {"Prescott", "Core2",      "Penryn",    "Dunnington",
-                                          "Nehalem",  "Atom",       "Nano",      "Opteron",
-                                          "Opteron(SSE3)", "Barcelona", "Bobcat", "Sandybridge",
-                                          "Bulldozer", "Piledriver", "Katmai",   "Coppermine",
-                                          "Northwood", "Banias",     "Athlon",    "Unknown"};
+    static const char *const generic[] = {"Prescott", "Core2",     "Penryn",        "Dunnington",
+                                          "Nehalem",  "Atom",      "Nano",          "Opteron",
+                                          "Opteron(SSE3)", "Barcelona", "Bobcat",   "Sandybridge",
+                                          "Bulldozer", "Piledriver", "Unknown"};
     if (!detected || !f.avx2_fma) return NULL;
     int is_generic = 0;
     for (size_t i = 0; i < sizeof generic / sizeof generic[0]; i++)
