@@ -75,8 +75,8 @@ void dap_gelu_forward(float *out, const float *inp, size_t n) {
 /* d/dx [x s(2u)] = s + 2 x s (1 - s) u'(x),  u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2);
  * 1 - s is computed as e s (e = exp(-2u)), which keeps its tiny values for large x.
  * Written as s (1 + x (e s) 2u'): the order s + x s (e s) 2u' made the vectorised loop
- * run into denormal assists for every x but 0 (10-19 ns a value instead of ~1 ns;
- * bench/README.md). Small |x| (~0.1) still meets some in the vector code (~6 ns). */
+ * run into denormal assists for every x but 0 (10-17 ns a value instead of ~1 ns;
+ * bench/bench_act.c). Small |x| (~0.1) still meets some in the vector code (~6 ns). */
 void dap_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
     if (!dinp) return;
 #pragma omp parallel for simd schedule(static) if (n > ACT_OMP_MIN)
