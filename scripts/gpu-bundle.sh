@@ -13,7 +13,8 @@
 #   the first TRAIN_N training images only, to fit a small upload: `dap eval --train DIR`
 #   reads the training split only for the image shape (Fashion-MNIST's normalisation is a
 #   constant), so its results do not change (checked: the same accuracy with either file);
-#   `--train full`, `random:IPC` and `--val` need TRAIN_N=0.
+#   `--train full`, `random:IPC` and `--val` need TRAIN_N=0. SKIP_BUILD=1 and SKIP_DEBS=1
+#   leave out the build and the download (the data part alone, as tests/cli/eval.sh runs it).
 # setup: unpacks the packages under /tmp/dap-sys (not over /), installs the data where dap
 #   looks for it (/usr/local/share/datasets/fashion-mnist) and prints the LD_LIBRARY_PATH
 #   line to eval; it fails naming any library build-cuda/dap still cannot find.
@@ -24,15 +25,20 @@ verb=${1:-}; dir=${2:-}
 case $verb in
 pack)
   mkdir -p "$dir/debs" "$dir/fmnist"
-  make CUDA=1 ARCH=-march=x86-64-v3 -j"$(nproc)" >&2
-  if objdump -d build-cuda/dap | grep -q zmm; then
-    echo "gpu-bundle: build-cuda/ holds AVX-512 code: rm -rf build-cuda and pack again" >&2; exit 1
+  if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    make CUDA=1 ARCH=-march=x86-64-v3 -j"$(nproc)" >&2
+    if objdump -d build-cuda/dap | grep -q zmm; then
+      echo "gpu-bundle: build-cuda/ holds AVX-512 code: rm -rf build-cuda and pack again" >&2; exit 1
+    fi
   fi
-  (cd "$dir/debs" && apt-get download libopenblas0-openmp libgfortran5 libquadmath0 libpng16-16 libjpeg62-turbo) >&2
+  [ "${SKIP_DEBS:-0}" = 1 ] ||
+    (cd "$dir/debs" && apt-get download libopenblas0-openmp libgfortran5 libquadmath0 libpng16-16 libjpeg62-turbo) >&2
   src=/usr/share/datasets/fashion-mnist
   [ -f $src/t10k-images-idx3-ubyte.gz ] || { echo "gpu-bundle: no Fashion-MNIST in $src (make deps)" >&2; exit 1; }
   cp $src/t10k-*.gz "$dir/fmnist/"
   n=${TRAIN_N:-1000}
+  case $n in ''|*[!0-9]*) echo "gpu-bundle: TRAIN_N must be a count of images, not '$n'" >&2; exit 2 ;; esac
+  [ "$n" -le 60000 ] || { echo "gpu-bundle: TRAIN_N $n is over the 60000 training images" >&2; exit 2; }
   if [ "$n" = 0 ]; then
     cp $src/train-*.gz "$dir/fmnist/"
   else # an IDX file is a big-endian header (magic, count, dims) and the rows: rewrite the count
