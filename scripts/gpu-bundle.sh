@@ -44,10 +44,10 @@ pack)
   else # an IDX file is a big-endian header (magic, count, dims) and the rows: rewrite the count
     tmp=$(mktemp); trap 'rm -f "$tmp"' EXIT
     for f in train-images-idx3-ubyte.gz:16:784 train-labels-idx1-ubyte.gz:8:1; do
-      IFS=: read -r name head row <<< "$f"
+      IFS=: read -r name hdr row <<< "$f"
       gzip -dc $src/$name > "$tmp"
       { head -c 4 "$tmp"; printf "$(printf '\\x%02x' $((n >> 24 & 255)) $((n >> 16 & 255)) $((n >> 8 & 255)) $((n & 255)))";
-        head -c $((head + n * row)) "$tmp" | tail -c +9; } | gzip -9 > "$dir/fmnist/$name.part"
+        head -c $((hdr + n * row)) "$tmp" | tail -c +9; } | gzip -9 > "$dir/fmnist/$name.part"
       mv "$dir/fmnist/$name.part" "$dir/fmnist/$name"
     done
   fi
@@ -57,11 +57,12 @@ setup)
   sys=/tmp/dap-sys; mkdir -p $sys
   for f in "$dir"/debs/*.deb; do dpkg -x "$f" $sys; done
   lib=$sys/usr/lib/x86_64-linux-gnu/openblas-openmp:$sys/usr/lib/x86_64-linux-gnu
-  if LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} ldd build-cuda/dap | grep -q "libcublas.*not found"; then
+  unresolved() { LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} ldd build-cuda/dap | grep "not found" || true; }
+  if unresolved | grep -q libcublas; then # cuBLAS outside /usr/local/cuda (a pip wheel, say)
     c=$(find / -name 'libcublas.so.13*' -not -path '/proc/*' 2>/dev/null | head -1)
     [ -n "$c" ] && lib=$lib:$(dirname "$c")
   fi
-  missing=$(LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} ldd build-cuda/dap | grep "not found" || true)
+  missing=$(unresolved)
   [ -z "$missing" ] || { echo "gpu-bundle: build-cuda/dap still lacks: $missing" >&2; exit 1; }
   mkdir -p /usr/local/share/datasets/fashion-mnist
   cp "$dir"/fmnist/*.gz /usr/local/share/datasets/fashion-mnist/

@@ -160,8 +160,8 @@ static int state_load(const dap_fit_config *cfg, dap_cnn *net, optimizer *o, dap
     if (rc == DAP_OK) {
         const dap_st_tensor *t = dap_st_find(st, "order");
         if (!t || t->dtype != DAP_DT_I32 || t->ndim != 1 || t->shape[0] != n)
-            rc = dap_error(DAP_ERR_FORMAT, "%s: no data order of %d int32 (the training set has %d images)", st->path,
-                           n, n);
+            rc = dap_error(DAP_ERR_FORMAT, "%s: no data order of %d int32 entries (one per training image)",
+                           st->path, n);
         else {
             memcpy(order, st->data + t->begin, (size_t)n * sizeof(int));
             /* a permutation of 0..n-1, or the file lies */
@@ -322,14 +322,13 @@ int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_
         }
         if (rc != DAP_OK) break;
         double now = dap_time_now() - t0;
-        int done = ep + 1 - ep0; /* epochs of this call */
-        this_call++;
+        this_call++; /* epochs finished by this call (ep + 1 - ep0) */
         if (cfg->progress && (now - last_print >= 1.0 || ep == cfg->epochs - 1)) {
             char eta[32];
-            fmt_time(eta, sizeof eta, now / done * (cfg->epochs - ep - 1));
+            fmt_time(eta, sizeof eta, now / this_call * (cfg->epochs - ep - 1));
             fprintf(stderr, "%s: epoch %d/%d  loss %.4f  train %.1f%%  lr %.3g  %.0f img/s  ETA %s\n",
                     cfg->label ? cfg->label : "train", ep + 1, cfg->epochs, loss_sum / seen,
-                    100.0 * correct / seen, lr, (double)n * done / now, eta);
+                    100.0 * correct / seen, lr, (double)n * this_call / now, eta);
             last_print = now;
         }
         int stop = cfg->stop_after > 0 && this_call >= cfg->stop_after && ep + 1 < cfg->epochs;

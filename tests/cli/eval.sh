@@ -81,6 +81,18 @@ if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
   expect_fail "eval --state-every NaN" "state-every" $DAP eval $mid --state-every nan
   mkdir -p "$tmp/badset/zebra" && cp "$tmp/sub/Bag/00000.png" "$tmp/badset/zebra/"
   expect_fail "eval unknown class folder" "zebra" $DAP eval --train "$tmp/badset" --epochs 1 --runs 1 --val 3
+  # scripts/gpu-bundle.sh: the data part of `pack` (no build, no download): the first TRAIN_N
+  # training images in a valid IDX file, and the same test accuracy as with the whole set
+  expect_ok "gpu-bundle pack (data only)" env SKIP_BUILD=1 SKIP_DEBS=1 TRAIN_N=50 bash scripts/gpu-bundle.sh pack "$tmp/bundle"
+  $DAP info --data "fmnist:$tmp/bundle/fmnist" > "$tmp/binfo" 2>&1
+  grep -q "^images *50$" "$tmp/binfo" && ok "gpu-bundle keeps TRAIN_N training images" \
+    || bad "gpu-bundle keeps TRAIN_N training images ($(head -c 200 "$tmp/binfo"))"
+  for d in fmnist "fmnist:$tmp/bundle/fmnist"; do
+    $DAP eval --data "$d" --train "$tmp/sub" --epochs 1 --runs 1 --threads 1 --quiet 2>/dev/null | tail -1
+  done > "$tmp/bacc"
+  if [ "$(wc -l < "$tmp/bacc")" = 2 ] && [ "$(sed -n 1p "$tmp/bacc")" = "$(sed -n 2p "$tmp/bacc")" ]; then
+    ok "gpu-bundle data: eval --train DIR unchanged"; else bad "gpu-bundle data: eval --train DIR unchanged ($(cat "$tmp/bacc"))"; fi
+  expect_fail "gpu-bundle bad TRAIN_N" "TRAIN_N must be a count" env SKIP_BUILD=1 SKIP_DEBS=1 TRAIN_N=1e3 bash scripts/gpu-bundle.sh pack "$tmp/bundle2"
 fi
 expect_fail "eval needs --train" "train is required" $DAP eval
 expect_fail "eval unknown arch" "vgg" $DAP eval --train full --arch vgg11 --val 3
@@ -93,20 +105,5 @@ expect_fail "subset needs --out" "out DIR is required" $DAP subset --ipc 3
 EXP_OUT="$tmp/exp" METHODS="" IPCS="" XARCH="" SCALES=0 FULL=0 DAP=/bin/false bash scripts/experiment.sh >"$tmp/out" 2>&1 \
   && [ "$(grep -c . "$tmp/exp/table.tsv")" = 1 ] && ok "experiment.sh with empty parts runs nothing" \
   || bad "experiment.sh with empty parts ($(head -c 300 "$tmp/out"))"
-# scripts/gpu-bundle.sh: the data part of `pack` (no build, no download): the first TRAIN_N
-# training images in a valid IDX file, and the same test accuracy as with the whole set
-if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
-  expect_ok "gpu-bundle pack (data only)" env SKIP_BUILD=1 SKIP_DEBS=1 TRAIN_N=50 bash scripts/gpu-bundle.sh pack "$tmp/bundle"
-  $DAP info --data "fmnist:$tmp/bundle/fmnist" > "$tmp/binfo" 2>&1
-  grep -q "^images *50$" "$tmp/binfo" && ok "gpu-bundle keeps TRAIN_N training images" \
-    || bad "gpu-bundle keeps TRAIN_N training images ($(head -c 200 "$tmp/binfo"))"
-  $DAP subset --from fmnist --ipc 1 --seed 5 --out "$tmp/bsub" > /dev/null 2>&1
-  for d in fmnist "fmnist:$tmp/bundle/fmnist"; do
-    $DAP eval --data "$d" --train "$tmp/bsub" --epochs 1 --runs 1 --threads 1 --quiet 2>/dev/null | tail -1
-  done > "$tmp/bacc"
-  if [ "$(wc -l < "$tmp/bacc")" = 2 ] && [ "$(sed -n 1p "$tmp/bacc")" = "$(sed -n 2p "$tmp/bacc")" ]; then
-    ok "gpu-bundle data: eval --train DIR unchanged"; else bad "gpu-bundle data: eval --train DIR unchanged ($(cat "$tmp/bacc"))"; fi
-  expect_fail "gpu-bundle bad TRAIN_N" "TRAIN_N must be a count" env SKIP_BUILD=1 SKIP_DEBS=1 TRAIN_N=1e3 bash scripts/gpu-bundle.sh pack "$tmp/bundle2"
-fi
 expect_fail "gpu-bundle usage" "usage: scripts/gpu-bundle.sh" bash scripts/gpu-bundle.sh
 expect_fail "gpu-bundle unknown verb" "unknown verb" bash scripts/gpu-bundle.sh unpack "$tmp/x"
