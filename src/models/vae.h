@@ -1,0 +1,68 @@
+/*
+ * vae.h: the Stable Diffusion VAE (AutoencoderKL as diffusers builds sd-vae-ft-mse /
+ * sd-vae-ft-ema), forward only: the encoder maps images to latents, the decoder maps
+ * latents back to images (SPEC 2).
+ *
+ *   encode: x (n, 3, H, W) in [-1, 1] -> encoder -> quant_conv -> (mean, logvar)
+ *           latent = scale * mean            (or scale * (mean + exp(logvar / 2) xi))
+ *   decode: latent (n, 4, H/8, W/8) -> latent / scale -> post_quant_conv -> decoder
+ *           -> image (n, 3, H, W), unclipped (about [-1, 1])
+ *
+ * The weights load unchanged from the three key namings in use: diffusers current
+ * (`encoder.mid_block.attentions.0.to_q.weight`), diffusers before 0.14
+ * (`...attentions.0.query.weight`, `proj_attn`), and the original LDM names
+ * (`encoder.down.0.block.0.norm1.weight`, `mid.attn_1.q` as 1x1 convs, `nin_shortcut`,
+ * `norm_out`, decoder `up` levels in reverse order), optionally under
+ * `first_stage_model.` inside a whole SD checkpoint. The config is inferred from the
+ * tensor shapes; missing or unknown tensors are refused, naming them.
+ */
+#ifndef DAP_VAE_H
+#define DAP_VAE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "core/params.h"
+
+#define DAP_VAE_MAX_LEVELS 8
+#define DAP_VAE_SCALE 0.18215f /* the SD v1 latent scale factor */
+
+typedef struct dap_vae_config {
+    int in_channels;     /* image channels (3) */
+    int latent_channels; /* 4 */
+    int levels;          /* resolution levels (4): 2^(levels-1) downsampling */
+    int ch[DAP_VAE_MAX_LEVELS]; /* channels per level (128, 256, 512, 512) */
+    int enc_blocks;      /* ResNet blocks per encoder level (2) */
+    int dec_blocks;      /* per decoder level (3) */
+    int groups;          /* GroupNorm groups (32) */
+    float scale;         /* latent scale factor (0.18215) */
+} dap_vae_config;
+
+typedef struct dap_vae dap_vae;
+
+/* The sd-vae-ft-mse config (the shapes above). */
+void dap_vae_config_sd(dap_vae_config *c);
+/* Downsampling factor 2^(levels - 1) (8 for SD). */
+int dap_vae_factor(const dap_vae_config *c);
+
+/* A model with zeroed weights in the diffusers key naming. */
+int dap_vae_create(dap_vae **out, const dap_vae_config *c);
+/* Loads any of the namings above (config inferred from the shapes). Errors name the
+ * file and the missing / unknown tensors. */
+int dap_vae_load(dap_vae **out, const char *path);
+/* Whether a safetensors file holds a VAE (encoder / decoder tensors under any naming),
+ * without loading it: 1 yes, 0 no, or a negative status when the file cannot be read. */
+int dap_vae_file_is_vae(const char *path);
+void dap_vae_destroy(dap_vae *v);
+const dap_vae_config *dap_vae_get_config(const dap_vae *v);
+dap_params *dap_vae_params(dap_vae *v); /* the diffusers-named weights table */
+
+/* x (n, 3, H, W) in [-1, 1], H and W multiples of the factor -> latent (n, 4, H/f, W/f)
+ * = scale * posterior mean; with rng not NULL a posterior sample instead (one normal per
+ * latent value from rng). Allocates its activations for the call (released on return). */
+int dap_vae_encode(dap_vae *v, const float *x, int n, int h, int w, float *latent, dap_rng *rng);
+/* latent (n, 4, h, w) -> x (n, 3, h f, w f), unclipped. */
+int dap_vae_decode(dap_vae *v, const float *latent, int n, int h, int w, float *x);
+
+#endif /* DAP_VAE_H */
