@@ -11,13 +11,16 @@
 #include "io/io.h"
 
 int cmd_inspect(int argc, char **argv) {
+    int threads = 0;
+    flag flags[] = {CLI_THREADS_FLAG(&threads)};
     const char *pos[1];
     int npos;
     int r =
         flags_parse("inspect", "FILE.safetensors",
                     "Lists a safetensors file's tensors (name, dtype, shape), parameter count and metadata.",
-                    NULL, 0, argc, argv, pos, 1, &npos);
+                    flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 1, &npos);
     if (r) return r == 1 ? 0 : 2;
+    cli_apply_threads(threads);
     if (npos != 1) return cli_failf("inspect", "expected one FILE.safetensors (see dap inspect --help)");
     dap_st *st;
     int rc = dap_st_open(&st, pos[0]);

@@ -44,6 +44,11 @@ static int parse_classes(const char *spec, int K, char **names, int *out) {
             dap_error(DAP_ERR_ARG, "--classes: '%s' is not a class (expected 0..%d or a class name)", tok, K - 1);
             return -1;
         }
+        for (int q = 0; q < n; q++)
+            if (out[q] == k) {
+                dap_error(DAP_ERR_ARG, "--classes: class %d ('%s') is listed twice in '%s'", k, tok, spec);
+                return -1;
+            }
         if (n >= K) {
             dap_error(DAP_ERR_ARG, "--classes: more than %d entries in '%s'", K, spec);
             return -1;
@@ -62,17 +67,17 @@ int cmd_sample(int argc, char **argv) {
     flag flags[] = {
         {"model", FLAG_STR, &model_path, "DiT checkpoint (safetensors)"},
         {"classes", FLAG_STR, &classes, "all, or a comma list of class indices / names"},
-        {"n", FLAG_INT, &n, "images per class"},
-        {"steps", FLAG_INT, &steps, "DDIM steps"},
-        {"cfg", FLAG_FLOAT, &cfg_w, "classifier-free guidance scale (1: none)"},
-        {"eta", FLAG_FLOAT, &eta, "DDIM eta (0: deterministic)"},
-        {"clip-x0", FLAG_FLOAT, &clip_x0, "clamp the predicted x0 to [-X, X] every step (0: off, as the official DiT; 1 suits pixel data in [-1, 1])"},
-        {"seed", FLAG_INT, &seed, "noise seed"},
+        {"n", FLAG_INT, &n, "images per class", 1, 100000},
+        {"steps", FLAG_INT, &steps, "DDIM steps", 1, 1000},
+        {"cfg", FLAG_FLOAT, &cfg_w, "classifier-free guidance scale (1: none; beyond +-50 every pixel saturates)", -50, 50},
+        {"eta", FLAG_FLOAT, &eta, "DDIM eta (0: deterministic)", 0, 1},
+        {"clip-x0", FLAG_FLOAT, &clip_x0, "clamp the predicted x0 to [-X, X] every step (0: off, as the official DiT; 1 suits pixel data in [-1, 1])", 0, 100},
+        {"seed", FLAG_INT, &seed, "noise seed", 0, FLAG_INT_MAX},
         {"out", FLAG_STR, &out, "output folder"},
-        {"batch", FLAG_INT, &batch, "images per forward pass"},
+        {"batch", FLAG_INT, &batch, "images per forward pass", 1, 100000},
         {"names", FLAG_STR, &names_arg, "comma list of class names (default: Fashion-MNIST's for 10-class 28x28x1 models, else class<k>)"},
-        {"grid-cols", FLAG_INT, &grid_cols, "at most this many images per class in grid.png"},
-        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
+        {"grid-cols", FLAG_INT, &grid_cols, "at most this many images per class in grid.png", 1, 1000},
+        CLI_THREADS_FLAG(&threads),
     };
     const char *pos[1];
     int npos;
