@@ -21,7 +21,8 @@ Writes
   tests/ref/vae_tiny_ref.safetensors  ref.x (2, 3, 32, 32) in [-1, 1], ref.mean and
                                       ref.logvar (2, 4, 4, 4) of the posterior,
                                       ref.latent = 0.18215 * mean, ref.decoded =
-                                      decode(ref.latent / 0.18215) (2, 3, 32, 32)
+                                      decode(ref.latent / 0.18215) (2, 3, 32, 32), and
+                                      `latent` (= ref.latent) for dap vae decode's CLI tests
   tests/ref/sd_vae_ft_mse_keys.txt    "name d0 d1 ..." for every tensor of sd-vae-ft-mse's
                                       diffusion_pytorch_model.safetensors (sorted by name, as
                                       in its header); that file uses the attention names from
@@ -203,7 +204,7 @@ def main():
         decoded = model.decode(latent / 0.18215).sample
     save(os.path.join(ROOT, "vae_tiny_ref.safetensors"),
          {"ref.x": x, "ref.mean": post.mean, "ref.logvar": post.logvar, "ref.latent": latent,
-          "ref.decoded": decoded})
+          "ref.decoded": decoded, "latent": latent})
     print("latent range", float(latent.min()), float(latent.max()),
           "decoded range", float(decoded.min()), float(decoded.max()))
 
