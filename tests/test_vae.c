@@ -90,11 +90,12 @@ DAP_TEST(vae_tiny_parity) {
     CHECK(c->in_channels == 3 && c->latent_channels == 4 && dap_vae_factor(c) == 8);
     CHECK(fabsf(c->scale - 0.18215f) < 1e-7f);
     parity(v, "whole planes");
-    /* the large-image path: convs in bands of 3 rows (96 / 32), the downsample in bands
-     * of one output row, one image per chunk */
-    int old = dap_vae_set_band_pixels(96);
+    /* the large-image path: one image per chunk, the level-0 convs in bands of 3 rows
+     * (1536 / (16 channels x 32)), the downsamples in bands of a few output rows, the
+     * deepest levels whole */
+    size_t old = dap_vae_set_band_floats(1536);
     parity(v, "bands of rows");
-    dap_vae_set_band_pixels(old);
+    dap_vae_set_band_floats(old);
     dap_vae_destroy(v);
 }
 

@@ -19,11 +19,11 @@
  *
  * Memory: a call runs the network twice over the same code, first in plan mode (every op
  * records the activation, scratch and conv-work floats it would need) and then for real
- * on buffers of exactly those sizes, released on return. Images go through in chunks of
- * at most BAND_PIXELS pixels per plane-batch; a larger image goes alone and its 3x3 convs
- * run in bands of rows (each band with its halo rows), so conv scratch stays bounded
- * whatever the image size. The activations at the widest level are three buffers of
- * (C, H, W) per image.
+ * on buffers of exactly those sizes, released on return. A conv call's input and output
+ * together hold at most BAND_FLOATS floats: images go through in chunks small enough for
+ * that, and where one image is larger its convs run in bands of rows (each band with its
+ * halo rows), so conv scratch stays bounded whatever the image size. The activations at
+ * the widest level are three buffers of (C, H, W) per image.
  */
 #include "models/vae.h"
 
@@ -37,7 +37,7 @@
 #include "ops/ops.h"
 
 #define GN_EPS 1e-6f
-#define BAND_PIXELS 65536       /* default pixels per conv call (images x rows x width) */
+#define BAND_FLOATS 16777216    /* default input + output floats of one conv call */
 #define ATT_BLOCK_FLOATS 4194304 /* scores per block of query rows */
 #define MAX_REPORTED 5          /* tensor names listed in a missing / unknown error */
 
@@ -210,11 +210,11 @@ static const float *wp(const dap_vae *v, const char *fmt, ...) {
 
 /* ---- forward: a plan-then-run walk over the network ---------------------------------- */
 
-static int g_band = BAND_PIXELS;
+static size_t g_band = BAND_FLOATS;
 
-int dap_vae_set_band_pixels(int pixels) {
-    int old = g_band;
-    g_band = pixels > 0 ? pixels : BAND_PIXELS;
+size_t dap_vae_set_band_floats(size_t floats) {
+    size_t old = g_band;
+    g_band = floats > 0 ? floats : BAND_FLOATS;
     return old;
 }
 
@@ -223,6 +223,7 @@ typedef struct vctx {
     int plan; /* 1: only record what each op needs */
     int n;    /* images in the current chunk */
     size_t act_need, aux_need, work_need, stat_need; /* floats, recorded in plan mode */
+    size_t conv_need; /* the largest conv's input + output floats per image */
     float *buf[3]; /* activations: buf[0] the running tensor x, buf[1] and buf[2] scratch */
     float *aux;    /* conv bands (input rows, output rows), attention q, k, v and scores */
     float *work;   /* conv work (dap_conv2d_work_floats) */
@@ -244,23 +245,25 @@ static void add_into(float *y, const float *a, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += a[i];
 }
 
-/* out (n, oc, h, w) = conv3x3(in (n, c, h, w)), stride 1, padding 1. A plane batch of more
- * than g_band pixels (one large image) runs in bands of rows: each band's input takes
- * one halo row above and below where the image has them, and the padding of the band's
- * own edges is used only where it is the image's edge. */
+/* out (n, oc, h, w) = conv3x3(in (n, c, h, w)), stride 1, padding 1. A call of more than
+ * g_band input + output floats (one large image) runs in bands of rows: each band's input
+ * takes one halo row above and below where the image has them, and the padding of the
+ * band's own edges is used only where it is the image's edge. */
 static void conv3(vctx *x, float *out, const float *in, int c, int h, int w, int oc, const char *pre) {
     const float *wt = wp(x->v, "%s.weight", pre), *bs = wp(x->v, "%s.bias", pre);
     const size_t plane = (size_t)h * w;
     need(&x->act_need, (size_t)x->n * oc * plane);
+    need(&x->conv_need, (size_t)(c + oc) * plane);
     dap_conv2d_dims d;
-    if ((size_t)x->n * plane <= (size_t)g_band) {
+    if ((size_t)x->n * (c + oc) * plane <= g_band) {
         dap_conv2d_dims_init(&d, x->n, c, h, w, oc, 3, 3, 1, 1);
         need(&x->work_need, dap_conv2d_work_floats(&d));
         if (!x->plan) dap_conv2d_forward(out, in, wt, bs, &d, x->work);
         return;
     }
-    DAP_ASSERT(x->n == 1); /* chunk_images sends a large image alone */
-    int rows = g_band / w > 0 ? g_band / w : 1;
+    DAP_ASSERT(x->n == 1); /* plan_chunk sends a large image alone */
+    const size_t row = (size_t)(c + oc) * w;
+    int rows = g_band / row > 0 ? (int)(g_band / row) : 1;
     for (int r0 = 0; r0 < h; r0 += rows) {
         int r1 = r0 + rows < h ? r0 + rows : h;
         int a = r0 > 0 ? r0 - 1 : 0, b = r1 < h ? r1 + 1 : h, bh = b - a;
@@ -288,8 +291,10 @@ static void downsample(vctx *x, float *out, const float *in, int c, int h, int w
     const int oh = h / 2, ow = w / 2, w1 = w + 1;
     const size_t plane = (size_t)h * w, oplane = (size_t)oh * ow;
     need(&x->act_need, (size_t)x->n * c * oplane);
-    int whole = (size_t)x->n * (h + 1) * w1 <= (size_t)g_band;
-    int rows = whole ? oh : g_band / (2 * w1) > 0 ? g_band / (2 * w1) : 1;
+    const size_t per = (size_t)c * ((size_t)(h + 1) * w1 + oplane), row = (size_t)c * (2 * w1 + ow);
+    need(&x->conv_need, per);
+    int whole = (size_t)x->n * per <= g_band;
+    int rows = whole ? oh : g_band / row > 0 ? (int)(g_band / row) : 1;
     int imgs = whole ? x->n : 1;
     for (int i0 = 0; i0 < x->n; i0 += imgs) {
         for (int o0 = 0; o0 < oh; o0 += rows) {
@@ -489,12 +494,17 @@ static void decoder(vctx *x, float *img, const float *z, int h, int w) {
     conv3(x, img, x->buf[1], cur, h, w, c->in_channels, "decoder.conv_out");
 }
 
-/* Images per chunk: as many as fit in g_band plane pixels, at least one. */
-static int chunk_images(int h, int w, int n) {
-    size_t plane = (size_t)h * w;
-    if (plane >= (size_t)g_band) return 1;
-    int k = (int)((size_t)g_band / plane);
-    return k < n ? k : n;
+typedef void (*vae_net)(vctx *x, float *out, const float *in, int h, int w);
+
+/* Plans a call of `net` on n images of h x w: a first pass at one image finds the largest
+ * conv, which sets the images per chunk (as many as keep every conv call within g_band
+ * floats, at least one); the second pass records the needs of such a chunk. */
+static void plan_chunk(vctx *x, const dap_vae *v, vae_net net, int n, int h, int w) {
+    *x = (vctx){.v = v, .plan = 1, .n = 1};
+    net(x, NULL, NULL, h, w);
+    size_t per = x->conv_need, k = per >= g_band ? 1 : g_band / per;
+    *x = (vctx){.v = v, .plan = 1, .n = k < (size_t)n ? (int)k : n};
+    net(x, NULL, NULL, h, w);
 }
 
 static void ctx_alloc(vctx *x) {
@@ -531,8 +541,8 @@ int dap_vae_encode_moments(dap_vae *v, const float *x, int n, int h, int w, floa
     DAP_TRY(check_size(v, "encode", n, h, w, f));
     const int lat = c->latent_channels;
     const size_t lplane = (size_t)(h / f) * (w / f), img = (size_t)c->in_channels * h * w;
-    vctx cx = {.v = v, .plan = 1, .n = chunk_images(h, w, n)};
-    encoder(&cx, NULL, NULL, h, w);
+    vctx cx;
+    plan_chunk(&cx, v, encoder, n, h, w);
     ctx_alloc(&cx);
     const int nb = cx.n;
     float *moments = dap_alloc_f32((size_t)nb * 2 * lat * lplane);
@@ -576,8 +586,8 @@ int dap_vae_decode(dap_vae *v, const float *latent, int n, int h, int w, float *
     DAP_TRY(check_size(v, "decode", n, h * f, w * f, f));
     const int lat = c->latent_channels;
     const size_t lsize = (size_t)lat * h * w, img = (size_t)c->in_channels * h * f * w * f;
-    vctx cx = {.v = v, .plan = 1, .n = chunk_images(h * f, w * f, n)};
-    decoder(&cx, NULL, NULL, h, w);
+    vctx cx;
+    plan_chunk(&cx, v, decoder, n, h, w);
     ctx_alloc(&cx);
     const int nb = cx.n;
     float *z = dap_alloc_f32((size_t)nb * lsize);
@@ -597,24 +607,28 @@ int dap_vae_decode(dap_vae *v, const float *latent, int n, int h, int w, float *
  * 0.14 the attention's query/key/value/proj_attn; the LDM names with down.i.block.j,
  * mid.block_1/2, mid.attn_1.{norm,q,k,v,proj_out}, nin_shortcut, norm_out and the
  * decoder's levels counted from the top resolution (up.{L-1-i} is up_blocks.i). */
+/* Replaces the first `from` in s (of capacity cap) by `to`; 0 when absent or too long. */
+static int replace_once(char *s, size_t cap, const char *from, const char *to) {
+    char *f = strstr(s, from);
+    size_t lf = strlen(from), lt = strlen(to), ls = strlen(s);
+    if (!f || ls - lf + lt + 1 > cap) return 0;
+    memmove(f + lt, f + lf, ls - (size_t)(f - s) - lf + 1);
+    memcpy(f, to, lt);
+    return 1;
+}
+
 static void file_key(char *out, size_t n, const char *key, int naming, int levels, const char *prefix) {
-    char k[160];
+    char k[192];
     int i, j, pos = 0;
     snprintf(k, sizeof k, "%s", key);
     if (naming == NAMING_OLD_ATTENTION) {
-        static const char *const from[] = {".to_q.", ".to_k.", ".to_v.", ".to_out.0."};
-        static const char *const to[] = {".query.", ".key.", ".value.", ".proj_attn."};
-        char *at = strstr(k, "mid_block.attentions.0");
-        for (int m = 0; at && m < 4; m++) {
-            char *f = strstr(at, from[m]);
-            if (!f) continue;
-            char tail[160];
-            snprintf(tail, sizeof tail, "%s", f + strlen(from[m]));
-            snprintf(f, sizeof k - (size_t)(f - k), "%s%s", to[m], tail);
-            break;
-        }
+        static const char *const from[] = {"attentions.0.to_q.", "attentions.0.to_k.", "attentions.0.to_v.",
+                                           "attentions.0.to_out.0."};
+        static const char *const to[] = {"attentions.0.query.", "attentions.0.key.", "attentions.0.value.",
+                                         "attentions.0.proj_attn."};
+        for (int m = 0; m < 4 && !replace_once(k, sizeof k, from[m], to[m]); m++) {}
     } else if (naming == NAMING_LDM) {
-        char part[16], t[160] = "";
+        char part[16];
         if (sscanf(key, "%15[^.].down_blocks.%d.resnets.%d.%n", part, &i, &j, &pos) == 3 && pos)
             snprintf(k, sizeof k, "%s.down.%d.block.%d.%s", part, i, j, key + pos);
         else if ((pos = 0, sscanf(key, "%15[^.].down_blocks.%d.downsamplers.0.%n", part, &i, &pos)) == 2 && pos)
@@ -626,20 +640,15 @@ static void file_key(char *out, size_t n, const char *key, int naming, int level
         else if ((pos = 0, sscanf(key, "%15[^.].mid_block.resnets.%d.%n", part, &i, &pos)) == 2 && pos)
             snprintf(k, sizeof k, "%s.mid.block_%d.%s", part, i + 1, key + pos);
         else if ((pos = 0, sscanf(key, "%15[^.].mid_block.attentions.0.%n", part, &pos)) == 1 && pos) {
-            static const char *const from[] = {"group_norm.", "to_q.", "to_k.", "to_v.", "to_out.0."};
-            static const char *const to[] = {"norm.", "q.", "k.", "v.", "proj_out."};
-            for (int m = 0; m < 5; m++)
-                if (strncmp(key + pos, from[m], strlen(from[m])) == 0)
-                    snprintf(t, sizeof t, "%s%s", to[m], key + pos + strlen(from[m]));
-            snprintf(k, sizeof k, "%s.mid.attn_1.%s", part, t);
+            static const char *const from[] = {"attn_1.group_norm.", "attn_1.to_q.", "attn_1.to_k.", "attn_1.to_v.",
+                                               "attn_1.to_out.0."};
+            static const char *const to[] = {"attn_1.norm.", "attn_1.q.", "attn_1.k.", "attn_1.v.",
+                                             "attn_1.proj_out."};
+            snprintf(k, sizeof k, "%s.mid.attn_1.%s", part, key + pos);
+            for (int m = 0; m < 5 && !replace_once(k, sizeof k, from[m], to[m]); m++) {}
         } else if ((pos = 0, sscanf(key, "%15[^.].conv_norm_out.%n", part, &pos)) == 1 && pos)
             snprintf(k, sizeof k, "%s.norm_out.%s", part, key + pos);
-        char *s = strstr(k, ".conv_shortcut.");
-        if (s) {
-            char tail[160];
-            snprintf(tail, sizeof tail, "%s", s + strlen(".conv_shortcut."));
-            snprintf(s, sizeof k - (size_t)(s - k), ".nin_shortcut.%s", tail);
-        }
+        replace_once(k, sizeof k, ".conv_shortcut.", ".nin_shortcut.");
     }
     snprintf(out, n, "%s%s", prefix, k);
 }
@@ -659,7 +668,7 @@ typedef struct loadctx {
 
 static const dap_st_tensor *find_key(const loadctx *lc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static const dap_st_tensor *find_key(const loadctx *lc, const char *fmt, ...) {
-    char key[160], fk[200];
+    char key[160], fk[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(key, sizeof key, fmt, ap);
@@ -702,7 +711,7 @@ static int infer_config(loadctx *lc, const char *path, dap_vae_config *c) {
     }
     if (c->levels == 0 || c->enc_blocks == 0 || c->dec_blocks == 0 || c->in_channels <= 0 ||
         c->latent_channels <= 0) {
-        char k0[200], k1[200];
+        char k0[256], k1[256];
         file_key(k0, sizeof k0, "encoder.down_blocks.0.resnets.0.conv1.weight", lc->naming, 1, lc->prefix);
         file_key(k1, sizeof k1, "decoder.up_blocks.0.resnets.0.conv1.weight", lc->naming, 1, lc->prefix);
         return dap_error(DAP_ERR_MISSING,
@@ -823,8 +832,8 @@ int dap_vae_load(dap_vae **out, const char *path) {
         nkeys = ps.n;
         fkeys = dap_calloc((size_t)nkeys, sizeof *fkeys);
         for (int i = 0; i < nkeys; i++) {
-            fkeys[i] = dap_malloc(200);
-            file_key(fkeys[i], 200, ps.p[i].key, lc.naming, cfg.levels, lc.prefix);
+            fkeys[i] = dap_malloc(256);
+            file_key(fkeys[i], 256, ps.p[i].key, lc.naming, cfg.levels, lc.prefix);
         }
         rc = check_tensors(&lc, &ps, path, fkeys);
     }

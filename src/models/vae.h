@@ -79,9 +79,9 @@ int dap_vae_encode_moments(dap_vae *v, const float *x, int n, int h, int w, floa
 /* latent (n, 4, h, w) -> x (n, 3, h f, w f), unclipped. */
 int dap_vae_decode(dap_vae *v, const float *latent, int n, int h, int w, float *x);
 
-/* Process-wide, for tests: the plane pixels (images x rows x width) one conv call may
- * cover before a large image's 3x3 convs run in bands of rows (default 65536; <= 0
- * restores it). Returns the old value. */
-int dap_vae_set_band_pixels(int pixels);
+/* Process-wide, for tests: the input + output floats one conv call may hold; images are
+ * chunked to fit and a larger image's convs run in bands of rows (default 16M floats,
+ * 64 MiB; 0 restores it). Returns the old value. */
+size_t dap_vae_set_band_floats(size_t floats);
 
 #endif /* DAP_VAE_H */
