@@ -238,6 +238,19 @@ DAP_TEST(vae_posterior_sample) {
     CHECK(memcmp(a, b, nl * sizeof(float)) == 0); /* the seed fixes the sample */
     CHECK(memcmp(a, c, nl * sizeof(float)) != 0);
     CHECK(r1.counter == nl); /* one normal per latent value */
+    /* diffusers' DiagonalGaussianDistribution.sample(): mean + exp(logvar / 2) xi, with
+     * xi the rng's next normals in latent order */
+    float *xi = dap_alloc_f32(nl);
+    dap_rng_init(&r1, 7, 0);
+    dap_rng_normal(&r1, xi, nl, 0.0f, 1.0f);
+    double worst = 0;
+    for (size_t k = 0; k < nl; k++) {
+        double want = 0.18215 * (mean[k] + exp(0.5 * logvar[k]) * xi[k]);
+        worst = fmax(worst, fabs(a[k] - want));
+    }
+    printf("    posterior sample vs 0.18215 (mean + exp(logvar / 2) xi): max abs %.3g\n", worst);
+    CHECK(worst < 1e-5);
+    dap_free_aligned(xi);
     /* standardised: (latent / scale - mean) / std over the 128 values looks N(0, 1) */
     double s1 = 0, s2 = 0;
     for (size_t k = 0; k < nl; k++) {
