@@ -67,7 +67,7 @@ static int list_images(const char *dir, strlist *out, int depth) {
         else if (image_ext(e->d_name) && !is_dir(path)) strlist_add(out, path);
     }
     closedir(d);
-    if (depth == 0) qsort(out->s, (size_t)out->n, sizeof *out->s, by_name);
+    if (depth == 0 && out->n > 1) qsort(out->s, (size_t)out->n, sizeof *out->s, by_name);
     return DAP_OK;
 }
 
