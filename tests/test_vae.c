@@ -76,6 +76,17 @@ static void parity(dap_vae *v, const char *tag) {
     CHECK(dap_vae_decode(v, latent + nl / 2, 1, 4, 4, y) == DAP_OK);
     snprintf(label, sizeof label, "decode of image 2 alone (%s)", tag);
     CHECK(compare_ref(label, y, decoded + nd / 2, nd / 2) < DEC_TOL);
+    /* the same bits on one thread as on two */
+    int saved = dap_get_threads();
+    float *y1 = dap_alloc_f32(nd), *y2 = dap_alloc_f32(nd);
+    dap_set_threads(1);
+    CHECK(dap_vae_decode(v, latent, 2, 4, 4, y1) == DAP_OK);
+    dap_set_threads(2);
+    CHECK(dap_vae_decode(v, latent, 2, 4, 4, y2) == DAP_OK);
+    dap_set_threads(saved);
+    CHECK_MSG(memcmp(y1, y2, nd * sizeof(float)) == 0, "decode (%s) differs between 1 and 2 threads", tag);
+    dap_free_aligned(y1);
+    dap_free_aligned(y2);
     float *bufs[] = {x, mean, logvar, latent, decoded, m, lv, z, y};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dap_free_aligned(bufs[i]);
     dap_st_close(st);
