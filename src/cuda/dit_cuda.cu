@@ -496,6 +496,9 @@ extern "C" int dap_dit_cuda_create(dap_dit_cuda **out, const dap_dit *m, int pre
 extern "C" void dap_dit_cuda_upload(dap_dit_cuda *d, const dap_dit *m) {
     DAP_ASSERT(m->params.total == d->w_floats);
     CK(cudaMemcpy(d->w, m->params.data, d->w_floats * sizeof(float), cudaMemcpyHostToDevice));
+    /* a pageable copy may still be in flight when cudaMemcpy returns, and the model's stream
+     * does not wait for the legacy stream */
+    CK(cudaDeviceSynchronize());
 }
 
 extern "C" void dap_dit_cuda_destroy(dap_dit_cuda *d) {
@@ -808,7 +811,8 @@ static void block_backward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l) 
 extern "C" void dap_dit_cuda_backward_from_block(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
                                                  const float *dfeat, float *dx) {
     DAP_ASSERT(l >= 1 && l <= s->cache_blocks && s->blocks_done >= l);
-    /* the scratch set's attention buffers are reused as gradients: it must not be a cached one */
+    /* Uses only the cached sets 0..l-1 (left as they are: a second backward from the same
+     * forward is allowed, as on the CPU); the scratch set's buffers hold the gradients. */
     const gpu *g = &d->gpu;
     const dap_dit_config *cf = &d->cfg;
     int n = s->n, N = n * d->T, D = d->D;
@@ -820,8 +824,6 @@ extern "C" void dap_dit_cuda_backward_from_block(const dap_dit_cuda *d, dap_dit_
     size_t cin = (size_t)cf->in_channels * cf->input_size * cf->input_size;
     CK(cudaMemcpyAsync(dx, s->dx, sizeof(float) * (size_t)n * cin, cudaMemcpyDefault, g->st));
     CK(cudaStreamSynchronize(g->st));
-    s->feat = NULL; /* the scratch set was overwritten; a new forward is needed */
-    s->blocks_done = 0;
 }
 
 /* ---- the ops on host arrays, for the tests against ops.h --------------------------------- */
@@ -844,12 +846,14 @@ static float *up(const void *h, size_t bytes) {
     void *p = NULL;
     CK(cudaMalloc(&p, bytes ? bytes : 4));
     if (bytes) CK(cudaMemcpy(p, h, bytes, cudaMemcpyHostToDevice));
+    CK(cudaDeviceSynchronize()); /* the ops' stream does not wait for the legacy stream */
     return (float *)p;
 }
 static float *dev0(size_t bytes) {
     void *p = NULL;
     CK(cudaMalloc(&p, bytes ? bytes : 4));
     CK(cudaMemset(p, 0, bytes ? bytes : 4));
+    CK(cudaDeviceSynchronize());
     return (float *)p;
 }
 static void down(void *h, const float *dptr, size_t bytes) {

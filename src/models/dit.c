@@ -930,7 +930,6 @@ void dap_dit_backward_from_block(const dap_dit *m, dap_dit_state *s, int l, cons
 #ifdef DAP_CUDA
     if (s->dev) {
         dap_dit_cuda_backward_from_block(m->dev, s->dev, l, dfeat, dx);
-        s->blocks_done = 0;
         return;
     }
 #endif
