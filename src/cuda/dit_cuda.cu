@@ -345,8 +345,9 @@ static void gpu_init(gpu *g, int precision) {
     CK(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking));
     CB(cublasCreate(&g->h));
     CB(cublasSetStream(g->h, g->st));
-    /* pedantic: the FP32 reference must not take a reduced-precision path on its own */
-    CB(cublasSetMathMode(g->h, precision == DAP_PRECISION_FP32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
+    /* the compute type of each product (compute_type) decides TF32 / BF16; CUBLAS_COMPUTE_32F
+     * keeps FP32 whatever the math mode */
+    CB(cublasSetMathMode(g->h, CUBLAS_DEFAULT_MATH));
     g->compute = compute_type(precision);
 }
 
