@@ -25,6 +25,11 @@
 #    DEADLINE seconds (default 420) are skipped, so the run ends inside 8 minutes.
 # OUT defaults to out/gpu-diffusion (the device tool's $OUT when set). PY: the Python with
 # PyTorch (default python3).
+#
+# On a lent machine that cannot install packages (no OpenBLAS, libpng, libjpeg headers):
+#   here:   scripts/gpu-bundle.sh pack .gpu          (build-cuda/ for x86-64-v3 and the libraries)
+#   there:  eval "$(scripts/gpu-bundle.sh setup .gpu)" && scripts/gpu-diffusion-check.sh
+#           (carrying .gpu and build-cuda; .gpu listed in .git/info/exclude)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-cuda}; DEVICE=${DEVICE:-cuda}; CONFIG=${CONFIG:-DiT-XL/2}; LAYER=${LAYER:-8}

@@ -347,6 +347,13 @@ DAP_TEST(cuda_dit_matches_cpu) {
         CHECK_MSG(model_parity("small, l 3 cache 4", m, 3, 3, 3, 4, p), "small model, %s", k_prec_name[p]);
     }
     dap_dit_destroy(m);
+    /* a pixel model: 1 channel, no learn_sigma, 49 tokens (rows not a multiple of a warp) */
+    CHECK(dap_dit_config_by_name("fm-tiny", &c) == DAP_OK);
+    CHECK(dap_dit_create(&m, &c, 0) == DAP_OK);
+    randomise(m, 7);
+    CHECK(model_parity("fm-tiny, l 1 cache 2", m, 4, 4, 1, 2, DAP_PRECISION_FP32));
+    CHECK(model_parity("fm-tiny, l 2 cache 2", m, 2, 4, 2, 2, DAP_PRECISION_TF32));
+    dap_dit_destroy(m);
     /* DiT-XL/2's shape (675 M weights, 256 tokens, 16 heads) at batch 1, block 8 */
     size_t fr = 0, tot = 0;
     dap_cuda_memory(&fr, &tot);
