@@ -51,7 +51,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   say "tests"
-  OMP_NUM_THREADS=$THREADS "$BUILD/dap_tests" cuda > "$OUT/tests.txt" 2>&1
+  OMP_NUM_THREADS=$THREADS "$BUILD/dap_tests" device_select cuda > "$OUT/tests.txt" 2>&1
   grep -E "^(ok|FAIL) |skipped|max rel|^[0-9]+ passed" "$OUT/tests.txt" | tail -60
   grep -q "^[0-9]* passed, 0 failed" "$OUT/tests.txt" || { say "the CUDA tests failed (see $OUT/tests.txt)"; exit 1; }
   if grep -q "skipped:" "$OUT/tests.txt" && [ "$DEVICE" = cuda ]; then say "the CUDA tests were skipped: no usable GPU"; exit 1; fi
