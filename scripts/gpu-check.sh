@@ -5,6 +5,7 @@
 #
 #   SETS="out/experiment/random-ipc10 out/experiment/dap-ipc10" ARCHS="resnet18 resnetap10" scripts/gpu-check.sh
 #
+# The DiT (sampling and the DAP guidance on the GPU) has its own script: scripts/gpu-diffusion-check.sh.
 # 1. parity: build-cuda/dap_tests device_select cuda_cnn (ConvNet-3 +bn/nn, ResNetAP-10,
 #    ResNet-18 and its ImageNet stem: forward and backward on the GPU against the CPU ops);
 #    stops here when it fails.

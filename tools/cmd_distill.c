@@ -19,6 +19,7 @@
 #include "data/classmap.h"
 #include "data/dataset.h"
 #include "distill/distill.h"
+#include "core/device.h"
 #include "distill/guidance.h"
 #include "io/io.h"
 #include "models/dit.h"
@@ -266,7 +267,8 @@ static int write_grid(const char *out, const dap_dataset *real, int ipc, const i
 
 int cmd_distill(int argc, char **argv) {
     const char *data = "fmnist", *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear",
-               *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL;
+               *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL,
+               *device = NULL, *precision = NULL;
     int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0;
     dap_distill_opts o;
     dap_distill_opts_default(&o);
@@ -300,6 +302,8 @@ int cmd_distill(int argc, char **argv) {
         {"strength", FLAG_FLOAT, &o.strength, "with --init real|kmeans|medoid: fraction of the --steps run (1: all, from almost pure noise)", 0, 1},
         {"batch", FLAG_INT, &o.batch, "most samples per model call", 1, 100000},
         CLI_THREADS_FLAG(&threads),
+        {"device", FLAG_STR, &device, "cpu or cuda: where the DiT runs, sampling and guidance (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
+        {"precision", FLAG_STR, &precision, "fp32 | tf32 | bf16: the GPU's matrix products (cuda only; default fp32)"},
         {"quiet", FLAG_BOOL, &quiet, "no progress lines"},
     };
     const char *pos[1];
@@ -342,9 +346,11 @@ int cmd_distill(int argc, char **argv) {
     }
     cli_apply_threads(threads);
     if (quiet) dap_log_set_level(DAP_LOG_QUIET);
+    int rc = device ? dap_device_select(device) : dap_device_from_env();
+    if (rc || (rc = dap_device_set_precision(precision))) return cli_fail("distill", rc);
 
     dap_dataset full, real, val;
-    int rc = dap_dataset_load(&full, data, "train", 0, 0);
+    rc = dap_dataset_load(&full, data, "train", 0, 0);
     if (rc) return cli_fail("distill", rc);
     if (holdout > 0) {
         dap_dataset_split(&full, holdout, (unsigned long long)split_seed, &real, &val);
@@ -410,6 +416,14 @@ int cmd_distill(int argc, char **argv) {
     if ((rc = dap_distill_check(m, &o))) goto fail; /* a bad flag leaves no folder behind */
     for (int k = 0; k < K; k++) /* likewise for what only a class's data can refuse */
         if (todo[k] && (rc = dap_distill_check_class(m, &real, k, &o))) goto fail;
+    if (m) { /* --device cuda: the weights up, and the states dap_distill_class makes must fit: CFG
+              * eps, and for dap the synthetic samples' (cached to the layer) and the real ones' */
+        const int chunk = o.batch < o.ipc ? o.batch : o.ipc, nr = o.batch < o.n_real ? o.batch : o.n_real;
+        const int batches[3] = {o.cfg != 1.0 ? 2 * chunk : chunk, chunk, nr}, caches[3] = {0, o.layer, 0};
+        if ((rc = dap_dit_to_device(m)) ||
+            (rc = dap_dit_states_fit(m, o.method == DAP_METHOD_DAP ? 3 : 1, batches, caches, "--batch")))
+            goto fail;
+    }
 
     /* resume: the folder must hold a run with the same parameters; a new folder is marked
      * with them only once its first class is made (mark_params), so that a run failing
