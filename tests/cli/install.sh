@@ -3,7 +3,7 @@
 # through EXE/../share/dap, and $DAP_DATA_DIR must override that), builds a program against
 # the installed header and library through dap.pc, then uninstalls and checks nothing is left.
 pfx="$tmp/prefix"; away="$tmp/elsewhere"; mkdir -p "$away"
-if make --no-print-directory -s install PREFIX="$pfx" >"$tmp/out" 2>"$tmp/err"; then ok "make install PREFIX=tmp"
+if make --no-print-directory -s -o "$DAP" -o build/libdap.a install PREFIX="$pfx" >"$tmp/out" 2>"$tmp/err"; then ok "make install PREFIX=tmp"
 else bad "make install PREFIX=tmp: $(head -c 300 "$tmp/err")"; fi
 missing=""
 for f in bin/dap lib/libdap.a include/dap.h lib/pkgconfig/dap.pc share/dap/models/fmnist-dit.safetensors \
@@ -47,7 +47,7 @@ else bad "make uninstall: $(head -c 300 "$tmp/err")"; fi
 left=$(find "$pfx" -type f 2>/dev/null | head -5)
 [ -z "$left" ] && [ ! -e "$pfx/share/dap" ] && ok "uninstall leaves no file and no share/dap" || bad "uninstall left: $left $(ls -d "$pfx/share/dap" 2>/dev/null)"
 # DESTDIR stages the same tree under another root
-if make --no-print-directory -s install DESTDIR="$tmp/stage" PREFIX=/opt/dap >/dev/null 2>"$tmp/err" \
+if make --no-print-directory -s -o "$DAP" -o build/libdap.a install DESTDIR="$tmp/stage" PREFIX=/opt/dap >/dev/null 2>"$tmp/err" \
    && [ -x "$tmp/stage/opt/dap/bin/dap" ] && grep -q "^prefix=/opt/dap$" "$tmp/stage/opt/dap/lib/pkgconfig/dap.pc" \
    && (cd "$away" && "$tmp/stage/opt/dap/bin/dap" inspect models/fmnist-convnet3.safetensors >/dev/null); then
   ok "install DESTDIR=stage PREFIX=/opt/dap"
