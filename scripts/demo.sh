@@ -7,7 +7,7 @@
 # with one run per set, the sets train side by side, one per core); DEMO_RUNS=3 gives the
 # table's mean +- std of 3 runs (about twice as long).
 #   scripts/demo.sh            the demo (IPC 10; DEMO_RUNS runs per set, default 1)
-#   scripts/demo.sh --full     the full experiment of the README's result table instead
+#   scripts/demo.sh --full     the full experiment of the result table (docs/results.md) instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DAP=${DAP:-./build/dap}

@@ -35,6 +35,22 @@ int flags_parse(const char *cmd, const char *usage, const char *about, flag *fla
 void flags_usage(const char *cmd, const char *usage, const char *about, const flag *flags,
                  int nflags);
 
+/* The table of tools/dap.c. cli_example: the command's example line, printed last by its
+ * --help (NULL: none). cli_file_flag: 1 when --FLAG of CMD names an input file that may be
+ * a shipped one (FLAG "" stands for the command's positional arguments), with *def set to
+ * its default (NULL: none), which flags_parse sets before parsing so --help shows it. */
+const char *cli_example(const char *cmd);
+int cli_file_flag(const char *cmd, const char *flag, const char **def);
+
+/* The shipped models and flags files are found from any directory: a relative path under
+ * models/ that does not exist in the current directory is looked up in the data directory:
+ * $DAP_DATA_DIR when set, else the installed program's PREFIX/share/dap (found next to the
+ * executable, EXE/../share/dap), else the compiled-in DAP_DATADIR (PREFIX/share/dap of the
+ * build). flags_parse applies it to the flags cli_file_flag names. Returns the path to use
+ * (the argument itself when it exists or is not under models/), or NULL with a message
+ * naming the places looked in (dap_last_error()). */
+const char *cli_data_path(const char *path);
+
 /* Prints "dap <cmd>: error: <library message or msg>" and returns 1 (for `return`). */
 int cli_fail(const char *cmd, int status);
 int cli_failf(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -14,6 +14,52 @@
 #include "cli.h"
 #include "core/core.h"
 
+#ifndef DAP_DATADIR
+#define DAP_DATADIR "/usr/local/share/dap"
+#endif
+
+static int is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+const char *cli_data_path(const char *path) {
+    if (!path || strncmp(path, "models/", 7) != 0 || is_file(path)) return path;
+    /* resolved paths live as long as the program: a command resolves a handful at most */
+    static char found[8][8400];
+    static int nfound;
+    char tried[3][4200];
+    int ntried = 0;
+    const char *env = getenv("DAP_DATA_DIR");
+    if (env && *env) {
+        snprintf(tried[ntried++], sizeof tried[0], "%s", env);
+    } else {
+        char exe[4000];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n > 0) {
+            exe[n] = 0;
+            char *slash = strrchr(exe, '/');
+            if (slash) *slash = 0;
+            snprintf(tried[ntried++], sizeof tried[0], "%s/../share/dap", exe);
+        }
+        snprintf(tried[ntried++], sizeof tried[0], "%s", DAP_DATADIR);
+    }
+    for (int i = 0; i < ntried && nfound < 8; i++) {
+        char *cand = found[nfound];
+        if ((size_t)snprintf(cand, sizeof found[0], "%s/%s", tried[i], path) >= sizeof found[0]) continue;
+        if (is_file(cand)) return found[nfound++];
+    }
+    if (env && *env) {
+        dap_error(DAP_ERR_MISSING, "%s: not found in the current directory nor in $DAP_DATA_DIR (%s)", path, env);
+    } else {
+        dap_error(DAP_ERR_MISSING,
+                  "%s: not found in the current directory nor in the data directory (%s%s%s); run dap from "
+                  "the source tree, `make install`, or set DAP_DATA_DIR to the folder that holds models/",
+                  path, tried[0], ntried > 1 ? ", " : "", ntried > 1 ? tried[1] : "");
+    }
+    return NULL;
+}
+
 void flags_usage(const char *cmd, const char *usage, const char *about, const flag *flags,
                  int nflags) {
     printf("usage: dap %s %s\n\n%s\n\nflags:\n", cmd, usage, about);
@@ -34,6 +80,43 @@ void flags_usage(const char *cmd, const char *usage, const char *about, const fl
         printf("  %-22s %s%s\n", left, f->help, def);
     }
     printf("  %-22s %s\n", "--help", "show this help");
+    const char *ex = cli_example(cmd);
+    if (ex) printf("\nExample:\n  %s\n", ex);
+}
+
+/* Sets the defaults of the command's file flags (before parsing). */
+static void file_defaults(const char *cmd, flag *flags, int nflags) {
+    for (int k = 0; k < nflags; k++) {
+        const char *def = NULL;
+        if (flags[k].type == FLAG_STR && cli_file_flag(cmd, flags[k].name, &def) && def &&
+            !*(const char **)flags[k].ptr)
+            *(const char **)flags[k].ptr = def;
+    }
+}
+
+/* Resolves the command's file flags and positional files (after parsing): 0, or 2 with
+ * the error printed. */
+static int file_resolve(const char *cmd, flag *flags, int nflags, const char **pos, int npos) {
+    for (int k = 0; k < nflags; k++) {
+        const char **v = (const char **)flags[k].ptr;
+        if (flags[k].type != FLAG_STR || !*v || !cli_file_flag(cmd, flags[k].name, NULL)) continue;
+        const char *r = cli_data_path(*v);
+        if (!r) {
+            fprintf(stderr, "dap %s: error: --%s %s\n", cmd, flags[k].name, dap_last_error());
+            return 2;
+        }
+        *v = r;
+    }
+    if (npos > 0 && cli_file_flag(cmd, "", NULL))
+        for (int i = 0; i < npos; i++) {
+            const char *r = cli_data_path(pos[i]);
+            if (!r) {
+                fprintf(stderr, "dap %s: error: %s\n", cmd, dap_last_error());
+                return 2;
+            }
+            pos[i] = r;
+        }
+    return 0;
 }
 
 int flags_parse(const char *cmd, const char *usage, const char *about, flag *flags, int nflags,
@@ -41,6 +124,7 @@ int flags_parse(const char *cmd, const char *usage, const char *about, flag *fla
     *npos = 0;
     for (int k = 0; k < nflags; k++) /* every number has a range */
         DAP_ASSERT(flags[k].type == FLAG_STR || flags[k].type == FLAG_BOOL || flags[k].lo < flags[k].hi);
+    file_defaults(cmd, flags, nflags);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -106,7 +190,7 @@ int flags_parse(const char *cmd, const char *usage, const char *about, flag *fla
             *(double *)f->ptr = v;
         }
     }
-    return 0;
+    return file_resolve(cmd, flags, nflags, pos, *npos);
 }
 
 int cli_fail(const char *cmd, int status) {
