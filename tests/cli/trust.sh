@@ -75,6 +75,11 @@ else
   [ -d "$tmp/failed" ] && [ ! -e "$tmp/failed/.dap-distill-params" ] && ok "a failed first class leaves no parameter file" \
     || bad "a failed first class ($(ls -a "$tmp/failed" 2>&1 | tr '\n' ' '))"
   expect_ok "the corrected command runs in that folder" $DAP distill --data "$tmp/lf" --method random --ipc 2 --classes 1 --out "$tmp/failed"
+  # train --resume keys on the training images too (fm2 now differs from fm)
+  tt=(--config fm-tiny --batch 4 --val-per-class 0 --threads 1 --out "$tmp/tt.st")
+  expect_ok "train 1 step on a folder" $DAP train --data "$tmp/fm" "${tt[@]}" --steps 1
+  expect_fail "train --resume on other images" "trained on other images" $DAP train --data "$tmp/fm2" "${tt[@]}" --steps 2 --resume
+  expect_ok "train --resume on the same images" $DAP train --data "$tmp/fm" "${tt[@]}" --steps 2 --resume
   # eval --val larger than a class: the intended message, also under AddressSanitizer
   expect_fail "eval --val N above a class's size" "val 5: class 0 has only 3 training images" $DAP eval --data "$tmp/fm" --train "$tmp/fm" --val 5
   if [ -x ./build-san/dap ]; then
