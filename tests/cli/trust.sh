@@ -49,6 +49,12 @@ else
   echo "$mf" | grep -q '"class_map":{"T-shirt_top":0,"Trouser":1,.*"Bag":8,"Ankleboot":9}' \
     && echo "$mf" | grep -q '"class":0,"name":"Ankleboot","model_label":9' \
     && ok "manifest: Ankle boot sampled with the model's label 9" || bad "manifest class map ($(echo "$mf" | head -c 600))"
+  # a folder distilled before the mapping (its parameter line: no labels, no data hash) held
+  # images of the folder's index, not the class: not resumed
+  mkdir -p "$tmp/old" && sed 's/ labels=[0-9,]*//; s/ data_fnv1a64=[0-9a-f]*//' "$tmp/ab/.dap-distill-params" > "$tmp/old/.dap-distill-params"
+  grep -q "labels=9,8,4,3,2,5,6,7,0,1 " "$tmp/ab/.dap-distill-params" && ok "the parameter line holds the label mapping" \
+    || bad "the parameter line holds the label mapping ($(cat "$tmp/ab/.dap-distill-params"))"
+  expect_fail "a folder distilled before the mapping is not resumed" "other parameters" $DAP distill "${v[@]}" --classes 0 --out "$tmp/old"
   expect_ok "distill a folder: all classes" $DAP distill "${v[@]}" --steps 1 --out "$tmp/all"
   [ "$(grep -o '"name": *"[^"]*"' "$tmp/all/manifest.json" | head -3 | tr -d '\n ')" = '"name":"T-shirt_top""name":"Trouser""name":"Pullover"' ] \
     && ok "manifest lists classes in label order" || bad "manifest class order ($(grep -o '"name": *"[^"]*"' "$tmp/all/manifest.json" | head -3))"
