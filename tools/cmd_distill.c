@@ -26,7 +26,7 @@
 
 /* The parameters that define the images, as one canonical line (checked on resume). */
 static void params_line(char *buf, size_t n, const char *data, const char *hash, int holdout,
-                        int split_seed, const dap_distill_opts *o, unsigned long long data_hash) {
+                        int split_seed, const dap_distill_opts *o, int num_classes, unsigned long long data_hash) {
     snprintf(buf, n,
              "data=%s model=%s holdout=%d split_seed=%d method=%s ipc=%d seed=%llu steps=%d eta=%g "
              "cfg=%g clip_x0=%g gamma=%g kernel=%d sigma=%g layer=%d pool=%d n_real=%d stop=%g form=%d fixed_noise=%d",
@@ -40,6 +40,12 @@ static void params_line(char *buf, size_t n, const char *data, const char *hash,
     if (o->init != DAP_INIT_NOISE) { /* likewise for --init */
         size_t len = strlen(buf);
         snprintf(buf + len, n - len, " init=%s strength=%g", dap_init_name(o->init), o->strength);
+    }
+    int mapped = 0; /* the model's labels, when they are not the data's class indices */
+    for (int k = 0; o->labels && k < num_classes; k++) mapped |= o->labels[k] != k;
+    for (int k = 0; mapped && k < num_classes; k++) {
+        size_t len = strlen(buf);
+        snprintf(buf + len, n - len, "%s%d", k ? "," : " labels=", o->labels[k]);
     }
     if (o->batch != 100) { /* batching changes the kernels' summation order, hence the pixels */
         size_t len = strlen(buf);
@@ -431,7 +437,7 @@ int cmd_distill(int argc, char **argv) {
     char line[2048], path[4096];
     uint64_t dh = dap_fnv1a64(DAP_FNV1A64_INIT, real.x, sizeof(float) * (size_t)real.n * real.c * real.h * real.w);
     dh = dap_fnv1a64(dh, real.y, sizeof(int) * (size_t)real.n);
-    params_line(line, sizeof line, data, hash, holdout, split_seed, &o, (unsigned long long)dh);
+    params_line(line, sizeof line, data, hash, holdout, split_seed, &o, K, (unsigned long long)dh);
     if ((rc = dap_mkdir_p(out))) goto fail;
     if ((rc = mark_params(out, line, o.method, NULL, 0))) goto fail;
 
