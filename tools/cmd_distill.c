@@ -20,6 +20,7 @@
 #include "distill/distill.h"
 #include "distill/guidance.h"
 #include "io/io.h"
+#include "latent.h"
 #include "models/dit.h"
 
 /* The parameters that define the images, as one canonical line (checked on resume). */
@@ -109,6 +110,8 @@ typedef struct distill_run {
     int holdout, split_seed, has_model;
     const dap_distill_opts *o;
     const dap_dataset *real;
+    const latent_run *lat; /* a latent prior's run (--vae), else NULL */
+    const char *vae_path;
 } distill_run;
 
 /* manifest.json: every parameter, and every class present in the folder (present[k]),
@@ -139,6 +142,13 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
         dap_json_str(&j, "init", dap_init_name(o->init));
         dap_json_num(&j, "strength", o->strength);
     }
+    if (r->lat) { /* a latent prior: the VAE, the sizes, and the latents kept per class */
+        if (r->vae_path) dap_json_str(&j, "vae", r->vae_path);
+        dap_json_str(&j, "vae_fnv1a64", r->lat->vae_hash);
+        dap_json_int(&j, "image_size", r->lat->image_size);
+        if (r->lat->latent_size) dap_json_int(&j, "latent_size", r->lat->latent_size);
+        dap_json_str(&j, "crop", "adm");
+    }
     if (o->method == DAP_METHOD_DAP) {
         dap_json_num(&j, "gamma", o->gamma);
         dap_json_str(&j, "kernel", o->kernel == DAP_KERNEL_RBF ? "rbf" : "linear");
@@ -160,6 +170,7 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
         dap_json_begin_object(&j, NULL);
         dap_json_int(&j, "class", k);
         dap_json_str(&j, "name", r->real->class_names[k]);
+        if (r->lat) dap_json_int(&j, "label", r->lat->labels[k]); /* the label the model was conditioned on */
         dap_json_num(&j, "seconds", stats[k].seconds);
         if (o->method == DAP_METHOD_DAP) {
             dap_json_int(&j, "guided_steps", stats[k].guided_steps);
@@ -202,13 +213,17 @@ static int write_grid(const char *out, const dap_dataset *real, int ipc) {
 
 int cmd_distill(int argc, char **argv) {
     const char *data = "fmnist", *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear",
-               *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL;
-    int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0;
+               *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL,
+               *vae_path = NULL, *cache_s = NULL;
+    int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0, image_size = 0;
     dap_distill_opts o;
     dap_distill_opts_default(&o);
     flag flags[] = {
-        {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file or an image folder"},
+        {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file, an image folder, or imagenette:DIR, imagewoof:DIR, imageidc:DIR, imagenet:DIR (wnid folders in DIR/train)"},
         {"model", FLAG_STR, &model_path, "diffusion model (safetensors from dap train, or a converted DiT)"},
+        {"vae", FLAG_STR, &vae_path, "the VAE of a latent model (SD's sd-vae-ft-mse / -ema safetensors): sampling and guidance run on latents, the images are decoded"},
+        {"image-size", FLAG_INT, &image_size, "image resolution (0: the model's; with --vae its latent size x 8, e.g. 256 for DiT-XL/2-256)"},
+        {"latent-cache", FLAG_STR, &cache_s, "with --vae: folder of the real images' cached latents (default OUT/.latent-cache); share it across runs"},
         {"method", FLAG_STR, &method_s, "random | vanilla | dap"},
         {"ipc", FLAG_INT, &o.ipc, "images per class"},
         {"seed", FLAG_INT, &seed, "random seed"},
@@ -279,10 +294,23 @@ int cmd_distill(int argc, char **argv) {
     cli_apply_threads(threads);
     if (quiet) dap_log_set_level(DAP_LOG_QUIET);
 
-    dap_dataset full, real, val;
-    int rc = dap_dataset_load(&full, data, "train", 0, 0);
+    if (image_size < 0) return cli_failf("distill", "--image-size must be >= 0 (got %d)", image_size);
+    if (cache_s && !vae_path) return cli_failf("distill", "--latent-cache needs --vae (a latent model)");
+    int rc = latent_check_files(model_path, vae_path); /* a VAE as the model or the reverse */
     if (rc) return cli_fail("distill", rc);
-    if (holdout > 0) {
+    char cache_dir[4096];
+    snprintf(cache_dir, sizeof cache_dir, "%s/.latent-cache", out);
+    latent_run lat = {0}, *lr = vae_path ? &lat : NULL;
+    dap_dataset full, real, val;
+    if (vae_path) { /* real images stay files until a class needs them: real holds the names */
+        if (o.method == DAP_METHOD_RANDOM && image_size == 0)
+            return cli_failf("distill", "--method random with --vae copies real images: give their --image-size (the prior's, e.g. 256)");
+        rc = latent_open(lr, data, o.method == DAP_METHOD_RANDOM ? NULL : vae_path, cache_s ? cache_s : cache_dir,
+                         image_size, holdout, split_seed, &real);
+        if (rc) return cli_fail("distill", rc);
+    } else if ((rc = dap_dataset_load(&full, data, "train", image_size, 0))) {
+        return cli_fail("distill", rc);
+    } else if (holdout > 0) {
         dap_dataset_split(&full, holdout, (unsigned long long)split_seed, &real, &val);
         dap_dataset_free(&val);
         dap_dataset_free(&full);
@@ -303,6 +331,7 @@ int cmd_distill(int argc, char **argv) {
             if (end == p || k < 0 || k >= K || (*end && *end != ',')) {
                 free(todo);
                 dap_dataset_free(&real);
+                latent_close(&lat);
                 return cli_failf("distill", "--classes: expected 'all' or indices in 0..%d separated by commas, got '%s'",
                                  K - 1, classes_s);
             }
@@ -317,16 +346,24 @@ int cmd_distill(int argc, char **argv) {
     if (o.method != DAP_METHOD_RANDOM) {
         if ((rc = dap_dit_load(&m, model_path, 0, 0)) || (rc = dap_file_hash(model_path, hash))) {
             dap_dataset_free(&real);
+            latent_close(&lat);
             free(todo);
             return cli_fail("distill", rc);
         }
         if (o.method == DAP_METHOD_DAP && o.layer == 0) o.layer = (m->cfg.depth + 2) / 4;
+        if ((rc = latent_check_model(m, model_path, lat.vae, vae_path, &image_size))) goto fail;
+        if (lr) latent_set_size(lr, image_size, &real);
     }
+    if (lr && (rc = latent_labels(m, model_path, real.class_names, real.num_classes, lr->labels))) goto fail;
     if ((rc = dap_distill_check(m, &o))) goto fail; /* a bad flag leaves no folder behind */
 
     /* resume: the folder must hold a run with the same parameters */
     char line[2048], prev[2048], path[4096];
     params_line(line, sizeof line, data, hash, holdout, split_seed, &o);
+    if (lr) { /* a latent run: its VAE and resolution define the images too */
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " vae=%s image_size=%d crop=adm", lr->vae_hash, image_size);
+    }
     if ((rc = dap_mkdir_p(out))) goto fail;
     { /* under the folder's lock: shards starting together agree on one parameter line */
         snprintf(path, sizeof path, "%s/.dap-distill.lock", out);
@@ -373,8 +410,10 @@ int cmd_distill(int argc, char **argv) {
                 dap_log(DAP_LOG_INFO, "dap distill: class %d (%s) already done, skipped\n", k, real.class_names[k]);
                 continue;
             }
-            rc = dap_distill_class(m, &real, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
+            if (lr) rc = latent_distill_class(lr, m, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
+            else rc = dap_distill_class(m, &real, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
             if (rc == DAP_OK) rc = dap_dataset_save_class(&syn, out, k);
+            if (rc == DAP_OK && lr) rc = latent_save_class(lr, out, real.class_names[k], k, lr->labels[k]);
             if (rc == DAP_OK) {
                 snprintf(txt, sizeof txt, "%.17g %d %.17g %.17g\n", stats[k].seconds, stats[k].guided_steps,
                          stats[k].energy_first, stats[k].energy_last);
@@ -411,7 +450,7 @@ int cmd_distill(int argc, char **argv) {
                 have += present[k];
             }
         }
-        distill_run info = {data, model_path, hash, holdout, split_seed, m != NULL, &o, &real};
+        distill_run info = {data, model_path, hash, holdout, split_seed, m != NULL, &o, &real, lr, vae_path};
         if (rc == DAP_OK) rc = write_manifest(out, &info, stats, present, made, have);
         if (rc == DAP_OK) rc = write_grid(out, &real, o.ipc); /* read back: also proves the folder loads */
         dap_unlock_file(lock);
@@ -427,6 +466,7 @@ int cmd_distill(int argc, char **argv) {
     }
 fail:
     if (m) dap_dit_destroy(m);
+    latent_close(&lat);
     dap_dataset_free(&real);
     free(todo);
     return rc ? cli_fail("distill", rc) : 0;

@@ -50,6 +50,8 @@ typedef struct dap_distill_opts {
                         the paper's method; 1: about the energy distance, guidance.h) */
     int fixed_noise; /* 1: real samples keep one noise draw for the whole trajectory
                         (the default 0 redraws it at every guided step) */
+    int latent;      /* 1: the model works in a VAE's latent space: samples are not clamped
+                        to [-1, 1] (the decoder takes them as they are) */
 } dap_distill_opts;
 
 void dap_distill_opts_default(dap_distill_opts *o);
@@ -73,7 +75,8 @@ typedef struct dap_distill_stats {
  * inside dap_distill_class). */
 int dap_distill_check(const dap_dit *model, const dap_distill_opts *o);
 
-/* Distills class k into out (ipc, C, H, W) in [-1, 1] (generated images are clamped).
+/* Distills class k into out (ipc, C, H, W) in [-1, 1] (generated images are clamped unless
+ * opts.latent).
  * real: the real training images the guidance and the random baseline draw from.
  * model: unused (may be NULL) for random. */
 int dap_distill_class(const dap_dit *model, const dap_dataset *real, int k,
