@@ -18,6 +18,19 @@ int latent_check_files(const char *model_path, const char *vae_path) {
             return dap_error(DAP_ERR_ARG, "--model %s is a VAE (it holds encoder / decoder tensors), not a DiT: "
                                           "give it as --vae, and the DiT as --model", model_path);
     }
+    dap_dit_config mc;
+    if (model_path && dap_dit_config_from_file(model_path, &mc) == DAP_OK) { /* else the model's loader reports it */
+        const int C = mc.in_channels, S = mc.input_size;
+        if (!vae_path && C != 1 && C != 3)
+            return dap_error(DAP_ERR_ARG, "model %s takes %d-channel %dx%d latents, not images: give the VAE that "
+                                          "encodes its data with --vae F (sd-vae-ft-mse for the official DiTs)",
+                             model_path, C, S, S);
+        if (vae_path && (C == 1 || C == 3))
+            return dap_error(DAP_ERR_ARG, "model %s works on %d-channel %dx%d pixels, not on latents: drop --vae %s "
+                                          "(it is for latent models such as DiT-XL/2)",
+                             model_path, C, S, S, vae_path);
+    }
+    dap_clear_error();
     if (vae_path) {
         int r = dap_vae_file_is_vae(vae_path);
         if (r < 0) return r;
@@ -40,17 +53,8 @@ int latent_check_model(const dap_dit *m, const char *model_path, const dap_vae *
                        int *image_size) {
     const dap_dit_config *mc = &m->cfg;
     const int C = mc->in_channels, S = mc->input_size;
-    if (!vae_path) {
-        if (C != 1 && C != 3)
-            return dap_error(DAP_ERR_ARG, "model %s takes %d-channel %dx%d latents, not images: give the VAE that "
-                                          "encodes its data with --vae F (sd-vae-ft-mse for the official DiTs)",
-                             model_path, C, S, S);
-        return DAP_OK;
-    }
-    if (C == 1 || C == 3)
-        return dap_error(DAP_ERR_ARG, "model %s works on %d-channel %dx%d pixels, not on latents: drop --vae %s "
-                                      "(it is for latent models such as DiT-XL/2)",
-                         model_path, C, S, S, vae_path);
+    DAP_TRY(latent_check_files(model_path, vae_path)); /* pixels vs latents */
+    if (!vae_path) return DAP_OK;
     const dap_vae_config *vc = dap_vae_get_config(vae);
     if (vc->latent_channels != C)
         return dap_error(DAP_ERR_SHAPE, "model %s takes %d-channel latents, VAE %s makes %d-channel ones", model_path,
@@ -59,9 +63,8 @@ int latent_check_model(const dap_dit *m, const char *model_path, const dap_vae *
     if (*image_size && *image_size != want)
         return dap_error(DAP_ERR_ARG, "--image-size %d does not fit model %s: it takes %dx%d latents, which VAE %s "
                                       "(factor %d) decodes to %d px; use --image-size %d, or a model made for %d px "
-                                      "(e.g. DiT-XL-2-%dx%d)",
-                         *image_size, model_path, S, S, vae_path, f, want, want, *image_size, *image_size,
-                         *image_size);
+                                      "(the official DiT-XL/2 comes for 256 and 512)",
+                         *image_size, model_path, S, S, vae_path, f, want, want, *image_size);
     *image_size = want;
     return DAP_OK;
 }

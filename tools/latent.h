@@ -15,11 +15,12 @@
 #include "models/vae.h"
 
 /* Refusals of `--model M --vae V` (either may be NULL) before anything is loaded: a VAE
- * given as the model, a non-VAE given as --vae. */
+ * given as the model, a non-VAE given as --vae, a latent model (neither 1 nor 3 input
+ * channels) without --vae, a pixel model with one. */
 int latent_check_files(const char *model_path, const char *vae_path);
-/* The model against the VAE and the image size: a latent model needs a VAE, a pixel model
- * takes none, channels must agree, image_size (0: the model's) = input_size x factor.
- * *image_size is set. vae may be NULL (then only the first rule, for a model alone). */
+/* The loaded model against the VAE and the image size: the rules of latent_check_files,
+ * channels must agree, image_size (0: the model's) = input_size x factor. *image_size is
+ * set. vae and vae_path are NULL for a pixel model. */
 int latent_check_model(const dap_dit *m, const char *model_path, const dap_vae *vae, const char *vae_path,
                        int *image_size);
 /* The model label of each of a dataset's classes (labels: K ints): for a 1000-class model,
