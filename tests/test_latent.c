@@ -368,3 +368,39 @@ DAP_TEST(latent_fixture) {
     dap_dit_destroy(m);
     dap_vae_destroy(v);
 }
+
+/* An official-architecture DiT saved with torch.save and converted by
+ * scripts/convert-dit.py loads by shape inference (no metadata) and gives PyTorch's output.
+ * The committed fixture (tests/gen/dit_official_ref.py --ref) tests the loader without
+ * Python; tests/cli/latent.sh points DAP_DIT_CONVERTED at a fresh conversion when torch
+ * is there. */
+DAP_TEST(dit_official_converted) {
+    const char *dir = getenv("DAP_DIT_CONVERTED");
+    char mp[1100], iop[1100];
+    if (dir && *dir) {
+        snprintf(mp, sizeof mp, "%s/dit_official_tiny.safetensors", dir);
+        snprintf(iop, sizeof iop, "%s/dit_official_tiny_io.safetensors", dir);
+    } else {
+        snprintf(mp, sizeof mp, "%s", dap_test_ref("dit_official_tiny.safetensors"));
+        snprintf(iop, sizeof iop, "%s", dap_test_ref("dit_official_tiny_io.safetensors"));
+    }
+    dap_dit_config c;
+    CHECK(dap_dit_config_from_file(mp, &c) == DAP_OK);
+    CHECK(c.input_size == 8 && c.in_channels == 4 && c.patch == 2 && c.hidden == 64 && c.depth == 2 && c.heads == 2 &&
+          c.num_classes == 10 && c.learn_sigma == 1);
+    dap_dit *m = NULL;
+    CHECK(dap_dit_load(&m, mp, 0, 0) == DAP_OK);
+    dap_st *io = NULL;
+    CHECK(dap_st_open(&io, iop) == DAP_OK);
+    if (!m || !io) return;
+    float x[3 * 4 * 8 * 8], t[3], yf[3], want[3 * 8 * 8 * 8], got[3 * 8 * 8 * 8];
+    CHECK(dap_st_read_f32(io, "x", x, NULL, 0) == DAP_OK && dap_st_read_f32(io, "t", t, NULL, 0) == DAP_OK);
+    CHECK(dap_st_read_f32(io, "y", yf, NULL, 0) == DAP_OK && dap_st_read_f32(io, "out", want, NULL, 0) == DAP_OK);
+    int y[3] = {(int)yf[0], (int)yf[1], (int)yf[2]};
+    dap_dit_state *s = dap_dit_state_create(m, 3);
+    dap_dit_forward(m, s, got, x, t, y, 0);
+    CHECK(dap_test_compare("converted official DiT vs PyTorch", got, want, sizeof got / sizeof got[0], 1e-2) < 1e-3);
+    dap_dit_state_destroy(s);
+    dap_dit_destroy(m);
+    dap_st_close(io);
+}

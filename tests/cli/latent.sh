@@ -53,3 +53,27 @@ expect_fail "a wnid folder outside the subset" "not a class of imagenette: 'n020
 rm -rf "$lat/nette/train/n02086240"
 left=""; for x in x1 x2 x3 x4 x5 x6 x7 x8; do [ -e "$tmp/$x" ] && left="$left $x"; done
 [ -z "$left" ] && ok "refused runs leave no output" || bad "refused runs left output:$left"
+# scripts/convert-dit.py on official-architecture checkpoints written by torch.save (a
+# plain state_dict as released, and a training checkpoint whose EMA weights it must take);
+# the converted file loads by shape inference and matches PyTorch's forward
+py=""
+for c in /opt/dapvenv/bin/python python3 /usr/bin/python3; do
+  if command -v "$c" >/dev/null 2>&1 && "$c" -c "import torch" >/dev/null 2>&1; then py=$c; break; fi
+done
+if [ -z "$py" ]; then
+  echo "SKIP convert-dit.py tests: no Python with torch (tried /opt/dapvenv/bin/python, python3)"
+else
+  conv="$tmp/conv"
+  expect_ok "random official-architecture DiT saved with torch.save" "$py" tests/gen/dit_official_ref.py "$conv"
+  cp "$conv/dit_official_io.safetensors" "$conv/dit_official_tiny_io.safetensors"
+  for v in dit_official dit_official_train; do
+    expect_ok "convert-dit.py $v.pt" "$py" scripts/convert-dit.py "$conv/$v.pt" "$conv/dit_official_tiny.safetensors"
+    if DAP_DIT_CONVERTED="$conv" ./build/dap_tests dit_official_converted >"$tmp/out" 2>&1 && grep -q "1 passed, 0 failed" "$tmp/out"; then
+      ok "dap loads the converted $v and matches PyTorch"; else bad "converted $v ($(grep -E 'max abs|FAIL' "$tmp/out" | head -3))"; fi
+  done
+  grep -q "taking its EMA weights" "$tmp/err" && ok "a training checkpoint gives its EMA weights" || bad "convert-dit.py EMA message"
+  "$py" -c "import torch; torch.save({'w': torch.zeros(2)}, '$conv/other.pt')"
+  expect_fail "convert-dit.py refuses a non-DiT checkpoint" "not a DiT state_dict: no x_embedder.proj.weight" \
+    "$py" scripts/convert-dit.py "$conv/other.pt" "$conv/other.safetensors"
+  [ ! -e "$conv/other.safetensors" ] && ok "nothing written for a refused checkpoint" || bad "refused conversion wrote a file"
+fi
