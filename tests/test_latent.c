@@ -17,6 +17,7 @@
 #include "data/dataset.h"
 #include "data/imagenet.h"
 #include "data/latent_cache.h"
+#include "distill/distill.h"
 #include "io/io.h"
 #include "models/dit.h"
 #include "models/vae.h"
@@ -403,4 +404,38 @@ DAP_TEST(dit_official_converted) {
     dap_dit_state_destroy(s);
     dap_dit_destroy(m);
     dap_st_close(io);
+}
+
+/* A latent model's samples are the DiT's latents as they come (opts.latent): never
+ * clamped to [-1, 1] as pixel samples are. */
+DAP_TEST(distill_latent_not_clamped) {
+    dap_dit *m = tiny_latent_dit();
+    if (!m) return;
+    const int M = 1000, n = 4, k = 217, per = 4 * 4 * 4;
+    dap_dataset ds = {0};
+    ds.n = n, ds.c = 4, ds.h = ds.w = 4, ds.num_classes = M;
+    ds.class_names = dap_malloc(sizeof(char *) * M);
+    for (int q = 0; q < M; q++) ds.class_names[q] = dap_strdup(dap_imagenet_wnid(q));
+    ds.x = dap_alloc_f32((size_t)n * per);
+    ds.y = dap_malloc(sizeof(int) * n);
+    dap_rng r;
+    dap_rng_init(&r, 9, 0);
+    dap_rng_normal(&r, ds.x, (size_t)n * per, 0.0f, 1.0f);
+    for (int i = 0; i < n; i++) ds.y[i] = k;
+    dap_dataset_index(&ds);
+    dap_distill_opts o;
+    dap_distill_opts_default(&o);
+    o.method = DAP_METHOD_DAP, o.ipc = 3, o.steps = 4, o.n_real = 3, o.layer = 1;
+    float out[3 * 64];
+    dap_distill_stats st;
+    double maxabs[2] = {0, 0};
+    for (int latent = 0; latent < 2; latent++) {
+        o.latent = latent;
+        CHECK(dap_distill_class(m, &ds, k, &o, out, &st) == DAP_OK);
+        for (int q = 0; q < 3 * per; q++) maxabs[latent] = fmax(maxabs[latent], fabs(out[q]));
+    }
+    printf("  max |sample|: pixel mode %.3f, latent mode %.3f\n", maxabs[0], maxabs[1]);
+    CHECK(maxabs[0] <= 1.0 && maxabs[1] > 1.0);
+    dap_dataset_free(&ds);
+    dap_dit_destroy(m);
 }
