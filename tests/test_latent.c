@@ -334,6 +334,20 @@ DAP_TEST(latent_cache) {
     dap_st_writer_destroy(w);
     free(key);
     CHECK(dap_latent_cache_class(v, &c, &f, 1, &b, &st) == DAP_OK && st == DAP_LATENT_CACHE_DAMAGED);
+    dap_free_aligned(b), b = NULL;
+    /* the right key and shape, but another tensor beside it: not a file dap wrote */
+    w = dap_st_writer_create();
+    CHECK(dap_st_open(&old, path) == DAP_OK);
+    key = old ? dap_st_meta_get(old, "dap_latent_cache_key") : NULL;
+    if (old) dap_st_close(old);
+    dap_st_writer_meta(w, "dap_latent_cache_key", key ? key : "");
+    const int64_t shp3[4] = {3, 4, 4, 4};
+    dap_st_writer_add(w, "latent", DAP_DT_F32, want, 4, shp3);
+    dap_st_writer_add(w, "extra", DAP_DT_F32, want, 4, shp3);
+    CHECK(dap_st_writer_save(w, path) == DAP_OK);
+    dap_st_writer_destroy(w);
+    free(key);
+    CHECK(dap_latent_cache_class(v, &c, &f, 1, &b, &st) == DAP_OK && st == DAP_LATENT_CACHE_DAMAGED);
     dap_free_aligned(b);
     free(path);
     dap_free_aligned(a), dap_free_aligned(x), dap_free_aligned(want);
