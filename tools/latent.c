@@ -132,9 +132,9 @@ void latent_close(latent_run *lr) {
     memset(lr, 0, sizeof *lr);
 }
 
-/* A dataset of class k alone among K classes (the others empty), over x (n rows of per
- * floats, borrowed); then the holdout split as the pixel path makes it (per-class
- * streams). *owned: the result owns its memory (a split) or borrows x. */
+/* out: the images x (n rows of c h h floats) of class k as a dataset of K classes (the
+ * others empty), less the holdout the pixel path would take from class k (the split's
+ * streams are per class); out owns copies. */
 static void class_set(const latent_run *lr, int k, float *x, int n, int c, int h, dap_dataset *out) {
     dap_dataset one = {0};
     one.n = n, one.c = c, one.h = h, one.w = h, one.num_classes = lr->files.num_classes;
