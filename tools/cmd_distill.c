@@ -22,6 +22,7 @@
 #include "core/device.h"
 #include "distill/guidance.h"
 #include "io/io.h"
+#include "latent.h"
 #include "models/dit.h"
 
 /* The parameters that define the images, as one canonical line (checked on resume). */
@@ -156,6 +157,8 @@ typedef struct distill_run {
     const dap_dataset *real;
     const int *order;          /* the data classes in the model's label order */
     const char *names_source;  /* where the model's class names came from */
+    const latent_run *lat; /* a latent prior's run (--vae), else NULL */
+    const char *vae_path;
 } distill_run;
 
 /* manifest.json: every parameter, and every class present in the folder (present[k]),
@@ -191,6 +194,13 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
         dap_json_str(&j, "init", dap_init_name(o->init));
         dap_json_num(&j, "strength", o->strength);
     }
+    if (r->lat) { /* a latent prior: the VAE, the sizes, and the latents kept per class */
+        if (r->vae_path) dap_json_str(&j, "vae", r->vae_path);
+        dap_json_str(&j, "vae_fnv1a64", r->lat->vae_hash);
+        dap_json_int(&j, "image_size", r->lat->image_size);
+        if (r->lat->latent_size) dap_json_int(&j, "latent_size", r->lat->latent_size);
+        dap_json_str(&j, "crop", "adm");
+    }
     if (o->method == DAP_METHOD_DAP) {
         dap_json_num(&j, "gamma", o->gamma);
         dap_json_str(&j, "kernel", o->kernel == DAP_KERNEL_RBF ? "rbf" : "linear");
@@ -213,7 +223,7 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
         dap_json_begin_object(&j, NULL);
         dap_json_int(&j, "class", k);
         dap_json_str(&j, "name", r->real->class_names[k]);
-        if (r->has_model) dap_json_int(&j, "model_label", o->labels[k]);
+        if (r->has_model) dap_json_int(&j, "model_label", o->labels[k]); /* the label the model was conditioned on */
         dap_json_num(&j, "seconds", stats[k].seconds);
         if (o->method == DAP_METHOD_DAP) {
             dap_json_int(&j, "guided_steps", stats[k].guided_steps);
@@ -274,13 +284,16 @@ static int write_grid(const char *out, const dap_dataset *real, int ipc, const i
 int cmd_distill(int argc, char **argv) {
     const char *data = "fmnist", *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear",
                *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL,
-               *device = NULL, *precision = NULL;
-    int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0;
+               *device = NULL, *precision = NULL, *vae_path = NULL, *cache_s = NULL;
+    int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0, image_size = 0;
     dap_distill_opts o;
     dap_distill_opts_default(&o);
     flag flags[] = {
-        {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file or an image folder"},
+        {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file, an image folder, or imagenette:DIR, imagewoof:DIR, imageidc:DIR, imagenet:DIR (wnid folders in DIR/train)"},
         {"model", FLAG_STR, &model_path, "diffusion model (safetensors from dap train, or a converted DiT)"},
+        {"vae", FLAG_STR, &vae_path, "the VAE of a latent model (SD's sd-vae-ft-mse / -ema safetensors): sampling and guidance run on latents, the images are decoded"},
+        {"image-size", FLAG_INT, &image_size, "image resolution (0: the model's; with --vae its latent size x 8, e.g. 256 for DiT-XL/2-256)", 0, 8192},
+        {"latent-cache", FLAG_STR, &cache_s, "with --vae: folder of the real images' cached latents (default OUT/.latent-cache); share it across runs"},
         {"method", FLAG_STR, &method_s, "random | vanilla | dap"},
         {"ipc", FLAG_INT, &o.ipc, "images per class", 1, 100000},
         {"seed", FLAG_INT, &seed, "random seed", 0, FLAG_INT_MAX},
@@ -355,10 +368,21 @@ int cmd_distill(int argc, char **argv) {
     int rc = device ? dap_device_select(device) : dap_device_from_env();
     if (rc || (rc = dap_device_set_precision(precision))) return cli_fail("distill", rc);
 
+    if (cache_s && !vae_path) return cli_failf("distill", "--latent-cache needs --vae (a latent model)");
+    if ((rc = latent_check_files(model_path, vae_path))) return cli_fail("distill", rc); /* a VAE as the model or the reverse */
+    char cache_dir[4096];
+    snprintf(cache_dir, sizeof cache_dir, "%s/.latent-cache", out);
+    latent_run lat = {0}, *lr = vae_path ? &lat : NULL;
     dap_dataset full, real, val;
-    rc = dap_dataset_load(&full, data, "train", 0, 0);
-    if (rc) return cli_fail("distill", rc);
-    if (holdout > 0) {
+    if (vae_path) { /* real images stay files until a class needs them: real holds the names */
+        if (o.method == DAP_METHOD_RANDOM && image_size == 0)
+            return cli_failf("distill", "--method random with --vae copies real images: give their --image-size (the prior's, e.g. 256)");
+        rc = latent_open(lr, data, o.method == DAP_METHOD_RANDOM ? NULL : vae_path, cache_s ? cache_s : cache_dir,
+                         image_size, holdout, split_seed, &real);
+        if (rc) return cli_fail("distill", rc);
+    } else if ((rc = dap_dataset_load(&full, data, "train", image_size, 0))) {
+        return cli_fail("distill", rc);
+    } else if (holdout > 0) {
         dap_dataset_split(&full, holdout, (unsigned long long)split_seed, &real, &val);
         dap_dataset_free(&val);
         dap_dataset_free(&full);
@@ -367,6 +391,7 @@ int cmd_distill(int argc, char **argv) {
     }
     const int K = real.num_classes;
     int *todo = dap_calloc((size_t)K, sizeof(int)), ntodo = 0;
+    int *labels = dap_malloc(sizeof(int) * (size_t)(K > 0 ? K : 1)), *order = dap_malloc(sizeof(int) * (size_t)(K > 0 ? K : 1));
     if (shard_n > 0) {
         for (int k = 0; k < K; k++) todo[k] = k % shard_n == shard_i;
     } else if (!strcmp(classes_s, "all")) {
@@ -377,13 +402,14 @@ int cmd_distill(int argc, char **argv) {
             char *end;
             long k = strtol(p, &end, 10);
             if (end == p || k < 0 || k >= K || (*end && *end != ',')) {
-                free(todo);
+                free(todo), free(labels), free(order);
                 dap_dataset_free(&real);
+                latent_close(&lat);
                 return cli_failf("distill", "--classes: expected 'all' or indices in 0..%d separated by commas, got '%s'",
                                  K - 1, classes_s);
             }
             if (todo[k]) {
-                free(todo);
+                free(todo), free(labels), free(order);
                 dap_dataset_free(&real);
                 return cli_failf("distill", "--classes: class %ld is listed twice in '%s'", k, classes_s);
             }
@@ -398,13 +424,15 @@ int cmd_distill(int argc, char **argv) {
     if (o.method != DAP_METHOD_RANDOM) {
         if ((rc = dap_dit_load(&m, model_path, 0, 0)) || (rc = dap_file_hash(model_path, hash))) {
             dap_dataset_free(&real);
-            free(todo);
+            latent_close(&lat);
+            free(todo), free(labels), free(order);
             return cli_fail("distill", rc);
         }
         if (o.method == DAP_METHOD_DAP && o.layer == 0) o.layer = (m->cfg.depth + 2) / 4;
+        if ((rc = latent_check_model(m, model_path, lat.vae, vae_path, &image_size))) goto fail;
+        if (lr) latent_set_size(lr, image_size, &real);
     }
     /* the model's label of each data class, by name (a folder lists its classes alphabetically) */
-    int *labels = dap_malloc(sizeof(int) * (size_t)K), *order = dap_malloc(sizeof(int) * (size_t)K);
     const char *names_source = "none";
     for (int k = 0; k < K; k++) labels[k] = k;
     if (m) {
@@ -413,15 +441,21 @@ int cmd_distill(int argc, char **argv) {
         names_source = "model";
         if (!names && (names = dap_class_names_guess(mc->num_classes, mc->in_channels, mc->input_size)))
             names_source = "fmnist (a 10-class 28x28x1 model without class names)";
-        if ((rc = dap_class_map(names, mc->num_classes, &real, labels, model_path))) goto fail;
+        if (lr && !m->class_names) { /* a latent prior without names: wnid folders map to ImageNet labels */
+            if ((rc = latent_labels(m, model_path, real.class_names, real.num_classes, labels))) goto fail;
+            names_source = "imagenet (a model without class names: ImageNet-1K wnids)";
+        } else if ((rc = dap_class_map(names, mc->num_classes, &real, labels, model_path)))
+            goto fail;
         o.labels = labels;
     }
+    if (lr && !m && (rc = latent_labels(NULL, model_path, real.class_names, K, labels))) goto fail;
+    if (lr) memcpy(lr->labels, labels, sizeof(int) * (size_t)K);
     for (int q = 0, l = 0; q < K; l++) /* data classes by label (labels are distinct) */
         for (int k = 0; k < K; k++)
             if (labels[k] == l) order[q++] = k;
     if ((rc = dap_distill_check(m, &o))) goto fail; /* a bad flag leaves no folder behind */
     for (int k = 0; k < K; k++) /* likewise for what only a class's data can refuse */
-        if (todo[k] && (rc = dap_distill_check_class(m, &real, k, &o))) goto fail;
+        if (!lr && todo[k] && (rc = dap_distill_check_class(m, &real, k, &o))) goto fail;
     if (m) { /* --device cuda: the weights up, and the states dap_distill_class makes must fit: CFG
               * eps, and for dap the synthetic samples' (cached to the layer) and the real ones' */
         const int chunk = o.batch < o.ipc ? o.batch : o.ipc, nr = o.batch < o.n_real ? o.batch : o.n_real;
@@ -438,6 +472,10 @@ int cmd_distill(int argc, char **argv) {
     uint64_t dh = dap_fnv1a64(DAP_FNV1A64_INIT, real.x, sizeof(float) * (size_t)real.n * real.c * real.h * real.w);
     dh = dap_fnv1a64(dh, real.y, sizeof(int) * (size_t)real.n);
     params_line(line, sizeof line, data, hash, holdout, split_seed, &o, K, (unsigned long long)dh);
+    if (lr) { /* a latent run: its VAE and resolution define the images too */
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " vae=%s image_size=%d crop=adm", lr->vae_hash, image_size);
+    }
     if ((rc = dap_mkdir_p(out))) goto fail;
     if ((rc = mark_params(out, line, o.method, NULL, 0))) goto fail;
 
@@ -465,8 +503,10 @@ int cmd_distill(int argc, char **argv) {
                 dap_log(DAP_LOG_INFO, "dap distill: class %d (%s) already done, skipped\n", k, real.class_names[k]);
                 continue;
             }
-            rc = dap_distill_class(m, &real, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
+            if (lr) rc = latent_distill_class(lr, m, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
+            else rc = dap_distill_class(m, &real, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
             if (rc == DAP_OK) rc = mark_params(out, line, o.method, &syn, k); /* saves class k */
+            if (rc == DAP_OK && lr) rc = latent_save_class(lr, out, real.class_names[k], k, lr->labels[k]);
             if (rc == DAP_OK) {
                 snprintf(txt, sizeof txt, "%.17g %d %.17g %.17g\n", stats[k].seconds, stats[k].guided_steps,
                          stats[k].energy_first, stats[k].energy_last);
@@ -503,7 +543,7 @@ int cmd_distill(int argc, char **argv) {
                 have += present[k];
             }
         }
-        distill_run info = {data, model_path, hash, holdout, split_seed, m != NULL, &o, &real, order, names_source};
+        distill_run info = {data, model_path, hash, holdout, split_seed, m != NULL, &o, &real, order, names_source, lr, vae_path};
         if (rc == DAP_OK) rc = write_manifest(out, &info, stats, present, made, have);
         if (rc == DAP_OK) rc = write_grid(out, &real, o.ipc, order); /* read back: also proves the folder loads */
         dap_unlock_file(lock);
@@ -519,8 +559,8 @@ int cmd_distill(int argc, char **argv) {
     }
 fail:
     if (m) dap_dit_destroy(m);
+    latent_close(&lat);
     dap_dataset_free(&real);
-    free(todo);
-    free(labels), free(order);
+    free(todo), free(labels), free(order);
     return rc ? cli_fail("distill", rc) : 0;
 }

@@ -16,6 +16,7 @@
 
 #include "core/core.h"
 #include "data/dataset.h"
+#include "data/imagenet.h"
 #include "io/io.h"
 
 const char *const dap_fmnist_classes[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -389,6 +390,9 @@ int dap_dataset_load(dap_dataset *ds, const char *spec, const char *split, int s
         return load_fmnist(ds, dir, split, size, channels);
     }
     if (strncmp(spec, "fmnist:", 7) == 0) return load_fmnist(ds, spec + 7, split, size, channels);
+    const dap_imagenet_subset *sub;
+    const char *dir;
+    if (dap_imagenet_spec(spec, &sub, &dir)) return dap_imagenet_load(ds, spec, split, size, channels);
     if (is_dir(spec)) return load_folder(ds, spec, split, size, channels);
     if (is_file(spec)) {
         char *lab = labels_path_for(spec);

@@ -22,7 +22,9 @@ typedef struct dap_dataset {
 
 /* `spec`: "fmnist" (Fashion-MNIST from the Debian package), "fmnist:DIR" (the same
  * four files in DIR), an IDX image file (the labels file is found beside it:
- * "*-images-idx3-ubyte[.gz]" -> "*-labels-idx1-ubyte[.gz]"), or an image folder.
+ * "*-images-idx3-ubyte[.gz]" -> "*-labels-idx1-ubyte[.gz]"), an image folder, or an
+ * ImageNet-style folder "imagenette:DIR", "imagewoof:DIR", "imageidc:DIR", "imagenet:DIR"
+ * (data/imagenet.h: wnid folders, test split = DIR/val, size required).
  * `split`: "train" or "test" (ignored for a single IDX file or folder unless the folder
  * holds train/ and test/ subfolders). `size`, `channels`: for image folders, the
  * resolution and channel count to convert to (0: take the first image's). */

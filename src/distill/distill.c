@@ -406,7 +406,7 @@ int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const da
         if (rc == DAP_OK) rc = dap_ddim_sample(&sched, oo.steps, oo.eta, out, r.n, per, rngs, &h);
         free(rngs);
         dap_schedule_free(&sched);
-        for (size_t q = 0; q < (size_t)r.n * per; q++) /* clamp, NaN -> error below */
+        for (size_t q = 0; !oo.latent && q < (size_t)r.n * per; q++) /* clamp, NaN -> error below */
             out[q] = out[q] < -1.f ? -1.f : out[q] > 1.f ? 1.f : out[q];
         for (size_t q = 0; rc == DAP_OK && q < (size_t)r.n * per; q++)
             if (isnan(out[q])) rc = dap_error(DAP_ERR_VALUE, "class %d: sampling produced NaN (guidance scale too large?)", k);

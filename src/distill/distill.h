@@ -52,6 +52,8 @@ typedef struct dap_distill_opts {
                         (the default 0 redraws it at every guided step) */
     const int *labels; /* (data classes) the model's label of each data class (dap_class_map);
                           NULL: the data's class index is the label */
+    int latent;      /* 1: the model works in a VAE's latent space: samples are not clamped
+                        to [-1, 1] (the decoder takes them as they are) */
 } dap_distill_opts;
 
 /* The largest |cfg| and |gamma| accepted: beyond them every pixel saturates. */
@@ -84,7 +86,8 @@ int dap_distill_check(const dap_dit *model, const dap_distill_opts *o);
  * (dap) and for --ipc draws (random, --init real|kmeans|medoid). DAP_ERR_ARG/SHAPE naming it. */
 int dap_distill_check_class(const dap_dit *model, const dap_dataset *real, int k, const dap_distill_opts *o);
 
-/* Distills class k into out (ipc, C, H, W) in [-1, 1] (generated images are clamped).
+/* Distills class k into out (ipc, C, H, W) in [-1, 1] (generated images are clamped unless
+ * opts.latent).
  * real: the real training images the guidance and the random baseline draw from.
  * model: unused (may be NULL) for random. */
 int dap_distill_class(const dap_dit *model, const dap_dataset *real, int k,
