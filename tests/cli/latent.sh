@@ -12,7 +12,7 @@ n=$(find "$tmp/ld" -name '0000*.png' | wc -l)
 [ "$n" = 6 ] && [ "$(png_info "$tmp/ld/n02102040/00001.png")" = "32 32 2" ] \
   && ok "latent distill writes 3 x 2 RGB PNGs of 32 px (latent 4 x 8)" || bad "latent distill PNGs ($n, $(png_info "$tmp/ld/n02102040/00001.png"))"
 [ "$(grep -c 'encoded 5 images' "$tmp/err")" = 3 ] && ok "each class encoded once" || bad "encoding log ($(grep -c encoded "$tmp/err"))"
-tr -d ' \n' < "$tmp/ld/manifest.json" | grep -q '"name":"n01440764","label":0,.*"name":"n02102040","label":217,.*"name":"n03888257","label":701,' \
+tr -d ' \n' < "$tmp/ld/manifest.json" | grep -q '"name":"n01440764","model_label":0,.*"name":"n02102040","model_label":217,.*"name":"n03888257","model_label":701,' \
   && ok "manifest labels are the wnids' ImageNet indices" || bad "manifest labels ($(grep -A2 '"name"' "$tmp/ld/manifest.json" | head -9))"
 grep -q '"latent_size": *4' "$tmp/ld/manifest.json" && grep -q '"vae_fnv1a64"' "$tmp/ld/manifest.json" \
   && ok "manifest records the VAE and the latent size" || bad "manifest VAE fields"
