@@ -12,7 +12,8 @@
 # 2. tests: $BUILD/dap_tests cuda (the device choice, the classifiers, every DiT kernel per
 #    precision, the DiT's forward / features / backward from block l on a small config and on
 #    DiT-XL/2 at batch 1, the memory errors, a CFG DDIM run and a DAP distillation end to
-#    end); stops when one fails. The log: $OUT/tests.txt.
+#    end). The log: $OUT/tests.txt. A failure does not stop the run (a lent GPU's minutes are
+#    few: the timings come back too) but makes the script exit 1 at the end; STRICT=1 stops.
 # 3. bench: CONFIG (default DiT-XL/2, random full-size weights), each JOBS entry MEASURE:PRECISION
 #    as `bench_dit --device $DEVICE` (dap) and `bench/dit_torch.py --device $DEVICE` (PyTorch
 #    eager attention), one process each, one after the other:
@@ -32,6 +33,7 @@
 #           (carrying .gpu and build-cuda; .gpu listed in .git/info/exclude)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+failed=0
 BUILD=${BUILD:-build-cuda}; DEVICE=${DEVICE:-cuda}; CONFIG=${CONFIG:-DiT-XL/2}; LAYER=${LAYER:-8}
 JOBS=${JOBS:-fwd32:fp32 ddim:fp32 guide:fp32 fwd32:tf32 ddim:tf32 fwd32:bf16}
 OUT=${OUT:-out/gpu-diffusion}; PY=${PY:-python3}; DEADLINE=${DEADLINE:-420}; ITERS=${ITERS:-3}
@@ -53,9 +55,12 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   say "tests"
   OMP_NUM_THREADS=$THREADS "$BUILD/dap_tests" device_select cuda > "$OUT/tests.txt" 2>&1
   grep -E "^(ok|FAIL) |skipped|max rel|^[0-9]+ passed" "$OUT/tests.txt" | tail -60
-  grep -q "^[0-9]* passed, 0 failed" "$OUT/tests.txt" || { say "the CUDA tests failed (see $OUT/tests.txt)"; exit 1; }
   if grep -q "skipped:" "$OUT/tests.txt" && [ "$DEVICE" = cuda ]; then say "the CUDA tests were skipped: no usable GPU"; exit 1; fi
-  say "tests passed"
+  if grep -q "^[0-9]* passed, 0 failed" "$OUT/tests.txt"; then say "tests passed"
+  else
+    failed=1; say "the CUDA tests FAILED: $(grep -E '^FAIL' "$OUT/tests.txt" | tr '\n' ' ') (see $OUT/tests.txt)"
+    [ "${STRICT:-0}" = 1 ] && exit 1
+  fi
 fi
 
 MODEL=$("$BUILD/bench_dit" --config "$CONFIG" --layer "$LAYER" --print-config) || { say "bad CONFIG $CONFIG"; exit 1; }
@@ -102,4 +107,5 @@ for p in paths:
         json.dump(doc, f, indent=1)
 print("results: %s" % ", ".join(paths))
 PY
-say "done"
+say "done$([ "$failed" = 1 ] && echo ': the tests FAILED')"
+exit "$failed"
