@@ -101,14 +101,15 @@ __device__ static inline float warp_max(float v) {
 __device__ static inline float gelu_f(float x) {
     float xc = fminf(fmaxf(x, -GELU_XMAX), GELU_XMAX);
     float u = 0.7978845608028654f * (xc + 0.044715f * xc * xc * xc);
-    float s = 1.0f / (1.0f + expf(-2.0f * u));
+    float s = 1.0f / (1.0f + expf(fminf(-2.0f * u, 88.0f))); /* finite e, as ops/act.c */
     return x > GELU_XMAX ? x : xc * s;
 }
 __device__ static inline float gelu_grad_f(float x) {
     x = fminf(fmaxf(x, -GELU_XMAX), GELU_XMAX);
     float x2 = x * x, u = 0.7978845608028654f * x * (1.0f + 0.044715f * x2);
     float du2 = 2.0f * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x2);
-    float e = expf(-2.0f * u), s = 1.0f / (1.0f + e);
+    /* e kept finite (x below about -10 would give inf * 0 = NaN in e s) */
+    float e = expf(fminf(-2.0f * u, 88.0f)), s = 1.0f / (1.0f + e);
     return s * (1.0f + x * (e * s) * du2);
 }
 __device__ static inline float silu_f(float x) {
