@@ -100,6 +100,7 @@ int cmd_sample(int argc, char **argv) {
         dap_dit_destroy(m);
         return cli_fail("sample", rc);
     }
+    if (m->dev) fprintf(stderr, "dap sample: %s, precision %s\n", dap_device_describe(), dap_precision_name(dap_device_precision()));
     const dap_dit_config *mc = &m->cfg;
     const int K = mc->num_classes, C = mc->in_channels, H = mc->input_size;
     if (C != 1 && C != 3) {
