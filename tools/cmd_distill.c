@@ -463,6 +463,8 @@ int cmd_distill(int argc, char **argv) {
         if ((rc = dap_dit_to_device(m)) ||
             (rc = dap_dit_states_fit(m, o.method == DAP_METHOD_DAP ? 3 : 1, batches, caches, "--batch")))
             goto fail;
+        if (m->dev && !quiet)
+            fprintf(stderr, "dap distill: %s, precision %s\n", dap_device_describe(), dap_precision_name(dap_device_precision()));
     }
 
     /* resume: the folder must hold a run with the same parameters; a new folder is marked

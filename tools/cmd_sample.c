@@ -123,6 +123,7 @@ int cmd_sample(int argc, char **argv) {
         if (vae) dap_vae_destroy(vae);
         return cli_fail("sample", rc);
     }
+    if (m->dev) fprintf(stderr, "dap sample: %s, precision %s\n", dap_device_describe(), dap_precision_name(dap_device_precision()));
     const dap_dit_config *mc = &m->cfg;
     const int K = mc->num_classes, C = mc->in_channels, H = mc->input_size;
     /* what is written: the model's images, or a latent model's decoded ones */
