@@ -2,6 +2,7 @@
  * flags.c: the flag parser and help printer shared by every subcommand.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -69,8 +70,8 @@ void flags_usage(const char *cmd, const char *usage, const char *about, const fl
         case FLAG_STR:
             if (*(const char **)f->ptr) snprintf(def, sizeof def, " (default: %s)", *(const char **)f->ptr);
             break;
-        case FLAG_INT: snprintf(def, sizeof def, " (default: %d)", *(int *)f->ptr); break;
-        case FLAG_FLOAT: snprintf(def, sizeof def, " (default: %g)", *(double *)f->ptr); break;
+        case FLAG_INT: snprintf(def, sizeof def, " (default: %d; %.0f..%.0f)", *(int *)f->ptr, f->lo, f->hi); break;
+        case FLAG_FLOAT: snprintf(def, sizeof def, " (default: %g; %g..%g)", *(double *)f->ptr, f->lo, f->hi); break;
         case FLAG_BOOL: break;
         }
         const char *arg = f->type == FLAG_BOOL ? "" : f->type == FLAG_STR ? " S" : f->type == FLAG_INT ? " N" : " X";
@@ -122,6 +123,8 @@ int flags_parse(const char *cmd, const char *usage, const char *about, flag *fla
                 int argc, char **argv, const char **pos, int max_pos, int *npos) {
     *npos = 0;
     file_defaults(cmd, flags, nflags);
+    for (int k = 0; k < nflags; k++) /* every number has a range */
+        DAP_ASSERT(flags[k].type == FLAG_STR || flags[k].type == FLAG_BOOL || flags[k].lo < flags[k].hi);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -169,11 +172,19 @@ int flags_parse(const char *cmd, const char *usage, const char *about, flag *fla
                 fprintf(stderr, "dap %s: error: flag --%s expects an integer, got '%s'\n", cmd, f->name, val);
                 return 2;
             }
+            if ((double)v < f->lo || (double)v > f->hi) {
+                fprintf(stderr, "dap %s: error: --%s must be in %.0f..%.0f, got %ld\n", cmd, f->name, f->lo, f->hi, v);
+                return 2;
+            }
             *(int *)f->ptr = (int)v;
         } else {
             double v = strtod(val, &end);
             if (errno || end == val || *end || !isfinite(v)) {
                 fprintf(stderr, "dap %s: error: flag --%s expects a finite number, got '%s'\n", cmd, f->name, val);
+                return 2;
+            }
+            if (v < f->lo || v > f->hi) {
+                fprintf(stderr, "dap %s: error: --%s must be in [%g, %g], got %g\n", cmd, f->name, f->lo, f->hi, v);
                 return 2;
             }
             *(double *)f->ptr = v;
@@ -199,3 +210,21 @@ int cli_failf(const char *cmd, const char *fmt, ...) {
 }
 
 void cli_apply_threads(int threads) { dap_set_threads(threads); }
+
+int cli_check_writable(const char *flag, const char *path) {
+    char dir[4096], tmp[4200];
+    const char *slash = strrchr(path, '/');
+    if (!*path || (slash && slash[1] == 0))
+        return dap_error(DAP_ERR_ARG, "--%s '%s': expected a file name", flag, path);
+    if (slash) snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    else snprintf(dir, sizeof dir, ".");
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return dap_error(DAP_ERR_IO, "--%s %s: is a folder, expected a file name", flag, path);
+    snprintf(tmp, sizeof tmp, "%s/.dap-write-test.%ld", dir, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0)
+        return dap_error(DAP_ERR_IO, "--%s %s: cannot write in %s (%s); nothing was done", flag, path, dir, strerror(errno));
+    close(fd);
+    unlink(tmp);
+    return DAP_OK;
+}
