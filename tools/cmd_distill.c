@@ -1,6 +1,7 @@
 /*
  * cmd_distill.c: `dap distill`: a distilled image folder (one subfolder per class,
- * PNG) by the random, vanilla or dap method, plus manifest.json (every parameter, the
+ * PNG) by the random, vanilla or dap method or one of the rivals (mgd3, d4m, dm, igd;
+ * docs/methods.md), plus manifest.json (every parameter, the
  * seed, the model's hash, per-class timings and guidance energies) and grid.png.
  * Classes are written atomically one by one; a rerun with the same flags skips the
  * classes already done, and gives the same images as an uninterrupted run. A class's
@@ -19,12 +20,13 @@
 #include "data/dataset.h"
 #include "distill/distill.h"
 #include "distill/guidance.h"
+#include "eval/classifier.h"
 #include "io/io.h"
 #include "models/dit.h"
 
 /* The parameters that define the images, as one canonical line (checked on resume). */
 static void params_line(char *buf, size_t n, const char *data, const char *hash, int holdout,
-                        int split_seed, const dap_distill_opts *o) {
+                        int split_seed, const dap_distill_opts *o, const char *sur_hash) {
     snprintf(buf, n,
              "data=%s model=%s holdout=%d split_seed=%d method=%s ipc=%d seed=%llu steps=%d eta=%g "
              "cfg=%g clip_x0=%g gamma=%g kernel=%d sigma=%g layer=%d pool=%d n_real=%d stop=%g form=%d fixed_noise=%d",
@@ -39,19 +41,29 @@ static void params_line(char *buf, size_t n, const char *data, const char *hash,
         size_t len = strlen(buf);
         snprintf(buf + len, n - len, " init=%s strength=%g", dap_init_name(o->init), o->strength);
     }
+    size_t len = strlen(buf);
+    if (o->method == DAP_METHOD_MGD3) snprintf(buf + len, n - len, " mode_lambda=%g", o->mode_lambda);
+    if (o->method == DAP_METHOD_IGD)
+        snprintf(buf + len, n - len, " surrogate=%s igd_scale=%g igd_dev=%g igd_low=%g igd_high=%g igd_n_real=%d igd_memory=%d",
+                 sur_hash, o->igd_scale, o->igd_dev, o->igd_low, o->igd_high, o->igd_n_real, o->igd_memory);
     if (o->method == DAP_METHOD_RANDOM) /* the sampler's flags do not matter for random */
         snprintf(buf, n, "data=%s holdout=%d split_seed=%d method=random ipc=%d seed=%llu", data, holdout,
                  split_seed, o->ipc, (unsigned long long)o->seed);
+    if (o->method == DAP_METHOD_DM) /* no prior: the optimisation's flags */
+        snprintf(buf, n, "data=%s holdout=%d split_seed=%d method=dm ipc=%d seed=%llu iterations=%d lr_img=%g batch_real=%d dm_width=%d",
+                 data, holdout, split_seed, o->ipc, (unsigned long long)o->seed, o->iterations, o->lr_img, o->batch_real,
+                 o->dm_width);
 }
 
-/* Whether two parameter lines define the same images: equal, or, for vanilla, equal but
- * for the guidance's keys, which vanilla ignores (a vanilla set made with another --stop
- * or --gamma, e.g. from another flags file, resumes). */
+/* Whether two parameter lines define the same images: equal, or, for the methods other
+ * than dap, equal but for dap's guidance keys, which they ignore (a vanilla set made with
+ * another --stop or --gamma, e.g. from another flags file, resumes); mgd3 keeps --stop. */
 static int params_match(const char *a, const char *b, int method) {
     if (!strcmp(a, b)) return 1;
-    if (method != DAP_METHOD_VANILLA) return 0;
+    if (method == DAP_METHOD_DAP || method == DAP_METHOD_RANDOM || method == DAP_METHOD_DM) return 0;
     static const char *const guidance[] = {"gamma=", "kernel=", "sigma=", "layer=", "pool=", "n_real=",
-                                           "stop=", "form=", "fixed_noise=", "repel="};
+                                           "form=", "fixed_noise=", "repel=", "stop="};
+    const size_t nskip = sizeof guidance / sizeof guidance[0] - (method == DAP_METHOD_MGD3); /* mgd3 keeps stop= */
     char ka[2048], kb[2048];
     const char *src[2] = {a, b};
     char *dst[2] = {ka, kb};
@@ -61,7 +73,7 @@ static int params_match(const char *a, const char *b, int method) {
         while (*p) {
             size_t t = strcspn(p, " ");
             int skip = 0;
-            for (size_t g = 0; g < sizeof guidance / sizeof guidance[0]; g++)
+            for (size_t g = 0; g < nskip; g++)
                 if (!strncmp(p, guidance[g], strlen(guidance[g]))) skip = 1;
             if (!skip && len + t + 2 < sizeof ka) {
                 memcpy(dst[side] + len, p, t);
@@ -103,9 +115,15 @@ static int class_done(const char *out, const dap_dataset *real, int k, dap_disti
            sscanf(txt, "%lf %d %lf %lf", &st->seconds, &st->guided_steps, &st->energy_first, &st->energy_last) == 4;
 }
 
+/* Methods whose classes report a guidance energy (dm: its matching loss; igd: the
+ * influence, a cosine; mgd3: the mode energy). */
+static int has_energy(int m) {
+    return m == DAP_METHOD_DAP || m == DAP_METHOD_MGD3 || m == DAP_METHOD_IGD || m == DAP_METHOD_DM;
+}
+
 /* What manifest.json records of a run besides its classes. */
 typedef struct distill_run {
-    const char *data, *model_path, *hash;
+    const char *data, *model_path, *hash, *sur_path, *sur_hash;
     int holdout, split_seed, has_model;
     const dap_distill_opts *o;
     const dap_dataset *real;
@@ -139,6 +157,31 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
         dap_json_str(&j, "init", dap_init_name(o->init));
         dap_json_num(&j, "strength", o->strength);
     }
+    if (o->method == DAP_METHOD_MGD3) {
+        dap_json_num(&j, "mode_lambda", o->mode_lambda);
+        dap_json_num(&j, "stop", o->stop);
+        dap_json_str(&j, "modes", "k-means of the class's real data in the model's input space, k = ipc");
+    }
+    if (o->method == DAP_METHOD_D4M) dap_json_str(&j, "prototypes", "k-means of the class's real data, k = ipc");
+    if (o->method == DAP_METHOD_IGD) {
+        dap_json_str(&j, "surrogate", r->sur_path);
+        dap_json_str(&j, "surrogate_fnv1a64", r->sur_hash);
+        dap_json_num(&j, "igd_scale", o->igd_scale);
+        dap_json_num(&j, "igd_dev", o->igd_dev);
+        dap_json_num(&j, "igd_low", o->igd_low);
+        dap_json_num(&j, "igd_high", o->igd_high);
+        dap_json_int(&j, "igd_n_real", o->igd_n_real);
+        dap_json_int(&j, "igd_memory", o->igd_memory);
+        dap_json_str(&j, "influence_mixed_derivative", "central difference in theta + e v (two input-gradient passes)");
+    }
+    if (o->method == DAP_METHOD_DM) {
+        dap_json_int(&j, "iterations", o->iterations);
+        dap_json_num(&j, "lr_img", o->lr_img);
+        dap_json_int(&j, "batch_real", o->batch_real);
+        dap_json_int(&j, "dm_width", o->dm_width);
+        dap_json_str(&j, "dm_network", "ConvNet-3, instance norm, average pooling, fresh random weights per iteration");
+        dap_json_str(&j, "dm_augmentation", "DSA: color, crop, cutout, flip, scale, rotate (one per iteration, siamese)");
+    }
     if (o->method == DAP_METHOD_DAP) {
         dap_json_num(&j, "gamma", o->gamma);
         dap_json_str(&j, "kernel", o->kernel == DAP_KERNEL_RBF ? "rbf" : "linear");
@@ -161,7 +204,7 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
         dap_json_int(&j, "class", k);
         dap_json_str(&j, "name", r->real->class_names[k]);
         dap_json_num(&j, "seconds", stats[k].seconds);
-        if (o->method == DAP_METHOD_DAP) {
+        if (has_energy(o->method)) { /* dm: iterations and its matching loss */
             dap_json_int(&j, "guided_steps", stats[k].guided_steps);
             dap_json_num(&j, "energy_first_guided_step", stats[k].energy_first);
             dap_json_num(&j, "energy_last_guided_step", stats[k].energy_last);
@@ -201,15 +244,16 @@ static int write_grid(const char *out, const dap_dataset *real, int ipc) {
 }
 
 int cmd_distill(int argc, char **argv) {
-    const char *data = "fmnist", *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear",
+    const char *data = "fmnist", *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear", *sur_path = NULL,
                *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL;
     int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0;
     dap_distill_opts o;
     dap_distill_opts_default(&o);
+    o.strength = NAN; /* unset: 1, or d4m's 0.7 */
     flag flags[] = {
         {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file or an image folder"},
         {"model", FLAG_STR, &model_path, "diffusion model (safetensors from dap train, or a converted DiT)"},
-        {"method", FLAG_STR, &method_s, "random | vanilla | dap"},
+        {"method", FLAG_STR, &method_s, "random | vanilla | dap | mgd3 | d4m | dm | igd (the rivals: docs/methods.md)"},
         {"ipc", FLAG_INT, &o.ipc, "images per class"},
         {"seed", FLAG_INT, &seed, "random seed"},
         {"out", FLAG_STR, &out, "output image folder (one subfolder per class)"},
@@ -233,14 +277,26 @@ int cmd_distill(int argc, char **argv) {
         {"repel", FLAG_FLOAT, &o.repel, "dap: weight of the repulsion among a class's synthetic samples (0: off, the paper; 1: about the energy distance)"},
         {"fixed-noise", FLAG_BOOL, &fixed_noise, "dap: one noise draw per real sample for the whole trajectory"},
         {"init", FLAG_STR, &init_s, "start of each trajectory: noise (the paper) | real (a random real image of the class) | kmeans (a k-means centre of the class's real images) | medoid (the real image nearest each centre); all but noise are noised to the first step of a partial trajectory"},
-        {"strength", FLAG_FLOAT, &o.strength, "with --init real|kmeans|medoid: fraction of the --steps run (1: all, from almost pure noise)"},
+        {"strength", FLAG_FLOAT, &o.strength, "with --init real|kmeans|medoid or d4m: fraction of the --steps run (1: all, from almost pure noise; unset: 1, d4m 0.7)"},
+        {"mode-lambda", FLAG_FLOAT, &o.mode_lambda, "mgd3: mode guidance scale lambda (guided for the steps before --stop)"},
+        {"surrogate", FLAG_STR, &sur_path, "igd: surrogate classifier (a dap teacher checkpoint trained on the real data)"},
+        {"igd-scale", FLAG_FLOAT, &o.igd_scale, "igd: influence guidance scale k"},
+        {"igd-dev", FLAG_FLOAT, &o.igd_dev, "igd: deviation guidance scale gamma (0: off)"},
+        {"igd-low", FLAG_FLOAT, &o.igd_low, "igd: guided while S-1-step is in [low S, high S]: low"},
+        {"igd-high", FLAG_FLOAT, &o.igd_high, "igd: ... high"},
+        {"igd-n-real", FLAG_INT, &o.igd_n_real, "igd: real images of the class behind its mean gradient"},
+        {"igd-memory", FLAG_INT, &o.igd_memory, "igd: earlier samples of the class the deviation guidance sees"},
+        {"iterations", FLAG_INT, &o.iterations, "dm: optimisation iterations (their code: 20000, models/dm.flags; about 1 s per class each here)"},
+        {"lr-img", FLAG_FLOAT, &o.lr_img, "dm: image learning rate (SGD, momentum 0.5)"},
+        {"batch-real", FLAG_INT, &o.batch_real, "dm: real images per class and iteration"},
+        {"dm-width", FLAG_INT, &o.dm_width, "dm: width of the random ConvNet-3"},
         {"batch", FLAG_INT, &o.batch, "most samples per model call"},
         {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
         {"quiet", FLAG_BOOL, &quiet, "no progress lines"},
     };
     const char *pos[1];
     int npos;
-    int r = flags_parse("distill", "--model FILE --method random|vanilla|dap --ipc N --out DIR [flags]",
+    int r = flags_parse("distill", "--model FILE --method random|vanilla|dap|mgd3|d4m|dm|igd --ipc N --out DIR [flags]",
                         "Distills a dataset into IPC images per class by sampling a class-conditional diffusion\n"
                         "model, with the representativeness guidance of DAP (method dap), without it (vanilla),\n"
                         "or takes a random real subset (random). Rerun the same command to resume.",
@@ -248,7 +304,7 @@ int cmd_distill(int argc, char **argv) {
     if (r) return r == 1 ? 0 : 2;
     if (!out) return cli_failf("distill", "--out DIR is required");
     if ((o.method = dap_method_parse(method_s)) < 0)
-        return cli_failf("distill", "--method must be random, vanilla or dap (got '%s')", method_s);
+        return cli_failf("distill", "--method must be random, vanilla, dap, mgd3, d4m, dm or igd (got '%s')", method_s);
     if ((o.kernel = dap_kernel_parse(kernel_s)) < 0)
         return cli_failf("distill", "--kernel must be linear or rbf (got '%s')", kernel_s);
     if ((o.pool = dap_pool_parse(pool_s)) < 0)
@@ -260,8 +316,18 @@ int cmd_distill(int argc, char **argv) {
     else return cli_failf("distill", "--form must be x or eps (got '%s')", form_s);
     if (seed < 0 || holdout < 0 || split_seed < 0)
         return cli_failf("distill", "--seed, --holdout and --split-seed must be >= 0");
-    if (o.method != DAP_METHOD_RANDOM && !model_path)
+    if (dap_method_uses_model(o.method) && !model_path)
         return cli_failf("distill", "--model FILE is required for method %s", method_s);
+    if (o.method == DAP_METHOD_IGD && !sur_path)
+        return cli_failf("distill", "--surrogate FILE is required for method igd (a classifier from dap teacher)");
+    if (o.method != DAP_METHOD_IGD && sur_path)
+        return cli_failf("distill", "--surrogate applies to method igd only (got method %s)", method_s);
+    if (o.method == DAP_METHOD_D4M) {
+        if (o.init != DAP_INIT_NOISE)
+            return cli_failf("distill", "--init %s: d4m starts from its k-means prototypes (leave --init out)", init_s);
+        o.init = DAP_INIT_KMEANS;
+    }
+    if (isnan(o.strength)) o.strength = o.method == DAP_METHOD_D4M ? 0.7 : 1.0;
     o.seed = (uint64_t)seed;
     o.fixed_noise = fixed_noise;
     if (o.method == DAP_METHOD_VANILLA) o.gamma = 0, o.repel = 0;
@@ -313,8 +379,10 @@ int cmd_distill(int argc, char **argv) {
     for (int k = 0; k < K; k++) ntodo += todo[k];
 
     dap_dit *m = NULL;
-    char hash[17] = "none";
-    if (o.method != DAP_METHOD_RANDOM) {
+    dap_classifier sur;
+    int have_sur = 0;
+    char hash[17] = "none", sur_hash[17] = "none";
+    if (dap_method_uses_model(o.method)) {
         if ((rc = dap_dit_load(&m, model_path, 0, 0)) || (rc = dap_file_hash(model_path, hash))) {
             dap_dataset_free(&real);
             free(todo);
@@ -322,11 +390,19 @@ int cmd_distill(int argc, char **argv) {
         }
         if (o.method == DAP_METHOD_DAP && o.layer == 0) o.layer = (m->cfg.depth + 2) / 4;
     }
+    if (o.method == DAP_METHOD_IGD) {
+        if ((rc = dap_classifier_load(&sur, sur_path)) || (rc = dap_file_hash(sur_path, sur_hash))) {
+            if (!rc) dap_classifier_free(&sur);
+            goto fail;
+        }
+        have_sur = 1;
+        o.surrogate = &sur;
+    }
     if ((rc = dap_distill_check(m, &o))) goto fail; /* a bad flag leaves no folder behind */
 
     /* resume: the folder must hold a run with the same parameters */
     char line[2048], prev[2048], path[4096];
-    params_line(line, sizeof line, data, hash, holdout, split_seed, &o);
+    params_line(line, sizeof line, data, hash, holdout, split_seed, &o, sur_hash);
     if ((rc = dap_mkdir_p(out))) goto fail;
     { /* under the folder's lock: shards starting together agree on one parameter line */
         snprintf(path, sizeof path, "%s/.dap-distill.lock", out);
@@ -386,10 +462,11 @@ int cmd_distill(int argc, char **argv) {
             int ran = 0;
             for (int q = 0; q <= k; q++) ran += todo[q] && !resumed[q];
             double eta_s = done_s / ran * (ntodo - done);
-            if (o.method == DAP_METHOD_DAP)
-                dap_log(DAP_LOG_INFO, "dap distill: class %d/%d (%s): %d images in %.1f s, energy %.4g -> %.4g, ETA %.0f s\n",
-                        done, ntodo, real.class_names[k], o.ipc, stats[k].seconds, stats[k].energy_first,
-                        stats[k].energy_last, eta_s);
+            if (has_energy(o.method))
+                dap_log(DAP_LOG_INFO, "dap distill: class %d/%d (%s): %d images in %.1f s, %s %.4g -> %.4g, ETA %.0f s\n",
+                        done, ntodo, real.class_names[k], o.ipc, stats[k].seconds,
+                        o.method == DAP_METHOD_DM ? "loss" : o.method == DAP_METHOD_IGD ? "influence" : "energy",
+                        stats[k].energy_first, stats[k].energy_last, eta_s);
             else
                 dap_log(DAP_LOG_INFO, "dap distill: class %d/%d (%s): %d images in %.1f s, ETA %.0f s\n", done, ntodo,
                         real.class_names[k], o.ipc, stats[k].seconds, eta_s);
@@ -411,7 +488,7 @@ int cmd_distill(int argc, char **argv) {
                 have += present[k];
             }
         }
-        distill_run info = {data, model_path, hash, holdout, split_seed, m != NULL, &o, &real};
+        distill_run info = {data, model_path, hash, sur_path, sur_hash, holdout, split_seed, m != NULL, &o, &real};
         if (rc == DAP_OK) rc = write_manifest(out, &info, stats, present, made, have);
         if (rc == DAP_OK) rc = write_grid(out, &real, o.ipc); /* read back: also proves the folder loads */
         dap_unlock_file(lock);
@@ -427,6 +504,7 @@ int cmd_distill(int argc, char **argv) {
     }
 fail:
     if (m) dap_dit_destroy(m);
+    if (have_sur) dap_classifier_free(&sur);
     dap_dataset_free(&real);
     free(todo);
     return rc ? cli_fail("distill", rc) : 0;

@@ -349,7 +349,7 @@ int dap_distill_check_backbone(const dap_backbone *bb, const dap_distill_opts *o
         return dap_error(DAP_ERR_ARG, "--init %s: d4m starts from its k-means prototypes (leave --init out)", dap_init_name(o->init));
     if (o->method == DAP_METHOD_RANDOM || o->method == DAP_METHOD_DM) {
         if (o->init != DAP_INIT_NOISE)
-            return dap_error(DAP_ERR_ARG, "--init %s applies to the diffusion methods, not %s", dap_init_name(o->init),
+            return dap_error(DAP_ERR_ARG, "--init %s applies to vanilla and dap (the diffusion methods), not %s", dap_init_name(o->init),
                              dap_method_name(o->method));
         if (o->method == DAP_METHOD_RANDOM) return DAP_OK;
         if (o->iterations < 0) return dap_error(DAP_ERR_ARG, "--iterations must be >= 0 (got %d)", o->iterations);

@@ -231,7 +231,7 @@ int dap_dm_class(const dap_dataset *real, int k, const dap_distill_opts *o, floa
                 syn[(size_t)i * per + ch * hw + q] = (0.5f * (real->x[(size_t)idx[i] * per + ch * hw + q] + 1.0f) - mean[ch]) / sd[ch];
 
     dap_cnn net;
-    if ((rc = dap_convnet_create(&net, 3, o->dm_width, DAP_NORM_INSTANCE, C, H, W, 1))) {
+    if ((rc = dap_convnet_create(&net, 3, o->dm_width, DAP_NORM_INSTANCE, C, H, W, 2))) {
         dap_free_aligned(syn), dap_free_aligned(mom), free(idx);
         return rc;
     }
