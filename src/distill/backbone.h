@@ -13,11 +13,14 @@
 
 #include <stddef.h>
 
+#include "core/core.h"
 #include "models/dit.h"
 
 typedef struct dap_backbone dap_backbone;
 
 typedef struct dap_backbone_ops {
+    /* Allocates the working state into b->impl (see dap_backbone_open). */
+    int (*open)(dap_backbone *b, int cap, double cfg, int layer, int cap_grad, int cap_real);
     /* eps (n, C, H, W) at x (n, C, H, W), model timestep t, labels y (n), with the
      * guidance scale given to dap_backbone_open; runs in chunks of the open capacity. */
     int (*eps)(dap_backbone *b, float *eps, const float *x, int n, int t, const int *y);
@@ -47,10 +50,16 @@ void dap_backbone_dit(dap_backbone *b, const dap_dit *m);
 
 /* Allocates the working state: eps in chunks of cap samples with guidance scale cfg;
  * when layer >= 1, features of block layer for up to cap_grad (cached for backward)
- * and cap_real (inference) samples. */
-int dap_backbone_open(dap_backbone *b, int cap, double cfg, int layer, int cap_grad, int cap_real);
+ * and cap_real (inference) samples. DAP_ERR_ARG for a bad capacity or layer. */
+static inline int dap_backbone_open(dap_backbone *b, int cap, double cfg, int layer, int cap_grad, int cap_real) {
+    if (cap < 1 || layer < 0 || layer > b->depth || (layer && (cap_grad < 1 || cap_real < 1)))
+        return dap_error(DAP_ERR_ARG, "backbone %s: bad capacity %d / layer %d (depth %d)", b->kind, cap, layer, b->depth);
+    return b->ops->open(b, cap, cfg, layer, cap_grad, cap_real);
+}
 /* Frees what dap_backbone_open allocated (the geometry stays). */
-void dap_backbone_close(dap_backbone *b);
+static inline void dap_backbone_close(dap_backbone *b) {
+    if (b->impl) b->ops->close(b);
+}
 
 static inline int dap_backbone_eps(dap_backbone *b, float *eps, const float *x, int n, int t, const int *y) {
     return b->ops->eps(b, eps, x, n, t, y);

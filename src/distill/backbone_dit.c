@@ -59,23 +59,7 @@ static void dit_close(dap_backbone *b) {
     b->impl = NULL;
 }
 
-static const dap_backbone_ops dit_ops = {dit_eps, dit_features, dit_backward, dit_close};
-
-void dap_backbone_dit(dap_backbone *b, const dap_dit *m) {
-    memset(b, 0, sizeof *b);
-    b->kind = "dit";
-    b->C = m->cfg.in_channels, b->H = b->W = m->cfg.input_size;
-    b->tokens = m->tokens, b->hidden = m->cfg.hidden, b->depth = m->cfg.depth;
-    b->classes = m->cfg.num_classes;
-    b->has_null = m->cfg.class_dropout > 0;
-    b->ops = &dit_ops;
-    b->model = m;
-}
-
-int dap_backbone_open(dap_backbone *b, int cap, double cfg, int layer, int cap_grad, int cap_real) {
-    if (cap < 1 || layer < 0 || layer > b->depth || (layer && (cap_grad < 1 || cap_real < 1)))
-        return dap_error(DAP_ERR_ARG, "backbone: bad capacity %d / layer %d (depth %d)", cap, layer, b->depth);
-    if (strcmp(b->kind, "dit")) return dap_error(DAP_ERR_ARG, "backbone: unknown kind '%s'", b->kind);
+static int dit_open(dap_backbone *b, int cap, double cfg, int layer, int cap_grad, int cap_real) {
     const dap_dit *m = b->model;
     dit_impl *d = dap_calloc(1, sizeof *d);
     d->cap = cap, d->layer = layer, d->cap_grad = cap_grad, d->cap_real = cap_real;
@@ -89,6 +73,15 @@ int dap_backbone_open(dap_backbone *b, int cap, double cfg, int layer, int cap_g
     return DAP_OK;
 }
 
-void dap_backbone_close(dap_backbone *b) {
-    if (b->impl) b->ops->close(b);
+static const dap_backbone_ops dit_ops = {dit_open, dit_eps, dit_features, dit_backward, dit_close};
+
+void dap_backbone_dit(dap_backbone *b, const dap_dit *m) {
+    memset(b, 0, sizeof *b);
+    b->kind = "dit";
+    b->C = m->cfg.in_channels, b->H = b->W = m->cfg.input_size;
+    b->tokens = m->tokens, b->hidden = m->cfg.hidden, b->depth = m->cfg.depth;
+    b->classes = m->cfg.num_classes;
+    b->has_null = m->cfg.class_dropout > 0;
+    b->ops = &dit_ops;
+    b->model = m;
 }

@@ -437,7 +437,7 @@ int dap_distill_class_backbone(dap_backbone *bb, const dap_dataset *real, int k,
     const size_t per = (size_t)real->c * real->h * real->w;
     dap_distill_opts oo = *o;
     if (oo.method == DAP_METHOD_DAP && oo.layer == 0 && bb) oo.layer = (bb->depth + 2) / 4;
-    if (oo.method == DAP_METHOD_D4M) oo.init = DAP_INIT_KMEANS; /* prototypes */
+    if (oo.method == DAP_METHOD_D4M && oo.init == DAP_INIT_NOISE) oo.init = DAP_INIT_KMEANS; /* prototypes */
     DAP_TRY(dap_distill_check_backbone(bb, &oo));
 
     if (oo.method == DAP_METHOD_RANDOM) {
