@@ -73,7 +73,8 @@ DAP_TEST(mgd3_mode_guidance_gradient) {
             const double want = eps0[i * per + q] + sb * g[q];
             worst = fmax(worst, fabs(eps[i * per + q] - want));
             const double x0new = (xt[i * per + q] - sb * eps[i * per + q]) / sa;
-            const double moved = x0new - x0h[q], expect = (1 - a_t) / sa * lambda * (mode[i * per + q] - x0h[q]);
+            const double moved = x0new - x0h[q],
+                         expect = (1 - a_t) / sa * lambda * (mode[i * per + q] - x0h[q]);
             worst = fmax(worst, fabs(moved - expect));
         }
         dap_free_aligned(x0h), dap_free_aligned(g);
@@ -103,7 +104,8 @@ static void fake_images(dap_dataset *ds, int K, int per_class, int c, int s, uin
     dap_rng_uniform(&r, ds->x, (size_t)ds->n * per, -1, 1);
     for (int i = 0; i < ds->n; i++) {
         ds->y[i] = i % K;
-        for (size_t q = 0; q < per; q++) ds->x[(size_t)i * per + q] = 0.5f * ds->x[(size_t)i * per + q] + 0.1f * (float)(ds->y[i] - 1);
+        for (size_t q = 0; q < per; q++)
+            ds->x[(size_t)i * per + q] = 0.5f * ds->x[(size_t)i * per + q] + 0.1f * (float)(ds->y[i] - 1);
     }
     dap_dataset_index(ds);
 }
@@ -136,7 +138,8 @@ DAP_TEST(igd_influence_gradient) {
     CHECK(dap_igd_init(&g, &sur, &ds, 1, idx, 6) == DAP_OK);
     float *w0 = dap_alloc_f32(g.P);
     memcpy(w0, sur.net.params.data, sizeof(float) * g.P);
-    float *x = dap_alloc_f32(per), *xp = dap_alloc_f32(per), *u = dap_alloc_f32(per), *out = dap_alloc_f32(per);
+    float *x = dap_alloc_f32(per), *xp = dap_alloc_f32(per), *u = dap_alloc_f32(per),
+          *out = dap_alloc_f32(per);
     float *v = dap_alloc_f32(g.P), *pg = dap_alloc_f32(g.P);
     dap_rng r;
     dap_rng_init(&r, 8, 0);
@@ -145,7 +148,8 @@ DAP_TEST(igd_influence_gradient) {
     /* the mixed derivative: grad_x <grad_theta L(x), v> by the central difference in
      * theta, against central differences in x of <grad_theta L(x), v> along directions u */
     dap_igd_mixed(&g, x, v, out);
-    CHECK_MSG(memcmp(w0, sur.net.params.data, sizeof(float) * g.P) == 0, "the surrogate's weights are restored");
+    CHECK_MSG(memcmp(w0, sur.net.params.data, sizeof(float) * g.P) == 0,
+              "the surrogate's weights are restored");
     const float d = 1e-2f;
     double worst = 0;
     for (int trial = 0; trial < 4; trial++) {
@@ -160,7 +164,8 @@ DAP_TEST(igd_influence_gradient) {
         const double fm = dotd(pg, v, g.P);
         const double num = (fp - fm) / (2 * d), ana = dotd(out, u, per);
         const double e = fabs(num - ana) / fmax(fabs(num), 1e-6);
-        printf("    mixed derivative along u%d: finite differences %.6g, central difference in theta %.6g\n", trial, num, ana);
+        printf("    mixed derivative along u%d: finite differences %.6g, central difference in theta %.6g\n",
+               trial, num, ana);
         worst = fmax(worst, e);
     }
     CHECK_MSG(worst < 2e-2, "mixed derivative rel err %g", worst);
@@ -182,7 +187,8 @@ DAP_TEST(igd_influence_gradient) {
     }
     CHECK_MSG(worst < 3e-2, "influence gradient rel err %g", worst);
     dap_igd_free(&g);
-    dap_free_aligned(w0), dap_free_aligned(x), dap_free_aligned(xp), dap_free_aligned(u), dap_free_aligned(out);
+    dap_free_aligned(w0), dap_free_aligned(x), dap_free_aligned(xp), dap_free_aligned(u),
+        dap_free_aligned(out);
     dap_free_aligned(v), dap_free_aligned(pg);
     dap_classifier_free(&sur);
     dap_dataset_free(&ds);
@@ -223,7 +229,8 @@ DAP_TEST(igd_deviation_gradient) {
 DAP_TEST(dm_augmentation_adjoint) {
     const int n = 3, c = 3, h = 12, w = 10;
     const size_t img = (size_t)c * h * w, all = n * img;
-    float *x = dap_alloc_f32(all), *y = dap_alloc_f32(all), *ax = dap_alloc_f32(all), *a0 = dap_alloc_f32(all);
+    float *x = dap_alloc_f32(all), *y = dap_alloc_f32(all), *ax = dap_alloc_f32(all),
+          *a0 = dap_alloc_f32(all);
     float *aty = dap_alloc_f32(all), *big = dap_alloc_f32(all + img);
     dap_rng r;
     dap_rng_init(&r, 17, 0);
@@ -243,7 +250,8 @@ DAP_TEST(dm_augmentation_adjoint) {
         double lhs = 0;
         for (size_t q = 0; q < all; q++) lhs += (double)(ax[q] - a0[q]) * y[q];
         const double rhs = dotd(x, aty, all);
-        CHECK_MSG(fabs(lhs - rhs) <= 1e-4 * fmax(1, fabs(lhs)), "op %d: <A x, y> %.8g vs <x, A^T y> %.8g", d.op, lhs, rhs);
+        CHECK_MSG(fabs(lhs - rhs) <= 1e-4 * fmax(1, fabs(lhs)), "op %d: <A x, y> %.8g vs <x, A^T y> %.8g",
+                  d.op, lhs, rhs);
         /* siamese: a batch of n + 1 from the same draw gives its first n images alike */
         memcpy(big, x, sizeof(float) * all);
         memcpy(big + all, x, sizeof(float) * img);
@@ -323,7 +331,8 @@ static double mean_embedding_gap(const dap_dataset *ds, int k, const float *syn,
     const size_t per = (size_t)ds->c * ds->h * ds->w;
     const int nr = ds->class_count[k];
     float *xr = dap_alloc_f32((size_t)nr * per);
-    for (int j = 0; j < nr; j++) memcpy(xr + j * per, ds->x + (size_t)ds->class_idx[k][j] * per, sizeof(float) * per);
+    for (int j = 0; j < nr; j++)
+        memcpy(xr + j * per, ds->x + (size_t)ds->class_idx[k][j] * per, sizeof(float) * per);
     double total = 0;
     for (int t = 0; t < nets; t++) {
         dap_cnn net;
@@ -351,7 +360,8 @@ static double mean_embedding_gap(const dap_dataset *ds, int k, const float *syn,
 }
 
 /* A second backbone (backbone.h): the exact denoiser of Gaussian data N(c, s^2 I):
- * x0_hat = c + sqrt(a) s^2 (x_t - sqrt(a) c) / (a s^2 + 1 - a), eps = (x_t - sqrt(a) x0_hat) / sqrt(1 - a). */
+ * x0_hat = c + sqrt(a) s^2 (x_t - sqrt(a) c) / (a s^2 + 1 - a), eps = (x_t - sqrt(a) x0_hat) / sqrt(1 - a).
+ */
 typedef struct point_bb {
     dap_schedule sched;
     float c, s2;
@@ -372,7 +382,9 @@ static int point_eps(dap_backbone *b, float *eps, const float *x, int n, int t, 
     }
     return DAP_OK;
 }
-static void point_close(dap_backbone *b) { b->impl = NULL; }
+static void point_close(dap_backbone *b) {
+    b->impl = NULL;
+}
 static const dap_backbone_ops point_ops = {point_open, point_eps, NULL, NULL, point_close};
 
 DAP_TEST(mgd3_pulls_samples_to_their_modes) {
@@ -382,7 +394,8 @@ DAP_TEST(mgd3_pulls_samples_to_their_modes) {
     const int ipc = 3, k = 1;
     point_bb p = {.c = 0.0f, .s2 = 0.0f};
     dap_schedule_init_default(&p.sched);
-    dap_backbone bb = {.kind = "point", .C = 1, .H = 6, .W = 6, .classes = 3, .has_null = 1, .ops = &point_ops, .model = &p};
+    dap_backbone bb = {
+        .kind = "point", .C = 1, .H = 6, .W = 6, .classes = 3, .has_null = 1, .ops = &point_ops, .model = &p};
     float *a = dap_alloc_f32(ipc * per), *b = dap_alloc_f32(ipc * per), *modes = dap_alloc_f32(ipc * per);
     dap_distill_opts o;
     dap_distill_opts_default(&o);
@@ -409,7 +422,8 @@ DAP_TEST(mgd3_pulls_samples_to_their_modes) {
                 dv += pow(a[i * per + q] - modes[i * per + q], 2);
                 dg += pow(b[i * per + q] - modes[i * per + q], 2);
             }
-            printf("    lambda %.2f, sample %d: |x - m_i| vanilla %.4f, mgd3 %.4f\n", o.mode_lambda, i, sqrt(dv), sqrt(dg));
+            printf("    lambda %.2f, sample %d: |x - m_i| vanilla %.4f, mgd3 %.4f\n", o.mode_lambda, i,
+                   sqrt(dv), sqrt(dg));
             CHECK(sqrt(dg) < 0.99 * sqrt(dv)); /* nearer its mode, the more so with a larger lambda */
             if (pass) CHECK(sqrt(dg) < 0.97 * prev[i]);
             prev[i] = sqrt(dg);
@@ -447,9 +461,10 @@ DAP_TEST(dm_start_and_steps) {
      * comes nearer the class's */
     o.iterations = 40, o.lr_img = 0.1;
     CHECK(dap_distill_class(NULL, &ds, 1, &o, c, &st) == DAP_OK);
-    const double before = mean_embedding_gap(&ds, 1, a, ipc, 6), after = mean_embedding_gap(&ds, 1, c, ipc, 6);
-    printf("    dm, 40 iterations: mean-embedding gap %.4g -> %.4g (loss %.4g -> %.4g)\n", before, after, st.energy_first,
-           st.energy_last);
+    const double before = mean_embedding_gap(&ds, 1, a, ipc, 6),
+                 after = mean_embedding_gap(&ds, 1, c, ipc, 6);
+    printf("    dm, 40 iterations: mean-embedding gap %.4g -> %.4g (loss %.4g -> %.4g)\n", before, after,
+           st.energy_first, st.energy_last);
     CHECK(after < 0.85 * before); /* the gradient's sign flipped: 2.6 -> 24 */
     o.lr_img = -1;
     CHECK(dap_distill_class(NULL, &ds, 1, &o, c, &st) == DAP_ERR_ARG);

@@ -391,11 +391,9 @@ int cmd_distill(int argc, char **argv) {
         if (o.method == DAP_METHOD_DAP && o.layer == 0) o.layer = (m->cfg.depth + 2) / 4;
     }
     if (o.method == DAP_METHOD_IGD) {
-        if ((rc = dap_classifier_load(&sur, sur_path)) || (rc = dap_file_hash(sur_path, sur_hash))) {
-            if (!rc) dap_classifier_free(&sur);
-            goto fail;
-        }
+        if ((rc = dap_classifier_load(&sur, sur_path))) goto fail;
         have_sur = 1;
+        if ((rc = dap_file_hash(sur_path, sur_hash))) goto fail;
         o.surrogate = &sur;
     }
     if ((rc = dap_distill_check(m, &o))) goto fail; /* a bad flag leaves no folder behind */

@@ -35,11 +35,11 @@ typedef struct dap_backbone_ops {
 } dap_backbone_ops;
 
 struct dap_backbone {
-    const char *kind;  /* "dit" */
-    int C, H, W;       /* input geometry */
+    const char *kind; /* "dit" */
+    int C, H, W;      /* input geometry */
     int tokens, hidden, depth;
-    int classes;       /* real classes */
-    int has_null;      /* a null class: guidance scales other than 1 are possible */
+    int classes;  /* real classes */
+    int has_null; /* a null class: guidance scales other than 1 are possible */
     const dap_backbone_ops *ops;
     const void *model; /* the network (read-only) */
     void *impl;        /* the working state of dap_backbone_open */
@@ -51,9 +51,11 @@ void dap_backbone_dit(dap_backbone *b, const dap_dit *m);
 /* Allocates the working state: eps in chunks of cap samples with guidance scale cfg;
  * when layer >= 1, features of block layer for up to cap_grad (cached for backward)
  * and cap_real (inference) samples. DAP_ERR_ARG for a bad capacity or layer. */
-static inline int dap_backbone_open(dap_backbone *b, int cap, double cfg, int layer, int cap_grad, int cap_real) {
+static inline int dap_backbone_open(dap_backbone *b, int cap, double cfg, int layer, int cap_grad,
+                                    int cap_real) {
     if (cap < 1 || layer < 0 || layer > b->depth || (layer && (cap_grad < 1 || cap_real < 1)))
-        return dap_error(DAP_ERR_ARG, "backbone %s: bad capacity %d / layer %d (depth %d)", b->kind, cap, layer, b->depth);
+        return dap_error(DAP_ERR_ARG, "backbone %s: bad capacity %d / layer %d (depth %d)", b->kind, cap,
+                         layer, b->depth);
     return b->ops->open(b, cap, cfg, layer, cap_grad, cap_real);
 }
 /* Frees what dap_backbone_open allocated (the geometry stays). */
@@ -71,6 +73,8 @@ static inline const float *dap_backbone_features(dap_backbone *b, int grad, cons
 static inline void dap_backbone_backward(dap_backbone *b, const float *dtok, float *dx) {
     b->ops->backward(b, dtok, dx);
 }
-static inline size_t dap_backbone_per(const dap_backbone *b) { return (size_t)b->C * b->H * b->W; }
+static inline size_t dap_backbone_per(const dap_backbone *b) {
+    return (size_t)b->C * b->H * b->W;
+}
 
 #endif /* DAP_BACKBONE_H */

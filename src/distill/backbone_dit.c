@@ -17,7 +17,7 @@ typedef struct dit_impl {
     dap_dit_state *gst; /* cached blocks 1..layer, for backward */
     dap_dit_state *rst; /* inference only */
     int cap_grad, cap_real;
-    float *tf;          /* (max cap) timesteps */
+    float *tf; /* (max cap) timesteps */
 } dit_impl;
 
 static int dit_eps(dap_backbone *b, float *eps, const float *x, int n, int t, const int *y) {

@@ -52,8 +52,11 @@ void dap_dsa_draw_make(dap_dsa_draw *d, int n, dap_rng *r) {
             p[1] = (float)dap_rng_next_double(r);
             break;
         case DAP_DSA_FLIP:
-        case DAP_DSA_ROTATE: p[0] = (float)dap_rng_next_double(r); break;
-        default: break;
+        case DAP_DSA_ROTATE:
+            p[0] = (float)dap_rng_next_double(r);
+            break;
+        default:
+            break;
         }
     }
 }
@@ -84,7 +87,8 @@ static void affine_plane(float *out, const float *in, int h, int w, const float 
     memset(out, 0, sizeof(float) * (size_t)h * w);
     for (int yy = 0; yy < h; yy++)
         for (int xx = 0; xx < w; xx++) {
-            const float xn = w > 1 ? -1.0f + 2.0f * xx / (w - 1) : 0.0f, yn = h > 1 ? -1.0f + 2.0f * yy / (h - 1) : 0.0f;
+            const float xn = w > 1 ? -1.0f + 2.0f * xx / (w - 1) : 0.0f,
+                        yn = h > 1 ? -1.0f + 2.0f * yy / (h - 1) : 0.0f;
             const float xs = t[0] * xn + t[1] * yn + t[2], ys = t[3] * xn + t[4] * yn + t[5];
             const float ix = (xs + 1.0f) * 0.5f * (w - 1), iy = (ys + 1.0f) * 0.5f * (h - 1);
             const int x0 = (int)floorf(ix), y0 = (int)floorf(iy);
@@ -94,8 +98,10 @@ static void affine_plane(float *out, const float *in, int h, int w, const float 
                     const int sy = y0 + dy, sx = x0 + dx;
                     if (sy < 0 || sy >= h || sx < 0 || sx >= w) continue;
                     const float wt = (dy ? fy : 1 - fy) * (dx ? fx : 1 - fx);
-                    if (back) out[(size_t)sy * w + sx] += wt * in[(size_t)yy * w + xx];
-                    else out[(size_t)yy * w + xx] += wt * in[(size_t)sy * w + sx];
+                    if (back)
+                        out[(size_t)sy * w + sx] += wt * in[(size_t)yy * w + xx];
+                    else
+                        out[(size_t)yy * w + xx] += wt * in[(size_t)sy * w + sx];
                 }
         }
 }
@@ -103,7 +109,8 @@ static void affine_plane(float *out, const float *in, int h, int w, const float 
 static void affine_theta(const dap_dsa_draw *d, int i, float *t) {
     const float *p = d->p + 3 * i;
     if (d->op == DAP_DSA_SCALE) {
-        const float ratio = 1.2f, sx = p[0] * (ratio - 1.0f / ratio) + 1.0f / ratio, sy = p[1] * (ratio - 1.0f / ratio) + 1.0f / ratio;
+        const float ratio = 1.2f, sx = p[0] * (ratio - 1.0f / ratio) + 1.0f / ratio,
+                    sy = p[1] * (ratio - 1.0f / ratio) + 1.0f / ratio;
         t[0] = sx, t[1] = 0, t[2] = 0, t[3] = 0, t[4] = sy, t[5] = 0;
     } else {
         const float a = (p[0] - 0.5f) * 2.0f * 15.0f / 180.0f * PI_F;
@@ -162,7 +169,8 @@ static void dsa_apply(const dap_dsa_draw *d, float *x, int n, int c, int h, int 
             const int y0 = oy - ch / 2, x0 = ox - cw / 2;
             for (int k = 0; k < c; k++)
                 for (int yy = y0 < 0 ? 0 : y0; yy < y0 + ch && yy < h; yy++)
-                    for (int xx = x0 < 0 ? 0 : x0; xx < x0 + cw && xx < w; xx++) px[k * hw + (size_t)yy * w + xx] = 0.0f;
+                    for (int xx = x0 < 0 ? 0 : x0; xx < x0 + cw && xx < w; xx++)
+                        px[k * hw + (size_t)yy * w + xx] = 0.0f;
             break;
         }
         case DAP_DSA_FLIP: /* a permutation that is its own inverse */
@@ -185,18 +193,24 @@ static void dsa_apply(const dap_dsa_draw *d, float *x, int n, int c, int h, int 
             }
             break;
         }
-        default: break;
+        default:
+            break;
         }
         dap_free_aligned(tmp);
     }
 }
 
-void dap_dsa_forward(const dap_dsa_draw *d, float *x, int n, int c, int h, int w) { dsa_apply(d, x, n, c, h, w, 0); }
-void dap_dsa_backward(const dap_dsa_draw *d, float *g, int n, int c, int h, int w) { dsa_apply(d, g, n, c, h, w, 1); }
+void dap_dsa_forward(const dap_dsa_draw *d, float *x, int n, int c, int h, int w) {
+    dsa_apply(d, x, n, c, h, w, 0);
+}
+void dap_dsa_backward(const dap_dsa_draw *d, float *g, int n, int c, int h, int w) {
+    dsa_apply(d, g, n, c, h, w, 1);
+}
 
 /* ---- distribution matching ---- */
 
-int dap_dm_class(const dap_dataset *real, int k, const dap_distill_opts *o, float *out, dap_distill_stats *st) {
+int dap_dm_class(const dap_dataset *real, int k, const dap_distill_opts *o, float *out,
+                 dap_distill_stats *st) {
     const int n = o->ipc, C = real->c, H = real->h, W = real->w;
     const size_t per = (size_t)C * H * W, hw = (size_t)H * W;
     const int count = real->class_count[k], nr = o->batch_real < count ? o->batch_real : count;
@@ -228,7 +242,8 @@ int dap_dm_class(const dap_dataset *real, int k, const dap_distill_opts *o, floa
     for (int i = 0; i < n; i++)
         for (int ch = 0; ch < C; ch++)
             for (size_t q = 0; q < hw; q++)
-                syn[(size_t)i * per + ch * hw + q] = (0.5f * (real->x[(size_t)idx[i] * per + ch * hw + q] + 1.0f) - mean[ch]) / sd[ch];
+                syn[(size_t)i * per + ch * hw + q] =
+                    (0.5f * (real->x[(size_t)idx[i] * per + ch * hw + q] + 1.0f) - mean[ch]) / sd[ch];
 
     dap_cnn net;
     if ((rc = dap_convnet_create(&net, 3, o->dm_width, DAP_NORM_INSTANCE, C, H, W, 2))) {
@@ -244,10 +259,12 @@ int dap_dm_class(const dap_dataset *real, int k, const dap_distill_opts *o, floa
     dap_cnn_state sr, ss;
     dap_cnn_state_init(&sr, &net, nr, 0);
     dap_cnn_state_init(&ss, &net, n, 1);
-    float *xr = dap_alloc_f32((size_t)nr * per), *xs = dap_alloc_f32((size_t)n * per), *gs = dap_alloc_f32((size_t)n * per);
+    float *xr = dap_alloc_f32((size_t)nr * per), *xs = dap_alloc_f32((size_t)n * per),
+          *gs = dap_alloc_f32((size_t)n * per);
     float *dfeat = dap_alloc_f32((size_t)n * F);
     double *mr = dap_malloc(sizeof(double) * (size_t)F), *ms = dap_malloc(sizeof(double) * (size_t)F);
-    float *head = dap_params_ptr(&net.params, "classifier.weight"), *hb = dap_params_ptr(&net.params, "classifier.bias");
+    float *head = dap_params_ptr(&net.params, "classifier.weight"),
+          *hb = dap_params_ptr(&net.params, "classifier.bias");
     int *cls = dap_malloc(sizeof(int) * (size_t)count);
     dap_rng rr;
     dap_rng_init(&rr, o->seed, DAP_STREAM_DM | (uint64_t)k);
@@ -260,7 +277,8 @@ int dap_dm_class(const dap_dataset *real, int k, const dap_distill_opts *o, floa
         /* nr random real images of the class, both batches augmented alike */
         memcpy(cls, real->class_idx[k], sizeof(int) * (size_t)count);
         dap_rng_shuffle(&rr, cls, (size_t)count);
-        for (int j = 0; j < nr; j++) memcpy(xr + (size_t)j * per, real->x + (size_t)cls[j] * per, sizeof(float) * per);
+        for (int j = 0; j < nr; j++)
+            memcpy(xr + (size_t)j * per, real->x + (size_t)cls[j] * per, sizeof(float) * per);
         for (int j = 0; j < nr; j++)
             for (int ch = 0; ch < C; ch++)
                 for (size_t q = 0; q < hw; q++) {
@@ -297,7 +315,9 @@ int dap_dm_class(const dap_dataset *real, int k, const dap_distill_opts *o, floa
         st->energy_last = loss;
         st->guided_steps = it + 1;
         if (!isfinite(loss)) {
-            rc = dap_error(DAP_ERR_VALUE, "dm: class %d: the loss is not finite at iteration %d (--lr-img too large?)", k, it);
+            rc = dap_error(DAP_ERR_VALUE,
+                           "dm: class %d: the loss is not finite at iteration %d (--lr-img too large?)", k,
+                           it);
             break;
         }
     }
@@ -309,7 +329,8 @@ int dap_dm_class(const dap_dataset *real, int k, const dap_distill_opts *o, floa
             }
     dap_cnn_state_free(&sr), dap_cnn_state_free(&ss);
     dap_cnn_free(&net);
-    dap_free_aligned(syn), dap_free_aligned(mom), dap_free_aligned(xr), dap_free_aligned(xs), dap_free_aligned(gs);
+    dap_free_aligned(syn), dap_free_aligned(mom), dap_free_aligned(xr), dap_free_aligned(xs),
+        dap_free_aligned(gs);
     dap_free_aligned(dfeat);
     free(mr), free(ms), free(cls), free(idx);
     return rc;

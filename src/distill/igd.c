@@ -5,11 +5,10 @@
  *
  * A surrogate classifier trained on the real data (a `dap teacher` checkpoint) scores
  * how much a synthetic sample would move training like the real class does (TracIn):
- *     s_inf(x) = cos(grad_theta L(x, theta), G),  G = mean over real x_j of class k of grad_theta L(x_j, theta),
- * with L the cross-entropy of class k, evaluated at the predicted clean sample x0_hat.
- * Its input gradient needs a mixed second derivative; with v = (G - (<g, G>/|g|^2) g) / (|g||G|)
- * (g = grad_theta L(x)), grad_x s_inf = grad_x <grad_theta L(x, theta), v> (v held fixed), and
- * this file uses the exact identity
+ *     s_inf(x) = cos(grad_theta L(x, theta), G),  G = mean over real x_j of class k of grad_theta L(x_j,
+ * theta), with L the cross-entropy of class k, evaluated at the predicted clean sample x0_hat. Its input
+ * gradient needs a mixed second derivative; with v = (G - (<g, G>/|g|^2) g) / (|g||G|) (g = grad_theta L(x)),
+ * grad_x s_inf = grad_x <grad_theta L(x, theta), v> (v held fixed), and this file uses the exact identity
  *     grad_x <grad_theta L(x, theta), v> = d/de grad_x L(x, theta + e v) at e = 0,
  * evaluated by a central difference in e (two input-gradient backward passes at theta +- h v,
  * h = 1e-3 |theta| / |v|); tests/test_methods.c checks it against finite differences in x.
@@ -66,7 +65,8 @@ int dap_igd_init(dap_igd *g, dap_classifier *sur, const dap_dataset *real, int k
     if (!net->params.grad) return dap_error(DAP_ERR_ARG, "igd: the surrogate has no gradient buffers");
     g->P = net->params.total;
     const int in = dap_cnn_in_size(net);
-    g->G = dap_alloc_f32(g->P), g->g = dap_alloc_f32(g->P), g->v = dap_alloc_f32(g->P), g->theta = dap_alloc_f32(g->P);
+    g->G = dap_alloc_f32(g->P), g->g = dap_alloc_f32(g->P), g->v = dap_alloc_f32(g->P),
+    g->theta = dap_alloc_f32(g->P);
     g->xn = dap_alloc_f32((size_t)in), g->dxn = dap_alloc_f32((size_t)in);
     g->st1 = dap_calloc(1, sizeof *g->st1); /* kept for the whole class */
     dap_cnn_state_init(g->st1, net, 1, 1);
@@ -78,7 +78,8 @@ int dap_igd_init(dap_igd *g, dap_classifier *sur, const dap_dataset *real, int k
     dap_params_zero_grad(&net->params);
     for (int i0 = 0; i0 < n; i0 += bs) {
         const int b = n - i0 < bs ? n - i0 : bs;
-        for (int i = 0; i < b; i++) memcpy(raw + (size_t)i * in, real->x + (size_t)idx[i0 + i] * in, sizeof(float) * in);
+        for (int i = 0; i < b; i++)
+            memcpy(raw + (size_t)i * in, real->x + (size_t)idx[i0 + i] * in, sizeof(float) * in);
         dap_classifier_normalize(sur, xb, raw, b);
         xent_pass(g, &st, xb, b, (float)b / (float)n, NULL); /* mean over all n */
     }
@@ -86,7 +87,8 @@ int dap_igd_init(dap_igd *g, dap_classifier *sur, const dap_dataset *real, int k
     dap_params_zero_grad(&net->params);
     dap_free_aligned(xb), dap_free_aligned(raw);
     dap_cnn_state_free(&st);
-    if (!(dot(g->G, g->G, g->P) > 0)) return dap_error(DAP_ERR_VALUE, "igd: class %d's mean real gradient is zero", k);
+    if (!(dot(g->G, g->G, g->P) > 0))
+        return dap_error(DAP_ERR_VALUE, "igd: class %d's mean real gradient is zero", k);
     return DAP_OK;
 }
 

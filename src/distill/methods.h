@@ -15,12 +15,12 @@
 
 /* Random streams of a class (all keyed by the run's seed and the class). */
 #define DAP_STREAM_RANDOM_PICK (1ULL << 60)
-#define DAP_STREAM_REAL_PICK (2ULL << 60)
-#define DAP_STREAM_REAL_NOISE (3ULL << 60)
-#define DAP_STREAM_KMEANS (4ULL << 60)
-#define DAP_STREAM_DM (5ULL << 60)
-#define DAP_STREAM_IGD_PICK (6ULL << 60)
-#define DAP_KMEANS_ITERS 50
+#define DAP_STREAM_REAL_PICK   (2ULL << 60)
+#define DAP_STREAM_REAL_NOISE  (3ULL << 60)
+#define DAP_STREAM_KMEANS      (4ULL << 60)
+#define DAP_STREAM_DM          (5ULL << 60)
+#define DAP_STREAM_IGD_PICK    (6ULL << 60)
+#define DAP_KMEANS_ITERS       50
 
 /* n distinct indices of class k in a seeded random order (DAP_ERR_ARG if the class has
  * fewer). */
@@ -41,13 +41,14 @@ double dap_mgd3_adjust_eps(float *eps, const float *x_t, const float *modes, int
 
 /* ---- dm (dm.c) ---- */
 /* Distribution matching of class k into out (ipc, C, H, W) in [-1, 1]. */
-int dap_dm_class(const dap_dataset *real, int k, const dap_distill_opts *o, float *out, dap_distill_stats *st);
+int dap_dm_class(const dap_dataset *real, int k, const dap_distill_opts *o, float *out,
+                 dap_distill_stats *st);
 /* The differentiable siamese augmentation of DM: one op per call, parameters per image
  * (image i of any batch made from the same draw gets the same parameters). */
 typedef struct dap_dsa_draw {
-    int op;      /* dap_dsa_op */
-    int n;       /* images with parameters */
-    float *p;    /* (n, 3) parameters */
+    int op;   /* dap_dsa_op */
+    int n;    /* images with parameters */
+    float *p; /* (n, 3) parameters */
 } dap_dsa_draw;
 void dap_dsa_draw_make(dap_dsa_draw *d, int n, dap_rng *r);
 void dap_dsa_draw_free(dap_dsa_draw *d);
@@ -68,7 +69,8 @@ typedef struct dap_igd {
 } dap_igd;
 
 /* Builds the class's mean real gradient G over n real images (idx into real). */
-int dap_igd_init(dap_igd *g, struct dap_classifier *sur, const dap_dataset *real, int k, const int *idx, int n);
+int dap_igd_init(dap_igd *g, struct dap_classifier *sur, const dap_dataset *real, int k, const int *idx,
+                 int n);
 void dap_igd_free(dap_igd *g);
 /* The influence of one sample x0 (in the input space, [-1, 1]): s = cos(grad_theta L(x0),
  * G) with L the cross-entropy of class k; grad (per), when not NULL, receives ds/dx0,

@@ -1,5 +1,5 @@
 /*
- * mgd3.c: mode guidance (MGD3), Chan-Santiago, Tirupattur, Nayak, Liu and Shah, "MGD^3:
+ * mgd3.c: mode guidance (MGD3), Chan-Santiago et al., "MGD^3:
  * Mode-Guided Dataset Distillation using Diffusion Models" (ICML 2025);
  * public code: github.com/jachansantiago/mode_guidance.
  *
