@@ -245,11 +245,11 @@ static int write_grid(const char *out, const dap_dataset *real, int ipc) {
 
 int cmd_distill(int argc, char **argv) {
     const char *data = "fmnist", *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear", *sur_path = NULL,
-               *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL;
+               *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL,
+               *strength_s = NULL;
     int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0;
     dap_distill_opts o;
     dap_distill_opts_default(&o);
-    o.strength = NAN; /* unset: 1, or d4m's 0.7 */
     flag flags[] = {
         {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file or an image folder"},
         {"model", FLAG_STR, &model_path, "diffusion model (safetensors from dap train, or a converted DiT)"},
@@ -277,7 +277,7 @@ int cmd_distill(int argc, char **argv) {
         {"repel", FLAG_FLOAT, &o.repel, "dap: weight of the repulsion among a class's synthetic samples (0: off, the paper; 1: about the energy distance)"},
         {"fixed-noise", FLAG_BOOL, &fixed_noise, "dap: one noise draw per real sample for the whole trajectory"},
         {"init", FLAG_STR, &init_s, "start of each trajectory: noise (the paper) | real (a random real image of the class) | kmeans (a k-means centre of the class's real images) | medoid (the real image nearest each centre); all but noise are noised to the first step of a partial trajectory"},
-        {"strength", FLAG_FLOAT, &o.strength, "with --init real|kmeans|medoid or d4m: fraction of the --steps run (1: all, from almost pure noise; unset: 1, d4m 0.7)"},
+        {"strength", FLAG_STR, &strength_s, "with --init real|kmeans|medoid or d4m: fraction of the --steps run, in (0, 1] (default: 1, from almost pure noise; d4m: 0.7)"},
         {"mode-lambda", FLAG_FLOAT, &o.mode_lambda, "mgd3: mode guidance scale lambda (guided for the steps before --stop)"},
         {"surrogate", FLAG_STR, &sur_path, "igd: surrogate classifier (a dap teacher checkpoint trained on the real data)"},
         {"igd-scale", FLAG_FLOAT, &o.igd_scale, "igd: influence guidance scale k"},
@@ -299,7 +299,8 @@ int cmd_distill(int argc, char **argv) {
     int r = flags_parse("distill", "--model FILE --method random|vanilla|dap|mgd3|d4m|dm|igd --ipc N --out DIR [flags]",
                         "Distills a dataset into IPC images per class by sampling a class-conditional diffusion\n"
                         "model, with the representativeness guidance of DAP (method dap), without it (vanilla),\n"
-                        "or takes a random real subset (random). Rerun the same command to resume.",
+                        "or takes a random real subset (random); mgd3, d4m, dm and igd are the paper's rivals\n"
+                        "(docs/methods.md). Rerun the same command to resume.",
                         flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
     if (r) return r == 1 ? 0 : 2;
     if (!out) return cli_failf("distill", "--out DIR is required");
@@ -327,7 +328,13 @@ int cmd_distill(int argc, char **argv) {
             return cli_failf("distill", "--init %s: d4m starts from its k-means prototypes (leave --init out)", init_s);
         o.init = DAP_INIT_KMEANS;
     }
-    if (isnan(o.strength)) o.strength = o.method == DAP_METHOD_D4M ? 0.7 : 1.0;
+    o.strength = o.method == DAP_METHOD_D4M ? 0.7 : 1.0; /* D4M's img2img strength */
+    if (strength_s) {
+        char *end;
+        o.strength = strtod(strength_s, &end);
+        if (end == strength_s || *end || !isfinite(o.strength))
+            return cli_failf("distill", "--strength expects a finite number in (0, 1] (got '%s')", strength_s);
+    }
     o.seed = (uint64_t)seed;
     o.fixed_noise = fixed_noise;
     if (o.method == DAP_METHOD_VANILLA) o.gamma = 0, o.repel = 0;

@@ -58,6 +58,7 @@ expect_fail "mgd3 bad --mode-lambda" "finite number" $DAP distill "${md[@]}" "${
 expect_fail "mgd3 bad --stop" "stop must be in" $DAP distill "${md[@]}" "${ms[@]}" --method mgd3 --stop 2 --out "$tmp/mx2"
 expect_fail "d4m with --init" "d4m starts from its k-means prototypes" $DAP distill "${md[@]}" "${ms[@]}" --method d4m --init real --out "$tmp/mx3"
 expect_fail "d4m bad --strength" "strength must be in" $DAP distill "${md[@]}" "${ms[@]}" --method d4m --strength 0 --out "$tmp/mx4"
+expect_fail "d4m --strength junk" "strength expects a finite number" $DAP distill "${md[@]}" "${ms[@]}" --method d4m --strength 0.5x --out "$tmp/mx17"
 expect_fail "dm bad --iterations" "iterations must be >= 0" $DAP distill "${md[@]}" --method dm --iterations -1 --out "$tmp/mx5"
 expect_fail "dm bad --lr-img" "lr-img must be" $DAP distill "${md[@]}" --method dm --lr-img 0 --out "$tmp/mx6"
 expect_fail "dm bad --batch-real" "batch-real must be" $DAP distill "${md[@]}" --method dm --batch-real 0 --out "$tmp/mx7"
@@ -70,5 +71,5 @@ expect_fail "igd bad --igd-n-real" "igd-n-real must be" $DAP distill "${md[@]}" 
 expect_fail "igd bad --igd-dev" "igd-dev" $DAP distill "${md[@]}" "${ms[@]}" --method igd --surrogate "$tmp/msur.safetensors" --igd-dev -1 --out "$tmp/mx14"
 expect_fail "--surrogate with another method" "applies to method igd only" $DAP distill "${md[@]}" "${ms[@]}" --method mgd3 --surrogate "$tmp/msur.safetensors" --out "$tmp/mx15"
 expect_fail "mgd3 without --model" "model FILE is required" $DAP distill "${md[@]}" --method mgd3 --out "$tmp/mx16"
-left=0; for i in $(seq 1 16); do [ -e "$tmp/mx$i" ] && left=$((left+1)); done
+left=0; for i in $(seq 1 17); do [ -e "$tmp/mx$i" ] && left=$((left+1)); done
 [ "$left" = 0 ] && ok "bad method flags leave no output folder" || bad "bad method flags left $left folders"
