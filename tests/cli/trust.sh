@@ -113,3 +113,7 @@ expect_ok "demo.sh with every step succeeding" "${demo[@]}"
 expect_fail "demo.sh reports a failed scoring step" "scoring random failed: dap score: error: a stand-in failure" env FAKE_SCORE_FAILS=1 "${demo[@]}"
 [ -f "$tmp/demo/report.html" ] && grep -q "scoring failed for: random vanilla dap dap-init" "$tmp/err" \
   && ok "demo.sh still writes the report and names every failed set" || bad "demo.sh failed-score report ($(tail -c 300 "$tmp/err"))"
+# the unit-test runner counts a skipped test as skipped, with its reason, never as passed
+DAP_TEST_FAST=1 ./build/dap_tests fmnist_load_train > "$tmp/skip.txt" 2>&1
+grep -q "^SKIP fmnist_load_train: " "$tmp/skip.txt" && tail -1 "$tmp/skip.txt" | grep -qx "0 passed, 0 failed, 1 skipped" \
+  && ok "the unit-test runner counts a skip as skipped" || bad "the unit-test runner's skip ($(tail -2 "$tmp/skip.txt" | tr '\n' ' '))"
