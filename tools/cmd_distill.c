@@ -16,8 +16,10 @@
 #include "cli.h"
 #include "core/blas.h"
 #include "core/core.h"
+#include "data/classmap.h"
 #include "data/dataset.h"
 #include "distill/distill.h"
+#include "core/device.h"
 #include "distill/guidance.h"
 #include "io/io.h"
 #include "latent.h"
@@ -25,7 +27,7 @@
 
 /* The parameters that define the images, as one canonical line (checked on resume). */
 static void params_line(char *buf, size_t n, const char *data, const char *hash, int holdout,
-                        int split_seed, const dap_distill_opts *o) {
+                        int split_seed, const dap_distill_opts *o, unsigned long long data_hash) {
     snprintf(buf, n,
              "data=%s model=%s holdout=%d split_seed=%d method=%s ipc=%d seed=%llu steps=%d eta=%g "
              "cfg=%g clip_x0=%g gamma=%g kernel=%d sigma=%g layer=%d pool=%d n_real=%d stop=%g form=%d fixed_noise=%d",
@@ -40,9 +42,16 @@ static void params_line(char *buf, size_t n, const char *data, const char *hash,
         size_t len = strlen(buf);
         snprintf(buf + len, n - len, " init=%s strength=%g", dap_init_name(o->init), o->strength);
     }
+    if (o->batch != 100) { /* batching changes the kernels' summation order, hence the pixels */
+        size_t len = strlen(buf);
+        snprintf(buf + len, n - len, " batch=%d", o->batch);
+    }
     if (o->method == DAP_METHOD_RANDOM) /* the sampler's flags do not matter for random */
         snprintf(buf, n, "data=%s holdout=%d split_seed=%d method=random ipc=%d seed=%llu", data, holdout,
                  split_seed, o->ipc, (unsigned long long)o->seed);
+    /* the real images themselves (a folder's contents may change under its name) */
+    size_t len = strlen(buf);
+    snprintf(buf + len, n - len, " data_fnv1a64=%016llx", data_hash);
 }
 
 /* Whether two parameter lines define the same images: equal, or, for vanilla, equal but
@@ -50,6 +59,9 @@ static void params_line(char *buf, size_t n, const char *data, const char *hash,
  * or --gamma, e.g. from another flags file, resumes). */
 static int params_match(const char *a, const char *b, int method) {
     if (!strcmp(a, b)) return 1;
+    /* a folder's line from before the data's content hash (" data_fnv1a64=...", last) */
+    const char *h = strstr(b, " data_fnv1a64=");
+    if (h && !strstr(a, " data_fnv1a64=") && strlen(a) == (size_t)(h - b) && !strncmp(a, b, (size_t)(h - b))) return 1;
     if (method != DAP_METHOD_VANILLA) return 0;
     static const char *const guidance[] = {"gamma=", "kernel=", "sigma=", "layer=", "pool=", "n_real=",
                                            "stop=", "form=", "fixed_noise=", "repel="};
@@ -104,13 +116,42 @@ static int class_done(const char *out, const dap_dataset *real, int k, dap_disti
            sscanf(txt, "%lf %d %lf %lf", &st->seconds, &st->guided_steps, &st->energy_first, &st->energy_last) == 4;
 }
 
+/* The folder's parameter line, under its lock: a line there must match `line` (else
+ * DAP_ERR_ARG). With `syn`, class k of syn is then saved into the folder, and a folder
+ * without a line gets it once the class is there: nothing marks a folder before its
+ * first class is made, and no class lands in a folder of other parameters. */
+static int mark_params(const char *out, const char *line, int method, const dap_dataset *syn, int k) {
+    char path[4096], prev[2048];
+    snprintf(path, sizeof path, "%s/.dap-distill.lock", out);
+    int lock = dap_lock_file(path);
+    if (lock < 0) return DAP_ERR_IO;
+    int rc = DAP_OK;
+    snprintf(path, sizeof path, "%s/.dap-distill-params", out);
+    if (read_text(path, prev, sizeof prev)) {
+        if (!params_match(prev, line, method))
+            rc = dap_error(DAP_ERR_ARG,
+                           "%s holds a distillation run with other parameters:\n  %s\nthis run:\n  %s\n"
+                           "use another --out (or delete the folder)",
+                           out, prev, line);
+    }
+    if (rc == DAP_OK && syn) {
+        const int marked = dap_file_exists(path);
+        rc = dap_dataset_save_class(syn, out, k);
+        if (rc == DAP_OK && !marked) rc = dap_write_file_atomic(path, line, strlen(line));
+    }
+    dap_unlock_file(lock);
+    return rc;
+}
+
 /* What manifest.json records of a run besides its classes. */
 typedef struct distill_run {
     const char *data, *model_path, *hash;
     int holdout, split_seed, has_model;
     const dap_distill_opts *o;
     const dap_dataset *real;
-    const latent_run *lat; /* a latent prior's run (--vae), else NULL */
+    const int *order;          /* the data classes in the model's label order */
+    const char *names_source;  /* where the model's class names came from */
+    const latent_run *lat;     /* a latent prior's run (--vae), else NULL */
     const char *vae_path;
 } distill_run;
 
@@ -135,6 +176,11 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
     if (r->has_model) {
         dap_json_str(&j, "model", r->model_path);
         dap_json_str(&j, "model_fnv1a64", r->hash);
+        /* which label of the model each data class was sampled with (matched by name) */
+        dap_json_str(&j, "class_names_from", r->names_source);
+        dap_json_begin_object(&j, "class_map");
+        for (int q = 0; q < K; q++) dap_json_int(&j, r->real->class_names[r->order[q]], o->labels[r->order[q]]);
+        dap_json_end_object(&j);
         dap_json_int(&j, "steps", o->steps);
         dap_json_num(&j, "eta", o->eta);
         dap_json_num(&j, "clip_x0", o->clip_x0);
@@ -165,12 +211,13 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
     dap_json_bool(&j, "complete", have == K);
     dap_json_begin_array(&j, "classes");
     double total = 0;
-    for (int k = 0; k < K; k++) {
+    for (int q = 0; q < K; q++) { /* in label order */
+        const int k = r->order[q];
         if (!present[k]) continue;
         dap_json_begin_object(&j, NULL);
         dap_json_int(&j, "class", k);
         dap_json_str(&j, "name", r->real->class_names[k]);
-        if (r->lat) dap_json_int(&j, "label", r->lat->labels[k]); /* the label the model was conditioned on */
+        if (r->has_model) dap_json_int(&j, "model_label", o->labels[k]);
         dap_json_num(&j, "seconds", stats[k].seconds);
         if (o->method == DAP_METHOD_DAP) {
             dap_json_int(&j, "guided_steps", stats[k].guided_steps);
@@ -192,17 +239,34 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
     return rc;
 }
 
-/* grid.png: the first (up to) 10 images of every class the folder holds, one row each. */
-static int write_grid(const char *out, const dap_dataset *real, int ipc) {
+/* grid.png: the first (up to) 10 images of every class the folder holds, one row each, in
+ * the model's label order (order: the data classes in that order). */
+static int write_grid(const char *out, const dap_dataset *real, int ipc, const int *order) {
     dap_dataset back;
     int rc = dap_dataset_load(&back, out, "train", real->h, real->c);
     if (rc) return rc;
     const size_t per = (size_t)real->c * real->h * real->w;
     int cols = ipc < 10 ? ipc : 10, rows = back.num_classes;
+    /* the folder's classes (alphabetical) in the rank of their data class in `order` */
+    int *rank = dap_malloc(sizeof(int) * (size_t)(rows ? rows : 1)), *row_of = dap_malloc(sizeof(int) * (size_t)(rows ? rows : 1));
+    for (int b = 0; b < rows; b++) {
+        rank[b] = real->num_classes + b; /* not a class of the data: last */
+        for (int q = 0; q < real->num_classes; q++) {
+            char *f = dap_class_folder_name(real->class_names[order[q]], order[q]);
+            if (!strcmp(f, back.class_names[b])) rank[b] = q;
+            free(f);
+        }
+    }
+    for (int b = 0; b < rows; b++) {
+        row_of[b] = 0;
+        for (int a = 0; a < rows; a++) row_of[b] += rank[a] < rank[b];
+    }
     float *g = dap_alloc_f32(per * (size_t)rows * cols);
     for (int k = 0; k < rows; k++)
         for (int i = 0; i < cols && i < back.class_count[k]; i++)
-            memcpy(g + per * ((size_t)k * cols + i), back.x + per * (size_t)back.class_idx[k][i], sizeof(float) * per);
+            memcpy(g + per * ((size_t)row_of[k] * cols + i), back.x + per * (size_t)back.class_idx[k][i],
+                   sizeof(float) * per);
+    free(rank), free(row_of);
     char path[4096];
     snprintf(path, sizeof path, "%s/grid.png", out);
     rc = dap_grid_write(path, g, rows * cols, rows, cols, real->c, real->h, real->w);
@@ -214,7 +278,7 @@ static int write_grid(const char *out, const dap_dataset *real, int ipc) {
 int cmd_distill(int argc, char **argv) {
     const char *data = "fmnist", *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear",
                *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL,
-               *vae_path = NULL, *cache_s = NULL;
+               *device = NULL, *precision = NULL, *vae_path = NULL, *cache_s = NULL;
     int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0, image_size = 0;
     dap_distill_opts o;
     dap_distill_opts_default(&o);
@@ -222,35 +286,37 @@ int cmd_distill(int argc, char **argv) {
         {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file, an image folder, or imagenette:DIR, imagewoof:DIR, imageidc:DIR, imagenet:DIR (wnid folders in DIR/train)"},
         {"model", FLAG_STR, &model_path, "diffusion model (safetensors from dap train, or a converted DiT)"},
         {"vae", FLAG_STR, &vae_path, "the VAE of a latent model (SD's sd-vae-ft-mse / -ema safetensors): sampling and guidance run on latents, the images are decoded"},
-        {"image-size", FLAG_INT, &image_size, "image resolution (0: the model's; with --vae its latent size x 8, e.g. 256 for DiT-XL/2-256)"},
+        {"image-size", FLAG_INT, &image_size, "image resolution (0: the model's; with --vae its latent size x 8, e.g. 256 for DiT-XL/2-256)", 0, 16384},
         {"latent-cache", FLAG_STR, &cache_s, "with --vae: folder of the real images' cached latents (default OUT/.latent-cache); share it across runs"},
         {"method", FLAG_STR, &method_s, "random | vanilla | dap"},
-        {"ipc", FLAG_INT, &o.ipc, "images per class"},
-        {"seed", FLAG_INT, &seed, "random seed"},
+        {"ipc", FLAG_INT, &o.ipc, "images per class", 1, 100000},
+        {"seed", FLAG_INT, &seed, "random seed", 0, FLAG_INT_MAX},
         {"out", FLAG_STR, &out, "output image folder (one subfolder per class)"},
         {"classes", FLAG_STR, &classes_s, "all, or a comma-separated list of class indices"},
         {"shard", FLAG_STR, &shard_s, "I/N: only the classes k with k mod N = I; N processes (or MPI ranks) with I = 0..N-1 on one --out fill it together"},
         {"holdout", FLAG_INT, &holdout,
-         "hold out this many training images per class (the validation split of dap eval --val)"},
-        {"split-seed", FLAG_INT, &split_seed, "seed of the holdout split (as dap eval --split-seed)"},
-        {"steps", FLAG_INT, &o.steps, "DDIM steps"},
-        {"eta", FLAG_FLOAT, &o.eta, "DDIM eta (0: deterministic)"},
-        {"clip-x0", FLAG_FLOAT, &o.clip_x0, "clamp the predicted x0 to [-X, X] every step (0: off, as the official DiT; 1 suits pixel data in [-1, 1])"},
-        {"cfg", FLAG_FLOAT, &o.cfg, "classifier-free guidance scale (1: none)"},
-        {"gamma", FLAG_FLOAT, &o.gamma, "dap: representativeness guidance scale (0: vanilla)"},
+         "hold out this many training images per class (the validation split of dap eval --val)", 0, 1000000},
+        {"split-seed", FLAG_INT, &split_seed, "seed of the holdout split (as dap eval --split-seed)", 0, FLAG_INT_MAX},
+        {"steps", FLAG_INT, &o.steps, "DDIM steps", 1, 1000},
+        {"eta", FLAG_FLOAT, &o.eta, "DDIM eta (0: deterministic)", 0, 1},
+        {"clip-x0", FLAG_FLOAT, &o.clip_x0, "clamp the predicted x0 to [-X, X] every step (0: off, as the official DiT; 1 suits pixel data in [-1, 1])", 0, 100},
+        {"cfg", FLAG_FLOAT, &o.cfg, "classifier-free guidance scale (1: none; beyond +-50 every pixel saturates)", -DAP_CFG_MAX, DAP_CFG_MAX},
+        {"gamma", FLAG_FLOAT, &o.gamma, "dap: representativeness guidance scale (0: vanilla; beyond +-1e4 every pixel saturates)", -DAP_GAMMA_MAX, DAP_GAMMA_MAX},
         {"kernel", FLAG_STR, &kernel_s, "dap: Mercer kernel, linear | rbf"},
-        {"sigma", FLAG_FLOAT, &o.sigma, "dap: RBF bandwidth"},
-        {"layer", FLAG_INT, &o.layer, "dap: feature block l, 1-based (0: about depth/4)"},
+        {"sigma", FLAG_FLOAT, &o.sigma, "dap: RBF bandwidth", 1e-06, 1000000},
+        {"layer", FLAG_INT, &o.layer, "dap: feature block l, 1-based (0: about depth/4)", 0, 1000},
         {"pool", FLAG_STR, &pool_s, "dap: token pooling, flatten | mean"},
-        {"n-real", FLAG_INT, &o.n_real, "dap: real samples per class N"},
-        {"stop", FLAG_FLOAT, &o.stop, "dap: fraction of the last steps without guidance (0: guide all)"},
+        {"n-real", FLAG_INT, &o.n_real, "dap: real samples per class N", 1, 1000000},
+        {"stop", FLAG_FLOAT, &o.stop, "dap: fraction of the last steps without guidance (0: guide all)", 0, 1},
         {"form", FLAG_STR, &form_s, "dap: update form, x (x_prev -= gamma grad E) | eps (eps += gamma sqrt(1-a) grad E)"},
-        {"repel", FLAG_FLOAT, &o.repel, "dap: weight of the repulsion among a class's synthetic samples (0: off, the paper; 1: about the energy distance)"},
+        {"repel", FLAG_FLOAT, &o.repel, "dap: weight of the repulsion among a class's synthetic samples (0: off, the paper; 1: about the energy distance)", 0, 10000},
         {"fixed-noise", FLAG_BOOL, &fixed_noise, "dap: one noise draw per real sample for the whole trajectory"},
         {"init", FLAG_STR, &init_s, "start of each trajectory: noise (the paper) | real (a random real image of the class) | kmeans (a k-means centre of the class's real images) | medoid (the real image nearest each centre); all but noise are noised to the first step of a partial trajectory"},
-        {"strength", FLAG_FLOAT, &o.strength, "with --init real|kmeans|medoid: fraction of the --steps run (1: all, from almost pure noise)"},
-        {"batch", FLAG_INT, &o.batch, "most samples per model call"},
-        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
+        {"strength", FLAG_FLOAT, &o.strength, "with --init real|kmeans|medoid: fraction of the --steps run (1: all, from almost pure noise)", 0, 1},
+        {"batch", FLAG_INT, &o.batch, "most samples per model call", 1, 100000},
+        CLI_THREADS_FLAG(&threads),
+        {"device", FLAG_STR, &device, "cpu or cuda: where the DiT runs, sampling and guidance (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
+        {"precision", FLAG_STR, &precision, "fp32 | tf32 | bf16: the GPU's matrix products (cuda only; default fp32)"},
         {"quiet", FLAG_BOOL, &quiet, "no progress lines"},
     };
     const char *pos[1];
@@ -293,10 +359,12 @@ int cmd_distill(int argc, char **argv) {
     }
     cli_apply_threads(threads);
     if (quiet) dap_log_set_level(DAP_LOG_QUIET);
+    int rc = device ? dap_device_select(device) : dap_device_from_env();
+    if (rc || (rc = dap_device_set_precision(precision))) return cli_fail("distill", rc);
 
     if (image_size < 0) return cli_failf("distill", "--image-size must be >= 0 (got %d)", image_size);
     if (cache_s && !vae_path) return cli_failf("distill", "--latent-cache needs --vae (a latent model)");
-    int rc = latent_check_files(model_path, vae_path); /* a VAE as the model or the reverse */
+    rc = latent_check_files(model_path, vae_path); /* a VAE as the model or the reverse */
     if (rc) return cli_fail("distill", rc);
     char cache_dir[4096];
     snprintf(cache_dir, sizeof cache_dir, "%s/.latent-cache", out);
@@ -335,6 +403,12 @@ int cmd_distill(int argc, char **argv) {
                 return cli_failf("distill", "--classes: expected 'all' or indices in 0..%d separated by commas, got '%s'",
                                  K - 1, classes_s);
             }
+            if (todo[k]) {
+                free(todo);
+                dap_dataset_free(&real);
+                latent_close(&lat);
+                return cli_failf("distill", "--classes: class %ld is listed twice in '%s'", k, classes_s);
+            }
             todo[k] = 1;
             p = *end ? end + 1 : end;
         }
@@ -351,40 +425,65 @@ int cmd_distill(int argc, char **argv) {
             return cli_fail("distill", rc);
         }
         if (o.method == DAP_METHOD_DAP && o.layer == 0) o.layer = (m->cfg.depth + 2) / 4;
-        if ((rc = latent_check_model(m, model_path, lat.vae, vae_path, &image_size))) goto fail;
+        if ((rc = latent_check_model(m, model_path, lat.vae, vae_path, &image_size))) {
+            dap_dit_destroy(m);
+            dap_dataset_free(&real);
+            latent_close(&lat);
+            free(todo);
+            return cli_fail("distill", rc);
+        }
         if (lr) latent_set_size(lr, image_size, &real);
     }
-    if (lr && (rc = latent_labels(m, model_path, real.class_names, real.num_classes, lr->labels))) goto fail;
-    if ((rc = dap_distill_check(m, &o))) goto fail; /* a bad flag leaves no folder behind */
-
-    /* resume: the folder must hold a run with the same parameters */
-    char line[2048], prev[2048], path[4096];
-    params_line(line, sizeof line, data, hash, holdout, split_seed, &o);
-    if (lr) { /* a latent run: its VAE and resolution define the images too */
-        size_t len = strlen(line);
-        snprintf(line + len, sizeof line - len, " vae=%s image_size=%d crop=adm", lr->vae_hash, image_size);
+    /* the model's label of each data class, by name (a folder lists its classes alphabetically) */
+    int *labels = dap_malloc(sizeof(int) * (size_t)K), *order = dap_malloc(sizeof(int) * (size_t)K);
+    const char *names_source = "none";
+    for (int k = 0; k < K; k++) labels[k] = k;
+    if (m) {
+        const dap_dit_config *mc = &m->cfg;
+        const char *const *names = (const char *const *)m->class_names;
+        names_source = "model";
+        if (!names && (names = dap_class_names_guess(mc->num_classes, mc->in_channels, mc->input_size)))
+            names_source = mc->num_classes == DAP_IMAGENET_CLASSES
+                               ? "ImageNet-1K wnids (a 1000-class model without class names)"
+                               : "fmnist (a 10-class 28x28x1 model without class names)";
+        if ((rc = dap_class_map(names, mc->num_classes, &real, labels, model_path))) goto fail;
+        o.labels = labels;
     }
-    if ((rc = dap_mkdir_p(out))) goto fail;
-    { /* under the folder's lock: shards starting together agree on one parameter line */
-        snprintf(path, sizeof path, "%s/.dap-distill.lock", out);
-        int lock = dap_lock_file(path);
-        if (lock < 0) {
-            rc = DAP_ERR_IO;
-            goto fail;
-        }
-        snprintf(path, sizeof path, "%s/.dap-distill-params", out);
-        if (read_text(path, prev, sizeof prev)) {
-            if (!params_match(prev, line, o.method))
-                rc = dap_error(DAP_ERR_ARG,
-                               "%s holds a distillation run with other parameters:\n  %s\nthis run:\n  %s\n"
-                               "use another --out (or delete the folder)",
-                               out, prev, line);
-        } else {
-            rc = dap_write_file_atomic(path, line, strlen(line));
-        }
-        dap_unlock_file(lock);
+    for (int q = 0, l = 0; q < K; l++) /* data classes by label (labels are distinct) */
+        for (int k = 0; k < K; k++)
+            if (labels[k] == l) order[q++] = k;
+    if ((rc = dap_distill_check(m, &o))) goto fail; /* a bad flag leaves no folder behind */
+    { /* likewise for what only a class's data can refuse (a latent run: its counts and latent shape) */
+        dap_dataset view;
+        if (lr) latent_check_view(lr, &view);
+        for (int k = 0; k < K && rc == DAP_OK; k++)
+            if (todo[k]) rc = dap_distill_check_class(m, lr ? &view : &real, k, &o);
+        if (lr) free(view.class_count);
         if (rc) goto fail;
     }
+    if (m) { /* --device cuda: the weights up, and the states dap_distill_class makes must fit: CFG
+              * eps, and for dap the synthetic samples' (cached to the layer) and the real ones' */
+        const int chunk = o.batch < o.ipc ? o.batch : o.ipc, nr = o.batch < o.n_real ? o.batch : o.n_real;
+        const int batches[3] = {o.cfg != 1.0 ? 2 * chunk : chunk, chunk, nr}, caches[3] = {0, o.layer, 0};
+        if ((rc = dap_dit_to_device(m)) ||
+            (rc = dap_dit_states_fit(m, o.method == DAP_METHOD_DAP ? 3 : 1, batches, caches, "--batch")))
+            goto fail;
+    }
+
+    /* resume: the folder must hold a run with the same parameters; a new folder is marked
+     * with them only once its first class is made (mark_params), so that a run failing
+     * before that leaves nothing a corrected command would be refused for */
+    char line[2048], path[4096];
+    uint64_t dh = dap_fnv1a64(DAP_FNV1A64_INIT, real.x, sizeof(float) * (size_t)real.n * real.c * real.h * real.w);
+    dh = dap_fnv1a64(dh, real.y, sizeof(int) * (size_t)real.n);
+    if (lr) dh = latent_data_hash(lr); /* the files stay on disk: their names and sizes */
+    params_line(line, sizeof line, data, hash, holdout, split_seed, &o, (unsigned long long)dh);
+    if (lr) { /* a latent run: its VAE and resolution define the images too */
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " vae=%s image_size=%d crop=adm", lat.vae_hash, image_size);
+    }
+    if ((rc = dap_mkdir_p(out))) goto fail;
+    if ((rc = mark_params(out, line, o.method, NULL, 0))) goto fail;
 
     {
         const size_t per = (size_t)real.c * real.h * real.w;
@@ -412,8 +511,8 @@ int cmd_distill(int argc, char **argv) {
             }
             if (lr) rc = latent_distill_class(lr, m, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
             else rc = dap_distill_class(m, &real, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
-            if (rc == DAP_OK) rc = dap_dataset_save_class(&syn, out, k);
-            if (rc == DAP_OK && lr) rc = latent_save_class(lr, out, real.class_names[k], k, lr->labels[k]);
+            if (rc == DAP_OK) rc = mark_params(out, line, o.method, &syn, k); /* saves class k */
+            if (rc == DAP_OK && lr) rc = latent_save_class(lr, out, real.class_names[k], k, o.labels ? o.labels[k] : k);
             if (rc == DAP_OK) {
                 snprintf(txt, sizeof txt, "%.17g %d %.17g %.17g\n", stats[k].seconds, stats[k].guided_steps,
                          stats[k].energy_first, stats[k].energy_last);
@@ -450,9 +549,9 @@ int cmd_distill(int argc, char **argv) {
                 have += present[k];
             }
         }
-        distill_run info = {data, model_path, hash, holdout, split_seed, m != NULL, &o, &real, lr, vae_path};
+        distill_run info = {data, model_path, hash, holdout, split_seed, m != NULL, &o, &real, order, names_source, lr, vae_path};
         if (rc == DAP_OK) rc = write_manifest(out, &info, stats, present, made, have);
-        if (rc == DAP_OK) rc = write_grid(out, &real, o.ipc); /* read back: also proves the folder loads */
+        if (rc == DAP_OK) rc = write_grid(out, &real, o.ipc, order); /* read back: also proves the folder loads */
         dap_unlock_file(lock);
         if (rc == DAP_OK)
             dap_log(DAP_LOG_INFO, "dap distill: %s, %d classes x %d images in %s (%.1f s this run)%s\n",
@@ -469,5 +568,6 @@ fail:
     latent_close(&lat);
     dap_dataset_free(&real);
     free(todo);
+    free(labels), free(order);
     return rc ? cli_fail("distill", rc) : 0;
 }

@@ -55,6 +55,10 @@ typedef struct dap_dit {
     dap_params params;
     int block0;        /* index in params.p of blocks.0's first tensor */
     int block_nparams; /* tensors per block */
+    /* (num_classes) the class name of each label, or NULL when the checkpoint has none.
+     * Stored in __metadata__ "class_names", newline-joined; label k is class_names[k]. */
+    char **class_names;
+    void *dev;         /* the weights on the device (dap_dit_to_device), else NULL */
 } dap_dit;
 
 /* Creates a model with zeroed weights (grad buffers too if with_grad). DAP_ERR_ARG on a
@@ -65,16 +69,37 @@ void dap_dit_destroy(dap_dit *m);
  * (D, C p p) view), zero biases, label table and timestep MLP N(0, 0.02), adaLN
  * modulations and the final linear zero, pos_embed the fixed 2-D sin-cos table. */
 void dap_dit_init(dap_dit *m, uint64_t seed);
-/* Writes the weights as safetensors with the config as __metadata__ (self-describing). */
+/* Sets (copies) the names of the model's n = num_classes labels, or clears them (names
+ * NULL, n 0). Names must be non-empty and free of newlines (asserted). */
+void dap_dit_set_class_names(dap_dit *m, char *const *names, int n);
+/* Writes the weights as safetensors with the config as __metadata__ (self-describing),
+ * and the class names when set. */
 int dap_dit_save(const dap_dit *m, const char *path);
 /* The same with the weights stored as F16 (f16 = 1): half the size, read back into F32. */
 int dap_dit_save_ex(const dap_dit *m, const char *path, int f16);
 /* Reads the config from __metadata__ (or, if absent, infers it from the tensor shapes,
- * e.g. an official DiT-XL-2-256 converted file), then loads the weights strictly.
+ * e.g. an official DiT-XL-2-256 converted file), then loads the weights strictly, and the
+ * class names when __metadata__ has them (DAP_ERR_FORMAT when their count is not
+ * num_classes).
  * Unknown tensors are an error unless allow_extra. */
 int dap_dit_load(dap_dit **out, const char *path, int with_grad, int allow_extra);
 /* Config of a checkpoint without loading the weights. */
 int dap_dit_config_from_file(const char *path, dap_dit_config *out);
+
+/* Moves the model to the device chosen in core/device.h (dap_device_select and
+ * dap_device_set_precision, i.e. `--device`, `--precision`, $DAP_DEVICE): on cpu nothing
+ * happens; on cuda the weights go up once (DAP_ERR_NOMEM naming the sizes when they do not
+ * fit in the device's free memory) and every state created afterwards keeps its
+ * activations there: dap_dit_forward, dap_dit_features (a copy of the tokens) and
+ * dap_dit_backward_from_block run on the GPU behind the same calls, with host arrays in
+ * and out. The host weights must not change afterwards (the device keeps its copy).
+ * dap_dit_backward (training) is CPU only. */
+int dap_dit_to_device(dap_dit *m);
+/* Before the work: DAP_ERR_NOMEM naming the sizes unless `count` states of the given
+ * batch sizes and cached blocks fit together in the device's free memory now (always
+ * DAP_OK for a model on the cpu). `what` names the flag to lower in the message. */
+int dap_dit_states_fit(const dap_dit *m, int count, const int *batch, const int *cache_blocks,
+                       const char *what);
 
 /* Per-batch activations. cache_blocks (0..depth) = how many leading blocks keep what their
  * backward needs: depth for training (dap_dit_backward), l for the guidance's
@@ -94,7 +119,8 @@ size_t dap_dit_state_bytes(const dap_dit_state *s);
  * forward; l in 1..depth: stop after block l (out must be NULL) and expose its tokens. */
 void dap_dit_forward(const dap_dit *m, dap_dit_state *s, float *out, const float *x,
                      const float *t, const int *y, int stop_block);
-/* The (n, T, D) output tokens of block stop_block of the last forward. */
+/* The (n, T, D) output tokens of block stop_block of the last forward (on a device
+ * model: after a forward with stop_block > 0 only). */
 const float *dap_dit_features(const dap_dit_state *s);
 
 /* After a full forward (needs cache_blocks = depth): parameter gradients accumulate
