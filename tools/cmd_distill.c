@@ -27,7 +27,7 @@
 
 /* The parameters that define the images, as one canonical line (checked on resume). */
 static void params_line(char *buf, size_t n, const char *data, const char *hash, int holdout,
-                        int split_seed, const dap_distill_opts *o, unsigned long long data_hash) {
+                        int split_seed, const dap_distill_opts *o, int num_classes, unsigned long long data_hash) {
     snprintf(buf, n,
              "data=%s model=%s holdout=%d split_seed=%d method=%s ipc=%d seed=%llu steps=%d eta=%g "
              "cfg=%g clip_x0=%g gamma=%g kernel=%d sigma=%g layer=%d pool=%d n_real=%d stop=%g form=%d fixed_noise=%d",
@@ -41,6 +41,12 @@ static void params_line(char *buf, size_t n, const char *data, const char *hash,
     if (o->init != DAP_INIT_NOISE) { /* likewise for --init */
         size_t len = strlen(buf);
         snprintf(buf + len, n - len, " init=%s strength=%g", dap_init_name(o->init), o->strength);
+    }
+    int mapped = 0; /* the model's labels, when they are not the data's class indices */
+    for (int k = 0; o->labels && k < num_classes; k++) mapped |= o->labels[k] != k;
+    for (int k = 0; mapped && k < num_classes; k++) {
+        size_t len = strlen(buf);
+        snprintf(buf + len, n - len, "%s%d", k ? "," : " labels=", o->labels[k]);
     }
     if (o->batch != 100) { /* batching changes the kernels' summation order, hence the pixels */
         size_t len = strlen(buf);
@@ -151,7 +157,7 @@ typedef struct distill_run {
     const dap_dataset *real;
     const int *order;          /* the data classes in the model's label order */
     const char *names_source;  /* where the model's class names came from */
-    const latent_run *lat;     /* a latent prior's run (--vae), else NULL */
+    const latent_run *lat; /* a latent prior's run (--vae), else NULL */
     const char *vae_path;
 } distill_run;
 
@@ -217,7 +223,7 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
         dap_json_begin_object(&j, NULL);
         dap_json_int(&j, "class", k);
         dap_json_str(&j, "name", r->real->class_names[k]);
-        if (r->has_model) dap_json_int(&j, "model_label", o->labels[k]);
+        if (r->has_model) dap_json_int(&j, "model_label", o->labels[k]); /* the label the model was conditioned on */
         dap_json_num(&j, "seconds", stats[k].seconds);
         if (o->method == DAP_METHOD_DAP) {
             dap_json_int(&j, "guided_steps", stats[k].guided_steps);
@@ -286,7 +292,7 @@ int cmd_distill(int argc, char **argv) {
         {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file, an image folder, or imagenette:DIR, imagewoof:DIR, imageidc:DIR, imagenet:DIR (wnid folders in DIR/train)"},
         {"model", FLAG_STR, &model_path, "diffusion model (safetensors from dap train, or a converted DiT)"},
         {"vae", FLAG_STR, &vae_path, "the VAE of a latent model (SD's sd-vae-ft-mse / -ema safetensors): sampling and guidance run on latents, the images are decoded"},
-        {"image-size", FLAG_INT, &image_size, "image resolution (0: the model's; with --vae its latent size x 8, e.g. 256 for DiT-XL/2-256)", 0, 16384},
+        {"image-size", FLAG_INT, &image_size, "image resolution (0: the model's; with --vae its latent size x 8, e.g. 256 for DiT-XL/2-256)", 0, 8192},
         {"latent-cache", FLAG_STR, &cache_s, "with --vae: folder of the real images' cached latents (default OUT/.latent-cache); share it across runs"},
         {"method", FLAG_STR, &method_s, "random | vanilla | dap"},
         {"ipc", FLAG_INT, &o.ipc, "images per class", 1, 100000},
@@ -362,10 +368,8 @@ int cmd_distill(int argc, char **argv) {
     int rc = device ? dap_device_select(device) : dap_device_from_env();
     if (rc || (rc = dap_device_set_precision(precision))) return cli_fail("distill", rc);
 
-    if (image_size < 0) return cli_failf("distill", "--image-size must be >= 0 (got %d)", image_size);
     if (cache_s && !vae_path) return cli_failf("distill", "--latent-cache needs --vae (a latent model)");
-    rc = latent_check_files(model_path, vae_path); /* a VAE as the model or the reverse */
-    if (rc) return cli_fail("distill", rc);
+    if ((rc = latent_check_files(model_path, vae_path))) return cli_fail("distill", rc); /* a VAE as the model or the reverse */
     char cache_dir[4096];
     snprintf(cache_dir, sizeof cache_dir, "%s/.latent-cache", out);
     latent_run lat = {0}, *lr = vae_path ? &lat : NULL;
@@ -387,6 +391,7 @@ int cmd_distill(int argc, char **argv) {
     }
     const int K = real.num_classes;
     int *todo = dap_calloc((size_t)K, sizeof(int)), ntodo = 0;
+    int *labels = dap_malloc(sizeof(int) * (size_t)(K > 0 ? K : 1)), *order = dap_malloc(sizeof(int) * (size_t)(K > 0 ? K : 1));
     if (shard_n > 0) {
         for (int k = 0; k < K; k++) todo[k] = k % shard_n == shard_i;
     } else if (!strcmp(classes_s, "all")) {
@@ -397,14 +402,14 @@ int cmd_distill(int argc, char **argv) {
             char *end;
             long k = strtol(p, &end, 10);
             if (end == p || k < 0 || k >= K || (*end && *end != ',')) {
-                free(todo);
+                free(todo), free(labels), free(order);
                 dap_dataset_free(&real);
                 latent_close(&lat);
                 return cli_failf("distill", "--classes: expected 'all' or indices in 0..%d separated by commas, got '%s'",
                                  K - 1, classes_s);
             }
             if (todo[k]) {
-                free(todo);
+                free(todo), free(labels), free(order);
                 dap_dataset_free(&real);
                 latent_close(&lat);
                 return cli_failf("distill", "--classes: class %ld is listed twice in '%s'", k, classes_s);
@@ -421,21 +426,14 @@ int cmd_distill(int argc, char **argv) {
         if ((rc = dap_dit_load(&m, model_path, 0, 0)) || (rc = dap_file_hash(model_path, hash))) {
             dap_dataset_free(&real);
             latent_close(&lat);
-            free(todo);
+            free(todo), free(labels), free(order);
             return cli_fail("distill", rc);
         }
         if (o.method == DAP_METHOD_DAP && o.layer == 0) o.layer = (m->cfg.depth + 2) / 4;
-        if ((rc = latent_check_model(m, model_path, lat.vae, vae_path, &image_size))) {
-            dap_dit_destroy(m);
-            dap_dataset_free(&real);
-            latent_close(&lat);
-            free(todo);
-            return cli_fail("distill", rc);
-        }
+        if ((rc = latent_check_model(m, model_path, lat.vae, vae_path, &image_size))) goto fail;
         if (lr) latent_set_size(lr, image_size, &real);
     }
     /* the model's label of each data class, by name (a folder lists its classes alphabetically) */
-    int *labels = dap_malloc(sizeof(int) * (size_t)K), *order = dap_malloc(sizeof(int) * (size_t)K);
     const char *names_source = "none";
     for (int k = 0; k < K; k++) labels[k] = k;
     if (m) {
@@ -444,7 +442,7 @@ int cmd_distill(int argc, char **argv) {
         names_source = "model";
         if (!names && (names = dap_class_names_guess(mc->num_classes, mc->in_channels, mc->input_size)))
             names_source = mc->num_classes == DAP_IMAGENET_CLASSES
-                               ? "ImageNet-1K wnids (a 1000-class model without class names)"
+                               ? "imagenet (a model without class names: ImageNet-1K wnids)"
                                : "fmnist (a 10-class 28x28x1 model without class names)";
         if ((rc = dap_class_map(names, mc->num_classes, &real, labels, model_path))) goto fail;
         o.labels = labels;
@@ -477,10 +475,10 @@ int cmd_distill(int argc, char **argv) {
     uint64_t dh = dap_fnv1a64(DAP_FNV1A64_INIT, real.x, sizeof(float) * (size_t)real.n * real.c * real.h * real.w);
     dh = dap_fnv1a64(dh, real.y, sizeof(int) * (size_t)real.n);
     if (lr) dh = latent_data_hash(lr); /* the files stay on disk: their names and sizes */
-    params_line(line, sizeof line, data, hash, holdout, split_seed, &o, (unsigned long long)dh);
+    params_line(line, sizeof line, data, hash, holdout, split_seed, &o, K, (unsigned long long)dh);
     if (lr) { /* a latent run: its VAE and resolution define the images too */
         size_t len = strlen(line);
-        snprintf(line + len, sizeof line - len, " vae=%s image_size=%d crop=adm", lat.vae_hash, image_size);
+        snprintf(line + len, sizeof line - len, " vae=%s image_size=%d crop=adm", lr->vae_hash, image_size);
     }
     if ((rc = dap_mkdir_p(out))) goto fail;
     if ((rc = mark_params(out, line, o.method, NULL, 0))) goto fail;
@@ -567,7 +565,6 @@ fail:
     if (m) dap_dit_destroy(m);
     latent_close(&lat);
     dap_dataset_free(&real);
-    free(todo);
-    free(labels), free(order);
+    free(todo), free(labels), free(order);
     return rc ? cli_fail("distill", rc) : 0;
 }

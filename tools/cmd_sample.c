@@ -70,7 +70,7 @@ int cmd_sample(int argc, char **argv) {
     flag flags[] = {
         {"model", FLAG_STR, &model_path, "DiT checkpoint (safetensors)"},
         {"vae", FLAG_STR, &vae_path, "the VAE of a latent model (SD's sd-vae-ft-mse / -ema): images are decoded from the sampled latents, which are kept as DIR/<class>/latents.safetensors"},
-        {"image-size", FLAG_INT, &image_size, "with --vae: the expected image size (0: the model's latent size x 8); a mismatch is refused", 0, 16384},
+        {"image-size", FLAG_INT, &image_size, "with --vae: the expected image size (0: the model's latent size x 8); a mismatch is refused", 0, 8192},
         {"classes", FLAG_STR, &classes, "all, or a comma list of class indices / names"},
         {"n", FLAG_INT, &n, "images per class", 1, 100000},
         {"steps", FLAG_INT, &steps, "DDIM steps", 1, 1000},

@@ -170,7 +170,9 @@ int latent_distill_class(latent_run *lr, const dap_dit *m, int k, const dap_dist
         dap_dataset set;
         class_set(lr, k, num, n, 1, 1, &set);
         float *pick = dap_alloc_f32((size_t)o->ipc);
-        rc = dap_distill_class(NULL, &set, k, o, pick, st);
+        dap_distill_opts ro = *o;
+        ro.labels = NULL; /* the pick needs no model label */
+        rc = dap_distill_class(NULL, &set, k, &ro, pick, st);
         if (rc == DAP_OK) {
             char **files = dap_malloc(sizeof(char *) * (size_t)o->ipc);
             for (int i = 0; i < o->ipc; i++) files[i] = lr->files.files[k][(int)pick[i]];
