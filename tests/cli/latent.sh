@@ -49,10 +49,12 @@ expect_fail "a pixel model with --vae" "works on 1-channel 28x28 pixels.*drop --
 expect_fail "an image size the model does not take" "image-size 64 does not fit.*use --image-size 32" $DAP distill "${L[@]}" --image-size 64 --out "$tmp/x5"
 expect_fail "sample: a latent model without --vae" "latents, not images" $DAP sample --model "$lat/dit.safetensors" --out "$tmp/x6"
 expect_fail "sample: wrong --image-size" "does not fit" $DAP sample --model "$lat/dit.safetensors" --vae "$lat/vae.safetensors" --image-size 256 --out "$tmp/x7"
+expect_fail "more real latents than a class has, before any encoding" "has 5 images, fewer than --n-real 9" $DAP distill "${L[@]}" --n-real 9 --out "$tmp/x9" --latent-cache "$tmp/x9c"
+[ ! -e "$tmp/x9c" ] && ok "nothing encoded for a refused run" || bad "a refused run encoded ($(ls "$tmp/x9c"))"
 mkdir -p "$lat/nette/train/n02086240" && cp "$lat/nette/train/n01440764/n01440764_0.JPEG" "$lat/nette/train/n02086240/a.JPEG"
 expect_fail "a wnid folder outside the subset" "not a class of imagenette: 'n02086240'" $DAP distill "${L[@]}" --out "$tmp/x8"
 rm -rf "$lat/nette/train/n02086240"
-left=""; for x in x1 x2 x3 x4 x5 x6 x7 x8; do [ -e "$tmp/$x" ] && left="$left $x"; done
+left=""; for x in x1 x2 x3 x4 x5 x6 x7 x8 x9; do [ -e "$tmp/$x" ] && left="$left $x"; done
 [ -z "$left" ] && ok "refused runs leave no output" || bad "refused runs left output:$left"
 # scripts/convert-dit.py on official-architecture checkpoints written by torch.save (a
 # plain state_dict as released, and a training checkpoint whose EMA weights it must take);
