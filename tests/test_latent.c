@@ -373,7 +373,8 @@ DAP_TEST(latent_fixture) {
     if (back) dap_dit_destroy(back);
     CHECK(dap_vae_file_is_vae(p) == 0);
     snprintf(p, sizeof p, "%s/vae.safetensors", dir);
-    CHECK(dap_params_save(dap_vae_params(v), p, 0, (const char *const[]){"norm_num_groups", "4", NULL}) == DAP_OK);
+    const char *const meta[] = {"norm_num_groups", "4", NULL}; /* in no shape: the loader reads it here */
+    CHECK(dap_params_save(dap_vae_params(v), p, 0, meta) == DAP_OK);
     CHECK(dap_vae_file_is_vae(p) == 1);
     dap_vae *vb = NULL;
     CHECK(dap_vae_load(&vb, p) == DAP_OK && vb && dap_vae_factor(dap_vae_get_config(vb)) == 8);

@@ -486,6 +486,7 @@ int cmd_distill(int argc, char **argv) {
             if (todo[k]) {
                 free(todo), free(labels), free(order);
                 dap_dataset_free(&real);
+                latent_close(&lat);
                 return cli_failf("distill", "--classes: class %ld is listed twice in '%s'", k, classes_s);
             }
             todo[k] = 1;
@@ -523,22 +524,24 @@ int cmd_distill(int argc, char **argv) {
         const char *const *names = (const char *const *)m->class_names;
         names_source = "model";
         if (!names && (names = dap_class_names_guess(mc->num_classes, mc->in_channels, mc->input_size)))
-            names_source = "fmnist (a 10-class 28x28x1 model without class names)";
-        if (lr && !m->class_names) { /* a latent prior without names: wnid folders map to ImageNet labels */
-            if ((rc = latent_labels(m, model_path, real.class_names, real.num_classes, labels))) goto fail;
-            names_source = "imagenet (a model without class names: ImageNet-1K wnids)";
-        } else if ((rc = dap_class_map(names, mc->num_classes, &real, labels, model_path)))
-            goto fail;
+            names_source = mc->num_classes == DAP_IMAGENET_CLASSES
+                               ? "imagenet (a model without class names: ImageNet-1K wnids)"
+                               : "fmnist (a 10-class 28x28x1 model without class names)";
+        if ((rc = dap_class_map(names, mc->num_classes, &real, labels, model_path))) goto fail;
         o.labels = labels;
     }
-    if (lr && !m && (rc = latent_labels(NULL, model_path, real.class_names, K, labels))) goto fail;
-    if (lr) memcpy(lr->labels, labels, sizeof(int) * (size_t)K);
     for (int q = 0, l = 0; q < K; l++) /* data classes by label (labels are distinct) */
         for (int k = 0; k < K; k++)
             if (labels[k] == l) order[q++] = k;
     if ((rc = dap_distill_check(m, &o))) goto fail; /* a bad flag leaves no folder behind */
-    for (int k = 0; k < K; k++) /* likewise for what only a class's data can refuse */
-        if (!lr && todo[k] && (rc = dap_distill_check_class(m, &real, k, &o))) goto fail;
+    { /* likewise for what only a class's data can refuse (a latent run: its counts and latent shape) */
+        dap_dataset view;
+        if (lr) latent_check_view(lr, &view);
+        for (int k = 0; k < K && rc == DAP_OK; k++)
+            if (todo[k]) rc = dap_distill_check_class(m, lr ? &view : &real, k, &o);
+        if (lr) free(view.class_count);
+        if (rc) goto fail;
+    }
     if (m) { /* --device cuda: the weights up, and the states dap_distill_class makes must fit: CFG
               * eps, and for dap the synthetic samples' (cached to the layer) and the real ones' */
         const int chunk = o.batch < o.ipc ? o.batch : o.ipc, nr = o.batch < o.n_real ? o.batch : o.n_real;
@@ -556,6 +559,7 @@ int cmd_distill(int argc, char **argv) {
     char line[2048], path[4096];
     uint64_t dh = dap_fnv1a64(DAP_FNV1A64_INIT, real.x, sizeof(float) * (size_t)real.n * real.c * real.h * real.w);
     dh = dap_fnv1a64(dh, real.y, sizeof(int) * (size_t)real.n);
+    if (lr) dh = latent_data_hash(lr); /* the files stay on disk: their names and sizes */
     params_line(line, sizeof line, data, hash, holdout, split_seed, &o, K, (unsigned long long)dh, sur_hash);
     if (lr) { /* a latent run: its VAE and resolution define the images too */
         size_t len = strlen(line);
@@ -591,7 +595,7 @@ int cmd_distill(int argc, char **argv) {
             if (lr) rc = latent_distill_class(lr, m, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
             else rc = dap_distill_class(m, &real, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
             if (rc == DAP_OK) rc = mark_params(out, line, o.method, &syn, k); /* saves class k */
-            if (rc == DAP_OK && lr) rc = latent_save_class(lr, out, real.class_names[k], k, lr->labels[k]);
+            if (rc == DAP_OK && lr) rc = latent_save_class(lr, out, real.class_names[k], k, o.labels ? o.labels[k] : k);
             if (rc == DAP_OK) {
                 snprintf(txt, sizeof txt, "%.17g %d %.17g %.17g\n", stats[k].seconds, stats[k].guided_steps,
                          stats[k].energy_first, stats[k].energy_last);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/core.h"
 #include "io/io.h"
@@ -69,32 +70,6 @@ int latent_check_model(const dap_dit *m, const char *model_path, const dap_vae *
     return DAP_OK;
 }
 
-int latent_labels(const dap_dit *m, const char *model_path, char *const *names, int K, int *labels) {
-    const int M = m ? m->cfg.num_classes : 0;
-    for (int k = 0; k < K; k++) {
-        const int in = dap_imagenet_index(names[k]);
-        if (!m) {
-            labels[k] = in >= 0 ? in : k;
-        } else if (M == DAP_IMAGENET_CLASSES) {
-            if (in < 0)
-                return dap_error(DAP_ERR_ARG, "data class '%s' is not an ImageNet-1K wnid: model %s has 1000 classes, "
-                                              "conditioned on ImageNet labels, so name each class folder by its wnid "
-                                              "(e.g. n01440764 for tench)",
-                                 names[k], model_path);
-            labels[k] = in;
-        } else {
-            if (k >= M)
-                return dap_error(DAP_ERR_SHAPE, "the data has %d classes, model %s only %d", K, model_path, M);
-            labels[k] = k;
-        }
-        for (int q = 0; q < k; q++)
-            if (labels[q] == labels[k])
-                return dap_error(DAP_ERR_VALUE, "data classes '%s' and '%s' both map to label %d", names[q], names[k],
-                                 labels[k]);
-    }
-    return DAP_OK;
-}
-
 int latent_open(latent_run *lr, const char *data, const char *vae_path, const char *cache_dir, int image_size,
                 int holdout, int split_seed, dap_dataset *names) {
     memset(lr, 0, sizeof *lr);
@@ -108,7 +83,6 @@ int latent_open(latent_run *lr, const char *data, const char *vae_path, const ch
         return rc;
     }
     const int K = lr->files.num_classes;
-    lr->labels = dap_calloc((size_t)K, sizeof(int));
     lr->cache = (dap_latent_cache){.dir = cache_dir, .vae_hash = lr->vae_hash, .crop = DAP_CROP_ADM, .batch = 8};
     names->num_classes = K, names->c = 3;
     names->class_names = dap_malloc(sizeof(char *) * (size_t)K);
@@ -116,6 +90,35 @@ int latent_open(latent_run *lr, const char *data, const char *vae_path, const ch
     dap_dataset_index(names);
     latent_set_size(lr, image_size, names);
     return DAP_OK;
+}
+
+void latent_check_view(const latent_run *lr, dap_dataset *v) {
+    memset(v, 0, sizeof *v);
+    v->num_classes = lr->files.num_classes;
+    v->class_names = lr->files.class_names;
+    v->c = lr->vae ? dap_vae_get_config(lr->vae)->latent_channels : 3;
+    v->h = v->w = lr->vae ? lr->latent_size : lr->image_size;
+    v->class_count = dap_calloc((size_t)v->num_classes + 1, sizeof(int));
+    for (int k = 0; k < v->num_classes; k++) {
+        const int cnt = lr->files.count[k];
+        v->class_count[k] = cnt - (lr->holdout < cnt ? lr->holdout : cnt); /* as dap_dataset_split */
+    }
+}
+
+unsigned long long latent_data_hash(const latent_run *lr) {
+    uint64_t h = DAP_FNV1A64_INIT;
+    for (int k = 0; k < lr->files.num_classes; k++) {
+        h = dap_fnv1a64(h, lr->files.class_names[k], strlen(lr->files.class_names[k]) + 1);
+        for (int i = 0; i < lr->files.count[k]; i++) {
+            const char *p = lr->files.files[k][i], *base = strrchr(p, '/');
+            base = base ? base + 1 : p;
+            struct stat sb;
+            long long size = stat(p, &sb) == 0 ? (long long)sb.st_size : -1;
+            h = dap_fnv1a64(h, base, strlen(base) + 1);
+            h = dap_fnv1a64(h, &size, sizeof size);
+        }
+    }
+    return (unsigned long long)h;
 }
 
 void latent_set_size(latent_run *lr, int image_size, dap_dataset *names) {
@@ -127,7 +130,6 @@ void latent_set_size(latent_run *lr, int image_size, dap_dataset *names) {
 void latent_close(latent_run *lr) {
     if (lr->vae) dap_vae_destroy(lr->vae);
     dap_image_files_free(&lr->files);
-    free(lr->labels);
     dap_free_aligned(lr->syn_lat);
     memset(lr, 0, sizeof *lr);
 }
@@ -188,7 +190,7 @@ int latent_distill_class(latent_run *lr, const dap_dit *m, int k, const dap_dist
         return rc;
     }
     const dap_vae_config *vc = dap_vae_get_config(lr->vae);
-    const int C = vc->latent_channels, s = lr->latent_size, M = m->cfg.num_classes, L = lr->labels[k];
+    const int C = vc->latent_channels, s = lr->latent_size;
     const size_t per = (size_t)C * s * s;
     float *lat;
     int status;
@@ -198,22 +200,10 @@ int latent_distill_class(latent_run *lr, const dap_dit *m, int k, const dap_dist
     dap_dataset set;
     class_set(lr, k, lat, n, C, s, &set);
     dap_free_aligned(lat);
-    /* the same images under the model's label L among its M classes */
-    dap_dataset r = set;
-    r.num_classes = M;
-    r.class_names = dap_malloc(sizeof(char *) * (size_t)M);
-    for (int q = 0; q < M; q++) r.class_names[q] = set.class_names[k];
-    r.y = dap_malloc(sizeof(int) * (size_t)(set.n + 1));
-    for (int i = 0; i < set.n; i++) r.y[i] = L;
-    r.class_idx = NULL, r.class_count = NULL;
-    dap_dataset_index(&r);
     dap_distill_opts oo = *o;
     oo.latent = 1;
-    oo.labels = NULL; /* r's class L is the model's label already */
     lr->syn_lat = dap_alloc_f32(per * (size_t)o->ipc);
-    rc = dap_distill_class(m, &r, L, &oo, lr->syn_lat, st);
-    for (int q = 0; q < M; q++) free(r.class_idx[q]);
-    free(r.class_idx), free(r.class_count), free(r.y), free(r.class_names);
+    rc = dap_distill_class(m, &set, k, &oo, lr->syn_lat, st);
     dap_dataset_free(&set);
     const double t1 = dap_time_now();
     for (int i = 0; rc == DAP_OK && i < o->ipc; i++) /* one at a time: the decoder's activations are large */

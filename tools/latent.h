@@ -23,11 +23,6 @@ int latent_check_files(const char *model_path, const char *vae_path);
  * set. vae and vae_path are NULL for a pixel model. */
 int latent_check_model(const dap_dit *m, const char *model_path, const dap_vae *vae, const char *vae_path,
                        int *image_size);
-/* The model label of each of a dataset's classes (labels: K ints): for a 1000-class model,
- * the ImageNet-1K index of the class's wnid (dap_imagenet_index); for others, the class
- * index itself. model may be NULL (random: the wnid's index where there is one, else k). */
-int latent_labels(const dap_dit *m, const char *model_path, char *const *names, int K, int *labels);
-
 typedef struct latent_run {
     dap_vae *vae;          /* NULL for random */
     char vae_hash[17];
@@ -35,7 +30,6 @@ typedef struct latent_run {
     dap_latent_cache cache;
     int image_size, latent_size;
     int holdout, split_seed;
-    int *labels;           /* (K) model label of each data class */
     float *syn_lat;        /* (ipc, C, s, s) the last class's latents, for latent_save_class */
     int syn_n;
 } latent_run;
@@ -44,11 +38,17 @@ typedef struct latent_run {
  * `names` with a dataset of the classes (names, no images; c = 3, h = w = image_size). */
 int latent_open(latent_run *lr, const char *data, const char *vae_path, const char *cache_dir, int image_size,
                 int holdout, int split_seed, dap_dataset *names);
+/* The class counts a run will see (after --holdout) in a dataset of no images with the
+ * latents' shape, for dap_distill_check_class (free v->class_count after). */
+void latent_check_view(const latent_run *lr, dap_dataset *v);
+/* FNV-1a over the data's file names and sizes (the resume key; the cache hashes contents). */
+unsigned long long latent_data_hash(const latent_run *lr);
 /* Sets the image size (after latent_check_model) in lr and names. */
 void latent_set_size(latent_run *lr, int image_size, dap_dataset *names);
 void latent_close(latent_run *lr);
-/* Distills data class k: out (ipc, 3, S, S) RGB in [-1, 1]; keeps the latents for
- * latent_save_class. random: real images of the class, cropped as the prior's data. */
+/* Distills data class k (conditioned on o->labels[k], or k): out (ipc, 3, S, S) RGB in
+ * [-1, 1]; keeps the latents for latent_save_class. random: real images of the class,
+ * cropped as the prior's data. */
 int latent_distill_class(latent_run *lr, const dap_dit *m, int k, const dap_distill_opts *o, float *out,
                          dap_distill_stats *st);
 /* Writes the last class's latents as DIR/<class>/latents.safetensors (tensor "latent"). */

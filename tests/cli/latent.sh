@@ -19,6 +19,8 @@ grep -q '"latent_size": *4' "$tmp/ld/manifest.json" && grep -q '"vae_fnv1a64"' "
 [ -f "$tmp/ld/n03888257/latents.safetensors" ] && $DAP inspect "$tmp/ld/n03888257/latents.safetensors" 2>&1 | grep -q "2, 4, 4, 4" \
   && ok "latents (2, 4, 4, 4) kept beside the class's images" || bad "latents file ($($DAP inspect "$tmp/ld/n03888257/latents.safetensors" 2>&1 | head -5))"
 expect_ok "the latent set loads as an image folder" $DAP info --data "$tmp/ld"
+expect_ok "latent distill resumes" $DAP distill "${L[@]}" --method dap --out "$tmp/ld" --latent-cache "$tmp/lc"
+grep -q "already done" "$tmp/err" && ok "latent distill resume skips finished classes" || bad "latent resume"
 # the cache: reused by another run, a changed image re-encodes its class, a truncated file is rebuilt
 expect_ok "distill vanilla --vae on the same cache" $DAP distill "${L[@]}" --method vanilla --out "$tmp/ld2" --latent-cache "$tmp/lc"
 grep -q "encoded" "$tmp/err" && bad "cache reused (it encoded again)" || ok "cache reused: nothing encoded again"
@@ -30,8 +32,7 @@ grep -q "n02102040.32px.safetensors is stale" "$tmp/err" && grep -q "encoded 5 i
   && ok "a changed image re-encodes its class alone" || bad "changed image ($(grep latent "$tmp/err" | head -3))"
 grep -q "n03888257.32px.safetensors is damaged" "$tmp/err" && grep -q "encoded 5 images of class n03888257" "$tmp/err" \
   && ok "a truncated cache file is rebuilt" || bad "truncated cache ($(grep -i "n03888257" "$tmp/err" | head -3))"
-expect_ok "latent distill resumes" $DAP distill "${L[@]}" --method dap --out "$tmp/ld" --latent-cache "$tmp/lc"
-grep -q "already done" "$tmp/err" && ok "latent distill resume skips finished classes" || bad "latent resume"
+expect_fail "a latent set does not resume on changed data" "other parameters" $DAP distill "${L[@]}" --method dap --out "$tmp/ld" --latent-cache "$tmp/lc"
 expect_ok "distill --vae --init kmeans" $DAP distill "${L[@]}" --method vanilla --init kmeans --strength 0.5 --out "$tmp/lk"
 [ -d "$tmp/lk/.latent-cache" ] && ok "default cache under the output (hidden)" || bad "default cache folder"
 expect_ok "distill random with --vae" $DAP distill --data "imagenette:$lat/nette" --vae "$lat/vae.safetensors" --method random --ipc 2 --image-size 32 --out "$tmp/lr" --threads 1
@@ -44,14 +45,16 @@ expect_ok "sample --vae" $DAP sample --model "$lat/dit.safetensors" --vae "$lat/
 expect_fail "a VAE as the model" "is a VAE.*give it as --vae" $DAP distill "${L[@]}" --model "$lat/vae.safetensors" --out "$tmp/x1"
 expect_fail "a DiT as the VAE" "is not a VAE.*it is a DiT" $DAP distill "${L[@]}" --vae "$lat/dit.safetensors" --out "$tmp/x2"
 expect_fail "a latent model without --vae" "takes 4-channel 4x4 latents.*--vae" $DAP distill --data "imagenette:$lat/nette" --model "$lat/dit.safetensors" --out "$tmp/x3"
-expect_fail "a pixel model with --vae" "works on 1-channel 28x28 pixels.*drop --vae" $DAP distill "${L[@]}" --model "$ck" --out "$tmp/x4"
+expect_fail "a pixel model with --vae" "works on 1-channel 28x28 pixels.*drop --vae" $DAP distill "${L[@]}" --model models/fmnist-dit.safetensors --out "$tmp/x4"
 expect_fail "an image size the model does not take" "image-size 64 does not fit.*use --image-size 32" $DAP distill "${L[@]}" --image-size 64 --out "$tmp/x5"
 expect_fail "sample: a latent model without --vae" "latents, not images" $DAP sample --model "$lat/dit.safetensors" --out "$tmp/x6"
 expect_fail "sample: wrong --image-size" "does not fit" $DAP sample --model "$lat/dit.safetensors" --vae "$lat/vae.safetensors" --image-size 256 --out "$tmp/x7"
+expect_fail "more real latents than a class has, before any encoding" "has 5 images, fewer than --n-real 9" $DAP distill "${L[@]}" --n-real 9 --out "$tmp/x9" --latent-cache "$tmp/x9c"
+[ ! -e "$tmp/x9c" ] && ok "nothing encoded for a refused run" || bad "a refused run encoded ($(ls "$tmp/x9c"))"
 mkdir -p "$lat/nette/train/n02086240" && cp "$lat/nette/train/n01440764/n01440764_0.JPEG" "$lat/nette/train/n02086240/a.JPEG"
 expect_fail "a wnid folder outside the subset" "not a class of imagenette: 'n02086240'" $DAP distill "${L[@]}" --out "$tmp/x8"
 rm -rf "$lat/nette/train/n02086240"
-left=""; for x in x1 x2 x3 x4 x5 x6 x7 x8; do [ -e "$tmp/$x" ] && left="$left $x"; done
+left=""; for x in x1 x2 x3 x4 x5 x6 x7 x8 x9; do [ -e "$tmp/$x" ] && left="$left $x"; done
 [ -z "$left" ] && ok "refused runs leave no output" || bad "refused runs left output:$left"
 # scripts/convert-dit.py on official-architecture checkpoints written by torch.save (a
 # plain state_dict as released, and a training checkpoint whose EMA weights it must take);
@@ -61,7 +64,7 @@ for c in /opt/dapvenv/bin/python python3 /usr/bin/python3; do
   if command -v "$c" >/dev/null 2>&1 && "$c" -c "import torch" >/dev/null 2>&1; then py=$c; break; fi
 done
 if [ -z "$py" ]; then
-  echo "SKIP convert-dit.py tests: no Python with torch (tried /opt/dapvenv/bin/python, python3)"
+  skip "convert-dit.py on torch.save checkpoints" "no Python with torch (tried /opt/dapvenv/bin/python, python3, /usr/bin/python3)"
 else
   conv="$tmp/conv"
   expect_ok "random official-architecture DiT saved with torch.save" "$py" tests/gen/dit_official_ref.py "$conv"
