@@ -286,7 +286,7 @@ int cmd_distill(int argc, char **argv) {
         {"igd-high", FLAG_FLOAT, &o.igd_high, "igd: ... high"},
         {"igd-n-real", FLAG_INT, &o.igd_n_real, "igd: real images of the class behind its mean gradient"},
         {"igd-memory", FLAG_INT, &o.igd_memory, "igd: earlier samples of the class the deviation guidance sees"},
-        {"iterations", FLAG_INT, &o.iterations, "dm: optimisation iterations (their code: 20000, models/dm.flags; about 1 s per class each here)"},
+        {"iterations", FLAG_INT, &o.iterations, "dm: optimisation iterations (their code: 20000, models/dm.flags; about 3.4 CPU s per class each here)"},
         {"lr-img", FLAG_FLOAT, &o.lr_img, "dm: image learning rate (SGD, momentum 0.5)"},
         {"batch-real", FLAG_INT, &o.batch_real, "dm: real images per class and iteration"},
         {"dm-width", FLAG_INT, &o.dm_width, "dm: width of the random ConvNet-3"},
