@@ -371,7 +371,7 @@ int cmd_distill(int argc, char **argv) {
         {"igd-high", FLAG_FLOAT, &o.igd_high, "igd: ... high", 0, 1},
         {"igd-n-real", FLAG_INT, &o.igd_n_real, "igd: real images of the class behind its mean gradient", 1, 1000000},
         {"igd-memory", FLAG_INT, &o.igd_memory, "igd: earlier samples of the class the deviation guidance sees", 0, 1000000},
-        {"iterations", FLAG_INT, &o.iterations, "dm: optimisation iterations (their code: 20000, models/dm.flags; about 1 s per class each here)", 1, 10000000},
+        {"iterations", FLAG_INT, &o.iterations, "dm: optimisation iterations (their code: 20000, models/dm.flags; about 3.4 CPU s per class each here; 0: the real start)", 0, 10000000},
         {"lr-img", FLAG_FLOAT, &o.lr_img, "dm: image learning rate (SGD, momentum 0.5)", 1e-9, 1e6},
         {"batch-real", FLAG_INT, &o.batch_real, "dm: real images per class and iteration", 1, 1000000},
         {"dm-width", FLAG_INT, &o.dm_width, "dm: width of the random ConvNet-3", 1, 4096},

@@ -56,7 +56,7 @@ void dap_distill_opts_default(dap_distill_opts *o) {
     o->init = DAP_INIT_NOISE;
     o->strength = 1.0;
     o->mode_lambda = 0.1;   /* MGD3's lambda */
-    o->iterations = 200;    /* DM's code runs 20000 (models/dm.flags): days per class on this CPU */
+    o->iterations = 200;    /* DM's code runs 20000 (models/dm.flags): ~19 CPU hours per class here */
     o->lr_img = 1.0;
     o->batch_real = 256;
     o->dm_width = 128;

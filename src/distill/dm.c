@@ -14,8 +14,8 @@
  * augmentation (one of colour, crop, cutout, flip, scale, rotate per iteration, each
  * image's parameters shared between the two batches), SGD with momentum 0.5 on the
  * pixels. Their defaults: 20000 iterations, image learning rate 1.0, 256 real images per
- * class and iteration (models/dm.flags). One iteration costs about a second per class on
- * a 2-core CPU, so the command line defaults to 200 iterations (flagged in docs/methods.md).
+ * class and iteration (models/dm.flags). One iteration costs about 3.4 CPU seconds per
+ * class here, so the command line defaults to 200 iterations (flagged in docs/methods.md).
  * The augmentation here has its own backward (the pixels' gradient); its forward follows
  * src/eval/augment.c's transforms and constants.
  */

@@ -59,7 +59,7 @@ expect_fail "mgd3 bad --stop" "stop must be in" $DAP distill "${md[@]}" "${ms[@]
 expect_fail "d4m with --init" "d4m starts from its k-means prototypes" $DAP distill "${md[@]}" "${ms[@]}" --method d4m --init real --out "$tmp/mx3"
 expect_fail "d4m bad --strength" "strength must be in" $DAP distill "${md[@]}" "${ms[@]}" --method d4m --strength 0 --out "$tmp/mx4"
 expect_fail "d4m --strength junk" "strength expects a finite number" $DAP distill "${md[@]}" "${ms[@]}" --method d4m --strength 0.5x --out "$tmp/mx17"
-expect_fail "dm bad --iterations" "iterations must be in 1\.\." $DAP distill "${md[@]}" --method dm --iterations -1 --out "$tmp/mx5"
+expect_fail "dm bad --iterations" "iterations must be in 0\.\." $DAP distill "${md[@]}" --method dm --iterations -1 --out "$tmp/mx5"
 expect_fail "dm bad --lr-img" "lr-img must be" $DAP distill "${md[@]}" --method dm --lr-img 0 --out "$tmp/mx6"
 expect_fail "dm bad --batch-real" "batch-real must be" $DAP distill "${md[@]}" --method dm --batch-real 0 --out "$tmp/mx7"
 expect_fail "dm --init" "applies to vanilla and dap" $DAP distill "${md[@]}" --method dm --init kmeans --strength 0.5 --out "$tmp/mx8"
