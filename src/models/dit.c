@@ -42,7 +42,103 @@ static const struct {
 };
 #define N_NAMED ((int)(sizeof k_named / sizeof k_named[0]))
 
+/* Pixel-space families for any data: the geometry (size, channels, classes) comes from
+ * the data, the patch from the size unless the name gives it ("px-S/2"). px-B at 28x28x1
+ * with 10 classes is fm-p4-h256-d8. */
+static const struct {
+    const char *name, *about;
+    int hidden, depth, heads;
+} k_pixel[] = {
+    {"px-T", "tests and smoke runs", 64, 2, 2},
+    {"px-S", "small sets, up to about 16x16 (the own-data recipe)", 192, 6, 3},
+    {"px-B", "28-32 px (the shipped Fashion-MNIST prior's size)", 256, 8, 4},
+    {"px-L", "32-64 px, more data and time", 384, 12, 6},
+};
+#define N_PIXEL ((int)(sizeof k_pixel / sizeof k_pixel[0]))
+
+int dap_dit_auto_patch(int size) {
+    /* the divisor p of size whose grid size/p is nearest 8 (64 tokens); ties: fewer tokens */
+    int best = size > 0 ? size : 1;
+    for (int p = 1; p <= size; p++) {
+        if (size % p) continue;
+        const int g = size / p, gb = size / best;
+        const int d = g > 8 ? g - 8 : 8 - g, db = gb > 8 ? gb - 8 : 8 - gb;
+        if (d < db || (d == db && g < gb)) best = p;
+    }
+    return best;
+}
+
+/* "px-S" or "px-S/<p>": fills the family's widths, patch p (0: from the size later).
+ * DAP_OK, a status for a bad patch, or -1 when the name is no pixel family's. */
+static int pixel_by_name(const char *name, dap_dit_config *out) {
+    for (int i = 0; i < N_PIXEL; i++) {
+        const size_t n = strlen(k_pixel[i].name);
+        if (strncmp(name, k_pixel[i].name, n) != 0 || (name[n] && name[n] != '/')) continue;
+        int patch = 0;
+        if (name[n] == '/') {
+            char *end;
+            long p = strtol(name + n + 1, &end, 10);
+            if (end == name + n + 1 || *end || p < 1 || p > 64)
+                return dap_error(DAP_ERR_ARG, "DiT config '%s': expected %s or %s/P with a patch P in 1..64", name,
+                                 k_pixel[i].name, k_pixel[i].name);
+            patch = (int)p;
+        }
+        *out = (dap_dit_config){.patch = patch,
+                                .hidden = k_pixel[i].hidden,
+                                .depth = k_pixel[i].depth,
+                                .heads = k_pixel[i].heads,
+                                .mlp_ratio = 4.0f,
+                                .class_dropout = 0.1f};
+        return DAP_OK;
+    }
+    return -1;
+}
+
+int dap_dit_config_fit(dap_dit_config *c, int size, int channels, int classes) {
+    if (size < 1 || channels < 1 || classes < 1)
+        return dap_error(DAP_ERR_ARG, "DiT config: the data gives size %d, channels %d, classes %d (all must be >= 1)",
+                         size, channels, classes);
+    if (c->input_size && c->input_size != size)
+        return dap_error(DAP_ERR_ARG, "DiT config: it takes %dx%d images, the data has %dx%d", c->input_size,
+                         c->input_size, size, size);
+    if (c->in_channels && c->in_channels != channels)
+        return dap_error(DAP_ERR_ARG, "DiT config: it takes %d-channel images, the data has %d channels",
+                         c->in_channels, channels);
+    if (c->num_classes && c->num_classes != classes)
+        return dap_error(DAP_ERR_ARG, "DiT config: it has %d classes, the data has %d", c->num_classes, classes);
+    c->input_size = size, c->in_channels = channels, c->num_classes = classes;
+    if (!c->patch) c->patch = dap_dit_auto_patch(size);
+    if (size % c->patch)
+        return dap_error(DAP_ERR_ARG, "DiT config: patch %d does not divide the image size %d (try /%d)", c->patch,
+                         size, dap_dit_auto_patch(size));
+    return dap_dit_config_check(c);
+}
+
+void dap_dit_configs_help(char *buf, size_t n) {
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < N_PIXEL && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "  %-6s hidden %d, depth %d, %d heads: %s\n", k_pixel[i].name,
+                                k_pixel[i].hidden, k_pixel[i].depth, k_pixel[i].heads, k_pixel[i].about);
+    if (len < n)
+        len += (size_t)snprintf(buf + len, n - len,
+                                "  These take the image size, channels and classes from the data; the patch p\n"
+                                "  (tokens = (size/p)^2) comes from the size:\n ");
+    static const int sizes[] = {8, 16, 28, 32, 64};
+    for (int i = 0; i < 5 && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "%s %d px p%d (%d)", i ? "," : "", sizes[i],
+                                dap_dit_auto_patch(sizes[i]),
+                                (sizes[i] / dap_dit_auto_patch(sizes[i])) * (sizes[i] / dap_dit_auto_patch(sizes[i])));
+    if (len < n)
+        len += (size_t)snprintf(buf + len, n - len,
+                                ";\n  px-S/2 takes patch 2 at any size. Fixed geometry (the data is converted to it):\n"
+                                "  fm-p4-h256-d8, fm-p2-h256-d8, fm-p4-h384-d12, fm-tiny (28x28x1, 10 classes, as\n"
+                                "  Fashion-MNIST); DiT-S|B|L|XL/2|4|8 (32x32x4 latents, 1000 classes).\n");
+}
+
 int dap_dit_config_by_name(const char *name, dap_dit_config *out) {
+    const int px = pixel_by_name(name, out);
+    if (px >= 0) return px;
     for (int i = 0; i < N_NAMED; i++) {
         if (strcmp(name, k_named[i].name) != 0) continue;
         *out = (dap_dit_config){.input_size = k_named[i].input,
@@ -57,7 +153,11 @@ int dap_dit_config_by_name(const char *name, dap_dit_config *out) {
                                 .class_dropout = 0.1f};
         return DAP_OK;
     }
-    char names[512] = "";
+    char names[768] = "";
+    for (int i = 0; i < N_PIXEL; i++) {
+        strncat(names, k_pixel[i].name, sizeof names - strlen(names) - 3);
+        strncat(names, "[/P], ", sizeof names - strlen(names) - 1);
+    }
     for (int i = 0; i < N_NAMED; i++) {
         strncat(names, k_named[i].name, sizeof names - strlen(names) - 3);
         if (i + 1 < N_NAMED) strncat(names, ", ", sizeof names - strlen(names) - 1);

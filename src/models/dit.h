@@ -35,8 +35,19 @@ typedef struct dap_dit_config {
 /* Named configs: "DiT-S/2", "DiT-B/2", "DiT-L/2", "DiT-XL/2" (also /4, /8; 32x32x4 latents,
  * 1000 classes, learn_sigma) and pixel-space Fashion-MNIST configs (28 px, 1 channel, 10
  * classes, no learn_sigma): "fm-p4-h256-d8", "fm-p2-h256-d8", "fm-p4-h384-d12",
- * "fm-tiny" (p 4, hidden 64, depth 2, 2 heads). DAP_ERR_ARG listing the names if unknown. */
+ * "fm-tiny" (p 4, hidden 64, depth 2, 2 heads). Pixel-space families for any data,
+ * "px-T", "px-S", "px-B", "px-L" (optionally "/P" for patch P), leave input_size,
+ * in_channels and num_classes 0 (and patch 0 without "/P"): dap_dit_config_fit fills
+ * them from the data. DAP_ERR_ARG listing the names if unknown. */
 int dap_dit_config_by_name(const char *name, dap_dit_config *out);
+/* Fills a config's geometry from the data (size x size images, channels, classes): fields
+ * the config leaves 0 take the data's, a patch of 0 becomes dap_dit_auto_patch(size); a
+ * field the config fixes must equal the data's. DAP_ERR_ARG naming both otherwise. */
+int dap_dit_config_fit(dap_dit_config *c, int size, int channels, int classes);
+/* The patch of a pixel family at this image size: the divisor whose grid is nearest 8x8. */
+int dap_dit_auto_patch(int size);
+/* The pixel families and the patch each size gets, for --help (lines ending in '\n'). */
+void dap_dit_configs_help(char *buf, size_t n);
 /* Checks the divisibility rules; DAP_ERR_ARG naming the field otherwise. */
 int dap_dit_config_check(const dap_dit_config *c);
 /* Output channels: 2C with learn_sigma, else C. */
