@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Command-line smoke tests of build/dap: help text, errors on bad input, small jobs.
-# Ends with "N passed, N failed".
+# Ends with "N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DAP=./build/dap
-pass=0; fail=0
+pass=0; fail=0; skipped=0
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 ok()  { echo "ok   $1"; pass=$((pass+1)); }
 bad() { echo "FAIL $1"; fail=$((fail+1)); }
+# skip NAME REASON: a test that cannot run here (printed, counted as skipped, never passed)
+skip() { echo "SKIP $1: $2"; skipped=$((skipped+1)); }
+# have_fmnist: whether the Fashion-MNIST package is installed (blocks that need it skip
+# each of their tests by name otherwise)
+have_fmnist() { [ -n "$($DAP info --data fmnist 2>/dev/null | head -1)" ]; }
+# differ NAME A B: passes when the two folders differ (diff exit 1), fails when they are
+# equal (0) and when diff itself fails (2: a missing folder)
+differ() { local n=$1 rc; shift; diff -r -q -x manifest.json -x '.*' "$@" >/dev/null 2>&1; rc=$?
+  case $rc in 1) ok "$n" ;; 0) bad "$n (identical)" ;; *) bad "$n (diff failed: exit $rc)" ;; esac; }
 # expect_ok NAME CMD...: exit 0
 expect_ok() { local n=$1; shift; if "$@" >"$tmp/out" 2>"$tmp/err"; then ok "$n"; else bad "$n (exit $?)"; cat "$tmp/err"; fi; }
 # expect_fail NAME PATTERN CMD...: non-zero exit and stderr matching PATTERN
@@ -24,5 +33,5 @@ if OPENBLAS_CORETYPE=Haswell $DAP --version | grep -q "Haswell MAX_THREADS.*(OPE
   ok "a user's OPENBLAS_CORETYPE is kept"; else bad "a user's OPENBLAS_CORETYPE is kept: $(OPENBLAS_CORETYPE=Haswell $DAP --version)"; fi
 if DAP_BLAS_CORE=keep $DAP --version | grep -q "set by dap"; then bad "DAP_BLAS_CORE=keep restarts"; else ok "DAP_BLAS_CORE=keep does not restart"; fi
 for f in tests/cli/*.sh; do [ -f "$f" ] && source "$f"; done
-echo "$pass passed, $fail failed"
+echo "$pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]

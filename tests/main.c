@@ -1,6 +1,7 @@
 /*
  * main.c: the test runner. `dap_tests [substring ...]` runs the registered tests whose
- * names contain any substring (all when none), one line each, then "N passed, N failed".
+ * names contain any substring (all when none), one line each, then "N passed, N failed,
+ * N skipped". A test that called DAP_SKIP (and failed no check) counts as skipped.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #define MAX_TESTS 1024
 static struct { const char *name; dap_test_fn fn; } g_tests[MAX_TESTS];
 static int g_ntests, g_failures;
+static char g_skip[512]; /* the running test's skip reason, "" when not skipped */
 static char g_tmp[256];
 
 void dap_test_register(const char *name, dap_test_fn fn) {
@@ -34,6 +36,16 @@ void dap_test_fail(const char *file, int line, const char *fmt, ...) {
     va_end(ap);
     g_failures++;
 }
+
+void dap_test_skip(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_skip, sizeof g_skip, fmt, ap);
+    va_end(ap);
+    if (!g_skip[0]) snprintf(g_skip, sizeof g_skip, "(no reason given)");
+}
+
+int dap_test_fast(void) { return getenv("DAP_TEST_FAST") != NULL; }
 
 const char *dap_test_ref(const char *name) {
     static char buf[4][512];
@@ -101,7 +113,7 @@ static void rm_rf(const char *path) {
 
 int main(int argc, char **argv) {
     dap_blas_fix_core(argv);
-    int passed = 0, failed = 0;
+    int passed = 0, failed = 0, skipped = 0;
     dap_log_set_level(DAP_LOG_QUIET);
     for (int i = 0; i < g_ntests; i++) {
         int selected = argc < 2;
@@ -112,14 +124,20 @@ int main(int argc, char **argv) {
         double t0 = dap_time_now();
         printf("  %s\n", g_tests[i].name);
         fflush(stdout);
+        g_skip[0] = 0;
         g_tests[i].fn();
         int ok = g_failures == before;
-        printf("%s %s (%.2fs)\n", ok ? "ok  " : "FAIL", g_tests[i].name, dap_time_now() - t0);
+        if (ok && g_skip[0]) {
+            printf("SKIP %s: %s\n", g_tests[i].name, g_skip);
+            skipped++;
+        } else {
+            printf("%s %s (%.2fs)\n", ok ? "ok  " : "FAIL", g_tests[i].name, dap_time_now() - t0);
+            if (ok) passed++;
+            else failed++;
+        }
         fflush(stdout);
-        if (ok) passed++;
-        else failed++;
     }
     if (g_tmp[0]) rm_rf(g_tmp);
-    printf("%d passed, %d failed\n", passed, failed);
+    printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed ? 1 : 0;
 }

@@ -1,8 +1,10 @@
 /*
  * test.h: the test harness. A test is `DAP_TEST(name) { ... }` in any tests/ file;
  * it registers itself at load time. CHECK() records a failure (with file and line)
- * and goes on; the runner (tests/main.c) prints one line per test and ends with
- * "N passed, N failed", exiting non-zero on any failure.
+ * and goes on; DAP_SKIP("reason") ends a test that cannot run here (a missing dataset or
+ * device, or the sanitizer pass's DAP_TEST_FAST) as skipped, never as passed. The runner
+ * (tests/main.c) prints one line per test ("SKIP name: reason" for a skipped one) and ends
+ * with "N passed, N failed, N skipped", exiting non-zero on any failure.
  */
 #ifndef DAP_TEST_H
 #define DAP_TEST_H
@@ -15,6 +17,10 @@ typedef void (*dap_test_fn)(void);
 void dap_test_register(const char *name, dap_test_fn fn);
 void dap_test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Marks the running test skipped with a reason (printf format); see DAP_SKIP. */
+void dap_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The sanitizer pass (tests/run.sh) sets DAP_TEST_FAST: slow model tests skip there. */
+int dap_test_fast(void);
 /* Path of a committed fixture: tests/ref/<name> (works from the repo root or build/). */
 const char *dap_test_ref(const char *name);
 /* A scratch directory for this run (created once, removed at the end). */
@@ -31,6 +37,13 @@ void dap_test_write_jpeg(const char *path, const uint8_t *px, int h, int w, int 
         dap_test_register(#name, test_##name);                                                 \
     }                                                                                          \
     static void test_##name(void)
+
+/* Ends the test as skipped: DAP_SKIP("no Fashion-MNIST: %s", why). */
+#define DAP_SKIP(...)                                                                          \
+    do {                                                                                       \
+        dap_test_skip(__VA_ARGS__);                                                            \
+        return;                                                                                \
+    } while (0)
 
 #define CHECK(cond)                                                                            \
     do {                                                                                       \

@@ -345,18 +345,11 @@ DAP_TEST(float_u8_and_grid) {
 }
 
 /* ---- datasets ------------------------------------------------------------------ */
-DAP_TEST(fmnist_load) {
-    if (!dap_fmnist_dir()) {
-        printf("    NOTE: skipped, %s\n", dap_last_error());
-        return;
-    }
+DAP_TEST(fmnist_load_train) {
+    if (!dap_fmnist_dir()) DAP_SKIP("no Fashion-MNIST: %s", dap_last_error());
+    if (dap_test_fast()) DAP_SKIP("DAP_TEST_FAST (the sanitizer pass): the 60000-image train split is slow there");
     dap_dataset tr, te;
-    int rc;
-    if (getenv("DAP_TEST_FAST")) {
-        printf("    DAP_TEST_FAST: train split skipped\n");
-        goto test_split;
-    }
-    rc = dap_dataset_load(&tr, "fmnist", "train", 0, 0);
+    int rc = dap_dataset_load(&tr, "fmnist", "train", 0, 0);
     CHECK_MSG(rc == DAP_OK, "%s", dap_last_error());
     if (rc) return;
     CHECK(tr.n == 60000 && tr.c == 1 && tr.h == 28 && tr.w == 28 && tr.num_classes == 10);
@@ -378,13 +371,6 @@ DAP_TEST(fmnist_load) {
     CHECK_NEAR(mean01, 0.2860, 2e-3);
     CHECK(tr.class_idx[3][0] < tr.class_idx[3][1] && tr.y[tr.class_idx[3][5]] == 3);
     dap_dataset_free(&tr);
-test_split:
-    rc = dap_dataset_load(&te, "fmnist", "test", 0, 0);
-    CHECK_MSG(rc == DAP_OK, "%s", dap_last_error());
-    if (rc) return;
-    CHECK(te.n == 10000 && te.num_classes == 10 && te.class_count[0] == 1000 && te.class_count[9] == 1000);
-    dap_dataset_free(&te);
-    if (getenv("DAP_TEST_FAST")) return;
     /* the IDX path form, resized to 32 and 3 channels */
     char img[512];
     snprintf(img, sizeof img, "%s/t10k-images-idx3-ubyte.gz", dap_fmnist_dir());
@@ -394,6 +380,16 @@ test_split:
     dap_dataset_free(&te);
     CHECK(dap_dataset_load(&te, "fmnist", "validation", 0, 0) == DAP_ERR_ARG);
     CHECK(dap_dataset_load(&te, "fmnist:/nonexistent", "train", 0, 0) == DAP_ERR_MISSING);
+}
+
+DAP_TEST(fmnist_load_test) {
+    if (!dap_fmnist_dir()) DAP_SKIP("no Fashion-MNIST: %s", dap_last_error());
+    dap_dataset te;
+    int rc = dap_dataset_load(&te, "fmnist", "test", 0, 0);
+    CHECK_MSG(rc == DAP_OK, "%s", dap_last_error());
+    if (rc) return;
+    CHECK(te.n == 10000 && te.num_classes == 10 && te.class_count[0] == 1000 && te.class_count[9] == 1000);
+    dap_dataset_free(&te);
 }
 
 static void mkdir_or_fail(const char *p) { CHECK(mkdir(p, 0755) == 0); }

@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "core/blas.h"
 #include "core/core.h"
+#include "data/classmap.h"
 #include "data/dataset.h"
 #include "distill/distill.h"
 #include "distill/guidance.h"
@@ -38,6 +39,10 @@ static void params_line(char *buf, size_t n, const char *data, const char *hash,
     if (o->init != DAP_INIT_NOISE) { /* likewise for --init */
         size_t len = strlen(buf);
         snprintf(buf + len, n - len, " init=%s strength=%g", dap_init_name(o->init), o->strength);
+    }
+    if (o->batch != 100) { /* batching changes the kernels' summation order, hence the pixels */
+        size_t len = strlen(buf);
+        snprintf(buf + len, n - len, " batch=%d", o->batch);
     }
     if (o->method == DAP_METHOD_RANDOM) /* the sampler's flags do not matter for random */
         snprintf(buf, n, "data=%s holdout=%d split_seed=%d method=random ipc=%d seed=%llu", data, holdout,
@@ -103,12 +108,36 @@ static int class_done(const char *out, const dap_dataset *real, int k, dap_disti
            sscanf(txt, "%lf %d %lf %lf", &st->seconds, &st->guided_steps, &st->energy_first, &st->energy_last) == 4;
 }
 
+/* The folder's parameter line, under its lock: a line there must match `line` (else
+ * DAP_ERR_ARG); with `write`, a folder without one gets it. */
+static int mark_params(const char *out, const char *line, int method, int write) {
+    char path[4096], prev[2048];
+    snprintf(path, sizeof path, "%s/.dap-distill.lock", out);
+    int lock = dap_lock_file(path);
+    if (lock < 0) return DAP_ERR_IO;
+    int rc = DAP_OK;
+    snprintf(path, sizeof path, "%s/.dap-distill-params", out);
+    if (read_text(path, prev, sizeof prev)) {
+        if (!params_match(prev, line, method))
+            rc = dap_error(DAP_ERR_ARG,
+                           "%s holds a distillation run with other parameters:\n  %s\nthis run:\n  %s\n"
+                           "use another --out (or delete the folder)",
+                           out, prev, line);
+    } else if (write) {
+        rc = dap_write_file_atomic(path, line, strlen(line));
+    }
+    dap_unlock_file(lock);
+    return rc;
+}
+
 /* What manifest.json records of a run besides its classes. */
 typedef struct distill_run {
     const char *data, *model_path, *hash;
     int holdout, split_seed, has_model;
     const dap_distill_opts *o;
     const dap_dataset *real;
+    const int *order;          /* the data classes in the model's label order */
+    const char *names_source;  /* where the model's class names came from */
 } distill_run;
 
 /* manifest.json: every parameter, and every class present in the folder (present[k]),
@@ -132,6 +161,11 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
     if (r->has_model) {
         dap_json_str(&j, "model", r->model_path);
         dap_json_str(&j, "model_fnv1a64", r->hash);
+        /* which label of the model each data class was sampled with (matched by name) */
+        dap_json_str(&j, "class_names_from", r->names_source);
+        dap_json_begin_object(&j, "class_map");
+        for (int q = 0; q < K; q++) dap_json_int(&j, r->real->class_names[r->order[q]], o->labels[r->order[q]]);
+        dap_json_end_object(&j);
         dap_json_int(&j, "steps", o->steps);
         dap_json_num(&j, "eta", o->eta);
         dap_json_num(&j, "clip_x0", o->clip_x0);
@@ -155,11 +189,13 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
     dap_json_bool(&j, "complete", have == K);
     dap_json_begin_array(&j, "classes");
     double total = 0;
-    for (int k = 0; k < K; k++) {
+    for (int q = 0; q < K; q++) { /* in label order */
+        const int k = r->order[q];
         if (!present[k]) continue;
         dap_json_begin_object(&j, NULL);
         dap_json_int(&j, "class", k);
         dap_json_str(&j, "name", r->real->class_names[k]);
+        if (r->has_model) dap_json_int(&j, "model_label", o->labels[k]);
         dap_json_num(&j, "seconds", stats[k].seconds);
         if (o->method == DAP_METHOD_DAP) {
             dap_json_int(&j, "guided_steps", stats[k].guided_steps);
@@ -181,17 +217,34 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
     return rc;
 }
 
-/* grid.png: the first (up to) 10 images of every class the folder holds, one row each. */
-static int write_grid(const char *out, const dap_dataset *real, int ipc) {
+/* grid.png: the first (up to) 10 images of every class the folder holds, one row each, in
+ * the model's label order (order: the data classes in that order). */
+static int write_grid(const char *out, const dap_dataset *real, int ipc, const int *order) {
     dap_dataset back;
     int rc = dap_dataset_load(&back, out, "train", real->h, real->c);
     if (rc) return rc;
     const size_t per = (size_t)real->c * real->h * real->w;
     int cols = ipc < 10 ? ipc : 10, rows = back.num_classes;
+    /* the folder's classes (alphabetical) in the rank of their data class in `order` */
+    int *rank = dap_malloc(sizeof(int) * (size_t)(rows ? rows : 1)), *row_of = dap_malloc(sizeof(int) * (size_t)(rows ? rows : 1));
+    for (int b = 0; b < rows; b++) {
+        rank[b] = real->num_classes + b; /* not a class of the data: last */
+        for (int q = 0; q < real->num_classes; q++) {
+            char *f = dap_class_folder_name(real->class_names[order[q]], order[q]);
+            if (!strcmp(f, back.class_names[b])) rank[b] = q;
+            free(f);
+        }
+    }
+    for (int b = 0; b < rows; b++) {
+        row_of[b] = 0;
+        for (int a = 0; a < rows; a++) row_of[b] += rank[a] < rank[b];
+    }
     float *g = dap_alloc_f32(per * (size_t)rows * cols);
     for (int k = 0; k < rows; k++)
         for (int i = 0; i < cols && i < back.class_count[k]; i++)
-            memcpy(g + per * ((size_t)k * cols + i), back.x + per * (size_t)back.class_idx[k][i], sizeof(float) * per);
+            memcpy(g + per * ((size_t)row_of[k] * cols + i), back.x + per * (size_t)back.class_idx[k][i],
+                   sizeof(float) * per);
+    free(rank), free(row_of);
     char path[4096];
     snprintf(path, sizeof path, "%s/grid.png", out);
     rc = dap_grid_write(path, g, rows * cols, rows, cols, real->c, real->h, real->w);
@@ -322,32 +375,33 @@ int cmd_distill(int argc, char **argv) {
         }
         if (o.method == DAP_METHOD_DAP && o.layer == 0) o.layer = (m->cfg.depth + 2) / 4;
     }
+    /* the model's label of each data class, by name (a folder lists its classes alphabetically) */
+    int *labels = dap_malloc(sizeof(int) * (size_t)K), *order = dap_malloc(sizeof(int) * (size_t)K);
+    const char *names_source = "none";
+    for (int k = 0; k < K; k++) labels[k] = k;
+    if (m) {
+        const dap_dit_config *mc = &m->cfg;
+        const char *const *names = (const char *const *)m->class_names;
+        names_source = "model";
+        if (!names && (names = dap_class_names_guess(mc->num_classes, mc->in_channels, mc->input_size)))
+            names_source = "fmnist (a 10-class 28x28x1 model without class names)";
+        if ((rc = dap_class_map(names, mc->num_classes, &real, labels, model_path))) goto fail;
+        o.labels = labels;
+    }
+    for (int q = 0, l = 0; q < K; l++) /* data classes by label (labels are distinct) */
+        for (int k = 0; k < K; k++)
+            if (labels[k] == l) order[q++] = k;
     if ((rc = dap_distill_check(m, &o))) goto fail; /* a bad flag leaves no folder behind */
+    for (int k = 0; k < K; k++) /* likewise for what only a class's data can refuse */
+        if (todo[k] && (rc = dap_distill_check_class(m, &real, k, &o))) goto fail;
 
-    /* resume: the folder must hold a run with the same parameters */
-    char line[2048], prev[2048], path[4096];
+    /* resume: the folder must hold a run with the same parameters; a new folder is marked
+     * with them only once its first class is made (mark_params), so that a run failing
+     * before that leaves nothing a corrected command would be refused for */
+    char line[2048], path[4096];
     params_line(line, sizeof line, data, hash, holdout, split_seed, &o);
     if ((rc = dap_mkdir_p(out))) goto fail;
-    { /* under the folder's lock: shards starting together agree on one parameter line */
-        snprintf(path, sizeof path, "%s/.dap-distill.lock", out);
-        int lock = dap_lock_file(path);
-        if (lock < 0) {
-            rc = DAP_ERR_IO;
-            goto fail;
-        }
-        snprintf(path, sizeof path, "%s/.dap-distill-params", out);
-        if (read_text(path, prev, sizeof prev)) {
-            if (!params_match(prev, line, o.method))
-                rc = dap_error(DAP_ERR_ARG,
-                               "%s holds a distillation run with other parameters:\n  %s\nthis run:\n  %s\n"
-                               "use another --out (or delete the folder)",
-                               out, prev, line);
-        } else {
-            rc = dap_write_file_atomic(path, line, strlen(line));
-        }
-        dap_unlock_file(lock);
-        if (rc) goto fail;
-    }
+    if ((rc = mark_params(out, line, o.method, 0))) goto fail;
 
     {
         const size_t per = (size_t)real.c * real.h * real.w;
@@ -374,6 +428,7 @@ int cmd_distill(int argc, char **argv) {
                 continue;
             }
             rc = dap_distill_class(m, &real, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
+            if (rc == DAP_OK) rc = mark_params(out, line, o.method, 1);
             if (rc == DAP_OK) rc = dap_dataset_save_class(&syn, out, k);
             if (rc == DAP_OK) {
                 snprintf(txt, sizeof txt, "%.17g %d %.17g %.17g\n", stats[k].seconds, stats[k].guided_steps,
@@ -411,9 +466,9 @@ int cmd_distill(int argc, char **argv) {
                 have += present[k];
             }
         }
-        distill_run info = {data, model_path, hash, holdout, split_seed, m != NULL, &o, &real};
+        distill_run info = {data, model_path, hash, holdout, split_seed, m != NULL, &o, &real, order, names_source};
         if (rc == DAP_OK) rc = write_manifest(out, &info, stats, present, made, have);
-        if (rc == DAP_OK) rc = write_grid(out, &real, o.ipc); /* read back: also proves the folder loads */
+        if (rc == DAP_OK) rc = write_grid(out, &real, o.ipc, order); /* read back: also proves the folder loads */
         dap_unlock_file(lock);
         if (rc == DAP_OK)
             dap_log(DAP_LOG_INFO, "dap distill: %s, %d classes x %d images in %s (%.1f s this run)%s\n",
@@ -429,5 +484,6 @@ fail:
     if (m) dap_dit_destroy(m);
     dap_dataset_free(&real);
     free(todo);
+    free(labels), free(order);
     return rc ? cli_fail("distill", rc) : 0;
 }

@@ -102,7 +102,8 @@ static int pick_class(const dap_dataset *ds, int k, int n, uint64_t seed, uint64
 typedef struct class_run {
     const dap_dit *m;
     const dap_distill_opts *o;
-    int k, n;          /* class, synthetic samples */
+    int k, n;          /* data class, synthetic samples */
+    int label;         /* the model's label of class k */
     int layer, T, D, F;
     size_t per;
     dap_dit_eps eps;   /* CFG eps model, chunked */
@@ -129,7 +130,7 @@ static int run_eps(void *ctx, float *eps, const float *x_t, const dap_ddim_coef 
     for (int i0 = 0; i0 < r->n; i0 += chunk) {
         const int b = r->n - i0 < chunk ? r->n - i0 : chunk;
         int *lab = r->y;
-        for (int i = 0; i < b; i++) lab[i] = r->k;
+        for (int i = 0; i < b; i++) lab[i] = r->label;
         dap_dit_eps_set_labels(&r->eps, lab, b);
         DAP_TRY(dap_dit_eps_hook(&r->eps, eps + (size_t)i0 * r->per, x_t + (size_t)i0 * r->per, c));
     }
@@ -139,7 +140,7 @@ static int run_eps(void *ctx, float *eps, const float *x_t, const dap_ddim_coef 
 /* Synthetic samples i0..i0+b-1 through blocks 1..l of gst (cached for the partial
  * backward), pooled into feat (b, F). */
 static void synth_features(class_run *r, const float *x_t, const dap_ddim_coef *c, int i0, int b, float *feat) {
-    for (int i = 0; i < b; i++) r->tf[i] = (float)c->t, r->y[i] = r->k;
+    for (int i = 0; i < b; i++) r->tf[i] = (float)c->t, r->y[i] = r->label;
     dap_dit_state_set_batch(r->gst, b);
     dap_dit_forward(r->m, r->gst, NULL, x_t + (size_t)i0 * r->per, r->tf, r->y, r->layer);
     dap_pool_forward(feat, dap_dit_features(r->gst), b, r->T, r->D, r->o->pool);
@@ -158,7 +159,7 @@ static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef 
         else dap_rng_normal(&r->noise, xi, (size_t)b * r->per, 0.0f, 1.0f);
         const float *x0 = r->real0 + (size_t)j0 * r->per;
         for (size_t q = 0; q < (size_t)b * r->per; q++) xi[q] = sa * x0[q] + sb * xi[q];
-        for (int i = 0; i < b; i++) r->tf[i] = (float)c->t, r->y[i] = r->k;
+        for (int i = 0; i < b; i++) r->tf[i] = (float)c->t, r->y[i] = r->label;
         dap_dit_state_set_batch(r->rst, b);
         dap_dit_forward(r->m, r->rst, NULL, xi, r->tf, r->y, r->layer);
         dap_pool_forward(r->rfeat + (size_t)j0 * r->F, dap_dit_features(r->rst), b, r->T, r->D, o->pool);
@@ -300,6 +301,30 @@ int dap_distill_check(const dap_dit *m, const dap_distill_opts *o) {
     return DAP_OK;
 }
 
+int dap_distill_check_class(const dap_dit *m, const dap_dataset *real, int k, const dap_distill_opts *o) {
+    DAP_ASSERT(k >= 0 && k < real->num_classes);
+    const char *name = real->class_names ? real->class_names[k] : "?";
+    const int count = real->class_count[k];
+    if ((o->method == DAP_METHOD_RANDOM || o->init != DAP_INIT_NOISE) && count < o->ipc)
+        return o->method != DAP_METHOD_RANDOM && (o->init == DAP_INIT_KMEANS || o->init == DAP_INIT_MEDOID)
+                   ? dap_error(DAP_ERR_ARG, "class %d (%s) has %d images, fewer than the %d k-means centres asked for", k,
+                               name, count, o->ipc)
+                   : dap_error(DAP_ERR_ARG, "class %d (%s) has %d images, %d requested (--ipc)", k, name, count, o->ipc);
+    if (o->method == DAP_METHOD_RANDOM) return DAP_OK;
+    if (!m) return dap_error(DAP_ERR_ARG, "method %s needs a diffusion model (--model)", dap_method_name(o->method));
+    const dap_dit_config *mc = &m->cfg;
+    if (mc->in_channels != real->c || mc->input_size != real->h || real->h != real->w)
+        return dap_error(DAP_ERR_SHAPE, "model takes %dx%dx%d images, the data has %dx%dx%d", mc->in_channels,
+                         mc->input_size, mc->input_size, real->c, real->h, real->w);
+    const int label = o->labels ? o->labels[k] : k;
+    if (label < 0 || label >= mc->num_classes)
+        return dap_error(DAP_ERR_SHAPE, "class %d (%s): label %d is outside the model's %d classes", k, name, label,
+                         mc->num_classes);
+    if (o->method == DAP_METHOD_DAP && count < o->n_real)
+        return dap_error(DAP_ERR_ARG, "class %d (%s) has %d images, fewer than --n-real %d", k, name, count, o->n_real);
+    return DAP_OK;
+}
+
 int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const dap_distill_opts *o,
                       float *out, dap_distill_stats *st) {
     DAP_ASSERT(k >= 0 && k < real->num_classes);
@@ -321,14 +346,11 @@ int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const da
     }
 
     const dap_dit_config *mc = &m->cfg;
-    if (mc->in_channels != real->c || mc->input_size != real->h || real->h != real->w)
-        return dap_error(DAP_ERR_SHAPE, "model takes %dx%dx%d images, the data has %dx%dx%d", mc->in_channels,
-                         mc->input_size, mc->input_size, real->c, real->h, real->w);
-    if (k >= mc->num_classes)
-        return dap_error(DAP_ERR_SHAPE, "class %d is outside the model's %d classes", k, mc->num_classes);
+    DAP_TRY(dap_distill_check_class(m, real, k, &oo));
+    const int label = oo.labels ? oo.labels[k] : k;
 
     class_run r = {0};
-    r.m = m, r.o = &oo, r.k = k, r.n = oo.ipc, r.per = per, r.st = st;
+    r.m = m, r.o = &oo, r.k = k, r.label = label, r.n = oo.ipc, r.per = per, r.st = st;
     const int chunk = oo.batch;
     dap_dit_eps_init(&r.eps, m, chunk < r.n ? chunk : r.n, oo.cfg);
     r.y = dap_malloc(sizeof(int) * (size_t)chunk);

@@ -50,6 +50,8 @@ typedef struct dap_distill_opts {
                         the paper's method; 1: about the energy distance, guidance.h) */
     int fixed_noise; /* 1: real samples keep one noise draw for the whole trajectory
                         (the default 0 redraws it at every guided step) */
+    const int *labels; /* (data classes) the model's label of each data class (dap_class_map);
+                          NULL: the data's class index is the label */
 } dap_distill_opts;
 
 void dap_distill_opts_default(dap_distill_opts *o);
@@ -72,6 +74,11 @@ typedef struct dap_distill_stats {
  * flag leaves no output behind. The layer must be resolved (o->layer 0 means depth/4 only
  * inside dap_distill_class). */
 int dap_distill_check(const dap_dit *model, const dap_distill_opts *o);
+
+/* What only class k's data can refuse, checked before any work: the model's input shape
+ * against the data's, class k's label, and enough real images of class k for --n-real
+ * (dap) and for --ipc draws (random, --init real|kmeans|medoid). DAP_ERR_ARG/SHAPE naming it. */
+int dap_distill_check_class(const dap_dit *model, const dap_dataset *real, int k, const dap_distill_opts *o);
 
 /* Distills class k into out (ipc, C, H, W) in [-1, 1] (generated images are clamped).
  * real: the real training images the guidance and the random baseline draw from.

@@ -316,8 +316,58 @@ int dap_dit_create(dap_dit **out, const dap_dit_config *cfg, int with_grad) {
 
 void dap_dit_destroy(dap_dit *m) {
     if (!m) return;
+    dap_dit_set_class_names(m, NULL, 0);
     dap_params_free(&m->params);
     free(m);
+}
+
+void dap_dit_set_class_names(dap_dit *m, char *const *names, int n) {
+    DAP_ASSERT(names ? n == m->cfg.num_classes : n == 0);
+    char **copy = NULL;
+    if (names) { /* copied first: names may be m->class_names itself */
+        copy = dap_malloc(sizeof(char *) * (size_t)n);
+        for (int k = 0; k < n; k++) {
+            DAP_ASSERT(names[k] && names[k][0] && !strchr(names[k], '\n'));
+            copy[k] = dap_strdup(names[k]);
+        }
+    }
+    if (m->class_names)
+        for (int k = 0; k < m->cfg.num_classes; k++) free(m->class_names[k]);
+    free(m->class_names);
+    m->class_names = copy;
+}
+
+/* __metadata__ "class_names" (newline-joined) into m->class_names; absent: left NULL. */
+static int load_class_names(dap_dit *m, const char *path) {
+    dap_st *st;
+    DAP_TRY(dap_st_open(&st, path));
+    char *s = dap_st_meta_get(st, "class_names");
+    dap_st_close(st);
+    if (!s) return DAP_OK;
+    const int K = m->cfg.num_classes;
+    int n = 1;
+    for (const char *p = s; *p; p++) n += *p == '\n';
+    char **names = dap_malloc(sizeof(char *) * (size_t)n);
+    int empty = 0;
+    char *p = s;
+    for (int k = 0; k < n; k++) {
+        char *e = strchr(p, '\n');
+        if (e) *e = 0;
+        names[k] = p;
+        empty |= !*p;
+        p = e ? e + 1 : p + strlen(p);
+    }
+    int rc = DAP_OK;
+    if (n != K)
+        rc = dap_error(DAP_ERR_FORMAT, "%s: __metadata__ \"class_names\" holds %d names, expected %d (num_classes)",
+                       path, n, K);
+    else if (empty)
+        rc = dap_error(DAP_ERR_FORMAT, "%s: __metadata__ \"class_names\" holds an empty name", path);
+    else
+        dap_dit_set_class_names(m, names, n);
+    free(names);
+    free(s);
+    return rc;
 }
 
 /* The official get_2d_sincos_pos_embed (double precision, like numpy): token i*g + j
@@ -391,10 +441,24 @@ int dap_dit_save_ex(const dap_dit *m, const char *path, int f16) {
     snprintf(v[7], 32, "%d", c->learn_sigma);
     snprintf(v[8], 32, "%.9g", c->mlp_ratio);
     snprintf(v[9], 32, "%.9g", c->class_dropout);
+    char *names = NULL;
+    if (m->class_names) {
+        size_t len = 1;
+        for (int k = 0; k < c->num_classes; k++) len += strlen(m->class_names[k]) + 1;
+        names = dap_malloc(len);
+        names[0] = 0;
+        for (int k = 0; k < c->num_classes; k++) {
+            if (k) strcat(names, "\n");
+            strcat(names, m->class_names[k]);
+        }
+    }
     const char *meta[] = {"model", "dit", "input_size", v[0], "in_channels", v[1], "patch", v[2],
                           "hidden", v[3], "depth", v[4], "heads", v[5], "num_classes", v[6],
-                          "learn_sigma", v[7], "mlp_ratio", v[8], "class_dropout", v[9], NULL};
-    return dap_params_save(&m->params, path, f16, meta);
+                          "learn_sigma", v[7], "mlp_ratio", v[8], "class_dropout", v[9],
+                          names ? "class_names" : NULL, names, NULL};
+    int rc = dap_params_save(&m->params, path, f16, meta);
+    free(names);
+    return rc;
 }
 
 static int meta_number(const dap_st *st, const char *key, double *out) {
@@ -564,6 +628,7 @@ int dap_dit_load(dap_dit **out, const char *path, int with_grad, int allow_extra
     dap_dit *m;
     DAP_TRY(dap_dit_create(&m, &c, with_grad));
     int rc = dap_params_load(&m->params, path, NULL, allow_extra);
+    if (rc == DAP_OK) rc = load_class_names(m, path);
     if (rc != DAP_OK) {
         dap_dit_destroy(m);
         return rc;

@@ -66,6 +66,9 @@ typedef struct dap_dit {
     dap_params params;
     int block0;        /* index in params.p of blocks.0's first tensor */
     int block_nparams; /* tensors per block */
+    /* (num_classes) the class name of each label, or NULL when the checkpoint has none.
+     * Stored in __metadata__ "class_names", newline-joined; label k is class_names[k]. */
+    char **class_names;
 } dap_dit;
 
 /* Creates a model with zeroed weights (grad buffers too if with_grad). DAP_ERR_ARG on a
@@ -76,12 +79,18 @@ void dap_dit_destroy(dap_dit *m);
  * (D, C p p) view), zero biases, label table and timestep MLP N(0, 0.02), adaLN
  * modulations and the final linear zero, pos_embed the fixed 2-D sin-cos table. */
 void dap_dit_init(dap_dit *m, uint64_t seed);
-/* Writes the weights as safetensors with the config as __metadata__ (self-describing). */
+/* Sets (copies) the names of the model's n = num_classes labels, or clears them (names
+ * NULL, n 0). Names must be non-empty and free of newlines (asserted). */
+void dap_dit_set_class_names(dap_dit *m, char *const *names, int n);
+/* Writes the weights as safetensors with the config as __metadata__ (self-describing),
+ * and the class names when set. */
 int dap_dit_save(const dap_dit *m, const char *path);
 /* The same with the weights stored as F16 (f16 = 1): half the size, read back into F32. */
 int dap_dit_save_ex(const dap_dit *m, const char *path, int f16);
 /* Reads the config from __metadata__ (or, if absent, infers it from the tensor shapes,
- * e.g. an official DiT-XL-2-256 converted file), then loads the weights strictly.
+ * e.g. an official DiT-XL-2-256 converted file), then loads the weights strictly, and the
+ * class names when __metadata__ has them (DAP_ERR_FORMAT when their count is not
+ * num_classes).
  * Unknown tensors are an error unless allow_extra. */
 int dap_dit_load(dap_dit **out, const char *path, int with_grad, int allow_extra);
 /* Config of a checkpoint without loading the weights. */

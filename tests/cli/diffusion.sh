@@ -1,4 +1,8 @@
 # dap train / dap sample on the tiny config (sourced by tests/cli.sh; a few seconds).
+# Needs Fashion-MNIST, as distill.sh (which uses the model trained here) does.
+if ! have_fmnist; then
+  skip "diffusion.sh and distill.sh: train, sample, distill, score on Fashion-MNIST" "dataset-fashion-mnist is not installed"
+else
 ck="$tmp/tiny.safetensors"
 tr=(--data fmnist --config fm-tiny --out "$ck" --batch 8 --val-per-class 2 --val-every 3 --log-every 2 --threads 1 --seed 3)
 # a straight run of 6 steps, and a run stopped at 3 then resumed to 6: same bytes
@@ -35,3 +39,4 @@ expect_fail "sample missing model" "missing.safetensors" $DAP sample --model "$t
 expect_ok "train --init from a checkpoint" $DAP train --data fmnist --config fm-tiny --init "$ck" --out "$tmp/warm.st" --steps 2 --batch 4 --val-per-class 0 --threads 1
 grep -q "initialised from" "$tmp/err" && ok "train --init loads the weights" || bad "train --init loads the weights"
 expect_fail "train --init with another config" "another model config" $DAP train --data fmnist --config fm-p4-h256-d8 --init "$ck" --out "$tmp/warm2.st" --steps 1
+fi

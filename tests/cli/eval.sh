@@ -1,5 +1,7 @@
 # dap subset / teacher / eval: tiny end-to-end runs on Fashion-MNIST (sourced by tests/cli.sh)
-if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
+if ! have_fmnist; then
+  skip "eval.sh: subset, eval, teacher, score and gpu-bundle on Fashion-MNIST" "dataset-fashion-mnist is not installed"
+else
   expect_ok "subset ipc 2" $DAP subset --from fmnist --ipc 2 --seed 3 --out "$tmp/sub"
   if [ "$(find "$tmp/sub" -name '*.png' | wc -l)" -eq 20 ]; then ok "subset writes 20 pngs"; else bad "subset writes 20 pngs"; fi
   expect_ok "eval folder on val" $DAP eval --train "$tmp/sub" --epochs 2 --runs 2 --val 5 --quiet --threads 2 --json "$tmp/e.json"
@@ -29,11 +31,15 @@ if [ -n "$(./build/dap info --data fmnist 2>/dev/null | head -1)" ]; then
   expect_fail "teacher --device cuda on a CPU build" "built without the CUDA backend|no CUDA device|device cuda" $DAP teacher --out "$tmp/t.safetensors" --device cuda
   expect_fail "eval --device cuda leaves no json" "device cuda" $DAP eval --train "$tmp/sub" --device cuda --json "$tmp/dev.json"
   [ ! -e "$tmp/dev.json" ] && [ ! -e "$tmp/dev.json.runs" ] && ok "no output from a refused device" || bad "no output from a refused device"
-  # scripts/sets-summary.sh: mean over sets of eval JSONs (two identical sets: spread 0)
-  expect_ok "sets-summary" bash scripts/sets-summary.sh "$tmp/e1.json" "$tmp/ej.json"
-  m1=$(tr -d ' \n' < "$tmp/e1.json" | sed 's/.*"mean":\([0-9.]*\).*/\1/')
-  grep -q "over 2 sets: $(printf '%.2f' "$m1") +- 0.00" "$tmp/out" && ok "sets-summary mean of the set means" \
-    || bad "sets-summary mean of the set means ($(tail -1 "$tmp/out"), eval mean $m1)"
+  # scripts/sets-summary.sh: mean over sets of eval JSONs; two sets with other means (2 runs of
+  # 2 epochs, 3 runs of 2 epochs): the mean of the two means, and half their gap as the spread
+  expect_ok "sets-summary" bash scripts/sets-summary.sh "$tmp/e.json" "$tmp/e1.json"
+  setmean() { sed -n '/"runs"/,/\]/p' "$1" | sed -n 's/^ *"accuracy": *\([-0-9.eE+]*\),*$/\1/p' | awk '{s+=$1} END {printf "%.10g", s/NR}'; }
+  m1=$(setmean "$tmp/e.json"); m2=$(setmean "$tmp/e1.json")
+  want=$(awk -v a="$m1" -v b="$m2" 'BEGIN {d = (a - b) / 2; printf "over 2 sets: %.2f +- %.2f", (a + b) / 2, d < 0 ? -d : d}')
+  if [ "$m1" = "$m2" ]; then bad "sets-summary inputs differ (both means $m1)"
+  elif grep -qF "$want" "$tmp/out"; then ok "sets-summary mean and spread of the set means"
+  else bad "sets-summary mean and spread ($(tail -1 "$tmp/out"); want $want)"; fi
   expect_fail "sets-summary on a non-eval file" "no runs" bash scripts/sets-summary.sh README.md
   # --resume: 2 runs, then 3 with the journal: the result of one 3-run command
   expect_ok "eval 2 runs with a journal" $DAP eval --train "$tmp/sub" --epochs 2 --runs 2 --val 5 --quiet --threads 1 --json "$tmp/er.json"
