@@ -254,13 +254,13 @@ static int write_grid(const char *out, const dap_dataset *real, int ipc, const i
 }
 
 int cmd_distill(int argc, char **argv) {
-    const char *data = "fmnist", *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear",
+    const char *data = NULL, *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear",
                *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL;
     int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0;
     dap_distill_opts o;
     dap_distill_opts_default(&o);
     flag flags[] = {
-        {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file or an image folder"},
+        {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file or an image folder (default: the data --model records, else fmnist for a Fashion-MNIST-shaped model or without --model)"},
         {"model", FLAG_STR, &model_path, "diffusion model (safetensors from dap train, or a converted DiT)"},
         {"method", FLAG_STR, &method_s, "random | vanilla | dap"},
         {"ipc", FLAG_INT, &o.ipc, "images per class"},
@@ -333,8 +333,39 @@ int cmd_distill(int argc, char **argv) {
     if (quiet) dap_log_set_level(DAP_LOG_QUIET);
 
     dap_dataset full, real, val;
-    int rc = dap_dataset_load(&full, data, "train", 0, 0);
+    /* the model's geometry and training data, before the data is read: a pixel model's
+     * data is converted to its size and channels (said below when that changes it) */
+    dap_dit_config pre = {0};
+    char data_buf[4096];
+    int rc = DAP_OK, pixel_model = 0;
+    if (model_path) {
+        char *recorded = NULL;
+        if ((rc = dap_dit_config_from_file(model_path, &pre)) ||
+            (rc = dap_dit_train_data_from_file(model_path, &recorded)))
+            return cli_fail("distill", rc);
+        pixel_model = pre.in_channels == 1 || pre.in_channels == 3;
+        if (!data && recorded) {
+            snprintf(data_buf, sizeof data_buf, "%s", recorded);
+            data = data_buf;
+            dap_log(DAP_LOG_INFO, "dap distill: --data %s (the data %s was trained on)\n", data, model_path);
+        }
+        free(recorded);
+        if (!data && !dap_class_names_guess(pre.num_classes, pre.in_channels, pre.input_size))
+            return cli_failf("distill", "--data is required: %s does not record the data it was trained on (models "
+                                        "from dap train do) and is not shaped as a Fashion-MNIST model", model_path);
+    }
+    if (!data) {
+        data = "fmnist";
+        dap_log(DAP_LOG_INFO, "dap distill: --data fmnist (the default%s)\n",
+                model_path ? ", for a Fashion-MNIST-shaped model without a record of its data" : "");
+    }
+    rc = dap_dataset_load(&full, data, "train", pixel_model ? pre.input_size : 0, pixel_model ? pre.in_channels : 0);
     if (rc) return cli_fail("distill", rc);
+    {
+        char note[256];
+        if (dap_dataset_prep_note(&full, note, sizeof note))
+            dap_log(DAP_LOG_INFO, "dap distill: data %s: %s (the model's input)\n", data, note);
+    }
     if (holdout > 0) {
         dap_dataset_split(&full, holdout, (unsigned long long)split_seed, &real, &val);
         dap_dataset_free(&val);

@@ -70,7 +70,7 @@ int cmd_sample(int argc, char **argv) {
         {"seed", FLAG_INT, &seed, "noise seed"},
         {"out", FLAG_STR, &out, "output folder"},
         {"batch", FLAG_INT, &batch, "images per forward pass"},
-        {"names", FLAG_STR, &names_arg, "comma list of class names (default: Fashion-MNIST's for 10-class 28x28x1 models, else class<k>)"},
+        {"names", FLAG_STR, &names_arg, "comma list of class names (default: the checkpoint's; without them Fashion-MNIST's for 10-class 28x28x1 models, else class<k>)"},
         {"grid-cols", FLAG_INT, &grid_cols, "at most this many images per class in grid.png"},
         {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
     };
@@ -117,6 +117,8 @@ int cmd_sample(int argc, char **argv) {
             rc = dap_error(DAP_ERR_ARG, "--names: expected %d names, found %d", K, k);
             goto done;
         }
+    } else if (m->class_names) { /* the checkpoint's */
+        for (int k = 0; k < K; k++) names[k] = m->class_names[k];
     } else if (K == 10 && C == 1 && H == 28) {
         for (int k = 0; k < K; k++) names[k] = (char *)dap_fmnist_classes[k];
     }

@@ -6,6 +6,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -162,6 +163,18 @@ int cmd_train(int argc, char **argv) {
     dap_trainer *tr = NULL;
     if ((rc = dap_dit_create(&model, &mc, 1))) goto done;
     dap_dit_init(model, (uint64_t)seed);
+    /* the checkpoint names its classes and its data (sample and distill read them) */
+    for (int k = 0; k < full.num_classes; k++)
+        if (!full.class_names[k][0] || strchr(full.class_names[k], '\n')) {
+            rc = dap_error(DAP_ERR_VALUE, "%s: class %d has an empty name or one with a line break", data, k);
+            goto fail_model;
+        }
+    dap_dit_set_class_names(model, full.class_names, full.num_classes);
+    {
+        char *abs = strncmp(data, "fmnist", 6) ? realpath(data, NULL) : NULL;
+        dap_dit_set_train_data(model, abs ? abs : data);
+        free(abs);
+    }
     if (init && !resuming) {
         dap_dit_config ic;
         if ((rc = dap_dit_config_from_file(init, &ic))) goto fail_model;

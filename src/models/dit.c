@@ -317,6 +317,7 @@ int dap_dit_create(dap_dit **out, const dap_dit_config *cfg, int with_grad) {
 void dap_dit_destroy(dap_dit *m) {
     if (!m) return;
     dap_dit_set_class_names(m, NULL, 0);
+    dap_dit_set_train_data(m, NULL);
     dap_params_free(&m->params);
     free(m);
 }
@@ -335,6 +336,20 @@ void dap_dit_set_class_names(dap_dit *m, char *const *names, int n) {
         for (int k = 0; k < m->cfg.num_classes; k++) free(m->class_names[k]);
     free(m->class_names);
     m->class_names = copy;
+}
+
+void dap_dit_set_train_data(dap_dit *m, const char *spec) {
+    free(m->train_data);
+    m->train_data = spec ? dap_strdup(spec) : NULL;
+}
+
+int dap_dit_train_data_from_file(const char *path, char **out) {
+    *out = NULL;
+    dap_st *st;
+    DAP_TRY(dap_st_open(&st, path));
+    *out = dap_st_meta_get(st, "train_data");
+    dap_st_close(st);
+    return DAP_OK;
 }
 
 /* __metadata__ "class_names" (newline-joined) into m->class_names; absent: left NULL. */
@@ -455,7 +470,11 @@ int dap_dit_save_ex(const dap_dit *m, const char *path, int f16) {
     const char *meta[] = {"model", "dit", "input_size", v[0], "in_channels", v[1], "patch", v[2],
                           "hidden", v[3], "depth", v[4], "heads", v[5], "num_classes", v[6],
                           "learn_sigma", v[7], "mlp_ratio", v[8], "class_dropout", v[9],
-                          names ? "class_names" : NULL, names, NULL};
+                          names ? "class_names" : NULL, names, NULL, NULL, NULL};
+    if (m->train_data) { /* after the names, or in their place */
+        const int at = names ? 24 : 22;
+        meta[at] = "train_data", meta[at + 1] = m->train_data;
+    }
     int rc = dap_params_save(&m->params, path, f16, meta);
     free(names);
     return rc;
@@ -629,6 +648,7 @@ int dap_dit_load(dap_dit **out, const char *path, int with_grad, int allow_extra
     DAP_TRY(dap_dit_create(&m, &c, with_grad));
     int rc = dap_params_load(&m->params, path, NULL, allow_extra);
     if (rc == DAP_OK) rc = load_class_names(m, path);
+    if (rc == DAP_OK) rc = dap_dit_train_data_from_file(path, &m->train_data);
     if (rc != DAP_OK) {
         dap_dit_destroy(m);
         return rc;

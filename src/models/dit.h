@@ -69,6 +69,9 @@ typedef struct dap_dit {
     /* (num_classes) the class name of each label, or NULL when the checkpoint has none.
      * Stored in __metadata__ "class_names", newline-joined; label k is class_names[k]. */
     char **class_names;
+    /* The data it was trained on, as `dap train --data` took it ("fmnist", a folder's
+     * absolute path), or NULL: __metadata__ "train_data". */
+    char *train_data;
 } dap_dit;
 
 /* Creates a model with zeroed weights (grad buffers too if with_grad). DAP_ERR_ARG on a
@@ -82,6 +85,10 @@ void dap_dit_init(dap_dit *m, uint64_t seed);
 /* Sets (copies) the names of the model's n = num_classes labels, or clears them (names
  * NULL, n 0). Names must be non-empty and free of newlines (asserted). */
 void dap_dit_set_class_names(dap_dit *m, char *const *names, int n);
+/* Sets (copies) or clears (NULL) the record of the training data. */
+void dap_dit_set_train_data(dap_dit *m, const char *spec);
+/* The training data a checkpoint records (*out malloc'd), or *out NULL when it has none. */
+int dap_dit_train_data_from_file(const char *path, char **out);
 /* Writes the weights as safetensors with the config as __metadata__ (self-describing),
  * and the class names when set. */
 int dap_dit_save(const dap_dit *m, const char *path);
