@@ -6,6 +6,9 @@
 #   make test         installs missing packages, builds, runs the suite (+ the I/O and
 #                     op tests again under ASan/UBSan)
 #   make demo         the main job on the embedded default (Fashion-MNIST)
+#   make install      PREFIX (/usr/local)/bin/dap, lib/libdap.a, include/dap.h, lib/pkgconfig/dap.pc,
+#                     share/dap/models/ (the shipped models and flags files); DESTDIR for staging
+#   make uninstall    removes what make install put there (same PREFIX / DESTDIR)
 CC      ?= gcc
 BLAS_INC = /usr/include/x86_64-linux-gnu/openblas-openmp
 BLAS_LIB = /usr/lib/x86_64-linux-gnu/openblas-openmp
@@ -53,7 +56,7 @@ TOOL_OBJ  = $(TOOL_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  = $(TEST_SRC:%.c=$(BUILD)/%.o)
 DEPS      = $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/bench/bench_dit.d
 
-.PHONY: all deps test test-fast test-san demo demo-full bench clean format
+.PHONY: all deps test test-fast test-san demo demo-full bench clean format install uninstall
 all: $(BUILD)/dap $(BUILD)/dap_tests
 
 $(BUILD)/%.o: %.c
@@ -96,6 +99,39 @@ bench: all $(BUILD)/bench_dit
 
 $(BUILD)/bench_dit: $(BUILD)/bench/bench_dit.o $(BUILD)/libdap.a
 	$(CC) -o $@ $< $(BUILD)/libdap.a $(LDLIBS)
+
+# Installation. The program looks for models/... paths that the current directory lacks in
+# $DAP_DATA_DIR, else in EXE/../share/dap (so an installed tree can move), else in the
+# DATADIR compiled into tools/flags.c.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR   = $(PREFIX)/bin
+LIBDIR   = $(PREFIX)/lib
+INCDIR   = $(PREFIX)/include
+PCDIR    = $(LIBDIR)/pkgconfig
+DATADIR  = $(PREFIX)/share/dap
+VERSION := $(shell sed -n 's/^\#define DAP_VERSION "\(.*\)"/\1/p' include/dap.h)
+SHIPPED  = $(sort $(wildcard models/*.safetensors models/*.flags models/*.log models/*.md))
+$(BUILD)/tools/flags.o: CFLAGS += -DDAP_DATADIR='"$(DATADIR)"'
+
+install: $(BUILD)/dap $(BUILD)/libdap.a
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR) \
+	    $(DESTDIR)$(DATADIR)/models
+	install -m 755 $(BUILD)/dap $(DESTDIR)$(BINDIR)/dap
+	install -m 644 $(BUILD)/libdap.a $(DESTDIR)$(LIBDIR)/libdap.a
+	install -m 644 include/dap.h $(DESTDIR)$(INCDIR)/dap.h
+	install -m 644 $(SHIPPED) $(DESTDIR)$(DATADIR)/models/
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' \
+	    'datadir=$${prefix}/share/dap' '' 'Name: dap' \
+	    'Description: generative dataset distillation with diffusion priors (static library)' \
+	    'Version: $(VERSION)' 'Cflags: -I$${includedir}' \
+	    'Libs: -L$${libdir} -ldap $(LDLIBS)' > $(DESTDIR)$(PCDIR)/dap.pc
+	@echo "installed dap $(VERSION) under $(DESTDIR)$(PREFIX)"
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/dap $(DESTDIR)$(LIBDIR)/libdap.a $(DESTDIR)$(INCDIR)/dap.h \
+	    $(DESTDIR)$(PCDIR)/dap.pc $(addprefix $(DESTDIR)$(DATADIR)/,$(SHIPPED))
+	-rmdir $(DESTDIR)$(DATADIR)/models $(DESTDIR)$(DATADIR) 2>/dev/null
 
 format:
 	clang-format -i include/*.h src/*/*.[ch] tools/*.[ch] tests/*.[ch]

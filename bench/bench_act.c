@@ -2,7 +2,7 @@
  * bench_act.c: the GELU forward and backward, nanoseconds per value, on 1M equal inputs
  * per value of x and on normal inputs of growing spread. DAP_BENCH_FTZ=1 sets
  * flush-to-zero and denormals-are-zero first, which shows where denormal assists cost.
- *   cc ... bench/bench_act.c build/libdap.a ... (bench/README.md, "The GELU backward")
+ *   cc ... bench/bench_act.c build/libdap.a ... (docs/benchmarks.md, "The GELU backward")
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,6 +6,9 @@
  *   build/bench_dit --config fm-p4-h256-d8 --measure train|ddim|guide|cfg10
  *                   [--warmup 2] [--iters 5] [--threads 2] [--layer l]
  *   build/bench_dit --config NAME --print-config      (the shapes, as JSON, for the peer)
+ *   build-cuda/bench_dit --device cuda [--precision fp32|tf32|bf16] --config DiT-XL/2 --measure fwd32
+ *                   (the DiT on the GPU: every measurement but train; adds the device
+ *                    memory the run took beyond the CUDA context, peak_device_mb)
  *
  * Measurements (weights: official init, then every trainable tensor perturbed, so the
  * adaLN gates and the final layer are non-zero like a trained model's):
@@ -14,6 +17,7 @@
  *   guide  one dap guidance evaluation: 100 real samples and 10 synthetic to block l,
  *          flattened features, linear-kernel energy, partial backward to the 10 inputs
  *   cfg10  an unguided DDIM + CFG step at batch 10 (the guide's reference cost)
+ *   fwd32  one inference forward at batch 32, t = 500, no CFG                 (images/s)
  * Prints one JSON line: per-iteration seconds, median, throughput, peak RSS, and
  * foreign_cpu: the share of the machine's cores that other processes used during the
  * timed loop (> ~0.05: the numbers were taken under contention).
@@ -27,12 +31,16 @@
 
 #include "core/blas.h"
 #include "core/core.h"
+#include "core/device.h"
 #include "core/optim.h"
 #include "diffusion/ddim.h"
 #include "diffusion/dit_eps.h"
 #include "diffusion/schedule.h"
 #include "distill/guidance.h"
 #include "models/dit.h"
+#ifdef DAP_CUDA
+#include "cuda/cuda.h"
+#endif
 
 #define TRAIN_BATCH 64
 #define DDIM_BATCH 100
@@ -205,6 +213,31 @@ static void guide_iter(bench *b) {
     dap_dit_backward_from_block(m, b->st, l, b->dout, b->grad);
 }
 
+/* ---- fwd32: one inference forward ------------------------------------------------------ */
+
+static void fwd32_setup(bench *b) {
+    const int B = 32;
+    b->n = B;
+    b->st = dap_dit_state_create_ex(b->m, B, 0);
+    b->x = dap_alloc_f32((size_t)B * b->per);
+    b->out = dap_alloc_f32((size_t)B * b->per_out);
+    b->tf = dap_alloc_f32(B);
+    b->y = dap_calloc(B, sizeof(int));
+    dap_rng_normal(&b->rng, b->x, (size_t)B * b->per, 0.0f, 1.0f);
+    for (int i = 0; i < B; i++) b->tf[i] = 500.0f, b->y[i] = i % b->m->cfg.num_classes;
+}
+
+static void fwd32_iter(bench *b) { dap_dit_forward(b->m, b->st, b->out, b->x, b->tf, b->y, 0); }
+
+/* Device bytes in use now (0 on the cpu). */
+static double device_used_mb(void) {
+#ifdef DAP_CUDA
+    size_t fr = 0, tot = 0;
+    if (dap_device() == DAP_DEVICE_CUDA && dap_cuda_memory(&fr, &tot) == DAP_OK) return (double)(tot - fr) / 1048576.0;
+#endif
+    return 0.0;
+}
+
 /* ---- driver -------------------------------------------------------------------------- */
 
 static const struct {
@@ -217,16 +250,18 @@ static const struct {
     {"ddim", ddim_setup, ddim_iter, "images/s"},
     {"guide", guide_setup, guide_iter, "steps/s"},
     {"cfg10", cfg10_setup, ddim_iter, "images/s"},
+    {"fwd32", fwd32_setup, fwd32_iter, "images/s"},
 };
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_dit [--config NAME] [--measure train|ddim|guide|cfg10] [--warmup N] "
-                    "[--iters N] [--threads N] [--layer L] [--print-config]\n");
+    fprintf(stderr, "usage: bench_dit [--config NAME] [--measure train|ddim|guide|cfg10|fwd32] [--warmup N] "
+                    "[--iters N] [--threads N] [--layer L] [--device cpu|cuda] [--precision fp32|tf32|bf16] "
+                    "[--print-config]\n");
 }
 
 int main(int argc, char **argv) {
     dap_blas_fix_core(argv);
-    const char *config = "fm-p4-h256-d8", *measure = "train";
+    const char *config = "fm-p4-h256-d8", *measure = "train", *device = "cpu", *precision = "fp32";
     int warmup = 2, iters = 5, threads = 2, layer = 0, print_config = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -238,6 +273,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--iters")) iters = atoi(v);
         else if (!strcmp(a, "--threads")) threads = atoi(v);
         else if (!strcmp(a, "--layer")) layer = atoi(v);
+        else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--precision")) precision = v;
         else { usage(); return 2; }
         i++;
     }
@@ -261,8 +298,16 @@ int main(int argc, char **argv) {
         if (!strcmp(measure, k_measures[k].name)) mi = k;
     if (mi < 0 || iters < 1 || warmup < 0) { usage(); return 2; }
     dap_set_threads(threads);
-
+    if (dap_device_select(device) != DAP_OK || dap_device_set_precision(precision) != DAP_OK) {
+        fprintf(stderr, "bench_dit: %s\n", dap_last_error());
+        return 2;
+    }
     const int train = !strcmp(measure, "train");
+    if (train && dap_device() != DAP_DEVICE_CPU) {
+        fprintf(stderr, "bench_dit: --measure train runs on the cpu only (the DiT trainer is not on the GPU)\n");
+        return 2;
+    }
+    const double dev0 = device_used_mb(); /* the CUDA context and cuBLAS: not the run's */
     dap_dit *m;
     if (dap_dit_create(&m, &cfg, train) != DAP_OK) {
         fprintf(stderr, "bench_dit: %s\n", dap_last_error());
@@ -270,6 +315,10 @@ int main(int argc, char **argv) {
     }
     dap_dit_init(m, 0);
     perturb(m, 1);
+    if (dap_dit_to_device(m) != DAP_OK) {
+        fprintf(stderr, "bench_dit: %s\n", dap_last_error());
+        return 2;
+    }
 
     bench b = {0};
     b.m = m;
@@ -295,9 +344,12 @@ int main(int argc, char **argv) {
     qsort(sorted, (size_t)iters, sizeof(double), cmp_double);
     const double med = iters % 2 ? sorted[iters / 2] : 0.5 * (sorted[iters / 2 - 1] + sorted[iters / 2]);
     const double per_iter = !strcmp(k_measures[mi].unit, "steps/s") ? 1.0 : (double)b.n;
+    const double dev_mb = device_used_mb() - dev0; /* every buffer is planned before the loop: the peak */
     const char *wp = getenv("OMP_WAIT_POLICY");
 
-    printf("{\"impl\": \"dap\", \"config\": \"%s\", \"measure\": \"%s\", \"batch\": %d, \"layer\": %d, "
+    printf("{\"impl\": \"dap\", \"device\": \"%s\", \"precision\": \"%s\", \"peak_device_mb\": %.1f, ",
+           dap_device_describe(), dap_precision_name(dap_device_precision()), dev_mb);
+    printf("\"config\": \"%s\", \"measure\": \"%s\", \"batch\": %d, \"layer\": %d, "
            "\"threads\": %d, \"omp_wait_policy\": \"%s\", \"warmup\": %d, \"iters\": %d, \"times_s\": [",
            config, measure, b.n, layer, threads, wp ? wp : "default", warmup, iters);
     for (int i = 0; i < iters; i++) printf("%s%.6f", i ? ", " : "", t[i]);

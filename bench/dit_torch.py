@@ -6,7 +6,14 @@ against). The shapes come from `build/bench_dit --config NAME --print-config` (p
 --model JSON by bench/run.sh), so both sides run the same model. Prints one JSON line.
 
   /usr/bin/python3 bench/dit_torch.py --model '{...}' --config NAME \
-      --measure train|ddim|guide|cfg10 [--warmup 2] [--iters 5] [--threads 2]
+      --measure train|ddim|guide|cfg10|fwd32 [--warmup 2] [--iters 5] [--threads 2]
+      [--device cpu|cuda] [--precision fp32|tf32|bf16]
+
+--device cuda runs the model on the GPU (eager attention, as tests/gen/dit_ref.py; the
+weights are made on the CPU with the same generator, then moved). --precision sets the
+float32 matrix products as dap's does: fp32 (TF32 off), tf32 (allow_tf32), bf16
+(float32_matmul_precision "medium": bf16 products, fp32 storage). peak_device_mb is
+torch.cuda.max_memory_reserved (what the caching allocator took from the device).
 
 Measurements (as in bench_dit.c):
   train  forward + eps-MSE + backward + clip_grad_norm_ + AdamW at batch 64    (images/s)
@@ -15,6 +22,7 @@ Measurements (as in bench_dit.c):
          flattened features, linear-kernel energy mean_j |s_i - r_j| (torch.cdist),
          backward to the 10 inputs only (weights do not require grad)          (steps/s)
   cfg10  an unguided DDIM + CFG step at batch 10
+  fwd32  one inference forward at batch 32, t = 500, no CFG
 """
 import argparse
 import json
@@ -73,11 +81,19 @@ def abar(t):
     return torch.cumprod(1.0 - betas, 0)[t].item()
 
 
+DEV = torch.device("cpu")
+
+
+def sync():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def ddim_workload(model, cfg, gen, B):
     C, H, K = cfg["in_channels"], cfg["input_size"], cfg["num_classes"]
-    x = torch.randn(B, C, H, H, generator=gen)
-    y = torch.cat([torch.arange(B) % K, torch.full((B,), K)])
-    t = torch.full((2 * B,), 500.0)
+    x = torch.randn(B, C, H, H, generator=gen).to(DEV)
+    y = torch.cat([torch.arange(B) % K, torch.full((B,), K)]).to(DEV)
+    t = torch.full((2 * B,), 500.0, device=DEV)
     a_t, a_prev = abar(500), abar(480)
     model.requires_grad_(False)
 
@@ -95,6 +111,8 @@ def ddim_workload(model, cfg, gen, B):
 def setup(measure, model, cfg, gen):
     C, H, K = cfg["in_channels"], cfg["input_size"], cfg["num_classes"]
     if measure == "train":
+        if DEV.type != "cpu":
+            raise SystemExit("dit_torch.py: --measure train is measured on the cpu only (as bench_dit)")
         B = TRAIN_BATCH
         x = torch.randn(B, C, H, H, generator=gen)
         noise = torch.randn(B, C, H, H, generator=gen)
@@ -113,14 +131,25 @@ def setup(measure, model, cfg, gen):
         return step
     if measure == "ddim":
         return ddim_workload(model, cfg, gen, DDIM_BATCH)
+    if measure == "fwd32":
+        x = torch.randn(32, C, H, H, generator=gen).to(DEV)
+        y = (torch.arange(32) % K).to(DEV)
+        t = torch.full((32,), 500.0, device=DEV)
+        model.requires_grad_(False)
+
+        def step():
+            with torch.no_grad():
+                return model(x, t, y)
+
+        return step
     if measure == "cfg10":
         return ddim_workload(model, cfg, gen, GUIDE_SYN)
     if measure == "guide":
         l = cfg["layer"]
-        xr = torch.randn(GUIDE_REAL, C, H, H, generator=gen)
-        xs0 = torch.randn(GUIDE_SYN, C, H, H, generator=gen)
-        t = torch.full((GUIDE_REAL,), 500.0)
-        y = torch.full((GUIDE_REAL,), 3)
+        xr = torch.randn(GUIDE_REAL, C, H, H, generator=gen).to(DEV)
+        xs0 = torch.randn(GUIDE_SYN, C, H, H, generator=gen).to(DEV)
+        t = torch.full((GUIDE_REAL,), 500.0, device=DEV)
+        y = torch.full((GUIDE_REAL,), 3, device=DEV)
         model.requires_grad_(False)
 
         def step():
@@ -140,17 +169,35 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, help="JSON shapes from bench_dit --print-config")
     ap.add_argument("--config", default="?")
-    ap.add_argument("--measure", default="train", choices=["train", "ddim", "guide", "cfg10"])
+    ap.add_argument("--measure", default="train", choices=["train", "ddim", "guide", "cfg10", "fwd32"])
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    global DEV
+    DEV = torch.device(a.device)
+    if a.device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("dit_torch.py: --device cuda: torch sees no GPU")
+        torch.backends.cuda.matmul.allow_tf32 = a.precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
+        torch.set_float32_matmul_precision({"fp32": "highest", "tf32": "high", "bf16": "medium"}[a.precision])
+    elif a.precision != "fp32":
+        raise SystemExit("dit_torch.py: --precision %s needs --device cuda" % a.precision)
     cfg = json.loads(a.model)
     base = rss_mb("VmRSS")
     gen = torch.Generator().manual_seed(0)
-    model = make_model(cfg, gen)
-    step = setup(a.measure, model, cfg, gen)
+    model = make_model(cfg, gen).to(DEV)
+    step0 = setup(a.measure, model, cfg, gen)
+
+    def step():
+        r = step0()
+        sync()
+        return r
+
     for _ in range(a.warmup):
         step()
     times = []
@@ -162,9 +209,13 @@ def main():
     wall, own = time.perf_counter() - wall0, self_cpu_s() - self0
     foreign = max(0.0, (machine_busy_s() - busy0 - own) / (wall * os.cpu_count()))
     med = statistics.median(times)
-    n = {"train": TRAIN_BATCH, "ddim": DDIM_BATCH, "guide": GUIDE_SYN, "cfg10": GUIDE_SYN}[a.measure]
+    n = {"train": TRAIN_BATCH, "ddim": DDIM_BATCH, "guide": GUIDE_SYN, "cfg10": GUIDE_SYN, "fwd32": 32}[a.measure]
+    dev = {"device": "cpu", "precision": "fp32", "peak_device_mb": 0.0}
+    if DEV.type == "cuda":
+        dev = {"device": torch.cuda.get_device_name(), "precision": a.precision,
+               "peak_device_mb": round(torch.cuda.max_memory_reserved() / 1048576.0, 1)}
     print(json.dumps({
-        "impl": "torch", "torch": torch.__version__, "config": a.config, "measure": a.measure, "batch": n,
+        "impl": "torch", "torch": torch.__version__, **dev, "config": a.config, "measure": a.measure, "batch": n,
         "layer": cfg["layer"], "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "warmup": a.warmup, "iters": a.iters,
         "times_s": [round(v, 6) for v in times], "median_s": round(med, 6), "min_s": round(min(times), 6),

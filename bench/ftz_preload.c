@@ -1,7 +1,7 @@
 /*
  * ftz_preload.c: a preloadable constructor that sets flush-to-zero and denormals-are-zero
  * (MXCSR) before main; threads created later inherit it. To see what denormal assists cost
- * a whole workload (bench/README.md, "The GELU backward"):
+ * a whole workload (docs/benchmarks.md, "The GELU backward"):
  *   cc -shared -fPIC -O2 bench/ftz_preload.c -o build/ftz_preload.so
  *   LD_PRELOAD=build/ftz_preload.so build/bench_dit --config fm-p4-h256-d8 --measure train
  */

@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define DAP_VERSION "0.2.0"
+#define DAP_VERSION "0.3.0"
 
 typedef enum dap_status {
     DAP_OK = 0,

@@ -69,7 +69,7 @@ if [ "$SET" = init ]; then # the start-image strength at another IPC (stage 5's 
   column -t -s $'\t' "$TSV"
   exit 0
 fi
-# the update form (SPEC 3, open; session 10; ABL_SET=form): Algorithm 1's x_prev -= gamma
+# the update form (SPEC 3, open; ABL_SET=form): Algorithm 1's x_prev -= gamma
 # grad E (--form x) against eps += gamma sqrt(1 - a_t) grad E (--form eps), each with its own
 # gamma sweep (the eps form moves x_prev by about a tenth as much per unit gamma), at stage
 # 2's flags (the paper's guidance) and at the frozen flags (+ --repel). The x cells are run
@@ -86,7 +86,7 @@ if [ "$SET" = form ]; then
   column -t -s $'\t' "$TSV"
   exit 0
 fi
-# stage 2's remaining factors (session 10; ABL_SET=stage2x): the cells of the full set that
+# stage 2's remaining factors (ABL_SET=stage2x): the cells of the full set that
 # the quick set left out, one factor at a time at stage 1's gamma (ABL_GAMMA, 0.03), with the
 # gamma cell itself again for the same build and machine
 if [ "$SET" = stage2x ]; then
@@ -146,7 +146,7 @@ if [ "$SET" != repel ]; then
     cell "$W-steps-50" --method dap $DAPF --steps 50; cell vanilla-steps-50 --method vanilla --steps 50
     cell "$W-eta-1" --method dap $DAPF --eta 1; cell vanilla-eta-1 --method vanilla --eta 1; }
 fi
-# stage 5 (session 7): where trajectories start. From pure noise the prior's samples are
+# stage 5: where trajectories start. From pure noise the prior's samples are
 # less varied than real images; --init kmeans starts each of a class's IPC samples from a
 # k-means centre of its real images (D4M-style prototypes), --init real from one random real
 # image (the random cell's draw), noised to the first of the last round(strength S) steps.

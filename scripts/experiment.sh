@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's result table (SPEC 5, Fashion-MNIST, hard label): IPC 1/10/50 for random,
+# The result table of docs/results.md (SPEC 5, Fashion-MNIST, hard label): IPC 1/10/50 for random,
 # vanilla and dap (dap flags from models/dap-fmnist.flags, chosen by scripts/ablation.sh on
 # the validation split) and the full training set, ConvNet-3; ResNetAP-10 and ResNet-18 at
 # IPC 10 and 50 (cross-architecture); and IPC 100 sets subsampled to 50 and 10 with

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Command-line smoke tests of build/dap: help text, errors on bad input, small jobs.
+#   bash tests/cli.sh                      every tests/cli/*.sh
+#   bash tests/cli.sh tests/cli/trust.sh   one file
 # Ends with "N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,8 @@ if $DAP --version | grep -q "^BLAS: OpenBLAS"; then ok "--version names the BLAS
 if OPENBLAS_CORETYPE=Haswell $DAP --version | grep -q "Haswell MAX_THREADS.*(OPENBLAS_CORETYPE=Haswell)$"; then
   ok "a user's OPENBLAS_CORETYPE is kept"; else bad "a user's OPENBLAS_CORETYPE is kept: $(OPENBLAS_CORETYPE=Haswell $DAP --version)"; fi
 if DAP_BLAS_CORE=keep $DAP --version | grep -q "set by dap"; then bad "DAP_BLAS_CORE=keep restarts"; else ok "DAP_BLAS_CORE=keep does not restart"; fi
-for f in tests/cli/*.sh; do [ -f "$f" ] && source "$f"; done
+# tests/cli.sh [FILE...]: the given tests/cli/ files only (distill.sh needs diffusion.sh's model)
+files=("$@"); [ ${#files[@]} -gt 0 ] || files=(tests/cli/*.sh)
+for f in "${files[@]}"; do [ -f "$f" ] && source "$f"; done
 echo "$pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]

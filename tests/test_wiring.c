@@ -336,7 +336,7 @@ DAP_TEST(wiring_distill_label_reaches_model) {
 
 /* ---- the trainer's null-class dropout ------------------------------------------------ */
 
-/* Over 16 steps of 64 samples, the labels fed to the model are the null class at the
+/* Over 8 steps of 64 samples, the labels fed to the model are the null class at the
  * configured rate (0.3: within 5 standard deviations), and never with rate 0; the others
  * are the data's labels. */
 DAP_TEST(wiring_trainer_drops_labels) {
@@ -370,7 +370,7 @@ DAP_TEST(wiring_trainer_drops_labels) {
             return;
         }
         int dropped = 0, total = 0, wrong = 0;
-        for (int s = 0; s < 16; s++) {
+        for (int s = 0; s < 8; s++) {
             dap_trainer_step(tr, NULL);
             for (int i = 0; i < tc.batch; i++) {
                 total++;

@@ -19,13 +19,14 @@
 #include "data/classmap.h"
 #include "data/dataset.h"
 #include "distill/distill.h"
+#include "core/device.h"
 #include "distill/guidance.h"
 #include "io/io.h"
 #include "models/dit.h"
 
 /* The parameters that define the images, as one canonical line (checked on resume). */
 static void params_line(char *buf, size_t n, const char *data, const char *hash, int holdout,
-                        int split_seed, const dap_distill_opts *o) {
+                        int split_seed, const dap_distill_opts *o, unsigned long long data_hash) {
     snprintf(buf, n,
              "data=%s model=%s holdout=%d split_seed=%d method=%s ipc=%d seed=%llu steps=%d eta=%g "
              "cfg=%g clip_x0=%g gamma=%g kernel=%d sigma=%g layer=%d pool=%d n_real=%d stop=%g form=%d fixed_noise=%d",
@@ -47,6 +48,9 @@ static void params_line(char *buf, size_t n, const char *data, const char *hash,
     if (o->method == DAP_METHOD_RANDOM) /* the sampler's flags do not matter for random */
         snprintf(buf, n, "data=%s holdout=%d split_seed=%d method=random ipc=%d seed=%llu", data, holdout,
                  split_seed, o->ipc, (unsigned long long)o->seed);
+    /* the real images themselves (a folder's contents may change under its name) */
+    size_t len = strlen(buf);
+    snprintf(buf + len, n - len, " data_fnv1a64=%016llx", data_hash);
 }
 
 /* Whether two parameter lines define the same images: equal, or, for vanilla, equal but
@@ -54,6 +58,9 @@ static void params_line(char *buf, size_t n, const char *data, const char *hash,
  * or --gamma, e.g. from another flags file, resumes). */
 static int params_match(const char *a, const char *b, int method) {
     if (!strcmp(a, b)) return 1;
+    /* a folder's line from before the data's content hash (" data_fnv1a64=...", last) */
+    const char *h = strstr(b, " data_fnv1a64=");
+    if (h && !strstr(a, " data_fnv1a64=") && strlen(a) == (size_t)(h - b) && !strncmp(a, b, (size_t)(h - b))) return 1;
     if (method != DAP_METHOD_VANILLA) return 0;
     static const char *const guidance[] = {"gamma=", "kernel=", "sigma=", "layer=", "pool=", "n_real=",
                                            "stop=", "form=", "fixed_noise=", "repel="};
@@ -109,8 +116,10 @@ static int class_done(const char *out, const dap_dataset *real, int k, dap_disti
 }
 
 /* The folder's parameter line, under its lock: a line there must match `line` (else
- * DAP_ERR_ARG); with `write`, a folder without one gets it. */
-static int mark_params(const char *out, const char *line, int method, int write) {
+ * DAP_ERR_ARG). With `syn`, class k of syn is then saved into the folder, and a folder
+ * without a line gets it once the class is there: nothing marks a folder before its
+ * first class is made, and no class lands in a folder of other parameters. */
+static int mark_params(const char *out, const char *line, int method, const dap_dataset *syn, int k) {
     char path[4096], prev[2048];
     snprintf(path, sizeof path, "%s/.dap-distill.lock", out);
     int lock = dap_lock_file(path);
@@ -123,8 +132,11 @@ static int mark_params(const char *out, const char *line, int method, int write)
                            "%s holds a distillation run with other parameters:\n  %s\nthis run:\n  %s\n"
                            "use another --out (or delete the folder)",
                            out, prev, line);
-    } else if (write) {
-        rc = dap_write_file_atomic(path, line, strlen(line));
+    }
+    if (rc == DAP_OK && syn) {
+        const int marked = dap_file_exists(path);
+        rc = dap_dataset_save_class(syn, out, k);
+        if (rc == DAP_OK && !marked) rc = dap_write_file_atomic(path, line, strlen(line));
     }
     dap_unlock_file(lock);
     return rc;
@@ -255,7 +267,8 @@ static int write_grid(const char *out, const dap_dataset *real, int ipc, const i
 
 int cmd_distill(int argc, char **argv) {
     const char *data = NULL, *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear",
-               *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL;
+               *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL,
+               *device = NULL, *precision = NULL;
     int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0;
     dap_distill_opts o;
     dap_distill_opts_default(&o);
@@ -263,32 +276,34 @@ int cmd_distill(int argc, char **argv) {
         {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file or an image folder (default: the data --model records, else fmnist for a Fashion-MNIST-shaped model or without --model)"},
         {"model", FLAG_STR, &model_path, "diffusion model (safetensors from dap train, or a converted DiT)"},
         {"method", FLAG_STR, &method_s, "random | vanilla | dap"},
-        {"ipc", FLAG_INT, &o.ipc, "images per class"},
-        {"seed", FLAG_INT, &seed, "random seed"},
+        {"ipc", FLAG_INT, &o.ipc, "images per class", 1, 100000},
+        {"seed", FLAG_INT, &seed, "random seed", 0, FLAG_INT_MAX},
         {"out", FLAG_STR, &out, "output image folder (one subfolder per class)"},
         {"classes", FLAG_STR, &classes_s, "all, or a comma-separated list of class indices"},
         {"shard", FLAG_STR, &shard_s, "I/N: only the classes k with k mod N = I; N processes (or MPI ranks) with I = 0..N-1 on one --out fill it together"},
         {"holdout", FLAG_INT, &holdout,
-         "hold out this many training images per class (the validation split of dap eval --val)"},
-        {"split-seed", FLAG_INT, &split_seed, "seed of the holdout split (as dap eval --split-seed)"},
-        {"steps", FLAG_INT, &o.steps, "DDIM steps"},
-        {"eta", FLAG_FLOAT, &o.eta, "DDIM eta (0: deterministic)"},
-        {"clip-x0", FLAG_FLOAT, &o.clip_x0, "clamp the predicted x0 to [-X, X] every step (0: off, as the official DiT; 1 suits pixel data in [-1, 1])"},
-        {"cfg", FLAG_FLOAT, &o.cfg, "classifier-free guidance scale (1: none)"},
-        {"gamma", FLAG_FLOAT, &o.gamma, "dap: representativeness guidance scale (0: vanilla)"},
+         "hold out this many training images per class (the validation split of dap eval --val)", 0, 1000000},
+        {"split-seed", FLAG_INT, &split_seed, "seed of the holdout split (as dap eval --split-seed)", 0, FLAG_INT_MAX},
+        {"steps", FLAG_INT, &o.steps, "DDIM steps", 1, 1000},
+        {"eta", FLAG_FLOAT, &o.eta, "DDIM eta (0: deterministic)", 0, 1},
+        {"clip-x0", FLAG_FLOAT, &o.clip_x0, "clamp the predicted x0 to [-X, X] every step (0: off, as the official DiT; 1 suits pixel data in [-1, 1])", 0, 100},
+        {"cfg", FLAG_FLOAT, &o.cfg, "classifier-free guidance scale (1: none; beyond +-50 every pixel saturates)", -DAP_CFG_MAX, DAP_CFG_MAX},
+        {"gamma", FLAG_FLOAT, &o.gamma, "dap: representativeness guidance scale (0: vanilla; beyond +-1e4 every pixel saturates)", -DAP_GAMMA_MAX, DAP_GAMMA_MAX},
         {"kernel", FLAG_STR, &kernel_s, "dap: Mercer kernel, linear | rbf"},
-        {"sigma", FLAG_FLOAT, &o.sigma, "dap: RBF bandwidth"},
-        {"layer", FLAG_INT, &o.layer, "dap: feature block l, 1-based (0: about depth/4)"},
+        {"sigma", FLAG_FLOAT, &o.sigma, "dap: RBF bandwidth", 1e-06, 1000000},
+        {"layer", FLAG_INT, &o.layer, "dap: feature block l, 1-based (0: about depth/4)", 0, 1000},
         {"pool", FLAG_STR, &pool_s, "dap: token pooling, flatten | mean"},
-        {"n-real", FLAG_INT, &o.n_real, "dap: real samples per class N"},
-        {"stop", FLAG_FLOAT, &o.stop, "dap: fraction of the last steps without guidance (0: guide all)"},
+        {"n-real", FLAG_INT, &o.n_real, "dap: real samples per class N", 1, 1000000},
+        {"stop", FLAG_FLOAT, &o.stop, "dap: fraction of the last steps without guidance (0: guide all)", 0, 1},
         {"form", FLAG_STR, &form_s, "dap: update form, x (x_prev -= gamma grad E) | eps (eps += gamma sqrt(1-a) grad E)"},
-        {"repel", FLAG_FLOAT, &o.repel, "dap: weight of the repulsion among a class's synthetic samples (0: off, the paper; 1: about the energy distance)"},
+        {"repel", FLAG_FLOAT, &o.repel, "dap: weight of the repulsion among a class's synthetic samples (0: off, the paper; 1: about the energy distance)", 0, 10000},
         {"fixed-noise", FLAG_BOOL, &fixed_noise, "dap: one noise draw per real sample for the whole trajectory"},
         {"init", FLAG_STR, &init_s, "start of each trajectory: noise (the paper) | real (a random real image of the class) | kmeans (a k-means centre of the class's real images) | medoid (the real image nearest each centre); all but noise are noised to the first step of a partial trajectory"},
-        {"strength", FLAG_FLOAT, &o.strength, "with --init real|kmeans|medoid: fraction of the --steps run (1: all, from almost pure noise)"},
-        {"batch", FLAG_INT, &o.batch, "most samples per model call"},
-        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
+        {"strength", FLAG_FLOAT, &o.strength, "with --init real|kmeans|medoid: fraction of the --steps run (1: all, from almost pure noise)", 0, 1},
+        {"batch", FLAG_INT, &o.batch, "most samples per model call", 1, 100000},
+        CLI_THREADS_FLAG(&threads),
+        {"device", FLAG_STR, &device, "cpu or cuda: where the DiT runs, sampling and guidance (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
+        {"precision", FLAG_STR, &precision, "fp32 | tf32 | bf16: the GPU's matrix products (cuda only; default fp32)"},
         {"quiet", FLAG_BOOL, &quiet, "no progress lines"},
     };
     const char *pos[1];
@@ -331,13 +346,15 @@ int cmd_distill(int argc, char **argv) {
     }
     cli_apply_threads(threads);
     if (quiet) dap_log_set_level(DAP_LOG_QUIET);
+    int rc = device ? dap_device_select(device) : dap_device_from_env();
+    if (rc || (rc = dap_device_set_precision(precision))) return cli_fail("distill", rc);
 
     dap_dataset full, real, val;
     /* the model's geometry and training data, before the data is read: a pixel model's
      * data is converted to its size and channels (said below when that changes it) */
     dap_dit_config pre = {0};
     char data_buf[4096];
-    int rc = DAP_OK, pixel_model = 0;
+    int pixel_model = 0;
     if (model_path) {
         char *recorded = NULL;
         if ((rc = dap_dit_config_from_file(model_path, &pre)) ||
@@ -390,6 +407,11 @@ int cmd_distill(int argc, char **argv) {
                 return cli_failf("distill", "--classes: expected 'all' or indices in 0..%d separated by commas, got '%s'",
                                  K - 1, classes_s);
             }
+            if (todo[k]) {
+                free(todo);
+                dap_dataset_free(&real);
+                return cli_failf("distill", "--classes: class %ld is listed twice in '%s'", k, classes_s);
+            }
             todo[k] = 1;
             p = *end ? end + 1 : end;
         }
@@ -425,14 +447,24 @@ int cmd_distill(int argc, char **argv) {
     if ((rc = dap_distill_check(m, &o))) goto fail; /* a bad flag leaves no folder behind */
     for (int k = 0; k < K; k++) /* likewise for what only a class's data can refuse */
         if (todo[k] && (rc = dap_distill_check_class(m, &real, k, &o))) goto fail;
+    if (m) { /* --device cuda: the weights up, and the states dap_distill_class makes must fit: CFG
+              * eps, and for dap the synthetic samples' (cached to the layer) and the real ones' */
+        const int chunk = o.batch < o.ipc ? o.batch : o.ipc, nr = o.batch < o.n_real ? o.batch : o.n_real;
+        const int batches[3] = {o.cfg != 1.0 ? 2 * chunk : chunk, chunk, nr}, caches[3] = {0, o.layer, 0};
+        if ((rc = dap_dit_to_device(m)) ||
+            (rc = dap_dit_states_fit(m, o.method == DAP_METHOD_DAP ? 3 : 1, batches, caches, "--batch")))
+            goto fail;
+    }
 
     /* resume: the folder must hold a run with the same parameters; a new folder is marked
      * with them only once its first class is made (mark_params), so that a run failing
      * before that leaves nothing a corrected command would be refused for */
     char line[2048], path[4096];
-    params_line(line, sizeof line, data, hash, holdout, split_seed, &o);
+    uint64_t dh = dap_fnv1a64(DAP_FNV1A64_INIT, real.x, sizeof(float) * (size_t)real.n * real.c * real.h * real.w);
+    dh = dap_fnv1a64(dh, real.y, sizeof(int) * (size_t)real.n);
+    params_line(line, sizeof line, data, hash, holdout, split_seed, &o, (unsigned long long)dh);
     if ((rc = dap_mkdir_p(out))) goto fail;
-    if ((rc = mark_params(out, line, o.method, 0))) goto fail;
+    if ((rc = mark_params(out, line, o.method, NULL, 0))) goto fail;
 
     {
         const size_t per = (size_t)real.c * real.h * real.w;
@@ -459,8 +491,7 @@ int cmd_distill(int argc, char **argv) {
                 continue;
             }
             rc = dap_distill_class(m, &real, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
-            if (rc == DAP_OK) rc = mark_params(out, line, o.method, 1);
-            if (rc == DAP_OK) rc = dap_dataset_save_class(&syn, out, k);
+            if (rc == DAP_OK) rc = mark_params(out, line, o.method, &syn, k); /* saves class k */
             if (rc == DAP_OK) {
                 snprintf(txt, sizeof txt, "%.17g %d %.17g %.17g\n", stats[k].seconds, stats[k].guided_steps,
                          stats[k].energy_first, stats[k].energy_last);

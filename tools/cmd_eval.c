@@ -222,28 +222,28 @@ int cmd_eval(int argc, char **argv) {
     flag flags[] = {
         {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file, or an image folder ROOT with ROOT/train/<class>/ and ROOT/test/<class>/ (or val/)"},
         {"test", FLAG_STR, &test_spec, "the test set, when --data has none (an image folder or IDX file; never the training images)"},
-        {"image-size", FLAG_INT, &image_size, "evaluate at this size: the real images are resized and centre-cropped (0: the data's)"},
-        {"channels", FLAG_INT, &channels, "evaluate with 1 or 3 channels (0: the data's)"},
+        {"image-size", FLAG_INT, &image_size, "evaluate at this size: the real images are resized and centre-cropped (0: the data's)", 0, 4096},
+        {"channels", FLAG_INT, &channels, "evaluate with 1 or 3 channels (0: the data's)", 0, 3},
         {"train", FLAG_STR, &train_spec, "what to train on: DIR (an image folder), full, or random:IPC"},
         {"arch", FLAG_STR, &arch, "convnet3 (convnetD), resnetap10, resnet18 [+ -bn/-in/-nn]"},
-        {"runs", FLAG_INT, &runs, "training runs (fresh weights each)"},
-        {"epochs", FLAG_INT, &epochs, "epochs (0: the protocol's: 300, 1000 with dsa, ImageNet by IPC)"},
+        {"runs", FLAG_INT, &runs, "training runs (fresh weights each)", 1, MAX_RUNS},
+        {"epochs", FLAG_INT, &epochs, "epochs (0: the protocol's: 300, 1000 with dsa, ImageNet by IPC)", 0, 1000000},
         {"aug", FLAG_STR, &aug_s, "none, dsa, imagenet (crop+flip+jitter) or rrc (default: the protocol's)"},
         {"protocol", FLAG_STR, &protocol, "hard (one-hot labels), soft (teacher KL) or imagenet (subset recipe)"},
         {"teacher", FLAG_STR, &teacher_path, "teacher checkpoint for --protocol soft (dap teacher)"},
-        {"seed", FLAG_INT, &seed, "seed of run 0 (run r uses seed + r)"},
+        {"seed", FLAG_INT, &seed, "seed of run 0 (run r uses seed + r)", 0, FLAG_INT_MAX},
         {"json", FLAG_STR, &json, "write every run and the summary to this JSON file"},
-        {"val", FLAG_INT, &val, "score on N images per class held out of the training split instead of the test set"},
-        {"split-seed", FLAG_INT, &split_seed, "seed of the --val split (as dap distill --split-seed)"},
-        {"batch", FLAG_INT, &batch, "batch size (0: the protocol's)"},
-        {"lr", FLAG_FLOAT, &lr, "learning rate (0: the protocol's)"},
-        {"cutmix", FLAG_FLOAT, &cutmix, "CutMix probability per batch (-1: the protocol's)"},
-        {"ipc", FLAG_INT, &ipc_hint, "images per class of the set, for the ImageNet epoch rule (0: counted)"},
-        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
-        {"jobs", FLAG_INT, &jobs, "runs trained at once, one thread each (faster for small sets; 1: one run at a time on all threads)"},
+        {"val", FLAG_INT, &val, "score on N images per class held out of the training split instead of the test set", 0, 1000000},
+        {"split-seed", FLAG_INT, &split_seed, "seed of the --val split (as dap distill --split-seed)", 0, FLAG_INT_MAX},
+        {"batch", FLAG_INT, &batch, "batch size (0: the protocol's)", 0, 100000},
+        {"lr", FLAG_FLOAT, &lr, "learning rate (0: the protocol's)", 0, 100},
+        {"cutmix", FLAG_FLOAT, &cutmix, "CutMix probability per batch (-1: the protocol's)", -1, 1},
+        {"ipc", FLAG_INT, &ipc_hint, "images per class of the set, for the ImageNet epoch rule (0: counted)", 0, 1000000},
+        CLI_THREADS_FLAG(&threads),
+        {"jobs", FLAG_INT, &jobs, "runs trained at once, one thread each (faster for small sets; 1: one run at a time on all threads)", 1, CLI_THREADS_MAX},
         {"device", FLAG_STR, &device, "cpu or cuda: where the networks train (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
         {"resume", FLAG_BOOL, &resume, "keep the runs already finished in the --json file's journal (FILE.runs) and go on from the state of unfinished ones (FILE.runR.state)"},
-        {"state-every", FLAG_FLOAT, &state_every, "with --json, on the CPU: write each unfinished run's state at most every this many seconds, at an epoch's end (-1: never)"},
+        {"state-every", FLAG_FLOAT, &state_every, "with --json, on the CPU: write each unfinished run's state at most every this many seconds, at an epoch's end (-1: never)", -1, 1000000000},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
     };
     const char *pos[1];
@@ -253,6 +253,8 @@ int cmd_eval(int argc, char **argv) {
                         flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
     if (r) return r == 1 ? 0 : 2;
     if (!train_spec) return cli_failf("eval", "--train is required (an image folder, full, or random:IPC)");
+    if (cutmix != -1 && !(cutmix >= 0))
+        return cli_failf("eval", "--cutmix must be a probability in [0, 1], or -1 for the protocol's, got %g", cutmix);
     if (!(state_every >= 0) && state_every != -1)
         return cli_failf("eval", "--state-every must be seconds >= 0, or -1 for never, got %g", state_every);
     if (runs < 1 || runs > MAX_RUNS) return cli_failf("eval", "--runs must be 1..%d, got %d", MAX_RUNS, runs);
@@ -266,6 +268,7 @@ int cmd_eval(int argc, char **argv) {
         return cli_failf("eval", "--channels must be 1 or 3 (0: the data's), got %d", channels);
     if (test_spec && val > 0) return cli_failf("eval", "--test and --val both pick what is scored: give one of them");
     if (resume && !json) return cli_failf("eval", "--resume needs --json FILE (the run journal is FILE.runs)");
+    if (json && cli_check_writable("json", json)) return cli_fail("eval", DAP_ERR_IO); /* and its journal, beside it */
     int soft = !strcmp(protocol, "soft"), inet = !strcmp(protocol, "imagenet");
     if (!soft && !inet && strcmp(protocol, "hard"))
         return cli_failf("eval", "--protocol must be hard, soft or imagenet, got '%s'", protocol);
@@ -318,8 +321,9 @@ int cmd_eval(int argc, char **argv) {
     if (val > 0) {
         for (int k = 0; k < real.num_classes; k++)
             if (real.class_count[k] <= val) {
+                const int have = real.class_count[k]; /* read before the set is freed */
                 dap_dataset_free(&real);
-                return cli_failf("eval", "--val %d: class %d has only %d training images", val, k, real.class_count[k]);
+                return cli_failf("eval", "--val %d: class %d has only %d training images", val, k, have);
             }
         dap_dataset_split(&real, val, (unsigned long long)split_seed, &real_train, &val_set);
         base = &real_train, eval_set = &val_set;
@@ -389,6 +393,15 @@ int cmd_eval(int argc, char **argv) {
     if (from_folder) {
         size_t len = strlen(params);
         snprintf(params + len, sizeof params - len, " set=%016llx", set_hash(&folder));
+    }
+    if (soft) { /* the teacher's contents, not only its path, define the runs */
+        char th[17];
+        if ((rc = dap_file_hash(teacher_path, th))) {
+            free(res);
+            return cli_fail("eval", rc);
+        }
+        size_t len = strlen(params);
+        snprintf(params + len, sizeof params - len, " teacher_fnv1a64=%s", th);
     }
     c.json = json, c.params = params, c.resume = resume;
     /* the CUDA backend keeps part of a run's state on the device: no mid-run states there */

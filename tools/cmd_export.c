@@ -57,7 +57,7 @@ int cmd_export(int argc, char **argv) {
         {"out", FLAG_STR, &out, "checkpoint to write (.safetensors)"},
         {"f16", FLAG_BOOL, &f16, "store the weights as F16"},
         {"class-names", FLAG_STR, &names, "the names of the model's labels: a file with one per line in label order, or fmnist"},
-        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
+        CLI_THREADS_FLAG(&threads),
     };
     const char *pos[1];
     int npos;

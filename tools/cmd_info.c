@@ -19,11 +19,11 @@ int cmd_info(int argc, char **argv) {
     flag flags[] = {
         {"data", FLAG_STR, &data, "fmnist, fmnist:DIR, an IDX image file or an image folder"},
         {"split", FLAG_STR, &split, "train or test"},
-        {"size", FLAG_INT, &size, "image folders: resize + centre-crop to this size (0: first image's)"},
-        {"channels", FLAG_INT, &channels, "convert to 1 or 3 channels (0: first image's)"},
+        {"size", FLAG_INT, &size, "image folders: resize + centre-crop to this size (0: first image's)", 0, 4096},
+        {"channels", FLAG_INT, &channels, "convert to 1 or 3 channels (0: first image's)", 0, 3},
         {"grid", FLAG_STR, &grid, "write a PNG grid of examples (one row per class) to this file"},
-        {"per-class", FLAG_INT, &per_class, "images per class in the grid"},
-        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
+        {"per-class", FLAG_INT, &per_class, "images per class in the grid", 1, 1000},
+        CLI_THREADS_FLAG(&threads),
     };
     const char *pos[1];
     int npos;
@@ -33,6 +33,7 @@ int cmd_info(int argc, char **argv) {
     if (r) return r == 1 ? 0 : 2;
     if (per_class < 1 || per_class > 1000)
         return cli_failf("info", "--per-class must be 1..1000, got %d", per_class);
+    if (grid && cli_check_writable("grid", grid)) return cli_fail("info", DAP_ERR_IO);
     cli_apply_threads(threads);
 
     dap_dataset ds;

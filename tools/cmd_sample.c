@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "core/core.h"
+#include "core/device.h"
 #include "data/dataset.h"
 #include "diffusion/ddim.h"
 #include "diffusion/dit_eps.h"
@@ -44,6 +45,11 @@ static int parse_classes(const char *spec, int K, char **names, int *out) {
             dap_error(DAP_ERR_ARG, "--classes: '%s' is not a class (expected 0..%d or a class name)", tok, K - 1);
             return -1;
         }
+        for (int q = 0; q < n; q++)
+            if (out[q] == k) {
+                dap_error(DAP_ERR_ARG, "--classes: class %d ('%s') is listed twice in '%s'", k, tok, spec);
+                return -1;
+            }
         if (n >= K) {
             dap_error(DAP_ERR_ARG, "--classes: more than %d entries in '%s'", K, spec);
             return -1;
@@ -56,23 +62,25 @@ static int parse_classes(const char *spec, int K, char **names, int *out) {
 }
 
 int cmd_sample(int argc, char **argv) {
-    const char *model_path = NULL, *classes = "all", *out = NULL, *names_arg = NULL;
+    const char *model_path = NULL, *classes = "all", *out = NULL, *names_arg = NULL, *device = NULL, *precision = NULL;
     int n = 10, steps = 50, seed = 0, batch = 50, threads = 0, grid_cols = 16;
     double cfg_w = 1.0, eta = 0.0, clip_x0 = 0.0;
     flag flags[] = {
         {"model", FLAG_STR, &model_path, "DiT checkpoint (safetensors)"},
         {"classes", FLAG_STR, &classes, "all, or a comma list of class indices / names"},
-        {"n", FLAG_INT, &n, "images per class"},
-        {"steps", FLAG_INT, &steps, "DDIM steps"},
-        {"cfg", FLAG_FLOAT, &cfg_w, "classifier-free guidance scale (1: none)"},
-        {"eta", FLAG_FLOAT, &eta, "DDIM eta (0: deterministic)"},
-        {"clip-x0", FLAG_FLOAT, &clip_x0, "clamp the predicted x0 to [-X, X] every step (0: off, as the official DiT; 1 suits pixel data in [-1, 1])"},
-        {"seed", FLAG_INT, &seed, "noise seed"},
+        {"n", FLAG_INT, &n, "images per class", 1, 100000},
+        {"steps", FLAG_INT, &steps, "DDIM steps", 1, 1000},
+        {"cfg", FLAG_FLOAT, &cfg_w, "classifier-free guidance scale (1: none; beyond +-50 every pixel saturates)", -50, 50},
+        {"eta", FLAG_FLOAT, &eta, "DDIM eta (0: deterministic)", 0, 1},
+        {"clip-x0", FLAG_FLOAT, &clip_x0, "clamp the predicted x0 to [-X, X] every step (0: off, as the official DiT; 1 suits pixel data in [-1, 1])", 0, 100},
+        {"seed", FLAG_INT, &seed, "noise seed", 0, FLAG_INT_MAX},
         {"out", FLAG_STR, &out, "output folder"},
-        {"batch", FLAG_INT, &batch, "images per forward pass"},
+        {"batch", FLAG_INT, &batch, "images per forward pass", 1, 100000},
         {"names", FLAG_STR, &names_arg, "comma list of class names (default: the checkpoint's; without them Fashion-MNIST's for 10-class 28x28x1 models, else class<k>)"},
-        {"grid-cols", FLAG_INT, &grid_cols, "at most this many images per class in grid.png"},
-        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
+        {"grid-cols", FLAG_INT, &grid_cols, "at most this many images per class in grid.png", 1, 1000},
+        CLI_THREADS_FLAG(&threads),
+        {"device", FLAG_STR, &device, "cpu or cuda: where the DiT runs (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
+        {"precision", FLAG_STR, &precision, "fp32 | tf32 | bf16: the GPU's matrix products (cuda only; default fp32)"},
     };
     const char *pos[1];
     int npos;
@@ -87,9 +95,16 @@ int cmd_sample(int argc, char **argv) {
     if (eta < 0) return cli_failf("sample", "--eta: expected >= 0, found %g", eta);
     if (!(clip_x0 >= 0)) return cli_failf("sample", "--clip-x0: expected >= 0 (0: off), found %g", clip_x0);
     cli_apply_threads(threads);
+    if ((rc = device ? dap_device_select(device) : dap_device_from_env()) || (rc = dap_device_set_precision(precision)))
+        return cli_fail("sample", rc);
 
     dap_dit *m = NULL;
     if ((rc = dap_dit_load(&m, model_path, 0, 0))) return cli_fail("sample", rc);
+    const int eps_batch = cfg_w != 1.0 ? 2 * batch : batch, no_cache = 0;
+    if ((rc = dap_dit_to_device(m)) || (rc = dap_dit_states_fit(m, 1, &eps_batch, &no_cache, "--batch"))) {
+        dap_dit_destroy(m);
+        return cli_fail("sample", rc);
+    }
     const dap_dit_config *mc = &m->cfg;
     const int K = mc->num_classes, C = mc->in_channels, H = mc->input_size;
     if (C != 1 && C != 3) {

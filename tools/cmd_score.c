@@ -30,11 +30,11 @@ int cmd_score(int argc, char **argv) {
         {"test", FLAG_STR, &test_spec, "the test set of the Frechet distance, when --data has none (without one it is not computed)"},
         {"set", FLAG_STR, &set_dir, "the image folder to score (one subfolder per class)"},
         {"classifier", FLAG_STR, &clf_path, "feature extractor: a classifier trained on the real data (dap teacher)"},
-        {"k", FLAG_INT, &k_nn, "nearest real neighbours for representativeness"},
-        {"real-per-class", FLAG_INT, &real_per_class, "real training images per class compared against (seeded)"},
-        {"seed", FLAG_INT, &seed, "seed of the real subsample"},
+        {"k", FLAG_INT, &k_nn, "nearest real neighbours for representativeness", 1, 10000},
+        {"real-per-class", FLAG_INT, &real_per_class, "real training images per class compared against (seeded)", 1, 1000000},
+        {"seed", FLAG_INT, &seed, "seed of the real subsample", 0, FLAG_INT_MAX},
         {"json", FLAG_STR, &json, "write the scores to this JSON file"},
-        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
+        CLI_THREADS_FLAG(&threads),
     };
     const char *pos[1];
     int npos;
@@ -45,6 +45,7 @@ int cmd_score(int argc, char **argv) {
                         flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
     if (r) return r == 1 ? 0 : 2;
     if (!set_dir) return cli_failf("score", "--set DIR is required");
+    if (json && cli_check_writable("json", json)) return cli_fail("score", DAP_ERR_IO);
     if (k_nn < 1 || real_per_class < 2 || seed < 0)
         return cli_failf("score", "--k must be >= 1, --real-per-class >= 2, --seed >= 0");
     cli_apply_threads(threads);

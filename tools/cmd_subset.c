@@ -12,13 +12,14 @@
 
 int cmd_subset(int argc, char **argv) {
     const char *from = "fmnist", *out = NULL;
-    int ipc = 10, seed = 0, val = 0;
+    int ipc = 10, seed = 0, val = 0, threads = 0;
     flag flags[] = {
         {"from", FLAG_STR, &from, "the real data: fmnist, fmnist:DIR, an IDX file or an image folder"},
-        {"ipc", FLAG_INT, &ipc, "images per class"},
-        {"seed", FLAG_INT, &seed, "seed of the draw"},
-        {"val", FLAG_INT, &val, "draw from what is left after holding out N per class (as dap eval --val N --seed S)"},
+        {"ipc", FLAG_INT, &ipc, "images per class", 1, 1000000},
+        {"seed", FLAG_INT, &seed, "seed of the draw", 0, FLAG_INT_MAX},
+        {"val", FLAG_INT, &val, "draw from what is left after holding out N per class (as dap eval --val N --seed S)", 0, 1000000},
         {"out", FLAG_STR, &out, "output folder"},
+        CLI_THREADS_FLAG(&threads),
     };
     const char *pos[1];
     int npos;
@@ -29,6 +30,7 @@ int cmd_subset(int argc, char **argv) {
     if (!out) return cli_failf("subset", "--out DIR is required");
     if (ipc < 1) return cli_failf("subset", "--ipc must be at least 1, got %d", ipc);
     if (val < 0) return cli_failf("subset", "--val must be >= 0, got %d", val);
+    cli_apply_threads(threads);
     dap_dataset real, pool, held, sub;
     int rc = dap_dataset_load(&real, from, "train", 0, 0);
     if (rc) return cli_fail("subset", rc);

@@ -23,14 +23,14 @@ int cmd_teacher(int argc, char **argv) {
         {"data", FLAG_STR, &data, "fmnist, fmnist:DIR, an IDX file or an image folder (ROOT/train/ + ROOT/test/, or one set)"},
         {"test", FLAG_STR, &test_spec, "the test set, when --data has none (without one, no test accuracy is reported)"},
         {"arch", FLAG_STR, &arch, "resnet18, convnet3, resnetap10 [+ -bn/-in/-nn]"},
-        {"epochs", FLAG_INT, &epochs, "epochs (lr x0.1 at half)"},
+        {"epochs", FLAG_INT, &epochs, "epochs (lr x0.1 at half)", 1, 1000000},
         {"aug", FLAG_STR, &aug_s, "none or dsa"},
-        {"batch", FLAG_INT, &batch, "batch size"},
-        {"lr", FLAG_FLOAT, &lr, "SGD learning rate (momentum 0.9, wd 5e-4)"},
-        {"seed", FLAG_INT, &seed, "seed"},
-        {"val", FLAG_INT, &val, "hold out N per class of the training split (seeded) and report accuracy on them"},
+        {"batch", FLAG_INT, &batch, "batch size", 1, 100000},
+        {"lr", FLAG_FLOAT, &lr, "SGD learning rate (momentum 0.9, wd 5e-4)", 1e-09, 100},
+        {"seed", FLAG_INT, &seed, "seed", 0, FLAG_INT_MAX},
+        {"val", FLAG_INT, &val, "hold out N per class of the training split (seeded) and report accuracy on them", 0, 1000000},
         {"out", FLAG_STR, &out, "checkpoint to write (.safetensors)"},
-        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
+        CLI_THREADS_FLAG(&threads),
         {"device", FLAG_STR, &device, "cpu or cuda (a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
     };
@@ -41,6 +41,7 @@ int cmd_teacher(int argc, char **argv) {
                         flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
     if (r) return r == 1 ? 0 : 2;
     if (!out) return cli_failf("teacher", "--out FILE is required");
+    if (cli_check_writable("out", out)) return cli_fail("teacher", DAP_ERR_IO);
     if (epochs < 1) return cli_failf("teacher", "--epochs must be at least 1, got %d", epochs);
     if (batch < 1) return cli_failf("teacher", "--batch must be at least 1, got %d", batch);
     if (!(lr > 0)) return cli_failf("teacher", "--lr must be positive");

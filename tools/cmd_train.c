@@ -42,30 +42,30 @@ int cmd_train(int argc, char **argv) {
     flag flags[] = {
         {"data", FLAG_STR, &data, "fmnist, fmnist:DIR, an IDX image file or an image folder (ROOT/train/<class>/ or ROOT/<class>/)"},
         {"config", FLAG_STR, &config, "model: px-T|S|B|L[/P] (geometry from the data; see below), fm-*, DiT-*; default px-B, or the checkpoint's with --resume"},
-        {"image-size", FLAG_INT, &image_size, "train at this size (images resized, centre-cropped; 0: the data's)"},
-        {"channels", FLAG_INT, &channels, "train with 1 (gray) or 3 (RGB) channels (0: the data's)"},
+        {"image-size", FLAG_INT, &image_size, "train at this size (images resized, centre-cropped; 0: the data's)", 0, 4096},
+        {"channels", FLAG_INT, &channels, "train with 1 (gray) or 3 (RGB) channels (0: the data's)", 0, 3},
         {"out", FLAG_STR, &out, "checkpoint FILE (EMA weights; FILE.state holds the training state)"},
         {"resume", FLAG_BOOL, &resume, "continue from FILE.state if it exists"},
         {"init", FLAG_STR, &init, "start from these weights (a dap checkpoint of the same config; fresh optimizer)"},
-        {"steps", FLAG_INT, &steps, "total optimisation steps"},
-        {"batch", FLAG_INT, &batch, "images per step"},
-        {"lr", FLAG_FLOAT, &lr, "AdamW learning rate"},
+        {"steps", FLAG_INT, &steps, "total optimisation steps", 1, FLAG_INT_MAX},
+        {"batch", FLAG_INT, &batch, "images per step", 1, 100000},
+        {"lr", FLAG_FLOAT, &lr, "AdamW learning rate", 1e-12, 10},
         {"lr-decay", FLAG_STR, &lr_decay, "none, linear or cosine: from --decay-start down to 0 at --steps"},
-        {"decay-start", FLAG_INT, &decay_start, "step where --lr-decay begins (the lr is --lr before it)"},
-        {"wd", FLAG_FLOAT, &wd, "AdamW weight decay"},
-        {"ema", FLAG_FLOAT, &ema, "EMA decay of the saved weights"},
-        {"ema-warmup", FLAG_INT, &ema_warmup, "1: EMA decay min(ema, (1+s)/(10+s)) at step s"},
-        {"clip", FLAG_FLOAT, &clip, "max global gradient norm (0: off)"},
-        {"class-dropout", FLAG_FLOAT, &dropout, "probability of the null label (for guidance)"},
-        {"ckpt-every", FLAG_INT, &ckpt_every, "checkpoint every N steps (and at the end)"},
-        {"val-every", FLAG_INT, &val_every, "validation loss every N steps (0: only at the end)"},
-        {"val-per-class", FLAG_INT, &val_per_class, "images per class held out for validation (0: none; -1: --val-frac of each class, at most --val-cap)"},
-        {"val-frac", FLAG_FLOAT, &val_frac, "share of each class held out for validation (with --val-per-class -1)"},
-        {"val-cap", FLAG_INT, &val_cap, "at most this many per class (with --val-per-class -1)"},
-        {"split-seed", FLAG_INT, &split_seed, "seed of the train/validation split"},
-        {"log-every", FLAG_INT, &log_every, "progress line every N steps"},
-        {"seed", FLAG_INT, &seed, "seed of initialisation, data order, timesteps and noise"},
-        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
+        {"decay-start", FLAG_INT, &decay_start, "step where --lr-decay begins (the lr is --lr before it)", 0, FLAG_INT_MAX},
+        {"wd", FLAG_FLOAT, &wd, "AdamW weight decay", 0, 10},
+        {"ema", FLAG_FLOAT, &ema, "EMA decay of the saved weights", 0, 0.999999999},
+        {"ema-warmup", FLAG_INT, &ema_warmup, "1: EMA decay min(ema, (1+s)/(10+s)) at step s", 0, 1},
+        {"clip", FLAG_FLOAT, &clip, "max global gradient norm (0: off)", 0, 1000000000},
+        {"class-dropout", FLAG_FLOAT, &dropout, "probability of the null label (for guidance)", 0, 1},
+        {"ckpt-every", FLAG_INT, &ckpt_every, "checkpoint every N steps (and at the end)", 1, FLAG_INT_MAX},
+        {"val-every", FLAG_INT, &val_every, "validation loss every N steps (0: only at the end)", 0, FLAG_INT_MAX},
+        {"val-per-class", FLAG_INT, &val_per_class, "images per class held out for validation (0: none; -1: --val-frac of each class, at most --val-cap)", -1, 1000000},
+        {"val-frac", FLAG_FLOAT, &val_frac, "share of each class held out for validation (with --val-per-class -1)", 0, 0.99},
+        {"val-cap", FLAG_INT, &val_cap, "at most this many per class (with --val-per-class -1)", 0, 1000000},
+        {"split-seed", FLAG_INT, &split_seed, "seed of the train/validation split", 0, FLAG_INT_MAX},
+        {"log-every", FLAG_INT, &log_every, "progress line every N steps", 1, FLAG_INT_MAX},
+        {"seed", FLAG_INT, &seed, "seed of initialisation, data order, timesteps and noise", 0, FLAG_INT_MAX},
+        CLI_THREADS_FLAG(&threads),
     };
     const int nflags = (int)(sizeof flags / sizeof flags[0]);
     const char *pos[1];
@@ -80,6 +80,7 @@ int cmd_train(int argc, char **argv) {
                          flags, nflags, argc, argv, pos, 0, &npos);
     if (rc) return rc == 1 ? 0 : rc;
     if (!out) return cli_failf("train", "--out FILE is required");
+    if (cli_check_writable("out", out)) return cli_fail("train", DAP_ERR_IO);
     if (steps < 0 || batch < 1 || ckpt_every < 1 || val_every < 0 || log_every < 1 || val_per_class < -1 || seed < 0 ||
         split_seed < 0 || val_cap < 0)
         return cli_failf("train", "--steps, --seed, --split-seed, --val-every, --val-cap must be >= 0, --val-per-class "

@@ -16,7 +16,8 @@
     X(score, "score an image set: class consistency, representativeness, diversity, FD")     \
     X(eval, "train fresh networks on a set and report test accuracy (mean +- std)")            \
     X(subset, "write a random real subset (IPC per class) as an image folder")                 \
-    X(teacher, "train a classifier on the full training split (teacher / feature extractor)")
+    X(teacher, "train a classifier on the full training split (teacher / feature extractor)")  \
+    X(vae, "Stable Diffusion VAE: encode images to latents, decode latents to images")
 
 #define X(name, summary) int cmd_##name(int argc, char **argv);
 DAP_COMMANDS(X)

@@ -2,14 +2,63 @@
  * flags.c: the flag parser and help printer shared by every subcommand.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "core/core.h"
+
+#ifndef DAP_DATADIR
+#define DAP_DATADIR "/usr/local/share/dap"
+#endif
+
+static int is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+const char *cli_data_path(const char *path) {
+    if (!path || strncmp(path, "models/", 7) != 0 || is_file(path)) return path;
+    /* resolved paths live as long as the program: a command resolves a handful at most */
+    static char found[8][8400];
+    static int nfound;
+    char tried[3][4200];
+    int ntried = 0;
+    const char *env = getenv("DAP_DATA_DIR");
+    if (env && *env) {
+        snprintf(tried[ntried++], sizeof tried[0], "%s", env);
+    } else {
+        char exe[4000];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n > 0) {
+            exe[n] = 0;
+            char *slash = strrchr(exe, '/');
+            if (slash) *slash = 0;
+            snprintf(tried[ntried++], sizeof tried[0], "%s/../share/dap", exe);
+        }
+        snprintf(tried[ntried++], sizeof tried[0], "%s", DAP_DATADIR);
+    }
+    for (int i = 0; i < ntried && nfound < 8; i++) {
+        char *cand = found[nfound];
+        if ((size_t)snprintf(cand, sizeof found[0], "%s/%s", tried[i], path) >= sizeof found[0]) continue;
+        if (is_file(cand)) return found[nfound++];
+    }
+    if (env && *env) {
+        dap_error(DAP_ERR_MISSING, "%s: not found in the current directory nor in $DAP_DATA_DIR (%s)", path, env);
+    } else {
+        dap_error(DAP_ERR_MISSING,
+                  "%s: not found in the current directory nor in the data directory (%s%s%s); run dap from "
+                  "the source tree, `make install`, or set DAP_DATA_DIR to the folder that holds models/",
+                  path, tried[0], ntried > 1 ? ", " : "", ntried > 1 ? tried[1] : "");
+    }
+    return NULL;
+}
 
 void flags_usage(const char *cmd, const char *usage, const char *about, const flag *flags,
                  int nflags) {
@@ -21,8 +70,8 @@ void flags_usage(const char *cmd, const char *usage, const char *about, const fl
         case FLAG_STR:
             if (*(const char **)f->ptr) snprintf(def, sizeof def, " (default: %s)", *(const char **)f->ptr);
             break;
-        case FLAG_INT: snprintf(def, sizeof def, " (default: %d)", *(int *)f->ptr); break;
-        case FLAG_FLOAT: snprintf(def, sizeof def, " (default: %g)", *(double *)f->ptr); break;
+        case FLAG_INT: snprintf(def, sizeof def, " (default: %d; %.0f..%.0f)", *(int *)f->ptr, f->lo, f->hi); break;
+        case FLAG_FLOAT: snprintf(def, sizeof def, " (default: %g; %g..%g)", *(double *)f->ptr, f->lo, f->hi); break;
         case FLAG_BOOL: break;
         }
         const char *arg = f->type == FLAG_BOOL ? "" : f->type == FLAG_STR ? " S" : f->type == FLAG_INT ? " N" : " X";
@@ -31,11 +80,51 @@ void flags_usage(const char *cmd, const char *usage, const char *about, const fl
         printf("  %-22s %s%s\n", left, f->help, def);
     }
     printf("  %-22s %s\n", "--help", "show this help");
+    const char *ex = cli_example(cmd);
+    if (ex) printf("\nExample:\n  %s\n", ex);
+}
+
+/* Sets the defaults of the command's file flags (before parsing). */
+static void file_defaults(const char *cmd, flag *flags, int nflags) {
+    for (int k = 0; k < nflags; k++) {
+        const char *def = NULL;
+        if (flags[k].type == FLAG_STR && cli_file_flag(cmd, flags[k].name, &def) && def &&
+            !*(const char **)flags[k].ptr)
+            *(const char **)flags[k].ptr = def;
+    }
+}
+
+/* Resolves the command's file flags and positional files (after parsing): 0, or 2 with
+ * the error printed. */
+static int file_resolve(const char *cmd, flag *flags, int nflags, const char **pos, int npos) {
+    for (int k = 0; k < nflags; k++) {
+        const char **v = (const char **)flags[k].ptr;
+        if (flags[k].type != FLAG_STR || !*v || !cli_file_flag(cmd, flags[k].name, NULL)) continue;
+        const char *r = cli_data_path(*v);
+        if (!r) {
+            fprintf(stderr, "dap %s: error: --%s %s\n", cmd, flags[k].name, dap_last_error());
+            return 2;
+        }
+        *v = r;
+    }
+    if (npos > 0 && cli_file_flag(cmd, "", NULL))
+        for (int i = 0; i < npos; i++) {
+            const char *r = cli_data_path(pos[i]);
+            if (!r) {
+                fprintf(stderr, "dap %s: error: %s\n", cmd, dap_last_error());
+                return 2;
+            }
+            pos[i] = r;
+        }
+    return 0;
 }
 
 int flags_parse(const char *cmd, const char *usage, const char *about, flag *flags, int nflags,
                 int argc, char **argv, const char **pos, int max_pos, int *npos) {
     *npos = 0;
+    for (int k = 0; k < nflags; k++) /* every number has a range */
+        DAP_ASSERT(flags[k].type == FLAG_STR || flags[k].type == FLAG_BOOL || flags[k].lo < flags[k].hi);
+    file_defaults(cmd, flags, nflags);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -83,6 +172,10 @@ int flags_parse(const char *cmd, const char *usage, const char *about, flag *fla
                 fprintf(stderr, "dap %s: error: flag --%s expects an integer, got '%s'\n", cmd, f->name, val);
                 return 2;
             }
+            if ((double)v < f->lo || (double)v > f->hi) {
+                fprintf(stderr, "dap %s: error: --%s must be in %.0f..%.0f, got %ld\n", cmd, f->name, f->lo, f->hi, v);
+                return 2;
+            }
             *(int *)f->ptr = (int)v;
         } else {
             double v = strtod(val, &end);
@@ -90,10 +183,14 @@ int flags_parse(const char *cmd, const char *usage, const char *about, flag *fla
                 fprintf(stderr, "dap %s: error: flag --%s expects a finite number, got '%s'\n", cmd, f->name, val);
                 return 2;
             }
+            if (v < f->lo || v > f->hi) {
+                fprintf(stderr, "dap %s: error: --%s must be in [%g, %g], got %g\n", cmd, f->name, f->lo, f->hi, v);
+                return 2;
+            }
             *(double *)f->ptr = v;
         }
     }
-    return 0;
+    return file_resolve(cmd, flags, nflags, pos, *npos);
 }
 
 int cli_fail(const char *cmd, int status) {
@@ -113,3 +210,21 @@ int cli_failf(const char *cmd, const char *fmt, ...) {
 }
 
 void cli_apply_threads(int threads) { dap_set_threads(threads); }
+
+int cli_check_writable(const char *flag, const char *path) {
+    char dir[4096], tmp[4200];
+    const char *slash = strrchr(path, '/');
+    if (!*path || (slash && slash[1] == 0))
+        return dap_error(DAP_ERR_ARG, "--%s '%s': expected a file name", flag, path);
+    if (slash) snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    else snprintf(dir, sizeof dir, ".");
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return dap_error(DAP_ERR_IO, "--%s %s: is a folder, expected a file name", flag, path);
+    snprintf(tmp, sizeof tmp, "%s/.dap-write-test.%ld", dir, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0)
+        return dap_error(DAP_ERR_IO, "--%s %s: cannot write in %s (%s); nothing was done", flag, path, dir, strerror(errno));
+    close(fd);
+    unlink(tmp);
+    return DAP_OK;
+}

@@ -27,4 +27,17 @@ const char *dap_device_describe(void);
 /* 1 when this build has the CUDA backend. */
 int dap_device_cuda_built(void);
 
+/* The arithmetic of the device's matrix products (`--precision`). Storage is FP32 in
+ * every mode; the CPU computes in FP32 only.
+ *   fp32 - the reference (the default);
+ *   tf32 - TF32 tensor cores (10-bit mantissa inputs), FP32 accumulation;
+ *   bf16 - BF16 tensor cores (8-bit mantissa inputs), FP32 accumulation (compute 8.0+). */
+typedef enum { DAP_PRECISION_FP32 = 0, DAP_PRECISION_TF32 = 1, DAP_PRECISION_BF16 = 2 } dap_precision;
+/* Sets the precision for what runs on the selected device from now on. DAP_ERR_ARG for an
+ * unknown name, for tf32/bf16 on the cpu device, and for bf16 on a GPU without it. NULL or
+ * "" keeps fp32. Select the device first. */
+int dap_device_set_precision(const char *name);
+int dap_device_precision(void);
+const char *dap_precision_name(int p);
+
 #endif /* DAP_DEVICE_H */

@@ -4,7 +4,8 @@
  * the same layers, the same gradient rules (parameter gradients accumulate into
  * params.grad, the input gradient is overwritten), kernels written for this layout plus
  * cuBLAS for the matrix products (convolutions as im2col + one SGEMM over the batch,
- * full FP32: no TF32). The DiT and its guidance stay on the CPU for now.
+ * full FP32: no TF32). dit_cuda.cu runs the DiT of models/dit.h for sampling and the
+ * DAP guidance (below); its training stays on the CPU for now.
  */
 #ifndef DAP_CUDA_H
 #define DAP_CUDA_H
@@ -37,6 +38,80 @@ void dap_cnn_cuda_backward(struct dap_cnn *m, struct dap_cnn_state *s, const flo
 /* Copies layer `layer`'s output (which 0) or its gradient (which 1) of the last pass,
  * `n` floats, to the host (for tests that compare layer by layer). */
 void dap_cnn_cuda_fetch(const void *dev, int layer, int which, float *host, size_t n);
+
+/* ---- the DiT (dit_cuda.cu) -------------------------------------------------------------
+ * Mirrors models/dit.h: a model (the weights, uploaded once, read-only) apart from the
+ * per-batch state (activations planned once: one allocation for `batch` samples, a cached
+ * set per block up to cache_blocks as dap_dit_state_create_ex). Only what sampling and the
+ * guidance need: the forward (full, or stopped after block l) and the backward from block
+ * l to the input; no parameter gradients (training stays on the CPU).
+ *
+ * Pointers: x, t, y, out, dfeat and dx may be host or device memory (copies use
+ * cudaMemcpyDefault, which tells them apart by address: unified virtual addressing).
+ * Every call returns with its results in place (the device's stream synchronised).
+ * dap_dit_cuda_features gives a DEVICE pointer (n, T, D); _features_copy copies it out.
+ * `precision` is a dap_precision (core/device.h): the cuBLAS compute type; activations
+ * and weights are FP32 in every mode.
+ *
+ * Errors before work (status + message): no device, bf16 on a GPU older than compute
+ * 8.0, weights or activations larger than the device's free memory. A CUDA failure
+ * after that (a launch error) is reported on stderr and exits, like the classifiers. */
+struct dap_dit;
+typedef struct dap_dit_cuda dap_dit_cuda;
+typedef struct dap_dit_cuda_state dap_dit_cuda_state;
+
+int dap_dit_cuda_create(dap_dit_cuda **out, const struct dap_dit *m, int precision);
+void dap_dit_cuda_destroy(dap_dit_cuda *d);
+/* Copies m's weights up again (after the host copy changed; same config). */
+void dap_dit_cuda_upload(dap_dit_cuda *d, const struct dap_dit *m);
+/* "cuda: <GPU name>, <memory>, compute x.y" */
+const char *dap_dit_cuda_describe(const dap_dit_cuda *d);
+/* Device bytes a state of this size would take (for checks before the work). */
+size_t dap_dit_cuda_state_bytes_for(const dap_dit_cuda *d, int batch, int cache_blocks);
+int dap_dit_cuda_state_create(dap_dit_cuda_state **out, const dap_dit_cuda *d, int batch, int cache_blocks);
+void dap_dit_cuda_state_destroy(dap_dit_cuda_state *s);
+void dap_dit_cuda_state_set_batch(dap_dit_cuda_state *s, int n);
+size_t dap_dit_cuda_state_bytes(const dap_dit_cuda_state *s);
+/* As dap_dit_forward: out (n, Co, H, W) or NULL; x (n, C, H, W); t (n); y (n). */
+void dap_dit_cuda_forward(const dap_dit_cuda *d, dap_dit_cuda_state *s, float *out, const float *x,
+                          const float *t, const int *y, int stop_block);
+const float *dap_dit_cuda_features(const dap_dit_cuda_state *s); /* device pointer */
+void dap_dit_cuda_features_copy(const dap_dit_cuda *d, const dap_dit_cuda_state *s, float *dst);
+/* As dap_dit_backward_from_block: dfeat (n, T, D) -> dx (n, C, H, W). Needs a new forward
+ * before the next backward (the state's scratch holds the gradients). */
+void dap_dit_cuda_backward_from_block(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
+                                      const float *dfeat, float *dx);
+/* 1 when device 0 has bf16 arithmetic (compute capability >= 8.0). */
+int dap_cuda_bf16_supported(void);
+/* cudaMemGetInfo of device 0. */
+int dap_cuda_memory(size_t *free_b, size_t *total_b);
+
+/* The DiT's kernels one by one on HOST arrays (uploaded, run, downloaded), for the tests
+ * against ops.h. Fused forms: ln_modulate = LayerNorm (no affine) + modulate; its
+ * backward ADDS the input gradient into dres (the residual join); gate_residual is
+ * out = in + gate (y + bias). */
+enum { DAP_CUDA_ACT_GELU = 0, DAP_CUDA_ACT_SILU = 1, DAP_CUDA_ACT_GELU_BWD = 2 };
+void dap_cuda_linear(float *out, const float *inp, const float *w, const float *b, int n, int ic, int oc,
+                     int precision);
+void dap_cuda_linear_dinp(float *dinp, const float *dout, const float *w, int n, int ic, int oc, int precision);
+void dap_cuda_ln_modulate(float *out, float *mean, float *rstd, const float *x, const float *shift,
+                          const float *scale, int b, int t, int c, int ld);
+void dap_cuda_ln_modulate_backward(float *dres, const float *dout, const float *x, const float *scale,
+                                   const float *mean, const float *rstd, int b, int t, int c, int ld);
+void dap_cuda_gate_residual(float *out, const float *in, const float *y, const float *bias, const float *gate,
+                            int b, int t, int c, int ld);
+void dap_cuda_gate_mul(float *dst, const float *src, const float *gate, int b, int t, int c, int ld);
+/* GELU / SiLU forward (dout unused), or the GELU backward: out = dout gelu'(inp). */
+void dap_cuda_act(int which, float *out, const float *inp, const float *dout, size_t n);
+/* qkv (b, t, 3c) -> out (b, t, c), att (b, nh, t, t); its backward overwrites dqkv. */
+void dap_cuda_attention(float *out, float *att, const float *qkv, int b, int t, int c, int nh, int precision);
+void dap_cuda_attention_backward(float *dqkv, const float *dout, const float *qkv, int b, int t, int c, int nh,
+                                 int precision);
+void dap_cuda_timestep_freq(float *out, const float *t, int n); /* (n, 256) */
+/* dir 0: patches (n, T, C p p) from x (n, C, g p, g p); dir 1: x from patches. */
+void dap_cuda_patchify(float *patches, float *x, int n, int C, int p, int g, int dir);
+/* img (n, Co, g p, g p) from tokens (n, T, p p Co) + bias (p p Co) */
+void dap_cuda_unpatchify_out(float *img, const float *tok, const float *bias, int n, int Co, int p, int g);
 
 #ifdef __cplusplus
 }

@@ -287,6 +287,9 @@ int dap_distill_check(const dap_dit *m, const dap_distill_opts *o) {
     if (o->batch < 1) return dap_error(DAP_ERR_ARG, "--batch must be >= 1 (got %d)", o->batch);
     if (!(o->eta >= 0)) return dap_error(DAP_ERR_ARG, "--eta must be >= 0 (got %g)", o->eta);
     if (!(o->clip_x0 >= 0)) return dap_error(DAP_ERR_ARG, "--clip-x0 must be >= 0 (got %g)", o->clip_x0);
+    if (!(fabs(o->cfg) <= DAP_CFG_MAX))
+        return dap_error(DAP_ERR_ARG, "--cfg must be in [-%g, %g] (larger scales saturate every pixel), got %g", DAP_CFG_MAX,
+                         DAP_CFG_MAX, o->cfg);
     if (o->cfg != 1.0 && !(m->cfg.class_dropout > 0))
         return dap_error(DAP_ERR_ARG, "--cfg %g needs a model with a null class; this one has none (use --cfg 1)", o->cfg);
     if (o->method != DAP_METHOD_DAP) return DAP_OK;
@@ -296,7 +299,9 @@ int dap_distill_check(const dap_dit *m, const dap_distill_opts *o) {
     if (!(o->stop >= 0 && o->stop <= 1)) return dap_error(DAP_ERR_ARG, "--stop must be in [0, 1] (got %g)", o->stop);
     if (o->kernel == DAP_KERNEL_RBF && !(o->sigma > 0))
         return dap_error(DAP_ERR_ARG, "--sigma (RBF bandwidth) must be > 0 (got %g)", o->sigma);
-    if (!isfinite(o->gamma)) return dap_error(DAP_ERR_ARG, "--gamma must be finite");
+    if (!(fabs(o->gamma) <= DAP_GAMMA_MAX))
+        return dap_error(DAP_ERR_ARG, "--gamma must be in [-%g, %g] (larger scales saturate every pixel), got %g",
+                         DAP_GAMMA_MAX, DAP_GAMMA_MAX, o->gamma);
     if (!(o->repel >= 0 && isfinite(o->repel))) return dap_error(DAP_ERR_ARG, "--repel must be finite and >= 0 (got %g)", o->repel);
     return DAP_OK;
 }

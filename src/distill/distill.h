@@ -54,6 +54,10 @@ typedef struct dap_distill_opts {
                           NULL: the data's class index is the label */
 } dap_distill_opts;
 
+/* The largest |cfg| and |gamma| accepted: beyond them every pixel saturates. */
+#define DAP_CFG_MAX 50.0
+#define DAP_GAMMA_MAX 1e4
+
 void dap_distill_opts_default(dap_distill_opts *o);
 int dap_method_parse(const char *s); /* -1 when unknown */
 const char *dap_method_name(int m);

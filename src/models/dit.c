@@ -19,8 +19,12 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "core/device.h"
 #include "io/io.h"
 #include "ops/ops.h"
+#ifdef DAP_CUDA
+#include "cuda/cuda.h"
+#endif
 
 #define FREQ_DIM 256 /* timestep frequency embedding size */
 #define LN_EPS 1e-6f
@@ -318,6 +322,9 @@ void dap_dit_destroy(dap_dit *m) {
     if (!m) return;
     dap_dit_set_class_names(m, NULL, 0);
     dap_dit_set_train_data(m, NULL);
+#ifdef DAP_CUDA
+    dap_dit_cuda_destroy(m->dev);
+#endif
     dap_params_free(&m->params);
     free(m);
 }
@@ -695,6 +702,7 @@ struct dap_dit_state {
     float *stream;                /* (N, D) running stream of the uncached blocks */
     block_acts *blk;              /* cache_blocks cached sets + 1 scratch set */
     const float *feat;            /* output of the last block run */
+    void *dev;                    /* the device state of a device model (mem: the features' host copy) */
     /* final layer */
     float *fmods;                 /* (n, 2D) shift, scale */
     float *lnf, *meanf, *rstdf, *modf; /* (N, D), (N), (N), (N, D) */
@@ -787,6 +795,20 @@ dap_dit_state *dap_dit_state_create_ex(const dap_dit *m, int batch, int cache_bl
     dap_dit_state *s = dap_calloc(1, sizeof *s);
     s->batch = s->n = batch;
     s->cache_blocks = cache_blocks;
+#ifdef DAP_CUDA
+    if (m->dev) { /* activations on the device; the host keeps a copy of the features */
+        dap_dit_cuda_state *ds = NULL;
+        if (dap_dit_cuda_state_create(&ds, m->dev, batch, cache_blocks) != DAP_OK) {
+            fprintf(stderr, "dap: %s\n", dap_last_error()); /* dap_dit_states_fit checks this before the work */
+            exit(1);
+        }
+        s->dev = ds;
+        s->y = dap_calloc((size_t)batch, sizeof *s->y);
+        s->mem_floats = (size_t)batch * m->tokens * m->cfg.hidden;
+        s->mem = dap_alloc_f32(s->mem_floats);
+        return s;
+    }
+#endif
     s->blk = dap_calloc((size_t)cache_blocks + 1, sizeof *s->blk);
     s->y = dap_calloc((size_t)batch, sizeof *s->y);
     arena a = {NULL, 0};
@@ -804,6 +826,9 @@ dap_dit_state *dap_dit_state_create(const dap_dit *m, int batch) {
 
 void dap_dit_state_destroy(dap_dit_state *s) {
     if (!s) return;
+#ifdef DAP_CUDA
+    dap_dit_cuda_state_destroy(s->dev);
+#endif
     dap_free_aligned(s->mem);
     free(s->blk);
     free(s->y);
@@ -815,11 +840,17 @@ void dap_dit_state_set_batch(dap_dit_state *s, int n) {
     s->n = n;
     s->blocks_done = 0;
     s->full_forward = 0;
+#ifdef DAP_CUDA
+    if (s->dev) dap_dit_cuda_state_set_batch(s->dev, n), s->feat = NULL;
+#endif
 }
 
 int dap_dit_state_batch(const dap_dit_state *s) { return s->n; }
 
 size_t dap_dit_state_bytes(const dap_dit_state *s) {
+#ifdef DAP_CUDA
+    if (s->dev) return dap_dit_cuda_state_bytes(s->dev) + s->mem_floats * sizeof(float);
+#endif
     return s->mem_floats * sizeof(float) + ((size_t)s->cache_blocks + 1) * sizeof(block_acts);
 }
 
@@ -948,6 +979,17 @@ void dap_dit_forward(const dap_dit *m, dap_dit_state *s, float *out, const float
     DAP_ASSERT(stop_block == 0 || out == NULL);
     int rows = cf->num_classes + (cf->class_dropout > 0);
     for (int b = 0; b < n; b++) DAP_ASSERT(y[b] >= 0 && y[b] < rows);
+#ifdef DAP_CUDA
+    if (s->dev) {
+        dap_dit_cuda_forward(m->dev, s->dev, out, x, t, y, stop_block);
+        memcpy(s->y, y, (size_t)n * sizeof *y);
+        s->blocks_done = stop_block ? stop_block : depth;
+        s->full_forward = stop_block == 0;
+        s->feat = NULL;
+        if (stop_block) dap_dit_cuda_features_copy(m->dev, s->dev, s->mem), s->feat = s->mem;
+        return;
+    }
+#endif
     top_w w = top_ptrs(m, m->params.data);
     memcpy(s->y, y, (size_t)n * sizeof *y);
 
@@ -1035,6 +1077,7 @@ static void block_backward(const dap_dit *m, dap_dit_state *s, int l, const bloc
 void dap_dit_backward(dap_dit *m, dap_dit_state *s, const float *dout, float *dx) {
     DAP_ASSERT(m->params.grad != NULL);
     DAP_ASSERT(s->full_forward && s->cache_blocks == m->cfg.depth);
+    DAP_ASSERT(s->dev == NULL); /* training runs on the CPU only */
     int n = s->n, T = m->tokens, D = m->cfg.hidden, N = n * T, depth = m->cfg.depth;
     top_w w = top_ptrs(m, m->params.data), g = top_ptrs(m, m->params.grad);
 
@@ -1069,6 +1112,12 @@ void dap_dit_backward(dap_dit *m, dap_dit_state *s, const float *dout, float *dx
 void dap_dit_backward_from_block(const dap_dit *m, dap_dit_state *s, int l, const float *dfeat,
                                  float *dx) {
     DAP_ASSERT(l >= 1 && l <= s->cache_blocks && s->blocks_done >= l);
+#ifdef DAP_CUDA
+    if (s->dev) {
+        dap_dit_cuda_backward_from_block(m->dev, s->dev, l, dfeat, dx);
+        return;
+    }
+#endif
     int N = s->n * m->tokens, D = m->cfg.hidden;
     memcpy(s->dres, dfeat, (size_t)N * D * sizeof(float));
     block_w none = {0};
@@ -1076,4 +1125,36 @@ void dap_dit_backward_from_block(const dap_dit *m, dap_dit_state *s, int l, cons
     top_w w = top_ptrs(m, m->params.data);
     dap_linear_backward(s->dpatches, NULL, NULL, s->dres, s->patches, w.xe_w, N, m->patch_in, D);
     unpatchify_in(dx, s->dpatches, m, s->n);
+}
+
+/* ---- the device --------------------------------------------------------------------- */
+
+int dap_dit_to_device(dap_dit *m) {
+    if (dap_device() == DAP_DEVICE_CPU || m->dev) return DAP_OK;
+#ifdef DAP_CUDA
+    dap_dit_cuda *d = NULL;
+    DAP_TRY(dap_dit_cuda_create(&d, m, dap_device_precision()));
+    m->dev = d;
+    return DAP_OK;
+#else
+    return dap_error(DAP_ERR_MISSING, "device %s: this dap was built without the CUDA backend", dap_device_name());
+#endif
+}
+
+int dap_dit_states_fit(const dap_dit *m, int count, const int *batch, const int *cache_blocks, const char *what) {
+    if (!m->dev) return DAP_OK;
+#ifdef DAP_CUDA
+    size_t need = 0, fr = 0, tot = 0;
+    for (int i = 0; i < count; i++) need += dap_dit_cuda_state_bytes_for(m->dev, batch[i], cache_blocks[i]);
+    DAP_TRY(dap_cuda_memory(&fr, &tot));
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    if (need > fr)
+        return dap_error(DAP_ERR_NOMEM, "%s: the DiT's activations need %.2f GiB on the device (batch %d%s), %.2f GiB "
+                                        "of its %.2f GiB are free besides the weights: lower %s",
+                         dap_dit_cuda_describe(m->dev), (double)need / gib, batch[0], count > 1 ? " and more" : "",
+                         (double)fr / gib, (double)tot / gib, what);
+#else
+    (void)count, (void)batch, (void)cache_blocks, (void)what;
+#endif
+    return DAP_OK;
 }

@@ -72,6 +72,7 @@ typedef struct dap_dit {
     /* The data it was trained on, as `dap train --data` took it ("fmnist", a folder's
      * absolute path), or NULL: __metadata__ "train_data". */
     char *train_data;
+    void *dev;         /* the weights on the device (dap_dit_to_device), else NULL */
 } dap_dit;
 
 /* Creates a model with zeroed weights (grad buffers too if with_grad). DAP_ERR_ARG on a
@@ -103,6 +104,21 @@ int dap_dit_load(dap_dit **out, const char *path, int with_grad, int allow_extra
 /* Config of a checkpoint without loading the weights. */
 int dap_dit_config_from_file(const char *path, dap_dit_config *out);
 
+/* Moves the model to the device chosen in core/device.h (dap_device_select and
+ * dap_device_set_precision, i.e. `--device`, `--precision`, $DAP_DEVICE): on cpu nothing
+ * happens; on cuda the weights go up once (DAP_ERR_NOMEM naming the sizes when they do not
+ * fit in the device's free memory) and every state created afterwards keeps its
+ * activations there: dap_dit_forward, dap_dit_features (a copy of the tokens) and
+ * dap_dit_backward_from_block run on the GPU behind the same calls, with host arrays in
+ * and out. The host weights must not change afterwards (the device keeps its copy).
+ * dap_dit_backward (training) is CPU only. */
+int dap_dit_to_device(dap_dit *m);
+/* Before the work: DAP_ERR_NOMEM naming the sizes unless `count` states of the given
+ * batch sizes and cached blocks fit together in the device's free memory now (always
+ * DAP_OK for a model on the cpu). `what` names the flag to lower in the message. */
+int dap_dit_states_fit(const dap_dit *m, int count, const int *batch, const int *cache_blocks,
+                       const char *what);
+
 /* Per-batch activations. cache_blocks (0..depth) = how many leading blocks keep what their
  * backward needs: depth for training (dap_dit_backward), l for the guidance's
  * backward from block l, 0 for inference only (no gradients: one block's worth of scratch,
@@ -121,7 +137,8 @@ size_t dap_dit_state_bytes(const dap_dit_state *s);
  * forward; l in 1..depth: stop after block l (out must be NULL) and expose its tokens. */
 void dap_dit_forward(const dap_dit *m, dap_dit_state *s, float *out, const float *x,
                      const float *t, const int *y, int stop_block);
-/* The (n, T, D) output tokens of block stop_block of the last forward. */
+/* The (n, T, D) output tokens of block stop_block of the last forward (on a device
+ * model: after a forward with stop_block > 0 only). */
 const float *dap_dit_features(const dap_dit_state *s);
 
 /* After a full forward (needs cache_blocks = depth): parameter gradients accumulate

@@ -46,11 +46,22 @@ void dap_vae_config_sd(dap_vae_config *c);
 /* Downsampling factor 2^(levels - 1) (8 for SD). */
 int dap_vae_factor(const dap_vae_config *c);
 
+/* DAP_OK, or DAP_ERR_ARG naming the bad field (levels, sizes, groups not dividing a
+ * level's channels). */
+int dap_vae_config_check(const dap_vae_config *c);
+/* The weights table (diffusers' current keys and AutoencoderKL.state_dict() order) into
+ * an empty dap_params, without allocating the data. */
+void dap_vae_params_table(dap_params *ps, const dap_vae_config *c);
+
 /* A model with zeroed weights in the diffusers key naming. */
 int dap_vae_create(dap_vae **out, const dap_vae_config *c);
-/* Loads any of the namings above (config inferred from the shapes). Errors name the
- * file and the missing / unknown tensors. */
+/* Loads any of the namings above (config inferred from the shapes; GroupNorm groups from
+ * __metadata__ "norm_num_groups" when present, else 32). Errors name the file and the
+ * missing / unknown tensors (the first few and their count), or the tensor with the wrong
+ * shape (expected and found); a DiT checkpoint is named as such. */
 int dap_vae_load(dap_vae **out, const char *path);
+/* The key naming the model was loaded from ("diffusers", "LDM (CompVis)", ...). */
+const char *dap_vae_naming(const dap_vae *v);
 /* Whether a safetensors file holds a VAE (encoder / decoder tensors under any naming),
  * without loading it: 1 yes, 0 no, or a negative status when the file cannot be read. */
 int dap_vae_file_is_vae(const char *path);
@@ -62,7 +73,15 @@ dap_params *dap_vae_params(dap_vae *v); /* the diffusers-named weights table */
  * = scale * posterior mean; with rng not NULL a posterior sample instead (one normal per
  * latent value from rng). Allocates its activations for the call (released on return). */
 int dap_vae_encode(dap_vae *v, const float *x, int n, int h, int w, float *latent, dap_rng *rng);
+/* The posterior itself: mean and logvar (n, 4, H/f, W/f) each, logvar clamped to
+ * [-30, 20] as diffusers' DiagonalGaussianDistribution does (no scale factor). */
+int dap_vae_encode_moments(dap_vae *v, const float *x, int n, int h, int w, float *mean, float *logvar);
 /* latent (n, 4, h, w) -> x (n, 3, h f, w f), unclipped. */
 int dap_vae_decode(dap_vae *v, const float *latent, int n, int h, int w, float *x);
+
+/* Process-wide, for tests: the input + output floats one conv call may hold; images are
+ * chunked to fit and a larger image's convs run in bands of rows (default 16M floats,
+ * 64 MiB; 0 restores it). Returns the old value. */
+size_t dap_vae_set_band_floats(size_t floats);
 
 #endif /* DAP_VAE_H */

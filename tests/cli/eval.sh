@@ -24,7 +24,7 @@ else
   accs() { tr -d ' \n' < "$1" | grep -o '"seed":[0-9]*,"accuracy":[0-9.e+-]*,"train_accuracy":[0-9.e+-]*,"final_loss":[0-9.e+-]*'; }
   if [ -n "$(accs "$tmp/e1.json")" ] && [ "$(accs "$tmp/ej.json")" = "$(accs "$tmp/e1.json")" ]; then
     ok "eval --jobs 2 = --threads 1"; else bad "eval --jobs 2 = --threads 1 ($(accs "$tmp/ej.json") vs $(accs "$tmp/e1.json"))"; fi
-  expect_fail "eval bad --jobs" "jobs must be >= 1" $DAP eval --train "$tmp/sub" --jobs 0
+  expect_fail "eval bad --jobs" "jobs must be in 1\.\.1024, got 0" $DAP eval --train "$tmp/sub" --jobs 0
   expect_fail "eval bad --device" "device 'tpu': expected cpu or cuda" $DAP eval --train "$tmp/sub" --device tpu
   expect_fail "eval bad DAP_DEVICE" "DAP_DEVICE='gpu0': expected cpu or cuda" env DAP_DEVICE=gpu0 $DAP eval --train "$tmp/sub"
   expect_fail "eval --device cuda on a CPU build" "built without the CUDA backend|no CUDA device|device cuda" $DAP eval --train "$tmp/sub" --device cuda

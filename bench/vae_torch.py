@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""vae_torch.py: the PyTorch peer of bench/bench_vae.c: diffusers 0.27.2's AutoencoderKL at
+sd-vae-ft-mse's size with seeded random weights, one measurement per process.
+
+  /usr/bin/python3 bench/vae_torch.py --save FILE
+        writes the random full-size weights (diffusers names, F32) for both sides
+  /usr/bin/python3 bench/vae_torch.py --weights FILE --measure encode|decode
+        [--size 256] [--batch 1] [--warmup 1] [--iters 3] [--threads 2]
+  /usr/bin/python3 bench/vae_torch.py --weights FILE --check DAP.safetensors
+        holds dap's latent and decode (bench_vae --check) against diffusers' on the same
+        image and weights: prints the largest differences, exits 1 when they are large
+
+encode: 0.18215 * posterior mean of a (batch, 3, size, size) image in [-1, 1];
+decode: the image of a (batch, 4, size/8, size/8) latent / 0.18215. torch.no_grad, float32.
+Prints one JSON line: per-iteration seconds, median, images/s, peak RSS (MB).
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+for extra in ("/opt/dapvenv/lib/python3.11/site-packages", "/usr/lib/python3/dist-packages"):
+    if os.path.isdir(extra) and extra not in sys.path:
+        sys.path.append(extra)
+
+import torch  # noqa: E402
+from diffusers import AutoencoderKL  # noqa: E402
+
+
+def sd_vae():
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
+                         layers_per_block=2, latent_channels=4, norm_num_groups=32, sample_size=256)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--save")
+    ap.add_argument("--weights")
+    ap.add_argument("--measure", choices=["encode", "decode"])
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--check")
+    a = ap.parse_args()
+    if a.save:
+        from safetensors.torch import save_file
+        torch.manual_seed(0)
+        m = sd_vae()
+        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, a.save)
+        print(f"wrote {a.save}", file=sys.stderr)
+        return
+    torch.set_num_threads(a.threads)
+    from safetensors.torch import load_file
+    m = sd_vae().eval()
+    m.load_state_dict(load_file(a.weights), strict=True)
+    if a.check:
+        d = load_file(a.check)
+        with torch.no_grad():
+            lat = 0.18215 * m.encode(d["x"]).latent_dist.mean
+            dec = m.decode(d["latent"] / 0.18215).sample
+        worst = 0.0
+        for name, got, want in (("latent", d["latent"], lat), ("decoded", d["decoded"], dec)):
+            err = (got - want).abs().max().item()
+            rel = err / want.abs().max().item()
+            worst = max(worst, rel)
+            print(f"{name} {tuple(want.shape)}: max abs diff {err:.3g}, relative to the largest value {rel:.3g}")
+        sys.exit(0 if worst < 1e-3 else 1)
+    g = torch.Generator().manual_seed(1)
+    s, f = a.size, 8
+    if a.measure == "encode":
+        x = torch.rand(a.batch, 3, s, s, generator=g) * 2 - 1
+        run = lambda: 0.18215 * m.encode(x).latent_dist.mean  # noqa: E731
+    else:
+        z = torch.randn(a.batch, 4, s // f, s // f, generator=g) * 0.18215 * 5
+        run = lambda: m.decode(z / 0.18215).sample  # noqa: E731
+    times = []
+    with torch.no_grad():
+        for i in range(a.warmup + a.iters):
+            t0 = time.perf_counter()
+            run()
+            if i >= a.warmup:
+                times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    print(json.dumps({"impl": "torch", "measure": a.measure, "size": s, "batch": a.batch, "threads": a.threads,
+                      "times_s": times, "median_s": med, "images_per_s": a.batch / med,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                      "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()

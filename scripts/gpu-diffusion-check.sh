@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU, in one run of about 5 minutes: the DiT on the GPU
+# against the CPU (tests), then its speed against PyTorch eager on the same GPU.
+#
+#   scripts/gpu-diffusion-check.sh                 # there, from the repo root
+#   DEVICE=cpu CONFIG=fm-tiny BUILD=build JOBS="fwd32:fp32 guide:fp32" SKIP_TESTS=1 \
+#     scripts/gpu-diffusion-check.sh               # here: the plumbing alone, on the CPU
+#
+# 1. build: $BUILD (default build-cuda) with `make CUDA=1 -j$(nproc)` unless $BUILD/dap_tests
+#    and $BUILD/bench_dit are already there (built here and carried: scripts/gpu-bundle.sh
+#    pack, plus `make CUDA=1 ARCH=-march=x86-64-v3 build-cuda/bench_dit`).
+# 2. tests: $BUILD/dap_tests cuda (the device choice, the classifiers, every DiT kernel per
+#    precision, the DiT's forward / features / backward from block l on a small config and on
+#    DiT-XL/2 at batch 1, the memory errors, a CFG DDIM run and a DAP distillation end to
+#    end); stops when one fails. The log: $OUT/tests.txt.
+# 3. bench: CONFIG (default DiT-XL/2, random full-size weights), each JOBS entry MEASURE:PRECISION
+#    as `bench_dit --device $DEVICE` (dap) and `bench/dit_torch.py --device $DEVICE` (PyTorch
+#    eager attention), one process each, one after the other:
+#      fwd32  one forward at batch 32
+#      ddim   one DDIM + CFG step at batch 100 (a forward over 200 samples)
+#      guide  one DAP guidance evaluation: N = 100 real samples to block LAYER (default 8), 10
+#             synthetic with the partial backward to their inputs (energy on the host)
+#    $OUT/bench.jsonl (every JSON line), $OUT/summary.txt (throughputs, dap / PyTorch ratios,
+#    peak device memory) and bench/results/gpu-<GPU name>.json. Jobs that would start after
+#    DEADLINE seconds (default 420) are skipped, so the run ends inside 8 minutes.
+# OUT defaults to out/gpu-diffusion (the device tool's $OUT when set). PY: the Python with
+# PyTorch (default python3).
+#
+# On a lent machine that cannot install packages (no OpenBLAS, libpng, libjpeg headers):
+#   here:   scripts/gpu-bundle.sh pack .gpu          (build-cuda/ for x86-64-v3 and the libraries)
+#   there:  eval "$(scripts/gpu-bundle.sh setup .gpu)" && scripts/gpu-diffusion-check.sh
+#           (carrying .gpu and build-cuda; .gpu listed in .git/info/exclude)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build-cuda}; DEVICE=${DEVICE:-cuda}; CONFIG=${CONFIG:-DiT-XL/2}; LAYER=${LAYER:-8}
+JOBS=${JOBS:-fwd32:fp32 ddim:fp32 guide:fp32 fwd32:tf32 ddim:tf32 fwd32:bf16}
+OUT=${OUT:-out/gpu-diffusion}; PY=${PY:-python3}; DEADLINE=${DEADLINE:-420}; ITERS=${ITERS:-3}
+THREADS=${THREADS:-$(nproc)}
+mkdir -p "$OUT"
+T0=$(date +%s)
+say() { echo "gpu-diffusion-check: t=$(( $(date +%s) - T0 )) s  $*" | tee -a "$OUT/summary.txt"; }
+: > "$OUT/summary.txt"
+
+if [ ! -x "$BUILD/dap_tests" ] || [ ! -x "$BUILD/bench_dit" ]; then
+  say "building $BUILD"
+  flags=""; [ "$BUILD" = build-cuda ] && flags="CUDA=1"
+  make $flags -j"$(nproc)" all "$BUILD/bench_dit" > "$OUT/build.txt" 2>&1 ||
+    { say "the build failed (see $OUT/build.txt)"; tail -20 "$OUT/build.txt"; exit 1; }
+fi
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"
+
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  say "tests"
+  OMP_NUM_THREADS=$THREADS "$BUILD/dap_tests" device_select cuda > "$OUT/tests.txt" 2>&1
+  grep -E "^(ok|FAIL) |skipped|max rel|^[0-9]+ passed" "$OUT/tests.txt" | tail -60
+  grep -q "^[0-9]* passed, 0 failed" "$OUT/tests.txt" || { say "the CUDA tests failed (see $OUT/tests.txt)"; exit 1; }
+  if grep -q "skipped:" "$OUT/tests.txt" && [ "$DEVICE" = cuda ]; then say "the CUDA tests were skipped: no usable GPU"; exit 1; fi
+  say "tests passed"
+fi
+
+MODEL=$("$BUILD/bench_dit" --config "$CONFIG" --layer "$LAYER" --print-config) || { say "bad CONFIG $CONFIG"; exit 1; }
+: > "$OUT/bench.jsonl"
+for job in $JOBS; do
+  measure=${job%%:*}; prec=${job##*:}
+  if [ $(( $(date +%s) - T0 )) -gt "$DEADLINE" ]; then say "$job skipped (past DEADLINE $DEADLINE s)"; continue; fi
+  it=$ITERS; [ "$measure" = guide ] && it=$(( ITERS + 2 ))
+  say "$job: dap"
+  OMP_NUM_THREADS=$THREADS timeout 200 "$BUILD/bench_dit" --config "$CONFIG" --layer "$LAYER" --measure "$measure" \
+    --device "$DEVICE" --precision "$prec" --warmup 1 --iters "$it" --threads "$THREADS" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.err" ||
+    say "$job: dap failed: $(tail -1 "$OUT/bench.err")"
+  say "$job: PyTorch"
+  PYTHONUNBUFFERED=1 timeout 200 "$PY" bench/dit_torch.py --model "$MODEL" --config "$CONFIG" --measure "$measure" \
+    --device "$DEVICE" --precision "$prec" --warmup 1 --iters "$it" --threads "$THREADS" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.err" ||
+    say "$job: PyTorch failed: $(tail -1 "$OUT/bench.err")"
+done
+
+"$PY" - "$OUT" "$CONFIG" <<'PY' | tee -a "$OUT/summary.txt"
+import json, os, re, sys
+out, config = sys.argv[1], sys.argv[2]
+rows = [json.loads(l) for l in open(os.path.join(out, "bench.jsonl")) if l.startswith("{")]
+by = {(r["impl"], r["measure"], r["precision"]): r for r in rows}
+gpu = next((r["device"] for r in rows if r["impl"] == "torch"), None) or next((r["device"] for r in rows), "unknown")
+print("%s, %s: throughput (dap / PyTorch eager), peak device MiB (dap / PyTorch)" % (config, gpu))
+print("%-6s %-5s %10s %10s %-9s %7s %10s %10s" % ("", "prec", "dap", "PyTorch", "unit", "ratio", "dap MiB", "torch MiB"))
+for (impl, m, p), d in sorted(by.items()):
+    if impl != "dap":
+        continue
+    t = by.get(("torch", m, p))
+    ratio = "%.2fx" % (d["throughput"] / t["throughput"]) if t else "-"
+    print("%-6s %-5s %10.3f %10s %-9s %7s %10.0f %10s" % (
+        m, p, d["throughput"], "%.3f" % t["throughput"] if t else "-", d["unit"], ratio,
+        d.get("peak_device_mb", 0), "%.0f" % t["peak_device_mb"] if t else "-"))
+    if m == "ddim":
+        print("       50-step CFG sampling: %.3f images/s (dap), %s (PyTorch)" % (
+            d["throughput"] / 50, "%.3f" % (t["throughput"] / 50) if t else "-"))
+name = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
+path = os.path.join("bench", "results", "gpu-%s.json" % name)
+doc = {"config": config, "gpu": gpu, "runs": rows}
+paths = [os.path.join(out, os.path.basename(path))] + ([path] if gpu != "cpu" else [])  # a dry run stays in OUT
+for p in paths:
+    with open(p, "w") as f:
+        json.dump(doc, f, indent=1)
+print("results: %s" % ", ".join(paths))
+PY
+say "done"

@@ -1,0 +1,1010 @@
+/*
+ * dit_cuda.cu: the DiT of models/dit.h on the GPU, for sampling (DDIM + CFG) and the
+ * DAP guidance: forward (full, or stopped after block l with its tokens exposed) and
+ * the backward from block l to the input without parameter gradients.
+ *
+ * Weights: one upload of the parameter table (the host layout, one allocation) when
+ * the model is created; read-only afterwards. Activations: one allocation per state,
+ * carved like dit.c's (a cached set per block up to cache_blocks, one scratch set for
+ * the rest). Each block keeps what the input-gradient path needs and no more (no LN
+ * outputs, no modulated inputs, no branch outputs: those serve parameter gradients
+ * only):
+ *
+ *   mods (n, 6D); mean/rstd of both LayerNorms (N); q, k, v head-major (n, NH, T, HS);
+ *   attention probabilities (n, NH, T, T); mid (N, D); fc1 pre-activation (N, H4); out
+ *
+ * Kernels: LayerNorm fused with the adaLN modulation (and its backward fused with the
+ * residual add), the gated residual fused with the branch's bias, bias + GELU-tanh,
+ * SiLU, the timestep frequencies, (un)patchify, head split / merge, row softmax and its
+ * backward. Matrix products: cuBLAS (row-major through the transposition identity
+ * C^T = B^T A^T), attention as two strided-batched products per direction around the
+ * softmax kernel. Precision: cuBLAS compute type FP32 (reference), TF32 or BF16 tensor
+ * cores with FP32 accumulation; storage is FP32 in every mode.
+ */
+extern "C" {
+#include "core/core.h"
+#include "core/device.h"
+#include "cuda/cuda.h"
+#include "models/dit.h"
+}
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FREQ_DIM 256 /* dit.c */
+#define LN_EPS 1e-6f
+#define THREADS 256
+#define GELU_XMAX 20.0f /* ops/act.c */
+#define SILU_XMAX 88.0f
+
+/* ---- errors ------------------------------------------------------------------------ */
+
+static void die(const char *what, const char *msg, const char *file, int line) {
+    fprintf(stderr, "dap: CUDA error in %s: %s (%s:%d)\n", what, msg, file, line);
+    exit(1);
+}
+
+static const char *cublas_msg(cublasStatus_t s) {
+    switch (s) {
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "cuBLAS not initialised";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "cuBLAS allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "cuBLAS invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "cuBLAS architecture mismatch";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "cuBLAS execution failed";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "cuBLAS: not supported";
+    default: return "cuBLAS error";
+    }
+}
+
+#define CK(call)                                                                               \
+    do {                                                                                       \
+        cudaError_t e_ = (call);                                                               \
+        if (e_ != cudaSuccess) die(#call, cudaGetErrorString(e_), __FILE__, __LINE__);         \
+    } while (0)
+#define CB(call)                                                                               \
+    do {                                                                                       \
+        cublasStatus_t s_ = (call);                                                            \
+        if (s_ != CUBLAS_STATUS_SUCCESS) die(#call, cublas_msg(s_), __FILE__, __LINE__);       \
+    } while (0)
+#define LAUNCHED() CK(cudaGetLastError())
+
+/* ---- kernels --------------------------------------------------------------------------
+ * 32-bit indices: every buffer is checked below 2^31 elements when a state is planned. */
+typedef unsigned int idx_t;
+#define IDX_LIMIT ((size_t)1 << 31)
+
+static unsigned blocks_for(size_t total) {
+    size_t b = (total + THREADS - 1) / THREADS;
+    if (b > (1u << 20)) b = 1u << 20; /* the grid-stride loops cover the rest */
+    return (unsigned)(b > 0 ? b : 1);
+}
+/* one warp a row */
+static unsigned warp_blocks(size_t rows) { return (unsigned)((rows * 32 + THREADS - 1) / THREADS); }
+
+#define GRID_LOOP(i, total)                                                                    \
+    for (idx_t i = blockIdx.x * blockDim.x + threadIdx.x; i < (idx_t)(total); i += gridDim.x * blockDim.x)
+
+__device__ static inline float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ static inline float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* gelu(x) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3), clamped as ops/act.c */
+__device__ static inline float gelu_f(float x) {
+    float xc = fminf(fmaxf(x, -GELU_XMAX), GELU_XMAX);
+    float u = 0.7978845608028654f * (xc + 0.044715f * xc * xc * xc);
+    float s = 1.0f / (1.0f + expf(-2.0f * u));
+    return x > GELU_XMAX ? x : xc * s;
+}
+__device__ static inline float gelu_grad_f(float x) {
+    x = fminf(fmaxf(x, -GELU_XMAX), GELU_XMAX);
+    float x2 = x * x, u = 0.7978845608028654f * x * (1.0f + 0.044715f * x2);
+    float du2 = 2.0f * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x2);
+    float e = expf(-2.0f * u), s = 1.0f / (1.0f + e);
+    return s * (1.0f + x * (e * s) * du2);
+}
+__device__ static inline float silu_f(float x) {
+    float xc = fminf(fmaxf(x, -SILU_XMAX), SILU_XMAX);
+    return x > SILU_XMAX ? x : xc / (1.0f + expf(-xc));
+}
+
+/* out[b, i] = cos(t_b f_i), out[b, 128 + i] = sin(t_b f_i), f_i = exp(-ln(10^4) i / 128) */
+__global__ static void tfreq_k(float *out, const float *t, int n) {
+    const int half = FREQ_DIM / 2;
+    GRID_LOOP(i, (idx_t)n * half) {
+        int b = i / half, j = i % half;
+        float f = expf(-9.21034037197618f * (float)j / (float)half), arg = t[b] * f;
+        out[(idx_t)b * FREQ_DIM + j] = cosf(arg);
+        out[(idx_t)b * FREQ_DIM + half + j] = sinf(arg);
+    }
+}
+
+/* out[r, j] = silu(out[r, j] + bias[j]) in place when act == out */
+__global__ static void bias_silu_k(float *act, float *pre, const float *bias, int rows, int cols) {
+    GRID_LOOP(i, (idx_t)rows * cols) {
+        float v = pre[i] + bias[i % cols];
+        pre[i] = v;
+        act[i] = silu_f(v);
+    }
+}
+
+/* c = c + b2 + ytab[y]; c_act = silu(c) */
+__global__ static void cond_k(float *c, float *c_act, const float *b2, const float *ytab, const int *y,
+                              int n, int d) {
+    GRID_LOOP(i, (idx_t)n * d) {
+        idx_t b = i / d, j = i % d;
+        float v = c[i] + b2[j] + ytab[(idx_t)y[b] * d + j];
+        c[i] = v;
+        c_act[i] = silu_f(v);
+    }
+}
+
+__global__ static void bias_k(float *out, const float *bias, int rows, int cols) {
+    GRID_LOOP(i, (idx_t)rows * cols) out[i] += bias[i % cols];
+}
+
+/* x (n, C, H, W) <-> patches (n, T, C p p), token i g + j, a patch laid out (c, ki, kj).
+ * dir 0: patches from x; dir 1: x from patches (the adjoint: a permutation). */
+__global__ static void patchify_k(float *patches, float *x, int n, int C, int p, int g, int dir) {
+    int P = C * p * p, T = g * g, W = g * p;
+    GRID_LOOP(i, (idx_t)n * T * P) {
+        idx_t bt = i / P;
+        int r = i % P, c = r / (p * p), ki = (r / p) % p, kj = r % p;
+        int b = bt / T, ti = (bt % T) / g, tj = bt % g;
+        idx_t xi = (((idx_t)b * C + c) * W + ti * p + ki) * W + tj * p + kj;
+        if (dir == 0) patches[i] = x[xi];
+        else x[xi] = patches[i];
+    }
+}
+
+/* embed (N, D) += bias + pos[token] */
+__global__ static void embed_k(float *e, const float *bias, const float *pos, int rows, int T, int d) {
+    GRID_LOOP(i, (idx_t)rows * d) {
+        idx_t r = i / d, j = i % d;
+        e[i] += bias[j] + pos[(r % T) * d + j];
+    }
+}
+
+/* The official unpatchify with the final bias: tok (n, T, p p Co) read as (h, w, p, q, c)
+ * -> img[n, c, h p + pi, w p + q] */
+__global__ static void unpatchify_out_k(float *img, const float *tok, const float *bias, int n, int Co, int p,
+                                        int g) {
+    int P = p * p * Co, T = g * g, W = g * p;
+    GRID_LOOP(i, (idx_t)n * T * P) {
+        idx_t bt = i / P;
+        int r = i % P, pi = r / (p * Co), q = (r / Co) % p, c = r % Co;
+        int b = bt / T, ti = (bt % T) / g, tj = bt % g;
+        img[(((idx_t)b * Co + c) * W + ti * p + pi) * W + tj * p + q] = tok[i] + bias[r];
+    }
+}
+
+/* LayerNorm (no affine) of each row of x (rows, D), then the adaLN modulation:
+ * out = xhat (1 + scale[b]) + shift[b], b = row / T, shift/scale rows of stride ld.
+ * mean, rstd (rows) written when not NULL. One warp a row. */
+__global__ static void ln_mod_k(float *out, float *mean, float *rstd, const float *x, const float *shift,
+                                const float *scale, int rows, int T, int d, int ld, float eps) {
+    idx_t row = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= (idx_t)rows) return;
+    const float *xr = x + row * d, *sh = shift + (row / T) * ld, *sc = scale + (row / T) * ld;
+    float s = 0.0f;
+    for (int j = lane; j < d; j += 32) s += xr[j];
+    float m = warp_sum(s) / (float)d, v = 0.0f;
+    for (int j = lane; j < d; j += 32) {
+        float e = xr[j] - m;
+        v += e * e;
+    }
+    float rs = 1.0f / sqrtf(warp_sum(v) / (float)d + eps);
+    float *o = out + row * d;
+    for (int j = lane; j < d; j += 32) o[j] = (xr[j] - m) * rs * (1.0f + sc[j]) + sh[j];
+    if (lane == 0 && mean) mean[row] = m, rstd[row] = rs;
+}
+
+/* The input-gradient path of ln_mod_k, added into dres: g = dout (1 + scale[b]),
+ * dres += rstd (g - mean(g) - xhat mean(g xhat)). One warp a row. */
+__global__ static void ln_mod_bwd_k(float *dres, const float *dout, const float *x, const float *scale,
+                                    const float *mean, const float *rstd, int rows, int T, int d, int ld) {
+    idx_t row = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= (idx_t)rows) return;
+    const float *xr = x + row * d, *dy = dout + row * d, *sc = scale + (row / T) * ld;
+    float m = mean[row], rs = rstd[row], sg = 0.0f, sgx = 0.0f;
+    for (int j = lane; j < d; j += 32) {
+        float g = dy[j] * (1.0f + sc[j]);
+        sg += g;
+        sgx += g * (xr[j] - m) * rs;
+    }
+    float mg = warp_sum(sg) / (float)d, mgx = warp_sum(sgx) / (float)d;
+    float *dr = dres + row * d;
+    for (int j = lane; j < d; j += 32) {
+        float g = dy[j] * (1.0f + sc[j]);
+        dr[j] += rs * (g - mg - (xr[j] - m) * rs * mgx);
+    }
+}
+
+/* out = in + gate[b] (y + bias): the gated residual with the branch's last bias (out may
+ * alias in) */
+__global__ static void gate_res_k(float *out, const float *in, const float *y, const float *bias,
+                                  const float *gate, int rows, int T, int d, int ld) {
+    GRID_LOOP(i, (idx_t)rows * d) {
+        idx_t r = i / d, j = i % d;
+        out[i] = in[i] + gate[(r / T) * ld + j] * (y[i] + bias[j]);
+    }
+}
+
+/* dst = gate[b] src */
+__global__ static void gate_mul_k(float *dst, const float *src, const float *gate, int rows, int T, int d,
+                                  int ld) {
+    GRID_LOOP(i, (idx_t)rows * d) {
+        idx_t r = i / d, j = i % d;
+        dst[i] = gate[(r / T) * ld + j] * src[i];
+    }
+}
+
+/* pre += bias (kept: the backward's GELU input); act = gelu(pre) */
+__global__ static void bias_gelu_k(float *act, float *pre, const float *bias, int rows, int cols) {
+    GRID_LOOP(i, (idx_t)rows * cols) {
+        float v = pre[i] + bias[i % cols];
+        pre[i] = v;
+        act[i] = gelu_f(v);
+    }
+}
+
+__global__ static void gelu_k(float *out, const float *in, idx_t n) { GRID_LOOP(i, n) out[i] = gelu_f(in[i]); }
+__global__ static void silu_k(float *out, const float *in, idx_t n) { GRID_LOOP(i, n) out[i] = silu_f(in[i]); }
+
+/* d *= gelu'(pre) (in place) */
+__global__ static void gelu_bwd_k(float *dinp, const float *dout, const float *pre, idx_t n) {
+    GRID_LOOP(i, n) dinp[i] = dout[i] * gelu_grad_f(pre[i]);
+}
+
+/* qkv (N, 3D) + bias -> q, k, v each (n, NH, T, HS) (timm's reshape(B, T, 3, NH, HS));
+ * bias NULL: none. dir 1: the reverse, qkv from q, k, v (no bias). */
+__global__ static void qkv_heads_k(float *q, float *k, float *v, float *qkv, const float *bias, int n, int T,
+                                   int d, int nh, int dir) {
+    int hs = d / nh;
+    idx_t d3 = 3 * (idx_t)d;
+    GRID_LOOP(i, (idx_t)n * T * d3) {
+        idx_t row = i / d3;
+        int col = i % d3, which = col / d, h = (col % d) / hs, e = col % hs;
+        int b = row / T, t = row % T;
+        float *dst = which == 0 ? q : which == 1 ? k : v;
+        idx_t hi = (((idx_t)b * nh + h) * T + t) * hs + e;
+        if (dir == 0) dst[hi] = qkv[i] + (bias ? bias[col] : 0.0f);
+        else qkv[i] = dst[hi];
+    }
+}
+
+/* y (N, D) <-> yh (n, NH, T, HS). dir 0: y from yh; dir 1: yh from y. */
+__global__ static void heads_k(float *y, float *yh, int n, int T, int d, int nh, int dir) {
+    int hs = d / nh;
+    GRID_LOOP(i, (idx_t)n * T * d) {
+        idx_t row = i / d;
+        int col = i % d, h = col / hs, e = col % hs, b = row / T, t = row % T;
+        idx_t hi = (((idx_t)b * nh + h) * T + t) * hs + e;
+        if (dir == 0) y[i] = yh[hi];
+        else yh[hi] = y[i];
+    }
+}
+
+/* Softmax of each row of a (rows, t), in place. One warp a row. */
+__global__ static void softmax_k(float *a, int rows, int t) {
+    idx_t row = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= (idx_t)rows) return;
+    float *r = a + row * t, mx = -INFINITY, s = 0.0f;
+    for (int j = lane; j < t; j += 32) mx = fmaxf(mx, r[j]);
+    mx = warp_max(mx);
+    for (int j = lane; j < t; j += 32) {
+        float e = expf(r[j] - mx);
+        r[j] = e;
+        s += e;
+    }
+    float inv = 1.0f / warp_sum(s);
+    for (int j = lane; j < t; j += 32) r[j] *= inv;
+}
+
+/* ds = scale p (ds - rowsum(p ds)), in place on ds (d att in, d scores out) */
+__global__ static void softmax_bwd_k(float *ds, const float *p, int rows, int t, float scale) {
+    idx_t row = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= (idx_t)rows) return;
+    float *dr = ds + row * t;
+    const float *pr = p + row * t;
+    float dot = 0.0f;
+    for (int j = lane; j < t; j += 32) dot += pr[j] * dr[j];
+    dot = warp_sum(dot);
+    for (int j = lane; j < t; j += 32) dr[j] = scale * pr[j] * (dr[j] - dot);
+}
+
+/* ---- cuBLAS ------------------------------------------------------------------------ */
+
+typedef struct gpu {
+    cudaStream_t st;
+    cublasHandle_t h;
+    cublasComputeType_t compute;
+} gpu;
+
+static cublasComputeType_t compute_type(int precision) {
+    switch (precision) {
+    case DAP_PRECISION_TF32: return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case DAP_PRECISION_BF16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+    default: return CUBLAS_COMPUTE_32F;
+    }
+}
+
+static void gpu_init(gpu *g, int precision) {
+    CK(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking));
+    CB(cublasCreate(&g->h));
+    CB(cublasSetStream(g->h, g->st));
+    /* the compute type of each product (compute_type) decides TF32 / BF16; CUBLAS_COMPUTE_32F
+     * keeps FP32 whatever the math mode */
+    CB(cublasSetMathMode(g->h, CUBLAS_DEFAULT_MATH));
+    g->compute = compute_type(precision);
+}
+
+static void gpu_free(gpu *g) {
+    if (g->h) cublasDestroy(g->h);
+    if (g->st) cudaStreamDestroy(g->st);
+    memset(g, 0, sizeof *g);
+}
+
+/* Row-major C (m, n) = alpha op(A) op(B) + beta C (ta/tb 1: transposed), as dap_gemm:
+ * column-major cuBLAS computes C^T = op(B)^T op(A)^T. */
+static void gemm(const gpu *g, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc) {
+    CB(cublasGemmEx(g->h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b,
+                    CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc, g->compute,
+                    CUBLAS_GEMM_DEFAULT));
+}
+
+/* The same over `count` matrices at fixed strides. */
+static void gemm_sb(const gpu *g, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                    long long sa, const float *b, int ldb, long long sb, float beta, float *c, int ldc,
+                    long long sc, int count) {
+    CB(cublasGemmStridedBatchedEx(g->h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
+                                  &alpha, b, CUDA_R_32F, ldb, sb, a, CUDA_R_32F, lda, sa, &beta, c, CUDA_R_32F,
+                                  ldc, sc, count, g->compute, CUBLAS_GEMM_DEFAULT));
+}
+
+/* out (N, OC) = inp (N, IC) w^T (w (OC, IC)); bias left to the caller's fused kernel */
+static void linear(const gpu *g, float *out, const float *inp, const float *w, int n, int ic, int oc) {
+    gemm(g, 0, 1, n, oc, ic, 1.0f, inp, ic, w, ic, 0.0f, out, oc);
+}
+/* dinp (N, IC) = dout (N, OC) w */
+static void linear_dinp(const gpu *g, float *dinp, const float *dout, const float *w, int n, int ic, int oc) {
+    gemm(g, 0, 0, n, ic, oc, 1.0f, dout, oc, w, ic, 0.0f, dinp, ic);
+}
+
+/* ---- op launchers (device pointers) -------------------------------------------------- */
+
+/* Attention core: q, k, v (n NH, T, HS) -> P (n NH, T, T) probabilities, yh (n NH, T, HS) */
+static void attention_fwd(const gpu *g, float *yh, float *P, const float *q, const float *k, const float *v,
+                          int n, int T, int d, int nh) {
+    int hs = d / nh, items = n * nh;
+    long long tt = (long long)T * T, ths = (long long)T * hs;
+    gemm_sb(g, 0, 1, T, T, hs, 1.0f / sqrtf((float)hs), q, hs, ths, k, hs, ths, 0.0f, P, T, tt, items);
+    softmax_k<<<warp_blocks((size_t)items * T), THREADS, 0, g->st>>>(P, items * T, T);
+    LAUNCHED();
+    gemm_sb(g, 0, 0, T, hs, T, 1.0f, P, T, tt, v, hs, ths, 0.0f, yh, hs, ths, items);
+}
+
+/* Its backward: dyh -> dq, dk, dv (all (n NH, T, HS), overwritten); dP scratch (n NH, T, T) */
+static void attention_bwd(const gpu *g, float *dq, float *dk, float *dv, float *dP, const float *dyh,
+                          const float *P, const float *q, const float *k, const float *v, int n, int T, int d,
+                          int nh) {
+    int hs = d / nh, items = n * nh;
+    long long tt = (long long)T * T, ths = (long long)T * hs;
+    gemm_sb(g, 0, 1, T, T, hs, 1.0f, dyh, hs, ths, v, hs, ths, 0.0f, dP, T, tt, items);
+    gemm_sb(g, 1, 0, T, hs, T, 1.0f, P, T, tt, dyh, hs, ths, 0.0f, dv, hs, ths, items);
+    softmax_bwd_k<<<warp_blocks((size_t)items * T), THREADS, 0, g->st>>>(dP, P, items * T, T,
+                                                                         1.0f / sqrtf((float)hs));
+    LAUNCHED();
+    gemm_sb(g, 0, 0, T, hs, T, 1.0f, dP, T, tt, k, hs, ths, 0.0f, dq, hs, ths, items);
+    gemm_sb(g, 1, 0, T, hs, T, 1.0f, dP, T, tt, q, hs, ths, 0.0f, dk, hs, ths, items);
+}
+
+/* ---- the model ------------------------------------------------------------------------ */
+
+typedef struct dblock {
+    const float *qkv_w, *qkv_b, *proj_w, *proj_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ada_w, *ada_b;
+} dblock;
+
+struct dap_dit_cuda {
+    dap_dit_config cfg;
+    int T, D, H4, NH, g, Co, Pin, Pout, precision;
+    float *w;     /* the parameter table, host layout */
+    size_t w_floats;
+    const float *pos, *xe_w, *xe_b, *t0_w, *t0_b, *t2_w, *t2_b, *ytab, *fin_w, *fin_b, *fin_ada_w, *fin_ada_b;
+    dblock *blk;  /* (depth), host array of device pointers */
+    gpu gpu;
+    char name[256];
+};
+
+static const float *wptr(const dap_dit *m, const float *base, const char *key) {
+    int i = dap_params_find(&m->params, key);
+    DAP_ASSERT(i >= 0);
+    return base + m->params.p[i].offset;
+}
+
+static int free_memory(size_t *free_b, size_t *total_b) {
+    cudaError_t e = cudaMemGetInfo(free_b, total_b);
+    if (e != cudaSuccess) return dap_error(DAP_ERR_MISSING, "device cuda: %s", cudaGetErrorString(e));
+    return DAP_OK;
+}
+
+#define GIB(b) ((double)(b) / (1024.0 * 1024.0 * 1024.0))
+
+extern "C" int dap_cuda_bf16_supported(void) {
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) return 0;
+    return p.major >= 8;
+}
+
+extern "C" int dap_dit_cuda_create(dap_dit_cuda **out, const dap_dit *m, int precision) {
+    *out = NULL;
+    char desc[256];
+    DAP_TRY(dap_cuda_init(desc, sizeof desc));
+    if (precision == DAP_PRECISION_BF16 && !dap_cuda_bf16_supported())
+        return dap_error(DAP_ERR_ARG, "--precision bf16: %s has no bf16 arithmetic (compute capability 8.0 or "
+                                      "newer); use fp32 or tf32", desc);
+    size_t bytes = m->params.total * sizeof(float), fr = 0, tot = 0;
+    DAP_TRY(free_memory(&fr, &tot));
+    if (bytes + ((size_t)64 << 20) > fr) /* the weights and cuBLAS's workspace */
+        return dap_error(DAP_ERR_NOMEM, "device cuda (%s): the DiT's weights need %.2f GiB, %.2f GiB of the "
+                                        "device's %.2f GiB are free", desc, GIB(bytes), GIB(fr), GIB(tot));
+    dap_dit_cuda *d = (dap_dit_cuda *)dap_calloc(1, sizeof *d);
+    d->cfg = m->cfg;
+    d->T = m->tokens, d->D = m->cfg.hidden, d->H4 = m->mlp_hidden, d->NH = m->cfg.heads, d->g = m->grid;
+    d->Co = m->out_channels, d->Pin = m->patch_in, d->Pout = m->patch_out, d->precision = precision;
+    snprintf(d->name, sizeof d->name, "%s", desc);
+    gpu_init(&d->gpu, precision);
+    d->w_floats = m->params.total;
+    CK(cudaMalloc(&d->w, bytes));
+    dap_dit_cuda_upload(d, m);
+    const float *b = d->w;
+    d->pos = wptr(m, b, "pos_embed");
+    d->xe_w = wptr(m, b, "x_embedder.proj.weight"), d->xe_b = wptr(m, b, "x_embedder.proj.bias");
+    d->t0_w = wptr(m, b, "t_embedder.mlp.0.weight"), d->t0_b = wptr(m, b, "t_embedder.mlp.0.bias");
+    d->t2_w = wptr(m, b, "t_embedder.mlp.2.weight"), d->t2_b = wptr(m, b, "t_embedder.mlp.2.bias");
+    d->ytab = wptr(m, b, "y_embedder.embedding_table.weight");
+    d->fin_w = wptr(m, b, "final_layer.linear.weight"), d->fin_b = wptr(m, b, "final_layer.linear.bias");
+    d->fin_ada_w = wptr(m, b, "final_layer.adaLN_modulation.1.weight");
+    d->fin_ada_b = wptr(m, b, "final_layer.adaLN_modulation.1.bias");
+    d->blk = (dblock *)dap_calloc((size_t)m->cfg.depth, sizeof *d->blk);
+    for (int l = 0; l < m->cfg.depth; l++) {
+        char k[96];
+        dblock *x = &d->blk[l];
+#define W(field, name) (snprintf(k, sizeof k, "blocks.%d.%s", l, name), x->field = wptr(m, b, k))
+        W(qkv_w, "attn.qkv.weight"), W(qkv_b, "attn.qkv.bias"), W(proj_w, "attn.proj.weight");
+        W(proj_b, "attn.proj.bias"), W(fc1_w, "mlp.fc1.weight"), W(fc1_b, "mlp.fc1.bias");
+        W(fc2_w, "mlp.fc2.weight"), W(fc2_b, "mlp.fc2.bias");
+        W(ada_w, "adaLN_modulation.1.weight"), W(ada_b, "adaLN_modulation.1.bias");
+#undef W
+    }
+    *out = d;
+    return DAP_OK;
+}
+
+extern "C" void dap_dit_cuda_upload(dap_dit_cuda *d, const dap_dit *m) {
+    DAP_ASSERT(m->params.total == d->w_floats);
+    CK(cudaMemcpy(d->w, m->params.data, d->w_floats * sizeof(float), cudaMemcpyHostToDevice));
+    /* a pageable copy may still be in flight when cudaMemcpy returns, and the model's stream
+     * does not wait for the legacy stream */
+    CK(cudaDeviceSynchronize());
+}
+
+extern "C" void dap_dit_cuda_destroy(dap_dit_cuda *d) {
+    if (!d) return;
+    cudaFree(d->w);
+    free(d->blk);
+    gpu_free(&d->gpu);
+    free(d);
+}
+
+extern "C" const char *dap_dit_cuda_describe(const dap_dit_cuda *d) { return d->name; }
+
+/* ---- the state ------------------------------------------------------------------------ */
+
+typedef struct dacts { /* what block l keeps (the scratch set: mid, out alias the stream) */
+    float *mods;                     /* (n, 6D) shift1 scale1 gate1 shift2 scale2 gate2 */
+    float *mean1, *rstd1, *mean2, *rstd2; /* (N) */
+    float *q, *k, *v;                /* (n, NH, T, HS) */
+    float *P;                        /* (n, NH, T, T) */
+    float *mid;                      /* (N, D) */
+    float *fc1;                      /* (N, H4) pre-GELU */
+    float *out;                      /* (N, D) */
+} dacts;
+
+struct dap_dit_cuda_state {
+    int batch, n, cache_blocks, blocks_done;
+    float *mem;
+    size_t floats;
+    float *x, *t, *fout_img;         /* (n, C, H, W), (n), (n, Co, H, W) */
+    int *y;                          /* (n) */
+    float *tfreq, *th, *tact, *c, *cact; /* (n, 256), (n, D) x4 */
+    float *patches, *embed, *stream; /* (N, C p p), (N, D), (N, D) */
+    dacts *blk;                      /* cache_blocks + 1 */
+    float *mod, *qkv, *yh, *ybuf, *tmp, *hbuf; /* scratch: (N, D), (N, 3D), (N, D) x3, (N, H4) */
+    float *fmods, *fout;             /* (n, 2D), (N, p p Co) */
+    const float *feat;               /* output of the last block run */
+    float *dres, *dpatches, *dx;     /* backward: (N, D), (N, C p p), (n, C, H, W) */
+};
+
+typedef struct arena {
+    float *base;
+    size_t used, largest;
+} arena;
+
+static float *take(arena *a, size_t n) {
+    float *p = a->base ? a->base + a->used : NULL;
+    if (n > a->largest) a->largest = n;
+    a->used += (n + 63) & ~(size_t)63; /* 256-byte alignment */
+    return p;
+}
+
+typedef struct dims {
+    size_t B, N, D, H4, NH, T, Cin, Pin, Pout, Co;
+} dims;
+
+static dims dims_of(const dap_dit_cuda *d, int batch) {
+    dims z;
+    z.B = batch, z.T = d->T, z.N = z.B * d->T, z.D = d->D, z.H4 = d->H4, z.NH = d->NH;
+    z.Cin = (size_t)d->cfg.in_channels * d->cfg.input_size * d->cfg.input_size;
+    z.Pin = d->Pin, z.Pout = d->Pout, z.Co = (size_t)d->Co * d->cfg.input_size * d->cfg.input_size;
+    return z;
+}
+
+static void carve(arena *a, dap_dit_cuda_state *s, const dims &z) {
+    s->x = take(a, z.B * z.Cin);
+    s->t = take(a, z.B);
+    s->y = (int *)take(a, z.B);
+    s->fout_img = take(a, z.B * z.Co);
+    s->tfreq = take(a, z.B * FREQ_DIM);
+    s->th = take(a, z.B * z.D), s->tact = take(a, z.B * z.D);
+    s->c = take(a, z.B * z.D), s->cact = take(a, z.B * z.D);
+    s->patches = take(a, z.N * z.Pin);
+    s->embed = take(a, z.N * z.D);
+    s->stream = take(a, z.N * z.D);
+    for (int l = 0; l <= s->cache_blocks; l++) {
+        dacts *b = &s->blk[l];
+        int scratch = l == s->cache_blocks;
+        b->mods = take(a, z.B * 6 * z.D);
+        b->mean1 = take(a, z.N), b->rstd1 = take(a, z.N), b->mean2 = take(a, z.N), b->rstd2 = take(a, z.N);
+        b->q = take(a, z.N * z.D), b->k = take(a, z.N * z.D), b->v = take(a, z.N * z.D);
+        b->P = take(a, z.B * z.NH * z.T * z.T);
+        b->mid = scratch ? s->stream : take(a, z.N * z.D);
+        b->fc1 = take(a, z.N * z.H4);
+        b->out = scratch ? s->stream : take(a, z.N * z.D);
+    }
+    s->mod = take(a, z.N * z.D);
+    s->qkv = take(a, z.N * 3 * z.D);
+    s->yh = take(a, z.N * z.D), s->ybuf = take(a, z.N * z.D), s->tmp = take(a, z.N * z.D);
+    s->hbuf = take(a, z.N * z.H4);
+    s->fmods = take(a, z.B * 2 * z.D);
+    s->fout = take(a, z.N * z.Pout);
+    if (s->cache_blocks == 0) return;
+    s->dres = take(a, z.N * z.D);
+    s->dpatches = take(a, z.N * z.Pin);
+    s->dx = take(a, z.B * z.Cin);
+}
+
+static size_t plan(const dap_dit_cuda *d, int batch, int cache_blocks, size_t *largest) {
+    dap_dit_cuda_state s;
+    memset(&s, 0, sizeof s);
+    s.cache_blocks = cache_blocks;
+    dacts *blk = (dacts *)dap_calloc((size_t)cache_blocks + 1, sizeof *blk);
+    s.blk = blk;
+    arena a = {NULL, 0, 0};
+    carve(&a, &s, dims_of(d, batch));
+    free(blk);
+    if (largest) *largest = a.largest;
+    return a.used * sizeof(float);
+}
+
+extern "C" size_t dap_dit_cuda_state_bytes_for(const dap_dit_cuda *d, int batch, int cache_blocks) {
+    return plan(d, batch, cache_blocks, NULL);
+}
+
+extern "C" int dap_dit_cuda_state_create(dap_dit_cuda_state **out, const dap_dit_cuda *d, int batch,
+                                         int cache_blocks) {
+    DAP_ASSERT(batch > 0 && cache_blocks >= 0 && cache_blocks <= d->cfg.depth);
+    *out = NULL;
+    size_t largest = 0, bytes = plan(d, batch, cache_blocks, &largest), fr = 0, tot = 0;
+    if (largest >= IDX_LIMIT)
+        return dap_error(DAP_ERR_ARG, "device cuda: batch %d makes a DiT activation of %zu values, over the "
+                                      "kernels' 2^31 limit: lower --batch", batch, largest);
+    DAP_TRY(free_memory(&fr, &tot));
+    if (bytes > fr)
+        return dap_error(DAP_ERR_NOMEM, "device cuda (%s): the DiT's activations for batch %d (%d cached blocks) "
+                                        "need %.2f GiB, %.2f GiB are free: lower --batch", d->name, batch,
+                         cache_blocks, GIB(bytes), GIB(fr));
+    dap_dit_cuda_state *s = (dap_dit_cuda_state *)dap_calloc(1, sizeof *s);
+    s->batch = s->n = batch;
+    s->cache_blocks = cache_blocks;
+    s->blk = (dacts *)dap_calloc((size_t)cache_blocks + 1, sizeof *s->blk);
+    cudaError_t e = cudaMalloc(&s->mem, bytes);
+    if (e != cudaSuccess) {
+        free(s->blk), free(s);
+        cudaGetLastError();
+        return dap_error(DAP_ERR_NOMEM, "device cuda (%s): allocating %.2f GiB of DiT activations for batch %d: "
+                                        "%s: lower --batch", d->name, GIB(bytes), batch, cudaGetErrorString(e));
+    }
+    s->floats = bytes / sizeof(float);
+    arena a = {s->mem, 0, 0};
+    carve(&a, s, dims_of(d, batch));
+    *out = s;
+    return DAP_OK;
+}
+
+extern "C" void dap_dit_cuda_state_destroy(dap_dit_cuda_state *s) {
+    if (!s) return;
+    cudaFree(s->mem);
+    free(s->blk);
+    free(s);
+}
+
+extern "C" void dap_dit_cuda_state_set_batch(dap_dit_cuda_state *s, int n) {
+    DAP_ASSERT(n > 0 && n <= s->batch);
+    s->n = n;
+    s->blocks_done = 0;
+    s->feat = NULL;
+}
+
+extern "C" size_t dap_dit_cuda_state_bytes(const dap_dit_cuda_state *s) { return s->floats * sizeof(float); }
+
+/* ---- forward --------------------------------------------------------------------------- */
+
+#define L1(kernel, total) kernel<<<blocks_for(total), THREADS, 0, g->st>>>
+#define LW(kernel, rows) kernel<<<warp_blocks(rows), THREADS, 0, g->st>>>
+
+static void block_forward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, const float *in, dacts *a) {
+    const gpu *g = &d->gpu;
+    const dblock *w = &d->blk[l];
+    int n = s->n, T = d->T, D = d->D, H4 = d->H4, N = n * T, ld = 6 * D;
+    float *md = a->mods;
+    linear(g, md, s->cact, w->ada_w, n, D, 6 * D);
+    L1(bias_k, (size_t)n * 6 * D)(md, w->ada_b, n, 6 * D);
+    LAUNCHED();
+    /* attention branch: mid = in + g1 proj(attn(qkv(mod(LN(in), sh1, sc1)))) */
+    LW(ln_mod_k, N)(s->mod, a->mean1, a->rstd1, in, md, md + D, N, T, D, ld, LN_EPS);
+    LAUNCHED();
+    linear(g, s->qkv, s->mod, w->qkv_w, N, D, 3 * D);
+    L1(qkv_heads_k, (size_t)N * 3 * D)(a->q, a->k, a->v, s->qkv, w->qkv_b, n, T, D, d->NH, 0);
+    LAUNCHED();
+    attention_fwd(g, s->yh, a->P, a->q, a->k, a->v, n, T, D, d->NH);
+    L1(heads_k, (size_t)N * D)(s->ybuf, s->yh, n, T, D, d->NH, 0);
+    LAUNCHED();
+    linear(g, s->tmp, s->ybuf, w->proj_w, N, D, D);
+    L1(gate_res_k, (size_t)N * D)(a->mid, in, s->tmp, w->proj_b, md + 2 * D, N, T, D, ld);
+    LAUNCHED();
+    /* MLP branch: out = mid + g2 fc2(gelu(fc1(mod(LN(mid), sh2, sc2)))) */
+    LW(ln_mod_k, N)(s->mod, a->mean2, a->rstd2, a->mid, md + 3 * D, md + 4 * D, N, T, D, ld, LN_EPS);
+    LAUNCHED();
+    linear(g, a->fc1, s->mod, w->fc1_w, N, D, H4);
+    L1(bias_gelu_k, (size_t)N * H4)(s->hbuf, a->fc1, w->fc1_b, N, H4);
+    LAUNCHED();
+    linear(g, s->tmp, s->hbuf, w->fc2_w, N, H4, D);
+    L1(gate_res_k, (size_t)N * D)(a->out, a->mid, s->tmp, w->fc2_b, md + 5 * D, N, T, D, ld);
+    LAUNCHED();
+}
+
+static void copy_in(void *dst, const void *src, size_t bytes, cudaStream_t st) {
+    CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, st)); /* host or device source (UVA) */
+}
+
+extern "C" void dap_dit_cuda_forward(const dap_dit_cuda *d, dap_dit_cuda_state *s, float *out, const float *x,
+                                     const float *t, const int *y, int stop_block) {
+    const gpu *g = &d->gpu;
+    const dap_dit_config *cf = &d->cfg;
+    int n = s->n, T = d->T, D = d->D, N = n * T, depth = cf->depth;
+    DAP_ASSERT(stop_block >= 0 && stop_block <= depth);
+    DAP_ASSERT(stop_block == 0 || out == NULL);
+    int rows = cf->num_classes + (cf->class_dropout > 0);
+    int *yh = (int *)dap_malloc(sizeof(int) * (size_t)n);
+    CK(cudaMemcpy(yh, y, sizeof(int) * (size_t)n, cudaMemcpyDefault));
+    for (int b = 0; b < n; b++) DAP_ASSERT(yh[b] >= 0 && yh[b] < rows);
+    copy_in(s->y, yh, sizeof(int) * (size_t)n, g->st);
+    copy_in(s->t, t, sizeof(float) * (size_t)n, g->st);
+    size_t cin = (size_t)cf->in_channels * cf->input_size * cf->input_size;
+    copy_in(s->x, x, sizeof(float) * (size_t)n * cin, g->st);
+
+    /* conditioning c = t_embedder(t) + y_embedder(y), c_act = silu(c) */
+    L1(tfreq_k, (size_t)n * FREQ_DIM / 2)(s->tfreq, s->t, n);
+    LAUNCHED();
+    linear(g, s->th, s->tfreq, d->t0_w, n, FREQ_DIM, D);
+    L1(bias_silu_k, (size_t)n * D)(s->tact, s->th, d->t0_b, n, D);
+    LAUNCHED();
+    linear(g, s->c, s->tact, d->t2_w, n, D, D);
+    L1(cond_k, (size_t)n * D)(s->c, s->cact, d->t2_b, d->ytab, s->y, n, D);
+    LAUNCHED();
+
+    /* patch embedding + fixed position embedding */
+    L1(patchify_k, (size_t)N * d->Pin)(s->patches, s->x, n, cf->in_channels, cf->patch, d->g, 0);
+    LAUNCHED();
+    linear(g, s->embed, s->patches, d->xe_w, N, d->Pin, D);
+    L1(embed_k, (size_t)N * D)(s->embed, d->xe_b, d->pos, N, T, D);
+    LAUNCHED();
+
+    int last = stop_block ? stop_block : depth;
+    const float *h = s->embed;
+    for (int l = 0; l < last; l++) {
+        int cached = l < s->cache_blocks;
+        dacts *a = &s->blk[cached ? l : s->cache_blocks];
+        if (!cached && h != s->stream)
+            CK(cudaMemcpyAsync(s->stream, h, sizeof(float) * (size_t)N * D, cudaMemcpyDeviceToDevice, g->st));
+        block_forward(d, s, l, cached ? h : s->stream, a);
+        h = a->out;
+    }
+    s->blocks_done = last;
+    s->feat = h;
+    if (!stop_block) {
+        /* final adaLN layer + unpatchify */
+        linear(g, s->fmods, s->cact, d->fin_ada_w, n, D, 2 * D);
+        L1(bias_k, (size_t)n * 2 * D)(s->fmods, d->fin_ada_b, n, 2 * D);
+        LAUNCHED();
+        LW(ln_mod_k, N)(s->mod, NULL, NULL, h, s->fmods, s->fmods + D, N, T, D, 2 * D, LN_EPS);
+        LAUNCHED();
+        linear(g, s->fout, s->mod, d->fin_w, N, D, d->Pout);
+        L1(unpatchify_out_k, (size_t)N * d->Pout)(s->fout_img, s->fout, d->fin_b, n, d->Co, cf->patch, d->g);
+        LAUNCHED();
+        if (out) {
+            size_t co = (size_t)d->Co * cf->input_size * cf->input_size;
+            CK(cudaMemcpyAsync(out, s->fout_img, sizeof(float) * (size_t)n * co, cudaMemcpyDefault, g->st));
+        }
+    }
+    CK(cudaStreamSynchronize(g->st));
+    free(yh);
+}
+
+extern "C" const float *dap_dit_cuda_features(const dap_dit_cuda_state *s) {
+    DAP_ASSERT(s->feat != NULL);
+    return s->feat;
+}
+
+extern "C" void dap_dit_cuda_features_copy(const dap_dit_cuda *d, const dap_dit_cuda_state *s, float *dst) {
+    DAP_ASSERT(s->feat != NULL);
+    CK(cudaMemcpyAsync(dst, s->feat, sizeof(float) * (size_t)s->n * d->T * d->D, cudaMemcpyDefault, d->gpu.st));
+    CK(cudaStreamSynchronize(d->gpu.st));
+}
+
+/* ---- backward from block l (input gradient only) ----------------------------------------- */
+
+/* s->dres holds d(block l output) on entry and d(block l input) on exit. */
+static void block_backward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l) {
+    const gpu *g = &d->gpu;
+    const dblock *w = &d->blk[l];
+    const dacts *a = &s->blk[l];
+    dacts *sc = &s->blk[s->cache_blocks]; /* scratch set: its q, k, v, P serve as dq, dk, dv, dP */
+    int n = s->n, T = d->T, D = d->D, H4 = d->H4, N = n * T, ld = 6 * D;
+    const float *in = l == 0 ? s->embed : s->blk[l - 1].out, *md = a->mods;
+    /* MLP branch */
+    L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 5 * D, N, T, D, ld);
+    LAUNCHED();
+    linear_dinp(g, s->hbuf, s->tmp, w->fc2_w, N, H4, D);
+    L1(gelu_bwd_k, (size_t)N * H4)(s->hbuf, s->hbuf, a->fc1, (idx_t)((size_t)N * H4));
+    LAUNCHED();
+    linear_dinp(g, s->mod, s->hbuf, w->fc1_w, N, D, H4);
+    LW(ln_mod_bwd_k, N)(s->dres, s->mod, a->mid, md + 4 * D, a->mean2, a->rstd2, N, T, D, ld);
+    LAUNCHED();
+    /* attention branch */
+    L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 2 * D, N, T, D, ld);
+    LAUNCHED();
+    linear_dinp(g, s->ybuf, s->tmp, w->proj_w, N, D, D);
+    L1(heads_k, (size_t)N * D)(s->ybuf, s->yh, n, T, D, d->NH, 1);
+    LAUNCHED();
+    attention_bwd(g, sc->q, sc->k, sc->v, sc->P, s->yh, a->P, a->q, a->k, a->v, n, T, D, d->NH);
+    L1(qkv_heads_k, (size_t)N * 3 * D)(sc->q, sc->k, sc->v, s->qkv, NULL, n, T, D, d->NH, 1);
+    LAUNCHED();
+    linear_dinp(g, s->mod, s->qkv, w->qkv_w, N, D, 3 * D);
+    LW(ln_mod_bwd_k, N)(s->dres, s->mod, in, md + D, a->mean1, a->rstd1, N, T, D, ld);
+    LAUNCHED();
+}
+
+extern "C" void dap_dit_cuda_backward_from_block(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
+                                                 const float *dfeat, float *dx) {
+    DAP_ASSERT(l >= 1 && l <= s->cache_blocks && s->blocks_done >= l);
+    /* Uses only the cached sets 0..l-1 (left as they are: a second backward from the same
+     * forward is allowed, as on the CPU); the scratch set's buffers hold the gradients. */
+    const gpu *g = &d->gpu;
+    const dap_dit_config *cf = &d->cfg;
+    int n = s->n, N = n * d->T, D = d->D;
+    CK(cudaMemcpyAsync(s->dres, dfeat, sizeof(float) * (size_t)N * D, cudaMemcpyDefault, g->st));
+    for (int k = l - 1; k >= 0; k--) block_backward(d, s, k);
+    linear_dinp(g, s->dpatches, s->dres, d->xe_w, N, d->Pin, D);
+    L1(patchify_k, (size_t)N * d->Pin)(s->dpatches, s->dx, n, cf->in_channels, cf->patch, d->g, 1);
+    LAUNCHED();
+    size_t cin = (size_t)cf->in_channels * cf->input_size * cf->input_size;
+    CK(cudaMemcpyAsync(dx, s->dx, sizeof(float) * (size_t)n * cin, cudaMemcpyDefault, g->st));
+    CK(cudaStreamSynchronize(g->st));
+}
+
+/* ---- the ops on host arrays, for the tests against ops.h --------------------------------- */
+
+static gpu g_ops;
+static int g_ops_prec = -1;
+
+static const gpu *ops_gpu(int precision) {
+    if (g_ops_prec != precision) {
+        if (g_ops_prec >= 0) gpu_free(&g_ops);
+        gpu_init(&g_ops, precision);
+        g_ops_prec = precision;
+    }
+    return &g_ops;
+}
+
+/* Device copies of host arrays; NULL stays NULL. */
+static float *up(const void *h, size_t bytes) {
+    if (!h) return NULL;
+    void *p = NULL;
+    CK(cudaMalloc(&p, bytes ? bytes : 4));
+    if (bytes) CK(cudaMemcpy(p, h, bytes, cudaMemcpyHostToDevice));
+    CK(cudaDeviceSynchronize()); /* the ops' stream does not wait for the legacy stream */
+    return (float *)p;
+}
+static float *dev0(size_t bytes) {
+    void *p = NULL;
+    CK(cudaMalloc(&p, bytes ? bytes : 4));
+    CK(cudaMemset(p, 0, bytes ? bytes : 4));
+    CK(cudaDeviceSynchronize());
+    return (float *)p;
+}
+static void down(void *h, const float *dptr, size_t bytes) {
+    CK(cudaDeviceSynchronize());
+    if (h) CK(cudaMemcpy(h, dptr, bytes, cudaMemcpyDeviceToHost));
+}
+#define F(n) ((size_t)(n) * sizeof(float))
+
+extern "C" void dap_cuda_linear(float *out, const float *inp, const float *w, const float *b, int n, int ic,
+                                int oc, int precision) {
+    const gpu *g = ops_gpu(precision);
+    float *di = up(inp, F((size_t)n * ic)), *dw = up(w, F((size_t)oc * ic)), *db = up(b, F(oc));
+    float *dout = dev0(F((size_t)n * oc));
+    linear(g, dout, di, dw, n, ic, oc);
+    if (db) L1(bias_k, (size_t)n * oc)(dout, db, n, oc);
+    LAUNCHED();
+    down(out, dout, F((size_t)n * oc));
+    cudaFree(di), cudaFree(dw), cudaFree(db), cudaFree(dout);
+}
+
+extern "C" void dap_cuda_linear_dinp(float *dinp, const float *dout, const float *w, int n, int ic, int oc,
+                                     int precision) {
+    const gpu *g = ops_gpu(precision);
+    float *dd = up(dout, F((size_t)n * oc)), *dw = up(w, F((size_t)oc * ic)), *di = dev0(F((size_t)n * ic));
+    linear_dinp(g, di, dd, dw, n, ic, oc);
+    down(dinp, di, F((size_t)n * ic));
+    cudaFree(dd), cudaFree(dw), cudaFree(di);
+}
+
+extern "C" void dap_cuda_ln_modulate(float *out, float *mean, float *rstd, const float *x, const float *shift,
+                                     const float *scale, int b, int t, int c, int ld) {
+    const gpu *g = ops_gpu(DAP_PRECISION_FP32);
+    size_t N = (size_t)b * t;
+    float *dx = up(x, F(N * c)), *dsh = up(shift, F((size_t)b * ld)), *dsc = up(scale, F((size_t)b * ld));
+    float *dout = dev0(F(N * c)), *dm = dev0(F(N)), *dr = dev0(F(N));
+    LW(ln_mod_k, N)(dout, dm, dr, dx, dsh, dsc, (int)N, t, c, ld, LN_EPS);
+    LAUNCHED();
+    down(out, dout, F(N * c)), down(mean, dm, F(N)), down(rstd, dr, F(N));
+    cudaFree(dx), cudaFree(dsh), cudaFree(dsc), cudaFree(dout), cudaFree(dm), cudaFree(dr);
+}
+
+extern "C" void dap_cuda_ln_modulate_backward(float *dres, const float *dout, const float *x, const float *scale,
+                                              const float *mean, const float *rstd, int b, int t, int c, int ld) {
+    const gpu *g = ops_gpu(DAP_PRECISION_FP32);
+    size_t N = (size_t)b * t;
+    float *dd = up(dres, F(N * c)), *dy = up(dout, F(N * c)), *dx = up(x, F(N * c));
+    float *dsc = up(scale, F((size_t)b * ld)), *dm = up(mean, F(N)), *dr = up(rstd, F(N));
+    LW(ln_mod_bwd_k, N)(dd, dy, dx, dsc, dm, dr, (int)N, t, c, ld);
+    LAUNCHED();
+    down(dres, dd, F(N * c));
+    cudaFree(dd), cudaFree(dy), cudaFree(dx), cudaFree(dsc), cudaFree(dm), cudaFree(dr);
+}
+
+extern "C" void dap_cuda_gate_residual(float *out, const float *in, const float *y, const float *bias,
+                                       const float *gate, int b, int t, int c, int ld) {
+    const gpu *g = ops_gpu(DAP_PRECISION_FP32);
+    size_t N = (size_t)b * t;
+    float *di = up(in, F(N * c)), *dy = up(y, F(N * c)), *db = up(bias, F(c)), *dg = up(gate, F((size_t)b * ld));
+    L1(gate_res_k, N * c)(di, di, dy, db, dg, (int)N, t, c, ld); /* in place, as the uncached blocks run */
+    LAUNCHED();
+    down(out, di, F(N * c));
+    cudaFree(di), cudaFree(dy), cudaFree(db), cudaFree(dg);
+}
+
+extern "C" void dap_cuda_gate_mul(float *dst, const float *src, const float *gate, int b, int t, int c, int ld) {
+    const gpu *g = ops_gpu(DAP_PRECISION_FP32);
+    size_t N = (size_t)b * t;
+    float *ds = up(src, F(N * c)), *dg = up(gate, F((size_t)b * ld)), *dd = dev0(F(N * c));
+    L1(gate_mul_k, N * c)(dd, ds, dg, (int)N, t, c, ld);
+    LAUNCHED();
+    down(dst, dd, F(N * c));
+    cudaFree(ds), cudaFree(dg), cudaFree(dd);
+}
+
+extern "C" void dap_cuda_act(int which, float *out, const float *inp, const float *dout, size_t n) {
+    const gpu *g = ops_gpu(DAP_PRECISION_FP32);
+    float *di = up(inp, F(n)), *dd = up(dout, F(n)), *o = dev0(F(n));
+    if (which == DAP_CUDA_ACT_GELU) L1(gelu_k, n)(o, di, (idx_t)n);
+    else if (which == DAP_CUDA_ACT_SILU) L1(silu_k, n)(o, di, (idx_t)n);
+    else L1(gelu_bwd_k, n)(o, dd, di, (idx_t)n);
+    LAUNCHED();
+    down(out, o, F(n));
+    cudaFree(di), cudaFree(dd), cudaFree(o);
+}
+
+extern "C" void dap_cuda_attention(float *out, float *att, const float *qkv, int b, int t, int c, int nh,
+                                   int precision) {
+    const gpu *g = ops_gpu(precision);
+    size_t N = (size_t)b * t;
+    float *dqkv = up(qkv, F(N * 3 * c)), *q = dev0(F(N * c)), *k = dev0(F(N * c)), *v = dev0(F(N * c));
+    float *P = dev0(F((size_t)b * nh * t * t)), *yh = dev0(F(N * c)), *y = dev0(F(N * c));
+    L1(qkv_heads_k, N * 3 * c)(q, k, v, dqkv, NULL, b, t, c, nh, 0);
+    LAUNCHED();
+    attention_fwd(g, yh, P, q, k, v, b, t, c, nh);
+    L1(heads_k, N * c)(y, yh, b, t, c, nh, 0);
+    LAUNCHED();
+    down(out, y, F(N * c)), down(att, P, F((size_t)b * nh * t * t));
+    cudaFree(dqkv), cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(P), cudaFree(yh), cudaFree(y);
+}
+
+extern "C" void dap_cuda_attention_backward(float *dqkv, const float *dout, const float *qkv, int b, int t, int c,
+                                            int nh, int precision) {
+    const gpu *g = ops_gpu(precision);
+    size_t N = (size_t)b * t, TT = (size_t)b * nh * t * t;
+    float *dq3 = up(qkv, F(N * 3 * c)), *q = dev0(F(N * c)), *k = dev0(F(N * c)), *v = dev0(F(N * c));
+    float *P = dev0(F(TT)), *yh = dev0(F(N * c)), *dy = up(dout, F(N * c)), *dP = dev0(F(TT));
+    float *gq = dev0(F(N * c)), *gk = dev0(F(N * c)), *gv = dev0(F(N * c));
+    L1(qkv_heads_k, N * 3 * c)(q, k, v, dq3, NULL, b, t, c, nh, 0);
+    attention_fwd(g, yh, P, q, k, v, b, t, c, nh);
+    L1(heads_k, N * c)(dy, yh, b, t, c, nh, 1); /* yh := dout head-major */
+    attention_bwd(g, gq, gk, gv, dP, yh, P, q, k, v, b, t, c, nh);
+    L1(qkv_heads_k, N * 3 * c)(gq, gk, gv, dq3, NULL, b, t, c, nh, 1);
+    LAUNCHED();
+    down(dqkv, dq3, F(N * 3 * c));
+    cudaFree(dq3), cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(P), cudaFree(yh), cudaFree(dy);
+    cudaFree(dP), cudaFree(gq), cudaFree(gk), cudaFree(gv);
+}
+
+extern "C" void dap_cuda_timestep_freq(float *out, const float *t, int n) {
+    const gpu *g = ops_gpu(DAP_PRECISION_FP32);
+    float *dt = up(t, F(n)), *o = dev0(F((size_t)n * FREQ_DIM));
+    L1(tfreq_k, (size_t)n * FREQ_DIM / 2)(o, dt, n);
+    LAUNCHED();
+    down(out, o, F((size_t)n * FREQ_DIM));
+    cudaFree(dt), cudaFree(o);
+}
+
+extern "C" void dap_cuda_patchify(float *patches, float *x, int n, int C, int p, int g_, int dir) {
+    const gpu *g = ops_gpu(DAP_PRECISION_FP32);
+    size_t np = (size_t)n * g_ * g_ * C * p * p;
+    float *dp = dir ? up(patches, F(np)) : dev0(F(np)), *dx = dir ? dev0(F(np)) : up(x, F(np));
+    L1(patchify_k, np)(dp, dx, n, C, p, g_, dir);
+    LAUNCHED();
+    if (dir) down(x, dx, F(np));
+    else down(patches, dp, F(np));
+    cudaFree(dp), cudaFree(dx);
+}
+
+extern "C" void dap_cuda_unpatchify_out(float *img, const float *tok, const float *bias, int n, int Co, int p,
+                                        int g_) {
+    const gpu *g = ops_gpu(DAP_PRECISION_FP32);
+    size_t np = (size_t)n * g_ * g_ * Co * p * p;
+    float *dt = up(tok, F(np)), *db = up(bias, F((size_t)p * p * Co)), *o = dev0(F(np));
+    L1(unpatchify_out_k, np)(o, dt, db, n, Co, p, g_);
+    LAUNCHED();
+    down(img, o, F(np));
+    cudaFree(dt), cudaFree(db), cudaFree(o);
+}
+
+extern "C" int dap_cuda_memory(size_t *free_b, size_t *total_b) {
+    *free_b = *total_b = 0;
+    return free_memory(free_b, total_b);
+}

@@ -1,0 +1,894 @@
+/*
+ * vae.c: the Stable Diffusion VAE (diffusers' AutoencoderKL), forward only.
+ *
+ *   encoder: conv_in -> levels x [blocks x ResNet, stride-2 conv (not after the last)]
+ *            -> mid (ResNet, attention, ResNet) -> GroupNorm, SiLU, conv_out (2 latent)
+ *            -> quant_conv 1x1 -> (mean, logvar)
+ *   decoder: post_quant_conv 1x1 -> conv_in -> mid -> levels x [blocks x ResNet,
+ *            nearest x2 + conv (not after the last)], channels reversed
+ *            -> GroupNorm, SiLU, conv_out
+ *   ResNet:  h = conv2(SiLU(GN2(conv1(SiLU(GN1(x)))))); out = shortcut(x) + h, with a
+ *            1x1 conv_shortcut when the width changes
+ *   attention: one head over the H*W tokens: x + to_out(softmax(q^T k / sqrt(C)) v),
+ *            q, k, v linear maps of GN(x)
+ *
+ * The weights live in one dap_params table in diffusers' current key order and naming
+ * (vae_table); everything else (pointers, shapes checked at load, the memory plan) comes
+ * from that table and the config. Files in the older namings are read through a key map
+ * (file_key), so the table is the only list of tensors.
+ *
+ * Memory: a call runs the network twice over the same code, first in plan mode (every op
+ * records the activation, scratch and conv-work floats it would need) and then for real
+ * on buffers of exactly those sizes, released on return. A conv call's input and output
+ * together hold at most BAND_FLOATS floats: images go through in chunks small enough for
+ * that, and where one image is larger its convs run in bands of rows (each band with its
+ * halo rows), so conv scratch stays bounded whatever the image size. The activations at
+ * the widest level are three buffers of (C, H, W) per image.
+ */
+#include "models/vae.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/io.h"
+#include "ops/ops.h"
+
+#define GN_EPS 1e-6f
+#define BAND_FLOATS 16777216    /* default input + output floats of one conv call */
+#define ATT_BLOCK_FLOATS 4194304 /* scores per block of query rows */
+#define MAX_REPORTED 5          /* tensor names listed in a missing / unknown error */
+
+struct dap_vae {
+    dap_vae_config cfg;
+    dap_params params;
+    int naming; /* the key naming of the file it was loaded from */
+};
+
+enum { NAMING_DIFFUSERS = 0, NAMING_OLD_ATTENTION = 1, NAMING_LDM = 2 };
+static const char *const k_naming_names[] = {"diffusers", "diffusers before 0.14 (query/key/value/proj_attn)",
+                                             "LDM (CompVis)"};
+
+/* ---- config ------------------------------------------------------------------------- */
+
+void dap_vae_config_sd(dap_vae_config *c) {
+    memset(c, 0, sizeof *c);
+    c->in_channels = 3;
+    c->latent_channels = 4;
+    c->levels = 4;
+    c->ch[0] = 128, c->ch[1] = 256, c->ch[2] = 512, c->ch[3] = 512;
+    c->enc_blocks = 2;
+    c->dec_blocks = 3;
+    c->groups = 32;
+    c->scale = DAP_VAE_SCALE;
+}
+
+int dap_vae_factor(const dap_vae_config *c) { return 1 << (c->levels - 1); }
+
+int dap_vae_config_check(const dap_vae_config *c) {
+    if (c->levels < 1 || c->levels > DAP_VAE_MAX_LEVELS)
+        return dap_error(DAP_ERR_ARG, "VAE config: %d levels, expected 1 to %d", c->levels, DAP_VAE_MAX_LEVELS);
+    if (c->in_channels <= 0 || c->latent_channels <= 0 || c->enc_blocks <= 0 || c->dec_blocks <= 0 ||
+        c->groups <= 0 || !(c->scale > 0) || !isfinite(c->scale))
+        return dap_error(DAP_ERR_ARG,
+                         "VAE config: sizes must be positive (in_channels %d, latent_channels %d, "
+                         "enc_blocks %d, dec_blocks %d, groups %d, scale %g)",
+                         c->in_channels, c->latent_channels, c->enc_blocks, c->dec_blocks, c->groups,
+                         (double)c->scale);
+    for (int i = 0; i < c->levels; i++) {
+        if (c->ch[i] <= 0 || c->ch[i] > 65536)
+            return dap_error(DAP_ERR_ARG, "VAE config: level %d has %d channels", i, c->ch[i]);
+        if (c->ch[i] % c->groups)
+            return dap_error(DAP_ERR_ARG, "VAE config: %d GroupNorm groups do not divide level %d's %d channels",
+                             c->groups, i, c->ch[i]);
+    }
+    return DAP_OK;
+}
+
+/* ---- the weights table -------------------------------------------------------------- */
+
+static void add(dap_params *ps, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void add(dap_params *ps, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...) {
+    char key[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(key, sizeof key, fmt, ap);
+    va_end(ap);
+    dap_params_add4(ps, key, d0, d1, d2, d3);
+}
+
+/* pre "" for the top-level quant_conv / post_quant_conv */
+static void add_conv(dap_params *ps, const char *pre, const char *name, int oc, int c, int k) {
+    const char *dot = *pre ? "." : "";
+    add(ps, oc, c, k, k, "%s%s%s.weight", pre, dot, name);
+    add(ps, oc, 0, 0, 0, "%s%s%s.bias", pre, dot, name);
+}
+
+static void add_norm(dap_params *ps, const char *pre, const char *name, int c) {
+    add(ps, c, 0, 0, 0, "%s.%s.weight", pre, name);
+    add(ps, c, 0, 0, 0, "%s.%s.bias", pre, name);
+}
+
+static void add_resnet(dap_params *ps, const char *pre, int cin, int cout) {
+    add_norm(ps, pre, "norm1", cin);
+    add_conv(ps, pre, "conv1", cout, cin, 3);
+    add_norm(ps, pre, "norm2", cout);
+    add_conv(ps, pre, "conv2", cout, cout, 3);
+    if (cin != cout) add_conv(ps, pre, "conv_shortcut", cout, cin, 1);
+}
+
+static void add_mid(dap_params *ps, const char *part, int c) {
+    char pre[96];
+    snprintf(pre, sizeof pre, "%s.mid_block.attentions.0", part);
+    add_norm(ps, pre, "group_norm", c);
+    static const char *const lin[] = {"to_q", "to_k", "to_v", "to_out.0"};
+    for (int k = 0; k < 4; k++) {
+        add(ps, c, c, 0, 0, "%s.%s.weight", pre, lin[k]);
+        add(ps, c, 0, 0, 0, "%s.%s.bias", pre, lin[k]);
+    }
+    for (int r = 0; r < 2; r++) {
+        snprintf(pre, sizeof pre, "%s.mid_block.resnets.%d", part, r);
+        add_resnet(ps, pre, c, c);
+    }
+}
+
+/* diffusers' AutoencoderKL.state_dict(), in its order. */
+void dap_vae_params_table(dap_params *ps, const dap_vae_config *c) {
+    DAP_ASSERT(ps->n == 0 && dap_vae_config_check(c) == DAP_OK);
+    const int L = c->levels, top = c->ch[L - 1];
+    char pre[96];
+    add_conv(ps, "encoder", "conv_in", c->ch[0], c->in_channels, 3);
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < c->enc_blocks; j++) {
+            snprintf(pre, sizeof pre, "encoder.down_blocks.%d.resnets.%d", i, j);
+            add_resnet(ps, pre, j ? c->ch[i] : i ? c->ch[i - 1] : c->ch[0], c->ch[i]);
+        }
+        if (i < L - 1) {
+            snprintf(pre, sizeof pre, "encoder.down_blocks.%d.downsamplers.0", i);
+            add_conv(ps, pre, "conv", c->ch[i], c->ch[i], 3);
+        }
+    }
+    add_mid(ps, "encoder", top);
+    add_norm(ps, "encoder", "conv_norm_out", top);
+    add_conv(ps, "encoder", "conv_out", 2 * c->latent_channels, top, 3);
+    add_conv(ps, "decoder", "conv_in", top, c->latent_channels, 3);
+    for (int i = 0; i < L; i++) { /* up_blocks.i works at the channels of level L-1-i */
+        int cout = c->ch[L - 1 - i], prev = i ? c->ch[L - i] : top;
+        for (int j = 0; j < c->dec_blocks; j++) {
+            snprintf(pre, sizeof pre, "decoder.up_blocks.%d.resnets.%d", i, j);
+            add_resnet(ps, pre, j ? cout : prev, cout);
+        }
+        if (i < L - 1) {
+            snprintf(pre, sizeof pre, "decoder.up_blocks.%d.upsamplers.0", i);
+            add_conv(ps, pre, "conv", cout, cout, 3);
+        }
+    }
+    add_mid(ps, "decoder", top);
+    add_norm(ps, "decoder", "conv_norm_out", c->ch[0]);
+    add_conv(ps, "decoder", "conv_out", c->in_channels, c->ch[0], 3);
+    add_conv(ps, "", "quant_conv", 2 * c->latent_channels, 2 * c->latent_channels, 1);
+    add_conv(ps, "", "post_quant_conv", c->latent_channels, c->latent_channels, 1);
+}
+
+/* ---- model -------------------------------------------------------------------------- */
+
+int dap_vae_create(dap_vae **out, const dap_vae_config *c) {
+    *out = NULL;
+    DAP_TRY(dap_vae_config_check(c));
+    dap_vae *v = dap_calloc(1, sizeof *v);
+    v->cfg = *c;
+    dap_params_init(&v->params);
+    dap_vae_params_table(&v->params, c);
+    dap_params_alloc(&v->params, 0);
+    *out = v;
+    return DAP_OK;
+}
+
+void dap_vae_destroy(dap_vae *v) {
+    if (!v) return;
+    dap_params_free(&v->params);
+    free(v);
+}
+
+const dap_vae_config *dap_vae_get_config(const dap_vae *v) { return &v->cfg; }
+dap_params *dap_vae_params(dap_vae *v) { return &v->params; }
+const char *dap_vae_naming(const dap_vae *v) { return k_naming_names[v->naming]; }
+
+/* A weight by its diffusers key, built from a format. */
+static const float *wp(const dap_vae *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const float *wp(const dap_vae *v, const char *fmt, ...) {
+    char key[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(key, sizeof key, fmt, ap);
+    va_end(ap);
+    return dap_params_ptr(&v->params, key);
+}
+
+/* ---- forward: a plan-then-run walk over the network ---------------------------------- */
+
+static size_t g_band = BAND_FLOATS;
+
+size_t dap_vae_set_band_floats(size_t floats) {
+    size_t old = g_band;
+    g_band = floats > 0 ? floats : BAND_FLOATS;
+    return old;
+}
+
+typedef struct vctx {
+    const dap_vae *v;
+    int plan; /* 1: only record what each op needs */
+    int n;    /* images in the current chunk */
+    size_t act_need, aux_need, work_need, stat_need; /* floats, recorded in plan mode */
+    size_t conv_need; /* the largest conv's input + output floats per image */
+    float *buf[3]; /* activations: buf[0] the running tensor x, buf[1] and buf[2] scratch */
+    float *aux;    /* conv bands (input rows, output rows), attention q, k, v and scores */
+    float *work;   /* conv work (dap_conv2d_work_floats) */
+    float *stats;  /* GroupNorm mean, rstd (n, groups) each */
+} vctx;
+
+static void need(size_t *slot, size_t floats) {
+    if (floats > *slot) *slot = floats;
+}
+
+static void swap01(vctx *x) {
+    float *t = x->buf[0];
+    x->buf[0] = x->buf[1];
+    x->buf[1] = t;
+}
+
+static void add_into(float *y, const float *a, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) y[i] += a[i];
+}
+
+/* out (n, oc, h, w) = conv3x3(in (n, c, h, w)), stride 1, padding 1. A call of more than
+ * g_band input + output floats (one large image) runs in bands of rows: each band's input
+ * takes one halo row above and below where the image has them, and the padding of the
+ * band's own edges is used only where it is the image's edge. */
+static void conv3(vctx *x, float *out, const float *in, int c, int h, int w, int oc, const char *pre) {
+    const float *wt = wp(x->v, "%s.weight", pre), *bs = wp(x->v, "%s.bias", pre);
+    const size_t plane = (size_t)h * w;
+    need(&x->act_need, (size_t)x->n * oc * plane);
+    need(&x->conv_need, (size_t)(c + oc) * plane);
+    dap_conv2d_dims d;
+    if ((size_t)x->n * (c + oc) * plane <= g_band) {
+        dap_conv2d_dims_init(&d, x->n, c, h, w, oc, 3, 3, 1, 1);
+        need(&x->work_need, dap_conv2d_work_floats(&d));
+        if (!x->plan) dap_conv2d_forward(out, in, wt, bs, &d, x->work);
+        return;
+    }
+    DAP_ASSERT(x->n == 1); /* plan_chunk sends a large image alone */
+    const size_t row = (size_t)(c + oc) * w;
+    int rows = g_band / row > 0 ? (int)(g_band / row) : 1;
+    for (int r0 = 0; r0 < h; r0 += rows) {
+        int r1 = r0 + rows < h ? r0 + rows : h;
+        int a = r0 > 0 ? r0 - 1 : 0, b = r1 < h ? r1 + 1 : h, bh = b - a;
+        float *bin = x->aux, *bout = x->aux + (size_t)c * bh * w;
+        dap_conv2d_dims_init(&d, 1, c, bh, w, oc, 3, 3, 1, 1);
+        need(&x->aux_need, (size_t)(c + oc) * bh * w);
+        need(&x->work_need, dap_conv2d_work_floats(&d));
+        if (x->plan) continue;
+#pragma omp parallel for schedule(static)
+        for (int ch = 0; ch < c; ch++)
+            memcpy(bin + (size_t)ch * bh * w, in + ch * plane + (size_t)a * w, (size_t)bh * w * sizeof(float));
+        dap_conv2d_forward(bout, bin, wt, bs, &d, x->work);
+#pragma omp parallel for schedule(static)
+        for (int o = 0; o < oc; o++)
+            memcpy(out + o * plane + (size_t)r0 * w, bout + (size_t)o * bh * w + (size_t)(r0 - a) * w,
+                   (size_t)(r1 - r0) * w * sizeof(float));
+    }
+}
+
+/* out (n, c, h/2, w/2) = conv3x3 stride 2 over in (n, c, h, w) padded by one zero row
+ * below and one zero column on the right (diffusers' Downsample2D, padding 0). The padded
+ * rows are gathered (in bands of output rows when the image is large). */
+static void downsample(vctx *x, float *out, const float *in, int c, int h, int w, const char *pre) {
+    const float *wt = wp(x->v, "%s.weight", pre), *bs = wp(x->v, "%s.bias", pre);
+    const int oh = h / 2, ow = w / 2, w1 = w + 1;
+    const size_t plane = (size_t)h * w, oplane = (size_t)oh * ow;
+    need(&x->act_need, (size_t)x->n * c * oplane);
+    const size_t per = (size_t)c * ((size_t)(h + 1) * w1 + oplane), row = (size_t)c * (2 * w1 + ow);
+    need(&x->conv_need, per);
+    int whole = (size_t)x->n * per <= g_band;
+    int rows = whole ? oh : g_band / row > 0 ? (int)(g_band / row) : 1;
+    int imgs = whole ? x->n : 1;
+    for (int i0 = 0; i0 < x->n; i0 += imgs) {
+        for (int o0 = 0; o0 < oh; o0 += rows) {
+            int o1 = o0 + rows < oh ? o0 + rows : oh, ih = 2 * (o1 - o0) + 1;
+            float *bin = x->aux, *bout = whole ? out : x->aux + (size_t)c * ih * w1;
+            dap_conv2d_dims d;
+            dap_conv2d_dims_init(&d, imgs, c, ih, w1, c, 3, 3, 2, 0);
+            need(&x->aux_need, (size_t)imgs * c * ih * w1 + (whole ? 0 : (size_t)c * (o1 - o0) * ow));
+            need(&x->work_need, dap_conv2d_work_floats(&d));
+            if (x->plan) continue;
+#pragma omp parallel for collapse(2) schedule(static)
+            for (int i = 0; i < imgs; i++)
+                for (int ch = 0; ch < c; ch++) {
+                    const float *src = in + ((size_t)(i0 + i) * c + ch) * plane;
+                    float *dst = bin + ((size_t)i * c + ch) * ih * w1;
+                    for (int r = 0; r < ih; r++) {
+                        int gr = 2 * o0 + r;
+                        if (gr < h) memcpy(dst + (size_t)r * w1, src + (size_t)gr * w, (size_t)w * sizeof(float));
+                        else memset(dst + (size_t)r * w1, 0, (size_t)w * sizeof(float));
+                        dst[(size_t)r * w1 + w] = 0.0f;
+                    }
+                }
+            dap_conv2d_forward(bout, bin, wt, bs, &d, x->work);
+            if (whole) continue;
+#pragma omp parallel for schedule(static)
+            for (int ch = 0; ch < c; ch++)
+                memcpy(out + ((size_t)i0 * c + ch) * oplane + (size_t)o0 * ow, bout + (size_t)ch * (o1 - o0) * ow,
+                       (size_t)(o1 - o0) * ow * sizeof(float));
+        }
+    }
+}
+
+/* out (n, oc, h, w) = conv1x1(in (n, c, h, w)) */
+static void conv1(vctx *x, float *out, const float *in, int c, int h, int w, int oc, const char *pre) {
+    const float *wt = wp(x->v, "%s.weight", pre), *bs = wp(x->v, "%s.bias", pre);
+    dap_conv2d_dims d;
+    dap_conv2d_dims_init(&d, x->n, c, h, w, oc, 1, 1, 1, 0);
+    need(&x->act_need, (size_t)x->n * oc * h * w);
+    need(&x->work_need, dap_conv2d_work_floats(&d));
+    if (!x->plan) dap_conv2d_forward(out, in, wt, bs, &d, x->work);
+}
+
+/* out (n, c, hw) = GroupNorm(in), then SiLU when `silu` */
+static void norm(vctx *x, float *out, const float *in, int c, size_t hw, const char *pre, int silu) {
+    const float *g = wp(x->v, "%s.weight", pre), *b = wp(x->v, "%s.bias", pre);
+    const int groups = x->v->cfg.groups;
+    need(&x->act_need, (size_t)x->n * c * hw);
+    need(&x->stat_need, 2 * (size_t)x->n * groups);
+    if (x->plan) return;
+    dap_groupnorm_forward(out, x->stats, x->stats + (size_t)x->n * groups, in, g, b, x->n, c, (int)hw, groups,
+                          GN_EPS);
+    if (silu) dap_silu_forward(out, out, (size_t)x->n * c * hw);
+}
+
+/* buf[0] (n, cin, h, w) -> buf[0] (n, cout, h, w) through one ResNet block at `pre`. */
+static void resnet(vctx *x, int cin, int cout, int h, int w, const char *pre) {
+    char k[160];
+    const size_t hw = (size_t)h * w;
+    float *X = x->buf[0], *T = x->buf[1], *H = x->buf[2];
+    snprintf(k, sizeof k, "%s.norm1", pre);
+    norm(x, T, X, cin, hw, k, 1);
+    snprintf(k, sizeof k, "%s.conv1", pre);
+    conv3(x, H, T, cin, h, w, cout, k);
+    snprintf(k, sizeof k, "%s.norm2", pre);
+    norm(x, T, H, cout, hw, k, 1);
+    snprintf(k, sizeof k, "%s.conv2", pre);
+    conv3(x, H, T, cout, h, w, cout, k);
+    if (cin != cout) {
+        snprintf(k, sizeof k, "%s.conv_shortcut", pre);
+        conv1(x, T, X, cin, h, w, cout, k);
+        if (!x->plan) add_into(T, H, (size_t)x->n * cout * hw);
+        swap01(x);
+    } else if (!x->plan) {
+        add_into(X, H, (size_t)x->n * cout * hw);
+    }
+}
+
+/* y (c, t) = W (c, c) a (c, t) + b: a linear map of every token, channel-major */
+static void token_linear(float *y, const float *wt, const float *b, const float *a, int c, int t) {
+    dap_gemm(0, 0, c, t, c, 1.0f, wt, c, a, t, 0.0f, y, t);
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < c; o++)
+        for (int j = 0; j < t; j++) y[(size_t)o * t + j] += b[o];
+}
+
+static void softmax_rows(float *s, int rows, int t) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *row = s + (size_t)r * t, mx = row[0];
+        for (int j = 1; j < t; j++) mx = row[j] > mx ? row[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < t; j++) {
+            row[j] = expf(row[j] - mx);
+            sum += row[j];
+        }
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j < t; j++) row[j] *= inv;
+    }
+}
+
+/* buf[0] (n, c, h, w) += to_out(attention(GN(buf[0]))), one head over the h*w tokens.
+ * Everything stays channel-major: q, k, v (c, T); scores for a block of query rows
+ * (rows, T) = q_blk^T k / sqrt(c); o_blk (c, rows) = v p^T, written over q_blk (no longer
+ * needed). */
+static void attention(vctx *x, int c, int h, int w, const char *part) {
+    char pre[96];
+    const int t = h * w;
+    const int qb = ATT_BLOCK_FLOATS / t < 1 ? 1 : ATT_BLOCK_FLOATS / t > t ? t : ATT_BLOCK_FLOATS / t;
+    snprintf(pre, sizeof pre, "%s.mid_block.attentions.0.group_norm", part);
+    norm(x, x->buf[1], x->buf[0], c, (size_t)t, pre, 0);
+    need(&x->aux_need, 3 * (size_t)c * t + (size_t)qb * t);
+    if (x->plan) return;
+    snprintf(pre, sizeof pre, "%s.mid_block.attentions.0", part);
+    const float *wq = wp(x->v, "%s.to_q.weight", pre), *bq = wp(x->v, "%s.to_q.bias", pre);
+    const float *wk = wp(x->v, "%s.to_k.weight", pre), *bk = wp(x->v, "%s.to_k.bias", pre);
+    const float *wv = wp(x->v, "%s.to_v.weight", pre), *bv = wp(x->v, "%s.to_v.bias", pre);
+    const float *wo = wp(x->v, "%s.to_out.0.weight", pre), *bo = wp(x->v, "%s.to_out.0.bias", pre);
+    const size_t ct = (size_t)c * t;
+    float *q = x->aux, *k = q + ct, *v = k + ct, *s = v + ct;
+    const float scale = 1.0f / sqrtf((float)c);
+    for (int i = 0; i < x->n; i++) {
+        const float *a = x->buf[1] + i * ct;
+        float *xi = x->buf[0] + i * ct;
+        token_linear(q, wq, bq, a, c, t);
+        token_linear(k, wk, bk, a, c, t);
+        token_linear(v, wv, bv, a, c, t);
+        for (int q0 = 0; q0 < t; q0 += qb) {
+            int nq = t - q0 < qb ? t - q0 : qb;
+            dap_gemm(1, 0, nq, t, c, scale, q + q0, t, k, t, 0.0f, s, t);
+            softmax_rows(s, nq, t);
+            dap_gemm(0, 1, c, nq, t, 1.0f, v, t, s, t, 0.0f, q + q0, t);
+        }
+        dap_gemm(0, 0, c, t, c, 1.0f, wo, c, q, t, 1.0f, xi, t); /* residual: += */
+#pragma omp parallel for schedule(static)
+        for (int o = 0; o < c; o++)
+            for (int j = 0; j < t; j++) xi[(size_t)o * t + j] += bo[o];
+    }
+}
+
+static void mid_block(vctx *x, int c, int h, int w, const char *part) {
+    char pre[96];
+    snprintf(pre, sizeof pre, "%s.mid_block.resnets.0", part);
+    resnet(x, c, c, h, w, pre);
+    attention(x, c, h, w, part);
+    snprintf(pre, sizeof pre, "%s.mid_block.resnets.1", part);
+    resnet(x, c, c, h, w, pre);
+}
+
+/* moments (n, 2 latent, h/f, w/f) = quant_conv(encoder(img (n, in, h, w))) */
+static void encoder(vctx *x, float *moments, const float *img, int h, int w) {
+    const dap_vae_config *c = &x->v->cfg;
+    const int L = c->levels;
+    char pre[96];
+    conv3(x, x->buf[0], img, c->in_channels, h, w, c->ch[0], "encoder.conv_in");
+    int cur = c->ch[0];
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < c->enc_blocks; j++) {
+            snprintf(pre, sizeof pre, "encoder.down_blocks.%d.resnets.%d", i, j);
+            resnet(x, cur, c->ch[i], h, w, pre);
+            cur = c->ch[i];
+        }
+        if (i == L - 1) break;
+        snprintf(pre, sizeof pre, "encoder.down_blocks.%d.downsamplers.0.conv", i);
+        downsample(x, x->buf[1], x->buf[0], cur, h, w, pre);
+        swap01(x);
+        h /= 2, w /= 2;
+    }
+    mid_block(x, cur, h, w, "encoder");
+    norm(x, x->buf[1], x->buf[0], cur, (size_t)h * w, "encoder.conv_norm_out", 1);
+    conv3(x, x->buf[2], x->buf[1], cur, h, w, 2 * c->latent_channels, "encoder.conv_out");
+    conv1(x, moments, x->buf[2], 2 * c->latent_channels, h, w, 2 * c->latent_channels, "quant_conv");
+}
+
+/* img (n, in, h f, w f) = decoder(post_quant_conv(z (n, latent, h, w))) */
+static void decoder(vctx *x, float *img, const float *z, int h, int w) {
+    const dap_vae_config *c = &x->v->cfg;
+    const int L = c->levels;
+    char pre[96];
+    conv1(x, x->buf[1], z, c->latent_channels, h, w, c->latent_channels, "post_quant_conv");
+    int cur = c->ch[L - 1];
+    conv3(x, x->buf[0], x->buf[1], c->latent_channels, h, w, cur, "decoder.conv_in");
+    mid_block(x, cur, h, w, "decoder");
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < c->dec_blocks; j++) {
+            snprintf(pre, sizeof pre, "decoder.up_blocks.%d.resnets.%d", i, j);
+            resnet(x, cur, c->ch[L - 1 - i], h, w, pre);
+            cur = c->ch[L - 1 - i];
+        }
+        if (i == L - 1) break;
+        need(&x->act_need, (size_t)x->n * cur * h * w * 4);
+        if (!x->plan) dap_upsample_nearest_forward(x->buf[1], x->buf[0], x->n, cur, h, w, 2);
+        h *= 2, w *= 2;
+        snprintf(pre, sizeof pre, "decoder.up_blocks.%d.upsamplers.0.conv", i);
+        conv3(x, x->buf[0], x->buf[1], cur, h, w, cur, pre);
+    }
+    norm(x, x->buf[1], x->buf[0], cur, (size_t)h * w, "decoder.conv_norm_out", 1);
+    conv3(x, img, x->buf[1], cur, h, w, c->in_channels, "decoder.conv_out");
+}
+
+typedef void (*vae_net)(vctx *x, float *out, const float *in, int h, int w);
+
+/* Plans a call of `net` on n images of h x w: a first pass at one image finds the largest
+ * conv, which sets the images per chunk (as many as keep every conv call within g_band
+ * floats, at least one); the second pass records the needs of such a chunk. */
+static void plan_chunk(vctx *x, const dap_vae *v, vae_net net, int n, int h, int w) {
+    *x = (vctx){.v = v, .plan = 1, .n = 1};
+    net(x, NULL, NULL, h, w);
+    size_t per = x->conv_need, k = per >= g_band ? 1 : g_band / per;
+    *x = (vctx){.v = v, .plan = 1, .n = k < (size_t)n ? (int)k : n};
+    net(x, NULL, NULL, h, w);
+}
+
+static void ctx_alloc(vctx *x) {
+    for (int i = 0; i < 3; i++) x->buf[i] = dap_alloc_f32(x->act_need);
+    x->aux = dap_alloc_f32(x->aux_need);
+    x->work = dap_alloc_f32(x->work_need);
+    x->stats = dap_alloc_f32(x->stat_need);
+    x->plan = 0;
+    double mb = (3.0 * x->act_need + x->aux_need + x->work_need) * sizeof(float) / 1048576.0;
+    dap_log(DAP_LOG_DEBUG, "vae: %d images per chunk, %.1f MiB of activations and scratch\n", x->n, mb);
+}
+
+static void ctx_free(vctx *x) {
+    for (int i = 0; i < 3; i++) dap_free_aligned(x->buf[i]);
+    dap_free_aligned(x->aux);
+    dap_free_aligned(x->work);
+    dap_free_aligned(x->stats);
+}
+
+static int check_size(const dap_vae *v, const char *what, int n, int h, int w, int mult) {
+    if (n <= 0 || h <= 0 || w <= 0 || h > 16384 || w > 16384)
+        return dap_error(DAP_ERR_ARG, "VAE %s: %d images of %d x %d (expected positive sizes up to 16384)", what,
+                         n, h, w);
+    if (h % mult || w % mult)
+        return dap_error(DAP_ERR_SHAPE, "VAE %s: image size %d x %d is not a multiple of %d (the VAE's factor)",
+                         what, h, w, mult);
+    (void)v;
+    return DAP_OK;
+}
+
+int dap_vae_encode_moments(dap_vae *v, const float *x, int n, int h, int w, float *mean, float *logvar) {
+    const dap_vae_config *c = &v->cfg;
+    const int f = dap_vae_factor(c);
+    DAP_TRY(check_size(v, "encode", n, h, w, f));
+    const int lat = c->latent_channels;
+    const size_t lplane = (size_t)(h / f) * (w / f), img = (size_t)c->in_channels * h * w;
+    vctx cx;
+    plan_chunk(&cx, v, encoder, n, h, w);
+    ctx_alloc(&cx);
+    const int nb = cx.n;
+    float *moments = dap_alloc_f32((size_t)nb * 2 * lat * lplane);
+    for (int n0 = 0; n0 < n; n0 += nb) {
+        cx.n = n - n0 < nb ? n - n0 : nb;
+        encoder(&cx, moments, x + (size_t)n0 * img, h, w);
+        for (int i = 0; i < cx.n; i++) {
+            const float *m = moments + (size_t)i * 2 * lat * lplane, *lv = m + lat * lplane;
+            memcpy(mean + (size_t)(n0 + i) * lat * lplane, m, lat * lplane * sizeof(float));
+            float *o = logvar + (size_t)(n0 + i) * lat * lplane;
+            for (size_t k = 0; k < lat * lplane; k++) o[k] = fminf(fmaxf(lv[k], -30.0f), 20.0f);
+        }
+    }
+    dap_free_aligned(moments);
+    ctx_free(&cx);
+    return DAP_OK;
+}
+
+int dap_vae_encode(dap_vae *v, const float *x, int n, int h, int w, float *latent, dap_rng *rng) {
+    const dap_vae_config *c = &v->cfg;
+    const int f = dap_vae_factor(c);
+    DAP_TRY(check_size(v, "encode", n, h, w, f));
+    const size_t count = (size_t)n * c->latent_channels * (h / f) * (w / f);
+    float *logvar = dap_alloc_f32(count);
+    int rc = dap_vae_encode_moments(v, x, n, h, w, latent, logvar);
+    if (rc == DAP_OK && rng) { /* a posterior sample: mean + exp(logvar / 2) xi */
+        float *xi = dap_alloc_f32(count);
+        dap_rng_normal(rng, xi, count, 0.0f, 1.0f);
+        for (size_t k = 0; k < count; k++) latent[k] += expf(0.5f * logvar[k]) * xi[k];
+        dap_free_aligned(xi);
+    }
+    if (rc == DAP_OK)
+        for (size_t k = 0; k < count; k++) latent[k] *= c->scale;
+    dap_free_aligned(logvar);
+    return rc;
+}
+
+int dap_vae_decode(dap_vae *v, const float *latent, int n, int h, int w, float *x) {
+    const dap_vae_config *c = &v->cfg;
+    const int f = dap_vae_factor(c);
+    DAP_TRY(check_size(v, "decode", n, h * f, w * f, f));
+    const int lat = c->latent_channels;
+    const size_t lsize = (size_t)lat * h * w, img = (size_t)c->in_channels * h * f * w * f;
+    vctx cx;
+    plan_chunk(&cx, v, decoder, n, h, w);
+    ctx_alloc(&cx);
+    const int nb = cx.n;
+    float *z = dap_alloc_f32((size_t)nb * lsize);
+    for (int n0 = 0; n0 < n; n0 += nb) {
+        cx.n = n - n0 < nb ? n - n0 : nb;
+        for (size_t k = 0; k < (size_t)cx.n * lsize; k++) z[k] = latent[(size_t)n0 * lsize + k] / c->scale;
+        decoder(&cx, x + (size_t)n0 * img, z, h, w);
+    }
+    dap_free_aligned(z);
+    ctx_free(&cx);
+    return DAP_OK;
+}
+
+/* ---- loading: three key namings onto the one table ------------------------------------ */
+
+/* The file's name for table key `key`: diffusers' current names as they are; before
+ * 0.14 the attention's query/key/value/proj_attn; the LDM names with down.i.block.j,
+ * mid.block_1/2, mid.attn_1.{norm,q,k,v,proj_out}, nin_shortcut, norm_out and the
+ * decoder's levels counted from the top resolution (up.{L-1-i} is up_blocks.i). */
+/* Replaces the first `from` in s (of capacity cap) by `to`; 0 when absent or too long. */
+static int replace_once(char *s, size_t cap, const char *from, const char *to) {
+    char *f = strstr(s, from);
+    size_t lf = strlen(from), lt = strlen(to), ls = strlen(s);
+    if (!f || ls - lf + lt + 1 > cap) return 0;
+    memmove(f + lt, f + lf, ls - (size_t)(f - s) - lf + 1);
+    memcpy(f, to, lt);
+    return 1;
+}
+
+static void file_key(char *out, size_t n, const char *key, int naming, int levels, const char *prefix) {
+    char k[192];
+    int i, j, pos = 0;
+    snprintf(k, sizeof k, "%s", key);
+    if (naming == NAMING_OLD_ATTENTION) {
+        static const char *const from[] = {"attentions.0.to_q.", "attentions.0.to_k.", "attentions.0.to_v.",
+                                           "attentions.0.to_out.0."};
+        static const char *const to[] = {"attentions.0.query.", "attentions.0.key.", "attentions.0.value.",
+                                         "attentions.0.proj_attn."};
+        for (int m = 0; m < 4 && !replace_once(k, sizeof k, from[m], to[m]); m++) {}
+    } else if (naming == NAMING_LDM) {
+        char part[16];
+        if (sscanf(key, "%15[^.].down_blocks.%d.resnets.%d.%n", part, &i, &j, &pos) == 3 && pos)
+            snprintf(k, sizeof k, "%s.down.%d.block.%d.%s", part, i, j, key + pos);
+        else if ((pos = 0, sscanf(key, "%15[^.].down_blocks.%d.downsamplers.0.%n", part, &i, &pos)) == 2 && pos)
+            snprintf(k, sizeof k, "%s.down.%d.downsample.%s", part, i, key + pos);
+        else if ((pos = 0, sscanf(key, "%15[^.].up_blocks.%d.resnets.%d.%n", part, &i, &j, &pos)) == 3 && pos)
+            snprintf(k, sizeof k, "%s.up.%d.block.%d.%s", part, levels - 1 - i, j, key + pos);
+        else if ((pos = 0, sscanf(key, "%15[^.].up_blocks.%d.upsamplers.0.%n", part, &i, &pos)) == 2 && pos)
+            snprintf(k, sizeof k, "%s.up.%d.upsample.%s", part, levels - 1 - i, key + pos);
+        else if ((pos = 0, sscanf(key, "%15[^.].mid_block.resnets.%d.%n", part, &i, &pos)) == 2 && pos)
+            snprintf(k, sizeof k, "%s.mid.block_%d.%s", part, i + 1, key + pos);
+        else if ((pos = 0, sscanf(key, "%15[^.].mid_block.attentions.0.%n", part, &pos)) == 1 && pos) {
+            static const char *const from[] = {"attn_1.group_norm.", "attn_1.to_q.", "attn_1.to_k.", "attn_1.to_v.",
+                                               "attn_1.to_out.0."};
+            static const char *const to[] = {"attn_1.norm.", "attn_1.q.", "attn_1.k.", "attn_1.v.",
+                                             "attn_1.proj_out."};
+            snprintf(k, sizeof k, "%s.mid.attn_1.%s", part, key + pos);
+            for (int m = 0; m < 5 && !replace_once(k, sizeof k, from[m], to[m]); m++) {}
+        } else if ((pos = 0, sscanf(key, "%15[^.].conv_norm_out.%n", part, &pos)) == 1 && pos)
+            snprintf(k, sizeof k, "%s.norm_out.%s", part, key + pos);
+        replace_once(k, sizeof k, ".conv_shortcut.", ".nin_shortcut.");
+    }
+    snprintf(out, n, "%s%s", prefix, k);
+}
+
+/* LDM stores the attention's q, k, v and proj_out as 1x1 convs (C, C, 1, 1). */
+static int ldm_conv_linear(const char *key, int naming) {
+    if (naming != NAMING_LDM || !strstr(key, "mid_block.attentions.0.to_")) return 0;
+    size_t len = strlen(key);
+    return len > 7 && strcmp(key + len - 7, ".weight") == 0;
+}
+
+typedef struct loadctx {
+    const dap_st *st;
+    const char *prefix;
+    int naming, levels;
+} loadctx;
+
+static const dap_st_tensor *find_key(const loadctx *lc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const dap_st_tensor *find_key(const loadctx *lc, const char *fmt, ...) {
+    char key[160], fk[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(key, sizeof key, fmt, ap);
+    va_end(ap);
+    file_key(fk, sizeof fk, key, lc->naming, lc->levels, lc->prefix);
+    return dap_st_find(lc->st, fk);
+}
+
+static int shape_dim(const dap_st_tensor *t, int k) { return t && t->ndim > k ? (int)t->shape[k] : 0; }
+
+/* The config off the shapes: levels and channels from the encoder's blocks, block counts
+ * from level 0 / up_blocks.0, latent channels from the decoder's conv_in. GroupNorm
+ * groups are in no shape: __metadata__ "norm_num_groups" when present, else 32. */
+static int infer_config(loadctx *lc, const char *path, dap_vae_config *c) {
+    memset(c, 0, sizeof *c);
+    c->scale = DAP_VAE_SCALE;
+    lc->levels = 0;
+    while (lc->levels < DAP_VAE_MAX_LEVELS &&
+           find_key(lc, "encoder.down_blocks.%d.resnets.0.conv1.weight", lc->levels))
+        lc->levels++;
+    c->levels = lc->levels;
+    for (int i = 0; i < c->levels; i++)
+        c->ch[i] = shape_dim(find_key(lc, "encoder.down_blocks.%d.resnets.0.conv1.weight", i), 0);
+    while (c->enc_blocks < 64 && find_key(lc, "encoder.down_blocks.0.resnets.%d.conv1.weight", c->enc_blocks))
+        c->enc_blocks++;
+    while (c->dec_blocks < 64 && find_key(lc, "decoder.up_blocks.0.resnets.%d.conv1.weight", c->dec_blocks))
+        c->dec_blocks++;
+    c->in_channels = shape_dim(find_key(lc, "encoder.conv_in.weight"), 1);
+    c->latent_channels = shape_dim(find_key(lc, "decoder.conv_in.weight"), 1);
+    c->groups = 32;
+    char *g = dap_st_meta_get(lc->st, "norm_num_groups");
+    if (g) {
+        char *end;
+        long v = strtol(g, &end, 10);
+        int bad = end == g || *end || v <= 0 || v > 65536;
+        if (bad) dap_error(DAP_ERR_FORMAT, "%s: __metadata__ norm_num_groups = \"%s\" is not a group count", path, g);
+        free(g);
+        if (bad) return DAP_ERR_FORMAT;
+        c->groups = (int)v;
+    }
+    if (c->levels == 0 || c->enc_blocks == 0 || c->dec_blocks == 0 || c->in_channels <= 0 ||
+        c->latent_channels <= 0) {
+        char k0[256], k1[256];
+        file_key(k0, sizeof k0, "encoder.down_blocks.0.resnets.0.conv1.weight", lc->naming, 1, lc->prefix);
+        file_key(k1, sizeof k1, "decoder.up_blocks.0.resnets.0.conv1.weight", lc->naming, 1, lc->prefix);
+        return dap_error(DAP_ERR_MISSING,
+                         "%s: cannot read the VAE's shape (%s naming): found %d encoder levels (%s), %d decoder "
+                         "blocks (%s), conv_in / decoder.conv_in %s",
+                         path, k_naming_names[lc->naming], c->levels, k0, c->dec_blocks, k1,
+                         c->in_channels > 0 && c->latent_channels > 0 ? "present" : "missing");
+    }
+    int rc = dap_vae_config_check(c);
+    if (rc) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", dap_last_error());
+        return dap_error(rc, "%s: %s (GroupNorm groups: __metadata__ norm_num_groups, default 32)", path, why);
+    }
+    return DAP_OK;
+}
+
+/* "a, b, c, ... (N in all)" of up to MAX_REPORTED names into buf */
+static void list_names(char *buf, size_t n, const char *const *names, int count) {
+    buf[0] = '\0';
+    for (int i = 0; i < count && i < MAX_REPORTED; i++) {
+        size_t len = strlen(buf);
+        snprintf(buf + len, n - len, "%s%s", i ? ", " : "", names[i]);
+    }
+    if (count > MAX_REPORTED) {
+        size_t len = strlen(buf);
+        snprintf(buf + len, n - len, ", ... (%d in all)", count);
+    }
+}
+
+/* Every table tensor present with its shape (LDM's 1x1-conv attention weights allowed)
+ * and a float dtype; no other tensor under the prefix. */
+static int check_tensors(const loadctx *lc, const dap_params *ps, const char *path, char **fkeys) {
+    const char **missing = dap_calloc((size_t)ps->n + 1, sizeof *missing);
+    int nmissing = 0, rc = DAP_OK;
+    char want[128], got[128], names[1024];
+    for (int i = 0; i < ps->n && rc == DAP_OK; i++) {
+        const dap_param *p = &ps->p[i];
+        const dap_st_tensor *t = dap_st_find(lc->st, fkeys[i]);
+        if (!t) {
+            missing[nmissing++] = fkeys[i];
+            continue;
+        }
+        int same = t->ndim == p->ndim;
+        for (int k = 0; same && k < p->ndim; k++) same = t->shape[k] == p->shape[k];
+        if (!same && ldm_conv_linear(p->key, lc->naming))
+            same = t->ndim == 4 && t->shape[0] == p->shape[0] && t->shape[1] == p->shape[1] && t->shape[2] == 1 &&
+                   t->shape[3] == 1;
+        if (!same) {
+            dap_shape_str(want, sizeof want, p->shape, p->ndim);
+            dap_shape_str(got, sizeof got, t->shape, t->ndim);
+            rc = dap_error(DAP_ERR_SHAPE, "%s: VAE tensor '%s': expected shape %s, found %s", path, fkeys[i], want,
+                           got);
+        } else if (t->dtype != DAP_DT_F32 && t->dtype != DAP_DT_F16 && t->dtype != DAP_DT_BF16) {
+            rc = dap_error(DAP_ERR_SHAPE, "%s: VAE tensor '%s': dtype %s is not a float type", path, fkeys[i],
+                           dap_dtype_name(t->dtype));
+        }
+    }
+    if (rc == DAP_OK && nmissing) {
+        list_names(names, sizeof names, missing, nmissing);
+        rc = dap_error(DAP_ERR_MISSING, "%s: the VAE (%s naming) lacks %d tensor%s: %s", path,
+                       k_naming_names[lc->naming], nmissing, nmissing > 1 ? "s" : "", names);
+    }
+    free(missing);
+    if (rc) return rc;
+    const char **unknown = dap_calloc((size_t)lc->st->n + 1, sizeof *unknown);
+    int nunknown = 0;
+    size_t plen = strlen(lc->prefix);
+    for (int i = 0; i < lc->st->n; i++) {
+        const char *name = lc->st->t[i].name;
+        if (strncmp(name, lc->prefix, plen) != 0) continue; /* the rest of a whole SD checkpoint */
+        int known = 0;
+        for (int k = 0; k < ps->n && !known; k++) known = strcmp(name, fkeys[k]) == 0;
+        if (!known) unknown[nunknown++] = name;
+    }
+    if (nunknown) {
+        list_names(names, sizeof names, unknown, nunknown);
+        rc = dap_error(DAP_ERR_FORMAT, "%s: %d tensor%s that a VAE (%s naming) does not have: %s", path, nunknown,
+                       nunknown > 1 ? "s" : "", k_naming_names[lc->naming], names);
+    }
+    free(unknown);
+    return rc;
+}
+
+static int is_dit(const dap_st *st) {
+    return dap_st_find(st, "x_embedder.proj.weight") || dap_st_find(st, "blocks.0.attn.qkv.weight") ||
+           dap_st_find(st, "final_layer.linear.weight");
+}
+
+int dap_vae_load(dap_vae **out, const char *path) {
+    *out = NULL;
+    dap_st *st;
+    DAP_TRY(dap_st_open(&st, path));
+    loadctx lc = {.st = st, .prefix = "", .naming = NAMING_DIFFUSERS};
+    if (dap_st_find(st, "first_stage_model.encoder.conv_in.weight")) lc.prefix = "first_stage_model.";
+    else if (!dap_st_find(st, "encoder.conv_in.weight")) {
+        int dit = is_dit(st);
+        dap_st_close(st);
+        if (dit) return dap_error(DAP_ERR_FORMAT, "%s is a DiT checkpoint, not a VAE", path);
+        return dap_error(DAP_ERR_MISSING,
+                         "%s is not a VAE: it has no tensor 'encoder.conv_in.weight' (nor "
+                         "'first_stage_model.encoder.conv_in.weight')",
+                         path);
+    }
+    char k[200];
+    snprintf(k, sizeof k, "%sencoder.down.0.block.0.norm1.weight", lc.prefix);
+    if (dap_st_find(st, k)) lc.naming = NAMING_LDM;
+    snprintf(k, sizeof k, "%sencoder.mid_block.attentions.0.query.weight", lc.prefix);
+    if (lc.naming != NAMING_LDM && dap_st_find(st, k)) lc.naming = NAMING_OLD_ATTENTION;
+    dap_vae_config cfg;
+    int rc = infer_config(&lc, path, &cfg);
+    dap_params ps;
+    dap_params_init(&ps);
+    char **fkeys = NULL;
+    int nkeys = 0;
+    if (rc == DAP_OK) {
+        dap_vae_params_table(&ps, &cfg);
+        nkeys = ps.n;
+        fkeys = dap_calloc((size_t)nkeys, sizeof *fkeys);
+        for (int i = 0; i < nkeys; i++) {
+            fkeys[i] = dap_malloc(256);
+            file_key(fkeys[i], 256, ps.p[i].key, lc.naming, cfg.levels, lc.prefix);
+        }
+        rc = check_tensors(&lc, &ps, path, fkeys);
+    }
+    dap_vae *v = NULL;
+    if (rc == DAP_OK) {
+        v = dap_calloc(1, sizeof *v);
+        v->cfg = cfg;
+        v->naming = lc.naming;
+        v->params = ps;
+        dap_params_init(&ps);
+        dap_params_alloc(&v->params, 0);
+        for (int i = 0; i < v->params.n && rc == DAP_OK; i++) {
+            const dap_param *p = &v->params.p[i];
+            float *dst = v->params.data + p->offset;
+            rc = dap_st_read_f32(st, fkeys[i], dst, NULL, 0);
+            for (size_t j = 0; j < p->numel && rc == DAP_OK; j++)
+                if (!isfinite(dst[j]))
+                    rc = dap_error(DAP_ERR_VALUE, "%s: VAE tensor '%s': non-finite value %g at element %zu", path,
+                                   fkeys[i], (double)dst[j], j);
+        }
+    }
+    for (int i = 0; i < nkeys; i++) free(fkeys[i]);
+    free(fkeys);
+    dap_params_free(&ps);
+    dap_st_close(st);
+    if (rc) {
+        dap_vae_destroy(v);
+        return rc;
+    }
+    *out = v;
+    return DAP_OK;
+}
+
+/* Reads the header alone: a VAE has encoder.conv_in.weight and decoder.conv_in.weight
+ * (bare or under first_stage_model.) among its tensor names. */
+int dap_vae_file_is_vae(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -dap_error(DAP_ERR_IO, "%s: cannot open", path);
+    uint8_t len8[8];
+    uint64_t hlen = 0;
+    int ok = fread(len8, 1, 8, f) == 8;
+    for (int i = 7; ok && i >= 0; i--) hlen = hlen << 8 | len8[i];
+    long size = -1;
+    if (ok && fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    if (!ok || size < 8 || hlen > (uint64_t)size - 8 || hlen > ((uint64_t)1 << 30)) {
+        fclose(f);
+        return -dap_error(DAP_ERR_FORMAT, "%s: not a safetensors file (bad header length)", path);
+    }
+    char *h = dap_malloc((size_t)hlen + 1);
+    ok = fseek(f, 8, SEEK_SET) == 0 && fread(h, 1, (size_t)hlen, f) == (size_t)hlen;
+    fclose(f);
+    h[ok ? hlen : 0] = '\0';
+    int yes = ok && (strstr(h, "\"encoder.conv_in.weight\"") || strstr(h, "\"first_stage_model.encoder.conv_in.weight\"")) &&
+              (strstr(h, "\"decoder.conv_in.weight\"") || strstr(h, "\"first_stage_model.decoder.conv_in.weight\""));
+    free(h);
+    if (!ok) return -dap_error(DAP_ERR_IO, "%s: cannot read its header", path);
+    return yes;
+}
