@@ -326,14 +326,14 @@ static int write_grid(const char *out, const dap_dataset *real, int ipc, const i
 }
 
 int cmd_distill(int argc, char **argv) {
-    const char *data = "fmnist", *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear", *sur_path = NULL,
+    const char *data = NULL, *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear", *sur_path = NULL,
                *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL,
                *strength_s = NULL, *device = NULL, *precision = NULL, *vae_path = NULL, *cache_s = NULL;
     int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0, image_size = 0;
     dap_distill_opts o;
     dap_distill_opts_default(&o);
     flag flags[] = {
-        {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file, an image folder, or imagenette:DIR, imagewoof:DIR, imageidc:DIR, imagenet:DIR (wnid folders in DIR/train)"},
+        {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file, an image folder, or imagenette:DIR, imagewoof:DIR, imageidc:DIR, imagenet:DIR (wnid folders in DIR/train) (default: the data --model records, else fmnist for a Fashion-MNIST-shaped model or without --model)"},
         {"model", FLAG_STR, &model_path, "diffusion model (safetensors from dap train, or a converted DiT)"},
         {"vae", FLAG_STR, &vae_path, "the VAE of a latent model (SD's sd-vae-ft-mse / -ema safetensors): sampling and guidance run on latents, the images are decoded"},
         {"image-size", FLAG_INT, &image_size, "image resolution (0: the model's; with --vae its latent size x 8, e.g. 256 for DiT-XL/2-256)", 0, 8192},
@@ -447,6 +447,34 @@ int cmd_distill(int argc, char **argv) {
     snprintf(cache_dir, sizeof cache_dir, "%s/.latent-cache", out);
     latent_run lat = {0}, *lr = vae_path ? &lat : NULL;
     dap_dataset full, real, val;
+    /* the model's geometry and training data, before the data is read: a pixel model's
+     * data is converted to its size and channels (said below when that changes it) */
+    dap_dit_config pre = {0};
+    char data_buf[4096];
+    int pixel_model = 0;
+    if (model_path) {
+        char *recorded = NULL;
+        if ((rc = dap_dit_config_from_file(model_path, &pre)) ||
+            (rc = dap_dit_train_data_from_file(model_path, &recorded)))
+            return cli_fail("distill", rc);
+        pixel_model = pre.in_channels == 1 || pre.in_channels == 3;
+        if (!data && recorded) {
+            snprintf(data_buf, sizeof data_buf, "%s", recorded);
+            data = data_buf;
+            dap_log(DAP_LOG_INFO, "dap distill: --data %s (the data %s was trained on)\n", data, model_path);
+        }
+        free(recorded);
+        if (!data && !dap_class_names_guess(pre.num_classes, pre.in_channels, pre.input_size))
+            return cli_failf("distill", "--data is required: %s does not record the data it was trained on (models "
+                                        "from dap train do) and is not shaped as a Fashion-MNIST model", model_path);
+    }
+    if (!data && vae_path)
+        return cli_failf("distill", "--data is required with --vae (e.g. imagenette:DIR): a latent model's data is not recorded");
+    if (!data) {
+        data = "fmnist";
+        dap_log(DAP_LOG_INFO, "dap distill: --data fmnist (the default%s)\n",
+                model_path ? ", for a Fashion-MNIST-shaped model without a record of its data" : "");
+    }
     if (vae_path) { /* real images stay files until a class needs them: real holds the names */
         if (o.method == DAP_METHOD_DM)
             return cli_failf("distill", "--method dm optimises pixels against random ConvNets and uses no prior: run it without --vae");
@@ -455,14 +483,20 @@ int cmd_distill(int argc, char **argv) {
         rc = latent_open(lr, data, o.method == DAP_METHOD_RANDOM ? NULL : vae_path, cache_s ? cache_s : cache_dir,
                          image_size, holdout, split_seed, &real);
         if (rc) return cli_fail("distill", rc);
-    } else if ((rc = dap_dataset_load(&full, data, "train", image_size, 0))) {
+    } else if ((rc = dap_dataset_load(&full, data, "train", pixel_model ? pre.input_size : image_size,
+                                      pixel_model ? pre.in_channels : 0))) {
         return cli_fail("distill", rc);
-    } else if (holdout > 0) {
-        dap_dataset_split(&full, holdout, (unsigned long long)split_seed, &real, &val);
-        dap_dataset_free(&val);
-        dap_dataset_free(&full);
     } else {
-        real = full;
+        char note[256];
+        if (dap_dataset_prep_note(&full, note, sizeof note))
+            dap_log(DAP_LOG_INFO, "dap distill: data %s: %s (the model's input)\n", data, note);
+        if (holdout > 0) {
+            dap_dataset_split(&full, holdout, (unsigned long long)split_seed, &real, &val);
+            dap_dataset_free(&val);
+            dap_dataset_free(&full);
+        } else {
+            real = full;
+        }
     }
     const int K = real.num_classes;
     int *todo = dap_calloc((size_t)K, sizeof(int)), ntodo = 0;

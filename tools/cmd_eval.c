@@ -214,12 +214,16 @@ static void drop_state(const eval_ctx *c, int run) {
 
 int cmd_eval(int argc, char **argv) {
     const char *data = "fmnist", *train_spec = NULL, *arch = "convnet3", *aug_s = NULL;
-    const char *protocol = "hard", *teacher_path = NULL, *json = NULL, *device = NULL;
+    const char *protocol = "hard", *teacher_path = NULL, *json = NULL, *device = NULL, *test_spec = NULL;
+    int image_size = 0, channels = 0;
     int runs = 3, epochs = 0, seed = 0, val = 0, split_seed = 0, batch = 0, threads = 0, quiet = 0, ipc_hint = 0;
     int jobs = 1, resume = 0;
     double lr = 0, cutmix = -1, state_every = 60;
     flag flags[] = {
-        {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file or an image folder"},
+        {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file, or an image folder ROOT with ROOT/train/<class>/ and ROOT/test/<class>/ (or val/)"},
+        {"test", FLAG_STR, &test_spec, "the test set, when --data has none (an image folder or IDX file; never the training images)"},
+        {"image-size", FLAG_INT, &image_size, "evaluate at this size: the real images are resized and centre-cropped (0: the data's)", 0, 4096},
+        {"channels", FLAG_INT, &channels, "evaluate with 1 or 3 channels (0: the data's)", 0, 3},
         {"train", FLAG_STR, &train_spec, "what to train on: DIR (an image folder), full, or random:IPC"},
         {"arch", FLAG_STR, &arch, "convnet3 (convnetD), resnetap10, resnet18 [+ -bn/-in/-nn]"},
         {"runs", FLAG_INT, &runs, "training runs (fresh weights each)", 1, MAX_RUNS},
@@ -244,7 +248,7 @@ int cmd_eval(int argc, char **argv) {
     };
     const char *pos[1];
     int npos;
-    int r = flags_parse("eval", "--train DIR|full|random:IPC [--data fmnist] [--arch A] [--runs N] ...",
+    int r = flags_parse("eval", "--train DIR|full|random:IPC [--data fmnist|ROOT] [--test DIR] [--arch A] [--runs N] ...",
                         "Trains fresh networks on a training set and reports the real test (or --val) accuracy, mean +- std over the runs.",
                         flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
     if (r) return r == 1 ? 0 : 2;
@@ -258,6 +262,11 @@ int cmd_eval(int argc, char **argv) {
     if (val < 0) return cli_failf("eval", "--val must be >= 0, got %d", val);
     if (batch < 0) return cli_failf("eval", "--batch must be >= 0, got %d", batch);
     if (jobs < 1) return cli_failf("eval", "--jobs must be >= 1, got %d", jobs);
+    if (image_size < 0 || image_size > 4096)
+        return cli_failf("eval", "--image-size must be 1..4096 (0: the data's), got %d", image_size);
+    if (channels != 0 && channels != 1 && channels != 3)
+        return cli_failf("eval", "--channels must be 1 or 3 (0: the data's), got %d", channels);
+    if (test_spec && val > 0) return cli_failf("eval", "--test and --val both pick what is scored: give one of them");
     if (resume && !json) return cli_failf("eval", "--resume needs --json FILE (the run journal is FILE.runs)");
     if (json && cli_check_writable("json", json)) return cli_fail("eval", DAP_ERR_IO); /* and its journal, beside it */
     int soft = !strcmp(protocol, "soft"), inet = !strcmp(protocol, "imagenet");
@@ -283,8 +292,31 @@ int cmd_eval(int argc, char **argv) {
 
     dap_dataset real, test, real_train, val_set, folder;
     memset(&folder, 0, sizeof folder);
-    rc = dap_dataset_load(&real, data, "train", 0, 0);
+    rc = dap_dataset_load(&real, data, "train", image_size, channels);
     if (rc) return cli_fail("eval", rc);
+    char note[256];
+    if (dap_dataset_prep_note(&real, note, sizeof note)) fprintf(stderr, "eval: data %s: %s\n", data, note);
+    /* which files are the test set, and a refusal when they are the training images */
+    char *train_path = dap_dataset_split_path(data, "train"), *test_path = NULL;
+    if (val == 0) {
+        test_path = test_spec ? dap_dataset_split_path(test_spec, dap_dataset_has_splits(test_spec) ? "test" : "train")
+                              : dap_dataset_split_path(data, "test");
+        const char *same = NULL;
+        if (train_path && test_path && !strcmp(train_path, test_path)) same = "--data's training split";
+        else if (test_path && strcmp(train_spec, "full") && !random_ipc) {
+            char *set_path = dap_dataset_split_path(train_spec, "train");
+            if (set_path && !strcmp(set_path, test_path)) same = "--train";
+            free(set_path);
+        }
+        if (same) {
+            rc = cli_failf("eval", "the test set %s is %s: a network would be tested on its own training images; give "
+                                   "a held-out test set (--test DIR, or --data ROOT with ROOT/train/ and ROOT/test/) or "
+                                   "score on a validation split (--val N)", test_path, same);
+            free(train_path), free(test_path);
+            dap_dataset_free(&real);
+            return rc;
+        }
+    }
     const dap_dataset *eval_set, *base = &real;
     if (val > 0) {
         for (int k = 0; k < real.num_classes; k++)
@@ -296,18 +328,42 @@ int cmd_eval(int argc, char **argv) {
         dap_dataset_split(&real, val, (unsigned long long)split_seed, &real_train, &val_set);
         base = &real_train, eval_set = &val_set;
     } else {
-        rc = dap_dataset_load(&test, data, "test", real.h, real.c);
+        rc = dap_dataset_load_test(&test, data, test_spec, real.h, real.c);
+        if (!rc && dap_dataset_hash(&test) == dap_dataset_hash(&real))
+            rc = dap_error(DAP_ERR_ARG, "the test set %s holds the same images as the training split of %s: give a "
+                                        "held-out test set (--test DIR) or use --val N", test_spec ? test_spec : data, data);
+        if (!rc && test_spec) rc = dap_dataset_match_classes(&test, &real); /* by name, onto the data's labels */
+        if (!rc && dap_dataset_prep_note(&test, note, sizeof note))
+            fprintf(stderr, "eval: test set %s: %s\n", test_spec ? test_spec : data, note);
         if (rc) {
+            free(train_path), free(test_path);
             dap_dataset_free(&real);
             return cli_fail("eval", rc);
         }
         eval_set = &test;
     }
+    free(train_path);
     int from_folder = strcmp(train_spec, "full") != 0 && !random_ipc;
     if (from_folder) {
-        rc = dap_dataset_load(&folder, train_spec, "train", real.h, real.c);
+        /* the set as it is: one whose size, channels or classes differ from the evaluation
+         * data's is refused, not resized into something else */
+        rc = dap_dataset_load(&folder, train_spec, "train", 0, 0);
+        if (!rc && (folder.c != real.c || folder.h != real.h || folder.w != real.w))
+            rc = dap_error(DAP_ERR_SHAPE,
+                           "--train %s has %dx%dx%d images (C x H x W), the evaluation data %s has %dx%dx%d: evaluate "
+                           "it on data of its own size (--data, --test), or give --image-size / --channels to convert "
+                           "the real images",
+                           train_spec, folder.c, folder.h, folder.w, data, real.c, real.h, real.w);
         if (!rc) rc = dap_dataset_match_classes(&folder, &real);
-        if (rc) return cli_fail("eval", rc);
+        for (int k = 0; !rc && k < real.num_classes; k++)
+            if (folder.class_count[k] == 0)
+                rc = dap_error(DAP_ERR_VALUE, "--train %s has no images of class '%s' of %s (%d classes): a network "
+                                              "trained on it could not learn that class",
+                               train_spec, real.class_names[k], data, real.num_classes);
+        if (rc) {
+            free(test_path);
+            return cli_fail("eval", rc);
+        }
     }
     dap_classifier teacher;
     if (soft) {
@@ -329,6 +385,10 @@ int cmd_eval(int argc, char **argv) {
     if (dap_device() != DAP_DEVICE_CPU) { /* another device rounds differently: its own journal */
         size_t len = strlen(params);
         snprintf(params + len, sizeof params - len, " device=%s", dap_device_name());
+    }
+    if (test_spec) { /* before set=, which an older journal may lack */
+        size_t len = strlen(params);
+        snprintf(params + len, sizeof params - len, " test=%016llx", dap_dataset_hash(&test));
     }
     if (from_folder) {
         size_t len = strlen(params);
@@ -403,6 +463,19 @@ int cmd_eval(int argc, char **argv) {
     dap_json_str(&j, "eval_on", val > 0 ? "val" : "test");
     dap_json_int(&j, "val_per_class", val);
     dap_json_int(&j, "eval_images", eval_set->n);
+    { /* which images were scored */
+        char hex[17];
+        dap_json_begin_object(&j, val > 0 ? "val_set" : "test_set");
+        char where[4200];
+        snprintf(where, sizeof where, "%s%s", val > 0 || test_path ? "" : data,
+                 val > 0 ? data : test_path ? test_path : " (test split)");
+        dap_json_str(&j, "path", where);
+        if (val > 0) dap_json_int(&j, "split_seed", split_seed);
+        dap_json_int(&j, "images", eval_set->n);
+        snprintf(hex, sizeof hex, "%016llx", dap_dataset_hash(eval_set));
+        dap_json_str(&j, "hash", hex);
+        dap_json_end_object(&j);
+    }
     dap_json_int(&j, "jobs", jobs);
     dap_json_int(&j, "threads", jobs > 1 ? 1 : dap_get_threads());
     dap_json_int(&j, "conv_winograd", dap_conv2d_winograd_mode());
@@ -436,6 +509,7 @@ int cmd_eval(int argc, char **argv) {
         }
     }
     free(res);
+    free(test_path);
     if (rc == DAP_OK) {
         double mean = 0, var = 0;
         for (int i = 0; i < runs; i++) mean += acc[i] / runs;

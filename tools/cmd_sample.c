@@ -80,7 +80,7 @@ int cmd_sample(int argc, char **argv) {
         {"seed", FLAG_INT, &seed, "noise seed", 0, FLAG_INT_MAX},
         {"out", FLAG_STR, &out, "output folder"},
         {"batch", FLAG_INT, &batch, "images per forward pass", 1, 100000},
-        {"names", FLAG_STR, &names_arg, "comma list of class names (default: Fashion-MNIST's for 10-class 28x28x1 models, the ImageNet wnids for 1000-class ones, else class<k>)"},
+        {"names", FLAG_STR, &names_arg, "comma list of class names (default: the checkpoint's; without them Fashion-MNIST's for 10-class 28x28x1 models, the ImageNet wnids for 1000-class ones, else class<k>)"},
         {"grid-cols", FLAG_INT, &grid_cols, "at most this many images per class in grid.png", 1, 1000},
         CLI_THREADS_FLAG(&threads),
         {"device", FLAG_STR, &device, "cpu or cuda: where the DiT runs (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
@@ -150,10 +150,10 @@ int cmd_sample(int argc, char **argv) {
             rc = dap_error(DAP_ERR_ARG, "--names: expected %d names, found %d", K, k);
             goto done;
         }
+    } else if (m->class_names) { /* the checkpoint's */
+        for (int k = 0; k < K; k++) names[k] = m->class_names[k];
     } else if (K == 10 && C == 1 && H == 28) {
         for (int k = 0; k < K; k++) names[k] = (char *)dap_fmnist_classes[k];
-    } else if (m->class_names) { /* the checkpoint's own names */
-        for (int k = 0; k < K; k++) names[k] = m->class_names[k];
     } else if (K == DAP_IMAGENET_CLASSES) { /* an ImageNet-1K model: its labels are the wnids */
         for (int k = 0; k < K; k++) names[k] = (char *)dap_imagenet_wnid(k);
     }

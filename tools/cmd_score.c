@@ -23,9 +23,11 @@
 
 int cmd_score(int argc, char **argv) {
     const char *data = "fmnist", *set_dir = NULL, *clf_path = "models/fmnist-convnet3.safetensors", *json = NULL;
+    const char *test_spec = NULL;
     int k_nn = 50, real_per_class = 1000, seed = 0, threads = 0;
     flag flags[] = {
-        {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX image file or an image folder"},
+        {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX image file or an image folder (ROOT/train/ + ROOT/test/, or one set)"},
+        {"test", FLAG_STR, &test_spec, "the test set of the Frechet distance, when --data has none (without one it is not computed)"},
         {"set", FLAG_STR, &set_dir, "the image folder to score (one subfolder per class)"},
         {"classifier", FLAG_STR, &clf_path, "feature extractor: a classifier trained on the real data (dap teacher)"},
         {"k", FLAG_INT, &k_nn, "nearest real neighbours for representativeness", 1, 10000},
@@ -57,21 +59,34 @@ int cmd_score(int argc, char **argv) {
         dap_classifier_free(&clf);
         return cli_fail("score", rc);
     }
-    if ((rc = dap_dataset_load(&test, data, "test", real.h, real.c)) ||
-        (rc = dap_dataset_load(&set, set_dir, "train", real.h, real.c)) ||
-        (rc = dap_dataset_match_classes(&set, &real)))
+    char note[256];
+    if (dap_dataset_prep_note(&real, note, sizeof note)) dap_log(DAP_LOG_INFO, "dap score: data %s: %s\n", data, note);
+    rc = dap_dataset_load_test(&test, data, test_spec, real.h, real.c);
+    if (rc == DAP_ERR_ARG && !test_spec) { /* one set and no --test: no Frechet distance to a test set */
+        dap_log(DAP_LOG_INFO, "dap score: %s has no test split and no --test was given: no Frechet distance\n", data);
+        memset(&test, 0, sizeof test);
+        rc = DAP_OK;
+    }
+    if (rc) goto done;
+    /* the set as it is: one of another size or channel count than the data is refused */
+    if ((rc = dap_dataset_load(&set, set_dir, "train", 0, 0))) goto done;
+    if (set.c != real.c || set.h != real.h || set.w != real.w) {
+        rc = dap_error(DAP_ERR_SHAPE, "--set %s has %dx%dx%d images (C x H x W), the data %s has %dx%dx%d", set_dir,
+                       set.c, set.h, set.w, data, real.c, real.h, real.w);
         goto done;
+    }
+    if ((rc = dap_dataset_match_classes(&set, &real))) goto done;
     {
         const int K = real.num_classes, D = dap_classifier_feature_dim(&clf);
         const size_t per = (size_t)real.c * real.h * real.w;
-        float *fs = dap_alloc_f32((size_t)set.n * D), *ft = dap_alloc_f32((size_t)test.n * D);
+        float *fs = dap_alloc_f32((size_t)set.n * D), *ft = dap_alloc_f32((size_t)(test.n ? test.n : 1) * D);
         float *logits = dap_alloc_f32((size_t)set.n * K);
         dap_log(DAP_LOG_INFO, "dap score: features of %d set, %d test images\n", set.n, test.n);
         dap_classifier_features(&clf, set.x, set.n, fs);
         dap_classifier_logits(&clf, set.x, set.n, logits);
-        dap_classifier_features(&clf, test.x, test.n, ft);
+        if (test.n) dap_classifier_features(&clf, test.x, test.n, ft);
         double fd = NAN;
-        if (set.n >= 2) rc = dap_frechet_distance(fs, set.n, ft, test.n, D, &fd);
+        if (set.n >= 2 && test.n >= 2) rc = dap_frechet_distance(fs, set.n, ft, test.n, D, &fd);
         dap_json j;
         dap_json_init(&j);
         dap_json_begin_object(&j, NULL);
@@ -144,7 +159,7 @@ int cmd_score(int argc, char **argv) {
             dap_json_num(&j, "energy", en_sum / scored);
             dap_json_num(&j, "diversity_mean", dm_sum / scored);
             if (isfinite(dmin)) dap_json_num(&j, "diversity_min", dmin);
-            dap_json_num(&j, "frechet_distance_test", fd);
+            if (isfinite(fd)) dap_json_num(&j, "frechet_distance_test", fd);
             dap_json_end_object(&j);
         }
         dap_json_end_object(&j);

@@ -3,6 +3,7 @@
  * hard-label recipe) and saves it as a safetensors checkpoint: the teacher of the
  * soft-label protocol and the fixed feature extractor of the set scores.
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,13 +13,15 @@
 #include "data/dataset.h"
 #include "eval/classifier.h"
 #include "eval/fit.h"
+#include "eval/subset.h"
 
 int cmd_teacher(int argc, char **argv) {
-    const char *data = "fmnist", *arch = "resnet18", *out = NULL, *aug_s = "none", *device = NULL;
+    const char *data = "fmnist", *arch = "resnet18", *out = NULL, *aug_s = "none", *device = NULL, *test_spec = NULL;
     int epochs = 30, seed = 0, batch = 256, threads = 0, quiet = 0, val = 0;
     double lr = 0.01;
     flag flags[] = {
-        {"data", FLAG_STR, &data, "fmnist, fmnist:DIR, an IDX file or an image folder"},
+        {"data", FLAG_STR, &data, "fmnist, fmnist:DIR, an IDX file or an image folder (ROOT/train/ + ROOT/test/, or one set)"},
+        {"test", FLAG_STR, &test_spec, "the test set, when --data has none (without one, no test accuracy is reported)"},
         {"arch", FLAG_STR, &arch, "resnet18, convnet3, resnetap10 [+ -bn/-in/-nn]"},
         {"epochs", FLAG_INT, &epochs, "epochs (lr x0.1 at half)", 1, 1000000},
         {"aug", FLAG_STR, &aug_s, "none or dsa"},
@@ -53,7 +56,16 @@ int cmd_teacher(int argc, char **argv) {
     dap_dataset real, test, tr, held;
     rc = dap_dataset_load(&real, data, "train", 0, 0);
     if (rc) return cli_fail("teacher", rc);
-    rc = dap_dataset_load(&test, data, "test", real.h, real.c);
+    char note[256];
+    if (dap_dataset_prep_note(&real, note, sizeof note)) fprintf(stderr, "teacher: data %s: %s\n", data, note);
+    rc = dap_dataset_load_test(&test, data, test_spec, real.h, real.c);
+    const int have_test = rc == DAP_OK;
+    if (rc == DAP_ERR_ARG && !test_spec) { /* one set and no --test: nothing to test on */
+        fprintf(stderr, "teacher: %s has no test split and no --test was given: no test accuracy\n", data);
+        memset(&test, 0, sizeof test);
+        rc = DAP_OK;
+    }
+    if (rc == DAP_OK && have_test && test_spec) rc = dap_dataset_match_classes(&test, &real);
     if (rc) return cli_fail("teacher", rc);
     const dap_dataset *train = &real;
     if (val > 0) {
@@ -72,17 +84,18 @@ int cmd_teacher(int argc, char **argv) {
     dap_fit_result res;
     rc = dap_classifier_train(&m, train, &cfg, &res);
     if (rc == DAP_OK) {
-        double acc = dap_classifier_accuracy(&m, &test);
+        double acc = have_test ? dap_classifier_accuracy(&m, &test) : NAN;
         char acc_s[32], ep_s[16], val_s[32] = "";
         snprintf(acc_s, sizeof acc_s, "%.2f", acc);
         snprintf(ep_s, sizeof ep_s, "%d", epochs);
         if (val > 0) snprintf(val_s, sizeof val_s, "%.2f", dap_classifier_accuracy(&m, &held));
-        const char *meta[] = {"dap.data", data, "dap.test_accuracy", acc_s, "dap.epochs", ep_s,
-                              val > 0 ? "dap.val_accuracy" : NULL, val_s, NULL};
+        const char *meta[] = {"dap.data", data, "dap.epochs", ep_s, have_test ? "dap.test_accuracy" : "dap.test",
+                              have_test ? acc_s : "none", val > 0 ? "dap.val_accuracy" : NULL, val_s, NULL};
         rc = dap_classifier_save(&m, out, meta);
         if (rc == DAP_OK)
-            printf("%s: %s trained %d epochs on %d images: test accuracy %.2f%%%s%s, %.0f s\n", out, m.net.arch,
-                   epochs, train->n, acc, val > 0 ? ", val " : "", val_s, res.seconds);
+            printf("%s: %s trained %d epochs on %d images: test accuracy %s%s%s%s, %.0f s\n", out, m.net.arch,
+                   epochs, train->n, have_test ? acc_s : "none (no test set)", have_test ? "%" : "",
+                   val > 0 ? ", val " : "", val_s, res.seconds);
     }
     dap_classifier_free(&m);
     if (val > 0) dap_dataset_free(&tr), dap_dataset_free(&held);

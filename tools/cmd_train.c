@@ -6,6 +6,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -35,11 +36,14 @@ static int same_config(const dap_dit_config *a, const dap_dit_config *b) {
 int cmd_train(int argc, char **argv) {
     const char *data = "fmnist", *config = NULL, *out = NULL, *init = NULL, *lr_decay = "none";
     int decay_start = 0, resume = 0, steps = 10000, batch = 32, ckpt_every = 1000, val_every = 1000, log_every = 50;
-    int val_per_class = 100, seed = 0, split_seed = 0, threads = 0, ema_warmup = 1;
-    double lr = 1e-4, ema = 0.9999, wd = 0.0, clip = 1.0, dropout = 0.1;
+    int val_per_class = -1, val_cap = 100, seed = 0, split_seed = 0, threads = 0, ema_warmup = 1;
+    int image_size = 0, channels = 0;
+    double lr = 1e-4, ema = 0.9999, wd = 0.0, clip = 1.0, dropout = 0.1, val_frac = 0.1;
     flag flags[] = {
-        {"data", FLAG_STR, &data, "fmnist, fmnist:DIR, an IDX image file or an image folder"},
-        {"config", FLAG_STR, &config, "model config (fm-tiny, fm-p4-h256-d8, ..., DiT-S/2; default fm-p4-h256-d8, or the checkpoint's with --resume)"},
+        {"data", FLAG_STR, &data, "fmnist, fmnist:DIR, an IDX image file or an image folder (ROOT/train/<class>/ or ROOT/<class>/)"},
+        {"config", FLAG_STR, &config, "model: px-T|S|B|L[/P] (geometry from the data; see below), fm-*, DiT-*; default px-B, or the checkpoint's with --resume"},
+        {"image-size", FLAG_INT, &image_size, "train at this size (images resized, centre-cropped; 0: the data's)", 0, 4096},
+        {"channels", FLAG_INT, &channels, "train with 1 (gray) or 3 (RGB) channels (0: the data's)", 0, 3},
         {"out", FLAG_STR, &out, "checkpoint FILE (EMA weights; FILE.state holds the training state)"},
         {"resume", FLAG_BOOL, &resume, "continue from FILE.state if it exists"},
         {"init", FLAG_STR, &init, "start from these weights (a dap checkpoint of the same config; fresh optimizer)"},
@@ -55,7 +59,9 @@ int cmd_train(int argc, char **argv) {
         {"class-dropout", FLAG_FLOAT, &dropout, "probability of the null label (for guidance)", 0, 1},
         {"ckpt-every", FLAG_INT, &ckpt_every, "checkpoint every N steps (and at the end)", 1, FLAG_INT_MAX},
         {"val-every", FLAG_INT, &val_every, "validation loss every N steps (0: only at the end)", 0, FLAG_INT_MAX},
-        {"val-per-class", FLAG_INT, &val_per_class, "images per class held out for validation (0: none)", 0, 1000000},
+        {"val-per-class", FLAG_INT, &val_per_class, "images per class held out for validation (0: none; -1: --val-frac of each class, at most --val-cap)", -1, 1000000},
+        {"val-frac", FLAG_FLOAT, &val_frac, "share of each class held out for validation (with --val-per-class -1)", 0, 0.99},
+        {"val-cap", FLAG_INT, &val_cap, "at most this many per class (with --val-per-class -1)", 0, 1000000},
         {"split-seed", FLAG_INT, &split_seed, "seed of the train/validation split", 0, FLAG_INT_MAX},
         {"log-every", FLAG_INT, &log_every, "progress line every N steps", 1, FLAG_INT_MAX},
         {"seed", FLAG_INT, &seed, "seed of initialisation, data order, timesteps and noise", 0, FLAG_INT_MAX},
@@ -64,15 +70,26 @@ int cmd_train(int argc, char **argv) {
     const int nflags = (int)(sizeof flags / sizeof flags[0]);
     const char *pos[1];
     int npos;
-    int rc = flags_parse("train", "--out FILE [flags]", "Trains a class-conditional DiT (eps-prediction).",
+    char about[2048];
+    snprintf(about, sizeof about,
+             "Trains a class-conditional DiT (eps-prediction). The image size, channels and classes\n"
+             "come from --data (or --image-size / --channels); the checkpoint records them, the class\n"
+             "names and the data. Model configs (--config):\n");
+    dap_dit_configs_help(about + strlen(about), sizeof about - strlen(about));
+    int rc = flags_parse("train", "--data DIR --out FILE [--config px-S] [flags]", about,
                          flags, nflags, argc, argv, pos, 0, &npos);
     if (rc) return rc == 1 ? 0 : rc;
     if (!out) return cli_failf("train", "--out FILE is required");
     if (cli_check_writable("out", out)) return cli_fail("train", DAP_ERR_IO);
-    if (steps < 0 || batch < 1 || ckpt_every < 1 || val_every < 0 || log_every < 1 || val_per_class < 0 || seed < 0 ||
-        split_seed < 0)
-        return cli_failf("train", "--steps, --seed, --split-seed, --val-every, --val-per-class must be >= 0 and "
-                                  "--batch, --ckpt-every, --log-every >= 1");
+    if (steps < 0 || batch < 1 || ckpt_every < 1 || val_every < 0 || log_every < 1 || val_per_class < -1 || seed < 0 ||
+        split_seed < 0 || val_cap < 0)
+        return cli_failf("train", "--steps, --seed, --split-seed, --val-every, --val-cap must be >= 0, --val-per-class "
+                                  ">= -1 and --batch, --ckpt-every, --log-every >= 1");
+    if (!(val_frac >= 0 && val_frac < 1)) return cli_failf("train", "--val-frac: expected 0 <= F < 1, found %g", val_frac);
+    if (image_size < 0 || image_size > 4096)
+        return cli_failf("train", "--image-size: expected 1..4096 (0: the data's), found %d", image_size);
+    if (channels != 0 && channels != 1 && channels != 3)
+        return cli_failf("train", "--channels: expected 1 or 3 (0: the data's), found %d", channels);
     int schedule = DAP_DIT_LR_CONSTANT;
     if (!strcmp(lr_decay, "linear")) schedule = DAP_DIT_LR_LINEAR;
     else if (!strcmp(lr_decay, "cosine")) schedule = DAP_DIT_LR_COSINE;
@@ -92,24 +109,73 @@ int cmd_train(int argc, char **argv) {
         if (config) {
             dap_dit_config given;
             if ((rc = dap_dit_config_by_name(config, &given))) return cli_fail("train", rc);
-            if (!same_config(&given, &mc))
+            if (dap_dit_config_fit(&given, mc.input_size, mc.in_channels, mc.num_classes) || !same_config(&given, &mc))
                 return cli_failf("train", "--config %s differs from the model config of %s", config, out);
         }
-    } else if ((rc = dap_dit_config_by_name(config ? config : "fm-p4-h256-d8", &mc))) {
+    } else if ((rc = dap_dit_config_by_name(config ? config : "px-B", &mc))) {
         return cli_fail("train", rc);
     }
     if (dropout > 0 && !(mc.class_dropout > 0)) mc.class_dropout = (float)dropout;
+    /* the geometry: a config that fixes it (fm-*, DiT-*, a checkpoint's) has the data
+     * converted to it; a pixel family (px-*) takes the data's, or --image-size / --channels */
+    if (mc.input_size && image_size && image_size != mc.input_size)
+        return cli_failf("train", "--image-size %d: the model (%s) takes %dx%d images", image_size,
+                         resuming ? out : config, mc.input_size, mc.input_size);
+    if (mc.in_channels && channels && channels != mc.in_channels)
+        return cli_failf("train", "--channels %d: the model (%s) takes %d channels", channels, resuming ? out : config,
+                         mc.in_channels);
 
     dap_dataset full = {0}, train = {0}, val = {0};
-    if ((rc = dap_dataset_load(&full, data, "train", mc.input_size, mc.in_channels))) return cli_fail("train", rc);
-    const int have_val = val_per_class > 0;
-    if (have_val) dap_dataset_split(&full, val_per_class, (unsigned long long)split_seed, &train, &val);
+    if ((rc = dap_dataset_load(&full, data, "train", mc.input_size ? mc.input_size : image_size,
+                               mc.in_channels ? mc.in_channels : channels)))
+        return cli_fail("train", rc);
+    if (full.h != full.w) {
+        dap_dataset_free(&full);
+        return cli_failf("train", "%s: the images are %dx%d (H x W), not square: give --image-size N to resize and "
+                                  "centre-crop them", data, full.h, full.w);
+    }
+    {
+        char note[256];
+        if (dap_dataset_prep_note(&full, note, sizeof note)) fprintf(stderr, "dap train: data %s: %s\n", data, note);
+    }
+    if ((rc = dap_dit_config_fit(&mc, full.h, full.c, full.num_classes))) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", dap_last_error());
+        dap_dataset_free(&full);
+        return cli_failf("train", "--config %s on %s (%dx%dx%d, %d classes): %s%s", resuming ? out : config ? config : "px-B",
+                         data, full.c, full.h, full.w, full.num_classes, msg,
+                         resuming ? "" : " (the px-* configs take any size, channels and classes)");
+    }
+    fprintf(stderr, "dap train: model %dx%dx%d, %d classes, patch %d (%d tokens), hidden %d, depth %d\n",
+            mc.in_channels, mc.input_size, mc.input_size, mc.num_classes, mc.patch,
+            (mc.input_size / mc.patch) * (mc.input_size / mc.patch), mc.hidden, mc.depth);
+    const int have_val = val_per_class != 0 && (val_per_class > 0 || (val_frac > 0 && val_cap > 0));
+    if (val_per_class > 0) {
+        dap_dataset_split(&full, val_per_class, (unsigned long long)split_seed, &train, &val);
+        fprintf(stderr, "dap train: validation: %d images per class held out (--val-per-class)\n", val_per_class);
+    } else if (have_val) {
+        const int most = dap_dataset_split_fraction(&full, val_frac, val_cap, (unsigned long long)split_seed, &train, &val);
+        fprintf(stderr, "dap train: validation: %g%% of each class, at most %d, held out: %d images (up to %d a class)\n",
+                100 * val_frac, val_cap, val.n, most);
+    }
     const dap_dataset *tr_data = have_val ? &train : &full;
 
     dap_dit *model = NULL;
     dap_trainer *tr = NULL;
     if ((rc = dap_dit_create(&model, &mc, 1))) goto done;
     dap_dit_init(model, (uint64_t)seed);
+    /* the checkpoint names its classes and its data (sample and distill read them) */
+    for (int k = 0; k < full.num_classes; k++)
+        if (!full.class_names[k][0] || strchr(full.class_names[k], '\n')) {
+            rc = dap_error(DAP_ERR_VALUE, "%s: class %d has an empty name or one with a line break", data, k);
+            goto fail_model;
+        }
+    dap_dit_set_class_names(model, full.class_names, full.num_classes);
+    {
+        char *abs = strncmp(data, "fmnist", 6) ? realpath(data, NULL) : NULL;
+        dap_dit_set_train_data(model, abs ? abs : data);
+        free(abs);
+    }
     if (init && !resuming) {
         dap_dit_config ic;
         if ((rc = dap_dit_config_from_file(init, &ic))) goto fail_model;
@@ -174,7 +240,7 @@ int cmd_train(int argc, char **argv) {
             loss_sum = 0.0;
             loss_n = 0;
         }
-        if (have_val && ((val_every > 0 && s % val_every == 0) || s == steps)) {
+        if (have_val && val.n > 0 && ((val_every > 0 && s % val_every == 0) || s == steps)) {
             const double ve = dap_trainer_val_loss(tr, &val, (uint64_t)split_seed, 1);
             const double vr = dap_trainer_val_loss(tr, &val, (uint64_t)split_seed, 0);
             printf("step %lld  val loss  ema %.5f  raw %.5f\n", (long long)s, ve, vr);

@@ -107,12 +107,13 @@ void dap_dataset_subset(dap_dataset *out, const dap_dataset *ds, const int *idx,
     dap_dataset_index(out);
 }
 
-void dap_dataset_split(const dap_dataset *ds, int val_per_class, unsigned long long seed, dap_dataset *train,
-                       dap_dataset *val) {
-    DAP_ASSERT(val_per_class >= 0 && ds->class_idx);
+/* val_per_class >= 0: that many of every class; -1: v_of[k] of class k */
+static void split_by(const dap_dataset *ds, int val_per_class, const int *v_of, unsigned long long seed,
+                     dap_dataset *train, dap_dataset *val) {
     char *in_val = dap_calloc((size_t)ds->n + 1, 1);
     for (int k = 0; k < ds->num_classes; k++) {
-        int cnt = ds->class_count[k], v = val_per_class < cnt ? val_per_class : cnt;
+        int cnt = ds->class_count[k], want = val_per_class >= 0 ? val_per_class : v_of[k];
+        int v = want < cnt ? want : cnt;
         int *order = dap_malloc(sizeof(int) * (size_t)(cnt + 1));
         memcpy(order, ds->class_idx[k], sizeof(int) * (size_t)cnt);
         dap_rng r;
@@ -137,18 +138,70 @@ void dap_dataset_split(const dap_dataset *ds, int val_per_class, unsigned long l
     free(in_val);
 }
 
+void dap_dataset_split(const dap_dataset *ds, int val_per_class, unsigned long long seed, dap_dataset *train,
+                       dap_dataset *val) {
+    DAP_ASSERT(val_per_class >= 0 && ds->class_idx);
+    split_by(ds, val_per_class, NULL, seed, train, val);
+}
+
+int dap_dataset_split_fraction(const dap_dataset *ds, double frac, int cap, unsigned long long seed,
+                               dap_dataset *train, dap_dataset *val) {
+    DAP_ASSERT(frac >= 0 && frac <= 1 && cap >= 0 && ds->class_idx);
+    int *v = dap_calloc((size_t)ds->num_classes + 1, sizeof(int)), most = 0;
+    for (int k = 0; k < ds->num_classes; k++) {
+        const int cnt = ds->class_count[k];
+        int q = (int)(frac * cnt + 1e-9);
+        if (q > cap) q = cap;
+        if (q > cnt - 1) q = cnt > 0 ? cnt - 1 : 0;
+        v[k] = q;
+        most = q > most ? q : most;
+    }
+    split_by(ds, -1, v, seed, train, val);
+    free(v);
+    return most;
+}
+
+unsigned long long dap_dataset_hash(const dap_dataset *ds) {
+    uint64_t h = dap_fnv1a64(DAP_FNV1A64_INIT, ds->x, sizeof(float) * (size_t)ds->n * ds->c * ds->h * ds->w);
+    return (unsigned long long)dap_fnv1a64(h, ds->y, sizeof(int) * (size_t)ds->n);
+}
+
+static const char *channels_name(int c) { return c == 1 ? "gray" : c == 3 ? "RGB" : "?"; }
+
+int dap_dataset_prep_note(const dap_dataset *ds, char *buf, size_t n) {
+    buf[0] = 0;
+    if (!ds->n_resized && !ds->n_converted) return 0;
+    size_t len = 0;
+    if (ds->n_resized) {
+        if (ds->n_resized == ds->n && (ds->src_h != ds->h || ds->src_w != ds->w))
+            len += (size_t)snprintf(buf + len, n - len, "resized %dx%d -> %dx%d", ds->src_h, ds->src_w, ds->h, ds->w);
+        else /* sizes differ between images */
+            len += (size_t)snprintf(buf + len, n - len, "%d of %d images resized to %dx%d (the first is %dx%d)",
+                                    ds->n_resized, ds->n, ds->h, ds->w, ds->src_h, ds->src_w);
+        if (len < n && (ds->src_h != ds->src_w || ds->n_resized < ds->n))
+            len += (size_t)snprintf(buf + len, n - len, " (shorter side, centre crop)");
+    }
+    if (ds->n_converted && len < n)
+        len += (size_t)snprintf(buf + len, n - len, "%s%s -> %s%s", len ? ", " : "", channels_name(ds->src_c),
+                                channels_name(ds->c), ds->c == 1 ? " (luma)" : "");
+    if (len < n) snprintf(buf + len, n - len, " (%d images)", ds->n);
+    return 1;
+}
+
 /* ---- IDX ------------------------------------------------------------------------ */
-/* Converts one 8-bit HWC image to the dataset's (c, size, size) floats. */
-static void put_image(dap_dataset *ds, int i, const dap_image8 *im) {
+/* Converts one 8-bit HWC image to the dataset's (c, size, size) floats. Returns what
+ * that changed: 1 resized, 2 converted channels (or both). */
+static int put_image(dap_dataset *ds, int i, const dap_image8 *im) {
     float *dst = ds->x + image_floats(ds) * (size_t)i;
     if (im->h == ds->h && im->w == ds->w && im->c == ds->c) {
         dap_image_from_u8(im->px, ds->c, ds->h, ds->w, dst);
-        return;
+        return 0;
     }
     uint8_t *tmp = dap_malloc((size_t)ds->h * ds->w * ds->c);
     dap_image_resize_crop(im, ds->h, ds->c, tmp);
     dap_image_from_u8(tmp, ds->c, ds->h, ds->w, dst);
     free(tmp);
+    return (im->h != ds->h || im->w != ds->w ? 1 : 0) | (im->c != ds->c ? 2 : 0);
 }
 
 static int load_idx_pair(dap_dataset *ds, const char *img_path, const char *lab_path,
@@ -194,12 +247,16 @@ static int load_idx_pair(dap_dataset *ds, const char *img_path, const char *lab_
         ds->x = dap_alloc_f32(image_floats(ds) * (size_t)ds->n);
         ds->y = dap_malloc(sizeof(int) * (size_t)ds->n);
         size_t per_in = (size_t)im.dims[1] * im.dims[2] * c_in;
-#pragma omp parallel for schedule(static)
+        int n_resized = 0, n_converted = 0;
+#pragma omp parallel for schedule(static) reduction(+ : n_resized, n_converted)
         for (int i = 0; i < ds->n; i++) {
             dap_image8 one = {.h = im.dims[1], .w = im.dims[2], .c = c_in, .px = im.data + per_in * i};
-            put_image(ds, i, &one);
+            const int ch = put_image(ds, i, &one);
+            n_resized += ch & 1, n_converted += ch >> 1;
             ds->y[i] = lb.data[i];
         }
+        ds->src_h = im.dims[1], ds->src_w = im.dims[2], ds->src_c = c_in;
+        ds->n_resized = n_resized, ds->n_converted = n_converted;
         dap_dataset_index(ds);
     }
     dap_idx_free(&im);
@@ -281,14 +338,40 @@ static int list_dir(const char *dir, int want_dirs, strlist *out) {
     return DAP_OK;
 }
 
-static int load_folder(dap_dataset *ds, const char *spec, const char *split, int size, int channels) {
-    char *root = NULL;
-    {
-        char *tr = join(spec, "train"), *te = join(spec, "test");
-        root = is_dir(tr) && is_dir(te) ? join(spec, split) : dap_strdup(spec);
-        free(tr);
-        free(te);
+int dap_dataset_has_splits(const char *spec) {
+    if (!is_dir(spec)) return 0;
+    char *tr = join(spec, "train");
+    const int yes = is_dir(tr);
+    free(tr);
+    return yes;
+}
+
+#define TEST_SET_HOWTO                                                                                        \
+    "give the test images with --test DIR, or lay the data out as ROOT/train/<class>/ and ROOT/test/<class>/ " \
+    "(or ROOT/val/<class>/) and pass --data ROOT"
+
+/* The folder a split of an image folder reads (malloc'd), or NULL with the error set. */
+static char *folder_split_root(const char *spec, const char *split) {
+    if (!dap_dataset_has_splits(spec)) {
+        if (!strcmp(split, "train")) return dap_strdup(spec);
+        dap_error(DAP_ERR_ARG, "%s is one image folder (no train/ and test/ subfolders), which cannot be its own "
+                               "test set: %s", spec, TEST_SET_HOWTO);
+        return NULL;
     }
+    if (!strcmp(split, "train")) return join(spec, "train");
+    char *te = join(spec, "test");
+    if (is_dir(te)) return te;
+    free(te);
+    te = join(spec, "val");
+    if (is_dir(te)) return te;
+    free(te);
+    dap_error(DAP_ERR_ARG, "%s has train/ but neither test/ nor val/: %s", spec, TEST_SET_HOWTO);
+    return NULL;
+}
+
+static int load_folder(dap_dataset *ds, const char *spec, const char *split, int size, int channels) {
+    char *root = folder_split_root(spec, split);
+    if (!root) return DAP_ERR_ARG;
     strlist classes, files = {0};
     int rc = list_dir(root, 1, &classes);
     if (rc != DAP_OK) {
@@ -332,19 +415,24 @@ static int load_folder(dap_dataset *ds, const char *spec, const char *split, int
             for (int j = 0; j < counts[k]; j++) ds->y[i++] = k;
         /* decode in parallel; a failure is re-read serially for its message */
         int *bad = dap_calloc((size_t)ds->n + 1, sizeof(int));
-#pragma omp parallel for schedule(dynamic, 16)
+        int n_resized = 0, n_converted = 0;
+#pragma omp parallel for schedule(dynamic, 16) reduction(+ : n_resized, n_converted)
         for (int i = 0; i < ds->n; i++) {
             dap_image8 im;
             if (dap_image_read(files.s[i], &im) != DAP_OK) {
                 bad[i] = 1;
                 continue;
             }
-            if (ds->h != ds->w && (im.h != ds->h || im.w != ds->w))
+            if (i == 0) ds->src_h = im.h, ds->src_w = im.w, ds->src_c = im.c;
+            if (ds->h != ds->w && (im.h != ds->h || im.w != ds->w)) {
                 bad[i] = 2;
-            else
-                put_image(ds, i, &im);
+            } else {
+                const int ch = put_image(ds, i, &im);
+                n_resized += ch & 1, n_converted += ch >> 1;
+            }
             dap_image8_free(&im);
         }
+        ds->n_resized = n_resized, ds->n_converted = n_converted;
         for (int i = 0; i < ds->n; i++)
             if (bad[i] == 2) {
                 rc = dap_error(DAP_ERR_SHAPE,
@@ -401,12 +489,46 @@ int dap_dataset_load(dap_dataset *ds, const char *spec, const char *split, int s
                              "%s: an IDX image file must be named *-images-idx3-ubyte[.gz] "
                              "(its labels are read from *-labels-idx1-ubyte[.gz])",
                              spec);
+        if (strcmp(split, "test") == 0) {
+            free(lab);
+            return dap_error(DAP_ERR_ARG, "%s is one IDX image file, which cannot be its own test set: give the test "
+                                          "images with --test FILE|DIR", spec);
+        }
         int rc = load_idx_pair(ds, spec, lab, NULL, 0, size, channels);
         free(lab);
         return rc;
     }
     return dap_error(DAP_ERR_MISSING, "dataset '%s': not fmnist, fmnist:DIR, an IDX file or an image folder",
                      spec);
+}
+
+int dap_dataset_load_test(dap_dataset *ds, const char *data, const char *test_spec, int size, int channels) {
+    if (!test_spec) return dap_dataset_load(ds, data, "test", size, channels);
+    const int whole = is_dir(test_spec) ? !dap_dataset_has_splits(test_spec) : is_file(test_spec);
+    int rc = dap_dataset_load(ds, test_spec, whole ? "train" : "test", size, channels);
+    if (rc != DAP_OK && whole) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", dap_last_error());
+        rc = dap_error(rc, "--test %s: %s", test_spec, msg);
+    }
+    return rc;
+}
+
+char *dap_dataset_split_path(const char *spec, const char *split) {
+    char *p = NULL;
+    if (!strncmp(spec, "fmnist", 6)) return NULL;
+    if (is_dir(spec)) {
+        p = folder_split_root(spec, split);
+        if (!p) return NULL;
+    } else {
+        p = dap_strdup(spec);
+    }
+    char *real = realpath(p, NULL);
+    if (real) {
+        free(p);
+        return real;
+    }
+    return p;
 }
 
 /* ---- writing a folder ---------------------------------------------------------- */

@@ -46,7 +46,103 @@ static const struct {
 };
 #define N_NAMED ((int)(sizeof k_named / sizeof k_named[0]))
 
+/* Pixel-space families for any data: the geometry (size, channels, classes) comes from
+ * the data, the patch from the size unless the name gives it ("px-S/2"). px-B at 28x28x1
+ * with 10 classes is fm-p4-h256-d8. */
+static const struct {
+    const char *name, *about;
+    int hidden, depth, heads;
+} k_pixel[] = {
+    {"px-T", "tests and smoke runs", 64, 2, 2},
+    {"px-S", "small sets, up to about 16x16 (the own-data recipe)", 192, 6, 3},
+    {"px-B", "28-32 px (the shipped Fashion-MNIST prior's size)", 256, 8, 4},
+    {"px-L", "32-64 px, more data and time", 384, 12, 6},
+};
+#define N_PIXEL ((int)(sizeof k_pixel / sizeof k_pixel[0]))
+
+int dap_dit_auto_patch(int size) {
+    /* the divisor p of size whose grid size/p is nearest 8 (64 tokens); ties: fewer tokens */
+    int best = size > 0 ? size : 1;
+    for (int p = 1; p <= size; p++) {
+        if (size % p) continue;
+        const int g = size / p, gb = size / best;
+        const int d = g > 8 ? g - 8 : 8 - g, db = gb > 8 ? gb - 8 : 8 - gb;
+        if (d < db || (d == db && g < gb)) best = p;
+    }
+    return best;
+}
+
+/* "px-S" or "px-S/<p>": fills the family's widths, patch p (0: from the size later).
+ * DAP_OK, a status for a bad patch, or -1 when the name is no pixel family's. */
+static int pixel_by_name(const char *name, dap_dit_config *out) {
+    for (int i = 0; i < N_PIXEL; i++) {
+        const size_t n = strlen(k_pixel[i].name);
+        if (strncmp(name, k_pixel[i].name, n) != 0 || (name[n] && name[n] != '/')) continue;
+        int patch = 0;
+        if (name[n] == '/') {
+            char *end;
+            long p = strtol(name + n + 1, &end, 10);
+            if (end == name + n + 1 || *end || p < 1 || p > 64)
+                return dap_error(DAP_ERR_ARG, "DiT config '%s': expected %s or %s/P with a patch P in 1..64", name,
+                                 k_pixel[i].name, k_pixel[i].name);
+            patch = (int)p;
+        }
+        *out = (dap_dit_config){.patch = patch,
+                                .hidden = k_pixel[i].hidden,
+                                .depth = k_pixel[i].depth,
+                                .heads = k_pixel[i].heads,
+                                .mlp_ratio = 4.0f,
+                                .class_dropout = 0.1f};
+        return DAP_OK;
+    }
+    return -1;
+}
+
+int dap_dit_config_fit(dap_dit_config *c, int size, int channels, int classes) {
+    if (size < 1 || channels < 1 || classes < 1)
+        return dap_error(DAP_ERR_ARG, "DiT config: the data gives size %d, channels %d, classes %d (all must be >= 1)",
+                         size, channels, classes);
+    if (c->input_size && c->input_size != size)
+        return dap_error(DAP_ERR_ARG, "DiT config: it takes %dx%d images, the data has %dx%d", c->input_size,
+                         c->input_size, size, size);
+    if (c->in_channels && c->in_channels != channels)
+        return dap_error(DAP_ERR_ARG, "DiT config: it takes %d-channel images, the data has %d channels",
+                         c->in_channels, channels);
+    if (c->num_classes && c->num_classes != classes)
+        return dap_error(DAP_ERR_ARG, "DiT config: it has %d classes, the data has %d", c->num_classes, classes);
+    c->input_size = size, c->in_channels = channels, c->num_classes = classes;
+    if (!c->patch) c->patch = dap_dit_auto_patch(size);
+    if (size % c->patch)
+        return dap_error(DAP_ERR_ARG, "DiT config: patch %d does not divide the image size %d (try /%d)", c->patch,
+                         size, dap_dit_auto_patch(size));
+    return dap_dit_config_check(c);
+}
+
+void dap_dit_configs_help(char *buf, size_t n) {
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < N_PIXEL && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "  %-6s hidden %d, depth %d, %d heads: %s\n", k_pixel[i].name,
+                                k_pixel[i].hidden, k_pixel[i].depth, k_pixel[i].heads, k_pixel[i].about);
+    if (len < n)
+        len += (size_t)snprintf(buf + len, n - len,
+                                "  These take the image size, channels and classes from the data; the patch p\n"
+                                "  (tokens = (size/p)^2) comes from the size:\n ");
+    static const int sizes[] = {8, 16, 28, 32, 64};
+    for (int i = 0; i < 5 && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "%s %d px p%d (%d)", i ? "," : "", sizes[i],
+                                dap_dit_auto_patch(sizes[i]),
+                                (sizes[i] / dap_dit_auto_patch(sizes[i])) * (sizes[i] / dap_dit_auto_patch(sizes[i])));
+    if (len < n)
+        len += (size_t)snprintf(buf + len, n - len,
+                                ";\n  px-S/2 takes patch 2 at any size. Fixed geometry (the data is converted to it):\n"
+                                "  fm-p4-h256-d8, fm-p2-h256-d8, fm-p4-h384-d12, fm-tiny (28x28x1, 10 classes, as\n"
+                                "  Fashion-MNIST); DiT-S|B|L|XL/2|4|8 (32x32x4 latents, 1000 classes).\n");
+}
+
 int dap_dit_config_by_name(const char *name, dap_dit_config *out) {
+    const int px = pixel_by_name(name, out);
+    if (px >= 0) return px;
     for (int i = 0; i < N_NAMED; i++) {
         if (strcmp(name, k_named[i].name) != 0) continue;
         *out = (dap_dit_config){.input_size = k_named[i].input,
@@ -61,7 +157,11 @@ int dap_dit_config_by_name(const char *name, dap_dit_config *out) {
                                 .class_dropout = 0.1f};
         return DAP_OK;
     }
-    char names[512] = "";
+    char names[768] = "";
+    for (int i = 0; i < N_PIXEL; i++) {
+        strncat(names, k_pixel[i].name, sizeof names - strlen(names) - 3);
+        strncat(names, "[/P], ", sizeof names - strlen(names) - 1);
+    }
     for (int i = 0; i < N_NAMED; i++) {
         strncat(names, k_named[i].name, sizeof names - strlen(names) - 3);
         if (i + 1 < N_NAMED) strncat(names, ", ", sizeof names - strlen(names) - 1);
@@ -221,6 +321,7 @@ int dap_dit_create(dap_dit **out, const dap_dit_config *cfg, int with_grad) {
 void dap_dit_destroy(dap_dit *m) {
     if (!m) return;
     dap_dit_set_class_names(m, NULL, 0);
+    dap_dit_set_train_data(m, NULL);
 #ifdef DAP_CUDA
     dap_dit_cuda_destroy(m->dev);
 #endif
@@ -242,6 +343,20 @@ void dap_dit_set_class_names(dap_dit *m, char *const *names, int n) {
         for (int k = 0; k < m->cfg.num_classes; k++) free(m->class_names[k]);
     free(m->class_names);
     m->class_names = copy;
+}
+
+void dap_dit_set_train_data(dap_dit *m, const char *spec) {
+    free(m->train_data);
+    m->train_data = spec ? dap_strdup(spec) : NULL;
+}
+
+int dap_dit_train_data_from_file(const char *path, char **out) {
+    *out = NULL;
+    dap_st *st;
+    DAP_TRY(dap_st_open(&st, path));
+    *out = dap_st_meta_get(st, "train_data");
+    dap_st_close(st);
+    return DAP_OK;
 }
 
 /* __metadata__ "class_names" (newline-joined) into m->class_names; absent: left NULL. */
@@ -362,7 +477,11 @@ int dap_dit_save_ex(const dap_dit *m, const char *path, int f16) {
     const char *meta[] = {"model", "dit", "input_size", v[0], "in_channels", v[1], "patch", v[2],
                           "hidden", v[3], "depth", v[4], "heads", v[5], "num_classes", v[6],
                           "learn_sigma", v[7], "mlp_ratio", v[8], "class_dropout", v[9],
-                          names ? "class_names" : NULL, names, NULL};
+                          names ? "class_names" : NULL, names, NULL, NULL, NULL};
+    if (m->train_data) { /* after the names, or in their place */
+        const int at = names ? 24 : 22;
+        meta[at] = "train_data", meta[at + 1] = m->train_data;
+    }
     int rc = dap_params_save(&m->params, path, f16, meta);
     free(names);
     return rc;
@@ -536,6 +655,7 @@ int dap_dit_load(dap_dit **out, const char *path, int with_grad, int allow_extra
     DAP_TRY(dap_dit_create(&m, &c, with_grad));
     int rc = dap_params_load(&m->params, path, NULL, allow_extra);
     if (rc == DAP_OK) rc = load_class_names(m, path);
+    if (rc == DAP_OK) rc = dap_dit_train_data_from_file(path, &m->train_data);
     if (rc != DAP_OK) {
         dap_dit_destroy(m);
         return rc;

@@ -35,8 +35,19 @@ typedef struct dap_dit_config {
 /* Named configs: "DiT-S/2", "DiT-B/2", "DiT-L/2", "DiT-XL/2" (also /4, /8; 32x32x4 latents,
  * 1000 classes, learn_sigma) and pixel-space Fashion-MNIST configs (28 px, 1 channel, 10
  * classes, no learn_sigma): "fm-p4-h256-d8", "fm-p2-h256-d8", "fm-p4-h384-d12",
- * "fm-tiny" (p 4, hidden 64, depth 2, 2 heads). DAP_ERR_ARG listing the names if unknown. */
+ * "fm-tiny" (p 4, hidden 64, depth 2, 2 heads). Pixel-space families for any data,
+ * "px-T", "px-S", "px-B", "px-L" (optionally "/P" for patch P), leave input_size,
+ * in_channels and num_classes 0 (and patch 0 without "/P"): dap_dit_config_fit fills
+ * them from the data. DAP_ERR_ARG listing the names if unknown. */
 int dap_dit_config_by_name(const char *name, dap_dit_config *out);
+/* Fills a config's geometry from the data (size x size images, channels, classes): fields
+ * the config leaves 0 take the data's, a patch of 0 becomes dap_dit_auto_patch(size); a
+ * field the config fixes must equal the data's. DAP_ERR_ARG naming both otherwise. */
+int dap_dit_config_fit(dap_dit_config *c, int size, int channels, int classes);
+/* The patch of a pixel family at this image size: the divisor whose grid is nearest 8x8. */
+int dap_dit_auto_patch(int size);
+/* The pixel families and the patch each size gets, for --help (lines ending in '\n'). */
+void dap_dit_configs_help(char *buf, size_t n);
 /* Checks the divisibility rules; DAP_ERR_ARG naming the field otherwise. */
 int dap_dit_config_check(const dap_dit_config *c);
 /* Output channels: 2C with learn_sigma, else C. */
@@ -58,6 +69,9 @@ typedef struct dap_dit {
     /* (num_classes) the class name of each label, or NULL when the checkpoint has none.
      * Stored in __metadata__ "class_names", newline-joined; label k is class_names[k]. */
     char **class_names;
+    /* The data it was trained on, as `dap train --data` took it ("fmnist", a folder's
+     * absolute path), or NULL: __metadata__ "train_data". */
+    char *train_data;
     void *dev;         /* the weights on the device (dap_dit_to_device), else NULL */
 } dap_dit;
 
@@ -72,6 +86,10 @@ void dap_dit_init(dap_dit *m, uint64_t seed);
 /* Sets (copies) the names of the model's n = num_classes labels, or clears them (names
  * NULL, n 0). Names must be non-empty and free of newlines (asserted). */
 void dap_dit_set_class_names(dap_dit *m, char *const *names, int n);
+/* Sets (copies) or clears (NULL) the record of the training data. */
+void dap_dit_set_train_data(dap_dit *m, const char *spec);
+/* The training data a checkpoint records (*out malloc'd), or *out NULL when it has none. */
+int dap_dit_train_data_from_file(const char *path, char **out);
 /* Writes the weights as safetensors with the config as __metadata__ (self-describing),
  * and the class names when set. */
 int dap_dit_save(const dap_dit *m, const char *path);

@@ -64,7 +64,7 @@ expect_fail "distill bad number" "expects a finite number" $DAP distill "${d[@]}
 [ ! -e "$tmp/x8" ] && [ ! -e "$tmp/x2" ] && ok "a bad distill flag leaves no output folder" || bad "a bad distill flag left a folder behind"
 # dap score with a tiny classifier trained on the random subset (fast; real data = that folder)
 expect_ok "teacher on a folder" $DAP teacher --data "$tmp/dr" --arch convnet3 --epochs 1 --batch 16 --out "$tmp/clf.safetensors" --threads 1 --quiet
-expect_ok "score a distilled set" $DAP score --data "$tmp/dr" --set "$tmp/dd" --classifier "$tmp/clf.safetensors" --k 2 --json "$tmp/score.json" --threads 1
+expect_ok "score a distilled set" $DAP score --data "$tmp/dr" --test "$tmp/dv" --set "$tmp/dd" --classifier "$tmp/clf.safetensors" --k 2 --json "$tmp/score.json" --threads 1
 grep -qE "^overall .*consistency .*FD\(test\)" "$tmp/out" && grep -q '"frechet_distance_test"' "$tmp/score.json" \
   && ok "score prints and writes overall scores" || bad "score output ($(tail -c 300 "$tmp/out"))"
 expect_fail "score without --set" "set DIR is required" $DAP score --classifier "$tmp/clf.safetensors"
