@@ -15,6 +15,7 @@
 #include "core/core.h"
 #include "core/device.h"
 #include "data/dataset.h"
+#include "data/imagenet.h"
 #include "eval/classifier.h"
 #include "eval/subset.h"
 #include "eval/fit.h"
@@ -33,6 +34,32 @@ static int parse_aug(const char *s, int *aug) {
 }
 
 static int is_fmnist(const char *data) { return !strncmp(data, "fmnist", 6); }
+
+/* Whether a class folder name is a wnid of the built-in subset (any ImageNet-1K wnid for
+ * "imagenet"). */
+static int subset_has(const dap_imagenet_subset *sub, const char *name) {
+    if (!sub->wnids) return dap_imagenet_index(name) >= 0;
+    for (int k = 0; k < sub->n; k++)
+        if (!strcmp(sub->wnids[k], name)) return 1;
+    return 0;
+}
+
+/* For ImageNet-style data, before anything is decoded: every class folder of the --train
+ * set must be a wnid of the subset (a set distilled from another subset is refused). */
+static int check_set_wnids(const char *train_spec, const char *data, const dap_imagenet_subset *sub) {
+    dap_image_files f;
+    DAP_TRY(dap_image_files_list(&f, train_spec, "train"));
+    int rc = DAP_OK;
+    for (int k = 0; k < f.num_classes && rc == DAP_OK; k++)
+        if (!subset_has(sub, f.class_names[k]))
+            rc = dap_error(DAP_ERR_VALUE,
+                           "--train %s: class folder '%s' is not %s of %s (--data %s): was the set made from other "
+                           "data? Evaluate it with the --data it was distilled from",
+                           train_spec, f.class_names[k], sub->wnids ? "a class" : "an ImageNet-1K wnid", sub->name,
+                           data);
+    dap_image_files_free(&f);
+    return rc;
+}
 
 /* What every run shares (read-only while runs train). */
 typedef struct eval_ctx {
@@ -217,12 +244,12 @@ int cmd_eval(int argc, char **argv) {
     const char *protocol = "hard", *teacher_path = NULL, *json = NULL, *device = NULL, *test_spec = NULL;
     int image_size = 0, channels = 0;
     int runs = 3, epochs = 0, seed = 0, val = 0, split_seed = 0, batch = 0, threads = 0, quiet = 0, ipc_hint = 0;
-    int jobs = 1, resume = 0;
+    int jobs = 1, resume = 0, rc_early = 0;
     double lr = 0, cutmix = -1, state_every = 60;
     flag flags[] = {
-        {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file, or an image folder ROOT with ROOT/train/<class>/ and ROOT/test/<class>/ (or val/)"},
+        {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file, an image folder ROOT with ROOT/train/<class>/ and ROOT/test/<class>/ (or val/), or imagenette:DIR, imagewoof:DIR, imageidc:DIR, imagenet:DIR (wnid folders, test split DIR/val; needs --image-size, 224 for the paper's recipe)"},
         {"test", FLAG_STR, &test_spec, "the test set, when --data has none (an image folder or IDX file; never the training images)"},
-        {"image-size", FLAG_INT, &image_size, "evaluate at this size: the real images are resized and centre-cropped (0: the data's)", 0, 4096},
+        {"image-size", FLAG_INT, &image_size, "evaluate at this size: the real images and a --train folder are resized and centre-cropped to it (0: the data's)", 0, 4096},
         {"channels", FLAG_INT, &channels, "evaluate with 1 or 3 channels (0: the data's)", 0, 3},
         {"train", FLAG_STR, &train_spec, "what to train on: DIR (an image folder), full, or random:IPC"},
         {"arch", FLAG_STR, &arch, "convnet3 (convnetD), resnetap10, resnet18 [+ -bn/-in/-nn]"},
@@ -285,6 +312,18 @@ int cmd_eval(int argc, char **argv) {
             return cli_failf("eval", "--train random:IPC needs a positive IPC, got '%s'", train_spec);
         random_ipc = (int)v;
     }
+    int from_folder = strcmp(train_spec, "full") != 0 && !random_ipc;
+    const dap_imagenet_subset *inet_sub = NULL;
+    const char *inet_dir = NULL;
+    if (dap_imagenet_spec(data, &inet_sub, &inet_dir)) {
+        /* ImageNet images differ in size: the evaluation's resolution is the user's to say */
+        if (image_size == 0)
+            return cli_failf("eval", "--data %s: ImageNet images differ in size: give --image-size 224 (the "
+                                     "ImageNet-subset evaluation's resolution; the real images and the --train set "
+                                     "are both resized and centre-cropped to it)", data);
+        if (from_folder && (rc_early = check_set_wnids(train_spec, data, inet_sub)))
+            return cli_fail("eval", rc_early);
+    }
     cli_apply_threads(threads);
     int rc = device ? dap_device_select(device) : dap_device_from_env();
     if (rc) return cli_fail("eval", rc);
@@ -328,7 +367,14 @@ int cmd_eval(int argc, char **argv) {
         dap_dataset_split(&real, val, (unsigned long long)split_seed, &real_train, &val_set);
         base = &real_train, eval_set = &val_set;
     } else {
-        rc = dap_dataset_load_test(&test, data, test_spec, real.h, real.c);
+        /* at the data's size; a kept non-square size is not resized into a square */
+        rc = dap_dataset_load_test(&test, data, test_spec, real.h == real.w ? real.h : 0, real.c);
+        if (!rc && (test.c != real.c || test.h != real.h || test.w != real.w)) {
+            rc = dap_error(DAP_ERR_SHAPE, "the test set %s has %dx%dx%d images (C x H x W), the training split of %s "
+                                          "%dx%dx%d: give --image-size to bring both to one square size",
+                           test_spec ? test_spec : data, test.c, test.h, test.w, data, real.c, real.h, real.w);
+            dap_dataset_free(&test);
+        }
         if (!rc && dap_dataset_hash(&test) == dap_dataset_hash(&real))
             rc = dap_error(DAP_ERR_ARG, "the test set %s holds the same images as the training split of %s: give a "
                                         "held-out test set (--test DIR) or use --val N", test_spec ? test_spec : data, data);
@@ -341,18 +387,25 @@ int cmd_eval(int argc, char **argv) {
             return cli_fail("eval", rc);
         }
         eval_set = &test;
+        if (inet_sub) /* which images, at which size */
+            fprintf(stderr, "eval: %s at %d px (shorter side resized, centre crop): %d training images in %s, test set "
+                            "%s (%d images)\n",
+                    data, real.h, real.n, train_path ? train_path : data, test_path ? test_path : "?", test.n);
     }
     free(train_path);
-    int from_folder = strcmp(train_spec, "full") != 0 && !random_ipc;
     if (from_folder) {
-        /* the set as it is: one whose size, channels or classes differ from the evaluation
-         * data's is refused, not resized into something else */
-        rc = dap_dataset_load(&folder, train_spec, "train", 0, 0);
+        /* the set as it is, unless --image-size / --channels were given: then it is brought
+         * to them as the real images are (same resize + centre crop), and the log says so;
+         * without them a set whose size or channels differ from the data's is refused */
+        rc = dap_dataset_load(&folder, train_spec, "train", image_size, channels);
+        if (!rc && dap_dataset_prep_note(&folder, note, sizeof note))
+            fprintf(stderr, "eval: --train %s: %s, as asked by --image-size %d --channels %d (0: the data's)\n",
+                    train_spec, note, image_size, channels);
         if (!rc && (folder.c != real.c || folder.h != real.h || folder.w != real.w))
             rc = dap_error(DAP_ERR_SHAPE,
                            "--train %s has %dx%dx%d images (C x H x W), the evaluation data %s has %dx%dx%d: evaluate "
-                           "it on data of its own size (--data, --test), or give --image-size / --channels to convert "
-                           "the real images",
+                           "it on data of its own size (--data, --test), or give --image-size / --channels to bring "
+                           "the real images and the set to one size",
                            train_spec, folder.c, folder.h, folder.w, data, real.c, real.h, real.w);
         if (!rc) rc = dap_dataset_match_classes(&folder, &real);
         for (int k = 0; !rc && k < real.num_classes; k++)
@@ -369,6 +422,16 @@ int cmd_eval(int argc, char **argv) {
     if (soft) {
         rc = dap_classifier_load(&teacher, teacher_path);
         if (rc) return cli_fail("eval", rc);
+        if (teacher.net.in_c != real.c || teacher.net.in_h != real.h || teacher.net.in_w != real.w) {
+            rc = dap_error(DAP_ERR_SHAPE,
+                           "--teacher %s takes %dx%dx%d images (C x H x W), the evaluation data %s is %dx%dx%d: give "
+                           "--image-size %d%s (the teacher's), or a teacher trained at this size (dap teacher "
+                           "--image-size %d)",
+                           teacher_path, teacher.net.in_c, teacher.net.in_h, teacher.net.in_w, data, real.c, real.h,
+                           real.w, teacher.net.in_h, teacher.net.in_c != real.c ? " and --channels" : "", real.h);
+            dap_classifier_free(&teacher);
+            return cli_fail("eval", rc);
+        }
     }
 
     eval_ctx c = {.arch = arch, .data = data, .real = &real, .base = base, .folder = from_folder ? &folder : NULL,
@@ -382,6 +445,10 @@ int cmd_eval(int argc, char **argv) {
              "split_seed=%d seed=%d ipc=%d",
              data, train_spec, arch, protocol, teacher_path ? teacher_path : "-", aug, epochs, batch, lr, cutmix, val,
              split_seed, seed, ipc_hint);
+    if (image_size || channels) { /* the runs trained at this size (absent: the data's own) */
+        size_t len = strlen(params);
+        snprintf(params + len, sizeof params - len, " image_size=%d channels=%d", image_size, channels);
+    }
     if (dap_device() != DAP_DEVICE_CPU) { /* another device rounds differently: its own journal */
         size_t len = strlen(params);
         snprintf(params + len, sizeof params - len, " device=%s", dap_device_name());
@@ -463,6 +530,17 @@ int cmd_eval(int argc, char **argv) {
     dap_json_str(&j, "eval_on", val > 0 ? "val" : "test");
     dap_json_int(&j, "val_per_class", val);
     dap_json_int(&j, "eval_images", eval_set->n);
+    dap_json_int(&j, "image_size", real.h); /* the evaluation's resolution (train set and test set) */
+    dap_json_int(&j, "image_width", real.w);
+    dap_json_int(&j, "channels", real.c);
+    if (from_folder) { /* the set as trained on: its own size, and whether it was converted */
+        dap_json_begin_object(&j, "train_set");
+        dap_json_int(&j, "images", folder.n);
+        dap_json_int(&j, "source_height", folder.src_h);
+        dap_json_int(&j, "source_width", folder.src_w);
+        dap_json_int(&j, "resized", folder.n_resized);
+        dap_json_end_object(&j);
+    }
     { /* which images were scored */
         char hex[17];
         dap_json_begin_object(&j, val > 0 ? "val_set" : "test_set");

@@ -181,9 +181,14 @@ int dap_dataset_prep_note(const dap_dataset *ds, char *buf, size_t n) {
         if (len < n && (ds->src_h != ds->src_w || ds->n_resized < ds->n))
             len += (size_t)snprintf(buf + len, n - len, " (shorter side, centre crop)");
     }
-    if (ds->n_converted && len < n)
-        len += (size_t)snprintf(buf + len, n - len, "%s%s -> %s%s", len ? ", " : "", channels_name(ds->src_c),
-                                channels_name(ds->c), ds->c == 1 ? " (luma)" : "");
+    if (ds->n_converted && len < n) {
+        if (ds->src_c != ds->c) /* the first image's channels were converted */
+            len += (size_t)snprintf(buf + len, n - len, "%s%s -> %s%s", len ? ", " : "", channels_name(ds->src_c),
+                                    channels_name(ds->c), ds->c == 1 ? " (luma)" : "");
+        else /* some others' (a grayscale JPEG among RGB ones) */
+            len += (size_t)snprintf(buf + len, n - len, "%s%d of %d images converted to %s%s", len ? ", " : "",
+                                    ds->n_converted, ds->n, channels_name(ds->c), ds->c == 1 ? " (luma)" : "");
+    }
     if (len < n) snprintf(buf + len, n - len, " (%d images)", ds->n);
     return 1;
 }
@@ -198,7 +203,19 @@ static int put_image(dap_dataset *ds, int i, const dap_image8 *im) {
         return 0;
     }
     uint8_t *tmp = dap_malloc((size_t)ds->h * ds->w * ds->c);
-    dap_image_resize_crop(im, ds->h, ds->c, tmp);
+    if (im->h == ds->h && im->w == ds->w && ds->h != ds->w) { /* channels only of a kept non-square size */
+        for (size_t q = 0; q < (size_t)ds->h * ds->w; q++) {
+            const uint8_t *p = im->px + q * (size_t)im->c;
+            if (ds->c == 1) {
+                const float v = 0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2] + 0.5f;
+                tmp[q] = (uint8_t)(v > 255.f ? 255.f : v);
+            } else {
+                for (int k = 0; k < 3; k++) tmp[q * 3 + k] = p[0];
+            }
+        }
+    } else {
+        dap_image_resize_crop(im, ds->h, ds->c, tmp);
+    }
     dap_image_from_u8(tmp, ds->c, ds->h, ds->w, dst);
     free(tmp);
     return (im->h != ds->h || im->w != ds->w ? 1 : 0) | (im->c != ds->c ? 2 : 0);
@@ -517,7 +534,11 @@ int dap_dataset_load_test(dap_dataset *ds, const char *data, const char *test_sp
 char *dap_dataset_split_path(const char *spec, const char *split) {
     char *p = NULL;
     if (!strncmp(spec, "fmnist", 6)) return NULL;
-    if (is_dir(spec)) {
+    const dap_imagenet_subset *sub;
+    const char *dir;
+    if (dap_imagenet_spec(spec, &sub, &dir)) { /* SUBSET:DIR: DIR/train, test split DIR/val */
+        p = join(dir, strcmp(split, "test") == 0 ? "val" : "train");
+    } else if (is_dir(spec)) {
         p = folder_split_root(spec, split);
         if (!p) return NULL;
     } else {
