@@ -329,6 +329,18 @@ int cmd_eval(int argc, char **argv) {
     if (rc) return cli_fail("eval", rc);
     if (dap_device() != DAP_DEVICE_CPU && !quiet) fprintf(stderr, "eval: device %s\n", dap_device_describe());
 
+    dap_classifier teacher;
+    if (soft) { /* first: a teacher of another size is refused before the data is read */
+        rc = dap_classifier_load(&teacher, teacher_path);
+        if (!rc && ((image_size && (teacher.net.in_h != image_size || teacher.net.in_w != image_size)) ||
+                    (channels && teacher.net.in_c != channels)))
+            rc = dap_error(DAP_ERR_SHAPE, "--teacher %s takes %dx%dx%d images (C x H x W), not the --image-size %d "
+                                          "--channels %d asked for: give --image-size %d (the teacher's), or a teacher "
+                                          "trained at this size (dap teacher --image-size %d)",
+                           teacher_path, teacher.net.in_c, teacher.net.in_h, teacher.net.in_w, image_size, channels,
+                           teacher.net.in_h, image_size);
+        if (rc) return cli_fail("eval", rc);
+    }
     dap_dataset real, test, real_train, val_set, folder;
     memset(&folder, 0, sizeof folder);
     rc = dap_dataset_load(&real, data, "train", image_size, channels);
@@ -418,10 +430,7 @@ int cmd_eval(int argc, char **argv) {
             return cli_fail("eval", rc);
         }
     }
-    dap_classifier teacher;
     if (soft) {
-        rc = dap_classifier_load(&teacher, teacher_path);
-        if (rc) return cli_fail("eval", rc);
         if (teacher.net.in_c != real.c || teacher.net.in_h != real.h || teacher.net.in_w != real.w) {
             rc = dap_error(DAP_ERR_SHAPE,
                            "--teacher %s takes %dx%dx%d images (C x H x W), the evaluation data %s is %dx%dx%d: give "

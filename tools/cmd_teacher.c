@@ -17,11 +17,12 @@
 
 int cmd_teacher(int argc, char **argv) {
     const char *data = "fmnist", *arch = "resnet18", *out = NULL, *aug_s = "none", *device = NULL, *test_spec = NULL;
-    int epochs = 30, seed = 0, batch = 256, threads = 0, quiet = 0, val = 0;
+    int epochs = 30, seed = 0, batch = 256, threads = 0, quiet = 0, val = 0, image_size = 0;
     double lr = 0.01;
     flag flags[] = {
-        {"data", FLAG_STR, &data, "fmnist, fmnist:DIR, an IDX file or an image folder (ROOT/train/ + ROOT/test/, or one set)"},
+        {"data", FLAG_STR, &data, "fmnist, fmnist:DIR, an IDX file, an image folder (ROOT/train/ + ROOT/test/, or one set), or imagenette:DIR (and imagewoof, imageidc, imagenet) with --image-size"},
         {"test", FLAG_STR, &test_spec, "the test set, when --data has none (without one, no test accuracy is reported)"},
+        {"image-size", FLAG_INT, &image_size, "train at this size: images resized and centre-cropped as dap eval does (0: the data's; imagenette:DIR and the like need it)", 0, 4096},
         {"arch", FLAG_STR, &arch, "resnet18, convnet3, resnetap10 [+ -bn/-in/-nn]"},
         {"epochs", FLAG_INT, &epochs, "epochs (lr x0.1 at half)", 1, 1000000},
         {"aug", FLAG_STR, &aug_s, "none or dsa"},
@@ -54,7 +55,7 @@ int cmd_teacher(int argc, char **argv) {
     if (rc) return cli_fail("teacher", rc);
 
     dap_dataset real, test, tr, held;
-    rc = dap_dataset_load(&real, data, "train", 0, 0);
+    rc = dap_dataset_load(&real, data, "train", image_size, 0);
     if (rc) return cli_fail("teacher", rc);
     char note[256];
     if (dap_dataset_prep_note(&real, note, sizeof note)) fprintf(stderr, "teacher: data %s: %s\n", data, note);
