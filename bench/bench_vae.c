@@ -11,7 +11,9 @@
  *       vae_torch.py --check to hold against diffusers at full size
  *
  * encode: 0.18215 * posterior mean of a (batch, 3, size, size) image in [-1, 1];
- * decode: the image of a (batch, 4, size/8, size/8) latent. Prints one JSON line.
+ * decode: the image of a (batch, 4, size/8, size/8) latent. Prints one JSON line: seconds
+ * per iteration and their median, images/s, cpu_s (CPU seconds per timed iteration, all
+ * threads: steadier than wall time on a shared machine), peak RSS.
  */
 #include <math.h>
 #include <stdio.h>
@@ -22,6 +24,13 @@
 #include "core/core.h"
 #include "io/io.h"
 #include "models/vae.h"
+
+/* user + system CPU seconds of the process so far */
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -86,8 +95,9 @@ int main(int argc, char **argv) {
     if (!enc) {
         dap_rng_normal(&r, z, (size_t)batch * lper, 0.0f, 0.18215f * 5.0f);
     }
-    double *t = dap_malloc((size_t)iters * sizeof(double));
+    double *t = dap_malloc((size_t)iters * sizeof(double)), cpu0 = 0;
     for (int i = 0; i < warmup + iters; i++) {
+        if (i == warmup) cpu0 = cpu_seconds();
         double t0 = dap_time_now();
         int rc = enc ? dap_vae_encode(v, x, batch, s, s, z, NULL) : dap_vae_decode(v, z, batch, ls, ls, x);
         if (rc) {
@@ -100,13 +110,14 @@ int main(int argc, char **argv) {
     memcpy(sorted, t, (size_t)iters * sizeof(double));
     qsort(sorted, (size_t)iters, sizeof(double), cmp_double);
     double med = iters % 2 ? sorted[iters / 2] : 0.5 * (sorted[iters / 2 - 1] + sorted[iters / 2]);
+    double cpu = (cpu_seconds() - cpu0) / iters;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"impl\": \"dap\", \"measure\": \"%s\", \"size\": %d, \"batch\": %d, \"threads\": %d, \"times_s\": [",
            measure, s, batch, threads);
     for (int i = 0; i < iters; i++) printf("%s%.4f", i ? ", " : "", t[i]);
-    printf("], \"median_s\": %.4f, \"images_per_s\": %.4f, \"peak_rss_mb\": %.1f}\n", med, batch / med,
-           ru.ru_maxrss / 1024.0);
+    printf("], \"median_s\": %.4f, \"images_per_s\": %.4f, \"cpu_s\": %.4f, \"peak_rss_mb\": %.1f}\n", med,
+           batch / med, cpu, ru.ru_maxrss / 1024.0);
     free(sorted);
     free(t);
     dap_free_aligned(x);

@@ -12,7 +12,10 @@
 # 2. tests: $BUILD/dap_tests cuda (the device choice, the classifiers, every DiT kernel per
 #    precision, the DiT's forward / features / backward from block l on a small config and on
 #    DiT-XL/2 at batch 1, the memory errors, a CFG DDIM run and a DAP distillation end to
-#    end); stops when one fails. The log: $OUT/tests.txt.
+#    end), then the commands: a 2-step fm-tiny model trained on a tiny random IDX set, then
+#    `dap sample` and `dap distill --method dap` with --device cpu and --device $DEVICE, the
+#    images compared (at most 2 grey levels apart). The log: $OUT/tests.txt. A failure does not stop the run (a lent GPU's minutes are
+#    few: the timings come back too) but makes the script exit 1 at the end; STRICT=1 stops.
 # 3. bench: CONFIG (default DiT-XL/2, random full-size weights), each JOBS entry MEASURE:PRECISION
 #    as `bench_dit --device $DEVICE` (dap) and `bench/dit_torch.py --device $DEVICE` (PyTorch
 #    eager attention), one process each, one after the other:
@@ -32,6 +35,7 @@
 #           (carrying .gpu and build-cuda; .gpu listed in .git/info/exclude)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+failed=0
 BUILD=${BUILD:-build-cuda}; DEVICE=${DEVICE:-cuda}; CONFIG=${CONFIG:-DiT-XL/2}; LAYER=${LAYER:-8}
 JOBS=${JOBS:-fwd32:fp32 ddim:fp32 guide:fp32 fwd32:tf32 ddim:tf32 fwd32:bf16}
 OUT=${OUT:-out/gpu-diffusion}; PY=${PY:-python3}; DEADLINE=${DEADLINE:-420}; ITERS=${ITERS:-3}
@@ -53,9 +57,75 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   say "tests"
   OMP_NUM_THREADS=$THREADS "$BUILD/dap_tests" device_select cuda > "$OUT/tests.txt" 2>&1
   grep -E "^(ok|FAIL) |skipped|max rel|^[0-9]+ passed" "$OUT/tests.txt" | tail -60
-  grep -q "^[0-9]* passed, 0 failed" "$OUT/tests.txt" || { say "the CUDA tests failed (see $OUT/tests.txt)"; exit 1; }
   if grep -q "skipped:" "$OUT/tests.txt" && [ "$DEVICE" = cuda ]; then say "the CUDA tests were skipped: no usable GPU"; exit 1; fi
-  say "tests passed"
+  if grep -q "^[0-9]* passed, 0 failed" "$OUT/tests.txt"; then say "tests passed"
+  else
+    failed=1; say "the CUDA tests FAILED: $(grep -E '^FAIL' "$OUT/tests.txt" | tr '\n' ' ') (see $OUT/tests.txt)"
+    [ "${STRICT:-0}" = 1 ] && exit 1
+  fi
+fi
+
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  say "commands: sample and distill on cpu and $DEVICE"
+  cli=$(mktemp -d)
+  "$PY" - "$cli" <<'PY'
+import random, struct, sys
+random.seed(0)
+n = 10 * 6  # 6 images of each of 10 classes, 28 x 28
+with open(sys.argv[1] + "/toy-images-idx3-ubyte", "wb") as f:
+    f.write(struct.pack(">IIII", 0x803, n, 28, 28) + bytes(random.randrange(256) for _ in range(n * 784)))
+with open(sys.argv[1] + "/toy-labels-idx1-ubyte", "wb") as f:
+    f.write(struct.pack(">II", 0x801, n) + bytes(i % 10 for i in range(n)))
+PY
+  DAPB=$BUILD/dap; D="$cli/toy-images-idx3-ubyte"; ok=1
+  { "$DAPB" train --data "$D" --config fm-tiny --steps 2 --batch 8 --val-per-class 0 --ckpt-every 2 --val-every 2 \
+      --out "$cli/m.safetensors" --threads "$THREADS" &&
+    for dev in cpu "$DEVICE"; do
+      "$DAPB" sample --model "$cli/m.safetensors" --classes 0,3 --n 3 --steps 4 --cfg 2 --batch 4 --device "$dev" \
+        --out "$cli/sample-$dev" &&
+      "$DAPB" distill --data "$D" --model "$cli/m.safetensors" --method dap --ipc 2 --steps 4 --n-real 4 --layer 1 \
+        --gamma 0.1 --classes 0,1 --device "$dev" --quiet --out "$cli/distill-$dev" || exit 1
+    done; } >> "$OUT/tests.txt" 2>&1 || ok=0
+  if [ "$ok" = 1 ]; then
+    "$PY" - "$cli" "$DEVICE" <<'PY' | tee -a "$OUT/tests.txt" || ok=0
+import glob, os, sys, zlib
+def png_rows(path):  # the pixels of an 8-bit grey / RGB PNG, unfiltered
+    data = open(path, "rb").read()
+    idat, i, w, h, bpp = b"", 8, 0, 0, 1
+    while i < len(data):
+        ln = int.from_bytes(data[i:i + 4], "big"); typ = data[i + 4:i + 8]; body = data[i + 8:i + 8 + ln]
+        if typ == b"IHDR":
+            w, h = int.from_bytes(body[0:4], "big"), int.from_bytes(body[4:8], "big")
+            bpp = {0: 1, 2: 3, 4: 2, 6: 4}[body[9]]
+        if typ == b"IDAT": idat += body
+        i += 12 + ln
+    raw, stride, out, prev = zlib.decompress(idat), w * bpp, bytearray(), bytearray(w * bpp)
+    for r in range(h):
+        f, line = raw[r * (stride + 1)], bytearray(raw[r * (stride + 1) + 1:(r + 1) * (stride + 1)])
+        for x in range(stride):
+            a = line[x - bpp] if x >= bpp else 0; b = prev[x]; c = prev[x - bpp] if x >= bpp else 0
+            if f == 1: line[x] = (line[x] + a) & 255
+            elif f == 2: line[x] = (line[x] + b) & 255
+            elif f == 3: line[x] = (line[x] + (a + b) // 2) & 255
+            elif f == 4:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        out += line; prev = line
+    return bytes(out)
+cli, dev = sys.argv[1], sys.argv[2]
+worst, count = 0, 0
+for kind in ("sample", "distill"):
+    for a in sorted(glob.glob("%s/%s-cpu/*/*.png" % (cli, kind))):
+        b = a.replace("%s-cpu" % kind, "%s-%s" % (kind, dev))
+        pa, pb = png_rows(a), png_rows(b)
+        if len(pa) != len(pb): print("commands: %s and %s differ in size" % (a, b)); sys.exit(1)
+        worst = max(worst, max(abs(x - y) for x, y in zip(pa, pb))); count += 1
+print("commands: %d images from sample and distill, cpu vs %s: largest difference %d grey levels" % (count, dev, worst))
+sys.exit(0 if count >= 10 and worst <= 2 else 1)
+PY
+  fi
+  if [ "$ok" = 1 ]; then say "commands passed"; else failed=1; say "the commands FAILED (see $OUT/tests.txt)"; fi
+  rm -rf "$cli"
 fi
 
 MODEL=$("$BUILD/bench_dit" --config "$CONFIG" --layer "$LAYER" --print-config) || { say "bad CONFIG $CONFIG"; exit 1; }
@@ -102,4 +172,5 @@ for p in paths:
         json.dump(doc, f, indent=1)
 print("results: %s" % ", ".join(paths))
 PY
-say "done"
+say "done$([ "$failed" = 1 ] && echo ': the tests FAILED')"
+exit "$failed"

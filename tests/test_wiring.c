@@ -122,11 +122,12 @@ static float *features(const dap_dit *m, const float *x, int n, int t, int y, in
 }
 
 /* The energy recorded at the first guided step compares the synthetic x_t with the real
- * samples noised to the same t: it must be the energy against reals at t's noise level
+ * samples noised to the same t, both with the model label of the class: it must be the energy against reals at t's noise level
  * (drawn here with other noise: equal up to sampling noise), far from the energy against
  * the clean reals (what un-noised reals give). The trajectory starts half-way (--init real,
  * --strength 0.5), where the two differ most, from a real image of the class: all of them
- * are the class's constant image up to +-0.05, so the test rebuilds x_t from that. */
+ * are the class's constant image up to +-0.05, so the test rebuilds x_t from that. The
+ * data's class 1 is the model's label 3 (o.labels): the features carry that label. */
 DAP_TEST(wiring_reals_noised_to_t) {
     dap_dit *m = small_tame();
     if (!m) return;
@@ -137,6 +138,8 @@ DAP_TEST(wiring_reals_noised_to_t) {
     dap_distill_opts o;
     dap_opts(&o, DAP_FORM_X, 1.0);
     o.init = DAP_INIT_REAL, o.strength = 0.5;
+    const int labels[5] = {0, 3, 2, 1, 4}, y = labels[k];
+    o.labels = labels;
     o.n_real = per_class; /* every real image of the class: the draw's order does not matter */
     float *out = dap_alloc_f32((size_t)o.ipc * per);
     dap_distill_stats st;
@@ -166,15 +169,15 @@ DAP_TEST(wiring_reals_noised_to_t) {
             noised[(size_t)j * per + q] = (float)(sqrt(a) * clean[(size_t)j * per + q] + sqrt(1 - a) * noised[(size_t)j * per + q]);
     }
     int F;
-    float *fs = features(m, xs, o.ipc, t, k, o.layer, o.pool, &F);
-    float *fc = features(m, clean, per_class, t, k, o.layer, o.pool, &F);
-    float *fn = features(m, noised, per_class, t, k, o.layer, o.pool, &F);
+    float *fs = features(m, xs, o.ipc, t, y, o.layer, o.pool, &F);
+    float *fc = features(m, clean, per_class, t, y, o.layer, o.pool, &F);
+    float *fn = features(m, noised, per_class, t, y, o.layer, o.pool, &F);
     const double e_noised = dap_kernel_energy(NULL, NULL, fs, o.ipc, fn, per_class, F, o.kernel, o.sigma);
     const double e_clean = dap_kernel_energy(NULL, NULL, fs, o.ipc, fc, per_class, F, o.kernel, o.sigma);
     printf("    t %d (alpha_bar %.3g): recorded %.6g; against reals noised to t %.6g, against clean reals %.6g\n", t, a,
            st.energy_first, e_noised, e_clean);
     CHECK_MSG(fabs(st.energy_first - e_noised) < 0.25 * fabs(e_clean - e_noised),
-              "the guidance's reals are not at t's noise level (recorded %g, noised %g, clean %g)", st.energy_first,
+              "the guidance compares other features than those of the model label's reals at t's noise level (recorded %g, noised %g, clean %g)", st.energy_first,
               e_noised, e_clean);
     dap_free_aligned(fs), dap_free_aligned(fc), dap_free_aligned(fn);
     dap_free_aligned(xs), dap_free_aligned(clean), dap_free_aligned(noised), dap_free_aligned(out);

@@ -1,6 +1,7 @@
 /*
  * cmd_distill.c: `dap distill`: a distilled image folder (one subfolder per class,
- * PNG) by the random, vanilla or dap method, plus manifest.json (every parameter, the
+ * PNG) by the random, vanilla or dap method or one of the rivals (mgd3, d4m, dm, igd;
+ * docs/methods.md), plus manifest.json (every parameter, the
  * seed, the model's hash, per-class timings and guidance energies) and grid.png.
  * Classes are written atomically one by one; a rerun with the same flags skips the
  * classes already done, and gives the same images as an uninterrupted run. A class's
@@ -21,12 +22,15 @@
 #include "distill/distill.h"
 #include "core/device.h"
 #include "distill/guidance.h"
+#include "eval/classifier.h"
 #include "io/io.h"
+#include "latent.h"
 #include "models/dit.h"
 
 /* The parameters that define the images, as one canonical line (checked on resume). */
 static void params_line(char *buf, size_t n, const char *data, const char *hash, int holdout,
-                        int split_seed, const dap_distill_opts *o, unsigned long long data_hash) {
+                        int split_seed, const dap_distill_opts *o, int num_classes, unsigned long long data_hash,
+                        const char *sur_hash) {
     snprintf(buf, n,
              "data=%s model=%s holdout=%d split_seed=%d method=%s ipc=%d seed=%llu steps=%d eta=%g "
              "cfg=%g clip_x0=%g gamma=%g kernel=%d sigma=%g layer=%d pool=%d n_real=%d stop=%g form=%d fixed_noise=%d",
@@ -41,29 +45,45 @@ static void params_line(char *buf, size_t n, const char *data, const char *hash,
         size_t len = strlen(buf);
         snprintf(buf + len, n - len, " init=%s strength=%g", dap_init_name(o->init), o->strength);
     }
+    int mapped = 0; /* the model's labels, when they are not the data's class indices */
+    for (int k = 0; o->labels && k < num_classes; k++) mapped |= o->labels[k] != k;
+    for (int k = 0; mapped && k < num_classes; k++) {
+        size_t len = strlen(buf);
+        snprintf(buf + len, n - len, "%s%d", k ? "," : " labels=", o->labels[k]);
+    }
     if (o->batch != 100) { /* batching changes the kernels' summation order, hence the pixels */
         size_t len = strlen(buf);
         snprintf(buf + len, n - len, " batch=%d", o->batch);
     }
+    size_t len = strlen(buf);
+    if (o->method == DAP_METHOD_MGD3) snprintf(buf + len, n - len, " mode_lambda=%g", o->mode_lambda);
+    if (o->method == DAP_METHOD_IGD)
+        snprintf(buf + len, n - len, " surrogate=%s igd_scale=%g igd_dev=%g igd_low=%g igd_high=%g igd_n_real=%d igd_memory=%d",
+                 sur_hash, o->igd_scale, o->igd_dev, o->igd_low, o->igd_high, o->igd_n_real, o->igd_memory);
     if (o->method == DAP_METHOD_RANDOM) /* the sampler's flags do not matter for random */
         snprintf(buf, n, "data=%s holdout=%d split_seed=%d method=random ipc=%d seed=%llu", data, holdout,
                  split_seed, o->ipc, (unsigned long long)o->seed);
+    if (o->method == DAP_METHOD_DM) /* no prior: the optimisation's flags */
+        snprintf(buf, n, "data=%s holdout=%d split_seed=%d method=dm ipc=%d seed=%llu iterations=%d lr_img=%g batch_real=%d dm_width=%d",
+                 data, holdout, split_seed, o->ipc, (unsigned long long)o->seed, o->iterations, o->lr_img, o->batch_real,
+                 o->dm_width);
     /* the real images themselves (a folder's contents may change under its name) */
-    size_t len = strlen(buf);
+    len = strlen(buf);
     snprintf(buf + len, n - len, " data_fnv1a64=%016llx", data_hash);
 }
 
-/* Whether two parameter lines define the same images: equal, or, for vanilla, equal but
- * for the guidance's keys, which vanilla ignores (a vanilla set made with another --stop
- * or --gamma, e.g. from another flags file, resumes). */
+/* Whether two parameter lines define the same images: equal, or, for the methods other
+ * than dap, equal but for dap's guidance keys, which they ignore (a vanilla set made with
+ * another --stop or --gamma, e.g. from another flags file, resumes); mgd3 keeps --stop. */
 static int params_match(const char *a, const char *b, int method) {
     if (!strcmp(a, b)) return 1;
     /* a folder's line from before the data's content hash (" data_fnv1a64=...", last) */
     const char *h = strstr(b, " data_fnv1a64=");
     if (h && !strstr(a, " data_fnv1a64=") && strlen(a) == (size_t)(h - b) && !strncmp(a, b, (size_t)(h - b))) return 1;
-    if (method != DAP_METHOD_VANILLA) return 0;
+    if (method == DAP_METHOD_DAP || method == DAP_METHOD_RANDOM || method == DAP_METHOD_DM) return 0;
     static const char *const guidance[] = {"gamma=", "kernel=", "sigma=", "layer=", "pool=", "n_real=",
-                                           "stop=", "form=", "fixed_noise=", "repel="};
+                                           "form=", "fixed_noise=", "repel=", "stop="};
+    const size_t nskip = sizeof guidance / sizeof guidance[0] - (method == DAP_METHOD_MGD3); /* mgd3 keeps stop= */
     char ka[2048], kb[2048];
     const char *src[2] = {a, b};
     char *dst[2] = {ka, kb};
@@ -73,7 +93,7 @@ static int params_match(const char *a, const char *b, int method) {
         while (*p) {
             size_t t = strcspn(p, " ");
             int skip = 0;
-            for (size_t g = 0; g < sizeof guidance / sizeof guidance[0]; g++)
+            for (size_t g = 0; g < nskip; g++)
                 if (!strncmp(p, guidance[g], strlen(guidance[g]))) skip = 1;
             if (!skip && len + t + 2 < sizeof ka) {
                 memcpy(dst[side] + len, p, t);
@@ -142,14 +162,22 @@ static int mark_params(const char *out, const char *line, int method, const dap_
     return rc;
 }
 
+/* Methods whose classes report a guidance energy (dm: its matching loss; igd: the
+ * influence, a cosine; mgd3: the mode energy). */
+static int has_energy(int m) {
+    return m == DAP_METHOD_DAP || m == DAP_METHOD_MGD3 || m == DAP_METHOD_IGD || m == DAP_METHOD_DM;
+}
+
 /* What manifest.json records of a run besides its classes. */
 typedef struct distill_run {
-    const char *data, *model_path, *hash;
+    const char *data, *model_path, *hash, *sur_path, *sur_hash;
     int holdout, split_seed, has_model;
     const dap_distill_opts *o;
     const dap_dataset *real;
     const int *order;          /* the data classes in the model's label order */
     const char *names_source;  /* where the model's class names came from */
+    const latent_run *lat; /* a latent prior's run (--vae), else NULL */
+    const char *vae_path;
 } distill_run;
 
 /* manifest.json: every parameter, and every class present in the folder (present[k]),
@@ -185,6 +213,38 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
         dap_json_str(&j, "init", dap_init_name(o->init));
         dap_json_num(&j, "strength", o->strength);
     }
+    if (r->lat) { /* a latent prior: the VAE, the sizes, and the latents kept per class */
+        if (r->vae_path) dap_json_str(&j, "vae", r->vae_path);
+        dap_json_str(&j, "vae_fnv1a64", r->lat->vae_hash);
+        dap_json_int(&j, "image_size", r->lat->image_size);
+        if (r->lat->latent_size) dap_json_int(&j, "latent_size", r->lat->latent_size);
+        dap_json_str(&j, "crop", "adm");
+    }
+    if (o->method == DAP_METHOD_MGD3) {
+        dap_json_num(&j, "mode_lambda", o->mode_lambda);
+        dap_json_num(&j, "stop", o->stop);
+        dap_json_str(&j, "modes", "k-means of the class's real data in the model's input space, k = ipc");
+    }
+    if (o->method == DAP_METHOD_D4M) dap_json_str(&j, "prototypes", "k-means of the class's real data, k = ipc");
+    if (o->method == DAP_METHOD_IGD) {
+        dap_json_str(&j, "surrogate", r->sur_path);
+        dap_json_str(&j, "surrogate_fnv1a64", r->sur_hash);
+        dap_json_num(&j, "igd_scale", o->igd_scale);
+        dap_json_num(&j, "igd_dev", o->igd_dev);
+        dap_json_num(&j, "igd_low", o->igd_low);
+        dap_json_num(&j, "igd_high", o->igd_high);
+        dap_json_int(&j, "igd_n_real", o->igd_n_real);
+        dap_json_int(&j, "igd_memory", o->igd_memory);
+        dap_json_str(&j, "influence_mixed_derivative", "central difference in theta + e v (two input-gradient passes)");
+    }
+    if (o->method == DAP_METHOD_DM) {
+        dap_json_int(&j, "iterations", o->iterations);
+        dap_json_num(&j, "lr_img", o->lr_img);
+        dap_json_int(&j, "batch_real", o->batch_real);
+        dap_json_int(&j, "dm_width", o->dm_width);
+        dap_json_str(&j, "dm_network", "ConvNet-3, instance norm, average pooling, fresh random weights per iteration");
+        dap_json_str(&j, "dm_augmentation", "DSA: color, crop, cutout, flip, scale, rotate (one per iteration, siamese)");
+    }
     if (o->method == DAP_METHOD_DAP) {
         dap_json_num(&j, "gamma", o->gamma);
         dap_json_str(&j, "kernel", o->kernel == DAP_KERNEL_RBF ? "rbf" : "linear");
@@ -207,9 +267,9 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
         dap_json_begin_object(&j, NULL);
         dap_json_int(&j, "class", k);
         dap_json_str(&j, "name", r->real->class_names[k]);
-        if (r->has_model) dap_json_int(&j, "model_label", o->labels[k]);
+        if (r->has_model) dap_json_int(&j, "model_label", o->labels[k]); /* the label the model was conditioned on */
         dap_json_num(&j, "seconds", stats[k].seconds);
-        if (o->method == DAP_METHOD_DAP) {
+        if (has_energy(o->method)) { /* dm: iterations and its matching loss */
             dap_json_int(&j, "guided_steps", stats[k].guided_steps);
             dap_json_num(&j, "energy_first_guided_step", stats[k].energy_first);
             dap_json_num(&j, "energy_last_guided_step", stats[k].energy_last);
@@ -266,16 +326,19 @@ static int write_grid(const char *out, const dap_dataset *real, int ipc, const i
 }
 
 int cmd_distill(int argc, char **argv) {
-    const char *data = NULL, *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear",
+    const char *data = NULL, *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear", *sur_path = NULL,
                *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL,
-               *device = NULL, *precision = NULL;
-    int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0;
+               *strength_s = NULL, *device = NULL, *precision = NULL, *vae_path = NULL, *cache_s = NULL;
+    int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0, image_size = 0;
     dap_distill_opts o;
     dap_distill_opts_default(&o);
     flag flags[] = {
-        {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file or an image folder (default: the data --model records, else fmnist for a Fashion-MNIST-shaped model or without --model)"},
+        {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file, an image folder, or imagenette:DIR, imagewoof:DIR, imageidc:DIR, imagenet:DIR (wnid folders in DIR/train); default: the data --model records, else fmnist for a Fashion-MNIST-shaped model or without --model"},
         {"model", FLAG_STR, &model_path, "diffusion model (safetensors from dap train, or a converted DiT)"},
-        {"method", FLAG_STR, &method_s, "random | vanilla | dap"},
+        {"vae", FLAG_STR, &vae_path, "the VAE of a latent model (SD's sd-vae-ft-mse / -ema safetensors): sampling and guidance run on latents, the images are decoded"},
+        {"image-size", FLAG_INT, &image_size, "image resolution (0: the model's; with --vae its latent size x 8, e.g. 256 for DiT-XL/2-256)", 0, 8192},
+        {"latent-cache", FLAG_STR, &cache_s, "with --vae: folder of the real images' cached latents (default OUT/.latent-cache); share it across runs"},
+        {"method", FLAG_STR, &method_s, "random | vanilla | dap | mgd3 | d4m | dm | igd (the rivals: docs/methods.md)"},
         {"ipc", FLAG_INT, &o.ipc, "images per class", 1, 100000},
         {"seed", FLAG_INT, &seed, "random seed", 0, FLAG_INT_MAX},
         {"out", FLAG_STR, &out, "output image folder (one subfolder per class)"},
@@ -299,7 +362,19 @@ int cmd_distill(int argc, char **argv) {
         {"repel", FLAG_FLOAT, &o.repel, "dap: weight of the repulsion among a class's synthetic samples (0: off, the paper; 1: about the energy distance)", 0, 10000},
         {"fixed-noise", FLAG_BOOL, &fixed_noise, "dap: one noise draw per real sample for the whole trajectory"},
         {"init", FLAG_STR, &init_s, "start of each trajectory: noise (the paper) | real (a random real image of the class) | kmeans (a k-means centre of the class's real images) | medoid (the real image nearest each centre); all but noise are noised to the first step of a partial trajectory"},
-        {"strength", FLAG_FLOAT, &o.strength, "with --init real|kmeans|medoid: fraction of the --steps run (1: all, from almost pure noise)", 0, 1},
+        {"strength", FLAG_STR, &strength_s, "with --init real|kmeans|medoid or d4m: fraction of the --steps run, in (0, 1] (default: 1, from almost pure noise; d4m: 0.7)"},
+        {"mode-lambda", FLAG_FLOAT, &o.mode_lambda, "mgd3: mode guidance scale lambda (guided for the steps before --stop)", -10000, 10000},
+        {"surrogate", FLAG_STR, &sur_path, "igd: surrogate classifier (a dap teacher checkpoint trained on the real data)"},
+        {"igd-scale", FLAG_FLOAT, &o.igd_scale, "igd: influence guidance scale k", -10000, 10000},
+        {"igd-dev", FLAG_FLOAT, &o.igd_dev, "igd: deviation guidance scale gamma (0: off)", 0, 10000},
+        {"igd-low", FLAG_FLOAT, &o.igd_low, "igd: guided while S-1-step is in [low S, high S]: low", 0, 1},
+        {"igd-high", FLAG_FLOAT, &o.igd_high, "igd: ... high", 0, 1},
+        {"igd-n-real", FLAG_INT, &o.igd_n_real, "igd: real images of the class behind its mean gradient", 1, 1000000},
+        {"igd-memory", FLAG_INT, &o.igd_memory, "igd: earlier samples of the class the deviation guidance sees", 0, 1000000},
+        {"iterations", FLAG_INT, &o.iterations, "dm: optimisation iterations (their code: 20000, models/dm.flags; about 3.4 CPU s per class each here; 0: the real start)", 0, 10000000},
+        {"lr-img", FLAG_FLOAT, &o.lr_img, "dm: image learning rate (SGD, momentum 0.5)", 1e-9, 1e6},
+        {"batch-real", FLAG_INT, &o.batch_real, "dm: real images per class and iteration", 1, 1000000},
+        {"dm-width", FLAG_INT, &o.dm_width, "dm: width of the random ConvNet-3", 1, 4096},
         {"batch", FLAG_INT, &o.batch, "most samples per model call", 1, 100000},
         CLI_THREADS_FLAG(&threads),
         {"device", FLAG_STR, &device, "cpu or cuda: where the DiT runs, sampling and guidance (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
@@ -308,15 +383,16 @@ int cmd_distill(int argc, char **argv) {
     };
     const char *pos[1];
     int npos;
-    int r = flags_parse("distill", "--model FILE --method random|vanilla|dap --ipc N --out DIR [flags]",
+    int r = flags_parse("distill", "--model FILE --method random|vanilla|dap|mgd3|d4m|dm|igd --ipc N --out DIR [flags]",
                         "Distills a dataset into IPC images per class by sampling a class-conditional diffusion\n"
                         "model, with the representativeness guidance of DAP (method dap), without it (vanilla),\n"
-                        "or takes a random real subset (random). Rerun the same command to resume.",
+                        "or takes a random real subset (random); mgd3, d4m, dm and igd are the paper's rivals\n"
+                        "(docs/methods.md). Rerun the same command to resume.",
                         flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
     if (r) return r == 1 ? 0 : 2;
     if (!out) return cli_failf("distill", "--out DIR is required");
     if ((o.method = dap_method_parse(method_s)) < 0)
-        return cli_failf("distill", "--method must be random, vanilla or dap (got '%s')", method_s);
+        return cli_failf("distill", "--method must be random, vanilla, dap, mgd3, d4m, dm or igd (got '%s')", method_s);
     if ((o.kernel = dap_kernel_parse(kernel_s)) < 0)
         return cli_failf("distill", "--kernel must be linear or rbf (got '%s')", kernel_s);
     if ((o.pool = dap_pool_parse(pool_s)) < 0)
@@ -328,8 +404,24 @@ int cmd_distill(int argc, char **argv) {
     else return cli_failf("distill", "--form must be x or eps (got '%s')", form_s);
     if (seed < 0 || holdout < 0 || split_seed < 0)
         return cli_failf("distill", "--seed, --holdout and --split-seed must be >= 0");
-    if (o.method != DAP_METHOD_RANDOM && !model_path)
+    if (dap_method_uses_model(o.method) && !model_path)
         return cli_failf("distill", "--model FILE is required for method %s", method_s);
+    if (o.method == DAP_METHOD_IGD && !sur_path)
+        return cli_failf("distill", "--surrogate FILE is required for method igd (a classifier from dap teacher)");
+    if (o.method != DAP_METHOD_IGD && sur_path)
+        return cli_failf("distill", "--surrogate applies to method igd only (got method %s)", method_s);
+    if (o.method == DAP_METHOD_D4M) {
+        if (o.init != DAP_INIT_NOISE)
+            return cli_failf("distill", "--init %s: d4m starts from its k-means prototypes (leave --init out)", init_s);
+        o.init = DAP_INIT_KMEANS;
+    }
+    o.strength = o.method == DAP_METHOD_D4M ? 0.7 : 1.0; /* D4M's img2img strength */
+    if (strength_s) {
+        char *end;
+        o.strength = strtod(strength_s, &end);
+        if (end == strength_s || *end || !isfinite(o.strength))
+            return cli_failf("distill", "--strength expects a finite number in (0, 1] (got '%s')", strength_s);
+    }
     o.seed = (uint64_t)seed;
     o.fixed_noise = fixed_noise;
     if (o.method == DAP_METHOD_VANILLA) o.gamma = 0, o.repel = 0;
@@ -349,6 +441,11 @@ int cmd_distill(int argc, char **argv) {
     int rc = device ? dap_device_select(device) : dap_device_from_env();
     if (rc || (rc = dap_device_set_precision(precision))) return cli_fail("distill", rc);
 
+    if (cache_s && !vae_path) return cli_failf("distill", "--latent-cache needs --vae (a latent model)");
+    if ((rc = latent_check_files(model_path, vae_path))) return cli_fail("distill", rc); /* a VAE as the model or the reverse */
+    char cache_dir[4096];
+    snprintf(cache_dir, sizeof cache_dir, "%s/.latent-cache", out);
+    latent_run lat = {0}, *lr = vae_path ? &lat : NULL;
     dap_dataset full, real, val;
     /* the model's geometry and training data, before the data is read: a pixel model's
      * data is converted to its size and channels (said below when that changes it) */
@@ -376,22 +473,32 @@ int cmd_distill(int argc, char **argv) {
         dap_log(DAP_LOG_INFO, "dap distill: --data fmnist (the default%s)\n",
                 model_path ? ", for a Fashion-MNIST-shaped model without a record of its data" : "");
     }
-    rc = dap_dataset_load(&full, data, "train", pixel_model ? pre.input_size : 0, pixel_model ? pre.in_channels : 0);
-    if (rc) return cli_fail("distill", rc);
-    {
+    if (vae_path) { /* real images stay files until a class needs them: real holds the names */
+        if (o.method == DAP_METHOD_DM)
+            return cli_failf("distill", "--method dm optimises pixels against random ConvNets and uses no prior: run it without --vae");
+        if (o.method == DAP_METHOD_RANDOM && image_size == 0)
+            return cli_failf("distill", "--method random with --vae copies real images: give their --image-size (the prior's, e.g. 256)");
+        rc = latent_open(lr, data, o.method == DAP_METHOD_RANDOM ? NULL : vae_path, cache_s ? cache_s : cache_dir,
+                         image_size, holdout, split_seed, &real);
+        if (rc) return cli_fail("distill", rc);
+    } else if ((rc = dap_dataset_load(&full, data, "train", image_size ? image_size : pixel_model ? pre.input_size : 0,
+                                      pixel_model ? pre.in_channels : 0))) {
+        return cli_fail("distill", rc);
+    } else {
         char note[256];
         if (dap_dataset_prep_note(&full, note, sizeof note))
             dap_log(DAP_LOG_INFO, "dap distill: data %s: %s (the model's input)\n", data, note);
-    }
-    if (holdout > 0) {
-        dap_dataset_split(&full, holdout, (unsigned long long)split_seed, &real, &val);
-        dap_dataset_free(&val);
-        dap_dataset_free(&full);
-    } else {
-        real = full;
+        if (holdout > 0) {
+            dap_dataset_split(&full, holdout, (unsigned long long)split_seed, &real, &val);
+            dap_dataset_free(&val);
+            dap_dataset_free(&full);
+        } else {
+            real = full;
+        }
     }
     const int K = real.num_classes;
     int *todo = dap_calloc((size_t)K, sizeof(int)), ntodo = 0;
+    int *labels = dap_malloc(sizeof(int) * (size_t)(K > 0 ? K : 1)), *order = dap_malloc(sizeof(int) * (size_t)(K > 0 ? K : 1));
     if (shard_n > 0) {
         for (int k = 0; k < K; k++) todo[k] = k % shard_n == shard_i;
     } else if (!strcmp(classes_s, "all")) {
@@ -402,14 +509,16 @@ int cmd_distill(int argc, char **argv) {
             char *end;
             long k = strtol(p, &end, 10);
             if (end == p || k < 0 || k >= K || (*end && *end != ',')) {
-                free(todo);
+                free(todo), free(labels), free(order);
                 dap_dataset_free(&real);
+                latent_close(&lat);
                 return cli_failf("distill", "--classes: expected 'all' or indices in 0..%d separated by commas, got '%s'",
                                  K - 1, classes_s);
             }
             if (todo[k]) {
-                free(todo);
+                free(todo), free(labels), free(order);
                 dap_dataset_free(&real);
+                latent_close(&lat);
                 return cli_failf("distill", "--classes: class %ld is listed twice in '%s'", k, classes_s);
             }
             todo[k] = 1;
@@ -419,17 +528,27 @@ int cmd_distill(int argc, char **argv) {
     for (int k = 0; k < K; k++) ntodo += todo[k];
 
     dap_dit *m = NULL;
-    char hash[17] = "none";
-    if (o.method != DAP_METHOD_RANDOM) {
+    dap_classifier sur;
+    int have_sur = 0;
+    char hash[17] = "none", sur_hash[17] = "none";
+    if (dap_method_uses_model(o.method)) {
         if ((rc = dap_dit_load(&m, model_path, 0, 0)) || (rc = dap_file_hash(model_path, hash))) {
             dap_dataset_free(&real);
-            free(todo);
+            latent_close(&lat);
+            free(todo), free(labels), free(order);
             return cli_fail("distill", rc);
         }
         if (o.method == DAP_METHOD_DAP && o.layer == 0) o.layer = (m->cfg.depth + 2) / 4;
+        if ((rc = latent_check_model(m, model_path, lat.vae, vae_path, &image_size))) goto fail;
+        if (lr) latent_set_size(lr, image_size, &real);
+    }
+    if (o.method == DAP_METHOD_IGD) {
+        if ((rc = dap_classifier_load(&sur, sur_path))) goto fail;
+        have_sur = 1;
+        if ((rc = dap_file_hash(sur_path, sur_hash))) goto fail;
+        o.surrogate = &sur;
     }
     /* the model's label of each data class, by name (a folder lists its classes alphabetically) */
-    int *labels = dap_malloc(sizeof(int) * (size_t)K), *order = dap_malloc(sizeof(int) * (size_t)K);
     const char *names_source = "none";
     for (int k = 0; k < K; k++) labels[k] = k;
     if (m) {
@@ -437,7 +556,9 @@ int cmd_distill(int argc, char **argv) {
         const char *const *names = (const char *const *)m->class_names;
         names_source = "model";
         if (!names && (names = dap_class_names_guess(mc->num_classes, mc->in_channels, mc->input_size)))
-            names_source = "fmnist (a 10-class 28x28x1 model without class names)";
+            names_source = mc->num_classes == DAP_IMAGENET_CLASSES
+                               ? "imagenet (a model without class names: ImageNet-1K wnids)"
+                               : "fmnist (a 10-class 28x28x1 model without class names)";
         if ((rc = dap_class_map(names, mc->num_classes, &real, labels, model_path))) goto fail;
         o.labels = labels;
     }
@@ -445,8 +566,14 @@ int cmd_distill(int argc, char **argv) {
         for (int k = 0; k < K; k++)
             if (labels[k] == l) order[q++] = k;
     if ((rc = dap_distill_check(m, &o))) goto fail; /* a bad flag leaves no folder behind */
-    for (int k = 0; k < K; k++) /* likewise for what only a class's data can refuse */
-        if (todo[k] && (rc = dap_distill_check_class(m, &real, k, &o))) goto fail;
+    { /* likewise for what only a class's data can refuse (a latent run: its counts and latent shape) */
+        dap_dataset view;
+        if (lr) latent_check_view(lr, &view);
+        for (int k = 0; k < K && rc == DAP_OK; k++)
+            if (todo[k]) rc = dap_distill_check_class(m, lr ? &view : &real, k, &o);
+        if (lr) free(view.class_count);
+        if (rc) goto fail;
+    }
     if (m) { /* --device cuda: the weights up, and the states dap_distill_class makes must fit: CFG
               * eps, and for dap the synthetic samples' (cached to the layer) and the real ones' */
         const int chunk = o.batch < o.ipc ? o.batch : o.ipc, nr = o.batch < o.n_real ? o.batch : o.n_real;
@@ -454,6 +581,8 @@ int cmd_distill(int argc, char **argv) {
         if ((rc = dap_dit_to_device(m)) ||
             (rc = dap_dit_states_fit(m, o.method == DAP_METHOD_DAP ? 3 : 1, batches, caches, "--batch")))
             goto fail;
+        if (m->dev && !quiet)
+            fprintf(stderr, "dap distill: %s, precision %s\n", dap_device_describe(), dap_precision_name(dap_device_precision()));
     }
 
     /* resume: the folder must hold a run with the same parameters; a new folder is marked
@@ -462,7 +591,12 @@ int cmd_distill(int argc, char **argv) {
     char line[2048], path[4096];
     uint64_t dh = dap_fnv1a64(DAP_FNV1A64_INIT, real.x, sizeof(float) * (size_t)real.n * real.c * real.h * real.w);
     dh = dap_fnv1a64(dh, real.y, sizeof(int) * (size_t)real.n);
-    params_line(line, sizeof line, data, hash, holdout, split_seed, &o, (unsigned long long)dh);
+    if (lr) dh = latent_data_hash(lr); /* the files stay on disk: their names and sizes */
+    params_line(line, sizeof line, data, hash, holdout, split_seed, &o, K, (unsigned long long)dh, sur_hash);
+    if (lr) { /* a latent run: its VAE and resolution define the images too */
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " vae=%s image_size=%d crop=adm", lr->vae_hash, image_size);
+    }
     if ((rc = dap_mkdir_p(out))) goto fail;
     if ((rc = mark_params(out, line, o.method, NULL, 0))) goto fail;
 
@@ -490,8 +624,10 @@ int cmd_distill(int argc, char **argv) {
                 dap_log(DAP_LOG_INFO, "dap distill: class %d (%s) already done, skipped\n", k, real.class_names[k]);
                 continue;
             }
-            rc = dap_distill_class(m, &real, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
+            if (lr) rc = latent_distill_class(lr, m, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
+            else rc = dap_distill_class(m, &real, k, &o, syn.x + (size_t)k * o.ipc * per, &stats[k]);
             if (rc == DAP_OK) rc = mark_params(out, line, o.method, &syn, k); /* saves class k */
+            if (rc == DAP_OK && lr) rc = latent_save_class(lr, out, real.class_names[k], k, o.labels ? o.labels[k] : k);
             if (rc == DAP_OK) {
                 snprintf(txt, sizeof txt, "%.17g %d %.17g %.17g\n", stats[k].seconds, stats[k].guided_steps,
                          stats[k].energy_first, stats[k].energy_last);
@@ -503,10 +639,11 @@ int cmd_distill(int argc, char **argv) {
             int ran = 0;
             for (int q = 0; q <= k; q++) ran += todo[q] && !resumed[q];
             double eta_s = done_s / ran * (ntodo - done);
-            if (o.method == DAP_METHOD_DAP)
-                dap_log(DAP_LOG_INFO, "dap distill: class %d/%d (%s): %d images in %.1f s, energy %.4g -> %.4g, ETA %.0f s\n",
-                        done, ntodo, real.class_names[k], o.ipc, stats[k].seconds, stats[k].energy_first,
-                        stats[k].energy_last, eta_s);
+            if (has_energy(o.method))
+                dap_log(DAP_LOG_INFO, "dap distill: class %d/%d (%s): %d images in %.1f s, %s %.4g -> %.4g, ETA %.0f s\n",
+                        done, ntodo, real.class_names[k], o.ipc, stats[k].seconds,
+                        o.method == DAP_METHOD_DM ? "loss" : o.method == DAP_METHOD_IGD ? "influence" : "energy",
+                        stats[k].energy_first, stats[k].energy_last, eta_s);
             else
                 dap_log(DAP_LOG_INFO, "dap distill: class %d/%d (%s): %d images in %.1f s, ETA %.0f s\n", done, ntodo,
                         real.class_names[k], o.ipc, stats[k].seconds, eta_s);
@@ -528,7 +665,9 @@ int cmd_distill(int argc, char **argv) {
                 have += present[k];
             }
         }
-        distill_run info = {data, model_path, hash, holdout, split_seed, m != NULL, &o, &real, order, names_source};
+        distill_run info = {.data = data, .model_path = model_path, .hash = hash, .sur_path = sur_path, .sur_hash = sur_hash,
+                            .holdout = holdout, .split_seed = split_seed, .has_model = m != NULL, .o = &o, .real = &real,
+                            .order = order, .names_source = names_source, .lat = lr, .vae_path = vae_path};
         if (rc == DAP_OK) rc = write_manifest(out, &info, stats, present, made, have);
         if (rc == DAP_OK) rc = write_grid(out, &real, o.ipc, order); /* read back: also proves the folder loads */
         dap_unlock_file(lock);
@@ -544,8 +683,9 @@ int cmd_distill(int argc, char **argv) {
     }
 fail:
     if (m) dap_dit_destroy(m);
+    latent_close(&lat);
+    if (have_sur) dap_classifier_free(&sur);
     dap_dataset_free(&real);
-    free(todo);
-    free(labels), free(order);
+    free(todo), free(labels), free(order);
     return rc ? cli_fail("distill", rc) : 0;
 }

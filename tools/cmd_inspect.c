@@ -51,9 +51,9 @@ int cmd_inspect(int argc, char **argv) {
     dap_st_close(st);
     if (dap_vae_file_is_vae(pos[0]) == 1) { /* name it, with what dap vae would load */
         dap_vae *v = NULL;
-        if ((rc = dap_vae_load(&v, pos[0]))) {
-            printf("VAE (AutoencoderKL) tensors, but not loadable: %s\n", dap_last_error());
-            return 1;
+        if (dap_vae_load(&v, pos[0])) { /* the listing stands; say why dap vae would refuse it */
+            printf("VAE (AutoencoderKL) tensors, but dap vae cannot load them: %s\n", dap_last_error());
+            return 0;
         }
         const dap_vae_config *c = dap_vae_get_config(v);
         char chs[96] = "";

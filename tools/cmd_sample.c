@@ -16,6 +16,7 @@
 #include "diffusion/ddim.h"
 #include "diffusion/dit_eps.h"
 #include "io/io.h"
+#include "latent.h"
 #include "models/dit.h"
 
 static int parse_classes(const char *spec, int K, char **names, int *out) {
@@ -62,11 +63,14 @@ static int parse_classes(const char *spec, int K, char **names, int *out) {
 }
 
 int cmd_sample(int argc, char **argv) {
-    const char *model_path = NULL, *classes = "all", *out = NULL, *names_arg = NULL, *device = NULL, *precision = NULL;
-    int n = 10, steps = 50, seed = 0, batch = 50, threads = 0, grid_cols = 16;
+    const char *model_path = NULL, *classes = "all", *out = NULL, *names_arg = NULL, *device = NULL, *precision = NULL,
+               *vae_path = NULL;
+    int n = 10, steps = 50, seed = 0, batch = 50, threads = 0, grid_cols = 16, image_size = 0;
     double cfg_w = 1.0, eta = 0.0, clip_x0 = 0.0;
     flag flags[] = {
         {"model", FLAG_STR, &model_path, "DiT checkpoint (safetensors)"},
+        {"vae", FLAG_STR, &vae_path, "the VAE of a latent model (SD's sd-vae-ft-mse / -ema): images are decoded from the sampled latents, which are kept as DIR/<class>/latents.safetensors"},
+        {"image-size", FLAG_INT, &image_size, "with --vae: the expected image size (0: the model's latent size x 8); a mismatch is refused", 0, 8192},
         {"classes", FLAG_STR, &classes, "all, or a comma list of class indices / names"},
         {"n", FLAG_INT, &n, "images per class", 1, 100000},
         {"steps", FLAG_INT, &steps, "DDIM steps", 1, 1000},
@@ -76,7 +80,7 @@ int cmd_sample(int argc, char **argv) {
         {"seed", FLAG_INT, &seed, "noise seed", 0, FLAG_INT_MAX},
         {"out", FLAG_STR, &out, "output folder"},
         {"batch", FLAG_INT, &batch, "images per forward pass", 1, 100000},
-        {"names", FLAG_STR, &names_arg, "comma list of class names (default: the checkpoint's; without them Fashion-MNIST's for 10-class 28x28x1 models, else class<k>)"},
+        {"names", FLAG_STR, &names_arg, "comma list of class names (default: the checkpoint's; without them Fashion-MNIST's for 10-class 28x28x1 models, the ImageNet wnids for 1000-class ones, else class<k>)"},
         {"grid-cols", FLAG_INT, &grid_cols, "at most this many images per class in grid.png", 1, 1000},
         CLI_THREADS_FLAG(&threads),
         {"device", FLAG_STR, &device, "cpu or cuda: where the DiT runs (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
@@ -98,22 +102,36 @@ int cmd_sample(int argc, char **argv) {
     if ((rc = device ? dap_device_select(device) : dap_device_from_env()) || (rc = dap_device_set_precision(precision)))
         return cli_fail("sample", rc);
 
+    if (image_size < 0) return cli_failf("sample", "--image-size must be >= 0 (got %d)", image_size);
     dap_dit *m = NULL;
+    dap_vae *vae = NULL;
+    char vae_hash[17] = "none";
+    if ((rc = latent_check_files(model_path, vae_path))) return cli_fail("sample", rc);
     if ((rc = dap_dit_load(&m, model_path, 0, 0))) return cli_fail("sample", rc);
-    const int eps_batch = cfg_w != 1.0 ? 2 * batch : batch, no_cache = 0;
-    if ((rc = dap_dit_to_device(m)) || (rc = dap_dit_states_fit(m, 1, &eps_batch, &no_cache, "--batch"))) {
+    if (vae_path && ((rc = dap_vae_load(&vae, vae_path)) || (rc = dap_file_hash(vae_path, vae_hash)))) {
         dap_dit_destroy(m);
         return cli_fail("sample", rc);
     }
+    if ((rc = latent_check_model(m, model_path, vae, vae_path, &image_size))) {
+        dap_dit_destroy(m);
+        if (vae) dap_vae_destroy(vae);
+        return cli_fail("sample", rc);
+    }
+    const int eps_batch = cfg_w != 1.0 ? 2 * batch : batch, no_cache = 0;
+    if ((rc = dap_dit_to_device(m)) || (rc = dap_dit_states_fit(m, 1, &eps_batch, &no_cache, "--batch"))) {
+        dap_dit_destroy(m);
+        if (vae) dap_vae_destroy(vae);
+        return cli_fail("sample", rc);
+    }
+    if (m->dev) fprintf(stderr, "dap sample: %s, precision %s\n", dap_device_describe(), dap_precision_name(dap_device_precision()));
     const dap_dit_config *mc = &m->cfg;
     const int K = mc->num_classes, C = mc->in_channels, H = mc->input_size;
-    if (C != 1 && C != 3) {
-        dap_dit_destroy(m);
-        return cli_failf("sample", "%s: a %d-channel (latent) model needs a VAE decoder, which dap sample "
-                                   "does not have yet (pixel models: 1 or 3 channels)", model_path, C);
-    }
+    /* what is written: the model's images, or a latent model's decoded ones */
+    const int OC = vae ? 3 : C, OH = vae ? image_size : H;
+    const size_t oper = (size_t)OC * OH * OH;
     if (cfg_w != 1.0 && !(mc->class_dropout > 0)) {
         dap_dit_destroy(m);
+        if (vae) dap_vae_destroy(vae);
         return cli_failf("sample", "--cfg %g needs a model with a null class; %s has none (use --cfg 1)", cfg_w,
                          model_path);
     }
@@ -136,6 +154,10 @@ int cmd_sample(int argc, char **argv) {
         for (int k = 0; k < K; k++) names[k] = m->class_names[k];
     } else if (K == 10 && C == 1 && H == 28) {
         for (int k = 0; k < K; k++) names[k] = (char *)dap_fmnist_classes[k];
+    } else if (m->class_names) { /* the checkpoint's own names */
+        for (int k = 0; k < K; k++) names[k] = m->class_names[k];
+    } else if (K == DAP_IMAGENET_CLASSES) { /* an ImageNet-1K model: its labels are the wnids */
+        for (int k = 0; k < K; k++) names[k] = (char *)dap_imagenet_wnid(k);
     }
     const int ncls = parse_classes(classes, K, names, list);
     if (ncls < 0) {
@@ -152,9 +174,11 @@ int cmd_sample(int argc, char **argv) {
     dap_dit_eps_init(&ctx, m, batch, cfg_w);
     int *labels = dap_malloc((size_t)batch * sizeof(int));
     float *x = dap_alloc_f32((size_t)batch * per);
-    float *grid = dap_alloc_f32((size_t)ncls * cols * per);
+    float *grid = dap_alloc_f32((size_t)ncls * cols * oper);
     dap_rng *rngs = dap_malloc((size_t)batch * sizeof(dap_rng));
-    uint8_t *px = dap_malloc(per);
+    uint8_t *px = dap_malloc(oper);
+    /* a latent model: every sample's latents (kept per class), one decoded image */
+    float *lat_all = vae ? dap_alloc_f32((size_t)ncls * n * per) : NULL, *dec = vae ? dap_alloc_f32(oper) : NULL;
     int *cls = dap_malloc((size_t)batch * sizeof(int)), *idx = dap_malloc((size_t)batch * sizeof(int));
     char path[4096], folder[512];
     dap_ddim_hooks hooks = {.eps = dap_dit_eps_hook, .ctx = &ctx, .clip_x0 = clip_x0};
@@ -183,24 +207,38 @@ int cmd_sample(int argc, char **argv) {
         if ((rc = dap_ddim_sample(&sched, steps, eta, x, B, per, rngs, &hooks))) goto cleanup;
         for (int b = 0; b < B; b++) {
             const float *im = x + (size_t)b * per;
+            if (vae) { /* keep the latents, decode the image */
+                memcpy(lat_all + (size_t)(j0 + b) * per, im, sizeof(float) * per);
+                if ((rc = dap_vae_decode(vae, im, 1, H, H, dec))) goto cleanup;
+                for (size_t q = 0; q < oper; q++) dec[q] = dec[q] < -1.f ? -1.f : dec[q] > 1.f ? 1.f : dec[q];
+                im = dec;
+            }
             char *fn = dap_class_folder_name(names[list[cls[b]]] ? names[list[cls[b]]] : "", list[cls[b]]);
             snprintf(folder, sizeof folder, "%s", fn);
             free(fn);
             snprintf(path, sizeof path, "%s/%s/%d.png", out, folder, idx[b]);
             uint8_t *hwc = px;
-            dap_image_to_u8(im, C, H, H, hwc);
-            if ((rc = dap_png_write(path, hwc, H, H, C))) goto cleanup;
-            if (idx[b] < cols) memcpy(grid + ((size_t)cls[b] * cols + idx[b]) * per, im, per * sizeof(float));
+            dap_image_to_u8(im, OC, OH, OH, hwc);
+            if ((rc = dap_png_write(path, hwc, OH, OH, OC))) goto cleanup;
+            if (idx[b] < cols) memcpy(grid + ((size_t)cls[b] * cols + idx[b]) * oper, im, oper * sizeof(float));
         }
         fprintf(stderr, "\rdap sample: %ld/%ld images (%.1f img/s)", j0 + B, total,
                 (double)(j0 + B) / (dap_time_now() - t0 + 1e-9));
     }
     fprintf(stderr, "\n");
+    for (int c = 0; vae && c < ncls; c++) { /* the latents beside each class's images */
+        const char *name = names[list[c]] ? names[list[c]] : "";
+        char *fn = dap_class_folder_name(name, list[c]);
+        snprintf(path, sizeof path, "%s/%s/latents.safetensors", out, fn);
+        free(fn);
+        if ((rc = latent_write(path, lat_all + (size_t)c * n * per, n, C, H, name, list[c], vae_hash))) goto cleanup;
+    }
     snprintf(path, sizeof path, "%s/grid.png", out);
-    if ((rc = dap_grid_write(path, grid, ncls * cols, ncls, cols, C, H, H))) goto cleanup;
+    if ((rc = dap_grid_write(path, grid, ncls * cols, ncls, cols, OC, OH, OH))) goto cleanup;
     fprintf(stderr, "dap sample: wrote %ld images and %s\n", total, path);
 
 cleanup:
+    dap_free_aligned(lat_all), dap_free_aligned(dec);
     free(cls);
     free(idx);
     free(px);
@@ -215,5 +253,6 @@ done:
     free(names_buf);
     free(names);
     dap_dit_destroy(m);
+    if (vae) dap_vae_destroy(vae);
     return rc ? cli_fail("sample", rc) : 0;
 }

@@ -113,11 +113,11 @@ static int vae_encode(int argc, char **argv) {
         {"vae", FLAG_STR, &vae_path, "VAE weights (diffusers, pre-0.14 diffusers or LDM names; a whole SD checkpoint)"},
         {"in", FLAG_STR, &in, "an image, or a folder of images (and of class folders)"},
         {"out", FLAG_STR, &out, "latents file (safetensors, tensor `latent`)"},
-        {"size", FLAG_INT, &size, "resize the shorter side to this and centre-crop (a multiple of 8)"},
+        {"size", FLAG_INT, &size, "resize the shorter side to this and centre-crop (a multiple of 8)", 1, 8192},
         {"sample", FLAG_BOOL, &sample, "a posterior sample instead of the mean"},
-        {"seed", FLAG_INT, &seed, "noise seed for --sample"},
-        {"batch", FLAG_INT, &batch, "images per encoder call"},
-        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
+        {"seed", FLAG_INT, &seed, "noise seed for --sample", 0, FLAG_INT_MAX},
+        {"batch", FLAG_INT, &batch, "images per encoder call", 1, 1000000},
+        CLI_THREADS_FLAG(&threads),
     };
     const char *pos[1];
     int npos;
@@ -227,9 +227,9 @@ static int vae_decode(int argc, char **argv) {
         {"vae", FLAG_STR, &vae_path, "VAE weights (diffusers, pre-0.14 diffusers or LDM names; a whole SD checkpoint)"},
         {"in", FLAG_STR, &in, "latents file (safetensors with tensor `latent` (B, 4, h, w))"},
         {"out", FLAG_STR, &out, "OUT.png (a grid when B > 1), OUT.safetensors (tensor `image`, unclipped), or a folder (DIR/000000.png, ...)"},
-        {"batch", FLAG_INT, &batch, "latents per decoder call"},
-        {"grid-cols", FLAG_INT, &grid_cols, "images per row of the grid PNG"},
-        {"threads", FLAG_INT, &threads, CLI_THREADS_HELP},
+        {"batch", FLAG_INT, &batch, "latents per decoder call", 1, 1000000},
+        {"grid-cols", FLAG_INT, &grid_cols, "images per row of the grid PNG", 1, 1000000},
+        CLI_THREADS_FLAG(&threads),
     };
     const char *pos[1];
     int npos;
@@ -338,6 +338,7 @@ int cmd_vae(int argc, char **argv) {
                         "(dap vae encode --help, dap vae decode --help).\n";
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs(usage, argc < 2 ? stderr : stdout);
+        if (argc >= 2) printf("\nExample:\n  %s\n", cli_example("vae"));
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "encode")) return vae_encode(argc - 1, argv + 1);

@@ -33,6 +33,9 @@ static const struct { const char *cmd, *line; } examples[] = {
     {"eval", "dap eval --train out/dap-ipc10 --arch convnet3 --runs 3"},
     {"subset", "dap subset --from fmnist --ipc 10 --seed 0 --out out/random-ipc10"},
     {"teacher", "dap teacher --arch convnet3 --epochs 3 --out convnet3.safetensors"},
+    {"vae", "dap vae encode --vae sd-vae-ft-mse.safetensors --in photos --out latents.safetensors --size 256"},
+    {"vae encode", "dap vae encode --vae sd-vae-ft-mse.safetensors --in photos --out latents.safetensors --size 256"},
+    {"vae decode", "dap vae decode --vae sd-vae-ft-mse.safetensors --in latents.safetensors --out decoded.png"},
 };
 
 /* The input-file flags whose models/ paths may name a shipped file (see cli_data_path), with

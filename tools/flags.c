@@ -122,9 +122,9 @@ static int file_resolve(const char *cmd, flag *flags, int nflags, const char **p
 int flags_parse(const char *cmd, const char *usage, const char *about, flag *flags, int nflags,
                 int argc, char **argv, const char **pos, int max_pos, int *npos) {
     *npos = 0;
+    file_defaults(cmd, flags, nflags);
     for (int k = 0; k < nflags; k++) /* every number has a range */
         DAP_ASSERT(flags[k].type == FLAG_STR || flags[k].type == FLAG_BOOL || flags[k].lo < flags[k].hi);
-    file_defaults(cmd, flags, nflags);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {

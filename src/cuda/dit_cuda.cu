@@ -101,14 +101,15 @@ __device__ static inline float warp_max(float v) {
 __device__ static inline float gelu_f(float x) {
     float xc = fminf(fmaxf(x, -GELU_XMAX), GELU_XMAX);
     float u = 0.7978845608028654f * (xc + 0.044715f * xc * xc * xc);
-    float s = 1.0f / (1.0f + expf(-2.0f * u));
+    float s = 1.0f / (1.0f + expf(fminf(-2.0f * u, 88.0f))); /* finite e, as ops/act.c */
     return x > GELU_XMAX ? x : xc * s;
 }
 __device__ static inline float gelu_grad_f(float x) {
     x = fminf(fmaxf(x, -GELU_XMAX), GELU_XMAX);
     float x2 = x * x, u = 0.7978845608028654f * x * (1.0f + 0.044715f * x2);
     float du2 = 2.0f * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x2);
-    float e = expf(-2.0f * u), s = 1.0f / (1.0f + e);
+    /* e kept finite (x below about -10 would give inf * 0 = NaN in e s) */
+    float e = expf(fminf(-2.0f * u, 88.0f)), s = 1.0f / (1.0f + e);
     return s * (1.0f + x * (e * s) * du2);
 }
 __device__ static inline float silu_f(float x) {
@@ -862,6 +863,8 @@ static void down(void *h, const float *dptr, size_t bytes) {
     if (h) CK(cudaMemcpy(h, dptr, bytes, cudaMemcpyDeviceToHost));
 }
 #define F(n) ((size_t)(n) * sizeof(float))
+/* b rows of c values at stride ld (chunks of a (b, 6c) adaLN output): the floats to copy */
+#define ROWS(b, c, ld) ((size_t)((b) - 1) * (ld) + (c))
 
 extern "C" void dap_cuda_linear(float *out, const float *inp, const float *w, const float *b, int n, int ic,
                                 int oc, int precision) {
@@ -888,7 +891,7 @@ extern "C" void dap_cuda_ln_modulate(float *out, float *mean, float *rstd, const
                                      const float *scale, int b, int t, int c, int ld) {
     const gpu *g = ops_gpu(DAP_PRECISION_FP32);
     size_t N = (size_t)b * t;
-    float *dx = up(x, F(N * c)), *dsh = up(shift, F((size_t)b * ld)), *dsc = up(scale, F((size_t)b * ld));
+    float *dx = up(x, F(N * c)), *dsh = up(shift, F(ROWS(b, c, ld))), *dsc = up(scale, F(ROWS(b, c, ld)));
     float *dout = dev0(F(N * c)), *dm = dev0(F(N)), *dr = dev0(F(N));
     LW(ln_mod_k, N)(dout, dm, dr, dx, dsh, dsc, (int)N, t, c, ld, LN_EPS);
     LAUNCHED();
@@ -901,7 +904,7 @@ extern "C" void dap_cuda_ln_modulate_backward(float *dres, const float *dout, co
     const gpu *g = ops_gpu(DAP_PRECISION_FP32);
     size_t N = (size_t)b * t;
     float *dd = up(dres, F(N * c)), *dy = up(dout, F(N * c)), *dx = up(x, F(N * c));
-    float *dsc = up(scale, F((size_t)b * ld)), *dm = up(mean, F(N)), *dr = up(rstd, F(N));
+    float *dsc = up(scale, F(ROWS(b, c, ld))), *dm = up(mean, F(N)), *dr = up(rstd, F(N));
     LW(ln_mod_bwd_k, N)(dd, dy, dx, dsc, dm, dr, (int)N, t, c, ld);
     LAUNCHED();
     down(dres, dd, F(N * c));
@@ -912,7 +915,7 @@ extern "C" void dap_cuda_gate_residual(float *out, const float *in, const float 
                                        const float *gate, int b, int t, int c, int ld) {
     const gpu *g = ops_gpu(DAP_PRECISION_FP32);
     size_t N = (size_t)b * t;
-    float *di = up(in, F(N * c)), *dy = up(y, F(N * c)), *db = up(bias, F(c)), *dg = up(gate, F((size_t)b * ld));
+    float *di = up(in, F(N * c)), *dy = up(y, F(N * c)), *db = up(bias, F(c)), *dg = up(gate, F(ROWS(b, c, ld)));
     L1(gate_res_k, N * c)(di, di, dy, db, dg, (int)N, t, c, ld); /* in place, as the uncached blocks run */
     LAUNCHED();
     down(out, di, F(N * c));
@@ -922,7 +925,7 @@ extern "C" void dap_cuda_gate_residual(float *out, const float *in, const float 
 extern "C" void dap_cuda_gate_mul(float *dst, const float *src, const float *gate, int b, int t, int c, int ld) {
     const gpu *g = ops_gpu(DAP_PRECISION_FP32);
     size_t N = (size_t)b * t;
-    float *ds = up(src, F(N * c)), *dg = up(gate, F((size_t)b * ld)), *dd = dev0(F(N * c));
+    float *ds = up(src, F(N * c)), *dg = up(gate, F(ROWS(b, c, ld))), *dd = dev0(F(N * c));
     L1(gate_mul_k, N * c)(dd, ds, dg, (int)N, t, c, ld);
     LAUNCHED();
     down(dst, dd, F(N * c));

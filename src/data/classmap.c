@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "data/imagenet.h"
 
 /* The label whose name is `name` (exact, then folder-safe), -1 if none. */
 static int find_name(const char *const *names, int n, const char *name) {
@@ -60,5 +61,6 @@ int dap_class_map(const char *const *model_names, int n_model, const dap_dataset
 
 const char *const *dap_class_names_guess(int num_classes, int channels, int size) {
     if (num_classes == 10 && channels == 1 && size == 28) return dap_fmnist_classes;
+    if (num_classes == DAP_IMAGENET_CLASSES) return dap_imagenet_wnids(); /* the official DiTs' labels */
     return NULL;
 }

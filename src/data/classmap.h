@@ -5,7 +5,8 @@
  * in alphabetical order, an IDX file's labels as stored); a model's label is what it was
  * trained with. The two meet by name: the model's class names (its checkpoint's
  * metadata) against the dataset's. A model without names is taken to have the names of
- * dap_class_names_guess (Fashion-MNIST's for dap's own 10-class 28x28x1 models).
+ * dap_class_names_guess (Fashion-MNIST's for dap's own 10-class 28x28x1 models, the
+ * ImageNet wnids for 1000-class ones).
  */
 #ifndef DAP_CLASSMAP_H
 #define DAP_CLASSMAP_H
@@ -22,7 +23,8 @@ int dap_class_map(const char *const *model_names, int n_model, const dap_dataset
                   const char *model_path);
 
 /* The class names of a model whose checkpoint has none, from its shape: Fashion-MNIST's
- * (dap_fmnist_classes) for 10 classes of 28x28x1, else NULL (unknown). */
+ * (dap_fmnist_classes) for 10 classes of 28x28x1, the ImageNet-1K wnids in label order
+ * (dap_imagenet_wnids) for 1000 classes, else NULL (unknown). */
 const char *const *dap_class_names_guess(int num_classes, int channels, int size);
 
 #endif /* DAP_CLASSMAP_H */

@@ -16,6 +16,7 @@
 
 #include "core/core.h"
 #include "data/dataset.h"
+#include "data/imagenet.h"
 #include "io/io.h"
 
 const char *const dap_fmnist_classes[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -477,6 +478,9 @@ int dap_dataset_load(dap_dataset *ds, const char *spec, const char *split, int s
         return load_fmnist(ds, dir, split, size, channels);
     }
     if (strncmp(spec, "fmnist:", 7) == 0) return load_fmnist(ds, spec + 7, split, size, channels);
+    const dap_imagenet_subset *sub;
+    const char *dir;
+    if (dap_imagenet_spec(spec, &sub, &dir)) return dap_imagenet_load(ds, spec, split, size, channels);
     if (is_dir(spec)) return load_folder(ds, spec, split, size, channels);
     if (is_file(spec)) {
         char *lab = labels_path_for(spec);
@@ -512,7 +516,7 @@ int dap_dataset_load_test(dap_dataset *ds, const char *data, const char *test_sp
 
 char *dap_dataset_split_path(const char *spec, const char *split) {
     char *p = NULL;
-    if (!strncmp(spec, "fmnist", 6)) return NULL;
+    if (!is_dir(spec) && !is_file(spec)) return NULL; /* "fmnist", "imagenette:DIR", ...: no one path */
     if (is_dir(spec)) {
         p = folder_split_root(spec, split);
         if (!p) return NULL;

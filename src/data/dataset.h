@@ -25,7 +25,9 @@ typedef struct dap_dataset {
 
 /* `spec`: "fmnist" (Fashion-MNIST from the Debian package), "fmnist:DIR" (the same
  * four files in DIR), an IDX image file (the labels file is found beside it:
- * "*-images-idx3-ubyte[.gz]" -> "*-labels-idx1-ubyte[.gz]"), or an image folder.
+ * "*-images-idx3-ubyte[.gz]" -> "*-labels-idx1-ubyte[.gz]"), an image folder, or an
+ * ImageNet-style folder "imagenette:DIR", "imagewoof:DIR", "imageidc:DIR", "imagenet:DIR"
+ * (data/imagenet.h: wnid folders, test split = DIR/val, size required).
  * `split`: "train" or "test". A folder ROOT that holds ROOT/train/ is a split layout:
  * train reads ROOT/train, test reads ROOT/test (or else ROOT/val). A folder without
  * train/ and a single IDX file are one set: its train split is the set itself, and
@@ -39,8 +41,8 @@ int dap_dataset_has_splits(const char *spec);
 /* The test set: `test_spec` when given (its test split if it is a split layout, else all
  * of it), else the test split of `data`. */
 int dap_dataset_load_test(dap_dataset *ds, const char *data, const char *test_spec, int size, int channels);
-/* The file or folder a split of `spec` reads (malloc'd, resolved with realpath when it
- * exists), or NULL for specs that name no single path ("fmnist"). */
+/* The file or folder a split of `spec` reads (malloc'd, resolved with realpath), or NULL
+ * for specs that are no existing file or folder ("fmnist", "imagenette:DIR"). */
 char *dap_dataset_split_path(const char *spec, const char *split);
 /* One line saying how loading changed the images ("resized 8x8 -> 16x16, RGB -> gray
  * (1797 images)"); returns 0 and writes "" when nothing changed. */

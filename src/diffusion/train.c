@@ -78,6 +78,8 @@ int dap_trainer_create(dap_trainer **out, dap_dit *model, const dap_dataset *dat
     tr->cfg = *cfg;
     tr->model = model;
     tr->data = data;
+    tr->data_hash = dap_fnv1a64(DAP_FNV1A64_INIT, data->x, sizeof(float) * image_floats(model) * (size_t)data->n);
+    tr->data_hash = dap_fnv1a64(tr->data_hash, data->y, sizeof(int) * (size_t)data->n);
     tr->perm_epoch = -1;
     dap_params_init(&tr->ema);
     for (int k = 0; k < model->params.n; k++) {
@@ -273,7 +275,8 @@ static char *state_path(const char *path) {
 
 int dap_trainer_save(dap_trainer *tr, const char *path) {
     char *spath = state_path(path);
-    char seed[32], batch[32], step[32];
+    char seed[32], batch[32], step[32], data[32];
+    snprintf(data, sizeof data, "%016llx", (unsigned long long)tr->data_hash);
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)tr->cfg.seed);
     snprintf(batch, sizeof batch, "%d", tr->cfg.batch);
     snprintf(step, sizeof step, "%lld", (long long)tr->step);
@@ -282,6 +285,7 @@ int dap_trainer_save(dap_trainer *tr, const char *path) {
     dap_st_writer_meta(w, "seed", seed);
     dap_st_writer_meta(w, "batch", batch);
     dap_st_writer_meta(w, "step", step);
+    dap_st_writer_meta(w, "data_fnv1a64", data);
     add_params(w, &tr->model->params, tr->model->params.data, "model.");
     add_params(w, &tr->ema, tr->ema.data, "ema.");
     dap_adamw_write(&tr->opt, &tr->model->params, w, "opt.");
@@ -315,6 +319,16 @@ int dap_trainer_resume(dap_trainer *tr, const char *path) {
     if (rc == DAP_OK && batch != (unsigned long long)tr->cfg.batch)
         rc = dap_error(DAP_ERR_ARG, "%s: the run used --batch %llu, this one %d (resume needs the same)",
                        st->path, batch, tr->cfg.batch);
+    if (rc == DAP_OK) { /* states written before the hash was recorded have none */
+        char *dh = dap_st_meta_get(st, "data_fnv1a64"), want[32];
+        snprintf(want, sizeof want, "%016llx", (unsigned long long)tr->data_hash);
+        if (dh && strcmp(dh, want))
+            rc = dap_error(DAP_ERR_ARG,
+                           "%s: the run trained on other images (hash %s), this one on %s (resume needs the same "
+                           "--data, --val-per-class and --split-seed)",
+                           st->path, dh, want);
+        free(dh);
+    }
     if (rc == DAP_OK) rc = read_params(st, &tr->model->params, tr->model->params.data, "model.");
     if (rc == DAP_OK) rc = read_params(st, &tr->ema, tr->ema.data, "ema.");
     if (rc == DAP_OK) rc = dap_adamw_read(&tr->opt, &tr->model->params, st, "opt.");

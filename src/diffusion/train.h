@@ -56,6 +56,7 @@ typedef struct dap_trainer {
     dap_schedule sched;
     dap_dit_state *state;    /* for cfg.batch samples */
     const dap_dataset *data; /* training images, not owned */
+    uint64_t data_hash;      /* FNV-1a 64 of data's pixels and labels: resume needs the same images */
     int64_t step;            /* steps done */
     /* the data order of the current epoch */
     int *perm;
@@ -83,8 +84,9 @@ double dap_trainer_val_loss(dap_trainer *tr, const dap_dataset *val, uint64_t se
 
 /* Writes PATH.state then PATH (see the top of this file). */
 int dap_trainer_save(dap_trainer *tr, const char *path);
-/* Restores the state from PATH.state: the seed and batch must match this trainer's
- * (DAP_ERR_ARG naming both), every tensor must be present with its shape. */
+/* Restores the state from PATH.state: the seed, batch and training images (their hash, when
+ * the state records it) must match this trainer's (DAP_ERR_ARG naming both), every tensor
+ * must be present with its shape. */
 int dap_trainer_resume(dap_trainer *tr, const char *path);
 
 #endif /* DAP_DIFFUSION_TRAIN_H */

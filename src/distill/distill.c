@@ -9,7 +9,10 @@
  * -gamma grad E (x form, Algorithm 1) or eps += gamma sqrt(1 - a_t) grad E (eps form).
  * With --repel lambda (an extension, default off) E also gets -lambda times the mean
  * distance to the class's other synthetic samples (guidance.h: the energy distance).
- * Model calls run in chunks of opts.batch samples.
+ * Model calls run in chunks of opts.batch samples, through the backbone interface
+ * (backbone.h), never the network directly. The rival methods plug into the same loop:
+ * mgd3 as an eps adjustment (mgd3.c), d4m as vanilla from k-means prototypes, igd one
+ * sample at a time with its guidance (igd.c); dm optimises pixels without the prior (dm.c).
  */
 #include "distill/distill.h"
 
@@ -21,15 +24,17 @@
 #include "diffusion/ddim.h"
 #include "diffusion/dit_eps.h"
 #include "diffusion/schedule.h"
+#include "distill/backbone.h"
 #include "distill/guidance.h"
 #include "distill/kmeans.h"
+#include "distill/methods.h"
+#include "eval/classifier.h"
 
-/* Random streams of a class (all keyed by the run's seed). */
-#define STREAM_RANDOM_PICK (1ULL << 60)
-#define STREAM_REAL_PICK (2ULL << 60)
-#define STREAM_REAL_NOISE (3ULL << 60)
-#define STREAM_KMEANS (4ULL << 60)
-#define KMEANS_ITERS 50
+#define STREAM_RANDOM_PICK DAP_STREAM_RANDOM_PICK
+#define STREAM_REAL_PICK DAP_STREAM_REAL_PICK
+#define STREAM_REAL_NOISE DAP_STREAM_REAL_NOISE
+#define STREAM_KMEANS DAP_STREAM_KMEANS
+#define KMEANS_ITERS DAP_KMEANS_ITERS
 
 void dap_distill_opts_default(dap_distill_opts *o) {
     memset(o, 0, sizeof *o);
@@ -50,6 +55,17 @@ void dap_distill_opts_default(dap_distill_opts *o) {
     o->form = DAP_FORM_X;
     o->init = DAP_INIT_NOISE;
     o->strength = 1.0;
+    o->mode_lambda = 0.1;   /* MGD3's lambda */
+    o->iterations = 200;    /* DM's code runs 20000 (models/dm.flags): ~19 CPU hours per class here */
+    o->lr_img = 1.0;
+    o->batch_real = 256;
+    o->dm_width = 128;
+    o->igd_scale = 5;       /* IGD's sample_mp.sh: gm-scale 5, dev-scale 120, low 30 high 45 of 50 */
+    o->igd_dev = 120;
+    o->igd_low = 0.6;
+    o->igd_high = 0.9;
+    o->igd_n_real = 200;    /* grad-ipc */
+    o->igd_memory = 64;     /* memory-size */
 }
 
 int dap_init_parse(const char *s) {
@@ -72,19 +88,20 @@ int dap_init_skip(int S, double strength) {
     return run < 1 ? S - 1 : run > S ? 0 : S - run;
 }
 
+static const char *const method_names[DAP_METHOD_COUNT] = {"random", "vanilla", "dap", "mgd3", "d4m", "dm", "igd"};
+
 int dap_method_parse(const char *s) {
-    if (!strcmp(s, "random")) return DAP_METHOD_RANDOM;
-    if (!strcmp(s, "vanilla")) return DAP_METHOD_VANILLA;
-    if (!strcmp(s, "dap")) return DAP_METHOD_DAP;
+    for (int m = 0; m < DAP_METHOD_COUNT; m++)
+        if (!strcmp(s, method_names[m])) return m;
     return -1;
 }
 
-const char *dap_method_name(int m) {
-    return m == DAP_METHOD_RANDOM ? "random" : m == DAP_METHOD_VANILLA ? "vanilla" : "dap";
-}
+const char *dap_method_name(int m) { return m >= 0 && m < DAP_METHOD_COUNT ? method_names[m] : "?"; }
+
+int dap_method_uses_model(int m) { return m != DAP_METHOD_RANDOM && m != DAP_METHOD_DM; }
 
 /* n distinct indices of class k, in a seeded random order. */
-static int pick_class(const dap_dataset *ds, int k, int n, uint64_t seed, uint64_t stream, int *out) {
+int dap_distill_pick_class(const dap_dataset *ds, int k, int n, uint64_t seed, uint64_t stream, int *out) {
     const int count = ds->class_count[k];
     if (n > count)
         return dap_error(DAP_ERR_ARG, "class %d (%s) has %d images, %d requested", k,
@@ -100,15 +117,13 @@ static int pick_class(const dap_dataset *ds, int k, int n, uint64_t seed, uint64
 }
 
 typedef struct class_run {
-    const dap_dit *m;
+    dap_backbone *bb;  /* eps in chunks; features of block l (cached for the synthetic
+                          samples' partial backward, inference-only for the real ones) */
     const dap_distill_opts *o;
     int k, n;          /* data class, synthetic samples */
     int label;         /* the model's label of class k */
     int layer, T, D, F;
     size_t per;
-    dap_dit_eps eps;   /* CFG eps model, chunked */
-    dap_dit_state *gst;/* synthetic samples: caches blocks 1..l for the partial backward */
-    dap_dit_state *rst;/* real samples: forward only (no cache, much less memory) */
     float *real0;      /* (N, per) clean real samples */
     float *realt;      /* (chunk, per) noised */
     float *rfeat;      /* (N, F) pooled real features */
@@ -117,33 +132,29 @@ typedef struct class_run {
     float *ds;         /* (chunk, F) dE/dfeatures */
     float *dtok;       /* (chunk, T, D) */
     float *grad;       /* (n, per) dE/dx_t */
-    float *tf;         /* (chunk) */
     int *y;            /* (chunk) */
     dap_rng noise;     /* real-sample noise */
     float *fixed_xi;   /* (N, per) with fixed_noise */
+    int *lab;          /* (n) the class label, for eps */
+    float *modes;      /* mgd3: (n, per) the mode of each sample */
+    dap_igd *igd;      /* igd: the surrogate's guidance */
+    const float *mem;  /* igd: (nmem, per) the class's earlier samples */
+    int nmem;
+    float *x0, *gtmp;  /* igd: (per) scratch */
     dap_distill_stats *st;
 } class_run;
 
 static int run_eps(void *ctx, float *eps, const float *x_t, const dap_ddim_coef *c) {
     class_run *r = ctx;
-    const int chunk = r->o->batch;
-    for (int i0 = 0; i0 < r->n; i0 += chunk) {
-        const int b = r->n - i0 < chunk ? r->n - i0 : chunk;
-        int *lab = r->y;
-        for (int i = 0; i < b; i++) lab[i] = r->label;
-        dap_dit_eps_set_labels(&r->eps, lab, b);
-        DAP_TRY(dap_dit_eps_hook(&r->eps, eps + (size_t)i0 * r->per, x_t + (size_t)i0 * r->per, c));
-    }
-    return DAP_OK;
+    return dap_backbone_eps(r->bb, eps, x_t, r->n, c->t, r->lab);
 }
 
 /* Synthetic samples i0..i0+b-1 through blocks 1..l of gst (cached for the partial
  * backward), pooled into feat (b, F). */
 static void synth_features(class_run *r, const float *x_t, const dap_ddim_coef *c, int i0, int b, float *feat) {
-    for (int i = 0; i < b; i++) r->tf[i] = (float)c->t, r->y[i] = r->label;
-    dap_dit_state_set_batch(r->gst, b);
-    dap_dit_forward(r->m, r->gst, NULL, x_t + (size_t)i0 * r->per, r->tf, r->y, r->layer);
-    dap_pool_forward(feat, dap_dit_features(r->gst), b, r->T, r->D, r->o->pool);
+    for (int i = 0; i < b; i++) r->y[i] = r->label;
+    const float *tok = dap_backbone_features(r->bb, 1, x_t + (size_t)i0 * r->per, b, c->t, r->y);
+    dap_pool_forward(feat, tok, b, r->T, r->D, r->o->pool);
 }
 
 /* grad (n, per) = dE/dx_t at this step; returns the mean energy. */
@@ -159,10 +170,9 @@ static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef 
         else dap_rng_normal(&r->noise, xi, (size_t)b * r->per, 0.0f, 1.0f);
         const float *x0 = r->real0 + (size_t)j0 * r->per;
         for (size_t q = 0; q < (size_t)b * r->per; q++) xi[q] = sa * x0[q] + sb * xi[q];
-        for (int i = 0; i < b; i++) r->tf[i] = (float)c->t, r->y[i] = r->label;
-        dap_dit_state_set_batch(r->rst, b);
-        dap_dit_forward(r->m, r->rst, NULL, xi, r->tf, r->y, r->layer);
-        dap_pool_forward(r->rfeat + (size_t)j0 * r->F, dap_dit_features(r->rst), b, r->T, r->D, o->pool);
+        for (int i = 0; i < b; i++) r->y[i] = r->label;
+        const float *tok = dap_backbone_features(r->bb, 0, xi, b, c->t, r->y);
+        dap_pool_forward(r->rfeat + (size_t)j0 * r->F, tok, b, r->T, r->D, o->pool);
     }
     /* --repel needs every synthetic feature of the class before any gradient; with one
      * chunk the loop below has them, else a forward pre-pass collects them */
@@ -180,7 +190,7 @@ static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef 
             energy += b * dap_kernel_repel(r->ds, NULL, r->sfeat, b, r->n > chunk ? r->allfeat : r->sfeat, r->n,
                                            r->n > chunk ? i0 : 0, o->repel, r->F, o->kernel, o->sigma);
         dap_pool_backward(r->dtok, r->ds, b, r->T, r->D, o->pool);
-        dap_dit_backward_from_block(r->m, r->gst, r->layer, r->dtok, r->grad + (size_t)i0 * r->per);
+        dap_backbone_backward(r->bb, r->dtok, r->grad + (size_t)i0 * r->per);
     }
     energy /= r->n;
     if (r->st->guided_steps == 0) r->st->energy_first = energy;
@@ -189,9 +199,48 @@ static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef 
     return energy;
 }
 
+/* igd guides while the remaining-steps index S-1-step is in [round(low S), round(high S)]
+ * (their 50-step code: low 30, high 45). */
+static int igd_guided(int step, int S, double low, double high) {
+    const int rem = S - 1 - step;
+    return rem >= (int)nearbyint(low * S) && rem <= (int)nearbyint(high * S);
+}
+
+/* igd (one sample, r->n = 1): eps -= sqrt(1 - a_t) / sqrt(a_t) (k ds_inf/dx0 - gamma ds_dev/dx0),
+ * classifier guidance on x0_hat with dx0_hat/dx_t taken as 1/sqrt(a_t) (igd.c). */
+static int igd_adjust_eps(class_run *r, float *eps, const float *x_t, const dap_ddim_coef *c) {
+    const dap_distill_opts *o = r->o;
+    if (!igd_guided(c->step, o->steps, o->igd_low, o->igd_high)) return DAP_OK;
+    const float sa = (float)sqrt(c->a_t), sb = (float)sqrt(1.0 - c->a_t);
+    for (size_t q = 0; q < r->per; q++) r->x0[q] = (x_t[q] - sb * eps[q]) / sa;
+    double e = 0;
+    if (o->igd_scale != 0) {
+        e = dap_igd_influence(r->igd, r->x0, r->grad);
+        const float s = (float)(o->igd_scale * sb / sa);
+        for (size_t q = 0; q < r->per; q++) eps[q] -= s * r->grad[q];
+    }
+    if (o->igd_dev != 0 && r->nmem > 0) {
+        dap_igd_deviation(r->x0, r->mem, r->nmem, r->per, r->gtmp);
+        const float s = (float)(o->igd_dev * sb / sa);
+        for (size_t q = 0; q < r->per; q++) eps[q] += s * r->gtmp[q];
+    }
+    if (r->st->guided_steps == 0) r->st->energy_first = e;
+    r->st->energy_last = e;
+    r->st->guided_steps++;
+    return DAP_OK;
+}
+
 static int run_adjust_eps(void *ctx, float *eps, const float *x_t, const dap_ddim_coef *c) {
     class_run *r = ctx;
+    if (r->o->method == DAP_METHOD_IGD) return igd_adjust_eps(r, eps, x_t, c);
     if (!dap_ddim_step_guided(c->step, r->o->steps, r->o->stop)) return DAP_OK;
+    if (r->o->method == DAP_METHOD_MGD3) {
+        const double e = dap_mgd3_adjust_eps(eps, x_t, r->modes, r->n, r->per, c->a_t, r->o->mode_lambda);
+        if (r->st->guided_steps == 0) r->st->energy_first = e;
+        r->st->energy_last = e;
+        r->st->guided_steps++;
+        return DAP_OK;
+    }
     guidance_grad(r, x_t, c);
     const float s = (float)(r->o->gamma * sqrt(1.0 - c->a_t));
     for (size_t q = 0; q < (size_t)r->n * r->per; q++) eps[q] += s * r->grad[q];
@@ -236,6 +285,27 @@ static void nearest_rows(float *cen, int n, const float *rows, int count, size_t
     free(taken);
 }
 
+/* The class's real images as rows (count, per); the caller frees. */
+static float *class_rows(const dap_dataset *real, int k, size_t per) {
+    const int count = real->class_count[k];
+    float *rows = dap_alloc_f32((size_t)count * per);
+    for (int j = 0; j < count; j++)
+        memcpy(rows + (size_t)j * per, real->x + (size_t)real->class_idx[k][j] * per, sizeof(float) * per);
+    return rows;
+}
+
+int dap_distill_kmeans_centres(const dap_dataset *real, int k, int n, uint64_t seed, float *centres) {
+    const size_t per = (size_t)real->c * real->h * real->w;
+    const int count = real->class_count[k];
+    if (count < n)
+        return dap_error(DAP_ERR_ARG, "class %d (%s) has %d images, fewer than the %d k-means centres asked for", k,
+                         real->class_names ? real->class_names[k] : "?", count, n);
+    float *rows = class_rows(real, k, per);
+    int rc = dap_kmeans(rows, count, (int)per, n, KMEANS_ITERS, seed, STREAM_KMEANS | (uint64_t)k, centres, NULL, NULL);
+    dap_free_aligned(rows);
+    return rc;
+}
+
 /* --init real|kmeans|medoid: x (n, per) holds each sample's standard-normal draw xi on entry and
  * sqrt(a) x0 + sqrt(1 - a) xi on return, with x0 the sample's start image and a = alpha_bar
  * at the first step run. */
@@ -247,21 +317,17 @@ static int start_images(const dap_dataset *real, int k, const dap_distill_opts *
     int rc, t;
     if (o->init == DAP_INIT_REAL) {
         int *idx = dap_malloc(sizeof(int) * (size_t)n);
-        rc = pick_class(real, k, n, o->seed, STREAM_RANDOM_PICK, idx); /* the random baseline's images */
+        rc = dap_distill_pick_class(real, k, n, o->seed, STREAM_RANDOM_PICK, idx); /* the random baseline's images */
         for (int i = 0; rc == DAP_OK && i < n; i++)
             memcpy(x0 + (size_t)i * per, real->x + (size_t)idx[i] * per, sizeof(float) * per);
         free(idx);
     } else {
-        const int count = real->class_count[k];
-        float *rows = dap_alloc_f32((size_t)count * per);
-        for (int j = 0; j < count; j++)
-            memcpy(rows + (size_t)j * per, real->x + (size_t)real->class_idx[k][j] * per, sizeof(float) * per);
-        rc = count < n ? dap_error(DAP_ERR_ARG, "class %d (%s) has %d images, fewer than the %d k-means centres asked for", k,
-                                   real->class_names ? real->class_names[k] : "?", count, n)
-                       : dap_kmeans(rows, count, (int)per, n, KMEANS_ITERS, o->seed, STREAM_KMEANS | (uint64_t)k, x0,
-                                    NULL, NULL);
-        if (rc == DAP_OK && o->init == DAP_INIT_MEDOID) nearest_rows(x0, n, rows, count, per);
-        dap_free_aligned(rows);
+        rc = dap_distill_kmeans_centres(real, k, n, o->seed, x0);
+        if (rc == DAP_OK && o->init == DAP_INIT_MEDOID) {
+            float *rows = class_rows(real, k, per);
+            nearest_rows(x0, n, rows, real->class_count[k], per);
+            dap_free_aligned(rows);
+        }
     }
     if (rc == DAP_OK && (rc = dap_ddim_start_t(sched->T, o->steps, skip, &t)) == DAP_OK) {
         const float sa = (float)sqrt(sched->alpha_bar[t]), sb = (float)sqrt(1.0 - sched->alpha_bar[t]);
@@ -271,18 +337,29 @@ static int start_images(const dap_dataset *real, int k, const dap_distill_opts *
     return rc;
 }
 
-int dap_distill_check(const dap_dit *m, const dap_distill_opts *o) {
+int dap_distill_check_backbone(const dap_backbone *bb, const dap_distill_opts *o) {
+    if (o->method < 0 || o->method >= DAP_METHOD_COUNT) return dap_error(DAP_ERR_ARG, "--method: unknown method %d", o->method);
     if (o->ipc < 1) return dap_error(DAP_ERR_ARG, "--ipc must be >= 1 (got %d)", o->ipc);
     if (o->init < DAP_INIT_NOISE || o->init > DAP_INIT_MEDOID) return dap_error(DAP_ERR_ARG, "--init: unknown start %d", o->init);
     if (!(o->strength > 0 && o->strength <= 1))
         return dap_error(DAP_ERR_ARG, "--strength must be in (0, 1] (got %g)", o->strength);
-    if (o->init == DAP_INIT_NOISE && o->strength != 1)
+    if (o->init == DAP_INIT_NOISE && o->strength != 1 && o->method != DAP_METHOD_D4M)
         return dap_error(DAP_ERR_ARG, "--strength %g needs a start image (--init real, kmeans or medoid); from noise the whole trajectory runs",
                          o->strength);
-    if (o->method == DAP_METHOD_RANDOM)
-        return o->init == DAP_INIT_NOISE ? DAP_OK
-                                         : dap_error(DAP_ERR_ARG, "--init %s applies to vanilla and dap, not random", dap_init_name(o->init));
-    if (!m) return dap_error(DAP_ERR_ARG, "method %s needs a diffusion model (--model)", dap_method_name(o->method));
+    if (o->method == DAP_METHOD_D4M && o->init != DAP_INIT_NOISE && o->init != DAP_INIT_KMEANS)
+        return dap_error(DAP_ERR_ARG, "--init %s: d4m starts from its k-means prototypes (leave --init out)", dap_init_name(o->init));
+    if (o->method == DAP_METHOD_RANDOM || o->method == DAP_METHOD_DM) {
+        if (o->init != DAP_INIT_NOISE)
+            return dap_error(DAP_ERR_ARG, "--init %s applies to vanilla and dap (the diffusion methods), not %s", dap_init_name(o->init),
+                             dap_method_name(o->method));
+        if (o->method == DAP_METHOD_RANDOM) return DAP_OK;
+        if (o->iterations < 0) return dap_error(DAP_ERR_ARG, "--iterations must be >= 0 (got %d)", o->iterations);
+        if (!(o->lr_img > 0 && isfinite(o->lr_img))) return dap_error(DAP_ERR_ARG, "--lr-img must be finite and > 0 (got %g)", o->lr_img);
+        if (o->batch_real < 1) return dap_error(DAP_ERR_ARG, "--batch-real must be >= 1 (got %d)", o->batch_real);
+        if (o->dm_width < 1 || o->dm_width > 4096) return dap_error(DAP_ERR_ARG, "--dm-width must be in 1..4096 (got %d)", o->dm_width);
+        return DAP_OK;
+    }
+    if (!bb) return dap_error(DAP_ERR_ARG, "method %s needs a diffusion model (--model)", dap_method_name(o->method));
     if (o->steps < 1 || o->steps > 1000) return dap_error(DAP_ERR_ARG, "--steps must be in 1..1000 (got %d)", o->steps);
     if (o->batch < 1) return dap_error(DAP_ERR_ARG, "--batch must be >= 1 (got %d)", o->batch);
     if (!(o->eta >= 0)) return dap_error(DAP_ERR_ARG, "--eta must be >= 0 (got %g)", o->eta);
@@ -290,11 +367,32 @@ int dap_distill_check(const dap_dit *m, const dap_distill_opts *o) {
     if (!(fabs(o->cfg) <= DAP_CFG_MAX))
         return dap_error(DAP_ERR_ARG, "--cfg must be in [-%g, %g] (larger scales saturate every pixel), got %g", DAP_CFG_MAX,
                          DAP_CFG_MAX, o->cfg);
-    if (o->cfg != 1.0 && !(m->cfg.class_dropout > 0))
+    if (o->cfg != 1.0 && !bb->has_null)
         return dap_error(DAP_ERR_ARG, "--cfg %g needs a model with a null class; this one has none (use --cfg 1)", o->cfg);
+    if (o->method == DAP_METHOD_MGD3) {
+        if (!isfinite(o->mode_lambda)) return dap_error(DAP_ERR_ARG, "--mode-lambda must be finite");
+        if (!(o->stop >= 0 && o->stop <= 1)) return dap_error(DAP_ERR_ARG, "--stop must be in [0, 1] (got %g)", o->stop);
+        return DAP_OK;
+    }
+    if (o->method == DAP_METHOD_IGD) {
+        if (!o->surrogate) return dap_error(DAP_ERR_ARG, "method igd needs a surrogate classifier (--surrogate FILE, from dap teacher)");
+        const dap_cnn *net = &o->surrogate->net;
+        if (net->in_c != bb->C || net->in_h != bb->H || net->in_w != bb->W)
+            return dap_error(DAP_ERR_SHAPE, "--surrogate takes %dx%dx%d inputs, the model's samples are %dx%dx%d", net->in_c,
+                             net->in_h, net->in_w, bb->C, bb->H, bb->W);
+        if (net->num_classes != bb->classes)
+            return dap_error(DAP_ERR_SHAPE, "--surrogate has %d classes, the model %d", net->num_classes, bb->classes);
+        if (!isfinite(o->igd_scale) || !isfinite(o->igd_dev) || o->igd_dev < 0)
+            return dap_error(DAP_ERR_ARG, "--igd-scale must be finite and --igd-dev finite and >= 0 (got %g, %g)", o->igd_scale, o->igd_dev);
+        if (!(o->igd_low >= 0 && o->igd_low <= o->igd_high && o->igd_high <= 1))
+            return dap_error(DAP_ERR_ARG, "--igd-low and --igd-high must satisfy 0 <= low <= high <= 1 (got %g, %g)", o->igd_low, o->igd_high);
+        if (o->igd_n_real < 1) return dap_error(DAP_ERR_ARG, "--igd-n-real must be >= 1 (got %d)", o->igd_n_real);
+        if (o->igd_memory < 0) return dap_error(DAP_ERR_ARG, "--igd-memory must be >= 0 (got %d)", o->igd_memory);
+        return DAP_OK;
+    }
     if (o->method != DAP_METHOD_DAP) return DAP_OK;
-    if (o->layer < 1 || o->layer > m->cfg.depth)
-        return dap_error(DAP_ERR_ARG, "--layer must be in 1..%d (the model's depth), got %d", m->cfg.depth, o->layer);
+    if (o->layer < 1 || o->layer > bb->depth)
+        return dap_error(DAP_ERR_ARG, "--layer must be in 1..%d (the model's depth), got %d", bb->depth, o->layer);
     if (o->n_real < 1) return dap_error(DAP_ERR_ARG, "--n-real must be >= 1 (got %d)", o->n_real);
     if (!(o->stop >= 0 && o->stop <= 1)) return dap_error(DAP_ERR_ARG, "--stop must be in [0, 1] (got %g)", o->stop);
     if (o->kernel == DAP_KERNEL_RBF && !(o->sigma > 0))
@@ -306,73 +404,116 @@ int dap_distill_check(const dap_dit *m, const dap_distill_opts *o) {
     return DAP_OK;
 }
 
-int dap_distill_check_class(const dap_dit *m, const dap_dataset *real, int k, const dap_distill_opts *o) {
+int dap_distill_check_class_backbone(const dap_backbone *bb, const dap_dataset *real, int k, const dap_distill_opts *o) {
     DAP_ASSERT(k >= 0 && k < real->num_classes);
     const char *name = real->class_names ? real->class_names[k] : "?";
     const int count = real->class_count[k];
-    if ((o->method == DAP_METHOD_RANDOM || o->init != DAP_INIT_NOISE) && count < o->ipc)
+    if ((o->method == DAP_METHOD_RANDOM || o->method == DAP_METHOD_DM || o->init != DAP_INIT_NOISE) && count < o->ipc)
         return o->method != DAP_METHOD_RANDOM && (o->init == DAP_INIT_KMEANS || o->init == DAP_INIT_MEDOID)
                    ? dap_error(DAP_ERR_ARG, "class %d (%s) has %d images, fewer than the %d k-means centres asked for", k,
                                name, count, o->ipc)
                    : dap_error(DAP_ERR_ARG, "class %d (%s) has %d images, %d requested (--ipc)", k, name, count, o->ipc);
-    if (o->method == DAP_METHOD_RANDOM) return DAP_OK;
-    if (!m) return dap_error(DAP_ERR_ARG, "method %s needs a diffusion model (--model)", dap_method_name(o->method));
-    const dap_dit_config *mc = &m->cfg;
-    if (mc->in_channels != real->c || mc->input_size != real->h || real->h != real->w)
-        return dap_error(DAP_ERR_SHAPE, "model takes %dx%dx%d images, the data has %dx%dx%d", mc->in_channels,
-                         mc->input_size, mc->input_size, real->c, real->h, real->w);
+    if (!dap_method_uses_model(o->method)) return DAP_OK;
+    if (!bb) return dap_error(DAP_ERR_ARG, "method %s needs a diffusion model (--model)", dap_method_name(o->method));
+    if (bb->C != real->c || bb->H != real->h || bb->W != real->w)
+        return dap_error(DAP_ERR_SHAPE, "model takes %dx%dx%d images, the data has %dx%dx%d", bb->C, bb->H, bb->W,
+                         real->c, real->h, real->w);
     const int label = o->labels ? o->labels[k] : k;
-    if (label < 0 || label >= mc->num_classes)
+    if (label < 0 || label >= bb->classes)
         return dap_error(DAP_ERR_SHAPE, "class %d (%s): label %d is outside the model's %d classes", k, name, label,
-                         mc->num_classes);
+                         bb->classes);
     if (o->method == DAP_METHOD_DAP && count < o->n_real)
         return dap_error(DAP_ERR_ARG, "class %d (%s) has %d images, fewer than --n-real %d", k, name, count, o->n_real);
     return DAP_OK;
 }
 
+int dap_distill_check_class(const dap_dit *m, const dap_dataset *real, int k, const dap_distill_opts *o) {
+    if (!m) return dap_distill_check_class_backbone(NULL, real, k, o);
+    dap_backbone bb;
+    dap_backbone_dit(&bb, m);
+    return dap_distill_check_class_backbone(&bb, real, k, o);
+}
+
+int dap_distill_check(const dap_dit *m, const dap_distill_opts *o) {
+    if (!m) return dap_distill_check_backbone(NULL, o);
+    dap_backbone bb;
+    dap_backbone_dit(&bb, m);
+    return dap_distill_check_backbone(&bb, o);
+}
+
 int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const dap_distill_opts *o,
                       float *out, dap_distill_stats *st) {
+    if (!m) return dap_distill_class_backbone(NULL, real, k, o, out, st);
+    dap_backbone bb;
+    dap_backbone_dit(&bb, m);
+    return dap_distill_class_backbone(&bb, real, k, o, out, st);
+}
+
+/* igd: the class's samples one after another, each guided away from the earlier ones
+ * (their code keeps a memory of the class's last igd_memory samples). */
+static int igd_sample(class_run *r, const dap_schedule *sched, dap_ddim_hooks *h, float *out, dap_rng *rngs) {
+    const dap_distill_opts *o = r->o;
+    const int n = r->n;
+    int rc = DAP_OK;
+    r->n = 1;
+    for (int i = 0; rc == DAP_OK && i < n; i++) {
+        const int m0 = i > o->igd_memory ? i - o->igd_memory : 0;
+        r->mem = out + (size_t)m0 * r->per, r->nmem = i - m0;
+        rc = dap_ddim_sample(sched, o->steps, o->eta, out + (size_t)i * r->per, 1, r->per, rngs + i, h);
+    }
+    r->n = n;
+    return rc;
+}
+
+int dap_distill_class_backbone(dap_backbone *bb, const dap_dataset *real, int k, const dap_distill_opts *o,
+                               float *out, dap_distill_stats *st) {
     DAP_ASSERT(k >= 0 && k < real->num_classes);
     memset(st, 0, sizeof *st);
     const double t0 = dap_time_now();
     const size_t per = (size_t)real->c * real->h * real->w;
     dap_distill_opts oo = *o;
-    if (oo.method == DAP_METHOD_DAP && oo.layer == 0 && m) oo.layer = (m->cfg.depth + 2) / 4;
-    DAP_TRY(dap_distill_check(m, &oo));
+    if (oo.method == DAP_METHOD_DAP && oo.layer == 0 && bb) oo.layer = (bb->depth + 2) / 4;
+    if (oo.method == DAP_METHOD_D4M && oo.init == DAP_INIT_NOISE) oo.init = DAP_INIT_KMEANS; /* prototypes */
+    DAP_TRY(dap_distill_check_backbone(bb, &oo));
 
     if (oo.method == DAP_METHOD_RANDOM) {
         int *idx = dap_malloc(sizeof(int) * (size_t)oo.ipc);
-        int rc = pick_class(real, k, oo.ipc, oo.seed, STREAM_RANDOM_PICK, idx);
+        int rc = dap_distill_pick_class(real, k, oo.ipc, oo.seed, STREAM_RANDOM_PICK, idx);
         for (int i = 0; rc == DAP_OK && i < oo.ipc; i++)
             memcpy(out + (size_t)i * per, real->x + (size_t)idx[i] * per, sizeof(float) * per);
         free(idx);
         st->seconds = dap_time_now() - t0;
         return rc;
     }
+    if (oo.method == DAP_METHOD_DM) {
+        int rc = dap_dm_class(real, k, &oo, out, st);
+        st->seconds = dap_time_now() - t0;
+        return rc;
+    }
 
-    const dap_dit_config *mc = &m->cfg;
-    DAP_TRY(dap_distill_check_class(m, real, k, &oo));
+    DAP_TRY(dap_distill_check_class_backbone(bb, real, k, &oo));
     const int label = oo.labels ? oo.labels[k] : k;
 
     class_run r = {0};
-    r.m = m, r.o = &oo, r.k = k, r.label = label, r.n = oo.ipc, r.per = per, r.st = st;
+    r.bb = bb, r.o = &oo, r.k = k, r.label = label, r.n = oo.ipc, r.per = per, r.st = st;
     const int chunk = oo.batch;
-    dap_dit_eps_init(&r.eps, m, chunk < r.n ? chunk : r.n, oo.cfg);
+    const int dap = oo.method == DAP_METHOD_DAP, N = oo.n_real;
+    if (dap) r.layer = oo.layer;
+    int rc = dap_backbone_open(bb, chunk < r.n ? chunk : r.n, oo.cfg, r.layer, chunk < r.n ? chunk : r.n,
+                               chunk < N ? chunk : N);
+    if (rc) return rc;
     r.y = dap_malloc(sizeof(int) * (size_t)chunk);
-    r.tf = dap_alloc_f32((size_t)chunk);
-    int rc = DAP_OK;
-    if (oo.method == DAP_METHOD_DAP) {
-        r.layer = oo.layer, r.T = m->tokens, r.D = mc->hidden;
+    r.lab = dap_malloc(sizeof(int) * (size_t)r.n);
+    for (int i = 0; i < r.n; i++) r.lab[i] = label;
+    if (dap) {
+        r.T = bb->tokens, r.D = bb->hidden;
         r.F = dap_pool_dim(r.T, r.D, oo.pool);
-        const int N = oo.n_real;
         int *idx = dap_malloc(sizeof(int) * (size_t)N);
-        rc = pick_class(real, k, N, oo.seed, STREAM_REAL_PICK, idx);
+        rc = dap_distill_pick_class(real, k, N, oo.seed, STREAM_REAL_PICK, idx);
         r.real0 = dap_alloc_f32((size_t)N * per);
         for (int j = 0; rc == DAP_OK && j < N; j++)
             memcpy(r.real0 + (size_t)j * per, real->x + (size_t)idx[j] * per, sizeof(float) * per);
         free(idx);
-        r.gst = dap_dit_state_create_ex(m, chunk < r.n ? chunk : r.n, r.layer);
-        r.rst = dap_dit_state_create_ex(m, chunk < N ? chunk : N, 0);
         r.realt = dap_alloc_f32((size_t)chunk * per);
         r.rfeat = dap_alloc_f32((size_t)N * r.F);
         r.sfeat = dap_alloc_f32((size_t)chunk * r.F);
@@ -385,6 +526,17 @@ int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const da
             r.fixed_xi = dap_alloc_f32((size_t)N * per);
             dap_rng_normal(&r.noise, r.fixed_xi, (size_t)N * per, 0.0f, 1.0f);
         }
+    } else if (oo.method == DAP_METHOD_MGD3) {
+        r.modes = dap_alloc_f32((size_t)r.n * per);
+        rc = dap_distill_kmeans_centres(real, k, r.n, oo.seed, r.modes); /* mode i guides sample i */
+    } else if (oo.method == DAP_METHOD_IGD) {
+        const int n_real = oo.igd_n_real < real->class_count[k] ? oo.igd_n_real : real->class_count[k];
+        int *idx = dap_malloc(sizeof(int) * (size_t)n_real);
+        rc = dap_distill_pick_class(real, k, n_real, oo.seed, DAP_STREAM_IGD_PICK, idx);
+        r.igd = dap_calloc(1, sizeof *r.igd);
+        if (rc == DAP_OK) rc = dap_igd_init(r.igd, oo.surrogate, real, label, idx, n_real);
+        free(idx);
+        r.grad = dap_alloc_f32(per), r.gtmp = dap_alloc_f32(per), r.x0 = dap_alloc_f32(per);
     }
     if (rc == DAP_OK) {
         dap_schedule sched;
@@ -399,25 +551,29 @@ int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const da
             h.skip = dap_init_skip(oo.steps, oo.strength);
             rc = start_images(real, k, &oo, &sched, h.skip, out);
         }
-        if (oo.method == DAP_METHOD_DAP && oo.gamma != 0) {
+        if (dap && oo.gamma != 0) {
             if (oo.form == DAP_FORM_EPS) h.adjust_eps = run_adjust_eps;
             else h.adjust_x = run_adjust_x;
         }
-        if (rc == DAP_OK) rc = dap_ddim_sample(&sched, oo.steps, oo.eta, out, r.n, per, rngs, &h);
+        if (oo.method == DAP_METHOD_MGD3 && oo.mode_lambda != 0) h.adjust_eps = run_adjust_eps;
+        if (oo.method == DAP_METHOD_IGD) h.adjust_eps = run_adjust_eps;
+        if (rc == DAP_OK)
+            rc = oo.method == DAP_METHOD_IGD ? igd_sample(&r, &sched, &h, out, rngs)
+                                             : dap_ddim_sample(&sched, oo.steps, oo.eta, out, r.n, per, rngs, &h);
         free(rngs);
         dap_schedule_free(&sched);
-        for (size_t q = 0; q < (size_t)r.n * per; q++) /* clamp, NaN -> error below */
+        for (size_t q = 0; !oo.latent && q < (size_t)r.n * per; q++) /* clamp, NaN -> error below */
             out[q] = out[q] < -1.f ? -1.f : out[q] > 1.f ? 1.f : out[q];
         for (size_t q = 0; rc == DAP_OK && q < (size_t)r.n * per; q++)
             if (isnan(out[q])) rc = dap_error(DAP_ERR_VALUE, "class %d: sampling produced NaN (guidance scale too large?)", k);
     }
-    dap_dit_eps_free(&r.eps);
-    if (r.gst) dap_dit_state_destroy(r.gst);
-    if (r.rst) dap_dit_state_destroy(r.rst);
-    free(r.y);
-    dap_free_aligned(r.tf), dap_free_aligned(r.real0), dap_free_aligned(r.realt);
+    dap_backbone_close(bb);
+    if (r.igd) dap_igd_free(r.igd), free(r.igd);
+    free(r.y), free(r.lab);
+    dap_free_aligned(r.real0), dap_free_aligned(r.realt), dap_free_aligned(r.modes);
     dap_free_aligned(r.rfeat), dap_free_aligned(r.sfeat), dap_free_aligned(r.allfeat), dap_free_aligned(r.ds);
     dap_free_aligned(r.dtok), dap_free_aligned(r.grad), dap_free_aligned(r.fixed_xi);
+    dap_free_aligned(r.gtmp), dap_free_aligned(r.x0);
     st->seconds = dap_time_now() - t0;
     return rc;
 }

@@ -2,7 +2,12 @@
  * distill.h: the distillation methods, one class at a time:
  *   random   IPC real images of the class (seeded): the baseline every method must beat;
  *   vanilla  DDIM + classifier-free guidance from the diffusion prior (gamma = 0);
- *   dap      vanilla plus the representativeness guidance of SPEC 3 (Algorithms 1-2).
+ *   dap      vanilla plus the representativeness guidance of SPEC 3 (Algorithms 1-2);
+ * and the paper's rivals on the same prior and sampler (docs/methods.md):
+ *   mgd3     mode guidance towards the class's k-means modes (mgd3.c);
+ *   d4m      img2img from the class's k-means prototypes (vanilla with --init kmeans);
+ *   dm       distribution matching: pixels optimised against random ConvNets (dm.c; no prior);
+ *   igd      influence and deviation guidance from a surrogate classifier (igd.c).
  * A class's result depends only on (seed, class, options), never on which other classes
  * run or in what order, so an interrupted run resumes class by class with the same images.
  */
@@ -14,7 +19,19 @@
 #include "data/dataset.h"
 #include "models/dit.h"
 
-typedef enum { DAP_METHOD_RANDOM = 0, DAP_METHOD_VANILLA = 1, DAP_METHOD_DAP = 2 } dap_method;
+typedef enum {
+    DAP_METHOD_RANDOM = 0,
+    DAP_METHOD_VANILLA = 1,
+    DAP_METHOD_DAP = 2,
+    DAP_METHOD_MGD3 = 3,
+    DAP_METHOD_D4M = 4,
+    DAP_METHOD_DM = 5,
+    DAP_METHOD_IGD = 6
+} dap_method;
+#define DAP_METHOD_COUNT 7
+
+struct dap_classifier;
+struct dap_backbone;
 typedef enum { DAP_FORM_X = 0, DAP_FORM_EPS = 1 } dap_guidance_form;
 /* Where a trajectory starts (vanilla and dap): pure noise (the paper), or a real image of
  * the class noised to the start of a partial trajectory (--strength): one of IPC random
@@ -52,6 +69,23 @@ typedef struct dap_distill_opts {
                         (the default 0 redraws it at every guided step) */
     const int *labels; /* (data classes) the model's label of each data class (dap_class_map);
                           NULL: the data's class index is the label */
+    int latent;      /* 1: the model works in a VAE's latent space: samples are not clamped
+                        to [-1, 1] (the decoder takes them as they are) */
+    /* mgd3 (mgd3.c): eps -= sqrt(1 - a_t) lambda (m_i - x0_hat) while guided (--stop as dap) */
+    double mode_lambda;
+    /* dm (dm.c) */
+    int iterations;  /* optimisation steps of the set */
+    double lr_img;   /* SGD (momentum 0.5) learning rate of the images */
+    int batch_real;  /* real images per class and iteration */
+    int dm_width;    /* the random ConvNet-3's width */
+    /* igd (igd.c) */
+    struct dap_classifier *surrogate; /* not owned; its weights are perturbed and restored */
+    double igd_scale;  /* influence guidance scale k */
+    double igd_dev;    /* deviation guidance scale gamma */
+    double igd_low, igd_high; /* guided while the remaining-steps index S-1-step is in
+                                 [round(low S), round(high S)] */
+    int igd_n_real;    /* real images of the class behind the mean gradient */
+    int igd_memory;    /* earlier samples of the class the deviation guidance sees */
 } dap_distill_opts;
 
 /* The largest |cfg| and |gamma| accepted: beyond them every pixel saturates. */
@@ -78,16 +112,27 @@ typedef struct dap_distill_stats {
  * flag leaves no output behind. The layer must be resolved (o->layer 0 means depth/4 only
  * inside dap_distill_class). */
 int dap_distill_check(const dap_dit *model, const dap_distill_opts *o);
+/* The same against any backbone (NULL for random and dm). */
+int dap_distill_check_backbone(const struct dap_backbone *bb, const dap_distill_opts *o);
+/* Whether a method samples from the diffusion prior (all but random and dm). */
+int dap_method_uses_model(int m);
 
 /* What only class k's data can refuse, checked before any work: the model's input shape
  * against the data's, class k's label, and enough real images of class k for --n-real
  * (dap) and for --ipc draws (random, --init real|kmeans|medoid). DAP_ERR_ARG/SHAPE naming it. */
 int dap_distill_check_class(const dap_dit *model, const dap_dataset *real, int k, const dap_distill_opts *o);
+int dap_distill_check_class_backbone(const struct dap_backbone *bb, const dap_dataset *real, int k,
+                                     const dap_distill_opts *o);
 
-/* Distills class k into out (ipc, C, H, W) in [-1, 1] (generated images are clamped).
+/* Distills class k into out (ipc, C, H, W) in [-1, 1] (generated images are clamped unless
+ * opts.latent).
  * real: the real training images the guidance and the random baseline draw from.
  * model: unused (may be NULL) for random. */
 int dap_distill_class(const dap_dit *model, const dap_dataset *real, int k,
                       const dap_distill_opts *o, float *out, dap_distill_stats *st);
+/* The same on any backbone (dap_backbone_dit describes a DiT); bb may be NULL for
+ * random and dm. The backbone is opened and closed inside. */
+int dap_distill_class_backbone(struct dap_backbone *bb, const dap_dataset *real, int k,
+                               const dap_distill_opts *o, float *out, dap_distill_stats *st);
 
 #endif

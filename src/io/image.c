@@ -89,6 +89,22 @@ static void jpeg_on_warning(j_common_ptr cinfo, int level) {
     if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) jpeg_on_error(cinfo);
 }
 
+/* CMYK (n pixels of 4 bytes) to RGB in place, as PIL's convert("RGB"):
+ * R = (255 - C)(255 - K) / 255. Files with an Adobe marker (Photoshop's, and every YCCK
+ * one) store the inks inverted, so there the stored values are 255 - C and 255 - K. */
+static void cmyk_to_rgb(uint8_t *px, size_t n, int adobe_inverted) {
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *p = px + 4 * i;
+        int k = adobe_inverted ? p[3] : 255 - p[3];
+        uint8_t rgb[3];
+        for (int q = 0; q < 3; q++) {
+            int v = adobe_inverted ? p[q] : 255 - p[q];
+            rgb[q] = (uint8_t)((v * k + 127) / 255);
+        }
+        memcpy(px + 3 * i, rgb, 3); /* 3 i <= 4 i: never overwrites an unread pixel */
+    }
+}
+
 static int jpeg_read_mem(const char *path, const uint8_t *buf, size_t n, dap_image8 *out) {
     struct jpeg_decompress_struct cinfo;
     jpeg_err err;
@@ -107,13 +123,17 @@ static int jpeg_read_mem(const char *path, const uint8_t *buf, size_t n, dap_ima
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, buf, (unsigned long)n);
     jpeg_read_header(&cinfo, TRUE);
-    int c;
+    int c, cmyk = 0;
     if (cinfo.num_components == 1) {
         cinfo.out_color_space = JCS_GRAYSCALE;
         c = 1;
     } else if (cinfo.jpeg_color_space == JCS_YCbCr || cinfo.jpeg_color_space == JCS_RGB) {
         cinfo.out_color_space = JCS_RGB;
         c = 3;
+    } else if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
+        /* a few ImageNet files: libjpeg gives CMYK (YCCK converted), made RGB below */
+        cinfo.out_color_space = JCS_CMYK;
+        c = 3, cmyk = 1;
     } else {
         jpeg_destroy_decompress(&cinfo);
         return dap_error(DAP_ERR_FORMAT, "%s: JPEG colour space %d not supported (expected gray or RGB)",
@@ -125,13 +145,14 @@ static int jpeg_read_mem(const char *path, const uint8_t *buf, size_t n, dap_ima
         return rc;
     }
     jpeg_start_decompress(&cinfo);
-    DAP_ASSERT(cinfo.output_components == c);
-    size_t stride = (size_t)cinfo.output_width * (size_t)c;
+    DAP_ASSERT(cinfo.output_components == (cmyk ? 4 : c));
+    size_t stride = (size_t)cinfo.output_width * (size_t)cinfo.output_components;
     px = dap_malloc(stride * cinfo.output_height);
     while (cinfo.output_scanline < cinfo.output_height) {
         JSAMPROW row = px + (size_t)cinfo.output_scanline * stride;
         jpeg_read_scanlines(&cinfo, &row, 1);
     }
+    if (cmyk) cmyk_to_rgb(px, (size_t)cinfo.output_width * cinfo.output_height, cinfo.saw_Adobe_marker);
     jpeg_finish_decompress(&cinfo);
     out->h = (int)cinfo.output_height;
     out->w = (int)cinfo.output_width;
@@ -286,6 +307,120 @@ void dap_image_resize_crop(const dap_image8 *in, int size, int c_out, uint8_t *o
     free_taps(ty);
     free(mid);
     free(src);
+}
+
+/* ---- the DiT / ADM centre crop ----------------------------------------------
+ * PIL's resampling (Resample.c) on 8-bit pixels, so that a prior sees the pixels the DiT
+ * code gave it in training: a separable filter whose support widens by the downscaling
+ * factor, weights normalised then rounded to 22-bit fixed point, the horizontal pass
+ * first with an 8-bit intermediate. */
+#define PIL_PRECISION_BITS 22
+
+static double pil_box(double x) { return x > -0.5 && x <= 0.5 ? 1.0 : 0.0; }
+static double pil_bicubic(double x) { /* a = -0.5 */
+    const double a = -0.5;
+    if (x < 0) x = -x;
+    if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+    if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+    return 0;
+}
+
+/* Fixed-point taps of an axis resized from nin to nout: bounds[2 o] first input, [2 o + 1]
+ * count; kk (nout, ksize). Returns ksize. */
+static int pil_coeffs(int nin, int nout, double (*filter)(double), double support0, int **bounds, int **kk) {
+    const double scale = (double)nin / nout, fscale = scale < 1 ? 1 : scale, support = support0 * fscale;
+    const int ksize = (int)ceil(support) * 2 + 1;
+    *bounds = dap_malloc(sizeof(int) * 2 * (size_t)nout);
+    *kk = dap_calloc((size_t)nout * ksize, sizeof(int));
+    double *k = dap_malloc(sizeof(double) * (size_t)ksize);
+    for (int o = 0; o < nout; o++) {
+        const double centre = (o + 0.5) * scale, ss = 1.0 / fscale;
+        int lo = (int)(centre - support + 0.5), hi = (int)(centre + support + 0.5);
+        if (lo < 0) lo = 0;
+        if (hi > nin) hi = nin;
+        const int cnt = hi - lo;
+        double ww = 0;
+        for (int x = 0; x < cnt; x++) ww += k[x] = filter((x + lo - centre + 0.5) * ss);
+        for (int x = 0; x < cnt; x++) {
+            const double v = (ww != 0 ? k[x] / ww : k[x]) * (1 << PIL_PRECISION_BITS);
+            (*kk)[(size_t)o * ksize + x] = (int)(v < 0 ? v - 0.5 : v + 0.5);
+        }
+        (*bounds)[2 * o] = lo, (*bounds)[2 * o + 1] = cnt;
+    }
+    free(k);
+    return ksize;
+}
+
+static uint8_t pil_clip8(int64_t v) {
+    v >>= PIL_PRECISION_BITS;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+/* PIL's Image.resize((nw, nh), filter) of an (h, w, c) image: returns a new buffer. */
+static uint8_t *pil_resize(const uint8_t *in, int h, int w, int c, int nw, int nh, double (*filter)(double),
+                           double support) {
+    int *bx, *kx, *by, *ky;
+    const int ksx = pil_coeffs(w, nw, filter, support, &bx, &kx), ksy = pil_coeffs(h, nh, filter, support, &by, &ky);
+    /* the horizontal pass only on the rows the vertical one reads */
+    const int y0 = nh == h ? 0 : by[0], y1 = nh == h ? h : by[2 * nh - 2] + by[2 * nh - 1];
+    const uint8_t *src = in;
+    uint8_t *tmp = NULL;
+    if (nw != w) {
+        tmp = dap_malloc((size_t)(y1 - y0) * nw * c);
+#pragma omp parallel for schedule(static)
+        for (int y = y0; y < y1; y++)
+            for (int x = 0; x < nw; x++)
+                for (int q = 0; q < c; q++) {
+                    int64_t s = 1 << (PIL_PRECISION_BITS - 1);
+                    const int *k = kx + (size_t)x * ksx;
+                    for (int i = 0; i < bx[2 * x + 1]; i++) s += (int64_t)in[((size_t)y * w + bx[2 * x] + i) * c + q] * k[i];
+                    tmp[((size_t)(y - y0) * nw + x) * c + q] = pil_clip8(s);
+                }
+        src = tmp;
+    } else if (nh != h) {
+        src = in + (size_t)y0 * w * c;
+    }
+    uint8_t *out = dap_malloc((size_t)nh * nw * c);
+    if (nh != h) {
+#pragma omp parallel for schedule(static)
+        for (int y = 0; y < nh; y++)
+            for (int x = 0; x < nw; x++)
+                for (int q = 0; q < c; q++) {
+                    int64_t s = 1 << (PIL_PRECISION_BITS - 1);
+                    const int *k = ky + (size_t)y * ksy;
+                    for (int i = 0; i < by[2 * y + 1]; i++)
+                        s += (int64_t)src[((size_t)(by[2 * y] - y0 + i) * nw + x) * c + q] * k[i];
+                    out[((size_t)y * nw + x) * c + q] = pil_clip8(s);
+                }
+    } else {
+        memcpy(out, src, (size_t)nh * nw * c);
+    }
+    free(tmp), free(bx), free(kx), free(by), free(ky);
+    return out;
+}
+
+void dap_image_center_crop_adm(const dap_image8 *in, int size, uint8_t *out) {
+    DAP_ASSERT(in->h > 0 && in->w > 0 && size > 0 && (in->c == 1 || in->c == 3));
+    int h = in->h, w = in->w;
+    uint8_t *cur = dap_malloc((size_t)h * w * 3); /* convert("RGB") first */
+    for (size_t i = 0; i < (size_t)h * w; i++)
+        for (int q = 0; q < 3; q++) cur[3 * i + q] = in->px[i * in->c + (in->c == 3 ? q : 0)];
+    while ((h < w ? h : w) >= 2 * size) { /* halve with a box filter while the short side allows */
+        uint8_t *next = pil_resize(cur, h, w, 3, w / 2, h / 2, pil_box, 0.5);
+        free(cur);
+        cur = next, h /= 2, w /= 2;
+    }
+    const double scale = (double)size / (h < w ? h : w);
+    const int nw = (int)nearbyint(w * scale), nh = (int)nearbyint(h * scale); /* Python's round() */
+    if (nw != w || nh != h) {
+        uint8_t *next = pil_resize(cur, h, w, 3, nw, nh, pil_bicubic, 2.0);
+        free(cur);
+        cur = next, h = nh, w = nw;
+    }
+    const int top = (h - size) / 2, left = (w - size) / 2;
+    DAP_ASSERT(top >= 0 && left >= 0);
+    for (int y = 0; y < size; y++) memcpy(out + (size_t)y * size * 3, cur + ((size_t)(top + y) * w + left) * 3, (size_t)size * 3);
+    free(cur);
 }
 
 /* ---- float <-> u8 ------------------------------------------------------------ */

@@ -27,6 +27,11 @@ int dap_png_write(const char *path, const uint8_t *px, int h, int w, int c);
 /* Resizes (bilinear, antialiased by area when shrinking) the shorter side to `size`
  * and centre-crops to size x size; c_out 1 or 3 converts channels. */
 void dap_image_resize_crop(const dap_image8 *in, int size, int c_out, uint8_t *out /* size*size*c_out */);
+/* The centre crop of the DiT / ADM code (center_crop_arr) for a latent prior: RGB; while
+ * the shorter side is >= 2 size, halve with PIL's BOX filter; then scale the shorter side
+ * to size with PIL's BICUBIC (sizes rounded half to even); crop at floor((H - size) / 2),
+ * floor((W - size) / 2). PIL's 8-bit fixed-point resampling, so the pixels match it. */
+void dap_image_center_crop_adm(const dap_image8 *in, int size, uint8_t *out /* size*size*3 */);
 
 /* ---- float images and grids ------------------------------------------------ */
 /* float CHW in [-1, 1] <-> 8-bit HWC. */

@@ -13,7 +13,7 @@
  *            q, k, v linear maps of GN(x)
  *
  * The weights live in one dap_params table in diffusers' current key order and naming
- * (vae_table); everything else (pointers, shapes checked at load, the memory plan) comes
+ * (dap_vae_params_table); everything else (pointers, shapes checked at load, the memory plan) comes
  * from that table and the config. Files in the older namings are read through a key map
  * (file_key), so the table is the only list of tensors.
  *
@@ -583,6 +583,8 @@ int dap_vae_encode(dap_vae *v, const float *x, int n, int h, int w, float *laten
 int dap_vae_decode(dap_vae *v, const float *latent, int n, int h, int w, float *x) {
     const dap_vae_config *c = &v->cfg;
     const int f = dap_vae_factor(c);
+    if (h <= 0 || w <= 0 || h > 16384 / f || w > 16384 / f)
+        return dap_error(DAP_ERR_ARG, "VAE decode: a %d x %d latent (expected 1 to %d per side)", h, w, 16384 / f);
     DAP_TRY(check_size(v, "decode", n, h * f, w * f, f));
     const int lat = c->latent_channels;
     const size_t lsize = (size_t)lat * h * w, img = (size_t)c->in_channels * h * f * w * f;

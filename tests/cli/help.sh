@@ -9,8 +9,12 @@ ex=$(last_example "$tmp/help")
 case "$ex" in "dap "*) ok "dap --help ends with an example";; *) bad "dap --help ends with an example (last lines: $(tail -n 2 "$tmp/help" | tr '\n' '|'))";; esac
 cmds=$($DAP --help | sed -n '/^commands:/,/^$/p' | awk 'NF && $1 != "commands:" {print $1}')
 [ "$(echo "$cmds" | wc -w)" -ge 10 ] && ok "dap --help lists the commands" || bad "dap --help lists the commands: $cmds"
-for c in $cmds; do
-  if ! $DAP "$c" --help > "$tmp/help" 2>&1; then bad "dap $c --help exits 0"; continue; fi
+# subcommands a command's help names ("dap vae encode --help") are checked the same way
+subs=$(for c in $cmds; do $DAP "$c" --help 2>/dev/null | grep -oE "dap $c [a-z]+ --help" | sed 's/^dap //; s/ --help$//'; done | sort -u | tr ' ' '~')
+for c in $cmds $subs; do
+  c=${c//\~/ }
+  # shellcheck disable=SC2086
+  if ! $DAP $c --help > "$tmp/help" 2>&1; then bad "dap $c --help exits 0"; continue; fi
   ex=$(last_example "$tmp/help")
   case "$ex" in
     "dap $c "*|"dap $c")

@@ -49,6 +49,12 @@ else
   echo "$mf" | grep -q '"class_map":{"T-shirt_top":0,"Trouser":1,.*"Bag":8,"Ankleboot":9}' \
     && echo "$mf" | grep -q '"class":0,"name":"Ankleboot","model_label":9' \
     && ok "manifest: Ankle boot sampled with the model's label 9" || bad "manifest class map ($(echo "$mf" | head -c 600))"
+  # a folder distilled before the mapping (its parameter line: no labels, no data hash) held
+  # images of the folder's index, not the class: not resumed
+  mkdir -p "$tmp/old" && sed 's/ labels=[0-9,]*//; s/ data_fnv1a64=[0-9a-f]*//' "$tmp/ab/.dap-distill-params" > "$tmp/old/.dap-distill-params"
+  grep -q "labels=9,8,4,3,2,5,6,7,0,1 " "$tmp/ab/.dap-distill-params" && ok "the parameter line holds the label mapping" \
+    || bad "the parameter line holds the label mapping ($(cat "$tmp/ab/.dap-distill-params"))"
+  expect_fail "a folder distilled before the mapping is not resumed" "other parameters" $DAP distill "${v[@]}" --classes 0 --out "$tmp/old"
   expect_ok "distill a folder: all classes" $DAP distill "${v[@]}" --steps 1 --out "$tmp/all"
   [ "$(grep -o '"name": *"[^"]*"' "$tmp/all/manifest.json" | head -3 | tr -d '\n ')" = '"name":"T-shirt_top""name":"Trouser""name":"Pullover"' ] \
     && ok "manifest lists classes in label order" || bad "manifest class order ($(grep -o '"name": *"[^"]*"' "$tmp/all/manifest.json" | head -3))"
@@ -75,6 +81,11 @@ else
   [ -d "$tmp/failed" ] && [ ! -e "$tmp/failed/.dap-distill-params" ] && ok "a failed first class leaves no parameter file" \
     || bad "a failed first class ($(ls -a "$tmp/failed" 2>&1 | tr '\n' ' '))"
   expect_ok "the corrected command runs in that folder" $DAP distill --data "$tmp/lf" --method random --ipc 2 --classes 1 --out "$tmp/failed"
+  # train --resume keys on the training images too (fm2 now differs from fm)
+  tt=(--config fm-tiny --batch 4 --val-per-class 0 --threads 1 --out "$tmp/tt.st")
+  expect_ok "train 1 step on a folder" $DAP train --data "$tmp/fm" "${tt[@]}" --steps 1
+  expect_fail "train --resume on other images" "trained on other images" $DAP train --data "$tmp/fm2" "${tt[@]}" --steps 2 --resume
+  expect_ok "train --resume on the same images" $DAP train --data "$tmp/fm" "${tt[@]}" --steps 2 --resume
   # eval --val larger than a class: the intended message, also under AddressSanitizer
   expect_fail "eval --val N above a class's size" "val 5: class 0 has only 3 training images" $DAP eval --data "$tmp/fm" --train "$tmp/fm" --val 5
   if [ -x ./build-san/dap ]; then
@@ -102,3 +113,7 @@ expect_ok "demo.sh with every step succeeding" "${demo[@]}"
 expect_fail "demo.sh reports a failed scoring step" "scoring random failed: dap score: error: a stand-in failure" env FAKE_SCORE_FAILS=1 "${demo[@]}"
 [ -f "$tmp/demo/report.html" ] && grep -q "scoring failed for: random vanilla dap dap-init" "$tmp/err" \
   && ok "demo.sh still writes the report and names every failed set" || bad "demo.sh failed-score report ($(tail -c 300 "$tmp/err"))"
+# the unit-test runner counts a skipped test as skipped, with its reason, never as passed
+DAP_TEST_FAST=1 ./build/dap_tests fmnist_load_train > "$tmp/skip.txt" 2>&1
+grep -q "^SKIP fmnist_load_train: " "$tmp/skip.txt" && tail -1 "$tmp/skip.txt" | grep -qx "0 passed, 0 failed, 1 skipped" \
+  && ok "the unit-test runner counts a skip as skipped" || bad "the unit-test runner's skip ($(tail -2 "$tmp/skip.txt" | tr '\n' ' '))"
