@@ -333,7 +333,7 @@ int cmd_distill(int argc, char **argv) {
     dap_distill_opts o;
     dap_distill_opts_default(&o);
     flag flags[] = {
-        {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file, an image folder, or imagenette:DIR, imagewoof:DIR, imageidc:DIR, imagenet:DIR (wnid folders in DIR/train); default: the data --model records, else fmnist for a Fashion-MNIST-shaped model or without --model"},
+        {"data", FLAG_STR, &data, "real data: fmnist, fmnist:DIR, an IDX image file, an image folder, or imagenette:DIR, imagewoof:DIR, imageidc:DIR, imagenet:DIR (wnid folders in DIR/train) (default: the data --model records, else fmnist for a Fashion-MNIST-shaped model or without --model)"},
         {"model", FLAG_STR, &model_path, "diffusion model (safetensors from dap train, or a converted DiT)"},
         {"vae", FLAG_STR, &vae_path, "the VAE of a latent model (SD's sd-vae-ft-mse / -ema safetensors): sampling and guidance run on latents, the images are decoded"},
         {"image-size", FLAG_INT, &image_size, "image resolution (0: the model's; with --vae its latent size x 8, e.g. 256 for DiT-XL/2-256)", 0, 8192},
@@ -468,6 +468,8 @@ int cmd_distill(int argc, char **argv) {
             return cli_failf("distill", "--data is required: %s does not record the data it was trained on (models "
                                         "from dap train do) and is not shaped as a Fashion-MNIST model", model_path);
     }
+    if (!data && vae_path)
+        return cli_failf("distill", "--data is required with --vae (e.g. imagenette:DIR): a latent model's data is not recorded");
     if (!data) {
         data = "fmnist";
         dap_log(DAP_LOG_INFO, "dap distill: --data fmnist (the default%s)\n",
@@ -481,7 +483,7 @@ int cmd_distill(int argc, char **argv) {
         rc = latent_open(lr, data, o.method == DAP_METHOD_RANDOM ? NULL : vae_path, cache_s ? cache_s : cache_dir,
                          image_size, holdout, split_seed, &real);
         if (rc) return cli_fail("distill", rc);
-    } else if ((rc = dap_dataset_load(&full, data, "train", image_size ? image_size : pixel_model ? pre.input_size : 0,
+    } else if ((rc = dap_dataset_load(&full, data, "train", pixel_model ? pre.input_size : image_size,
                                       pixel_model ? pre.in_channels : 0))) {
         return cli_fail("distill", rc);
     } else {

@@ -324,6 +324,7 @@ int cmd_eval(int argc, char **argv) {
             if (real.class_count[k] <= val) {
                 const int have = real.class_count[k]; /* read before the set is freed */
                 dap_dataset_free(&real);
+                free(train_path), free(test_path);
                 return cli_failf("eval", "--val %d: class %d has only %d training images", val, k, have);
             }
         dap_dataset_split(&real, val, (unsigned long long)split_seed, &real_train, &val_set);

@@ -154,8 +154,6 @@ int cmd_sample(int argc, char **argv) {
         for (int k = 0; k < K; k++) names[k] = m->class_names[k];
     } else if (K == 10 && C == 1 && H == 28) {
         for (int k = 0; k < K; k++) names[k] = (char *)dap_fmnist_classes[k];
-    } else if (m->class_names) { /* the checkpoint's own names */
-        for (int k = 0; k < K; k++) names[k] = m->class_names[k];
     } else if (K == DAP_IMAGENET_CLASSES) { /* an ImageNet-1K model: its labels are the wnids */
         for (int k = 0; k < K; k++) names[k] = (char *)dap_imagenet_wnid(k);
     }
