@@ -16,11 +16,12 @@ mkdir -p "$OUT"
 [ -d "$ROOT/train" ] || python3 scripts/export-digits.py --out "$ROOT"
 OMP_WAIT_POLICY=passive $DAP train --data "$ROOT" --config px-S/2 --out "$MODEL" --steps 2000 --batch 64 --lr 5e-4 \
   --lr-decay cosine --decay-start 1500 --ckpt-every 250 --val-every 500 --log-every 100 --seed 0 --threads "$T" --resume
-PQ_DATA=$ROOT PQ_OUT=$OUT/prior-quality scripts/prior-quality.sh "$MODEL" 100 4 25 1
+PQ_DATA=$ROOT PQ_OUT=$OUT/prior-quality scripts/prior-quality.sh "$MODEL" 50 4 25 1
 for m in random vanilla dap; do
-  extra=()
-  [ "$m" = dap ] && extra=(--gamma 1 --kernel linear --pool mean --n-real 100 --stop 0.5 --repel 2)
-  $DAP distill --model "$MODEL" --method "$m" --ipc 10 --seed 0 "${SAMPLER[@]}" "${extra[@]}" --out "$OUT/$m-ipc10" --threads "$T"
-  OMP_WAIT_POLICY=passive $DAP eval --data "$ROOT" --train "$OUT/$m-ipc10" --arch convnet3 --runs 3 --seed 0 \
+  extra=("${SAMPLER[@]}")
+  [ "$m" = random ] && extra=()   # real images: no sampler
+  [ "$m" = dap ] && extra+=(--gamma 1 --kernel linear --pool mean --n-real 100 --stop 0.5 --repel 2)
+  $DAP distill --model "$MODEL" --method "$m" --ipc 10 --seed 0 "${extra[@]}" --out "$OUT/$m-ipc10" --threads "$T"
+  OMP_WAIT_POLICY=passive $DAP eval --data "$ROOT" --train "$OUT/$m-ipc10" --arch convnet3 --runs 3 --seed 0 --jobs 3 \
     --threads "$T" --quiet --json "$OUT/$m-ipc10.json" --resume
 done

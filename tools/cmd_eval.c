@@ -348,8 +348,9 @@ int cmd_eval(int argc, char **argv) {
     char note[256];
     if (dap_dataset_prep_note(&real, note, sizeof note)) fprintf(stderr, "eval: data %s: %s\n", data, note);
     /* which files are the test set, and a refusal when they are the training images */
-    char *train_path = dap_dataset_split_path(data, "train"), *test_path = NULL;
+    char *train_path = NULL, *test_path = NULL;
     if (val == 0) {
+        train_path = dap_dataset_split_path(data, "train");
         test_path = test_spec ? dap_dataset_split_path(test_spec, dap_dataset_has_splits(test_spec) ? "test" : "train")
                               : dap_dataset_split_path(data, "test");
         const char *same = NULL;
@@ -374,7 +375,7 @@ int cmd_eval(int argc, char **argv) {
             if (real.class_count[k] <= val) {
                 const int have = real.class_count[k]; /* read before the set is freed */
                 dap_dataset_free(&real);
-                free(train_path);
+                free(train_path), free(test_path);
                 return cli_failf("eval", "--val %d: class %d has only %d training images", val, k, have);
             }
         dap_dataset_split(&real, val, (unsigned long long)split_seed, &real_train, &val_set);
@@ -428,6 +429,10 @@ int cmd_eval(int argc, char **argv) {
                                train_spec, real.class_names[k], data, real.num_classes);
         if (rc) {
             free(test_path);
+            dap_dataset_free(&folder);
+            if (val > 0) dap_dataset_free(&real_train), dap_dataset_free(&val_set);
+            else dap_dataset_free(&test);
+            dap_dataset_free(&real);
             return cli_fail("eval", rc);
         }
     }

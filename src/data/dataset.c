@@ -533,11 +533,12 @@ int dap_dataset_load_test(dap_dataset *ds, const char *data, const char *test_sp
 
 char *dap_dataset_split_path(const char *spec, const char *split) {
     char *p = NULL;
-    if (!strncmp(spec, "fmnist", 6)) return NULL;
     const dap_imagenet_subset *sub;
     const char *dir;
     if (dap_imagenet_spec(spec, &sub, &dir)) { /* SUBSET:DIR: DIR/train, test split DIR/val */
         p = join(dir, strcmp(split, "test") == 0 ? "val" : "train");
+    } else if (!is_dir(spec) && !is_file(spec)) {
+        return NULL; /* "fmnist", ...: no one path */
     } else if (is_dir(spec)) {
         p = folder_split_root(spec, split);
         if (!p) return NULL;

@@ -42,7 +42,8 @@ int dap_dataset_has_splits(const char *spec);
  * of it), else the test split of `data`. */
 int dap_dataset_load_test(dap_dataset *ds, const char *data, const char *test_spec, int size, int channels);
 /* The file or folder a split of `spec` reads (malloc'd, resolved with realpath when it
- * exists), or NULL for specs that name no single path ("fmnist"). */
+ * exists; "imagenette:DIR" and the like: DIR/train or DIR/val), or NULL for specs that
+ * are no existing file or folder ("fmnist"). */
 char *dap_dataset_split_path(const char *spec, const char *split);
 /* One line saying how loading changed the images ("resized 8x8 -> 16x16, RGB -> gray
  * (1797 images)"); returns 0 and writes "" when nothing changed. */
