@@ -4,7 +4,7 @@
  * forward / features at block l / backward from block l on a small random config and on
  * DiT-XL/2's shape at batch 1, a CFG DDIM run and a DAP guided distillation end to end
  * through the dap_dit_to_device dispatch. Each prints the largest error. Without a CUDA
- * build or a GPU they print "skipped: <reason>" and return; the argument checks of
+ * build or a GPU they are counted as skipped, with the reason (DAP_SKIP); the argument checks of
  * --precision and the device's memory run everywhere they can.
  */
 #include <math.h>
@@ -45,23 +45,23 @@ DAP_TEST(cuda_dit_precision_args) {
 }
 
 #ifdef DAP_CUDA
-/* 1 when a GPU is there; else prints why not. */
+/* 1 when a GPU is there; 0 when not (dap_last_error says why). */
 static int gpu_ready(void) {
     char desc[256];
     if (dap_cuda_init(desc, sizeof desc) != DAP_OK) {
-        printf("    skipped: %s\n", dap_last_error());
         return 0;
     }
     printf("    %s\n", desc);
     return 1;
 }
 #define NEED_GPU()                                                                                 \
-    if (!gpu_ready()) return
+    do {                                                                                           \
+        if (!gpu_ready()) DAP_SKIP("no usable GPU: %s", dap_last_error());                         \
+    } while (0)
 #else
 #define NEED_GPU()                                                                                 \
     do {                                                                                           \
-        printf("    skipped: a build without CUDA (make CUDA=1)\n");                              \
-        return;                                                                                    \
+        DAP_SKIP("a build without CUDA (make CUDA=1)");                                            \
     } while (0)
 #endif
 
