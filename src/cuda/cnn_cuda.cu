@@ -32,35 +32,7 @@ extern "C" {
 #define BN_MOMENTUM 0.1f
 #define THREADS 256
 
-/* ---- errors --------------------------------------------------------------------- */
-
-static void cuda_die(const char *what, const char *msg, const char *file, int line) {
-    fprintf(stderr, "dap: CUDA error in %s: %s (%s:%d)\n", what, msg, file, line);
-    exit(1);
-}
-
-static const char *cublas_msg(cublasStatus_t s) {
-    switch (s) {
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "cuBLAS not initialised";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "cuBLAS allocation failed";
-    case CUBLAS_STATUS_INVALID_VALUE: return "cuBLAS invalid value";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "cuBLAS architecture mismatch";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "cuBLAS execution failed";
-    default: return "cuBLAS error";
-    }
-}
-
-#define CK(call)                                                                               \
-    do {                                                                                       \
-        cudaError_t e_ = (call);                                                               \
-        if (e_ != cudaSuccess) cuda_die(#call, cudaGetErrorString(e_), __FILE__, __LINE__);    \
-    } while (0)
-#define CB(call)                                                                               \
-    do {                                                                                       \
-        cublasStatus_t s_ = (call);                                                            \
-        if (s_ != CUBLAS_STATUS_SUCCESS) cuda_die(#call, cublas_msg(s_), __FILE__, __LINE__);  \
-    } while (0)
-#define LAUNCHED() CK(cudaGetLastError())
+#include "cuda/check.cuh" /* CK, CB, LAUNCHED */
 
 extern "C" int dap_cuda_init(char *desc, size_t n) {
     int count = 0;
@@ -79,7 +51,7 @@ extern "C" int dap_cuda_init(char *desc, size_t n) {
     cublasHandle_t h;
     cublasStatus_t s = cublasCreate(&h);
     if (s != CUBLAS_STATUS_SUCCESS)
-        return dap_error(DAP_ERR_MISSING, "device cuda (%s): %s", p.name, cublas_msg(s));
+        return dap_error(DAP_ERR_MISSING, "device cuda (%s): %s", p.name, dap_cublas_msg(s));
     cublasDestroy(h);
     snprintf(desc, n, "cuda: %s, %.0f GiB, compute %d.%d", p.name,
              (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), p.major, p.minor);

@@ -41,36 +41,7 @@ extern "C" {
 #define GELU_XMAX 20.0f /* ops/act.c */
 #define SILU_XMAX 88.0f
 
-/* ---- errors ------------------------------------------------------------------------ */
-
-static void die(const char *what, const char *msg, const char *file, int line) {
-    fprintf(stderr, "dap: CUDA error in %s: %s (%s:%d)\n", what, msg, file, line);
-    exit(1);
-}
-
-static const char *cublas_msg(cublasStatus_t s) {
-    switch (s) {
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "cuBLAS not initialised";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "cuBLAS allocation failed";
-    case CUBLAS_STATUS_INVALID_VALUE: return "cuBLAS invalid value";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "cuBLAS architecture mismatch";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "cuBLAS execution failed";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "cuBLAS: not supported";
-    default: return "cuBLAS error";
-    }
-}
-
-#define CK(call)                                                                               \
-    do {                                                                                       \
-        cudaError_t e_ = (call);                                                               \
-        if (e_ != cudaSuccess) die(#call, cudaGetErrorString(e_), __FILE__, __LINE__);         \
-    } while (0)
-#define CB(call)                                                                               \
-    do {                                                                                       \
-        cublasStatus_t s_ = (call);                                                            \
-        if (s_ != CUBLAS_STATUS_SUCCESS) die(#call, cublas_msg(s_), __FILE__, __LINE__);       \
-    } while (0)
-#define LAUNCHED() CK(cudaGetLastError())
+#include "cuda/check.cuh" /* CK, CB, LAUNCHED */
 
 /* ---- kernels --------------------------------------------------------------------------
  * 32-bit indices: every buffer is checked below 2^31 elements when a state is planned. */
