@@ -27,6 +27,10 @@ const char *dap_test_ref(const char *name);
 const char *dap_test_tmpdir(void);
 /* dap_test_tmpdir()/name in one of eight rotating buffers (tests/util.c). */
 const char *dap_test_path(const char *name);
+/* tests/ref/dit_small.safetensors (a failure recorded and NULL when it does not load); with
+ * tame, its final layer scaled by 0.05 so that eps stays small and samples stay inside
+ * [-1, 1] without clamping. */
+struct dap_dit *dap_test_small_dit(int tame);
 /* Writes an h x w JPEG of c = 1 or 3 channels (interleaved bytes) at `quality`,
  * progressive or baseline (tests/util.c). */
 void dap_test_write_jpeg(const char *path, const uint8_t *px, int h, int w, int c, int quality, int progressive);

@@ -17,27 +17,6 @@
 #include "models/dit.h"
 #include "test.h"
 
-static dap_dit *load_small(void) {
-    dap_dit *m = NULL;
-    if (dap_dit_load(&m, dap_test_ref("dit_small.safetensors"), 0, 1) != DAP_OK) {
-        dap_test_fail(__FILE__, __LINE__, "cannot load dit_small: %s", dap_last_error());
-        return NULL;
-    }
-    return m;
-}
-
-/* The small model with its eps tamed so that samples stay inside [-1, 1] (no clamping). */
-static dap_dit *load_tame(void) {
-    dap_dit *m = load_small();
-    if (!m) return NULL;
-    const char *fl[] = {"final_layer.linear.weight", "final_layer.linear.bias"};
-    for (int f = 0; f < 2; f++) {
-        int i = dap_params_find(&m->params, fl[f]);
-        for (size_t q = 0; q < m->params.p[i].numel; q++) dap_params_ptr(&m->params, fl[f])[q] *= 0.05f;
-    }
-    return m;
-}
-
 /* A random labelled set shaped like the small model's inputs. */
 static void fake_data(dap_dataset *ds, const dap_dit *m, int per_class) {
     memset(ds, 0, sizeof *ds);
@@ -76,7 +55,7 @@ static double guided_energy(void *p) {
 }
 
 DAP_TEST(dap_guidance_gradient_through_dit) {
-    dap_dit *m = load_small();
+    dap_dit *m = dap_test_small_dit(0);
     if (!m) return;
     const int n = 2, N = 5, T = m->tokens, D = m->cfg.hidden, layer = 2;
     const size_t per = (size_t)m->cfg.in_channels * m->cfg.input_size * m->cfg.input_size;
@@ -120,7 +99,7 @@ DAP_TEST(dap_guidance_gradient_through_dit) {
 }
 
 DAP_TEST(dap_methods_consistency) {
-    dap_dit *m = load_tame();
+    dap_dit *m = dap_test_small_dit(1);
     if (!m) return;
     dap_dataset ds;
     fake_data(&ds, m, 30);
@@ -188,7 +167,7 @@ DAP_TEST(dap_methods_consistency) {
 }
 
 DAP_TEST(random_baseline_draws_class_images) {
-    dap_dit *m = load_small();
+    dap_dit *m = dap_test_small_dit(0);
     if (!m) return;
     dap_dataset ds;
     fake_data(&ds, m, 30);
@@ -223,7 +202,7 @@ DAP_TEST(random_baseline_draws_class_images) {
  * of the class; the full strength differs from noise only through the faint start image;
  * bad combinations are refused, naming the flag. */
 DAP_TEST(dap_init_partial_trajectory) {
-    dap_dit *m = load_tame();
+    dap_dit *m = dap_test_small_dit(1);
     if (!m) return;
     dap_dataset ds;
     fake_data(&ds, m, 30);

@@ -268,20 +268,6 @@ DAP_TEST(dm_augmentation_adjoint) {
 
 /* ---- the methods in the sampler's loop ---- */
 
-static dap_dit *load_tame(void) {
-    dap_dit *m = NULL;
-    if (dap_dit_load(&m, dap_test_ref("dit_small.safetensors"), 0, 1) != DAP_OK) {
-        dap_test_fail(__FILE__, __LINE__, "cannot load dit_small: %s", dap_last_error());
-        return NULL;
-    }
-    const char *fl[] = {"final_layer.linear.weight", "final_layer.linear.bias"};
-    for (int f = 0; f < 2; f++) {
-        int i = dap_params_find(&m->params, fl[f]);
-        for (size_t q = 0; q < m->params.p[i].numel; q++) dap_params_ptr(&m->params, fl[f])[q] *= 0.05f;
-    }
-    return m;
-}
-
 static double maxdiff(const float *a, const float *b, size_t n) {
     double d = 0;
     for (size_t q = 0; q < n; q++) d = fmax(d, fabs(a[q] - b[q]));
@@ -289,7 +275,7 @@ static double maxdiff(const float *a, const float *b, size_t n) {
 }
 
 DAP_TEST(methods_against_vanilla) {
-    dap_dit *m = load_tame();
+    dap_dit *m = dap_test_small_dit(1);
     if (!m) return;
     dap_dataset ds;
     fake_images(&ds, m->cfg.num_classes, 12, m->cfg.in_channels, m->cfg.input_size, 9);

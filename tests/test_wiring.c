@@ -27,20 +27,6 @@
 
 /* ---- guidance: sign and the reals' noise level ------------------------------------ */
 
-static dap_dit *small_tame(void) {
-    dap_dit *m = NULL;
-    if (dap_dit_load(&m, dap_test_ref("dit_small.safetensors"), 0, 1) != DAP_OK) {
-        dap_test_fail(__FILE__, __LINE__, "cannot load dit_small: %s", dap_last_error());
-        return NULL;
-    }
-    const char *fl[] = {"final_layer.linear.weight", "final_layer.linear.bias"};
-    for (int f = 0; f < 2; f++) {
-        int i = dap_params_find(&m->params, fl[f]);
-        for (size_t q = 0; q < m->params.p[i].numel; q++) dap_params_ptr(&m->params, fl[f])[q] *= 0.05f;
-    }
-    return m;
-}
-
 /* per_class images per class, each class a constant image (value 0.9 - 0.4 k) plus a
  * little uniform noise: clean images far from the standard-normal noise of early steps. */
 static void const_data(dap_dataset *ds, const dap_dit *m, int per_class) {
@@ -77,7 +63,7 @@ static void dap_opts(dap_distill_opts *o, int form, double gamma) {
  * the same start (a gamma of 1e-9 runs the same steps and draws the same real noise, so
  * its recorded energies are vanilla's). A flipped update sign raises it instead. */
 DAP_TEST(wiring_guidance_lowers_energy) {
-    dap_dit *m = small_tame();
+    dap_dit *m = dap_test_small_dit(1);
     if (!m) return;
     dap_dataset ds;
     const_data(&ds, m, 8);
@@ -129,7 +115,7 @@ static float *features(const dap_dit *m, const float *x, int n, int t, int y, in
  * are the class's constant image up to +-0.05, so the test rebuilds x_t from that. The
  * data's class 1 is the model's label 3 (o.labels): the features carry that label. */
 DAP_TEST(wiring_reals_noised_to_t) {
-    dap_dit *m = small_tame();
+    dap_dit *m = dap_test_small_dit(1);
     if (!m) return;
     const int k = 1, per_class = 32;
     dap_dataset ds;

@@ -5,6 +5,8 @@
 
 #include <jpeglib.h>
 
+#include "core/core.h"
+#include "models/dit.h"
 #include "test.h"
 
 const char *dap_test_path(const char *name) {
@@ -42,4 +44,18 @@ void dap_test_write_jpeg(const char *path, const uint8_t *px, int h, int w, int 
     jpeg_finish_compress(&ci);
     jpeg_destroy_compress(&ci);
     fclose(f);
+}
+
+struct dap_dit *dap_test_small_dit(int tame) {
+    dap_dit *m = NULL;
+    if (dap_dit_load(&m, dap_test_ref("dit_small.safetensors"), 0, 1) != DAP_OK) {
+        dap_test_fail(__FILE__, __LINE__, "cannot load dit_small: %s", dap_last_error());
+        return NULL;
+    }
+    const char *fl[] = {"final_layer.linear.weight", "final_layer.linear.bias"};
+    for (int f = 0; tame && f < 2; f++) {
+        int i = dap_params_find(&m->params, fl[f]);
+        for (size_t q = 0; q < m->params.p[i].numel; q++) dap_params_ptr(&m->params, fl[f])[q] *= 0.05f;
+    }
+    return m;
 }
