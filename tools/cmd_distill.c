@@ -591,9 +591,8 @@ int cmd_distill(int argc, char **argv) {
      * with them only once its first class is made (mark_params), so that a run failing
      * before that leaves nothing a corrected command would be refused for */
     char line[2048], path[4096];
-    uint64_t dh = dap_fnv1a64(DAP_FNV1A64_INIT, real.x, sizeof(float) * (size_t)real.n * real.c * real.h * real.w);
-    dh = dap_fnv1a64(dh, real.y, sizeof(int) * (size_t)real.n);
-    if (lr) dh = latent_data_hash(lr); /* the files stay on disk: their names and sizes */
+    /* the images themselves: a latent run's stay on disk (their names and sizes) */
+    const unsigned long long dh = lr ? latent_data_hash(lr) : dap_dataset_hash(&real);
     params_line(line, sizeof line, data, hash, holdout, split_seed, &o, K, (unsigned long long)dh, sur_hash);
     if (lr) { /* a latent run: its VAE and resolution define the images too */
         size_t len = strlen(line);

@@ -124,13 +124,6 @@ static int same_params(const char *journal, const char *params) {
     return !strcmp(journal, params) || (!strncmp(journal, params, n) && !strncmp(params + n, " set=", 5));
 }
 
-/* FNV-1a 64 of a loaded image set (pixels and labels): the journal keys on what the runs
- * trained on, not only on the folder's name, so a folder distilled again is not resumed. */
-static unsigned long long set_hash(const dap_dataset *ds) {
-    uint64_t h = dap_fnv1a64(DAP_FNV1A64_INIT, ds->x, sizeof(float) * (size_t)ds->n * ds->c * ds->h * ds->w);
-    return (unsigned long long)dap_fnv1a64(h, ds->y, sizeof(int) * (size_t)ds->n);
-}
-
 /* Marks the runs the journal holds as done; 0 runs when there is no journal. */
 static int journal_load(const char *json, const char *params, run_result *res, int runs, int *loaded) {
     char path[4096];
@@ -474,7 +467,7 @@ int cmd_eval(int argc, char **argv) {
     }
     if (from_folder) {
         size_t len = strlen(params);
-        snprintf(params + len, sizeof params - len, " set=%016llx", set_hash(&folder));
+        snprintf(params + len, sizeof params - len, " set=%016llx", dap_dataset_hash(&folder) /* what the runs trained on, not only the folder's name */);
     }
     if (soft) { /* the teacher's contents, not only its path, define the runs */
         char th[17];

@@ -78,8 +78,7 @@ int dap_trainer_create(dap_trainer **out, dap_dit *model, const dap_dataset *dat
     tr->cfg = *cfg;
     tr->model = model;
     tr->data = data;
-    tr->data_hash = dap_fnv1a64(DAP_FNV1A64_INIT, data->x, sizeof(float) * image_floats(model) * (size_t)data->n);
-    tr->data_hash = dap_fnv1a64(tr->data_hash, data->y, sizeof(int) * (size_t)data->n);
+    tr->data_hash = dap_dataset_hash(data);
     tr->perm_epoch = -1;
     dap_params_init(&tr->ema);
     for (int k = 0; k < model->params.n; k++) {
