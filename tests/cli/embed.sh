@@ -1,7 +1,5 @@
 # dap embed: two tiny random sets on three classes; the PNG's size, the TSV's rows, the printed
 # numbers, determinism, and refusals of bad input before any work (sourced by tests/cli.sh)
-# png_size FILE: "WIDTHxHEIGHT" from the PNG's IHDR chunk
-png_size() { od -An -tu1 -j16 -N8 "$1" 2>/dev/null | awk '{printf "%dx%d", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8}'; }
 if ! have_fmnist; then
   skip "embed.sh: dap embed on Fashion-MNIST" "dataset-fashion-mnist is not installed"
 else
