@@ -186,41 +186,63 @@ static int has_colour(const dap_image8 *im, int x0, int y0, int size, const unsi
 DAP_TEST(embed_plot_layout) {
     /* 2 rows x 3 columns of 64-px panels; row 0: real points around the origin, the same set
      * point (2, 2) in every column (same axes: same place in every panel); row 1: a point up
-     * at (0, 5) and one down at (0, -5) */
-    const int P = 64, G = DAP_EMBED_GAP;
+     * at (0, 5) and one down at (0, -5). Labels: class names left (the longest, 11 characters,
+     * sets the margin: (6 * 11 - 1) + gap), set names above (7 + gap) */
+    const int P = 64, G = DAP_EMBED_GAP, L = 6 * 11 - 1 + G, T = 7 + G;
     const float r0[8] = {-1, -1, 1, 1, -1, 1, 1, -1}, r1[4] = {0, -5, 0, 5};
     const float s0[2] = {2, 2}, up[2] = {0, 5}, down[2] = {0, -5};
     const float *real[2] = {r0, r1}, *pts[6] = {s0, s0, s0, up, down, up};
     const int nreal[2] = {4, 2}, npts[6] = {1, 1, 1, 1, 1, 1};
+    const char *rows[2] = {"T-shirt/top", "Bag"}, *cols[3] = {"random", "vanilla", "-"};
+    int w, h;
+    dap_embed_plot_size(2, 3, P, NULL, NULL, &w, &h);
+    CHECK(w == 3 * P + 4 * G && h == 2 * P + 3 * G);
+    dap_embed_plot_size(2, 3, P, rows, cols, &w, &h);
+    CHECK(w == L + 3 * P + 4 * G && h == T + 2 * P + 3 * G);
     const char *path = dap_test_path("embed.png");
-    CHECK(dap_embed_plot(path, 2, 3, P, real, nreal, pts, npts) == DAP_OK);
+    CHECK(dap_embed_plot(path, 2, 3, P, rows, cols, real, nreal, pts, npts) == DAP_OK);
     dap_image8 im;
     CHECK(dap_image_read(path, &im) == DAP_OK);
-    printf("    %dx%d x%d (want %dx%d x3)\n", im.w, im.h, im.c, 3 * P + 4 * G, 2 * P + 3 * G);
-    CHECK(im.w == 3 * P + 4 * G && im.h == 2 * P + 3 * G && im.c == 3);
-    if (im.w != 3 * P + 4 * G || im.h != 2 * P + 3 * G || im.c != 3) {
+    printf("    %dx%d x%d (want %dx%d x3)\n", im.w, im.h, im.c, w, h);
+    CHECK(im.w == w && im.h == h && im.c == 3);
+    if (im.w != w || im.h != h || im.c != 3) {
         dap_image8_free(&im);
         return;
     }
-    unsigned char col[3][3], grey[3] = {185, 185, 185};
+    unsigned char col[3][3], grey[3] = {185, 185, 185}, ink[3] = {60, 60, 60};
     for (int c = 0; c < 3; c++) dap_embed_colour(c, col[c]);
     int fx[3] = {-1, -1, -1}, fy[3] = {-1, -1, -1};
     for (int c = 0; c < 3; c++) { /* each column's points in its own colour only */
-        const int x0 = G + c * (P + G);
-        CHECK(has_colour(&im, x0, G, P, col[c], &fx[c], &fy[c]));
+        const int x0 = L + G + c * (P + G), y0 = T + G;
+        CHECK(has_colour(&im, x0, y0, P, col[c], &fx[c], &fy[c]));
         for (int o = 0; o < 3; o++)
-            if (o != c) CHECK(!has_colour(&im, x0, G, P, col[o], NULL, NULL));
-        CHECK(has_colour(&im, x0, G, P, grey, NULL, NULL));
+            if (o != c) CHECK(!has_colour(&im, x0, y0, P, col[o], NULL, NULL));
+        CHECK(has_colour(&im, x0, y0, P, grey, NULL, NULL));
     }
     printf("    the set point (2, 2) at (%d, %d) (%d, %d) (%d, %d) in its panels\n", fx[0], fy[0], fx[1], fy[1], fx[2],
            fy[2]);
     CHECK(fx[0] == fx[1] && fx[1] == fx[2] && fy[0] == fy[1] && fy[1] == fy[2]);
     CHECK(fx[0] > P / 2 && fy[0] < P / 2); /* right of and above the origin: y up */
     int ux = -1, uy = -1, dx = -1, dy = -1;
-    const int y1 = G + P + G;
-    CHECK(has_colour(&im, G, y1, P, col[0], &ux, &uy));         /* (0, 5) in column 0 */
-    CHECK(has_colour(&im, G + P + G, y1, P, col[1], &dx, &dy)); /* (0, -5) in column 1 */
+    const int y1 = T + G + P + G;
+    CHECK(has_colour(&im, L + G, y1, P, col[0], &ux, &uy));         /* (0, 5) in column 0 */
+    CHECK(has_colour(&im, L + G + P + G, y1, P, col[1], &dx, &dy)); /* (0, -5) in column 1 */
     printf("    up (0, 5) first drawn row %d, down (0, -5) first drawn row %d\n", uy, dy);
     CHECK(uy < P / 4 && dy > P / 2);
+    /* the labels: the set names above their columns in their colours; "-" is the five pixels
+     * of the glyph's middle row; the class names in dark grey left of their rows */
+    int nlab[3] = {0, 0, 0}, minus_rows_ok = 1;
+    for (int y = 0; y < T; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < 3; c++)
+                if (!memcmp(im.px + ((size_t)y * w + x) * 3, col[c], 3)) {
+                    nlab[c]++;
+                    if (c == 2 && (y != G + 3 || x < L + G + 2 * (P + G) || x >= L + G + 2 * (P + G) + 5)) minus_rows_ok = 0;
+                    if (c < 2 && (x < L + G + c * (P + G) || x >= L + G + c * (P + G) + P)) minus_rows_ok = 0;
+                }
+    printf("    label pixels per column %d %d %d\n", nlab[0], nlab[1], nlab[2]);
+    CHECK(nlab[0] > 20 && nlab[1] > 20 && nlab[2] == 5 && minus_rows_ok);
+    CHECK(has_colour(&im, G, T + G, L - G, ink, NULL, NULL));         /* row 0's name */
+    CHECK(has_colour(&im, G, T + G + P + G, L - G, ink, NULL, NULL)); /* row 1's */
     dap_image8_free(&im);
 }

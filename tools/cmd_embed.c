@@ -142,7 +142,8 @@ int cmd_embed(int argc, char **argv) {
                         "A 2-D view of synthetic sets among the real images, per class: PCA (not t-SNE) of the\n"
                         "classifier's penultimate features, fitted on a seeded sample of the class's real training\n"
                         "images only; every set is projected on those two axes. The PNG has a row per class and a\n"
-                        "column per set (real points light grey, the set's in colour, the same axes along a row).\n"
+                        "column per set (real points light grey, the set's in colour, the same axes along a row),\n"
+                        "the class names on the left and the set names above in their colours.\n"
                         "Prints per class and set, in the full feature space: coverage (mean distance from each\n"
                         "real image to the nearest image of the set) and spread (mean pairwise distance in the set).",
                         flags, (int)(sizeof flags / sizeof flags[0]), nrest, rest, pos, 0, &npos);
@@ -247,6 +248,7 @@ int cmd_embed(int argc, char **argv) {
     printf("%-14s %-16s %6s %8s %10s %10s\n", "class", "set", "images", "pc1+pc2%", "coverage", "spread");
     double *cov_sum = dap_calloc((size_t)nsets, sizeof(double)), *spr_sum = dap_calloc((size_t)nsets, sizeof(double));
     double real_spr_sum = 0;
+    int png_w = 0, png_h = 0;
     for (int row = 0; row < ncls && rc == DAP_OK; row++) {
         const int k = cls[row];
         const int nr = real.class_count[k] < real_per_class ? real.class_count[k] : real_per_class;
@@ -301,7 +303,12 @@ int cmd_embed(int argc, char **argv) {
         for (int s = 0; s < nsets; s++)
             printf("%-14s %-16.16s %6s %8s %10.4g %10.4g\n", "all", sets[s].name, "", "", cov_sum[s] / ncls,
                    spr_sum[s] / ncls);
-        rc = dap_embed_plot(out, ncls, nsets, panel, (const float *const *)rp, nrp, (const float *const *)sp, nsp);
+        const char **rl = dap_malloc(sizeof(char *) * (size_t)ncls), **cl = dap_malloc(sizeof(char *) * (size_t)nsets);
+        for (int row = 0; row < ncls; row++) rl[row] = real.class_names[cls[row]];
+        for (int s = 0; s < nsets; s++) cl[s] = sets[s].name;
+        rc = dap_embed_plot(out, ncls, nsets, panel, rl, cl, (const float *const *)rp, nrp, (const float *const *)sp, nsp);
+        dap_embed_plot_size(ncls, nsets, panel, rl, cl, &png_w, &png_h);
+        free(rl), free(cl);
     }
     free(cov_sum), free(spr_sum);
     if (ft) {
@@ -313,7 +320,8 @@ int cmd_embed(int argc, char **argv) {
         }
     }
     if (rc == DAP_OK) {
-        printf("wrote %s (%d x %d panels of %d px; rows: classes", out, ncls, nsets, panel);
+        printf("wrote %s (%dx%d px: %d x %d panels of %d px, labelled; rows: classes", out, png_w, png_h, ncls, nsets,
+               panel);
         for (int row = 0; row < ncls; row++) printf("%s%d", row ? "," : " ", cls[row]);
         printf("; columns:");
         for (int s = 0; s < nsets; s++) printf(" %s (%s)", sets[s].name, colour_names[s % 10]);

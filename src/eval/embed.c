@@ -153,6 +153,56 @@ static const unsigned char palette[10][3] = {
 
 void dap_embed_colour(int c, unsigned char rgb[3]) { memcpy(rgb, palette[((c % 10) + 10) % 10], 3); }
 
+/* 5x7 glyphs, one byte per row, bit 4 the leftmost pixel */
+static const struct { char ch; unsigned char rows[7]; } font[] = {
+    {'0', {0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E}}, {'1', {0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E}},
+    {'2', {0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F}}, {'3', {0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E}},
+    {'4', {0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02}}, {'5', {0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E}},
+    {'6', {0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E}}, {'7', {0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08}},
+    {'8', {0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E}}, {'9', {0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C}},
+    {'A', {0x0E, 0x11, 0x11, 0x11, 0x1F, 0x11, 0x11}}, {'B', {0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E}},
+    {'C', {0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E}}, {'D', {0x1C, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1C}},
+    {'E', {0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F}}, {'F', {0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10}},
+    {'G', {0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F}}, {'H', {0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11}},
+    {'I', {0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E}}, {'J', {0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C}},
+    {'K', {0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11}}, {'L', {0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F}},
+    {'M', {0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11}}, {'N', {0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11}},
+    {'O', {0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E}}, {'P', {0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10}},
+    {'Q', {0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D}}, {'R', {0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11}},
+    {'S', {0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E}}, {'T', {0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04}},
+    {'U', {0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E}}, {'V', {0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04}},
+    {'W', {0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A}}, {'X', {0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11}},
+    {'Y', {0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04}}, {'Z', {0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F}},
+    {'.', {0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C}}, {'_', {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1F}},
+    {'+', {0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00}}, {'-', {0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00}},
+    {'/', {0x01, 0x01, 0x02, 0x04, 0x08, 0x10, 0x10}}, {' ', {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00}},
+};
+static const unsigned char glyph_unknown[7] = {0x1F, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1F};
+#define LABEL_MAX 16 /* characters of a row label counted for the left margin */
+
+static const unsigned char *glyph(char c) {
+    if (c >= 'a' && c <= 'z') c = (char)(c - 'a' + 'A');
+    for (size_t i = 0; i < sizeof font / sizeof font[0]; i++)
+        if (font[i].ch == c) return font[i].rows;
+    return glyph_unknown;
+}
+
+static int font_scale(int panel) { return panel >= 240 ? 2 : 1; }
+
+void dap_embed_plot_size(int rows, int cols, int panel, const char *const *row_labels,
+                         const char *const *col_labels, int *width, int *height) {
+    const int s = font_scale(panel), gap = DAP_EMBED_GAP;
+    int n = 0;
+    for (int r = 0; row_labels && r < rows; r++) {
+        int len = (int)strlen(row_labels[r]);
+        n = len > n ? len : n;
+    }
+    n = n > LABEL_MAX ? LABEL_MAX : n;
+    const int left = row_labels && n > 0 ? (6 * n - 1) * s + gap : 0, top = col_labels ? 7 * s + gap : 0;
+    *width = left + cols * panel + (cols + 1) * gap;
+    *height = top + rows * panel + (rows + 1) * gap;
+}
+
 typedef struct canvas {
     unsigned char *px;
     int h, w;
@@ -160,7 +210,8 @@ typedef struct canvas {
 } canvas;
 
 static void put(canvas *cv, int x, int y, const unsigned char rgb[3]) {
-    if (x < cv->x0 || y < cv->y0 || x >= cv->x0 + cv->size || y >= cv->y0 + cv->size) return;
+    if (x < cv->x0 || y < cv->y0 || x >= cv->x0 + cv->size || y >= cv->y0 + cv->size || x >= cv->w || y >= cv->h)
+        return;
     memcpy(cv->px + ((size_t)y * cv->w + x) * 3, rgb, 3);
 }
 
@@ -170,13 +221,35 @@ static void disc(canvas *cv, int cx, int cy, int r, const unsigned char rgb[3]) 
             if (dx * dx + dy * dy <= r * r + r) put(cv, cx + dx, cy + dy, rgb);
 }
 
-int dap_embed_plot(const char *path, int rows, int cols, int panel, const float *const *real,
-                   const int *nreal, const float *const *pts, const int *npts) {
+/* text at (x, y) (its top left), at most max_w pixels wide, clipped to the canvas */
+static void text(canvas *cv, int x, int y, int max_w, int s, const char *str, const unsigned char rgb[3]) {
+    cv->x0 = 0, cv->y0 = 0, cv->size = cv->w > cv->h ? cv->w : cv->h;
+    for (int i = 0; str[i] && (i + 1) * 6 * s - s <= max_w; i++) {
+        const unsigned char *g = glyph(str[i]);
+        for (int gy = 0; gy < 7 * s; gy++)
+            for (int gx = 0; gx < 5 * s; gx++)
+                if (g[gy / s] & (0x10 >> (gx / s))) put(cv, x + i * 6 * s + gx, y + gy, rgb);
+    }
+}
+
+int dap_embed_plot(const char *path, int rows, int cols, int panel, const char *const *row_labels,
+                   const char *const *col_labels, const float *const *real, const int *nreal,
+                   const float *const *pts, const int *npts) {
     DAP_ASSERT(rows > 0 && cols > 0 && panel >= 16 && panel <= 4096 && rows <= 4096 && cols <= 4096);
-    const int gap = DAP_EMBED_GAP;
-    canvas cv = {NULL, rows * panel + (rows + 1) * gap, cols * panel + (cols + 1) * gap, 0, 0, panel};
+    const int gap = DAP_EMBED_GAP, s = font_scale(panel);
+    canvas cv = {NULL, 0, 0, 0, 0, panel};
+    dap_embed_plot_size(rows, cols, panel, row_labels, col_labels, &cv.w, &cv.h);
+    const int left = cv.w - (cols * panel + (cols + 1) * gap), top = cv.h - (rows * panel + (rows + 1) * gap);
     cv.px = dap_malloc((size_t)cv.h * cv.w * 3);
     memset(cv.px, 255, (size_t)cv.h * cv.w * 3);
+    const unsigned char ink[3] = {60, 60, 60};
+    for (int c = 0; col_labels && c < cols; c++) {
+        unsigned char col[3];
+        dap_embed_colour(c, col);
+        text(&cv, left + gap + c * (panel + gap), gap, panel, s, col_labels[c], col);
+    }
+    for (int r = 0; row_labels && left > 0 && r < rows; r++)
+        text(&cv, gap, top + gap + r * (panel + gap) + (panel - 7 * s) / 2, left - gap, s, row_labels[r], ink);
     const int R = panel >= 120 ? panel / 60 : 2, Rr = R > 1 ? R - 1 : 1, inset = R + 3;
     const unsigned char grey[3] = {185, 185, 185}, frame[3] = {140, 140, 140}, zero[3] = {228, 228, 228};
     for (int r = 0; r < rows; r++) {
@@ -201,7 +274,8 @@ int dap_embed_plot(const char *path, int rows, int cols, int panel, const float 
         }
         const int span = panel - 1 - 2 * inset;
         for (int c = 0; c < cols; c++) {
-            cv.x0 = gap + c * (panel + gap), cv.y0 = gap + r * (panel + gap);
+            cv.x0 = left + gap + c * (panel + gap), cv.y0 = top + gap + r * (panel + gap);
+            cv.size = panel;
 #define PX(v) (cv.x0 + inset + (int)lround(((v) - lo[0]) / (hi[0] - lo[0]) * span))
 #define PY(v) (cv.y0 + inset + (int)lround((hi[1] - (v)) / (hi[1] - lo[1]) * span))
             if (lo[0] < 0 && hi[0] > 0)

@@ -35,14 +35,24 @@ double dap_embed_coverage(const float *real, int nr, const float *syn, int ns, i
 double dap_embed_spread(const float *x, int n, int d);
 
 /* Writes the scatter grid as an RGB PNG: rows x cols square panels of `panel` pixels with a
- * gap of DAP_EMBED_GAP pixels around each: width cols * panel + (cols + 1) * DAP_EMBED_GAP,
- * height rows * panel + (rows + 1) * DAP_EMBED_GAP. Panel (r, c) draws real[r] (nreal[r]
- * points (x, y)) in light grey and then pts[r * cols + c] (npts[...] points) in column c's
- * colour (dap_embed_colour); every panel of a row has the same axes (the range of all the
- * row's points, with a margin), y up; thin lines mark x = 0 and y = 0 (the real mean). */
+ * gap of DAP_EMBED_GAP pixels around each (dap_embed_plot_size gives the image's size). Panel
+ * (r, c) draws real[r] (nreal[r] points (x, y)) in light grey and then pts[r * cols + c]
+ * (npts[...] points) in column c's colour (dap_embed_colour); every panel of a row has the
+ * same axes (the range of all the row's points, with a margin), y up; thin lines mark x = 0
+ * and y = 0 (the real mean). col_labels (cols strings, or NULL: none) are written above the
+ * columns in their colours, row_labels (rows strings, or NULL) left of the rows, in a 5x7
+ * pixel font (letters as capitals, digits, . _ + - / and space; twice the size for panels of
+ * 240 px and more), cut to the width they have. */
 #define DAP_EMBED_GAP 4
-int dap_embed_plot(const char *path, int rows, int cols, int panel, const float *const *real,
-                   const int *nreal, const float *const *pts, const int *npts);
+int dap_embed_plot(const char *path, int rows, int cols, int panel, const char *const *row_labels,
+                   const char *const *col_labels, const float *const *real, const int *nreal,
+                   const float *const *pts, const int *npts);
+/* The size of that image: width = L + cols * panel + (cols + 1) * DAP_EMBED_GAP, height = T +
+ * rows * panel + (rows + 1) * DAP_EMBED_GAP, where T = 7 s + DAP_EMBED_GAP with column labels
+ * (else 0) and L = (6 n - 1) s + DAP_EMBED_GAP with row labels of at most n characters
+ * (at most 16 counted; else 0); s the font's scale (1, or 2 for panels of 240 px and more). */
+void dap_embed_plot_size(int rows, int cols, int panel, const char *const *row_labels,
+                         const char *const *col_labels, int *width, int *height);
 /* Column c's colour (RGB), from a fixed palette of 10 (repeating). */
 void dap_embed_colour(int c, unsigned char rgb[3]);
 

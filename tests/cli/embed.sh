@@ -9,9 +9,11 @@ else
   expect_ok "embed two sets, classes 0,3,7" $DAP embed --set a="$tmp/emb-a" --set=b="$tmp/emb-b" --classes 0,3,7 "${E[@]}" \
     --out "$tmp/emb.png" --tsv "$tmp/emb.tsv"
   cp "$tmp/out" "$tmp/emb.out"
-  # 3 rows x 2 columns of 48-px panels with 4-px gaps: 2*48 + 3*4 wide, 3*48 + 4*4 high
-  [ "$(png_size "$tmp/emb.png")" = 108x160 ] && ok "embed png is 108x160 (2 sets x 3 classes)" \
-    || bad "embed png size $(png_size "$tmp/emb.png"), want 108x160"
+  # 3 rows x 2 columns of 48-px panels with 4-px gaps, the class names left (the longest,
+  # T-shirt/top, 11 characters of 6 px less one, + 4) and the set names above (7 + 4 px):
+  # 69 + 2*48 + 3*4 wide, 11 + 3*48 + 4*4 high
+  [ "$(png_size "$tmp/emb.png")" = 177x171 ] && grep -q "wrote $tmp/emb.png (177x171 px" "$tmp/emb.out" &&
+    ok "embed png is 177x171 (2 sets x 3 classes, labelled)" || bad "embed png size $(png_size "$tmp/emb.png"), want 177x171"
   # TSV: a header, then per class 20 real points, 2 of a, 3 of b, each with two finite numbers
   counts=$(awk -F'\t' 'NR > 1 && NF == 4 && $3 ~ /^-?[0-9.]+(e[-+][0-9]+)?$/ && $4 ~ /^-?[0-9.]+(e[-+][0-9]+)?$/ {n[$1 " " $2]++}
     END {for (k in n) print k, n[k]}' "$tmp/emb.tsv" | sort | tr '\n' ',')

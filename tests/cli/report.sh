@@ -36,9 +36,10 @@ else
   n=0; for m in random vanilla dap; do for ipc in 1 10; do grep -qF "<img src=\"$m-ipc$ipc/grid.png\"" "$H" && n=$((n + 1)); done; done
   [ $n = 6 ] && ok "report: every method's grid per IPC" || bad "report: grids ($n of 6)"
   # the embedding: dap embed over the three IPC-10 sets, classes 0 and 1: 3 x 2 panels of 160 px
+  # with labels (T-shirt/top: 69 px left, 11 px above; see tests/cli/embed.sh)
   grep -qF '<img src="embed-ipc10.png"' "$H" && grep -q 'PCA (not t-SNE) of the penultimate features' "$H" &&
     grep -q 'fitted per class on 20 real training images' "$H" &&
-    [ "$(png_size "$X/embed-ipc10.png")" = "$((3 * 160 + 4 * 4))x$((2 * 160 + 3 * 4))" ] &&
+    [ "$(png_size "$X/embed-ipc10.png")" = "$((69 + 3 * 160 + 4 * 4))x$((11 + 2 * 160 + 3 * 4))" ] &&
     ok "report: the embedding (PCA of ConvNet-3 features, stated), 3 methods x 2 classes" ||
     bad "report: the embedding ($(png_size "$X/embed-ipc10.png"))"
   grep -q 'Columns: random (blue) vanilla (orange) dap (green)' "$H" &&
