@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # rivals-report.sh EXP_OUT (also: scripts/report.sh --table EXP_OUT): the comparison page of the
-# methods in a folder that scripts/experiment.sh wrote. Reads EXP_OUT/table.tsv (set, arch, mean,
+# methods in a folder that scripts/experiment.sh or scripts/rivals.sh (out/rivals) wrote. Reads EXP_OUT/table.tsv (set, arch, mean,
 # std, command) and the set folders EXP_OUT/<method>-ipc<N>/ (grid.png, manifest.json); writes
 # EXP_OUT/report.html: the accuracy table (methods as rows, IPC as columns, mean ± std) per
 # architecture, every method's grid side by side per IPC, the 2-D embedding of `dap embed` over
@@ -20,7 +20,7 @@ EMBED=${EMBED:-1}; EMBED_IPC=${EMBED_IPC:-10}; EMBED_CLASSES=${EMBED_CLASSES:-al
 DATA=${DATA:-fmnist}; CLASSIFIER=${CLASSIFIER:-models/fmnist-convnet3.safetensors}
 TSV=$EXP/table.tsv
 die() { echo "rivals-report: $*" >&2; exit 1; }
-[ -f "$TSV" ] || die "$TSV not found (scripts/experiment.sh writes it)"
+[ -f "$TSV" ] || die "$TSV not found (scripts/experiment.sh and scripts/rivals.sh write it)"
 [ "$(head -1 "$TSV" | cut -f1-4)" = "$(printf 'set\tarch\tmean\tstd')" ] ||
   die "$TSV: expected the header 'set arch mean std command' (tab-separated), found '$(head -1 "$TSV")'"
 esc() { sed 's/&/\&amp;/g; s/</\&lt;/g; s/>/\&gt;/g'; }
