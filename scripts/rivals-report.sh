@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# rivals-report.sh EXP_OUT (also: scripts/report.sh --table EXP_OUT): the comparison page of the
-# methods in a folder that scripts/experiment.sh or scripts/rivals.sh (out/rivals) wrote. Reads EXP_OUT/table.tsv (set, arch, mean,
-# std, command) and the set folders EXP_OUT/<method>-ipc<N>/ (grid.png, manifest.json); writes
-# EXP_OUT/report.html: the accuracy table (methods as rows, IPC as columns, mean ± std) per
-# architecture, every method's grid side by side per IPC, the 2-D embedding of `dap embed` over
-# the IPC-$EMBED_IPC sets (PCA of ConvNet-3 features, fitted on real), and each method's
-# distillation time from its manifest. Rows it does not know (full, other names) are listed.
+# rivals-report.sh EXP_OUT (also: scripts/report.sh --table EXP_OUT): the comparison page of
+# the methods in a folder that scripts/experiment.sh or scripts/rivals.sh (out/rivals) wrote.
+# Reads EXP_OUT/table.tsv (set, arch, mean, std, command) and the set folders
+# EXP_OUT/<method>-ipc<N>/ (grid.png, manifest.json); writes EXP_OUT/report.html: the accuracy
+# table (methods as rows, IPC as columns, mean ± std) per architecture (convnet3-soft: the
+# soft-label cells), every method's grid side by side per IPC, the 2-D embedding of
+# `dap embed` over the IPC-$EMBED_IPC sets (PCA of ConvNet-3 features, fitted on real), and
+# each method's distillation time from its manifest. Rows it does not know (full, other
+# names) are listed apart.
 # Check it in a browser with scripts/check-report.sh EXP_OUT/report.html.
 #   EMBED=0            skip dap embed (the page then says so)
 #   EMBED_IPC=10       the IPC of the sets embedded
