@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Opens a demo report in a real browser (Debian's chromium, headless) and checks what a
-# reader would see: the page parses, the accuracy table has a row per method with a
-# number, and every sample grid image actually decoded (naturalWidth > 0). Writes a
+# Opens a report in a real browser (Debian's chromium, headless) and checks what a reader
+# would see: the page parses, the accuracy table has a row per method with a number, and
+# every image (sample grids, the embedding) actually decoded (naturalWidth > 0). Writes a
 # screenshot next to the report. Not part of `make test` (it needs chromium).
+# Two kinds of report: the demo's (scripts/report.sh; methods random, vanilla, dap) and the
+# comparison page (scripts/rivals-report.sh; its methods are the plain <method>-ipc<N>
+# ConvNet-3 rows of the table.tsv beside it, each needing a number in the first table).
 #   scripts/check-report.sh [REPORT]   (default out/demo/report.html)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +38,14 @@ document.getElementById('f').onload = function () {
   out.push('images ' + imgs.length);
   imgs.forEach(function (im) { out.push('img ' + im.getAttribute('src') + ' ' + im.naturalWidth + 'x' + im.naturalHeight); });
   var rows = d.querySelectorAll('table')[0] ? d.querySelectorAll('table')[0].querySelectorAll('tr') : [];
-  rows.forEach(function (r, i) { if (i) out.push('row ' + r.cells[0].textContent + ' | ' + r.cells[1].textContent); });
+  rows.forEach(function (r, i) {
+    if (!i) return;
+    var c = [];
+    for (var k = 0; k < r.cells.length; k++) c.push(r.cells[k].textContent);
+    out.push('row ' + c.join(' | '));
+  });
+  var kind = d.querySelector('meta[name=dap-report]');
+  out.push('kind ' + (kind ? kind.getAttribute('content') : 'demo'));
   out.push('title ' + d.title);
   document.getElementById('out').textContent = out.join('\n');
 };
@@ -50,13 +60,33 @@ grep -q '^images [1-9]' "$TMP/probe" || { echo "check-report: FAIL no images ren
 if grep -E '^img ' "$TMP/probe" | grep -q ' 0x0$'; then
   echo "check-report: FAIL an image did not decode:" >&2; grep ' 0x0$' "$TMP/probe" >&2; fail=1
 fi
-for m in random vanilla dap; do
-  grep -Eq "^row $m \| [0-9]+\.[0-9]+ ± [0-9]+\.[0-9]+" "$TMP/probe" ||
-    { echo "check-report: FAIL no accuracy for $m in the table" >&2; fail=1; }
-done
-if grep -E '^row ' "$TMP/probe" | grep -Evq '^row [^|]+ \| [0-9]+\.[0-9]+ ± [0-9]+\.[0-9]+'; then
-  echo "check-report: FAIL a table row without an accuracy:" >&2
-  grep -E '^row ' "$TMP/probe" | grep -Ev '^row [^|]+ \| [0-9]+\.[0-9]+ ± [0-9]+\.[0-9]+' >&2; fail=1
+NUM='[0-9]+\.[0-9]+ ± [0-9]+\.[0-9]+'
+if grep -q '^kind rivals$' "$TMP/probe"; then
+  # every plain ConvNet-3 method of the table.tsv beside the report: a row with a number in
+  # some IPC column; every row of the table: at least one number
+  TSV="$(dirname "$REPORT")/table.tsv"
+  [ -f "$TSV" ] || { echo "check-report: FAIL $TSV (the comparison's data) not found" >&2; fail=1; }
+  methods=$(awk -F'\t' 'NR > 1 && $2 == "convnet3" && $1 ~ /-ipc[0-9]+$/ {sub(/-ipc[0-9]+$/, "", $1); if (!seen[$1]++) print $1}' "$TSV" 2>/dev/null)
+  [ -n "$methods" ] || { echo "check-report: FAIL no <method>-ipc<N> convnet3 row in $TSV" >&2; fail=1; }
+  for m in $methods; do
+    grep -Eq "^row $m \|.* $NUM( \||$)" "$TMP/probe" ||
+      { echo "check-report: FAIL no accuracy for $m in the table" >&2; fail=1; }
+  done
+  if grep -E '^row ' "$TMP/probe" | grep -Evq " $NUM( \||$)"; then
+    echo "check-report: FAIL a table row without an accuracy:" >&2
+    grep -E '^row ' "$TMP/probe" | grep -Ev " $NUM( \||$)" >&2; fail=1
+  fi
+  grep -Eq '^img [^ ]*embed-ipc[0-9]+\.png [1-9][0-9]*x[1-9]' "$TMP/probe" ||
+    { echo "check-report: FAIL the embedding image is missing or did not decode" >&2; fail=1; }
+else
+  for m in random vanilla dap; do
+    grep -Eq "^row $m \| $NUM" "$TMP/probe" ||
+      { echo "check-report: FAIL no accuracy for $m in the table" >&2; fail=1; }
+  done
+  if grep -E '^row ' "$TMP/probe" | grep -Evq "^row [^|]+ \| $NUM"; then
+    echo "check-report: FAIL a table row without an accuracy:" >&2
+    grep -E '^row ' "$TMP/probe" | grep -Ev "^row [^|]+ \| $NUM" >&2; fail=1
+  fi
 fi
 "$BROWSER" "${FLAGS[@]}" --window-size=1200,1600 --screenshot="$DIR/report.png" "$URL" 2>>"$TMP/err" >/dev/null ||
   { echo "check-report: screenshot failed" >&2; fail=1; }

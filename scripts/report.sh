@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # report.sh OUT IPC MODEL RUNS EPOCHS: prints the demo's table and writes OUT/report.html
 # (sample grid per method, the accuracy table, per-class timings/energies and scores).
+# report.sh --table EXP_OUT: the comparison page of an experiment folder instead (rivals-report.sh).
 set -euo pipefail
+[ "${1:-}" = --table ] && exec "$(dirname "$0")/rivals-report.sh" "${@:2}"
 OUT=$1; IPC=$2; MODEL=$3; RUNS=$4; EPOCHS=$5
 METHODS=${METHODS:-random vanilla dap}
 acc() { sed -n 's/.*accuracy \([0-9.]*\) +- \([0-9.]*\).*/\1 ± \2/p' "$OUT/eval-$1.txt" | tail -1; }

@@ -19,6 +19,8 @@ have_fmnist() { [ -n "$($DAP info --data fmnist 2>/dev/null | head -1)" ]; }
 # equal (0) and when diff itself fails (2: a missing folder)
 differ() { local n=$1 rc; shift; diff -r -q -x manifest.json -x '.*' "$@" >/dev/null 2>&1; rc=$?
   case $rc in 1) ok "$n" ;; 0) bad "$n (identical)" ;; *) bad "$n (diff failed: exit $rc)" ;; esac; }
+# png_size FILE: "WIDTHxHEIGHT" from the PNG's IHDR chunk
+png_size() { od -An -tu1 -j16 -N8 "$1" 2>/dev/null | awk '{printf "%dx%d", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8}'; }
 # expect_ok NAME CMD...: exit 0
 expect_ok() { local n=$1; shift; if "$@" >"$tmp/out" 2>"$tmp/err"; then ok "$n"; else bad "$n (exit $?)"; cat "$tmp/err"; fi; }
 # expect_fail NAME PATTERN CMD...: non-zero exit and stderr matching PATTERN

@@ -14,6 +14,7 @@
     X(export, "rewrite a DiT checkpoint (config in the metadata), optionally as F16")          \
     X(distill, "distill a dataset: random, vanilla or dap (representativeness guidance)")      \
     X(score, "score an image set: class consistency, representativeness, diversity, FD")     \
+    X(embed, "2-D PCA view of synthetic sets among the real images, per class (PNG, TSV)")    \
     X(eval, "train fresh networks on a set and report test accuracy (mean +- std)")            \
     X(subset, "write a random real subset (IPC per class) as an image folder")                 \
     X(teacher, "train a classifier on the full training split (teacher / feature extractor)")  \

@@ -30,6 +30,7 @@ static const struct { const char *cmd, *line; } examples[] = {
     {"export", "dap export --model tiny.safetensors --out tiny-f16.safetensors --f16"},
     {"distill", "dap distill --model models/fmnist-dit.safetensors --method dap --ipc 10 --out out/dap-ipc10"},
     {"score", "dap score --set out/dap-ipc10"},
+    {"embed", "dap embed --set random=out/random-ipc10 --set dap=out/dap-ipc10 --classes 0,1,2 --out embed.png"},
     {"eval", "dap eval --train out/dap-ipc10 --arch convnet3 --runs 3"},
     {"subset", "dap subset --from fmnist --ipc 10 --seed 0 --out out/random-ipc10"},
     {"teacher", "dap teacher --arch convnet3 --epochs 3 --out convnet3.safetensors"},
@@ -47,6 +48,7 @@ static const struct { const char *cmd, *flag, *def; } file_flags[] = {
     {"export", "model", NULL},
     {"train", "init", NULL},
     {"score", "classifier", "models/fmnist-convnet3.safetensors"},
+    {"embed", "classifier", "models/fmnist-convnet3.safetensors"},
     {"eval", "teacher", NULL},
 };
 
