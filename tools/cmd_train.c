@@ -53,7 +53,7 @@ int cmd_train(int argc, char **argv) {
     double lr = 1e-4, ema = 0.9999, wd = 0.0, clip = 1.0, dropout = 0.1, val_frac = 0.1;
     flag flags[] = {
         {"data", FLAG_STR, &data, "fmnist, fmnist:DIR, an IDX image file or an image folder (ROOT/train/<class>/ or ROOT/<class>/)"},
-        {"config", FLAG_STR, &config, "model: px-T|S|B|L[/P] (geometry from the data; see below), fm-*, DiT-*; default px-B, or the checkpoint's with --resume"},
+        {"config", FLAG_STR, &config, "model: px-T|S|B|L[/P] (geometry from the data; see below), fm-*, DiT-*; default px-B, or the checkpoint's with --resume or --init"},
         {"image-size", FLAG_INT, &image_size, "train at this size (images resized, centre-cropped; 0: the data's)", 0, 4096},
         {"channels", FLAG_INT, &channels, "train with 1 (gray) or 3 (RGB) channels (0: the data's)", 0, 3},
         {"out", FLAG_STR, &out, "checkpoint FILE (EMA weights; FILE.state holds the training state)"},
@@ -133,8 +133,15 @@ int cmd_train(int argc, char **argv) {
     /* The model config: --config, or on resume the checkpoint's (which --config must match). */
     char state_file[4096];
     snprintf(state_file, sizeof state_file, "%s.state", out);
-    const int resuming = resume && dap_file_exists(state_file);
-    if (resume && !resuming) fprintf(stderr, "dap train: %s not found: starting a new run\n", state_file);
+    /* the state is written before PATH: a run killed in between at its first checkpoint has a
+     * state without PATH (and its model config); a new run makes the same bytes */
+    const int have_state = resume && dap_file_exists(state_file);
+    const int resuming = have_state && dap_file_exists(out);
+    if (have_state && !resuming)
+        fprintf(stderr, "dap train: %s exists but %s does not (stopped while writing its first checkpoint): starting a "
+                        "new run\n", state_file, out);
+    else if (resume && !resuming)
+        fprintf(stderr, "dap train: %s not found: starting a new run\n", state_file);
     dap_dit_config mc;
     if (resuming) {
         rc = dap_dit_config_from_file(out, &mc);
@@ -145,17 +152,21 @@ int cmd_train(int argc, char **argv) {
             if (dap_dit_config_fit(&given, mc.input_size, mc.in_channels, mc.num_classes) || !same_config(&given, &mc))
                 return cli_failf("train", "--config %s differs from the model config of %s", config, out);
         }
+    } else if (init && !config) { /* a warm start takes its checkpoint's config */
+        if ((rc = dap_dit_config_from_file(init, &mc))) return cli_fail("train", rc);
     } else if ((rc = dap_dit_config_by_name(config ? config : "px-B", &mc))) {
         return cli_fail("train", rc);
     }
+    /* what the model config came from, for the messages below */
+    const char *model_from = resuming ? out : config ? config : init ? init : "px-B";
     if (dropout > 0 && !(mc.class_dropout > 0)) mc.class_dropout = (float)dropout;
     /* the geometry: a config that fixes it (fm-*, DiT-*, a checkpoint's) has the data
      * converted to it; a pixel family (px-*) takes the data's, or --image-size / --channels */
     if (mc.input_size && image_size && image_size != mc.input_size)
         return cli_failf("train", "--image-size %d: the model (%s) takes %dx%d images", image_size,
-                         resuming ? out : config, mc.input_size, mc.input_size);
+                         model_from, mc.input_size, mc.input_size);
     if (mc.in_channels && channels && channels != mc.in_channels)
-        return cli_failf("train", "--channels %d: the model (%s) takes %d channels", channels, resuming ? out : config,
+        return cli_failf("train", "--channels %d: the model (%s) takes %d channels", channels, model_from,
                          mc.in_channels);
 
     dap_dataset full = {0}, train = {0}, val = {0};
@@ -175,7 +186,7 @@ int cmd_train(int argc, char **argv) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", dap_last_error());
         dap_dataset_free(&full);
-        return cli_failf("train", "--config %s on %s (%dx%dx%d, %d classes): %s%s", resuming ? out : config ? config : "px-B",
+        return cli_failf("train", "--config %s on %s (%dx%dx%d, %d classes): %s%s", model_from,
                          data, full.c, full.h, full.w, full.num_classes, msg,
                          resuming ? "" : " (the px-* configs take any size, channels and classes)");
     }
