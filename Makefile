@@ -111,7 +111,7 @@ INCDIR   = $(PREFIX)/include
 PCDIR    = $(LIBDIR)/pkgconfig
 DATADIR  = $(PREFIX)/share/dap
 VERSION := $(shell sed -n 's/^\#define DAP_VERSION "\(.*\)"/\1/p' include/dap.h)
-SHIPPED  = $(sort $(wildcard models/*.safetensors models/*.flags models/*.log models/*.md))
+SHIPPED  = $(sort $(wildcard models/*.safetensors models/*.flags models/*.defaults models/*.log models/*.md))
 $(BUILD)/tools/flags.o: CFLAGS += -DDAP_DATADIR='"$(DATADIR)"'
 
 install: $(BUILD)/dap $(BUILD)/libdap.a

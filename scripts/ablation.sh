@@ -16,6 +16,8 @@
 #                                                       kernel, stop, n-real)
 #   ABL_SET=form ABL_OUT=out/ablation-form scripts/ablation.sh 10 2 100   (the update form)
 #   ABL_SET=stage2x ABL_OUT=out/ablation-form scripts/ablation.sh 10 2 100 (stage 2's other factors)
+#   ABL_SET=joint ABL_OUT=out/ablation-joint scripts/ablation.sh 10 3 100   (gamma x pooling x clamp x layer)
+#   ABL_SET=rivals ABL_OUT=out/ablation-joint scripts/ablation.sh 10 3 100  (mgd3, d4m, dm, igd, minimax)
 #   ABL_SET=init ABL_OUT=out/ablation-ipc50 scripts/ablation.sh 50 2 100
 #     (ABL_INITS="kmeans medoid real" picks the start images, ABL_STRENGTHS the strengths,
 #      ABL_METHODS="vanilla dap" the methods)
@@ -41,7 +43,7 @@ cell() { # cell NAME FLAGS...
   case " $* " in *" --method random "*) ;; *) extra="$SAMPLERFLAGS" ;; esac
   local t0; t0=$(date +%s)
   # shellcheck disable=SC2086
-  $DAP distill --data fmnist --model "$MODEL" --ipc "$IPC" --seed 0 --holdout "$HOLDOUT" --split-seed "$SPLIT" \
+  $DAP distill --data fmnist --model "$MODEL" --defaults none --ipc "$IPC" --seed 0 --holdout "$HOLDOUT" --split-seed "$SPLIT" \
     --out "$dir" --quiet $extra "$@"
   $DAP eval --data fmnist --train "$dir" --val "$HOLDOUT" --split-seed "$SPLIT" --arch convnet3 --runs "$RUNS" \
     --epochs "$EPOCHS" --jobs "${ABL_JOBS:-1}" --json "$OUT/$name.json" --quiet > "$OUT/$name.txt"
@@ -53,6 +55,51 @@ best_gamma() { # the gamma of the best gamma-* row (ties: the first)
   awk -F'\t' '$1 ~ /^gamma-/ && ($3 + 0) > best { best = $3 + 0; g = substr($1, 7) } END { print g }' "$TSV"
 }
 cell random --method random
+# the paper's guidance alone, searched jointly (ABL_SET=joint): gamma with the pooling (its
+# scale depends on it), the x0 clamp on and off (vanilla both ways too), most telling cells
+# first; ABL_JOINT_MORE=1 adds the rest of the 2 x 3 x 2 grid and the feature block.
+# No --repel: this is the dap row of the rivals' table (docs/methods.md).
+if [ "$SET" = joint ]; then
+  cell vanilla-clip1 --method vanilla --clip-x0 1
+  cell vanilla-clip0 --method vanilla --clip-x0 0
+  cell mean-g1-clip0 --method dap --pool mean --gamma 1 --clip-x0 0
+  cell mean-g1-clip1 --method dap --pool mean --gamma 1 --clip-x0 1
+  cell mean-g0.3-clip0 --method dap --pool mean --gamma 0.3 --clip-x0 0
+  cell mean-g3-clip0 --method dap --pool mean --gamma 3 --clip-x0 0
+  cell flat-g0.03-clip0 --method dap --pool flatten --gamma 0.03 --clip-x0 0
+  if [ "${ABL_JOINT_MORE:-0}" = 1 ]; then
+    for g in 0.3 3; do cell mean-g$g-clip1 --method dap --pool mean --gamma "$g" --clip-x0 1; done
+    cell flat-g0.03-clip1 --method dap --pool flatten --gamma 0.03 --clip-x0 1
+    for l in 1 4; do cell mean-g1-clip0-layer$l --method dap --pool mean --gamma 1 --clip-x0 0 --layer "$l"; done
+  fi
+  column -t -s $'\t' "$TSV"
+  exit 0
+fi
+# the rivals (ABL_SET=rivals; docs/methods.md), each with the shared sampler flags: their
+# code's setting and one or two moves from it, the same kind of budget dap's guidance had.
+# ABL_RIVALS picks the methods; igd's surrogate is a ConvNet-3 teacher trained without the
+# validation images (made here once); minimax needs its fine-tuned prior (ABL_MINIMAX_MODEL).
+if [ "$SET" = rivals ]; then
+  SUR=$OUT/surrogate-val$HOLDOUT.safetensors
+  for r in ${ABL_RIVALS:-mgd3 d4m dm igd minimax}; do
+    case $r in
+      mgd3) cell mgd3-l0.1 --method mgd3 --mode-lambda 0.1 --stop 0.5
+            cell mgd3-l0.03 --method mgd3 --mode-lambda 0.03 --stop 0.5
+            cell mgd3-l0.3 --method mgd3 --mode-lambda 0.3 --stop 0.5 ;;
+      d4m)  cell d4m-s0.7-cfg8 --method d4m --strength 0.7 --cfg 8
+            cell d4m-s0.7 --method d4m --strength 0.7
+            cell d4m-s0.5 --method d4m --strength 0.5 ;;
+      dm)   cell dm-i100-b64 --method dm --iterations 100 --batch-real 64 ;;
+      igd)  [ -f "$SUR" ] || $DAP teacher --data fmnist --arch convnet3 --epochs 3 --batch 64 --seed "$SPLIT" \
+              --val "$HOLDOUT" --out "$SUR" --quiet
+            cell igd-dev12 --method igd --surrogate "$SUR" --igd-dev 12 ;;
+      minimax) M2=${ABL_MINIMAX_MODEL:-models/fmnist-dit-minimax.safetensors}
+            [ -f "$M2" ] && MODEL=$M2 cell minimax --method minimax ;;
+    esac
+  done
+  column -t -s $'\t' "$TSV"
+  exit 0
+fi
 if [ "$SET" = init ]; then # the start-image strength at another IPC (stage 5's cells)
   DAPF=$(grep -v '^#' models/dap-fmnist.flags | tr '\n' ' ')
   for init in ${ABL_INITS:-kmeans}; do # kmeans, medoid, real

@@ -51,6 +51,17 @@ int cli_file_flag(const char *cmd, const char *flag, const char **def);
  * naming the places looked in (dap_last_error()). */
 const char *cli_data_path(const char *path);
 
+/* The validated flags a model carries: MODEL.defaults beside MODEL.safetensors (or
+ * --defaults FILE; --defaults none: none), a flags file in sections: [sampler] for every
+ * method that samples the model (and dap sample), [METHOD] for dap distill --method METHOD.
+ * Returns in *nargc / *nargv the command line with the file's flags of those sections
+ * inserted before the user's (the parser keeps the last value, so the command line wins),
+ * and in *used the file and its flags as one line ("" when none applied). dap sample reads
+ * [sampler] only; dap distill [sampler] (but for random and dm) and [--method's]. 0, or 2 with the error printed (unreadable
+ * --defaults FILE, an unknown section, a line outside any section). */
+int cli_model_defaults(const char *cmd, int argc, char **argv, int *nargc, char ***nargv,
+                       const char **used);
+
 /* Prints "dap <cmd>: error: <library message or msg>" and returns 1 (for `return`). */
 int cli_fail(const char *cmd, int status);
 int cli_failf(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

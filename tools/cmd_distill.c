@@ -179,6 +179,7 @@ typedef struct distill_run {
     const char *names_source;  /* where the model's class names came from */
     const latent_run *lat; /* a latent prior's run (--vae), else NULL */
     const char *vae_path;
+    const char *defaults;  /* the model's defaults file and the flags it gave ("" none) */
 } distill_run;
 
 /* manifest.json: every parameter, and every class present in the folder (present[k]),
@@ -202,6 +203,8 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
     if (r->has_model) {
         dap_json_str(&j, "model", r->model_path);
         dap_json_str(&j, "model_fnv1a64", r->hash);
+        /* the flags the model's defaults file gave (the command line overrode any of them) */
+        dap_json_str(&j, "defaults", r->defaults);
         /* which label of the model each data class was sampled with (matched by name) */
         dap_json_str(&j, "class_names_from", r->names_source);
         dap_json_begin_object(&j, "class_map");
@@ -333,7 +336,8 @@ static int write_grid(const char *out, const dap_dataset *real, int ipc, const i
 int cmd_distill(int argc, char **argv) {
     const char *data = NULL, *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear", *sur_path = NULL,
                *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL,
-               *strength_s = NULL, *device = NULL, *precision = NULL, *vae_path = NULL, *cache_s = NULL;
+               *strength_s = NULL, *device = NULL, *precision = NULL, *vae_path = NULL, *cache_s = NULL,
+               *defaults_s = NULL, *defaults_used = "";
     int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0, image_size = 0;
     dap_distill_opts o;
     dap_distill_opts_default(&o);
@@ -385,16 +389,20 @@ int cmd_distill(int argc, char **argv) {
         {"device", FLAG_STR, &device, "cpu or cuda: where the DiT runs, sampling and guidance (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
         {"precision", FLAG_STR, &precision, "fp32 | tf32 | bf16: the GPU's matrix products (cuda only; default fp32)"},
         {"quiet", FLAG_BOOL, &quiet, "no progress lines"},
+        {"defaults", FLAG_STR, &defaults_s, "the model's validated flags: FILE ([sampler] and [METHOD] sections), or none (default: MODEL.defaults beside MODEL.safetensors when it exists); the command line wins"},
     };
     const char *pos[1];
     int npos;
-    int r = flags_parse("distill", "--model FILE --method random|vanilla|dap|mgd3|d4m|dm|igd|minimax --ipc N --out DIR [flags]",
+    int r = cli_model_defaults("distill", argc, argv, &argc, &argv, &defaults_used);
+    if (r) return r;
+    r = flags_parse("distill", "--model FILE --method random|vanilla|dap|mgd3|d4m|dm|igd|minimax --ipc N --out DIR [flags]",
                         "Distills a dataset into IPC images per class by sampling a class-conditional diffusion\n"
                         "model, with the representativeness guidance of DAP (method dap), without it (vanilla),\n"
                         "or takes a random real subset (random); mgd3, d4m, dm and igd are the paper's rivals,\n"
                         "minimax samples a Minimax-diffusion fine-tune (dap train --minimax) as vanilla does\n"
                         "(docs/methods.md). Rerun the same command to resume.",
                         flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
+    if (r == 2 && *defaults_used) fprintf(stderr, "dap distill: (the flags before the command line's came from %s)\n", defaults_used);
     if (r) return r == 1 ? 0 : 2;
     if (!out) return cli_failf("distill", "--out DIR is required");
     if ((o.method = dap_method_parse(method_s)) < 0)
@@ -451,6 +459,7 @@ int cmd_distill(int argc, char **argv) {
     }
     cli_apply_threads(threads);
     if (quiet) dap_log_set_level(DAP_LOG_QUIET);
+    else if (*defaults_used) fprintf(stderr, "dap distill: defaults from %s\n", defaults_used);
     int rc = device ? dap_device_select(device) : dap_device_from_env();
     if (rc || (rc = dap_device_set_precision(precision))) return cli_fail("distill", rc);
 
@@ -679,7 +688,8 @@ int cmd_distill(int argc, char **argv) {
                 have += present[k];
             }
         }
-        distill_run info = {.data = data, .model_path = model_path, .hash = hash, .finetune = m ? m->finetune : NULL, .sur_path = sur_path, .sur_hash = sur_hash,
+        distill_run info = {.defaults = defaults_used, .data = data, .model_path = model_path, .hash = hash,
+                            .finetune = m ? m->finetune : NULL, .sur_path = sur_path, .sur_hash = sur_hash,
                             .holdout = holdout, .split_seed = split_seed, .has_model = m != NULL, .o = &o, .real = &real,
                             .order = order, .names_source = names_source, .lat = lr, .vae_path = vae_path};
         if (rc == DAP_OK) rc = write_manifest(out, &info, stats, present, made, have);

@@ -64,7 +64,7 @@ static int parse_classes(const char *spec, int K, char **names, int *out) {
 
 int cmd_sample(int argc, char **argv) {
     const char *model_path = NULL, *classes = "all", *out = NULL, *names_arg = NULL, *device = NULL, *precision = NULL,
-               *vae_path = NULL;
+               *vae_path = NULL, *defaults_s = NULL, *defaults_used = "";
     int n = 10, steps = 50, seed = 0, batch = 50, threads = 0, grid_cols = 16, image_size = 0;
     double cfg_w = 1.0, eta = 0.0, clip_x0 = 0.0;
     flag flags[] = {
@@ -85,12 +85,16 @@ int cmd_sample(int argc, char **argv) {
         CLI_THREADS_FLAG(&threads),
         {"device", FLAG_STR, &device, "cpu or cuda: where the DiT runs (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
         {"precision", FLAG_STR, &precision, "fp32 | tf32 | bf16: the GPU's matrix products (cuda only; default fp32)"},
+        {"defaults", FLAG_STR, &defaults_s, "the model's validated sampler flags: FILE (its [sampler] section), or none (default: MODEL.defaults beside MODEL.safetensors when it exists); the command line wins"},
     };
     const char *pos[1];
     int npos;
-    int rc = flags_parse("sample", "--model FILE --out DIR [flags]",
+    int rc = cli_model_defaults("sample", argc, argv, &argc, &argv, &defaults_used);
+    if (rc) return rc;
+    rc = flags_parse("sample", "--model FILE --out DIR [flags]",
                          "Samples class-conditional images with DDIM and classifier-free guidance.", flags,
                          (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
+    if (rc == 2 && *defaults_used) fprintf(stderr, "dap sample: (the flags before the command line's came from %s)\n", defaults_used);
     if (rc) return rc == 1 ? 0 : rc;
     if (!model_path) return cli_failf("sample", "--model FILE is required");
     if (!out) return cli_failf("sample", "--out DIR is required");
@@ -99,6 +103,7 @@ int cmd_sample(int argc, char **argv) {
     if (eta < 0) return cli_failf("sample", "--eta: expected >= 0, found %g", eta);
     if (!(clip_x0 >= 0)) return cli_failf("sample", "--clip-x0: expected >= 0 (0: off), found %g", clip_x0);
     cli_apply_threads(threads);
+    if (*defaults_used) fprintf(stderr, "dap sample: defaults from %s\n", defaults_used);
     if ((rc = device ? dap_device_select(device) : dap_device_from_env()) || (rc = dap_device_set_precision(precision)))
         return cli_fail("sample", rc);
 

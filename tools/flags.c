@@ -228,3 +228,136 @@ int cli_check_writable(const char *flag, const char *path) {
     unlink(tmp);
     return DAP_OK;
 }
+
+/* The value of --NAME in argv (as "--NAME V" or "--NAME=V"; the last one wins), or NULL. */
+static const char *argv_value(int argc, char **argv, const char *name) {
+    const char *v = NULL;
+    size_t n = strlen(name);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) || strncmp(a + 2, name, n)) continue;
+        if (a[2 + n] == '=') v = a + 3 + n;
+        else if (!a[2 + n] && i + 1 < argc) v = argv[++i];
+    }
+    return v;
+}
+
+static const char *const defaults_sections[] = {"sampler", "random", "vanilla", "dap",     "mgd3",
+                                                "d4m",     "dm",     "igd",     "minimax"};
+
+/* The tokens and line of the last cli_model_defaults call: they live as long as the program. */
+static char *defaults_text, **defaults_argv, *defaults_used;
+
+static void defaults_free(void) {
+    free(defaults_text), free(defaults_argv), free(defaults_used);
+}
+
+int cli_model_defaults(const char *cmd, int argc, char **argv, int *nargc, char ***nargv,
+                       const char **used) {
+    *nargc = argc, *nargv = argv, *used = "";
+    const char *method = strcmp(cmd, "distill") ? NULL : argv_value(argc, argv, "method");
+    if (!method && !strcmp(cmd, "distill")) method = "dap";
+    /* [sampler]: every method that samples the model */
+    const int sampler = !method || (strcmp(method, "random") && strcmp(method, "dm"));
+    const char *given = argv_value(argc, argv, "defaults"), *model = argv_value(argc, argv, "model");
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 0;
+    if (given && !strcmp(given, "none")) return 0;
+    char path[4200];
+    if (given) {
+        snprintf(path, sizeof path, "%s", given);
+    } else {
+        const char *m = model ? cli_data_path(model) : NULL;
+        size_t n = m ? strlen(m) : 0;
+        if (!m || n < 12 || strcmp(m + n - 12, ".safetensors") || n - 12 + 10 >= sizeof path) return 0;
+        snprintf(path, sizeof path, "%.*s.defaults", (int)(n - 12), m);
+        if (!is_file(path)) return 0;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "dap %s: error: --defaults %s: cannot read it (%s)\n", cmd, path, strerror(errno));
+        return 2;
+    }
+    size_t cap = 4096, len = 0;
+    char *text = malloc(cap);
+    for (size_t k; text && (k = fread(text + len, 1, cap - 1 - len, f)) > 0;) {
+        len += k;
+        if (len + 1 == cap) {
+            char *t = realloc(text, cap *= 2);
+            if (!t) free(text);
+            text = t;
+        }
+    }
+    fclose(f);
+    if (!text) {
+        fprintf(stderr, "dap %s: error: out of memory reading %s\n", cmd, path);
+        return 2;
+    }
+    text[len] = 0;
+    /* tokens of the wanted sections, in file order */
+    int ntok = 0, want = 0, line = 0, seen = 0;
+    char **tok = malloc(((len + 1) / 2 + 1) * sizeof *tok);
+    char lines_used[512] = "";
+    for (char *p = text, *eol; tok && p && *p; p = eol) {
+        eol = strchr(p, '\n');
+        if (eol) *eol++ = 0;
+        line++;
+        char *hash = strchr(p, '#');
+        if (hash) *hash = 0;
+        while (*p == ' ' || *p == '\t' || *p == '\r') p++;
+        if (!*p) continue;
+        if (*p == '[') {
+            char *close = strchr(p, ']');
+            size_t k = 0, n = close ? (size_t)(close - p - 1) : 0;
+            for (; close && k < sizeof defaults_sections / sizeof defaults_sections[0]; k++)
+                if (strlen(defaults_sections[k]) == n && !strncmp(defaults_sections[k], p + 1, n)) break;
+            if (!close || k == sizeof defaults_sections / sizeof defaults_sections[0]) {
+                fprintf(stderr, "dap %s: error: %s line %d: unknown section '%s' (expected [sampler] or a "
+                                "method: [random], [vanilla], [dap], [mgd3], [d4m], [dm], [igd], [minimax])\n",
+                        cmd, path, line, p);
+                free(tok), free(text);
+                return 2;
+            }
+            p[n + 1] = 0, seen = 1;
+            want = k == 0 ? sampler : method && !strcmp(method, p + 1);
+            if (want) {
+                size_t u = strlen(lines_used);
+                snprintf(lines_used + u, sizeof lines_used - u, " [%s]", p + 1);
+            }
+            continue;
+        }
+        if (!seen) {
+            fprintf(stderr, "dap %s: error: %s line %d: '%s' is outside a section ([sampler] or [METHOD])\n", cmd,
+                    path, line, p);
+            free(tok), free(text);
+            return 2;
+        }
+        if (!want) continue;
+        for (char *t = strtok(p, " \t\r"); t; t = strtok(NULL, " \t\r")) tok[ntok++] = t;
+    }
+    if (!tok || !ntok) {
+        free(tok), free(text);
+        return 0;
+    }
+    char **nv = malloc((size_t)(argc + ntok + 1) * sizeof *nv);
+    size_t ulen = strlen(path) + strlen(lines_used) + 8;
+    for (int i = 0; i < ntok; i++) ulen += strlen(tok[i]) + 1;
+    char *u = malloc(ulen);
+    if (!nv || !u) {
+        free(nv), free(u), free(tok), free(text);
+        fprintf(stderr, "dap %s: error: out of memory\n", cmd);
+        return 2;
+    }
+    nv[0] = argv[0];
+    for (int i = 0; i < ntok; i++) nv[1 + i] = tok[i];
+    for (int i = 1; i < argc; i++) nv[ntok + i] = argv[i];
+    nv[argc + ntok] = NULL;
+    int off = snprintf(u, ulen, "%s%s:", path, lines_used);
+    for (int i = 0; i < ntok; i++) off += snprintf(u + off, ulen - (size_t)off, " %s", tok[i]);
+    if (!defaults_text) atexit(defaults_free);
+    else defaults_free();
+    defaults_text = text, defaults_argv = nv, defaults_used = u;
+    free(tok);
+    *nargc = argc + ntok, *nargv = nv, *used = u;
+    return 0;
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The rivals' table (docs/methods.md, "The table"): every method of dap distill on the
+# shipped Fashion-MNIST prior, each with its flags validated on the validation split
+# (scripts/ablation.sh, ABL_SET=joint and ABL_SET=rivals; frozen in models/fmnist-dit.defaults,
+# which dap distill loads by default), evaluated on the test set: ConvNet-3, RUNS runs x
+# EPOCHS epochs, hard labels and the soft-label protocol (a teacher trained on the real
+# training split, models/fmnist-convnet3.safetensors).
+#
+# The sets are made with the validation images held out (--holdout 100 --split-seed 0), as in
+# the tuning, so a method's IPC 10 set is the very set its validation cell scored: with
+# REUSE=DIR (default out/ablation-joint) and CELL_<method>=<cell name> set, that folder is
+# copied in and dap distill finds it done. Resumable (finished cells are kept in the TSV;
+# a cell's finished runs are kept by dap eval --resume).
+#   scripts/rivals.sh                      (IPCS="1 10", METHODS below, PROTOCOLS="hard soft")
+#   METHODS="mgd3" IPCS=10 PROTOCOLS=hard scripts/rivals.sh
+# Rows: random, vanilla, dap (the paper's guidance alone), dap+repel (models/dap-fmnist.flags),
+# mgd3, d4m, igd (surrogate SUR: a ConvNet-3 teacher trained without the validation images),
+# dm, minimax (the fine-tuned prior MINIMAX_MODEL, sampled with the shipped prior's defaults).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DAP=${DAP:-./build/dap}
+MODEL=${DAP_MODEL:-models/fmnist-dit.safetensors}
+MINIMAX_MODEL=${MINIMAX_MODEL:-models/fmnist-dit-minimax.safetensors}
+TEACHER=${TEACHER:-models/fmnist-convnet3.safetensors}
+SUR=${SUR:-out/ablation-joint/surrogate-val100.safetensors}
+METHODS=${METHODS:-random vanilla dap dap+repel mgd3 d4m igd dm minimax}
+IPCS=${IPCS:-1 10}
+PROTOCOLS=${PROTOCOLS:-hard soft}
+RUNS=${RUNS:-3}; EPOCHS=${EPOCHS:-300}; HOLDOUT=${HOLDOUT:-100}; SPLIT=${SPLIT_SEED:-0}
+JOBS=${JOBS:-$(nproc)}
+OUT=${EXP_OUT:-out/rivals}
+REUSE=${REUSE:-out/ablation-joint}
+mkdir -p "$OUT"
+TSV="$OUT/table.tsv"
+[ -f "$TSV" ] || { printf 'set\tarch\tmean\tstd\tcommand\n' > "$TSV.$$"; mv -n "$TSV.$$" "$TSV"; rm -f "$TSV.$$"; }
+for f in "$MODEL" "$TEACHER"; do [ -f "$f" ] || { echo "rivals: $f not found" >&2; exit 2; }; done
+
+flags_of() { # flags_of METHOD: what dap distill gets besides the model's defaults file
+  case $1 in
+    dap+repel) grep -hv '^#' models/dap-fmnist.flags | tr '\n' ' '; echo "--defaults none $(grep -hv '^#' models/fmnist-sampler.flags | tr '\n' ' ')" ;;
+    igd) echo "--surrogate $SUR" ;;
+    minimax) echo "--defaults ${MODEL%.safetensors}.defaults" ;;
+  esac
+}
+distill() { # distill METHOD IPC DIR
+  local m=${1%%+*} model=$MODEL cell
+  [ "$1" = minimax ] && model=$MINIMAX_MODEL
+  if [ "$m" = igd ] && [ ! -f "$SUR" ]; then
+    $DAP teacher --data fmnist --arch convnet3 --epochs 3 --batch 64 --seed "$SPLIT" --val "$HOLDOUT" --out "$SUR" --quiet
+  fi
+  cell=$(eval "echo \${CELL_${m}:-}")
+  if [ "$2" = 10 ] && [ "$m" = "$1" ] && [ -n "$cell" ] && [ -d "$REUSE/$cell" ] && [ ! -d "$3" ]; then
+    cp -r "$REUSE/$cell" "$3"   # the validated cell's own set (same flags, seed, holdout)
+  fi
+  # shellcheck disable=SC2046
+  $DAP distill --data fmnist --model "$model" --method "$m" --ipc "$2" --seed 0 --holdout "$HOLDOUT" \
+    --split-seed "$SPLIT" --out "$3" --quiet $(flags_of "$1")
+}
+evalcell() { # evalcell NAME DIR PROTOCOL
+  local arch=convnet3 extra=""
+  [ "$3" = soft ] && arch=convnet3-soft extra="--protocol soft --teacher $TEACHER"
+  grep -q "^$1	$arch	" "$TSV" && return
+  local cmd="$DAP eval --data fmnist --train $2 --arch convnet3 --runs $RUNS --epochs $EPOCHS --jobs $JOBS $extra --json $OUT/$1-$arch.json --resume --quiet"
+  $cmd > "$OUT/$1-$arch.txt"
+  local ms; ms=$(sed -n 's/.*accuracy \([0-9.]*\) +- \([0-9.]*\).*/\1\t\2/p' "$OUT/$1-$arch.txt" | tail -1)
+  printf '%s\t%s\t%s\t%s\n' "$1" "$arch" "$ms" "$cmd" >> "$TSV"
+  echo "rivals: $1 $arch: $ms"
+}
+for ipc in $IPCS; do
+  for m in $METHODS; do
+    name="${m/+/-}-ipc$ipc"
+    t0=$(date +%s)
+    distill "$m" "$ipc" "$OUT/$name"
+    echo "rivals: $name distilled ($(( $(date +%s) - t0 )) s)"
+    for p in $PROTOCOLS; do evalcell "$name" "$OUT/$name" "$p"; done
+  done
+done
+column -t -s $'\t' "$TSV" | cut -c1-60
