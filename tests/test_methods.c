@@ -1,11 +1,12 @@
 /*
- * test_methods.c: the rival methods of dap distill (mgd3, d4m, dm, igd; docs/methods.md).
+ * test_methods.c: the rival methods of dap distill (mgd3, d4m, dm, igd, minimax; docs/methods.md).
  * The guidance gradients are checked against finite differences: mgd3's mode energy and
  * its eps update, igd's mixed second derivative (the central difference in theta + e v)
  * against differences in x of <grad_theta L(x), v>, its influence (a cosine) and its
  * deviation. DM's augmentation backward is checked as the adjoint of its forward, and
  * the methods against the sampler: mgd3 with lambda 0 and igd with both scales 0 are
- * vanilla, d4m is vanilla from k-means prototypes, dm with no iteration is its real start.
+ * vanilla, d4m is vanilla from k-means prototypes, dm with no iteration is its real start,
+ * minimax is vanilla on a Minimax fine-tune and refused on any other model.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -290,6 +291,17 @@ DAP_TEST(methods_against_vanilla) {
     CHECK(dap_distill_class(m, &ds, k, &o, a, &st) == DAP_OK);
     /* mgd3 with lambda 0 is vanilla */
     o.method = DAP_METHOD_MGD3, o.mode_lambda = 0;
+    CHECK(dap_distill_class(m, &ds, k, &o, b, &st) == DAP_OK);
+    CHECK(memcmp(a, b, ipc * per * sizeof(float)) == 0);
+    /* minimax: refused on a model that is not a Minimax fine-tune; on one, vanilla */
+    o.method = DAP_METHOD_MINIMAX;
+    memset(b, 0, ipc * per * sizeof(float));
+    CHECK(dap_distill_class(m, &ds, k, &o, b, &st) == DAP_ERR_ARG);
+    CHECK_MSG(strstr(dap_last_error(), "not one") != NULL, "message: %s", dap_last_error());
+    CHECK(dap_distill_check(m, &o) == DAP_ERR_ARG);
+    dap_dit_set_finetune(m, "difffit");
+    CHECK(dap_distill_check(m, &o) == DAP_ERR_ARG);
+    dap_dit_set_finetune(m, "minimax lambda_pos=0.002 lambda_neg=0.008 memory_size=64 trainable=difffit");
     CHECK(dap_distill_class(m, &ds, k, &o, b, &st) == DAP_OK);
     CHECK(memcmp(a, b, ipc * per * sizeof(float)) == 0);
     /* d4m: vanilla from k-means prototypes at its strength */

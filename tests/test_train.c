@@ -2,7 +2,10 @@
  * test_train.c: the DiT training step on a tiny model and synthetic data: seeded runs
  * are reproducible, the validation loss falls when fitting a few images, the EMA
  * follows the weights, a save/resume continues bit-exactly, and mismatched data is
- * rejected with a message; the learning-rate decay is applied step by step.
+ * rejected with a message; the learning-rate decay is applied step by step. The Minimax
+ * fine-tune: its terms change the update once a class has memories (and are nothing at
+ * lambda 0), DiffFit moves only the biases and the label table, and a run is the same on 1
+ * and 2 threads and after a save/resume, memories included.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -193,5 +196,150 @@ DAP_TEST(train_lr_schedule) {
     tc.lr_schedule = 7;
     CHECK(dap_trainer_create(&tr, m, &ds, &tc) == DAP_ERR_ARG);
     dap_dit_destroy(m);
+    dap_dataset_free(&ds);
+}
+
+/* ---- Minimax fine-tune --------------------------------------------------------------- */
+
+static dap_train_config minimax_config(double lp, double ln) {
+    dap_train_config tc = tiny_train_config(11, 1e-2);
+    tc.trainable = DAP_TRAIN_DIFFFIT;
+    tc.minimax = 1;
+    tc.lambda_pos = lp;
+    tc.lambda_neg = ln;
+    tc.memory_size = 5;
+    return tc;
+}
+
+static int same_floats(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
+
+/* A trainer on the tiny model with every weight perturbed (a trained prior's are not zero:
+ * with DiT's zero-initialised modulations most biases would get no gradient). */
+static dap_trainer *minimax_trainer(const dap_dataset *ds, const dap_train_config *tc) {
+    dap_dit *m = NULL;
+    CHECK(dap_dit_create(&m, &k_tiny, 1) == DAP_OK);
+    dap_dit_init(m, 1);
+    float *noise = dap_alloc_f32(m->params.total);
+    dap_rng r;
+    dap_rng_init(&r, 77, 0);
+    dap_rng_normal(&r, noise, m->params.total, 0.0f, 0.05f);
+    for (size_t i = 0; i < m->params.total; i++) m->params.data[i] += noise[i];
+    dap_free_aligned(noise);
+    dap_trainer *tr = NULL;
+    CHECK(dap_trainer_create(&tr, m, ds, tc) == DAP_OK);
+    return tr;
+}
+
+static int memory_rows(const dap_minimax *mm) {
+    int n = 0;
+    for (int k = 0; k < mm->num_classes; k++) n += mm->n_real[k];
+    return n;
+}
+
+static int same_memories(const dap_minimax *a, const dap_minimax *b) {
+    const size_t n = (size_t)a->num_classes * a->memory_size * a->per;
+    return same_floats(a->real, b->real, n) && same_floats(a->gen, b->gen, n) &&
+           !memcmp(a->n_real, b->n_real, (size_t)a->num_classes * sizeof(int)) &&
+           !memcmp(a->n_gen, b->n_gen, (size_t)a->num_classes * sizeof(int));
+}
+
+DAP_TEST(train_minimax_terms_and_difffit) {
+    dap_dataset ds;
+    make_data(&ds, 12, 8);
+    dap_train_config plain = minimax_config(0, 0);
+    plain.minimax = 0;
+    const dap_train_config mm = minimax_config(0.5, 0.5), zero = minimax_config(0, 0);
+    dap_trainer *a = minimax_trainer(&ds, &plain), *b = minimax_trainer(&ds, &mm), *c = minimax_trainer(&ds, &zero);
+    const dap_params *pa = &a->model->params, *pb = &b->model->params;
+    float *w0 = dap_alloc_f32(pa->total);
+    memcpy(w0, pa->data, pa->total * sizeof(float));
+    /* step 1: the memories are empty, no term, the same update as the plain trainer */
+    const double la = dap_trainer_step(a, NULL), lb = dap_trainer_step(b, NULL);
+    dap_trainer_step(c, NULL);
+    CHECK(la == lb && b->last_pos == 0 && b->last_neg == 0);
+    CHECK(same_floats(pa->data, pb->data, pa->total));
+    CHECK(memory_rows(&b->mm) == 6); /* the batch joined its classes' memories */
+    /* then the terms act: other weights; at lambda 0 the same as the plain trainer */
+    for (int s = 0; s < 3; s++) dap_trainer_step(a, NULL), dap_trainer_step(b, NULL), dap_trainer_step(c, NULL);
+    printf("  after 4 steps: pos %.5f, neg %.5f\n", b->last_pos, b->last_neg);
+    CHECK(b->last_pos > 0 && b->last_neg > 0);
+    CHECK(!same_floats(pa->data, pb->data, pa->total));
+    CHECK(same_floats(pa->data, c->model->params.data, pa->total));
+    CHECK(b->mm.n_real[0] == 5 && b->mm.n_gen[2] == 5); /* 8 of each class seen, 5 kept */
+    /* DiffFit: biases and the label table move, the other weights stay */
+    int moved_frozen = 0, moved_train = 0, ntrain = 0;
+    for (int k = 0; k < pb->n; k++) {
+        const dap_param *p = &pb->p[k];
+        const int moved = !same_floats(pb->data + p->offset, w0 + p->offset, p->numel);
+        CHECK_MSG(p->frozen == !dap_train_difffit_key(p->key) || !strcmp(p->key, "pos_embed"), "%s: frozen %d", p->key,
+                  p->frozen);
+        if (p->frozen) moved_frozen += moved;
+        else moved_train += moved, ntrain++;
+    }
+    CHECK_MSG(moved_frozen == 0, "%d frozen tensors moved", moved_frozen);
+    CHECK_MSG(moved_train >= ntrain / 2, "%d of %d trainable tensors moved", moved_train, ntrain);
+    CHECK(!pb->p[dap_params_find(pb, "y_embedder.embedding_table.weight")].frozen);
+    CHECK(pb->p[dap_params_find(pb, "blocks.0.attn.qkv.weight")].frozen);
+    CHECK(b->model->finetune && !strncmp(b->model->finetune, "minimax lambda_pos=0.5 ", 23));
+    dap_free_aligned(w0);
+    dap_trainer_destroy(a);
+    dap_trainer_destroy(b);
+    dap_trainer_destroy(c);
+    dap_dataset_free(&ds);
+}
+
+DAP_TEST(train_minimax_threads_and_resume) {
+    dap_dataset ds;
+    make_data(&ds, 9, 4);
+    const dap_train_config tc = minimax_config(0.3, 0.7);
+    const int saved = dap_get_threads();
+    dap_set_threads(1);
+    dap_trainer *a = minimax_trainer(&ds, &tc);
+    for (int s = 0; s < 6; s++) dap_trainer_step(a, NULL);
+    dap_set_threads(2);
+    dap_trainer *b = minimax_trainer(&ds, &tc);
+    for (int s = 0; s < 6; s++) dap_trainer_step(b, NULL);
+    const size_t n = a->model->params.total;
+    CHECK_MSG(same_floats(a->model->params.data, b->model->params.data, n) && same_floats(a->ema.data, b->ema.data, n),
+              "1 and 2 threads give other weights");
+    CHECK_MSG(same_memories(&a->mm, &b->mm), "1 and 2 threads give other memories");
+    dap_trainer_destroy(b);
+    /* saved after 3 steps, resumed into a new trainer, 3 more: the uninterrupted run */
+    dap_set_threads(1);
+    b = minimax_trainer(&ds, &tc);
+    for (int s = 0; s < 3; s++) dap_trainer_step(b, NULL);
+    const char *path = dap_test_path("minimax_ck.safetensors");
+    CHECK(dap_trainer_save(b, path) == DAP_OK);
+    dap_trainer_destroy(b);
+    b = minimax_trainer(&ds, &tc);
+    int rc = dap_trainer_resume(b, path);
+    CHECK_MSG(rc == DAP_OK, "resume: %s", dap_last_error());
+    CHECK(b->step == 3 && memory_rows(&b->mm) > 0);
+    for (int s = 0; s < 3; s++) dap_trainer_step(b, NULL);
+    CHECK_MSG(same_floats(a->model->params.data, b->model->params.data, n) && same_floats(a->ema.data, b->ema.data, n),
+              "a resumed run has other weights");
+    CHECK_MSG(same_memories(&a->mm, &b->mm), "a resumed run has other memories");
+    dap_trainer_destroy(b);
+    /* the checkpoint says it is a Minimax fine-tune */
+    char *ft = NULL;
+    CHECK(dap_dit_finetune_from_file(path, &ft) == DAP_OK);
+    CHECK_MSG(ft && strstr(ft, "minimax lambda_pos=0.3 lambda_neg=0.7 memory_size=5 trainable=difffit"), "finetune: %s",
+              ft ? ft : "(none)");
+    free(ft);
+    /* other settings are refused, naming what differs */
+    const dap_train_config other = minimax_config(0.3, 0.8);
+    dap_train_config plain = tc, all = tc;
+    plain.minimax = 0;
+    all.trainable = DAP_TRAIN_ALL;
+    const dap_train_config *bad[3] = {&other, &plain, &all};
+    const char *says[3] = {"lambda_neg=0.7", "Minimax settings", "--trainable difffit"};
+    for (int i = 0; i < 3; i++) {
+        b = minimax_trainer(&ds, bad[i]);
+        CHECK(dap_trainer_resume(b, path) == DAP_ERR_ARG);
+        CHECK_MSG(strstr(dap_last_error(), says[i]) != NULL, "message %d: %s", i, dap_last_error());
+        dap_trainer_destroy(b);
+    }
+    dap_set_threads(saved);
+    dap_trainer_destroy(a);
     dap_dataset_free(&ds);
 }

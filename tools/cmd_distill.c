@@ -1,6 +1,6 @@
 /*
  * cmd_distill.c: `dap distill`: a distilled image folder (one subfolder per class,
- * PNG) by the random, vanilla or dap method or one of the rivals (mgd3, d4m, dm, igd;
+ * PNG) by the random, vanilla or dap method or one of the rivals (mgd3, d4m, dm, igd, minimax;
  * docs/methods.md), plus manifest.json (every parameter, the
  * seed, the model's hash, per-class timings and guidance energies) and grid.png.
  * Classes are written atomically one by one; a rerun with the same flags skips the
@@ -171,6 +171,7 @@ static int has_energy(int m) {
 /* What manifest.json records of a run besides its classes. */
 typedef struct distill_run {
     const char *data, *model_path, *hash, *sur_path, *sur_hash;
+    const char *finetune; /* the model's fine-tune record (minimax), or NULL */
     int holdout, split_seed, has_model;
     const dap_distill_opts *o;
     const dap_dataset *real;
@@ -229,6 +230,10 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
         dap_json_str(&j, "modes", "k-means of the class's real data in the model's input space, k = ipc");
     }
     if (o->method == DAP_METHOD_D4M) dap_json_str(&j, "prototypes", "k-means of the class's real data, k = ipc");
+    if (o->method == DAP_METHOD_MINIMAX) {
+        dap_json_str(&j, "finetune", r->finetune ? r->finetune : "");
+        dap_json_str(&j, "sampling", "vanilla (DDIM + classifier-free guidance) from the Minimax fine-tune");
+    }
     if (o->method == DAP_METHOD_IGD) {
         dap_json_str(&j, "surrogate", r->sur_path);
         dap_json_str(&j, "surrogate_fnv1a64", r->sur_hash);
@@ -342,7 +347,7 @@ int cmd_distill(int argc, char **argv) {
         {"vae", FLAG_STR, &vae_path, "the VAE of a latent model (SD's sd-vae-ft-mse / -ema safetensors): sampling and guidance run on latents, the images are decoded"},
         {"image-size", FLAG_INT, &image_size, "image resolution (0: the model's; with --vae its latent size x 8, e.g. 256 for DiT-XL/2-256)", 0, 8192},
         {"latent-cache", FLAG_STR, &cache_s, "with --vae: folder of the real images' cached latents (default OUT/.latent-cache); share it across runs"},
-        {"method", FLAG_STR, &method_s, "random | vanilla | dap | mgd3 | d4m | dm | igd (the rivals: docs/methods.md)"},
+        {"method", FLAG_STR, &method_s, "random | vanilla | dap | mgd3 | d4m | dm | igd | minimax (the rivals: docs/methods.md)"},
         {"ipc", FLAG_INT, &o.ipc, "images per class", 1, 100000},
         {"seed", FLAG_INT, &seed, "random seed", 0, FLAG_INT_MAX},
         {"out", FLAG_STR, &out, "output image folder (one subfolder per class)"},
@@ -390,17 +395,18 @@ int cmd_distill(int argc, char **argv) {
     int npos;
     int r = cli_model_defaults("distill", argc, argv, &argc, &argv, &defaults_used);
     if (r) return r;
-    r = flags_parse("distill", "--model FILE --method random|vanilla|dap|mgd3|d4m|dm|igd --ipc N --out DIR [flags]",
+    r = flags_parse("distill", "--model FILE --method random|vanilla|dap|mgd3|d4m|dm|igd|minimax --ipc N --out DIR [flags]",
                         "Distills a dataset into IPC images per class by sampling a class-conditional diffusion\n"
                         "model, with the representativeness guidance of DAP (method dap), without it (vanilla),\n"
-                        "or takes a random real subset (random); mgd3, d4m, dm and igd are the paper's rivals\n"
+                        "or takes a random real subset (random); mgd3, d4m, dm and igd are the paper's rivals,\n"
+                        "minimax samples a Minimax-diffusion fine-tune (dap train --minimax) as vanilla does\n"
                         "(docs/methods.md). Rerun the same command to resume.",
                         flags, (int)(sizeof flags / sizeof flags[0]), argc, argv, pos, 0, &npos);
     if (r == 2 && *defaults_used) fprintf(stderr, "dap distill: (the flags before the command line's came from %s)\n", defaults_used);
     if (r) return r == 1 ? 0 : 2;
     if (!out) return cli_failf("distill", "--out DIR is required");
     if ((o.method = dap_method_parse(method_s)) < 0)
-        return cli_failf("distill", "--method must be random, vanilla, dap, mgd3, d4m, dm or igd (got '%s')", method_s);
+        return cli_failf("distill", "--method must be random, vanilla, dap, mgd3, d4m, dm, igd or minimax (got '%s')", method_s);
     if ((o.kernel = dap_kernel_parse(kernel_s)) < 0)
         return cli_failf("distill", "--kernel must be linear or rbf (got '%s')", kernel_s);
     if ((o.pool = dap_pool_parse(pool_s)) < 0)
@@ -414,6 +420,13 @@ int cmd_distill(int argc, char **argv) {
         return cli_failf("distill", "--seed, --holdout and --split-seed must be >= 0");
     if (dap_method_uses_model(o.method) && !model_path)
         return cli_failf("distill", "--model FILE is required for method %s", method_s);
+    if (o.method == DAP_METHOD_MINIMAX) { /* a fine-tune made by dap train --minimax, said by its metadata */
+        char *ft = NULL;
+        int frc = dap_dit_finetune_from_file(model_path, &ft);
+        if (frc == DAP_OK) frc = dap_distill_check_minimax(ft, model_path);
+        free(ft);
+        if (frc) return cli_fail("distill", frc);
+    }
     if (o.method == DAP_METHOD_IGD && !sur_path)
         return cli_failf("distill", "--surrogate FILE is required for method igd (a classifier from dap teacher)");
     if (o.method != DAP_METHOD_IGD && sur_path)
@@ -432,7 +445,7 @@ int cmd_distill(int argc, char **argv) {
     }
     o.seed = (uint64_t)seed;
     o.fixed_noise = fixed_noise;
-    if (o.method == DAP_METHOD_VANILLA) o.gamma = 0, o.repel = 0;
+    if (o.method == DAP_METHOD_VANILLA || o.method == DAP_METHOD_MINIMAX) o.gamma = 0, o.repel = 0;
     int shard_i = 0, shard_n = 0;
     if (shard_s) {
         char *slash, *end = NULL;
@@ -675,7 +688,8 @@ int cmd_distill(int argc, char **argv) {
                 have += present[k];
             }
         }
-        distill_run info = {.defaults = defaults_used, .data = data, .model_path = model_path, .hash = hash, .sur_path = sur_path, .sur_hash = sur_hash,
+        distill_run info = {.defaults = defaults_used, .data = data, .model_path = model_path, .hash = hash,
+                            .finetune = m ? m->finetune : NULL, .sur_path = sur_path, .sur_hash = sur_hash,
                             .holdout = holdout, .split_seed = split_seed, .has_model = m != NULL, .o = &o, .real = &real,
                             .order = order, .names_source = names_source, .lat = lr, .vae_path = vae_path};
         if (rc == DAP_OK) rc = write_manifest(out, &info, stats, present, made, have);

@@ -2,7 +2,8 @@
  * cmd_train.c: `dap train`: trains a class-conditional DiT on a labelled image set
  * (eps-prediction, classifier-free-guidance dropout, AdamW, EMA), with a progress
  * line, a held-out validation loss and atomic checkpoints that --resume continues
- * bit-exactly.
+ * bit-exactly. --minimax fine-tunes a prior (--init) with the two terms of Minimax
+ * diffusion (src/diffusion/minimax.h; docs/methods.md).
  */
 #include <math.h>
 #include <stdio.h>
@@ -33,15 +34,26 @@ static int same_config(const dap_dit_config *a, const dap_dit_config *b) {
            a->mlp_ratio == b->mlp_ratio && (a->class_dropout > 0) == (b->class_dropout > 0);
 }
 
+/* Whether argv sets --NAME (as "--NAME V" or "--NAME=V"): the --minimax defaults give way. */
+static int flag_given(int argc, char **argv, const char *name) {
+    const size_t n = strlen(name);
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--", 2) && !strncmp(argv[i] + 2, name, n) && (!argv[i][2 + n] || argv[i][2 + n] == '='))
+            return 1;
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
-    const char *data = "fmnist", *config = NULL, *out = NULL, *init = NULL, *lr_decay = "none";
+    const char *data = "fmnist", *config = NULL, *out = NULL, *init = NULL, *lr_decay = "none", *trainable = NULL;
+    int minimax = 0, memory_size = 64;
+    double lambda_pos = 0.002, lambda_neg = 0.008;
     int decay_start = 0, resume = 0, steps = 10000, batch = 32, ckpt_every = 1000, val_every = 1000, log_every = 50;
     int val_per_class = -1, val_cap = 100, seed = 0, split_seed = 0, threads = 0, ema_warmup = 1;
     int image_size = 0, channels = 0;
     double lr = 1e-4, ema = 0.9999, wd = 0.0, clip = 1.0, dropout = 0.1, val_frac = 0.1;
     flag flags[] = {
         {"data", FLAG_STR, &data, "fmnist, fmnist:DIR, an IDX image file or an image folder (ROOT/train/<class>/ or ROOT/<class>/)"},
-        {"config", FLAG_STR, &config, "model: px-T|S|B|L[/P] (geometry from the data; see below), fm-*, DiT-*; default px-B, or the checkpoint's with --resume"},
+        {"config", FLAG_STR, &config, "model: px-T|S|B|L[/P] (geometry from the data; see below), fm-*, DiT-*; default px-B, or the checkpoint's with --resume or --init"},
         {"image-size", FLAG_INT, &image_size, "train at this size (images resized, centre-cropped; 0: the data's)", 0, 4096},
         {"channels", FLAG_INT, &channels, "train with 1 (gray) or 3 (RGB) channels (0: the data's)", 0, 3},
         {"out", FLAG_STR, &out, "checkpoint FILE (EMA weights; FILE.state holds the training state)"},
@@ -65,6 +77,11 @@ int cmd_train(int argc, char **argv) {
         {"split-seed", FLAG_INT, &split_seed, "seed of the train/validation split", 0, FLAG_INT_MAX},
         {"log-every", FLAG_INT, &log_every, "progress line every N steps", 1, FLAG_INT_MAX},
         {"seed", FLAG_INT, &seed, "seed of initialisation, data order, timesteps and noise", 0, FLAG_INT_MAX},
+        {"trainable", FLAG_STR, &trainable, "all, or difffit (biases and the label table only; default with --minimax)"},
+        {"minimax", FLAG_BOOL, &minimax, "Minimax diffusion fine-tune of --init (Gu et al., CVPR 2024): --lr 1e-3, --batch 8, --clip 0 and --trainable difffit unless given"},
+        {"lambda-pos", FLAG_FLOAT, &lambda_pos, "--minimax: weight of the representativeness term", 0, 1000},
+        {"lambda-neg", FLAG_FLOAT, &lambda_neg, "--minimax: weight of the diversity term", 0, 1000},
+        {"memory-size", FLAG_INT, &memory_size, "--minimax: rows of each class's real and generated memory", 1, 100000},
         CLI_THREADS_FLAG(&threads),
     };
     const int nflags = (int)(sizeof flags / sizeof flags[0]);
@@ -80,6 +97,22 @@ int cmd_train(int argc, char **argv) {
                          flags, nflags, argc, argv, pos, 0, &npos);
     if (rc) return rc == 1 ? 0 : rc;
     if (!out) return cli_failf("train", "--out FILE is required");
+    if (trainable && strcmp(trainable, "all") && strcmp(trainable, "difffit"))
+        return cli_failf("train", "--trainable: expected all or difffit, found '%s'", trainable);
+    if (minimax) {
+        if (!init)
+            return cli_failf("train", "--minimax fine-tunes a trained prior: --init FILE is required (e.g. --init "
+                                      "models/fmnist-dit.safetensors)");
+        dap_dit_config ic;
+        if ((rc = dap_dit_config_from_file(init, &ic))) return cli_fail("train", rc);
+        if (!flag_given(argc, argv, "lr")) lr = 1e-3;
+        if (!flag_given(argc, argv, "batch")) batch = 8;
+        if (!flag_given(argc, argv, "clip")) clip = 0.0;
+        if (!trainable) trainable = "difffit";
+    } else if (flag_given(argc, argv, "lambda-pos") || flag_given(argc, argv, "lambda-neg") ||
+               flag_given(argc, argv, "memory-size")) {
+        return cli_failf("train", "--lambda-pos, --lambda-neg and --memory-size apply with --minimax only");
+    }
     if (cli_check_writable("out", out)) return cli_fail("train", DAP_ERR_IO);
     if (steps < 0 || batch < 1 || ckpt_every < 1 || val_every < 0 || log_every < 1 || val_per_class < -1 || seed < 0 ||
         split_seed < 0 || val_cap < 0)
@@ -100,8 +133,15 @@ int cmd_train(int argc, char **argv) {
     /* The model config: --config, or on resume the checkpoint's (which --config must match). */
     char state_file[4096];
     snprintf(state_file, sizeof state_file, "%s.state", out);
-    const int resuming = resume && dap_file_exists(state_file);
-    if (resume && !resuming) fprintf(stderr, "dap train: %s not found: starting a new run\n", state_file);
+    /* the state is written before PATH: a run killed in between at its first checkpoint has a
+     * state without PATH (and its model config); a new run makes the same bytes */
+    const int have_state = resume && dap_file_exists(state_file);
+    const int resuming = have_state && dap_file_exists(out);
+    if (have_state && !resuming)
+        fprintf(stderr, "dap train: %s exists but %s does not (stopped while writing its first checkpoint): starting a "
+                        "new run\n", state_file, out);
+    else if (resume && !resuming)
+        fprintf(stderr, "dap train: %s not found: starting a new run\n", state_file);
     dap_dit_config mc;
     if (resuming) {
         rc = dap_dit_config_from_file(out, &mc);
@@ -112,17 +152,21 @@ int cmd_train(int argc, char **argv) {
             if (dap_dit_config_fit(&given, mc.input_size, mc.in_channels, mc.num_classes) || !same_config(&given, &mc))
                 return cli_failf("train", "--config %s differs from the model config of %s", config, out);
         }
+    } else if (init && !config) { /* a warm start takes its checkpoint's config */
+        if ((rc = dap_dit_config_from_file(init, &mc))) return cli_fail("train", rc);
     } else if ((rc = dap_dit_config_by_name(config ? config : "px-B", &mc))) {
         return cli_fail("train", rc);
     }
+    /* what the model config came from, for the messages below */
+    const char *model_from = resuming ? out : config ? config : init ? init : "px-B";
     if (dropout > 0 && !(mc.class_dropout > 0)) mc.class_dropout = (float)dropout;
     /* the geometry: a config that fixes it (fm-*, DiT-*, a checkpoint's) has the data
      * converted to it; a pixel family (px-*) takes the data's, or --image-size / --channels */
     if (mc.input_size && image_size && image_size != mc.input_size)
         return cli_failf("train", "--image-size %d: the model (%s) takes %dx%d images", image_size,
-                         resuming ? out : config, mc.input_size, mc.input_size);
+                         model_from, mc.input_size, mc.input_size);
     if (mc.in_channels && channels && channels != mc.in_channels)
-        return cli_failf("train", "--channels %d: the model (%s) takes %d channels", channels, resuming ? out : config,
+        return cli_failf("train", "--channels %d: the model (%s) takes %d channels", channels, model_from,
                          mc.in_channels);
 
     dap_dataset full = {0}, train = {0}, val = {0};
@@ -142,7 +186,7 @@ int cmd_train(int argc, char **argv) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", dap_last_error());
         dap_dataset_free(&full);
-        return cli_failf("train", "--config %s on %s (%dx%dx%d, %d classes): %s%s", resuming ? out : config ? config : "px-B",
+        return cli_failf("train", "--config %s on %s (%dx%dx%d, %d classes): %s%s", model_from,
                          data, full.c, full.h, full.w, full.num_classes, msg,
                          resuming ? "" : " (the px-* configs take any size, channels and classes)");
     }
@@ -199,10 +243,29 @@ int cmd_train(int argc, char **argv) {
     tc.lr_schedule = schedule;
     tc.decay_start = decay_start;
     tc.decay_end = steps;
+    tc.trainable = trainable && !strcmp(trainable, "difffit") ? DAP_TRAIN_DIFFFIT : DAP_TRAIN_ALL;
+    tc.minimax = minimax;
+    tc.lambda_pos = lambda_pos;
+    tc.lambda_neg = lambda_neg;
+    tc.memory_size = memory_size;
     if ((rc = dap_trainer_create(&tr, model, tr_data, &tc))) {
     fail_model:
         dap_dit_destroy(model);
         goto done;
+    }
+    if (minimax) { /* the checkpoint records what it is: dap distill --method minimax checks it */
+        char rec[1024];
+        snprintf(rec, sizeof rec, "%s steps=%d lr=%.9g batch=%d init=%s", model->finetune, steps, lr, batch, init);
+        if (strchr(rec, '\n')) {
+            rc = dap_error(DAP_ERR_ARG, "--init: the path holds a line break");
+            goto done;
+        }
+        dap_dit_set_finetune(model, rec);
+        size_t n = 0;
+        for (int k = 0; k < model->params.n; k++) n += model->params.p[k].frozen ? 0 : model->params.p[k].numel;
+        fprintf(stderr, "dap train: minimax fine-tune: lambda-pos %g, lambda-neg %g, memory %d a class, %s: %zu of %zu "
+                        "weights train, lr %g, clip %g\n", lambda_pos, lambda_neg, memory_size, trainable, n,
+                model->params.total, lr, clip);
     }
     if (resuming) {
         if ((rc = dap_trainer_resume(tr, out))) goto done;
@@ -216,7 +279,7 @@ int cmd_train(int argc, char **argv) {
 
     const double t0 = dap_time_now();
     const int64_t step0 = tr->step;
-    double loss_sum = 0.0;
+    double loss_sum = 0.0, pos_sum = 0.0, neg_sum = 0.0;
     int loss_n = 0;
     while (tr->step < steps) {
         float gnorm = 0.0f;
@@ -227,6 +290,8 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
         loss_sum += loss;
+        pos_sum += tr->last_pos;
+        neg_sum += tr->last_neg;
         loss_n++;
         const int64_t s = tr->step;
         if (s % log_every == 0 || s == steps) {
@@ -234,10 +299,13 @@ int cmd_train(int argc, char **argv) {
             const double ips = (double)(s - step0) * batch / (el > 0 ? el : 1e-9);
             char eta[32];
             fmt_duration((double)(steps - s) * batch / ips, eta, sizeof eta);
-            printf("step %lld/%d  loss %.5f  |g| %.3f  lr %.3g  %.1f img/s  ETA %s\n", (long long)s, steps,
-                   loss_sum / loss_n, gnorm, step_lr, ips, eta);
+            char terms[96] = "";
+            if (minimax)
+                snprintf(terms, sizeof terms, "  pos %.6f  neg %.6f", pos_sum / loss_n, neg_sum / loss_n);
+            printf("step %lld/%d  loss %.5f%s  |g| %.3f  lr %.3g  %.1f img/s  ETA %s\n", (long long)s, steps,
+                   loss_sum / loss_n, terms, gnorm, step_lr, ips, eta);
             fflush(stdout);
-            loss_sum = 0.0;
+            loss_sum = pos_sum = neg_sum = 0.0;
             loss_n = 0;
         }
         if (have_val && val.n > 0 && ((val_every > 0 && s % val_every == 0) || s == steps)) {

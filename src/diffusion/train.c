@@ -28,6 +28,26 @@ void dap_train_config_default(dap_train_config *c) {
     c->seed = 0;
     c->lr_schedule = DAP_DIT_LR_CONSTANT;
     c->decay_start = c->decay_end = 0;
+    c->trainable = DAP_TRAIN_ALL;
+    c->minimax = 0;
+    c->lambda_pos = 0.002;
+    c->lambda_neg = 0.008;
+    c->memory_size = 64;
+}
+
+int dap_train_difffit_key(const char *key) {
+    return strstr(key, "bias") || strstr(key, "norm") || strstr(key, "gamma") || strstr(key, "y_embed");
+}
+
+const char *dap_train_trainable_name(int trainable) { return trainable == DAP_TRAIN_DIFFFIT ? "difffit" : "all"; }
+
+/* What the checkpoint's "finetune" and the state's "minimax" record: the settings a resume
+ * must match. */
+static void minimax_record(const dap_train_config *c, char *buf, size_t n) {
+    if (!c->minimax) snprintf(buf, n, "off");
+    else
+        snprintf(buf, n, "minimax lambda_pos=%.9g lambda_neg=%.9g memory_size=%d trainable=%s", c->lambda_pos,
+                 c->lambda_neg, c->memory_size, dap_train_trainable_name(c->trainable));
 }
 
 double dap_train_lr(const dap_train_config *c, int64_t s) {
@@ -73,6 +93,25 @@ int dap_trainer_create(dap_trainer **out, dap_dit *model, const dap_dataset *dat
     if (cfg->class_dropout > 0.0f && !(mc->class_dropout > 0.0f))
         return dap_error(DAP_ERR_ARG, "class dropout %g needs a model with a null class (config class_dropout > 0)",
                          (double)cfg->class_dropout);
+    if (cfg->trainable != DAP_TRAIN_ALL && cfg->trainable != DAP_TRAIN_DIFFFIT)
+        return dap_error(DAP_ERR_ARG, "trainable set %d: unknown", cfg->trainable);
+    if (cfg->minimax) {
+        if (!(isfinite(cfg->lambda_pos) && cfg->lambda_pos >= 0.0))
+            return dap_error(DAP_ERR_ARG, "--lambda-pos: expected a finite number >= 0, found %g", cfg->lambda_pos);
+        if (!(isfinite(cfg->lambda_neg) && cfg->lambda_neg >= 0.0))
+            return dap_error(DAP_ERR_ARG, "--lambda-neg: expected a finite number >= 0, found %g", cfg->lambda_neg);
+        if (cfg->memory_size < 1)
+            return dap_error(DAP_ERR_ARG, "--memory-size: expected >= 1, found %d", cfg->memory_size);
+    }
+    if (cfg->trainable == DAP_TRAIN_DIFFFIT) { /* before the EMA copies the flags */
+        size_t n = 0;
+        for (int k = 0; k < model->params.n; k++) {
+            dap_param *p = &model->params.p[k];
+            if (!dap_train_difffit_key(p->key)) p->frozen = 1;
+            if (!p->frozen) n += p->numel;
+        }
+        if (n == 0) return dap_error(DAP_ERR_ARG, "--trainable difffit: the model has no bias, norm or label table");
+    }
 
     dap_trainer *tr = dap_calloc(1, sizeof *tr);
     tr->cfg = *cfg;
@@ -102,6 +141,17 @@ int dap_trainer_create(dap_trainer **out, dap_dit *model, const dap_dataset *dat
     tr->t = dap_calloc(B, sizeof(int));
     tr->y = dap_calloc(B, sizeof(int));
     tr->perm = dap_malloc((size_t)data->n * sizeof(int));
+    if (cfg->minimax) {
+        dap_minimax_init(&tr->mm, mc->num_classes, cfg->memory_size, per, cfg->lambda_pos, cfg->lambda_neg);
+        tr->y_real = dap_calloc(B, sizeof(int));
+        tr->x0_hat = dap_alloc_f32(B * per);
+        tr->dx0 = dap_alloc_f32(B * per);
+        tr->sa = dap_calloc(B, sizeof(double));
+        tr->sb = dap_calloc(B, sizeof(double));
+        char rec[256];
+        minimax_record(cfg, rec, sizeof rec);
+        dap_dit_set_finetune(model, rec);
+    }
     *out = tr;
     return DAP_OK;
 }
@@ -122,6 +172,12 @@ void dap_trainer_destroy(dap_trainer *tr) {
     free(tr->t);
     free(tr->y);
     free(tr->perm);
+    if (tr->cfg.minimax) dap_minimax_free(&tr->mm);
+    free(tr->y_real);
+    dap_free_aligned(tr->x0_hat);
+    dap_free_aligned(tr->dx0);
+    free(tr->sa);
+    free(tr->sb);
     free(tr);
 }
 
@@ -178,6 +234,7 @@ double dap_trainer_step(dap_trainer *tr, float *grad_norm) {
         memcpy(tr->x0 + (size_t)i * per, ds->x + (size_t)idx * per, per * sizeof(float));
         tr->y[i] = ds->y[idx];
     }
+    if (tr->cfg.minimax) memcpy(tr->y_real, tr->y, (size_t)B * sizeof(int));
     dap_rng r;
     dap_rng_init(&r, tr->cfg.seed, TRAIN_STREAM + (uint64_t)s);
     for (int i = 0; i < B; i++) {
@@ -193,6 +250,17 @@ double dap_trainer_step(dap_trainer *tr, float *grad_norm) {
     dap_dit_forward(m, tr->state, tr->out, tr->xt, tr->tf, tr->y, 0);
     const double count = (double)B * per;
     const double loss = eps_sse(m, B, tr->out, tr->noise, tr->dout, count) / count;
+    if (tr->cfg.minimax) { /* the two terms on x0_hat, then the batch joins the memories */
+        for (int i = 0; i < B; i++) {
+            const double ab = tr->sched.alpha_bar[tr->t[i]];
+            tr->sa[i] = sqrt(ab);
+            tr->sb[i] = sqrt(1.0 - ab);
+        }
+        const size_t stride = (size_t)m->out_channels * m->cfg.input_size * m->cfg.input_size;
+        dap_minimax_eps_terms(&tr->mm, tr->out, stride, tr->xt, tr->sa, tr->sb, tr->y_real, B, tr->x0_hat, tr->dx0,
+                              tr->dout, &tr->last_pos, &tr->last_neg);
+        dap_minimax_push(&tr->mm, tr->x0, tr->x0_hat, tr->y_real, B);
+    }
 
     dap_params_zero_grad(&m->params);
     dap_dit_backward(m, tr->state, tr->dout, NULL);
@@ -285,9 +353,24 @@ int dap_trainer_save(dap_trainer *tr, const char *path) {
     dap_st_writer_meta(w, "batch", batch);
     dap_st_writer_meta(w, "step", step);
     dap_st_writer_meta(w, "data_fnv1a64", data);
+    char rec[256];
+    minimax_record(&tr->cfg, rec, sizeof rec);
+    dap_st_writer_meta(w, "trainable", dap_train_trainable_name(tr->cfg.trainable));
+    dap_st_writer_meta(w, "minimax", rec);
     add_params(w, &tr->model->params, tr->model->params.data, "model.");
     add_params(w, &tr->ema, tr->ema.data, "ema.");
     dap_adamw_write(&tr->opt, &tr->model->params, w, "opt.");
+    if (tr->cfg.minimax) {
+        const dap_minimax *mm = &tr->mm;
+        const int K = mm->num_classes;
+        const int64_t mshape[3] = {K, mm->memory_size, (int64_t)mm->per}, cshape[2] = {K, 2};
+        dap_st_writer_add(w, "minimax.real", DAP_DT_F32, mm->real, 3, mshape);
+        dap_st_writer_add(w, "minimax.gen", DAP_DT_F32, mm->gen, 3, mshape);
+        int64_t *count = dap_malloc((size_t)K * 2 * sizeof(int64_t));
+        for (int k = 0; k < K; k++) count[2 * k] = mm->n_real[k], count[2 * k + 1] = mm->n_gen[k];
+        dap_st_writer_add_raw(w, "minimax.count", DAP_DT_I64, count, 2, cshape);
+        free(count);
+    }
     int rc = dap_st_writer_save(w, spath);
     dap_st_writer_destroy(w);
     free(spath);
@@ -296,6 +379,33 @@ int dap_trainer_save(dap_trainer *tr, const char *path) {
     rc = dap_dit_save(tr->model, path);
     swap_weights(tr);
     return rc;
+}
+
+/* The Minimax memories of a state: shapes as this trainer's, counts in 0..M, finite rows. */
+static int read_minimax(const dap_st *st, dap_minimax *mm) {
+    const int K = mm->num_classes, M = mm->memory_size;
+    const int64_t mshape[3] = {K, M, (int64_t)mm->per};
+    DAP_TRY(dap_st_read_f32(st, "minimax.real", mm->real, mshape, 3));
+    DAP_TRY(dap_st_read_f32(st, "minimax.gen", mm->gen, mshape, 3));
+    const dap_st_tensor *t = dap_st_find(st, "minimax.count");
+    if (!t) return dap_error(DAP_ERR_MISSING, "%s: training state lacks tensor 'minimax.count'", st->path);
+    if (t->dtype != DAP_DT_I64 || t->ndim != 2 || t->shape[0] != K || t->shape[1] != 2)
+        return dap_error(DAP_ERR_SHAPE, "%s: 'minimax.count': expected I64 (%d, 2), found %s with %zu values", st->path,
+                         K, dap_dtype_name(t->dtype), t->numel);
+    for (int k = 0; k < K; k++) {
+        int64_t c[2];
+        memcpy(c, st->data + t->begin + (size_t)k * sizeof c, sizeof c); /* little-endian file and host */
+        if (c[0] < 0 || c[0] > M || c[1] < 0 || c[1] > M)
+            return dap_error(DAP_ERR_VALUE, "%s: 'minimax.count' of class %d is %lld, %lld (expected 0..%d)", st->path,
+                             k, (long long)c[0], (long long)c[1], M);
+        mm->n_real[k] = (int)c[0];
+        mm->n_gen[k] = (int)c[1];
+    }
+    const size_t n = (size_t)K * M * mm->per;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(mm->real[i]) || !isfinite(mm->gen[i]))
+            return dap_error(DAP_ERR_VALUE, "%s: the Minimax memories hold NaN/Inf", st->path);
+    return DAP_OK;
 }
 
 int dap_trainer_resume(dap_trainer *tr, const char *path) {
@@ -328,6 +438,21 @@ int dap_trainer_resume(dap_trainer *tr, const char *path) {
                            st->path, dh, want);
         free(dh);
     }
+    if (rc == DAP_OK) { /* states written before these were recorded: all tensors, no minimax */
+        char *tn = dap_st_meta_get(st, "trainable"), *mx = dap_st_meta_get(st, "minimax"), want[256];
+        const char *mine = dap_train_trainable_name(tr->cfg.trainable);
+        minimax_record(&tr->cfg, want, sizeof want);
+        if (strcmp(tn ? tn : "all", mine))
+            rc = dap_error(DAP_ERR_ARG, "%s: the run trained --trainable %s, this one %s (resume needs the same)",
+                           st->path, tn ? tn : "all", mine);
+        else if (strcmp(mx ? mx : "off", want))
+            rc = dap_error(DAP_ERR_ARG, "%s: the run's Minimax settings are \"%s\", this one's \"%s\" (resume needs "
+                                        "the same --minimax, --lambda-pos, --lambda-neg, --memory-size)",
+                           st->path, mx ? mx : "off", want);
+        free(tn);
+        free(mx);
+    }
+    if (rc == DAP_OK && tr->cfg.minimax) rc = read_minimax(st, &tr->mm);
     if (rc == DAP_OK) rc = read_params(st, &tr->model->params, tr->model->params.data, "model.");
     if (rc == DAP_OK) rc = read_params(st, &tr->ema, tr->ema.data, "ema.");
     if (rc == DAP_OK) rc = dap_adamw_read(&tr->opt, &tr->model->params, st, "opt.");

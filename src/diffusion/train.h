@@ -15,6 +15,13 @@
  * training state ("model.<key>" raw weights, "ema.<key>", "opt.exp_avg.<key>",
  * "opt.exp_avg_sq.<key>", "opt.step") with seed and batch in its metadata. Both are
  * written atomically, the state first; resume needs only PATH.state.
+ *
+ * Minimax fine-tune (cfg.minimax, diffusion/minimax.h): the loss gains the
+ * representativeness and diversity terms of Gu et al. (CVPR 2024); their class memories
+ * are part of the state ("minimax.real", "minimax.gen" (K, M, C, H, W), "minimax.count"
+ * (K, 2) I64), and PATH records "finetune" = "minimax ..." in its metadata.
+ * cfg.trainable = DAP_TRAIN_DIFFFIT freezes all but the biases, norms and the label table
+ * (DiffFit, as their code trains), marking the model's tensors frozen.
  */
 #ifndef DAP_DIFFUSION_TRAIN_H
 #define DAP_DIFFUSION_TRAIN_H
@@ -23,6 +30,7 @@
 
 #include "core/optim.h"
 #include "data/dataset.h"
+#include "diffusion/minimax.h"
 #include "diffusion/schedule.h"
 #include "models/dit.h"
 
@@ -39,9 +47,21 @@ typedef struct dap_train_config {
      * (linearly or on a half cosine). DAP_DIT_LR_CONSTANT (the default) ignores both steps. */
     int lr_schedule;
     int64_t decay_start, decay_end;
+    int trainable;        /* DAP_TRAIN_ALL (default) or DAP_TRAIN_DIFFFIT */
+    int minimax;          /* 1: add the Minimax terms (diffusion/minimax.h) */
+    double lambda_pos;    /* 0.002 (their code's) */
+    double lambda_neg;    /* 0.008 */
+    int memory_size;      /* 64 */
 } dap_train_config;
 
 enum { DAP_DIT_LR_CONSTANT = 0, DAP_DIT_LR_LINEAR = 1, DAP_DIT_LR_COSINE = 2 };
+enum { DAP_TRAIN_ALL = 0, DAP_TRAIN_DIFFFIT = 1 };
+
+/* DiffFit (their mark_difffit_trainable): a tensor trains when its key contains "bias",
+ * "norm", "gamma" or "y_embed"; in the DiT that is every bias and the label table. */
+int dap_train_difffit_key(const char *key);
+/* "all" / "difffit" */
+const char *dap_train_trainable_name(int trainable);
 
 void dap_train_config_default(dap_train_config *c);
 
@@ -64,6 +84,14 @@ typedef struct dap_trainer {
     /* per-batch buffers */
     float *x0, *noise, *xt, *tf, *out, *dout; /* (B, C, H, W) x3, (B), (B, Co, H, W) x2 */
     int *t, *y;                               /* (B) */
+    /* Minimax (cfg.minimax): the class memories, the batch's real labels (before the
+     * class dropout), x0_hat and d/dx0_hat (B, C, H, W), sqrt(a_t), sqrt(1 - a_t) (B), and
+     * the last step's two terms */
+    dap_minimax mm;
+    int *y_real;
+    float *x0_hat, *dx0;
+    double *sa, *sb;
+    double last_pos, last_neg;
 } dap_trainer;
 
 /* Takes ownership of `model` (created with gradients); the EMA starts as a copy of its
@@ -73,7 +101,8 @@ int dap_trainer_create(dap_trainer **out, dap_dit *model, const dap_dataset *dat
                        const dap_train_config *cfg);
 void dap_trainer_destroy(dap_trainer *tr);
 
-/* One optimisation step (number tr->step, then tr->step++). Returns the batch loss;
+/* One optimisation step (number tr->step, then tr->step++). Returns the batch's eps-MSE
+ * (with cfg.minimax the two terms are in tr->last_pos, tr->last_neg);
  * *grad_norm (may be NULL) receives the global grad norm before clipping. */
 double dap_trainer_step(dap_trainer *tr, float *grad_norm);
 
@@ -84,9 +113,9 @@ double dap_trainer_val_loss(dap_trainer *tr, const dap_dataset *val, uint64_t se
 
 /* Writes PATH.state then PATH (see the top of this file). */
 int dap_trainer_save(dap_trainer *tr, const char *path);
-/* Restores the state from PATH.state: the seed, batch and training images (their hash, when
- * the state records it) must match this trainer's (DAP_ERR_ARG naming both), every tensor
- * must be present with its shape. */
+/* Restores the state from PATH.state: the seed, batch, training images (their hash, when
+ * the state records it), trainable set and Minimax settings must match this trainer's
+ * (DAP_ERR_ARG naming both), every tensor must be present with its shape. */
 int dap_trainer_resume(dap_trainer *tr, const char *path);
 
 #endif /* DAP_DIFFUSION_TRAIN_H */

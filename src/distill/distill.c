@@ -88,7 +88,8 @@ int dap_init_skip(int S, double strength) {
     return run < 1 ? S - 1 : run > S ? 0 : S - run;
 }
 
-static const char *const method_names[DAP_METHOD_COUNT] = {"random", "vanilla", "dap", "mgd3", "d4m", "dm", "igd"};
+static const char *const method_names[DAP_METHOD_COUNT] = {"random", "vanilla", "dap", "mgd3", "d4m", "dm", "igd",
+                                                                   "minimax"};
 
 int dap_method_parse(const char *s) {
     for (int m = 0; m < DAP_METHOD_COUNT; m++)
@@ -337,6 +338,15 @@ static int start_images(const dap_dataset *real, int k, const dap_distill_opts *
     return rc;
 }
 
+int dap_distill_check_minimax(const char *finetune, const char *model) {
+    if (finetune && !strncmp(finetune, "minimax ", 8)) return DAP_OK;
+    return dap_error(DAP_ERR_ARG,
+                     "--method minimax samples a Minimax-diffusion fine-tune, and %s is not one (its metadata has %s%s%s): "
+                     "make one with dap train --minimax --init PRIOR (docs/methods.md)",
+                     model, finetune ? "finetune = \"" : "no \"finetune\" record", finetune ? finetune : "",
+                     finetune ? "\"" : "");
+}
+
 int dap_distill_check_backbone(const dap_backbone *bb, const dap_distill_opts *o) {
     if (o->method < 0 || o->method >= DAP_METHOD_COUNT) return dap_error(DAP_ERR_ARG, "--method: unknown method %d", o->method);
     if (o->ipc < 1) return dap_error(DAP_ERR_ARG, "--ipc must be >= 1 (got %d)", o->ipc);
@@ -436,6 +446,7 @@ int dap_distill_check_class(const dap_dit *m, const dap_dataset *real, int k, co
 
 int dap_distill_check(const dap_dit *m, const dap_distill_opts *o) {
     if (!m) return dap_distill_check_backbone(NULL, o);
+    if (o->method == DAP_METHOD_MINIMAX) DAP_TRY(dap_distill_check_minimax(m->finetune, "the model"));
     dap_backbone bb;
     dap_backbone_dit(&bb, m);
     return dap_distill_check_backbone(&bb, o);
@@ -444,6 +455,7 @@ int dap_distill_check(const dap_dit *m, const dap_distill_opts *o) {
 int dap_distill_class(const dap_dit *m, const dap_dataset *real, int k, const dap_distill_opts *o,
                       float *out, dap_distill_stats *st) {
     if (!m) return dap_distill_class_backbone(NULL, real, k, o, out, st);
+    if (o->method == DAP_METHOD_MINIMAX) DAP_TRY(dap_distill_check_minimax(m->finetune, "the model"));
     dap_backbone bb;
     dap_backbone_dit(&bb, m);
     return dap_distill_class_backbone(&bb, real, k, o, out, st);

@@ -7,7 +7,9 @@
  *   mgd3     mode guidance towards the class's k-means modes (mgd3.c);
  *   d4m      img2img from the class's k-means prototypes (vanilla with --init kmeans);
  *   dm       distribution matching: pixels optimised against random ConvNets (dm.c; no prior);
- *   igd      influence and deviation guidance from a surrogate classifier (igd.c).
+ *   igd      influence and deviation guidance from a surrogate classifier (igd.c);
+ *   minimax  vanilla sampling from a Minimax-diffusion fine-tune of the prior (`dap train
+ *            --minimax`; the model's metadata must say so).
  * A class's result depends only on (seed, class, options), never on which other classes
  * run or in what order, so an interrupted run resumes class by class with the same images.
  */
@@ -26,9 +28,10 @@ typedef enum {
     DAP_METHOD_MGD3 = 3,
     DAP_METHOD_D4M = 4,
     DAP_METHOD_DM = 5,
-    DAP_METHOD_IGD = 6
+    DAP_METHOD_IGD = 6,
+    DAP_METHOD_MINIMAX = 7
 } dap_method;
-#define DAP_METHOD_COUNT 7
+#define DAP_METHOD_COUNT 8
 
 struct dap_classifier;
 struct dap_backbone;
@@ -114,6 +117,11 @@ typedef struct dap_distill_stats {
 int dap_distill_check(const dap_dit *model, const dap_distill_opts *o);
 /* The same against any backbone (NULL for random and dm). */
 int dap_distill_check_backbone(const struct dap_backbone *bb, const dap_distill_opts *o);
+/* minimax samples only a Minimax-diffusion fine-tune: DAP_OK when the model's "finetune"
+ * record (dap_dit.finetune, dap_dit_finetune_from_file; may be NULL) says so, else
+ * DAP_ERR_ARG naming `model` and what it records. dap_distill_check and dap_distill_class
+ * run it on a dap_dit; a command runs it on the file before any work. */
+int dap_distill_check_minimax(const char *finetune, const char *model);
 /* Whether a method samples from the diffusion prior (all but random and dm). */
 int dap_method_uses_model(int m);
 

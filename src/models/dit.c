@@ -255,6 +255,12 @@ typedef struct block_w {
     float *qkv_w, *qkv_b, *proj_w, *proj_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ada_w, *ada_b;
 } block_w;
 
+/* A tensor inside `base`; NULL for a frozen tensor's gradient (base = params.grad), so
+ * that the backward skips the work for it. */
+static float *tensor_at(const dap_dit *m, const dap_param *p, float *base) {
+    return base == m->params.grad && p->frozen ? NULL : base + p->offset;
+}
+
 /* Tensors of the embedders and final layer inside `base` (params.data or params.grad);
  * all NULL when base is NULL. */
 static top_w top_ptrs(const dap_dit *m, float *base) {
@@ -262,18 +268,18 @@ static top_w top_ptrs(const dap_dit *m, float *base) {
     if (!base) return w;
     const dap_param *p = m->params.p;
     const dap_param *f = p + m->block0 + m->cfg.depth * BLK_COUNT;
-    w.pos = base + p[TOP_POS].offset;
-    w.xe_w = base + p[TOP_XE_W].offset;
-    w.xe_b = base + p[TOP_XE_B].offset;
-    w.t0_w = base + p[TOP_T0_W].offset;
-    w.t0_b = base + p[TOP_T0_B].offset;
-    w.t2_w = base + p[TOP_T2_W].offset;
-    w.t2_b = base + p[TOP_T2_B].offset;
-    w.ytab = base + p[TOP_YTAB].offset;
-    w.fin_w = base + f[FIN_W].offset;
-    w.fin_b = base + f[FIN_B].offset;
-    w.fin_ada_w = base + f[FIN_ADA_W].offset;
-    w.fin_ada_b = base + f[FIN_ADA_B].offset;
+    w.pos = tensor_at(m, &p[TOP_POS], base);
+    w.xe_w = tensor_at(m, &p[TOP_XE_W], base);
+    w.xe_b = tensor_at(m, &p[TOP_XE_B], base);
+    w.t0_w = tensor_at(m, &p[TOP_T0_W], base);
+    w.t0_b = tensor_at(m, &p[TOP_T0_B], base);
+    w.t2_w = tensor_at(m, &p[TOP_T2_W], base);
+    w.t2_b = tensor_at(m, &p[TOP_T2_B], base);
+    w.ytab = tensor_at(m, &p[TOP_YTAB], base);
+    w.fin_w = tensor_at(m, &f[FIN_W], base);
+    w.fin_b = tensor_at(m, &f[FIN_B], base);
+    w.fin_ada_w = tensor_at(m, &f[FIN_ADA_W], base);
+    w.fin_ada_b = tensor_at(m, &f[FIN_ADA_B], base);
     return w;
 }
 
@@ -282,16 +288,16 @@ static block_w block_ptrs(const dap_dit *m, float *base, int l) {
     block_w w = {0};
     if (!base) return w;
     const dap_param *p = m->params.p + m->block0 + l * BLK_COUNT;
-    w.qkv_w = base + p[BLK_QKV_W].offset;
-    w.qkv_b = base + p[BLK_QKV_B].offset;
-    w.proj_w = base + p[BLK_PROJ_W].offset;
-    w.proj_b = base + p[BLK_PROJ_B].offset;
-    w.fc1_w = base + p[BLK_FC1_W].offset;
-    w.fc1_b = base + p[BLK_FC1_B].offset;
-    w.fc2_w = base + p[BLK_FC2_W].offset;
-    w.fc2_b = base + p[BLK_FC2_B].offset;
-    w.ada_w = base + p[BLK_ADA_W].offset;
-    w.ada_b = base + p[BLK_ADA_B].offset;
+    w.qkv_w = tensor_at(m, &p[BLK_QKV_W], base);
+    w.qkv_b = tensor_at(m, &p[BLK_QKV_B], base);
+    w.proj_w = tensor_at(m, &p[BLK_PROJ_W], base);
+    w.proj_b = tensor_at(m, &p[BLK_PROJ_B], base);
+    w.fc1_w = tensor_at(m, &p[BLK_FC1_W], base);
+    w.fc1_b = tensor_at(m, &p[BLK_FC1_B], base);
+    w.fc2_w = tensor_at(m, &p[BLK_FC2_W], base);
+    w.fc2_b = tensor_at(m, &p[BLK_FC2_B], base);
+    w.ada_w = tensor_at(m, &p[BLK_ADA_W], base);
+    w.ada_b = tensor_at(m, &p[BLK_ADA_B], base);
     return w;
 }
 
@@ -322,6 +328,7 @@ void dap_dit_destroy(dap_dit *m) {
     if (!m) return;
     dap_dit_set_class_names(m, NULL, 0);
     dap_dit_set_train_data(m, NULL);
+    dap_dit_set_finetune(m, NULL);
 #ifdef DAP_CUDA
     dap_dit_cuda_destroy(m->dev);
 #endif
@@ -355,6 +362,21 @@ int dap_dit_train_data_from_file(const char *path, char **out) {
     dap_st *st;
     DAP_TRY(dap_st_open(&st, path));
     *out = dap_st_meta_get(st, "train_data");
+    dap_st_close(st);
+    return DAP_OK;
+}
+
+void dap_dit_set_finetune(dap_dit *m, const char *what) {
+    DAP_ASSERT(!what || !strchr(what, '\n'));
+    free(m->finetune);
+    m->finetune = what ? dap_strdup(what) : NULL;
+}
+
+int dap_dit_finetune_from_file(const char *path, char **out) {
+    *out = NULL;
+    dap_st *st;
+    DAP_TRY(dap_st_open(&st, path));
+    *out = dap_st_meta_get(st, "finetune");
     dap_st_close(st);
     return DAP_OK;
 }
@@ -474,14 +496,14 @@ int dap_dit_save_ex(const dap_dit *m, const char *path, int f16) {
             strcat(names, m->class_names[k]);
         }
     }
-    const char *meta[] = {"model", "dit", "input_size", v[0], "in_channels", v[1], "patch", v[2],
-                          "hidden", v[3], "depth", v[4], "heads", v[5], "num_classes", v[6],
-                          "learn_sigma", v[7], "mlp_ratio", v[8], "class_dropout", v[9],
-                          names ? "class_names" : NULL, names, NULL, NULL, NULL};
-    if (m->train_data) { /* after the names, or in their place */
-        const int at = names ? 24 : 22;
-        meta[at] = "train_data", meta[at + 1] = m->train_data;
-    }
+    const char *meta[32] = {"model", "dit", "input_size", v[0], "in_channels", v[1], "patch", v[2],
+                            "hidden", v[3], "depth", v[4], "heads", v[5], "num_classes", v[6],
+                            "learn_sigma", v[7], "mlp_ratio", v[8], "class_dropout", v[9]};
+    int at = 22; /* then the optional records, NULL-terminated */
+    if (names) meta[at++] = "class_names", meta[at++] = names;
+    if (m->train_data) meta[at++] = "train_data", meta[at++] = m->train_data;
+    if (m->finetune) meta[at++] = "finetune", meta[at++] = m->finetune;
+    meta[at] = NULL;
     int rc = dap_params_save(&m->params, path, f16, meta);
     free(names);
     return rc;
@@ -656,6 +678,9 @@ int dap_dit_load(dap_dit **out, const char *path, int with_grad, int allow_extra
     int rc = dap_params_load(&m->params, path, NULL, allow_extra);
     if (rc == DAP_OK) rc = load_class_names(m, path);
     if (rc == DAP_OK) rc = dap_dit_train_data_from_file(path, &m->train_data);
+    if (rc == DAP_OK) rc = dap_dit_finetune_from_file(path, &m->finetune);
+    if (rc == DAP_OK && m->finetune && strchr(m->finetune, '\n'))
+        rc = dap_error(DAP_ERR_FORMAT, "%s: __metadata__ \"finetune\" holds a line break", path);
     if (rc != DAP_OK) {
         dap_dit_destroy(m);
         return rc;
@@ -1032,13 +1057,13 @@ void dap_dit_forward(const dap_dit *m, dap_dit_state *s, float *out, const float
 
 /* ---- backward --------------------------------------------------------------------- */
 
-/* s->dres holds d(block l output) on entry and d(block l input) on exit. With g (grad
- * pointers) set, parameter gradients accumulate and d(c_act) is added into s->dc_act;
- * with g all NULL only the input path is computed. */
-static void block_backward(const dap_dit *m, dap_dit_state *s, int l, const block_w *g) {
+/* s->dres holds d(block l output) on entry and d(block l input) on exit. With grads,
+ * the gradients of the tensors g points to (NULL: skipped) accumulate and d(c_act) is
+ * added into s->dc_act; without, only the input path is computed. */
+static void block_backward(const dap_dit *m, dap_dit_state *s, int l, const block_w *g, int grads) {
     DAP_ASSERT(l < s->cache_blocks);
     int n = s->n, T = m->tokens, D = m->cfg.hidden, H4 = m->mlp_hidden, N = n * T;
-    int nh = m->cfg.heads, grads = g->qkv_w != NULL;
+    int nh = m->cfg.heads;
     block_acts *a = &s->blk[l];
     const float *in = l == 0 ? s->embed : s->blk[l - 1].out;
     block_w w = block_ptrs(m, m->params.data, l);
@@ -1092,7 +1117,7 @@ void dap_dit_backward(dap_dit *m, dap_dit_state *s, const float *dout, float *dx
 
     for (int l = depth - 1; l >= 0; l--) {
         block_w gb = block_ptrs(m, m->params.grad, l);
-        block_backward(m, s, l, &gb);
+        block_backward(m, s, l, &gb, 1);
     }
 
     /* patch embedding (pos_embed is frozen) */
@@ -1102,8 +1127,8 @@ void dap_dit_backward(dap_dit *m, dap_dit_state *s, const float *dout, float *dx
 
     /* conditioning: c_act = SiLU(c), c = mlp.2(SiLU(mlp.0(freq))) + table[y] */
     dap_silu_backward(s->dc, s->dc_act, s->c, (size_t)n * D);
-    for (int b = 0; b < n; b++)
-        add_inplace(g.ytab + (size_t)s->y[b] * D, s->dc + (size_t)b * D, (size_t)D);
+    if (g.ytab)
+        for (int b = 0; b < n; b++) add_inplace(g.ytab + (size_t)s->y[b] * D, s->dc + (size_t)b * D, (size_t)D);
     dap_linear_backward(s->dt_act, g.t2_w, g.t2_b, s->dc, s->t_act, w.t2_w, n, D, D);
     dap_silu_backward(s->dt_h, s->dt_act, s->t_h, (size_t)n * D);
     dap_linear_backward(NULL, g.t0_w, g.t0_b, s->dt_h, s->tfreq, w.t0_w, n, FREQ_DIM, D);
@@ -1121,7 +1146,7 @@ void dap_dit_backward_from_block(const dap_dit *m, dap_dit_state *s, int l, cons
     int N = s->n * m->tokens, D = m->cfg.hidden;
     memcpy(s->dres, dfeat, (size_t)N * D * sizeof(float));
     block_w none = {0};
-    for (int k = l - 1; k >= 0; k--) block_backward(m, s, k, &none);
+    for (int k = l - 1; k >= 0; k--) block_backward(m, s, k, &none, 0);
     top_w w = top_ptrs(m, m->params.data);
     dap_linear_backward(s->dpatches, NULL, NULL, s->dres, s->patches, w.xe_w, N, m->patch_in, D);
     unpatchify_in(dx, s->dpatches, m, s->n);

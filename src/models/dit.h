@@ -72,6 +72,9 @@ typedef struct dap_dit {
     /* The data it was trained on, as `dap train --data` took it ("fmnist", a folder's
      * absolute path), or NULL: __metadata__ "train_data". */
     char *train_data;
+    /* What fine-tuned it, or NULL: __metadata__ "finetune", e.g. "minimax lambda_pos=0.002
+     * lambda_neg=0.008 memory_size=64 trainable=difffit ..." (`dap train --minimax`). */
+    char *finetune;
     void *dev;         /* the weights on the device (dap_dit_to_device), else NULL */
 } dap_dit;
 
@@ -90,6 +93,10 @@ void dap_dit_set_class_names(dap_dit *m, char *const *names, int n);
 void dap_dit_set_train_data(dap_dit *m, const char *spec);
 /* The training data a checkpoint records (*out malloc'd), or *out NULL when it has none. */
 int dap_dit_train_data_from_file(const char *path, char **out);
+/* Sets (copies) or clears (NULL) the fine-tune record (one line). */
+void dap_dit_set_finetune(dap_dit *m, const char *what);
+/* The fine-tune record of a checkpoint (*out malloc'd), or *out NULL when it has none. */
+int dap_dit_finetune_from_file(const char *path, char **out);
 /* Writes the weights as safetensors with the config as __metadata__ (self-describing),
  * and the class names when set. */
 int dap_dit_save(const dap_dit *m, const char *path);
@@ -142,7 +149,8 @@ void dap_dit_forward(const dap_dit *m, dap_dit_state *s, float *out, const float
 const float *dap_dit_features(const dap_dit_state *s);
 
 /* After a full forward (needs cache_blocks = depth): parameter gradients accumulate
- * into m->params.grad (pos_embed, frozen, gets none); dx (n, C, H, W) overwritten when not
+ * into m->params.grad; frozen tensors (pos_embed; all but the biases and the label table
+ * in a DiffFit fine-tune) get none, and their weight-gradient products are skipped; dx (n, C, H, W) overwritten when not
  * NULL. dout (n, Co, H, W). */
 void dap_dit_backward(dap_dit *m, dap_dit_state *s, const float *dout, float *dx);
 /* After a forward with stop_block = l (needs cache_blocks >= l): dx (n, C, H, W) =
