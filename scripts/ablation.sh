@@ -66,8 +66,8 @@ if [ "$SET" = joint ]; then
   cell mean-g1-clip1 --method dap --pool mean --gamma 1 --clip-x0 1
   cell mean-g0.3-clip0 --method dap --pool mean --gamma 0.3 --clip-x0 0
   cell mean-g3-clip0 --method dap --pool mean --gamma 3 --clip-x0 0
-  cell flat-g0.03-clip0 --method dap --pool flatten --gamma 0.03 --clip-x0 0
   if [ "${ABL_JOINT_MORE:-0}" = 1 ]; then
+    cell flat-g0.03-clip0 --method dap --pool flatten --gamma 0.03 --clip-x0 0
     for g in 0.3 3; do cell mean-g$g-clip1 --method dap --pool mean --gamma "$g" --clip-x0 1; done
     cell flat-g0.03-clip1 --method dap --pool flatten --gamma 0.03 --clip-x0 1
     for l in 1 4; do cell mean-g1-clip0-layer$l --method dap --pool mean --gamma 1 --clip-x0 0 --layer "$l"; done
@@ -83,12 +83,9 @@ if [ "$SET" = rivals ]; then
   SUR=$OUT/surrogate-val$HOLDOUT.safetensors
   for r in ${ABL_RIVALS:-mgd3 d4m dm igd minimax}; do
     case $r in
-      mgd3) cell mgd3-l0.1 --method mgd3 --mode-lambda 0.1 --stop 0.5
-            cell mgd3-l0.03 --method mgd3 --mode-lambda 0.03 --stop 0.5
-            cell mgd3-l0.3 --method mgd3 --mode-lambda 0.3 --stop 0.5 ;;
-      d4m)  cell d4m-s0.7-cfg8 --method d4m --strength 0.7 --cfg 8
-            cell d4m-s0.7 --method d4m --strength 0.7
-            cell d4m-s0.5 --method d4m --strength 0.5 ;;
+      mgd3) for l in ${ABL_MGD3_LAMBDAS:-0.1 0.03}; do cell mgd3-l$l --method mgd3 --mode-lambda "$l" --stop 0.5; done ;;
+      d4m)  cell d4m-s0.7-cfg8 --method d4m --strength 0.7 --cfg 8   # their code's setting
+            for st in ${ABL_D4M_STRENGTHS:-0.5}; do [ "$st" = none ] || cell d4m-s$st --method d4m --strength "$st"; done ;;
       dm)   cell dm-i100-b64 --method dm --iterations 100 --batch-real 64 ;;
       igd)  [ -f "$SUR" ] || $DAP teacher --data fmnist --arch convnet3 --epochs 3 --batch 64 --seed "$SPLIT" \
               --val "$HOLDOUT" --out "$SUR" --quiet
