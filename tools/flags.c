@@ -273,26 +273,13 @@ int cli_model_defaults(const char *cmd, int argc, char **argv, int *nargc, char 
         snprintf(path, sizeof path, "%.*s.defaults", (int)(n - 12), m);
         if (!is_file(path)) return 0;
     }
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    uint8_t *bytes;
+    size_t len;
+    if (dap_read_file(path, &bytes, &len)) {
         fprintf(stderr, "dap %s: error: --defaults %s: cannot read it (%s)\n", cmd, path, strerror(errno));
         return 2;
     }
-    size_t cap = 4096, len = 0;
-    char *text = malloc(cap);
-    for (size_t k; text && (k = fread(text + len, 1, cap - 1 - len, f)) > 0;) {
-        len += k;
-        if (len + 1 == cap) {
-            char *t = realloc(text, cap *= 2);
-            if (!t) free(text);
-            text = t;
-        }
-    }
-    fclose(f);
-    if (!text) {
-        fprintf(stderr, "dap %s: error: out of memory reading %s\n", cmd, path);
-        return 2;
-    }
+    char *text = dap_realloc(bytes, len + 1); /* a C string for the line parser */
     text[len] = 0;
     /* tokens of the wanted sections, in file order */
     int ntok = 0, want = 0, line = 0, seen = 0;

@@ -357,14 +357,17 @@ void dap_dit_set_train_data(dap_dit *m, const char *spec) {
     m->train_data = spec ? dap_strdup(spec) : NULL;
 }
 
-int dap_dit_train_data_from_file(const char *path, char **out) {
+/* One __metadata__ string of a checkpoint without loading its weights (NULL: absent). */
+static int meta_from_file(const char *path, const char *key, char **out) {
     *out = NULL;
     dap_st *st;
     DAP_TRY(dap_st_open(&st, path));
-    *out = dap_st_meta_get(st, "train_data");
+    *out = dap_st_meta_get(st, key);
     dap_st_close(st);
     return DAP_OK;
 }
+
+int dap_dit_train_data_from_file(const char *path, char **out) { return meta_from_file(path, "train_data", out); }
 
 void dap_dit_set_finetune(dap_dit *m, const char *what) {
     DAP_ASSERT(!what || !strchr(what, '\n'));
@@ -372,14 +375,7 @@ void dap_dit_set_finetune(dap_dit *m, const char *what) {
     m->finetune = what ? dap_strdup(what) : NULL;
 }
 
-int dap_dit_finetune_from_file(const char *path, char **out) {
-    *out = NULL;
-    dap_st *st;
-    DAP_TRY(dap_st_open(&st, path));
-    *out = dap_st_meta_get(st, "finetune");
-    dap_st_close(st);
-    return DAP_OK;
-}
+int dap_dit_finetune_from_file(const char *path, char **out) { return meta_from_file(path, "finetune", out); }
 
 /* __metadata__ "class_names" (newline-joined) into m->class_names; absent: left NULL. */
 static int load_class_names(dap_dit *m, const char *path) {
