@@ -72,6 +72,13 @@ void cli_apply_threads(int threads);
 /* The --threads entry of every command's flag table. */
 #define CLI_THREADS_FLAG(ptr) {"threads", FLAG_INT, (ptr), CLI_THREADS_HELP, 0, CLI_THREADS_MAX}
 
+/* The device flags of sample, distill, eval and teacher: --device (NULL: $DAP_DEVICE, else
+ * cpu), --precision (NULL: fp32) and --gpu K|auto (NULL: GPU 0; auto: the launcher's local
+ * rank). 0, or 1 with the error printed (an unknown name, no CUDA build or GPU, --gpu on
+ * the cpu device). */
+int cli_select_device(const char *cmd, const char *device, const char *precision, const char *gpu);
+#define CLI_GPU_HELP "K or auto: which GPU with --device cuda (default 0; auto: the launcher's local rank, one GPU per process)"
+
 /* Whether `path` (a file to be written) can be created: its folder exists and a temporary
  * file can be made and removed there. DAP_ERR_IO naming `flag` and the path otherwise.
  * Run before the work, so that a long job does not fail at its end. */

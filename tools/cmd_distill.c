@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli.h"
 #include "core/blas.h"
@@ -289,6 +290,9 @@ static int write_manifest(const char *out, const distill_run *r, const dap_disti
     dap_json_end_array(&j);
     dap_json_num(&j, "seconds_total", total);
     dap_json_num(&j, "seconds_per_image", have ? total / ((double)have * o->ipc) : 0.0);
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) /* this process only: a resumed run's peak is its own */
+        dap_json_num(&j, "peak_rss_mib", (double)ru.ru_maxrss / 1024.0);
     dap_json_end_object(&j);
     char path[4096];
     snprintf(path, sizeof path, "%s/manifest.json", out);
@@ -336,7 +340,7 @@ static int write_grid(const char *out, const dap_dataset *real, int ipc, const i
 int cmd_distill(int argc, char **argv) {
     const char *data = NULL, *model_path = NULL, *method_s = "dap", *out = NULL, *kernel_s = "linear", *sur_path = NULL,
                *pool_s = "flatten", *form_s = "x", *classes_s = "all", *init_s = "noise", *shard_s = NULL,
-               *strength_s = NULL, *device = NULL, *precision = NULL, *vae_path = NULL, *cache_s = NULL,
+               *strength_s = NULL, *device = NULL, *precision = NULL, *gpu_s = NULL, *vae_path = NULL, *cache_s = NULL,
                *defaults_s = NULL, *defaults_used = "";
     int seed = 0, holdout = 0, split_seed = 0, threads = 0, fixed_noise = 0, quiet = 0, image_size = 0;
     dap_distill_opts o;
@@ -352,7 +356,7 @@ int cmd_distill(int argc, char **argv) {
         {"seed", FLAG_INT, &seed, "random seed", 0, FLAG_INT_MAX},
         {"out", FLAG_STR, &out, "output image folder (one subfolder per class)"},
         {"classes", FLAG_STR, &classes_s, "all, or a comma-separated list of class indices"},
-        {"shard", FLAG_STR, &shard_s, "I/N: only the classes k with k mod N = I; N processes (or MPI ranks) with I = 0..N-1 on one --out fill it together"},
+        {"shard", FLAG_STR, &shard_s, "I/N: only the classes k with k mod N = I; N processes with I = 0..N-1 on one --out fill it together; auto: I and N from mpirun, srun or a Slurm array"},
         {"holdout", FLAG_INT, &holdout,
          "hold out this many training images per class (the validation split of dap eval --val)", 0, 1000000},
         {"split-seed", FLAG_INT, &split_seed, "seed of the holdout split (as dap eval --split-seed)", 0, FLAG_INT_MAX},
@@ -388,6 +392,7 @@ int cmd_distill(int argc, char **argv) {
         CLI_THREADS_FLAG(&threads),
         {"device", FLAG_STR, &device, "cpu or cuda: where the DiT runs, sampling and guidance (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
         {"precision", FLAG_STR, &precision, "fp32 | tf32 | bf16: the GPU's matrix products (cuda only; default fp32)"},
+        {"gpu", FLAG_STR, &gpu_s, CLI_GPU_HELP},
         {"quiet", FLAG_BOOL, &quiet, "no progress lines"},
         {"defaults", FLAG_STR, &defaults_s, "the model's validated flags: FILE ([sampler] and [METHOD] sections), or none (default: MODEL.defaults beside MODEL.safetensors when it exists); the command line wins"},
     };
@@ -447,7 +452,14 @@ int cmd_distill(int argc, char **argv) {
     o.fixed_noise = fixed_noise;
     if (o.method == DAP_METHOD_VANILLA || o.method == DAP_METHOD_MINIMAX) o.gamma = 0, o.repel = 0;
     int shard_i = 0, shard_n = 0;
-    if (shard_s) {
+    if (shard_s && !strcmp(shard_s, "auto")) { /* one process of mpirun, srun or a Slurm array */
+        const char *which;
+        int rc_l = dap_launcher_rank(&shard_i, &shard_n, &which);
+        if (rc_l) return cli_failf("distill", "--shard auto: %s (or give --shard I/N)", dap_last_error());
+        if (!quiet) fprintf(stderr, "dap distill: shard %d/%d (from %s)\n", shard_i, shard_n, which);
+        if (strcmp(classes_s, "all"))
+            return cli_failf("distill", "--shard and --classes both pick the classes: give one of them");
+    } else if (shard_s) {
         char *slash, *end = NULL;
         long i = strtol(shard_s, &slash, 10), n = *slash == '/' ? strtol(slash + 1, &end, 10) : 0;
         if (slash == shard_s || *slash != '/' || end == slash + 1 || *end || n < 1 || n > 1000000 || i < 0 || i >= n)
@@ -460,8 +472,8 @@ int cmd_distill(int argc, char **argv) {
     cli_apply_threads(threads);
     if (quiet) dap_log_set_level(DAP_LOG_QUIET);
     else if (*defaults_used) fprintf(stderr, "dap distill: defaults from %s\n", defaults_used);
-    int rc = device ? dap_device_select(device) : dap_device_from_env();
-    if (rc || (rc = dap_device_set_precision(precision))) return cli_fail("distill", rc);
+    if (cli_select_device("distill", device, precision, gpu_s)) return 1;
+    int rc = 0;
 
     if (cache_s && !vae_path) return cli_failf("distill", "--latent-cache needs --vae (a latent model)");
     if ((rc = latent_check_files(model_path, vae_path))) return cli_fail("distill", rc); /* a VAE as the model or the reverse */

@@ -234,7 +234,7 @@ static void drop_state(const eval_ctx *c, int run) {
 
 int cmd_eval(int argc, char **argv) {
     const char *data = "fmnist", *train_spec = NULL, *arch = "convnet3", *aug_s = NULL;
-    const char *protocol = "hard", *teacher_path = NULL, *json = NULL, *device = NULL, *test_spec = NULL;
+    const char *protocol = "hard", *teacher_path = NULL, *json = NULL, *device = NULL, *gpu_s = NULL, *test_spec = NULL;
     int image_size = 0, channels = 0;
     int runs = 3, epochs = 0, seed = 0, val = 0, split_seed = 0, batch = 0, threads = 0, quiet = 0, ipc_hint = 0;
     int jobs = 1, resume = 0, rc_early = 0;
@@ -262,6 +262,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_THREADS_FLAG(&threads),
         {"jobs", FLAG_INT, &jobs, "runs trained at once, one thread each (faster for small sets; 1: one run at a time on all threads)", 1, CLI_THREADS_MAX},
         {"device", FLAG_STR, &device, "cpu or cuda: where the networks train (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
+        {"gpu", FLAG_STR, &gpu_s, CLI_GPU_HELP},
         {"resume", FLAG_BOOL, &resume, "keep the runs already finished in the --json file's journal (FILE.runs) and go on from the state of unfinished ones (FILE.runR.state)"},
         {"state-every", FLAG_FLOAT, &state_every, "with --json, on the CPU: write each unfinished run's state at most every this many seconds, at an epoch's end (-1: never)", -1, 1000000000},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
@@ -318,8 +319,8 @@ int cmd_eval(int argc, char **argv) {
             return cli_fail("eval", rc_early);
     }
     cli_apply_threads(threads);
-    int rc = device ? dap_device_select(device) : dap_device_from_env();
-    if (rc) return cli_fail("eval", rc);
+    if (cli_select_device("eval", device, NULL, gpu_s)) return 1;
+    int rc = 0;
     if (dap_device() != DAP_DEVICE_CPU && !quiet) fprintf(stderr, "eval: device %s\n", dap_device_describe());
 
     dap_classifier teacher;

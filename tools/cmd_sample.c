@@ -63,7 +63,7 @@ static int parse_classes(const char *spec, int K, char **names, int *out) {
 }
 
 int cmd_sample(int argc, char **argv) {
-    const char *model_path = NULL, *classes = "all", *out = NULL, *names_arg = NULL, *device = NULL, *precision = NULL,
+    const char *model_path = NULL, *classes = "all", *out = NULL, *names_arg = NULL, *device = NULL, *precision = NULL, *gpu_s = NULL,
                *vae_path = NULL, *defaults_s = NULL, *defaults_used = "";
     int n = 10, steps = 50, seed = 0, batch = 50, threads = 0, grid_cols = 16, image_size = 0;
     double cfg_w = 1.0, eta = 0.0, clip_x0 = 0.0;
@@ -85,6 +85,7 @@ int cmd_sample(int argc, char **argv) {
         CLI_THREADS_FLAG(&threads),
         {"device", FLAG_STR, &device, "cpu or cuda: where the DiT runs (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
         {"precision", FLAG_STR, &precision, "fp32 | tf32 | bf16: the GPU's matrix products (cuda only; default fp32)"},
+        {"gpu", FLAG_STR, &gpu_s, CLI_GPU_HELP},
         {"defaults", FLAG_STR, &defaults_s, "the model's validated sampler flags: FILE (its [sampler] section), or none (default: MODEL.defaults beside MODEL.safetensors when it exists); the command line wins"},
     };
     const char *pos[1];
@@ -104,8 +105,7 @@ int cmd_sample(int argc, char **argv) {
     if (!(clip_x0 >= 0)) return cli_failf("sample", "--clip-x0: expected >= 0 (0: off), found %g", clip_x0);
     cli_apply_threads(threads);
     if (*defaults_used) fprintf(stderr, "dap sample: defaults from %s\n", defaults_used);
-    if ((rc = device ? dap_device_select(device) : dap_device_from_env()) || (rc = dap_device_set_precision(precision)))
-        return cli_fail("sample", rc);
+    if (cli_select_device("sample", device, precision, gpu_s)) return 1;
 
     if (image_size < 0) return cli_failf("sample", "--image-size must be >= 0 (got %d)", image_size);
     dap_dit *m = NULL;

@@ -16,7 +16,7 @@
 #include "eval/subset.h"
 
 int cmd_teacher(int argc, char **argv) {
-    const char *data = "fmnist", *arch = "resnet18", *out = NULL, *aug_s = "none", *device = NULL, *test_spec = NULL;
+    const char *data = "fmnist", *arch = "resnet18", *out = NULL, *aug_s = "none", *device = NULL, *gpu_s = NULL, *test_spec = NULL;
     int epochs = 30, seed = 0, batch = 256, threads = 0, quiet = 0, val = 0, image_size = 0;
     double lr = 0.01;
     flag flags[] = {
@@ -33,6 +33,7 @@ int cmd_teacher(int argc, char **argv) {
         {"out", FLAG_STR, &out, "checkpoint to write (.safetensors)"},
         CLI_THREADS_FLAG(&threads),
         {"device", FLAG_STR, &device, "cpu or cuda (a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
+        {"gpu", FLAG_STR, &gpu_s, CLI_GPU_HELP},
         {"quiet", FLAG_BOOL, &quiet, "no per-epoch progress"},
     };
     const char *pos[1];
@@ -51,8 +52,8 @@ int cmd_teacher(int argc, char **argv) {
     else if (!strcmp(aug_s, "dsa")) aug = DAP_AUG_DSA;
     else return cli_failf("teacher", "--aug must be none or dsa, got '%s'", aug_s);
     cli_apply_threads(threads);
-    int rc = device ? dap_device_select(device) : dap_device_from_env();
-    if (rc) return cli_fail("teacher", rc);
+    if (cli_select_device("teacher", device, NULL, gpu_s)) return 1;
+    int rc = 0;
 
     dap_dataset real, test, tr, held;
     rc = dap_dataset_load(&real, data, "train", image_size, 0);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "core/device.h"
 #include "core/core.h"
 
 #ifndef DAP_DATADIR
@@ -210,6 +211,21 @@ int cli_failf(const char *cmd, const char *fmt, ...) {
 }
 
 void cli_apply_threads(int threads) { dap_set_threads(threads); }
+
+int cli_select_device(const char *cmd, const char *device, const char *precision, const char *gpu) {
+    if (gpu) {
+        char *end;
+        long k = strcmp(gpu, "auto") ? strtol(gpu, &end, 10) : DAP_GPU_AUTO;
+        if (strcmp(gpu, "auto") && (end == gpu || *end || k < 0 || k > 1023))
+            return cli_failf(cmd, "--gpu '%s': expected a device index (0, 1, ...) or auto", gpu);
+        dap_device_set_gpu((int)k);
+    }
+    int rc = device ? dap_device_select(device) : dap_device_from_env();
+    if (rc || (rc = dap_device_set_precision(precision))) return cli_fail(cmd, rc);
+    if (gpu && dap_device() != DAP_DEVICE_CUDA)
+        return cli_failf(cmd, "--gpu %s picks a GPU for --device cuda, but the device is cpu", gpu);
+    return 0;
+}
 
 int cli_check_writable(const char *flag, const char *path) {
     char dir[4096], tmp[4200];

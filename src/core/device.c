@@ -16,6 +16,73 @@ static int g_device = DAP_DEVICE_CPU;
 static char g_describe[256] = "cpu";
 static int g_precision = DAP_PRECISION_FP32;
 
+static int g_gpu = 0;
+
+int dap_device_set_gpu(int index) {
+    if (index < DAP_GPU_AUTO) return dap_error(DAP_ERR_ARG, "--gpu %d: expected a device index (0, 1, ...) or auto", index);
+    g_gpu = index;
+    return DAP_OK;
+}
+
+int dap_device_gpu(void) { return g_gpu; }
+
+/* A launcher's variable as a non-negative int: 1 read, 0 unset, -1 malformed (error set). */
+static int env_int(const char *name, long *v) {
+    const char *s = getenv(name);
+    if (!s || !*s) return 0;
+    char *end;
+    *v = strtol(s, &end, 10);
+    if (*end || *v < 0 || *v > 1000000) {
+        dap_error(DAP_ERR_ARG, "$%s='%s': expected a whole number from 0 to 1000000", name, s);
+        return -1;
+    }
+    return 1;
+}
+
+int dap_launcher_rank(int *rank, int *size, const char **which) {
+    static const char *pairs[][2] = {{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+                                     {"PMI_RANK", "PMI_SIZE"},
+                                     {"SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"},
+                                     {"SLURM_PROCID", "SLURM_NTASKS"}};
+    static const char *names[] = {"OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE", "PMI_RANK/PMI_SIZE",
+                                  "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_MIN/SLURM_ARRAY_TASK_STEP/SLURM_ARRAY_TASK_COUNT",
+                                  "SLURM_PROCID/SLURM_NTASKS"};
+    for (int p = 0; p < 4; p++) {
+        long r, n, lo = 0, step = 1;
+        int hr = env_int(pairs[p][0], &r);
+        if (hr == 0) continue;
+        if (hr < 0) return DAP_ERR_ARG;
+        int hn = env_int(pairs[p][1], &n);
+        if (hn < 0) return DAP_ERR_ARG;
+        if (hn == 0) return dap_error(DAP_ERR_ARG, "$%s is set but $%s is not", pairs[p][0], pairs[p][1]);
+        if (p == 2) { /* an array's task ids run MIN, MIN+STEP, ... */
+            if (env_int("SLURM_ARRAY_TASK_MIN", &lo) < 0 || env_int("SLURM_ARRAY_TASK_STEP", &step) < 0) return DAP_ERR_ARG;
+            if (step < 1) step = 1;
+            if (r < lo || (r - lo) % step)
+                return dap_error(DAP_ERR_ARG, "$SLURM_ARRAY_TASK_ID=%ld is not one of the array's ids (min %ld, step %ld)", r, lo, step);
+            r = (r - lo) / step;
+        }
+        if (n < 1 || r >= n)
+            return dap_error(DAP_ERR_ARG, "%s: rank %ld of %ld processes is outside 0..size-1", names[p], r, n);
+        *rank = (int)r, *size = (int)n, *which = names[p];
+        return DAP_OK;
+    }
+    return dap_error(DAP_ERR_MISSING, "no launcher found: none of OMPI_COMM_WORLD_RANK, PMI_RANK, SLURM_ARRAY_TASK_ID, "
+                                      "SLURM_PROCID is set");
+}
+
+int dap_launcher_local_rank(void) {
+    static const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"};
+    for (int k = 0; k < 3; k++) {
+        const char *s = getenv(vars[k]);
+        if (!s || !*s) continue;
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (!*end && v >= 0 && v <= 1000000) return (int)v;
+    }
+    return -1;
+}
+
 int dap_device_cuda_built(void) {
 #ifdef DAP_CUDA
     return 1;

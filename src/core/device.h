@@ -27,6 +27,26 @@ const char *dap_device_describe(void);
 /* 1 when this build has the CUDA backend. */
 int dap_device_cuda_built(void);
 
+/* Which GPU (`--gpu`): an index among the visible devices (CUDA_VISIBLE_DEVICES applies
+ * first), or DAP_GPU_AUTO for the launcher's local rank (dap_launcher_local_rank) modulo
+ * the device count, so that N processes on one machine take N GPUs. Set it before
+ * dap_device_select("cuda"); the default is 0. DAP_ERR_ARG for another negative value. */
+#define DAP_GPU_AUTO (-1)
+int dap_device_set_gpu(int index);
+int dap_device_gpu(void);
+
+/* This process's place among the processes its launcher started, from the environment:
+ * Open MPI's mpirun (OMPI_COMM_WORLD_RANK / _SIZE), MPICH and Intel MPI (PMI_RANK /
+ * PMI_SIZE), a Slurm job array (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN over
+ * SLURM_ARRAY_TASK_STEP, of SLURM_ARRAY_TASK_COUNT) or srun (SLURM_PROCID / SLURM_NTASKS),
+ * looked up in that order. DAP_OK with *rank, *size and *which (the variables' names) set;
+ * DAP_ERR_MISSING when none is set; DAP_ERR_ARG naming the variable when one is malformed
+ * or the rank is outside 0..size-1. */
+int dap_launcher_rank(int *rank, int *size, const char **which);
+/* The process's rank on its machine (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID,
+ * SLURM_LOCALID), or -1 when no launcher set one. */
+int dap_launcher_local_rank(void);
+
 /* The arithmetic of the device's matrix products (`--precision`). Storage is FP32 in
  * every mode; the CPU computes in FP32 only.
  *   fp32 - the reference (the default);

@@ -17,6 +17,7 @@
 extern "C" {
 #include "cuda/cuda.h"
 #include "core/core.h"
+#include "core/device.h"
 #include "models/cnn.h"
 }
 
@@ -40,8 +41,18 @@ extern "C" int dap_cuda_init(char *desc, size_t n) {
     if (e != cudaSuccess)
         return dap_error(DAP_ERR_MISSING, "device cuda: %s", cudaGetErrorString(e));
     if (count < 1) return dap_error(DAP_ERR_MISSING, "device cuda: no CUDA device found");
+    int k = dap_device_gpu();
+    if (k == DAP_GPU_AUTO) { /* one GPU per process on the machine: the launcher's local rank */
+        int local = dap_launcher_local_rank();
+        k = local < 0 ? 0 : local % count;
+    }
+    if (k >= count)
+        return dap_error(DAP_ERR_ARG, "--gpu %d: this process sees %d CUDA device%s (0..%d; CUDA_VISIBLE_DEVICES "
+                                      "narrows them)", k, count, count == 1 ? "" : "s", count - 1);
+    if ((e = cudaSetDevice(k)) != cudaSuccess)
+        return dap_error(DAP_ERR_MISSING, "device cuda: GPU %d: %s", k, cudaGetErrorString(e));
     cudaDeviceProp p;
-    if ((e = cudaGetDeviceProperties(&p, 0)) != cudaSuccess)
+    if ((e = cudaGetDeviceProperties(&p, k)) != cudaSuccess)
         return dap_error(DAP_ERR_MISSING, "device cuda: %s", cudaGetErrorString(e));
     void *probe = NULL;
     if ((e = cudaMalloc(&probe, 1 << 20)) != cudaSuccess)
@@ -53,7 +64,7 @@ extern "C" int dap_cuda_init(char *desc, size_t n) {
     if (s != CUBLAS_STATUS_SUCCESS)
         return dap_error(DAP_ERR_MISSING, "device cuda (%s): %s", p.name, dap_cublas_msg(s));
     cublasDestroy(h);
-    snprintf(desc, n, "cuda: %s, %.0f GiB, compute %d.%d", p.name,
+    snprintf(desc, n, "cuda: GPU %d of %d, %s, %.0f GiB, compute %d.%d", k, count, p.name,
              (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), p.major, p.minor);
     return DAP_OK;
 }

@@ -31,6 +31,30 @@ expect_ok "distill one shard of three" $DAP distill "${d[@]}" --method vanilla -
 tr -d ' \n' < "$tmp/dsh3/manifest.json" | grep -q '"classes_done":3,"complete":false' \
   && grep -q "not done yet" "$tmp/err" && ok "a partial folder says it is incomplete" || bad "partial shard manifest"
 [ -d "$tmp/dsh3/Pullover" ] && [ ! -d "$tmp/dsh3/Trouser" ] && ok "shard 2/3 ran classes 2, 5, 8" || bad "shard 2/3 classes"
+# --shard auto: the share from the launcher's environment (mpirun, a Slurm array with a
+# step), the same images as one process
+(unset SLURM_ARRAY_TASK_ID SLURM_PROCID PMI_RANK
+ OMPI_COMM_WORLD_RANK=0 OMPI_COMM_WORLD_SIZE=2 $DAP distill "${d[@]}" --method dap --shard auto --out "$tmp/dmpi" --quiet 2> "$tmp/mp0" &
+ OMPI_COMM_WORLD_RANK=1 OMPI_COMM_WORLD_SIZE=2 $DAP distill "${d[@]}" --method dap --shard auto --out "$tmp/dmpi" 2> "$tmp/mp1"; wait) \
+  && grep -q "shard 1/2 (from OMPI_COMM_WORLD_RANK" "$tmp/mp1" \
+  && diff -r -q -x manifest.json -x '.class-*' -x '.dap-distill.lock' "$tmp/dmpi" "$tmp/dd2" >/dev/null \
+  && ok "--shard auto under mpirun's variables equals one process" || { bad "--shard auto (mpirun)"; cat "$tmp/mp0" "$tmp/mp1"; }
+for id in 4 6; do
+  env -u OMPI_COMM_WORLD_RANK -u PMI_RANK SLURM_ARRAY_TASK_ID=$id SLURM_ARRAY_TASK_MIN=4 SLURM_ARRAY_TASK_STEP=2 SLURM_ARRAY_TASK_COUNT=2 \
+    $DAP distill "${d[@]}" --method vanilla --shard auto --out "$tmp/dslurm" 2> "$tmp/sl$id" || bad "--shard auto (Slurm array task $id)"
+done
+expect_ok "distill vanilla, one process" $DAP distill "${d[@]}" --method vanilla --out "$tmp/dvan"
+grep -q "shard 1/2 (from SLURM_ARRAY" "$tmp/sl6" \
+  && diff -r -q -x manifest.json -x '.class-*' -x '.dap-distill.lock' "$tmp/dslurm" "$tmp/dvan" >/dev/null \
+  && ok "--shard auto in a Slurm array (ids 4, 6) equals one process" || { bad "--shard auto (Slurm array)"; cat "$tmp/sl4" "$tmp/sl6"; }
+noenv=(env -u OMPI_COMM_WORLD_RANK -u PMI_RANK -u SLURM_ARRAY_TASK_ID -u SLURM_PROCID)
+expect_fail "distill --shard auto without a launcher" "no launcher found" "${noenv[@]}" $DAP distill "${d[@]}" --method vanilla --shard auto --out "$tmp/x"
+expect_fail "distill --shard auto, malformed rank" "PMI_RANK='x'" "${noenv[@]}" PMI_RANK=x PMI_SIZE=2 $DAP distill "${d[@]}" --method vanilla --shard auto --out "$tmp/x"
+expect_fail "distill --shard auto, rank past size" "outside 0..size-1" "${noenv[@]}" OMPI_COMM_WORLD_RANK=2 OMPI_COMM_WORLD_SIZE=2 $DAP distill "${d[@]}" --method vanilla --shard auto --out "$tmp/x"
+expect_fail "distill --shard auto, a task id off the array's step" "not one of the array's ids" "${noenv[@]}" SLURM_ARRAY_TASK_ID=5 SLURM_ARRAY_TASK_MIN=4 SLURM_ARRAY_TASK_STEP=2 SLURM_ARRAY_TASK_COUNT=2 $DAP distill "${d[@]}" --method vanilla --shard auto --out "$tmp/x"
+expect_fail "distill --gpu on the cpu device" "picks a GPU for --device cuda" $DAP distill "${d[@]}" --method vanilla --gpu 1 --out "$tmp/x"
+expect_fail "eval --gpu junk" "expected a device index" $DAP eval --train random:1 --gpu one
+[ ! -e "$tmp/x" ] && ok "refused shard/gpu runs wrote nothing" || bad "a refused run wrote $tmp/x"
 expect_fail "distill bad --shard" "expected I/N with 0 <= I < N" $DAP distill "${d[@]}" --method vanilla --shard 2/2 --out "$tmp/x"
 expect_fail "distill --shard junk" "expected I/N" $DAP distill "${d[@]}" --method vanilla --shard 1/2x --out "$tmp/x"
 expect_fail "distill --shard overflow" "expected I/N" $DAP distill "${d[@]}" --method vanilla --shard 0/99999999999 --out "$tmp/x"
