@@ -34,14 +34,9 @@ TSV="$OUT/table.tsv"
 # the header goes in atomically (mv -n never replaces a table that another process began),
 # so several experiment.sh processes (e.g. one method each) can share one EXP_OUT
 [ -f "$TSV" ] || { printf 'set\tarch\tmean\tstd\tcommand\n' > "$TSV.$$"; mv -n "$TSV.$$" "$TSV"; rm -f "$TSV.$$"; }
+. scripts/evalcell.sh
 evalcell() { # evalcell SETNAME TRAINSPEC ARCH EPOCHS [JOBS]
-  local name=$1 spec=$2 arch=$3 ep=$4 jobs=${5:-$JOBS}
-  grep -q "^$name	$arch	" "$TSV" && return
-  local cmd="$DAP eval --data fmnist --train $spec --arch $arch --runs $RUNS --epochs $ep --aug $AUG --jobs $jobs --json $OUT/$name-$arch.json --resume --quiet"
-  $cmd > "$OUT/$name-$arch.txt"
-  local ms; ms=$(sed -n 's/.*accuracy \([0-9.]*\) +- \([0-9.]*\).*/\1\t\2/p' "$OUT/$name-$arch.txt" | tail -1)
-  printf '%s\t%s\t%s\t%s\n' "$name" "$arch" "$ms" "$cmd" >> "$TSV"
-  echo "experiment: $name $arch: $ms"
+  evalcell_run experiment "$1" "$3" --train "$2" --arch "$3" --runs "$RUNS" --epochs "$4" --aug "$AUG" --jobs "${5:-$JOBS}"
 }
 setname() { # setname METHOD IPC SEED: seed 0 keeps the plain name; M+X -> M-X
   local m=${1/+/-}

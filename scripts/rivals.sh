@@ -13,6 +13,7 @@
 # a cell's finished runs are kept by dap eval --resume).
 #   scripts/rivals.sh                      (IPCS="1 10", METHODS below, PROTOCOLS="hard soft")
 #   METHODS="mgd3" IPCS=10 PROTOCOLS=hard scripts/rivals.sh
+# Then each method's cost (COST=1, the default): $OUT/cost.tsv.
 # Rows: random, vanilla, dap (the paper's guidance alone), dap+repel (models/dap-fmnist.flags),
 # mgd3, d4m, igd (surrogate SUR: a ConvNet-3 teacher trained without the validation images),
 # dm, minimax (the fine-tuned prior MINIMAX_MODEL, sampled with the shipped prior's defaults).
@@ -56,15 +57,13 @@ distill() { # distill METHOD IPC DIR
   $DAP distill --data fmnist --model "$model" --method "$m" --ipc "$2" --seed 0 --holdout "$HOLDOUT" \
     --split-seed "$SPLIT" --out "$3" --quiet $(flags_of "$1")
 }
+. scripts/evalcell.sh
 evalcell() { # evalcell NAME DIR PROTOCOL
-  local arch=convnet3 extra=""
-  [ "$3" = soft ] && arch=convnet3-soft extra="--protocol soft --teacher $TEACHER"
-  grep -q "^$1	$arch	" "$TSV" && return
-  local cmd="$DAP eval --data fmnist --train $2 --arch convnet3 --runs $RUNS --epochs $EPOCHS --jobs $JOBS $extra --json $OUT/$1-$arch.json --resume --quiet"
-  $cmd > "$OUT/$1-$arch.txt"
-  local ms; ms=$(sed -n 's/.*accuracy \([0-9.]*\) +- \([0-9.]*\).*/\1\t\2/p' "$OUT/$1-$arch.txt" | tail -1)
-  printf '%s\t%s\t%s\t%s\n' "$1" "$arch" "$ms" "$cmd" >> "$TSV"
-  echo "rivals: $1 $arch: $ms"
+  if [ "$3" = soft ]; then
+    evalcell_run rivals "$1" convnet3-soft --train "$2" --arch convnet3 --runs "$RUNS" --epochs "$EPOCHS" --jobs "$JOBS" --protocol soft --teacher "$TEACHER"
+  else
+    evalcell_run rivals "$1" convnet3 --train "$2" --arch convnet3 --runs "$RUNS" --epochs "$EPOCHS" --jobs "$JOBS"
+  fi
 }
 for ipc in $IPCS; do
   for m in $METHODS; do
@@ -75,4 +74,22 @@ for ipc in $IPCS; do
     for p in $PROTOCOLS; do evalcell "$name" "$OUT/$name" "$p"; done
   done
 done
+# Each method's cost, measured alike: one class (0) at IPC 10 with its table flags, one
+# thread, one method at a time; seconds per image and the process's peak memory from the
+# manifest (COST=0 skips it).
+if [ "${COST:-1}" = 1 ]; then
+  CT="$OUT/cost.tsv"
+  [ -f "$CT" ] || printf 'method\tseconds_per_image\tpeak_rss_mib\tcommand\n' > "$CT"
+  for m in $METHODS; do
+    grep -q "^$m	" "$CT" && continue
+    d="$OUT/cost-${m/+/-}"; rm -rf "$d"
+    mm=${m%%+*} model=$MODEL; [ "$m" = minimax ] && model=$MINIMAX_MODEL
+    # shellcheck disable=SC2046
+    cmd="$DAP distill --data fmnist --model $model --method $mm --ipc 10 --classes 0 --seed 0 --holdout $HOLDOUT --split-seed $SPLIT --threads 1 --out $d --quiet $(flags_of "$m")"
+    $cmd
+    num() { grep -o "\"$1\": *[0-9.e+-]*" "$d/manifest.json" | sed 's/.*: *//'; }
+    printf '%s\t%.3g\t%.0f\t%s\n' "$m" "$(num seconds_per_image)" "$(num peak_rss_mib)" "$cmd" >> "$CT"
+    echo "rivals: $m costs $(num seconds_per_image) s per image, $(num peak_rss_mib) MiB"
+  done
+fi
 column -t -s $'\t' "$TSV" | cut -c1-60
