@@ -165,8 +165,17 @@ cost() {
   done
   echo "</table>"
 
+  if [ -f "$EXP/cost.tsv" ]; then # scripts/rivals.sh's cost step: every method timed alike
+    echo "<p>Those times are what each run took under its machine's load at the time. Measured alike (one class at"
+    echo "IPC 10, one thread, one method at a time; <code>cost.tsv</code>, commands below):</p>"
+    echo "<table><tr><th>method</th><th>seconds per image</th><th>peak memory (MiB)</th></tr>"
+    awk -F'\t' 'function h(s) { gsub(/&/, "\\&amp;", s); gsub(/</, "\\&lt;", s); gsub(/>/, "\\&gt;", s); return s }
+      NR > 1 {printf "<tr><td>%s</td><td>%s</td><td>%s</td></tr>\n", h($1), h($2), h($3)}' "$EXP/cost.tsv"
+    echo "</table>"
+  fi
   echo "<details><summary>Commands (table.tsv)</summary><pre>"
   awk -F'\t' 'NR > 1 {print $1 " " $2 ": " $5}' "$TSV" | esc
+  [ -f "$EXP/cost.tsv" ] && awk -F'\t' 'NR > 1 {print $1 " cost: " $4}' "$EXP/cost.tsv" | esc
   echo "</pre></details></body></html>"
 } > "$EXP/report.html.tmp"
 mv "$EXP/report.html.tmp" "$EXP/report.html"

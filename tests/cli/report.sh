@@ -17,8 +17,11 @@ else
     printf 'dap-ipc10-s1\tconvnet3\t76.10\t0.25\tdap eval i\n'; printf 'vanilla-ipc100to10\tconvnet3\t71.00\t0.30\tdap eval j\n'
     printf 'full\tconvnet3\t91.50\t0.10\tdap eval k\n';        printf 'odd<name>\tconvnet3\t12.00\t1.00\tdap eval <l>\n'
   } > "$X/table.tsv"
+  printf 'method\tseconds_per_image\tpeak_rss_mib\tcommand\nvanilla\t0.45\t377\tdap distill v\ndap\t4.05\t400\tdap distill <d>\n' > "$X/cost.tsv"
   expect_ok "report --table on a fake experiment" env EMBED_CLASSES=0,1 EMBED_REAL=20 bash scripts/report.sh --table "$X"
   H="$X/report.html"
+  grep -qF '<tr><td>dap</td><td>4.05</td><td>400</td></tr>' "$H" && grep -qF 'dap cost: dap distill &lt;d&gt;' "$H" \
+    && ok "report: the costs measured alike (cost.tsv) and their commands" || bad "report: cost.tsv table"
   # the ConvNet-3 table first: methods as rows, IPC 1 and 10 as columns, mean ± std; seeds and
   # subsamples as rows of their own with a dash where they have no cell
   first=$(sed -n '/<table class=acc>/,/<\/table>/p' "$H" | sed '/<\/table>/q')
@@ -43,7 +46,7 @@ else
     ok "report: the embedding (PCA of ConvNet-3 features, stated), 3 methods x 2 classes" ||
     bad "report: the embedding ($(png_size "$X/embed-ipc10.png"))"
   grep -q 'Columns: random (blue) vanilla (orange) dap (green)' "$H" &&
-    [ "$(grep -cE '<tr><td>(random|vanilla|dap)</td><td>[0-9.]+</td><td>[0-9.]+</td></tr>' "$H")" = 3 ] &&
+    [ "$(sed -n '/<th>coverage<\/th>/,/<\/table>/p' "$H" | grep -cE '<tr><td>(random|vanilla|dap)</td><td>[0-9.]+</td><td>[0-9.]+</td></tr>')" = 3 ] &&
     ok "report: the embedding's legend and coverage / spread per method" || bad "report: embedding legend and numbers"
   grep -A3 '<tr><td>dap</td>$' "$H" | grep -qE '^<td>[0-9.e-]+</td><td>[0-9.e-]+</td><td>[0-9.e-]+</td><td>[0-9.e-]+</td></tr>' &&
     ok "report: distillation time per method from the manifests" || bad "report: distillation time"
