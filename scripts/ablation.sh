@@ -17,7 +17,8 @@
 #   ABL_SET=form ABL_OUT=out/ablation-form scripts/ablation.sh 10 2 100   (the update form)
 #   ABL_SET=stage2x ABL_OUT=out/ablation-form scripts/ablation.sh 10 2 100 (stage 2's other factors)
 #   ABL_SET=joint ABL_OUT=out/ablation-joint scripts/ablation.sh 10 3 100   (gamma x pooling x clamp x layer)
-#   ABL_SET=rivals ABL_OUT=out/ablation-joint scripts/ablation.sh 10 3 100  (mgd3, d4m, dm, igd, minimax)
+#   ABL_SET=rivals ABL_OUT=out/ablation-joint scripts/ablation.sh 10 3 100  (mgd3, d4m, dm, igd, minimax;
+#   ABL_RIVALS_MORE=1: two more cells each)
 #   ABL_SET=init ABL_OUT=out/ablation-ipc50 scripts/ablation.sh 50 2 100
 #     (ABL_INITS="kmeans medoid real" picks the start images, ABL_STRENGTHS the strengths,
 #      ABL_METHODS="vanilla dap" the methods)
@@ -92,6 +93,19 @@ if [ "$SET" = rivals ]; then
             cell igd-dev12 --method igd --surrogate "$SUR" --igd-dev 12 ;;
       minimax) M2=${ABL_MINIMAX_MODEL:-models/fmnist-dit-minimax.safetensors}
             [ -f "$M2" ] && MODEL=$M2 cell minimax --method minimax ;;
+    esac
+    # ABL_RIVALS_MORE=1: two moves more per method, so that each rival's search is about the
+    # size of the joint dap search (4 guided cells)
+    [ "${ABL_RIVALS_MORE:-0}" = 1 ] && case $r in
+      mgd3) for l in 0.3 0.03; do cell mgd3-l$l --method mgd3 --mode-lambda "$l" --stop 0.5; done ;;
+      d4m)  for st in 0.5 0.9; do cell d4m-s$st-cfg8 --method d4m --strength "$st" --cfg 8; done ;;
+      dm)   cell dm-i200-b64 --method dm --iterations 200 --batch-real 64
+            cell dm-i100-b256 --method dm --iterations 100 --batch-real 256 ;;
+      igd)  for dv in 0 40; do cell igd-dev$dv --method igd --surrogate "$SUR" --igd-dev "$dv"; done ;;
+      minimax) M2=${ABL_MINIMAX_MODEL:-models/fmnist-dit-minimax.safetensors} # their sampler; no clamp
+            # shellcheck disable=SC2046
+            MODEL=$M2 cell minimax-theirs --method minimax $(grep -v '^#' models/minimax.flags | tr '\n' ' ')
+            MODEL=$M2 cell minimax-clip0 --method minimax --clip-x0 0 ;;
     esac
   done
   column -t -s $'\t' "$TSV"

@@ -181,14 +181,7 @@ int cmd_embed(int argc, char **argv) {
     int *all = NULL;
     FILE *ft = NULL;
     char *ft_tmp = NULL;
-    const dap_cnn *net = &clf.net;
-    if (net->in_c != real.c || net->in_h != real.h || net->in_w != real.w || net->num_classes != K) {
-        rc = dap_error(DAP_ERR_SHAPE,
-                       "--classifier %s takes %dx%dx%d images (C x H x W) into %d classes; the data %s has %dx%dx%d "
-                       "images in %d classes",
-                       clf_path, net->in_c, net->in_h, net->in_w, net->num_classes, data, real.c, real.h, real.w, K);
-        goto done;
-    }
+    if ((rc = dap_classifier_check_data(&clf, &real, clf_path, data))) goto done;
     if ((ncls = parse_classes(classes_s, K, cls)) < 0) {
         rc = DAP_ERR_ARG;
         goto done;

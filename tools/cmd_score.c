@@ -59,6 +59,7 @@ int cmd_score(int argc, char **argv) {
         dap_classifier_free(&clf);
         return cli_fail("score", rc);
     }
+    if ((rc = dap_classifier_check_data(&clf, &real, clf_path, data))) goto done;
     char note[256];
     if (dap_dataset_prep_note(&real, note, sizeof note)) dap_log(DAP_LOG_INFO, "dap score: data %s: %s\n", data, note);
     rc = dap_dataset_load_test(&test, data, test_spec, real.h, real.c);

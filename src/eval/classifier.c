@@ -132,6 +132,16 @@ void dap_classifier_features(dap_classifier *m, const float *x, int n, float *fe
     if (n > 0) eval_pass(m, x, n, feat, 1);
 }
 
+int dap_classifier_check_data(const dap_classifier *m, const dap_dataset *data, const char *path, const char *spec) {
+    const dap_cnn *n = &m->net;
+    if (n->in_c == data->c && n->in_h == data->h && n->in_w == data->w && n->num_classes == data->num_classes)
+        return DAP_OK;
+    return dap_error(DAP_ERR_SHAPE,
+                     "--classifier %s takes %dx%dx%d images (C x H x W) into %d classes; the data %s has %dx%dx%d "
+                     "images in %d classes",
+                     path, n->in_c, n->in_h, n->in_w, n->num_classes, spec, data->c, data->h, data->w, data->num_classes);
+}
+
 int dap_classifier_feature_dim(const dap_classifier *m) { return dap_cnn_feat_dim(&m->net); }
 
 double dap_classifier_accuracy(dap_classifier *m, const dap_dataset *ds) {

@@ -41,6 +41,10 @@ void dap_classifier_normalize(const dap_classifier *m, float *dst, const float *
 void dap_classifier_logits(dap_classifier *m, const float *x, int n, float *logits);
 void dap_classifier_features(dap_classifier *m, const float *x, int n, float *feat);
 int dap_classifier_feature_dim(const dap_classifier *m);
+/* Whether `m` takes the images of `data` (C x H x W) into as many classes as it has:
+ * DAP_OK, or DAP_ERR_SHAPE naming `path` (the classifier's file), `spec` (the data) and
+ * both shapes. Check before any pass: the passes assume it. */
+int dap_classifier_check_data(const dap_classifier *m, const dap_dataset *data, const char *path, const char *spec);
 /* Top-1 accuracy in percent on a labelled set. */
 double dap_classifier_accuracy(dap_classifier *m, const dap_dataset *ds);
 

@@ -53,5 +53,7 @@ else
   expect_ok "embed: a 3-class teacher" $DAP teacher --data "$tmp/emb-three" --arch convnet3 --epochs 1 --quiet --out "$tmp/t3.safetensors"
   expect_fail "embed: a classifier of the wrong shape" "error: --classifier .*t3.safetensors takes 1x28x28 images .* into 3 classes; the data fmnist has 1x28x28 images in 10 classes" \
     $DAP embed --set a="$tmp/emb-a" --classifier "$tmp/t3.safetensors" --out "$tmp/bad.png"
-  [ ! -e "$tmp/bad.png" ] && ok "embed: no png from any refusal" || bad "embed: no png from any refusal"
+  expect_fail "score: a classifier of the wrong shape" "error: --classifier .*t3.safetensors takes 1x28x28 images .* into 3 classes; the data fmnist has 1x28x28 images in 10 classes" \
+    $DAP score --set "$tmp/emb-a" --classifier "$tmp/t3.safetensors" --json "$tmp/bad.json"
+  [ ! -e "$tmp/bad.png" ] && [ ! -e "$tmp/bad.json" ] && ok "embed, score: nothing written on a refusal" || bad "embed, score: nothing written on a refusal"
 fi
