@@ -13,6 +13,7 @@
 # a cell's finished runs are kept by dap eval --resume).
 #   scripts/rivals.sh                      (IPCS="1 10", METHODS below, PROTOCOLS="hard soft")
 #   METHODS="mgd3" IPCS=10 PROTOCOLS=hard scripts/rivals.sh
+# SOFT_RUNS (default RUNS): the soft-label cells' runs (a soft run costs about 3 hard ones here).
 # Then each method's cost (COST=1, the default): $OUT/cost.tsv.
 # Rows: random, vanilla, dap (the paper's guidance alone), dap+repel (models/dap-fmnist.flags),
 # mgd3, d4m, igd (surrogate SUR: a ConvNet-3 teacher trained without the validation images),
@@ -27,7 +28,7 @@ SUR=${SUR:-out/ablation-joint/surrogate-val100.safetensors}
 METHODS=${METHODS:-random vanilla dap dap+repel mgd3 d4m igd dm minimax}
 IPCS=${IPCS:-1 10}
 PROTOCOLS=${PROTOCOLS:-hard soft}
-RUNS=${RUNS:-3}; EPOCHS=${EPOCHS:-300}; HOLDOUT=${HOLDOUT:-100}; SPLIT=${SPLIT_SEED:-0}
+RUNS=${RUNS:-3}; SOFT_RUNS=${SOFT_RUNS:-$RUNS}; EPOCHS=${EPOCHS:-300}; HOLDOUT=${HOLDOUT:-100}; SPLIT=${SPLIT_SEED:-0}
 JOBS=${JOBS:-$(nproc)}
 OUT=${EXP_OUT:-out/rivals}
 REUSE=${REUSE:-out/ablation-joint}
@@ -60,7 +61,7 @@ distill() { # distill METHOD IPC DIR
 . scripts/evalcell.sh
 evalcell() { # evalcell NAME DIR PROTOCOL
   if [ "$3" = soft ]; then
-    evalcell_run rivals "$1" convnet3-soft --train "$2" --arch convnet3 --runs "$RUNS" --epochs "$EPOCHS" --jobs "$JOBS" --protocol soft --teacher "$TEACHER"
+    evalcell_run rivals "$1" convnet3-soft --train "$2" --arch convnet3 --runs "$SOFT_RUNS" --epochs "$EPOCHS" --jobs "$JOBS" --protocol soft --teacher "$TEACHER"
   else
     evalcell_run rivals "$1" convnet3 --train "$2" --arch convnet3 --runs "$RUNS" --epochs "$EPOCHS" --jobs "$JOBS"
   fi

@@ -92,7 +92,18 @@ int cmd_score(int argc, char **argv) {
         dap_json_init(&j);
         dap_json_begin_object(&j, NULL);
         dap_json_str(&j, "set", set_dir);
+        char hex[32], fh[32];
+        snprintf(hex, sizeof hex, "%016llx", dap_dataset_hash(&set));
+        dap_json_str(&j, "set_hash", hex); /* what was scored, not only the folder's name */
+        dap_json_str(&j, "data", data);
+        snprintf(hex, sizeof hex, "%016llx", dap_dataset_hash(&real));
+        dap_json_str(&j, "data_hash", hex);
+        if (test.n) { /* the Frechet distance's reference */
+            snprintf(hex, sizeof hex, "%016llx", dap_dataset_hash(&test));
+            dap_json_str(&j, "test_hash", hex);
+        }
         dap_json_str(&j, "classifier", clf_path);
+        if (dap_file_hash(clf_path, fh) == DAP_OK) dap_json_str(&j, "classifier_fnv1a64", fh);
         dap_json_int(&j, "k", k_nn);
         dap_json_int(&j, "real_per_class", real_per_class);
         dap_json_begin_array(&j, "classes");

@@ -91,6 +91,16 @@ expect_ok "teacher on a folder" $DAP teacher --data "$tmp/dr" --arch convnet3 --
 expect_ok "score a distilled set" $DAP score --data "$tmp/dr" --test "$tmp/dv" --set "$tmp/dd" --classifier "$tmp/clf.safetensors" --k 2 --json "$tmp/score.json" --threads 1
 grep -qE "^overall .*consistency .*FD\(test\)" "$tmp/out" && grep -q '"frechet_distance_test"' "$tmp/score.json" \
   && ok "score prints and writes overall scores" || bad "score output ($(tail -c 300 "$tmp/out"))"
+# the JSON names what was scored by content: the same images in another folder, the same
+# hash; another set, another; and the data, test split and classifier it was scored against
+hash_of() { tr -d ' \n' < "$1" | grep -o "\"$2\":\"[0-9a-f]*\"" | cut -d'"' -f4; }
+$DAP score --data "$tmp/dr" --test "$tmp/dv" --set "$tmp/dd2" --classifier "$tmp/clf.safetensors" --k 2 --json "$tmp/score2.json" --threads 1 >/dev/null 2>&1
+$DAP score --data "$tmp/dr" --test "$tmp/dv" --set "$tmp/dsh3" --classifier "$tmp/clf.safetensors" --k 2 --json "$tmp/score3.json" --threads 1 >/dev/null 2>&1
+h1=$(hash_of "$tmp/score.json" set_hash); h2=$(hash_of "$tmp/score2.json" set_hash); h3=$(hash_of "$tmp/score3.json" set_hash)
+[ -n "$h1" ] && [ "$h1" = "$h2" ] && [ -n "$h3" ] && [ "$h1" != "$h3" ] \
+  && [ -n "$(hash_of "$tmp/score.json" test_hash)" ] && [ "$(hash_of "$tmp/score.json" test_hash)" != "$(hash_of "$tmp/score.json" data_hash)" ] \
+  && [ -n "$(hash_of "$tmp/score.json" classifier_fnv1a64)" ] \
+  && ok "score JSON: the set, data, test split and classifier by content hash" || bad "score JSON hashes ($h1 $h2 $h3)"
 expect_fail "score without --set" "set DIR is required" $DAP score --classifier "$tmp/clf.safetensors"
 expect_fail "score with a bad classifier" "missing.safetensors" $DAP score --set "$tmp/dd" --classifier "$tmp/missing.safetensors"
 # export to F16 and sample from it
