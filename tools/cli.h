@@ -77,6 +77,11 @@ void cli_apply_threads(int threads);
  * rank). 0, or 1 with the error printed (an unknown name, no CUDA build or GPU, --gpu on
  * the cpu device). */
 int cli_select_device(const char *cmd, const char *device, const char *precision, const char *gpu);
+/* The --device flag of the commands that run on the CPU only (train, vae): cpu, or NULL
+ * (a $DAP_DEVICE=cuda gets a note that this command stays on the CPU); cuda is refused
+ * with the reason. 0, or 1 with the error printed. */
+int cli_cpu_only(const char *cmd, const char *device);
+#define CLI_CPU_ONLY_HELP "cpu (this command has no GPU path yet; --device cuda is refused)"
 #define CLI_GPU_HELP "K or auto: which GPU with --device cuda (default 0; auto: the launcher's local rank, one GPU per process)"
 
 /* Whether `path` (a file to be written) can be created: its folder exists and a temporary

@@ -44,7 +44,7 @@ static int flag_given(int argc, char **argv, const char *name) {
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *data = "fmnist", *config = NULL, *out = NULL, *init = NULL, *lr_decay = "none", *trainable = NULL;
+    const char *data = "fmnist", *config = NULL, *out = NULL, *init = NULL, *lr_decay = "none", *trainable = NULL, *device = NULL;
     int minimax = 0, memory_size = 64;
     double lambda_pos = 0.002, lambda_neg = 0.008;
     int decay_start = 0, resume = 0, steps = 10000, batch = 32, ckpt_every = 1000, val_every = 1000, log_every = 50;
@@ -82,6 +82,7 @@ int cmd_train(int argc, char **argv) {
         {"lambda-pos", FLAG_FLOAT, &lambda_pos, "--minimax: weight of the representativeness term", 0, 1000},
         {"lambda-neg", FLAG_FLOAT, &lambda_neg, "--minimax: weight of the diversity term", 0, 1000},
         {"memory-size", FLAG_INT, &memory_size, "--minimax: rows of each class's real and generated memory", 1, 100000},
+        {"device", FLAG_STR, &device, CLI_CPU_ONLY_HELP},
         CLI_THREADS_FLAG(&threads),
     };
     const int nflags = (int)(sizeof flags / sizeof flags[0]);
@@ -128,6 +129,7 @@ int cmd_train(int argc, char **argv) {
     else if (!strcmp(lr_decay, "cosine")) schedule = DAP_DIT_LR_COSINE;
     else if (strcmp(lr_decay, "none"))
         return cli_failf("train", "--lr-decay: expected none, linear or cosine, found '%s'", lr_decay);
+    if (cli_cpu_only("train", device)) return 1;
     cli_apply_threads(threads);
 
     /* The model config: --config, or on resume the checkpoint's (which --config must match). */

@@ -107,7 +107,7 @@ static int load_vae(const char *cmd, const char *path, dap_vae **v) {
 
 static int vae_encode(int argc, char **argv) {
     const char *cmd = "vae encode";
-    const char *vae_path = NULL, *in = NULL, *out = NULL;
+    const char *vae_path = NULL, *in = NULL, *out = NULL, *device = NULL;
     int size = 256, sample = 0, seed = 0, batch = 4, threads = 0;
     flag flags[] = {
         {"vae", FLAG_STR, &vae_path, "VAE weights (diffusers, pre-0.14 diffusers or LDM names; a whole SD checkpoint)"},
@@ -117,6 +117,7 @@ static int vae_encode(int argc, char **argv) {
         {"sample", FLAG_BOOL, &sample, "a posterior sample instead of the mean"},
         {"seed", FLAG_INT, &seed, "noise seed for --sample", 0, FLAG_INT_MAX},
         {"batch", FLAG_INT, &batch, "images per encoder call", 1, 1000000},
+        {"device", FLAG_STR, &device, CLI_CPU_ONLY_HELP},
         CLI_THREADS_FLAG(&threads),
     };
     const char *pos[1];
@@ -130,6 +131,7 @@ static int vae_encode(int argc, char **argv) {
     if (size <= 0 || size > 8192) return cli_failf(cmd, "--size: expected 1..8192, found %d", size);
     if (batch < 1 || seed < 0) return cli_failf(cmd, "--batch must be >= 1 and --seed >= 0");
     if (!parent_exists(out)) return cli_failf(cmd, "--out %s: its folder does not exist", out);
+    if (cli_cpu_only(cmd, device)) return 1;
     cli_apply_threads(threads);
 
     strlist files = {0};
@@ -221,7 +223,7 @@ done:
 
 static int vae_decode(int argc, char **argv) {
     const char *cmd = "vae decode";
-    const char *vae_path = NULL, *in = NULL, *out = NULL;
+    const char *vae_path = NULL, *in = NULL, *out = NULL, *device = NULL;
     int batch = 4, threads = 0, grid_cols = 8;
     flag flags[] = {
         {"vae", FLAG_STR, &vae_path, "VAE weights (diffusers, pre-0.14 diffusers or LDM names; a whole SD checkpoint)"},
@@ -229,6 +231,7 @@ static int vae_decode(int argc, char **argv) {
         {"out", FLAG_STR, &out, "OUT.png (a grid when B > 1), OUT.safetensors (tensor `image`, unclipped), or a folder (DIR/000000.png, ...)"},
         {"batch", FLAG_INT, &batch, "latents per decoder call", 1, 1000000},
         {"grid-cols", FLAG_INT, &grid_cols, "images per row of the grid PNG", 1, 1000000},
+        {"device", FLAG_STR, &device, CLI_CPU_ONLY_HELP},
         CLI_THREADS_FLAG(&threads),
     };
     const char *pos[1];
@@ -245,6 +248,7 @@ static int vae_decode(int argc, char **argv) {
     if (!to_dir && !to_st && !ends_with(out, ".png"))
         return cli_failf(cmd, "--out %s: expected a .png or .safetensors file, or a folder (ending in '/')", out);
     if (!to_dir && !parent_exists(out)) return cli_failf(cmd, "--out %s: its folder does not exist", out);
+    if (cli_cpu_only(cmd, device)) return 1;
     cli_apply_threads(threads);
 
     dap_st *st = NULL;
