@@ -60,7 +60,7 @@ grep -q '^images [1-9]' "$TMP/probe" || { echo "check-report: FAIL no images ren
 if grep -E '^img ' "$TMP/probe" | grep -q ' 0x0$'; then
   echo "check-report: FAIL an image did not decode:" >&2; grep ' 0x0$' "$TMP/probe" >&2; fail=1
 fi
-NUM='[0-9]+\.[0-9]+ ± [0-9]+\.[0-9]+'
+NUM='[0-9]+\.[0-9]+( ± [0-9]+\.[0-9]+| \(1 run\))'   # mean ± std, or a single run's accuracy
 if grep -q '^kind rivals$' "$TMP/probe"; then
   # every plain ConvNet-3 method of the table.tsv beside the report: a row with a number in
   # some IPC column; every row of the table: at least one number

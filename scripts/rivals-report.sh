@@ -29,7 +29,8 @@ esc() { sed 's/&/\&amp;/g; s/</\&lt;/g; s/>/\&gt;/g'; }
 
 # The rows, classified: plain <m>-ipc<N>, a seed <m>-ipc<N>-s<S>, a subsample <m>-ipc<A>to<B>;
 # anything else (full, other names, a mean that is no number) goes to "other".
-# Out: kind, method label, ipc, arch, mean, std, set (tab-separated), in the table's order.
+# Out: kind, method label, ipc, arch, mean, std, set, runs (from the command's --runs; empty
+# when it has none) (tab-separated), in the table's order.
 rows() {
   awk -F'\t' 'NR > 1 && NF >= 4 {
     kind = "other"; m = $1; ipc = ""
@@ -44,7 +45,8 @@ rows() {
       kind = "plain"; ipc = substr($1, RSTART + 4); m = substr($1, 1, RSTART - 1)
     }
     if (!num || m == "") kind = "other"
-    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", kind, m, ipc, $2, $3, $4, $1
+    runs = ""; if (match($5, /--runs [0-9]+/)) runs = substr($5, RSTART + 7, RLENGTH - 7) + 0
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", kind, m, ipc, $2, $3, $4, $1, runs
   }' "$TSV"
 }
 ROWS=$(rows)
@@ -59,7 +61,7 @@ acc_table() {
     $4 == arch && $1 != "other" {
       if (!($2 in seen)) { seen[$2] = 1; order[++nm] = $2 }
       if (!($3 in hasipc)) { hasipc[$3] = 1; ipcs[++ni] = $3 + 0 }
-      cell[$2 SUBSEP $3] = sprintf("%.2f ± %.2f", $5, $6)
+      cell[$2 SUBSEP $3] = $8 == "1" ? sprintf("%.2f (1 run)", $5) : sprintf("%.2f ± %.2f", $5, $6)
     }
     END {
       for (i = 1; i <= ni; i++) for (j = i + 1; j <= ni; j++) if (ipcs[j] < ipcs[i]) { t = ipcs[i]; ipcs[i] = ipcs[j]; ipcs[j] = t }
