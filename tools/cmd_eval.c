@@ -531,6 +531,7 @@ int cmd_eval(int argc, char **argv) {
     dap_json j;
     dap_json_init(&j);
     dap_json_begin_object(&j, NULL);
+    dap_json_str(&j, "dap_version", DAP_VERSION); /* of this process, as blas */
     dap_json_str(&j, "blas", dap_blas_describe()); /* of this process; journal runs may be older */
     dap_json_str(&j, "data", data);
     dap_json_str(&j, "train", train_spec);
