@@ -46,6 +46,25 @@ static int subset_has(const dap_imagenet_subset *sub, const char *name) {
 
 /* For ImageNet-style data, before anything is decoded: every class folder of the --train
  * set must be a wnid of the subset (a set distilled from another subset is refused). */
+/* The --data a dap distill folder was made from (its .dap-distill-params line, "data=SPEC
+ * [model=...] holdout=..."), into `out`; "" when `dir` has none. */
+static void set_data_of(const char *dir, char *out, size_t n) {
+    char path[4096], line[4096];
+    *out = 0;
+    snprintf(path, sizeof path, "%s/.dap-distill-params", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    size_t len = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[len] = 0;
+    if (strncmp(line, "data=", 5)) return;
+    const char *v = line + 5, *end = strstr(v, " model=");
+    const char *h = strstr(v, " holdout=");
+    if (!end || (h && h < end)) end = h;
+    if (!end || end == v || (size_t)(end - v) >= n) return;
+    snprintf(out, n, "%.*s", (int)(end - v), v);
+}
+
 static int check_set_wnids(const char *train_spec, const char *data, const dap_imagenet_subset *sub) {
     dap_image_files f;
     DAP_TRY(dap_image_files_list(&f, train_spec, "train"));
@@ -233,14 +252,14 @@ static void drop_state(const eval_ctx *c, int run) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *data = "fmnist", *train_spec = NULL, *arch = "convnet3", *aug_s = NULL;
+    const char *data = NULL, *train_spec = NULL, *arch = "convnet3", *aug_s = NULL;
     const char *protocol = "hard", *teacher_path = NULL, *json = NULL, *device = NULL, *gpu_s = NULL, *test_spec = NULL;
     int image_size = 0, channels = 0;
     int runs = 3, epochs = 0, seed = 0, val = 0, split_seed = 0, batch = 0, threads = 0, quiet = 0, ipc_hint = 0;
     int jobs = 1, resume = 0, rc_early = 0;
     double lr = 0, cutmix = -1, state_every = 60;
     flag flags[] = {
-        {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file, an image folder ROOT with ROOT/train/<class>/ and ROOT/test/<class>/ (or val/), or imagenette:DIR, imagewoof:DIR, imageidc:DIR, imagenet:DIR (wnid folders, test split DIR/val; needs --image-size, 224 for the paper's recipe)"},
+        {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX file, an image folder ROOT with ROOT/train/<class>/ and ROOT/test/<class>/ (or val/), or imagenette:DIR, imagewoof:DIR, imageidc:DIR, imagenet:DIR (wnid folders, test split DIR/val; needs --image-size, 224 for the paper's recipe). Default: the data a dap distill folder was made from, else fmnist"},
         {"test", FLAG_STR, &test_spec, "the test set, when --data has none (an image folder or IDX file; never the training images)"},
         {"image-size", FLAG_INT, &image_size, "evaluate at this size: the real images and a --train folder are resized and centre-cropped to it (0: the data's)", 0, 4096},
         {"channels", FLAG_INT, &channels, "evaluate with 1 or 3 channels (0: the data's)", 0, 3},
@@ -307,6 +326,17 @@ int cmd_eval(int argc, char **argv) {
         random_ipc = (int)v;
     }
     int from_folder = strcmp(train_spec, "full") != 0 && !random_ipc;
+    /* A folder made by dap distill names its data: the default --data, so that a set of
+     * other data is not tested on Fashion-MNIST by mistake. */
+    char made_from[1024] = "";
+    if (from_folder) set_data_of(train_spec, made_from, sizeof made_from);
+    if (!data && *made_from) {
+        data = made_from;
+        if (!quiet) fprintf(stderr, "dap eval: data %s (from %s/.dap-distill-params)\n", data, train_spec);
+    } else if (data && *made_from && strcmp(data, made_from))
+        fprintf(stderr, "dap eval: note: %s was distilled from --data %s; testing with --data %s\n", train_spec,
+                made_from, data);
+    if (!data) data = "fmnist";
     const dap_imagenet_subset *inet_sub = NULL;
     const char *inet_dir = NULL;
     if (dap_imagenet_spec(data, &inet_sub, &inet_dir)) {

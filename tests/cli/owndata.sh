@@ -87,6 +87,11 @@ expect_ok "own data: eval the distilled set" $DAP eval --data "$od" --train "$tm
 grep -q "\"path\": \"[^\"]*own/test\"" "$tmp/own-e.json" && grep -q '"images": 24' "$tmp/own-e.json" \
   && grep -qE '"hash": "[0-9a-f]{16}"' "$tmp/own-e.json" && ok "own data: the eval JSON records the test set" \
   || bad "own data: eval JSON test set ($(grep -A4 test_set "$tmp/own-e.json"))"
+# without --data: the data the folder was distilled from, not Fashion-MNIST
+expect_ok "own data: eval a distilled set without --data" $DAP eval --train "$tmp/own-v" --epochs 1 --runs 1 --threads 1 \
+  --json "$tmp/own-e2.json"
+grep -q "data .*own (from .*own-v/.dap-distill-params)" "$tmp/err" && grep -q "\"path\": \"[^\"]*own/test\"" "$tmp/own-e2.json" \
+  && ok "own data: eval takes the folder's data and tests on its test split" || bad "own data: eval's data from the folder ($(head -2 "$tmp/err"))"
 expect_ok "own data: eval --test DIR on a one-set folder" $DAP eval --data "$od/train" --test "$od/test" --train "$tmp/own-r" \
   --epochs 1 --runs 1 --threads 1 --quiet
 expect_fail "own data: eval refuses to test on the training folder" "one image folder.*cannot be its own test set.*--test" \
@@ -98,8 +103,10 @@ expect_fail "own data: eval refuses --test = the --train set" "tested on its own
 expect_fail "own data: eval refuses a set of another size" "has 1x8x8 images .*has 3x16x16" \
   $DAP eval --data "$od" --train "$tmp/own-v8" --epochs 1 --runs 1 --threads 1
 if have_fmnist; then
+  # a plain folder (not made by dap distill) has no data of its own: Fashion-MNIST
+  cp -r "$tmp/own-v" "$tmp/own-plain" && rm -f "$tmp/own-plain/.dap-distill-params" "$tmp/own-plain/manifest.json"
   expect_fail "own data: eval without --data refuses a 16x16 set on Fashion-MNIST" "has 3x16x16 images .*fmnist has 1x28x28" \
-    $DAP eval --train "$tmp/own-v" --epochs 1 --runs 1 --threads 1
+    $DAP eval --train "$tmp/own-plain" --epochs 1 --runs 1 --threads 1
 else skip "own data: eval without --data refuses a 16x16 set on Fashion-MNIST" "Fashion-MNIST is not installed"; fi
 cp -r "$tmp/own-v" "$tmp/own-v11" && rm -rf "$tmp/own-v11/lemon"
 expect_fail "own data: eval refuses a set lacking a class" "no images of class 'lemon'" \
