@@ -57,7 +57,7 @@ sed -n '/<pre id="out">/,/<\/pre>/p' "$TMP/dom" | sed 's/<[^>]*>//g' > "$TMP/pro
 cat "$TMP/probe"
 fail=0
 grep -q '^images [1-9]' "$TMP/probe" || { echo "check-report: FAIL no images rendered" >&2; fail=1; }
-if grep -E '^img ' "$TMP/probe" | grep -q ' 0x0$'; then
+if grep -E '^img ' "$TMP/probe" | grep ' 0x0$' >/dev/null; then
   echo "check-report: FAIL an image did not decode:" >&2; grep ' 0x0$' "$TMP/probe" >&2; fail=1
 fi
 NUM='[0-9]+\.[0-9]+( ± [0-9]+\.[0-9]+| \(1 run\))'   # mean ± std, or a single run's accuracy
@@ -78,7 +78,7 @@ fi
 for m in $methods; do
   grep -Eq "^row $m $has" "$TMP/probe" || { echo "check-report: FAIL no accuracy for $m in the table" >&2; fail=1; }
 done
-if grep -E '^row ' "$TMP/probe" | grep -Evq "^row [^|]+ $has"; then
+if grep -E '^row ' "$TMP/probe" | grep -Ev "^row [^|]+ $has" >/dev/null; then
   echo "check-report: FAIL a table row without an accuracy:" >&2
   grep -E '^row ' "$TMP/probe" | grep -Ev "^row [^|]+ $has" >&2; fail=1
 fi

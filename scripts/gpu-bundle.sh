@@ -27,7 +27,7 @@ pack)
   mkdir -p "$dir/debs" "$dir/fmnist"
   if [ "${SKIP_BUILD:-0}" != 1 ]; then
     make CUDA=1 ARCH=-march=x86-64-v3 -j"$(nproc)" all build-cuda/bench_dit >&2
-    if objdump -d build-cuda/dap | grep -q zmm; then
+    if objdump -d build-cuda/dap | grep zmm >/dev/null; then
       echo "gpu-bundle: build-cuda/ holds AVX-512 code: rm -rf build-cuda and pack again" >&2; exit 1
     fi
   fi
@@ -58,7 +58,7 @@ setup)
   for f in "$dir"/debs/*.deb; do dpkg -x "$f" $sys; done
   lib=$sys/usr/lib/x86_64-linux-gnu/openblas-openmp:$sys/usr/lib/x86_64-linux-gnu
   unresolved() { LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} ldd build-cuda/dap | grep "not found" || true; }
-  if unresolved | grep -q libcublas; then # cuBLAS outside /usr/local/cuda (a pip wheel, say)
+  if unresolved | grep libcublas >/dev/null; then # cuBLAS outside /usr/local/cuda (a pip wheel, say)
     c=$(find / -name 'libcublas.so.13*' -not -path '/proc/*' 2>/dev/null | head -1)
     [ -n "$c" ] && lib=$lib:$(dirname "$c")
   fi

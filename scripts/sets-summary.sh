@@ -9,7 +9,7 @@ set -euo pipefail
 runs() { sed -n '/"runs"/,/\]/p' "$1"; } # the "runs" array: one "accuracy" per run
 for f in "$@"; do # checked before anything is printed
   [ -r "$f" ] || { echo "sets-summary: cannot read $f" >&2; exit 1; }
-  runs "$f" | grep -q '"accuracy":' || { echo "sets-summary: $f has no runs (not a dap eval --json file?)" >&2; exit 1; }
+  runs "$f" | grep '"accuracy":' >/dev/null || { echo "sets-summary: $f has no runs (not a dap eval --json file?)" >&2; exit 1; }
 done
 for f in "$@"; do
   runs "$f" | sed -n 's/^ *"accuracy": *\([-0-9.eE+]*\),*$/\1/p' | sed "s|^|$f |"

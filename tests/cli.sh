@@ -10,6 +10,9 @@ pass=0; fail=0; skipped=0
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 ok()  { echo "ok   $1"; pass=$((pass+1)); }
 bad() { echo "FAIL $1"; fail=$((fail+1)); }
+# has [GREP-FLAGS] PATTERN: grep -q that reads all its input (grep -q stops at the first
+# match, and under pipefail the writer's SIGPIPE would fail the pipeline)
+has() { grep "$@" >/dev/null; }
 # skip NAME REASON: a test that cannot run here (printed, counted as skipped, never passed)
 skip() { echo "SKIP $1: $2"; skipped=$((skipped+1)); }
 # have_fmnist: whether the Fashion-MNIST package is installed (blocks that need it skip
@@ -32,10 +35,10 @@ expect_ok "dap --help" $DAP --help
 expect_fail "unknown command" "unknown command" $DAP frobnicate
 # the BLAS line: the kernel set in use; a user's OPENBLAS_CORETYPE is kept as given (and
 # with DAP_BLAS_CORE=keep the library's own choice stays, without a restart)
-if $DAP --version | grep -q "^BLAS: OpenBLAS"; then ok "--version names the BLAS"; else bad "--version names the BLAS"; fi
-if OPENBLAS_CORETYPE=Haswell $DAP --version | grep -q "Haswell MAX_THREADS.*(OPENBLAS_CORETYPE=Haswell)$"; then
+if $DAP --version | has "^BLAS: OpenBLAS"; then ok "--version names the BLAS"; else bad "--version names the BLAS"; fi
+if OPENBLAS_CORETYPE=Haswell $DAP --version | has "Haswell MAX_THREADS.*(OPENBLAS_CORETYPE=Haswell)$"; then
   ok "a user's OPENBLAS_CORETYPE is kept"; else bad "a user's OPENBLAS_CORETYPE is kept: $(OPENBLAS_CORETYPE=Haswell $DAP --version)"; fi
-if DAP_BLAS_CORE=keep $DAP --version | grep -q "set by dap"; then bad "DAP_BLAS_CORE=keep restarts"; else ok "DAP_BLAS_CORE=keep does not restart"; fi
+if DAP_BLAS_CORE=keep $DAP --version | has "set by dap"; then bad "DAP_BLAS_CORE=keep restarts"; else ok "DAP_BLAS_CORE=keep does not restart"; fi
 # tests/cli.sh [FILE...]: the given tests/cli/ files only (distill.sh needs diffusion.sh's model)
 files=("$@"); [ ${#files[@]} -gt 0 ] || files=(tests/cli/*.sh)
 for f in "${files[@]}"; do [ -f "$f" ] && source "$f"; done

@@ -24,11 +24,11 @@ $DAP distill "${d[@]}" --method dap --shard 1/2 --out "$tmp/dsh" --quiet 2> "$tm
 wait $sh0 && wait $sh1 && ok "distill --shard 0/2 and 1/2 side by side" || { bad "distill --shard side by side"; cat "$tmp/sh0" "$tmp/sh1"; }
 diff -r -q -x manifest.json -x '.class-*' -x '.dap-distill.lock' "$tmp/dsh" "$tmp/dd2" >/dev/null \
   && ok "two shards equal an uninterrupted run" || bad "two shards differ from an uninterrupted run"
-tr -d ' \n' < "$tmp/dsh/manifest.json" | grep -q '"classes_done":10,"complete":true' \
+tr -d ' \n' < "$tmp/dsh/manifest.json" | has '"classes_done":10,"complete":true' \
   && [ "$(grep -c '"class":' "$tmp/dsh/manifest.json")" = 10 ] \
   && ok "the shared folder's manifest lists all 10 classes" || bad "shared manifest ($(head -c 400 "$tmp/dsh/manifest.json"))"
 expect_ok "distill one shard of three" $DAP distill "${d[@]}" --method vanilla --shard 2/3 --out "$tmp/dsh3"
-tr -d ' \n' < "$tmp/dsh3/manifest.json" | grep -q '"classes_done":3,"complete":false' \
+tr -d ' \n' < "$tmp/dsh3/manifest.json" | has '"classes_done":3,"complete":false' \
   && grep -q "not done yet" "$tmp/err" && ok "a partial folder says it is incomplete" || bad "partial shard manifest"
 [ -d "$tmp/dsh3/Pullover" ] && [ ! -d "$tmp/dsh3/Trouser" ] && ok "shard 2/3 ran classes 2, 5, 8" || bad "shard 2/3 classes"
 # --shard auto: the share from the launcher's environment (mpirun, a Slurm array with a

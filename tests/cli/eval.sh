@@ -5,17 +5,17 @@ else
   expect_ok "subset ipc 2" $DAP subset --from fmnist --ipc 2 --seed 3 --out "$tmp/sub"
   if [ "$(find "$tmp/sub" -name '*.png' | wc -l)" -eq 20 ]; then ok "subset writes 20 pngs"; else bad "subset writes 20 pngs"; fi
   expect_ok "eval folder on val" $DAP eval --train "$tmp/sub" --epochs 2 --runs 2 --val 5 --quiet --threads 2 --json "$tmp/e.json"
-  if tr -d ' \n' < "$tmp/e.json" | grep -q '"eval_on":"val".*"runs":\[{"seed":0,"accuracy":.*{"seed":1,.*"mean":.*"std":'; then
+  if tr -d ' \n' < "$tmp/e.json" | has '"eval_on":"val".*"runs":\[{"seed":0,"accuracy":.*{"seed":1,.*"mean":.*"std":'; then
     ok "eval json"; else bad "eval json ($(head -c 300 "$tmp/e.json"))"; fi
   # the convolution algorithm is a process-wide switch, recorded in the JSON
-  tr -d ' \n' < "$tmp/e.json" | grep -q '"conv_winograd":1' && ok "eval json records Winograd (default)" \
+  tr -d ' \n' < "$tmp/e.json" | has '"conv_winograd":1' && ok "eval json records Winograd (default)" \
     || bad "eval json conv_winograd ($(head -c 300 "$tmp/e.json"))"
   expect_ok "eval with DAP_WINOGRAD=0" env DAP_WINOGRAD=0 $DAP eval --train "$tmp/sub" --epochs 1 --runs 1 --val 5 --quiet --threads 1 --json "$tmp/e0.json"
-  tr -d ' \n' < "$tmp/e0.json" | grep -q '"conv_winograd":0' && ok "DAP_WINOGRAD=0 recorded" || bad "DAP_WINOGRAD=0 recorded"
+  tr -d ' \n' < "$tmp/e0.json" | has '"conv_winograd":0' && ok "DAP_WINOGRAD=0 recorded" || bad "DAP_WINOGRAD=0 recorded"
   # the thread count is recorded: --threads, else $OMP_NUM_THREADS, else all cores
-  tr -d ' \n' < "$tmp/e.json" | grep -q '"threads":2,' && ok "eval json records --threads" || bad "eval json records --threads ($(head -c 300 "$tmp/e.json"))"
+  tr -d ' \n' < "$tmp/e.json" | has '"threads":2,' && ok "eval json records --threads" || bad "eval json records --threads ($(head -c 300 "$tmp/e.json"))"
   expect_ok "eval under OMP_NUM_THREADS=1" env OMP_NUM_THREADS=1 $DAP eval --train "$tmp/sub" --epochs 1 --runs 1 --val 5 --quiet --json "$tmp/eo.json"
-  tr -d ' \n' < "$tmp/eo.json" | grep -q '"threads":1,' && ok "OMP_NUM_THREADS is honoured without --threads" \
+  tr -d ' \n' < "$tmp/eo.json" | has '"threads":1,' && ok "OMP_NUM_THREADS is honoured without --threads" \
     || bad "OMP_NUM_THREADS is honoured without --threads ($(head -c 300 "$tmp/eo.json"))"
   expect_fail "bad DAP_WINOGRAD" "DAP_WINOGRAD must be 0, 1 or 2" env DAP_WINOGRAD=yes $DAP info
   # runs trained side by side (--jobs) give what one-thread runs give, in run order

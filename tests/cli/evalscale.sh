@@ -13,11 +13,11 @@ grep -q "eval: --train $es/set48: resized 48x48 -> 32x32 (6 images), as asked by
 grep -q "at 32 px .*15 training images in .*/es/nette/train, test set .*/es/nette/val (3 images)" "$tmp/err" \
   && ok "eval names the splits it read" || bad "splits log ($(head -c 300 "$tmp/err"))"
 j=$(tr -d ' \n' < "$es/r.json")
-echo "$j" | grep -q '"test_set":{"path":"[^"]*/es/nette/val","images":3,' && ok "JSON: test set DIR/val, 3 images" \
+echo "$j" | has '"test_set":{"path":"[^"]*/es/nette/val","images":3,' && ok "JSON: test set DIR/val, 3 images" \
   || bad "JSON test set ($(echo "$j" | grep -o '"test_set":{[^}]*}'))"
-echo "$j" | grep -q '"image_size":32,"image_width":32,"channels":3,"train_set":{"images":6,"source_height":48,"source_width":48,"resized":6}' \
+echo "$j" | has '"image_size":32,"image_width":32,"channels":3,"train_set":{"images":6,"source_height":48,"source_width":48,"resized":6}' \
   && ok "JSON: image size 32, the set's own 48 px and its conversion" || bad "JSON size ($(echo "$j" | grep -o '"image_size.*"test_set"'))"
-echo "$j" | grep -q '"epochs":2,"batch":64,"lr":0.01,"aug":"imagenet","cutmix":0.5' && ok "JSON: the ImageNet-subset recipe" \
+echo "$j" | has '"epochs":2,"batch":64,"lr":0.01,"aug":"imagenet","cutmix":0.5' && ok "JSON: the ImageNet-subset recipe" \
   || bad "JSON recipe ($(echo "$j" | grep -o '"epochs".*'))"
 # refusals
 expect_fail "eval imagenette without --image-size" "ImageNet images differ in size: give --image-size 224" \
@@ -31,12 +31,12 @@ expect_fail "eval: a set of another size without --image-size is refused" "has 3
   $DAP eval --data "$es/nette" --train "$es/set48" --epochs 1 --runs 1 --threads 1
 # random real subsets and the full split at that size
 expect_ok "eval imagenette random:2 at --image-size 32" $DAP eval --data "$N" --train random:2 "${E[@]}" --image-size 32 --json "$es/rr.json"
-tr -d ' \n' < "$es/rr.json" | grep -q '"image_size":32,.*"train_images":6' && ok "random:2 trains on 6 real images at 32 px" \
+tr -d ' \n' < "$es/rr.json" | has '"image_size":32,.*"train_images":6' && ok "random:2 trains on 6 real images at 32 px" \
   || bad "random:2 JSON ($(tr -d ' \n' < "$es/rr.json" | head -c 400))"
 expect_fail "a resumed journal at another --image-size is refused" "other parameters" \
   $DAP eval --data "$N" --train random:2 "${E[@]}" --image-size 28 --json "$es/rr.json" --resume
 expect_ok "eval imagenette full at --image-size 32" $DAP eval --data "$N" --train full "${E[@]}" --epochs 1 --image-size 32 --json "$es/rf.json"
-tr -d ' \n' < "$es/rf.json" | grep -q '"train_images":15' && ok "full trains on the 15 training images" || bad "full JSON"
+tr -d ' \n' < "$es/rf.json" | has '"train_images":15' && ok "full trains on the 15 training images" || bad "full JSON"
 # the soft-label protocol: a teacher of the evaluation's size
 expect_ok "teacher on imagenette at --image-size 32" $DAP teacher --data "$N" --image-size 32 --arch convnet3 --epochs 1 --batch 8 --out "$es/t32.safetensors" --quiet --threads 1
 expect_ok "eval --protocol soft on imagenette" $DAP eval --data "$N" --train "$es/set48" --protocol soft --teacher "$es/t32.safetensors" --arch convnet --epochs 1 --runs 1 --threads 1 --image-size 32

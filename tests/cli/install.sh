@@ -20,7 +20,7 @@ else bad "installed dap inspect from another directory: $(head -c 300 "$tmp/err"
 if (cd "$away" && "$pfx/bin/dap" sample --classes 0 --n 1 --steps 2 --seed 0 --out s --threads 1) >"$tmp/out" 2>"$tmp/err" \
    && ls "$away"/s/*/0.png >/dev/null 2>&1; then ok "installed dap sample with the default model from another directory"
 else bad "installed dap sample with the default model: $(head -c 300 "$tmp/err")"; fi
-(cd "$away" && "$pfx/bin/dap" sample --help) | grep -q "default: models/fmnist-dit.safetensors" \
+(cd "$away" && "$pfx/bin/dap" sample --help) | has "default: models/fmnist-dit.safetensors" \
   && ok "sample --help names its default model" || bad "sample --help names its default model"
 # $DAP_DATA_DIR overrides the installed data directory (and its error names it)
 (cd "$away" && DAP_DATA_DIR="$tmp/nodata" "$pfx/bin/dap" inspect models/fmnist-dit.safetensors) >/dev/null 2>"$tmp/err" \
@@ -37,7 +37,7 @@ if command -v pkg-config >/dev/null 2>&1; then
   printf '#include <dap.h>\n#include <stdio.h>\nint main(void) { printf("%%s %%s\\n", DAP_VERSION, dap_status_name(DAP_ERR_SHAPE)); return 0; }\n' > "$tmp/use.c"
   # shellcheck disable=SC2046
   if ${CC:-cc} -o "$tmp/use" "$tmp/use.c" $(PKG_CONFIG_PATH="$pfx/lib/pkgconfig" pkg-config --cflags --libs dap) 2>"$tmp/err" \
-     && "$tmp/use" | grep -q "^$($DAP --version | sed -n 's/^dap //p') "; then ok "a program links the installed libdap through dap.pc"
+     && "$tmp/use" | has "^$($DAP --version | sed -n 's/^dap //p') "; then ok "a program links the installed libdap through dap.pc"
   else bad "linking through dap.pc: $(head -c 300 "$tmp/err")"; fi
 else
   echo "note: pkg-config not installed, skipping the dap.pc link check"

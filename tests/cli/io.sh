@@ -3,7 +3,7 @@ if have_fmnist; then
   expect_ok "info fmnist" $DAP info --data fmnist
   grep -q "Ankle boot *6000" "$tmp/out" && ok "info fmnist lists 6000 Ankle boot" || bad "info fmnist output: $(head -c 300 "$tmp/out")"
   expect_ok "info fmnist test --grid" $DAP info --data fmnist --split test --grid "$tmp/grid.png" --per-class 4
-  head -c 4 "$tmp/grid.png" 2>/dev/null | grep -q "PNG" && ok "info --grid wrote a PNG" || bad "info --grid wrote no PNG"
+  head -c 4 "$tmp/grid.png" 2>/dev/null | has "PNG" && ok "info --grid wrote a PNG" || bad "info --grid wrote no PNG"
   expect_fail "info bad split" "split" $DAP info --data fmnist --split validation
 else
   skip "io.sh: dap info on Fashion-MNIST" "dataset-fashion-mnist is not installed"

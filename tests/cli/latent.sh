@@ -12,11 +12,11 @@ n=$(find "$tmp/ld" -name '0000*.png' | wc -l)
 [ "$n" = 6 ] && [ "$(png_info "$tmp/ld/n02102040/00001.png")" = "32 32 2" ] \
   && ok "latent distill writes 3 x 2 RGB PNGs of 32 px (latent 4 x 8)" || bad "latent distill PNGs ($n, $(png_info "$tmp/ld/n02102040/00001.png"))"
 [ "$(grep -c 'encoded 5 images' "$tmp/err")" = 3 ] && ok "each class encoded once" || bad "encoding log ($(grep -c encoded "$tmp/err"))"
-tr -d ' \n' < "$tmp/ld/manifest.json" | grep -q '"name":"n01440764","model_label":0,.*"name":"n02102040","model_label":217,.*"name":"n03888257","model_label":701,' \
+tr -d ' \n' < "$tmp/ld/manifest.json" | has '"name":"n01440764","model_label":0,.*"name":"n02102040","model_label":217,.*"name":"n03888257","model_label":701,' \
   && ok "manifest labels are the wnids' ImageNet indices" || bad "manifest labels ($(grep -A2 '"name"' "$tmp/ld/manifest.json" | head -9))"
 grep -q '"latent_size": *4' "$tmp/ld/manifest.json" && grep -q '"vae_fnv1a64"' "$tmp/ld/manifest.json" \
   && ok "manifest records the VAE and the latent size" || bad "manifest VAE fields"
-[ -f "$tmp/ld/n03888257/latents.safetensors" ] && $DAP inspect "$tmp/ld/n03888257/latents.safetensors" 2>&1 | grep -q "2, 4, 4, 4" \
+[ -f "$tmp/ld/n03888257/latents.safetensors" ] && $DAP inspect "$tmp/ld/n03888257/latents.safetensors" 2>&1 | has "2, 4, 4, 4" \
   && ok "latents (2, 4, 4, 4) kept beside the class's images" || bad "latents file ($($DAP inspect "$tmp/ld/n03888257/latents.safetensors" 2>&1 | head -5))"
 expect_ok "the latent set loads as an image folder" $DAP info --data "$tmp/ld"
 expect_ok "latent distill resumes" $DAP distill "${L[@]}" --method dap --out "$tmp/ld" --latent-cache "$tmp/lc"

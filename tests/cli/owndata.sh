@@ -63,7 +63,7 @@ expect_fail "own data: a Fashion-MNIST config refuses 12 classes" "has 10 classe
 expect_fail "own data: a bad patch is refused" "patch 3 does not divide the image size 16" \
   $DAP train --data "$od" --config px-T/3 --out "$tmp/x.safetensors" --steps 1 --threads 1
 [ ! -e "$tmp/x.safetensors" ] && ok "own data: a refused train writes nothing" || bad "own data: a refused train wrote a checkpoint"
-if $DAP train --help | grep -q "16 px p2 (64)" && $DAP train --help | grep -q "px-S.*hidden 192"; then
+if $DAP train --help | has "16 px p2 (64)" && $DAP train --help | has "px-S.*hidden 192"; then
   ok "own data: train --help lists the configs with their sizes"; else bad "own data: train --help lists the configs"; fi
 
 # sample and distill: folders named from the checkpoint's classes

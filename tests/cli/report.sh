@@ -25,14 +25,14 @@ else
   # the ConvNet-3 table first: methods as rows, IPC 1 and 10 as columns, mean ± std; seeds and
   # subsamples as rows of their own with a dash where they have no cell
   first=$(sed -n '/<table class=acc>/,/<\/table>/p' "$H" | sed '/<\/table>/q')
-  echo "$first" | grep -qF '<tr><th>method</th><th>IPC 1</th><th>IPC 10</th></tr>' &&
-    echo "$first" | grep -qF '<tr><td>random</td><td>51.20 ± 1.10</td><td>70.73 ± 0.35</td></tr>' &&
-    echo "$first" | grep -qF '<tr><td>dap</td><td>58.31 ± 0.42</td><td>76.78 ± 0.20</td></tr>' &&
-    echo "$first" | grep -qF '<tr><td>dap (seed 1)</td><td>–</td><td>76.10 ± 0.25</td></tr>' &&
-    echo "$first" | grep -qF '<tr><td>vanilla (from IPC 100)</td><td>–</td><td>71.00 ± 0.30</td></tr>' &&
+  echo "$first" | has -F '<tr><th>method</th><th>IPC 1</th><th>IPC 10</th></tr>' &&
+    echo "$first" | has -F '<tr><td>random</td><td>51.20 ± 1.10</td><td>70.73 ± 0.35</td></tr>' &&
+    echo "$first" | has -F '<tr><td>dap</td><td>58.31 ± 0.42</td><td>76.78 ± 0.20</td></tr>' &&
+    echo "$first" | has -F '<tr><td>dap (seed 1)</td><td>–</td><td>76.10 ± 0.25</td></tr>' &&
+    echo "$first" | has -F '<tr><td>vanilla (from IPC 100)</td><td>–</td><td>71.00 ± 0.30</td></tr>' &&
     [ "$(echo "$first" | grep -c '<tr><td>')" = 5 ] && ok "report: the ConvNet-3 table (methods x IPC)" || bad "report: the ConvNet-3 table: $first"
   grep -q '<h2>resnet18</h2>' "$H" && grep -q '<h2>convnet3-soft</h2>' "$H" &&
-    sed -n '/<h2>convnet3-soft<\/h2>/,/<\/table>/p' "$H" | grep -qF '<tr><td>dap</td><td>80.10 (1 run)</td></tr>' &&
+    sed -n '/<h2>convnet3-soft<\/h2>/,/<\/table>/p' "$H" | has -F '<tr><td>dap</td><td>80.10 (1 run)</td></tr>' &&
     ok "report: other architectures and soft-label cells in tables of their own; a single run says so" || bad "report: other architectures"
   grep -qF '<tr><td>full</td><td>convnet3</td><td>91.50 ± 0.10</td></tr>' "$H" && grep -qF 'odd&lt;name&gt;' "$H" &&
     ! grep -q 'odd<name>' "$H" && ok "report: unknown rows listed, escaped" || bad "report: unknown rows"
@@ -48,7 +48,7 @@ else
   grep -q 'Columns: random (blue) vanilla (orange) dap (green)' "$H" &&
     [ "$(sed -n '/<th>coverage<\/th>/,/<\/table>/p' "$H" | grep -cE '<tr><td>(random|vanilla|dap)</td><td>[0-9.]+</td><td>[0-9.]+</td></tr>')" = 3 ] &&
     ok "report: the embedding's legend and coverage / spread per method" || bad "report: embedding legend and numbers"
-  grep -A3 '<tr><td>dap</td>$' "$H" | grep -qE '^<td>[0-9.e-]+</td><td>[0-9.e-]+</td><td>[0-9.e-]+</td><td>[0-9.e-]+</td></tr>' &&
+  grep -A3 '<tr><td>dap</td>$' "$H" | has -E '^<td>[0-9.e-]+</td><td>[0-9.e-]+</td><td>[0-9.e-]+</td><td>[0-9.e-]+</td></tr>' &&
     ok "report: distillation time per method from the manifests" || bad "report: distillation time"
   expect_fail "report: no table.tsv" "table.tsv not found" bash scripts/report.sh --table "$tmp/nothing"
   mkdir -p "$tmp/badexp" && printf 'name\tacc\n' > "$tmp/badexp/table.tsv"

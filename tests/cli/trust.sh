@@ -35,7 +35,7 @@ expect_fail "info --grid on a folder" "is a folder" $DAP info --grid "$tmp"
 printf 'a\nb\n' > "$tmp/two.txt"
 expect_fail "export --class-names with the wrong count" "2 names, the model has 10 classes" $DAP export --model $M --class-names "$tmp/two.txt" --out "$tmp/x.st"
 [ ! -e "$tmp/x.st" ] && ok "a refused export writes nothing" || bad "a refused export wrote $tmp/x.st"
-$DAP inspect $M | grep -q '"class_names":"T-shirt/top\\u000aTrouser' && ok "the shipped prior names its classes" \
+$DAP inspect $M | has '"class_names":"T-shirt/top\\u000aTrouser' && ok "the shipped prior names its classes" \
   || bad "the shipped prior names its classes ($($DAP inspect $M | tail -1 | head -c 300))"
 if ! have_fmnist; then
   skip "trust.sh: distill class mapping, resume keys and eval --val on Fashion-MNIST folders" "dataset-fashion-mnist is not installed"
@@ -46,8 +46,8 @@ else
   v=(--data "$tmp/fm" --model $M --method vanilla --ipc 1 --steps 2 --threads 1)
   expect_ok "distill a folder: Ankle boot (folder class 0)" $DAP distill "${v[@]}" --classes 0 --out "$tmp/ab"
   mf=$(tr -d ' \n' < "$tmp/ab/manifest.json")
-  echo "$mf" | grep -q '"class_map":{"T-shirt_top":0,"Trouser":1,.*"Bag":8,"Ankleboot":9}' \
-    && echo "$mf" | grep -q '"class":0,"name":"Ankleboot","model_label":9' \
+  echo "$mf" | has '"class_map":{"T-shirt_top":0,"Trouser":1,.*"Bag":8,"Ankleboot":9}' \
+    && echo "$mf" | has '"class":0,"name":"Ankleboot","model_label":9' \
     && ok "manifest: Ankle boot sampled with the model's label 9" || bad "manifest class map ($(echo "$mf" | head -c 600))"
   # a folder distilled before the mapping (its parameter line: no labels, no data hash) held
   # images of the folder's index, not the class: not resumed
@@ -115,5 +115,11 @@ expect_fail "demo.sh reports a failed scoring step" "scoring random failed: dap 
   && ok "demo.sh still writes the report and names every failed set" || bad "demo.sh failed-score report ($(tail -c 300 "$tmp/err"))"
 # the unit-test runner counts a skipped test as skipped, with its reason, never as passed
 DAP_TEST_FAST=1 ./build/dap_tests fmnist_load_train > "$tmp/skip.txt" 2>&1
-grep -q "^SKIP fmnist_load_train: " "$tmp/skip.txt" && tail -1 "$tmp/skip.txt" | grep -qx "0 passed, 0 failed, 1 skipped" \
+grep -q "^SKIP fmnist_load_train: " "$tmp/skip.txt" && tail -1 "$tmp/skip.txt" | has -x "0 passed, 0 failed, 1 skipped" \
   && ok "the unit-test runner counts a skip as skipped" || bad "the unit-test runner's skip ($(tail -2 "$tmp/skip.txt" | tr '\n' ' '))"
+
+# a pipeline into grep -q under pipefail fails at random: grep leaves at its first match and
+# the writer dies of SIGPIPE (a CI run lost "train --help lists the configs" that way)
+piped=$(grep -lE 'pipefail' tests/cli.sh tests/run.sh scripts/*.sh | xargs grep -nE '\| *grep +-[a-zA-Z]*q' ; \
+        grep -nE '\| *grep +-[a-zA-Z]*q' tests/cli/*.sh)
+[ -z "$piped" ] && ok "no pipeline into grep -q under pipefail" || bad "pipelines into grep -q under pipefail: $piped"

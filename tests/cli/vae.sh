@@ -21,12 +21,12 @@ cmp -s "$tmp/lat2.safetensors" "$tmp/lat3.safetensors" && ok "vae encode --sampl
 cmp -s "$tmp/lat1.safetensors" "$tmp/lat2.safetensors" && bad "vae encode --sample differs from the mean" || ok "vae encode --sample differs from the mean"
 # decode: grid PNG, float tensor, one PNG
 expect_ok "vae decode to a grid" $DAP vae decode --vae $V --in "$tmp/lat.safetensors" --out "$tmp/grid.png" --grid-cols 2
-head -c 4 "$tmp/grid.png" | grep -q PNG && ok "vae decode wrote a grid PNG" || bad "vae decode wrote no grid PNG"
+head -c 4 "$tmp/grid.png" | has PNG && ok "vae decode wrote a grid PNG" || bad "vae decode wrote no grid PNG"
 expect_ok "vae decode to floats" $DAP vae decode --vae tests/ref/vae_tiny_ldm.safetensors --in "$tmp/lat.safetensors" --out "$tmp/img.safetensors"
 expect_ok "inspect images" $DAP inspect "$tmp/img.safetensors"
 grep -q "^image  *F32  *\[3, 3, 32, 32\]" "$tmp/out" && ok "vae decode: image (3, 3, 32, 32)" || bad "image shape: $(head -c 300 "$tmp/out")"
 expect_ok "vae decode one latent" $DAP vae decode --vae $V --in "$tmp/lat1.safetensors" --out "$tmp/one.png"
-head -c 4 "$tmp/one.png" | grep -q PNG && ok "vae decode wrote one PNG" || bad "vae decode wrote no PNG"
+head -c 4 "$tmp/one.png" | has PNG && ok "vae decode wrote one PNG" || bad "vae decode wrote no PNG"
 # inspect names a VAE in every naming
 for f in vae_tiny vae_tiny_old vae_tiny_ldm vae_tiny_sd; do
   expect_ok "inspect $f" $DAP inspect tests/ref/$f.safetensors
