@@ -6,13 +6,16 @@
 #   SETS="out/experiment/random-ipc10 out/experiment/dap-ipc10" ARCHS="resnet18 resnetap10" scripts/gpu-check.sh
 #
 # The DiT (sampling and the DAP guidance on the GPU) has its own script: scripts/gpu-diffusion-check.sh.
-# 1. parity: build-cuda/dap_tests device_select cuda_cnn (ConvNet-3 +bn/nn, ResNetAP-10,
-#    ResNet-18 and its ImageNet stem: forward and backward on the GPU against the CPU ops);
-#    stops here when it fails.
+# 1. parity: build-cuda/dap_tests device_select cuda_cnn cuda_fit (ConvNet-3 +bn/nn,
+#    ResNetAP-10, ResNet-18 and its ImageNet stem: forward and backward on the GPU against
+#    the CPU ops; whole training runs with the weights and optimiser resident on the GPU
+#    against the CPU's, SGD and AdamW, and resumed); stops here when it fails.
 # 2. peer (PEER_SET, default the first of SETS; PEER_ARCH, default convnet3, or resnetap10 /
 #    resnet18): one run, 300 epochs, with
-#    `dap eval --device cuda` and with `bench/eval_ref.py --device cuda` (PyTorch, FP32: TF32
-#    off), one after the other on the same GPU; prints both times and their ratio.
+#    `dap eval --device cuda` (weights resident on the GPU), the same with
+#    DAP_CUDA_RESIDENT=0 (weights up and gradients down every step, the optimiser on the
+#    host) and `bench/eval_ref.py --device cuda` (PyTorch, FP32: TF32 off), one after the
+#    other on the same GPU; prints the times and the ratios.
 # 3. cells: every ARCH x SET as `dap eval --runs 3 --epochs 300 --device cuda --jobs 3`, PAR
 #    cells at a time, each with its run journal (--resume); OUT/table.tsv gets one line a cell
 #    with the command. DEADLINE (seconds, 0: none) skips cells that would start too late and
@@ -35,18 +38,22 @@ if [ -n "${PACK:-}" ]; then
   trap 'kill $packer 2>/dev/null; pack' EXIT
 fi
 echo "== parity"
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} "$TESTS" device_select cuda_cnn 2>&1 | tee "$OUT/parity.txt"
-grep -q "^2 passed, 0 failed, 0 skipped" "$OUT/parity.txt" || { echo "gpu-check: the parity test failed (see $OUT/parity.txt)"; exit 1; }
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} "$TESTS" device_select cuda_cnn cuda_fit 2>&1 | tee "$OUT/parity.txt"
+grep -q "^3 passed, 0 failed, 0 skipped" "$OUT/parity.txt" || { echo "gpu-check: the parity test failed (see $OUT/parity.txt)"; exit 1; }
 if [ "${SKIP_PEER:-0}" != 1 ]; then
   echo "== peer: one $PEER_ARCH run on $PEER_SET"
   OMP_NUM_THREADS=4 "$DAP" eval --data fmnist --train "$PEER_SET" --arch "$PEER_ARCH" --runs 1 --epochs "$EPOCHS" --device cuda --json "$OUT/peer-dap.json" --quiet
+  DAP_CUDA_RESIDENT=0 OMP_NUM_THREADS=4 "$DAP" eval --data fmnist --train "$PEER_SET" --arch "$PEER_ARCH" --runs 1 --epochs "$EPOCHS" --device cuda --json "$OUT/peer-dap-copies.json" --quiet
   python3 bench/eval_ref.py --train "$PEER_SET" --arch "$PEER_ARCH" --runs 1 --epochs "$EPOCHS" --device cuda --threads 4 --quiet --json "$OUT/peer-torch.json"
   python3 - "$OUT" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1] + "/peer-dap.json"))["runs"][0]
+c = json.load(open(sys.argv[1] + "/peer-dap-copies.json"))["runs"][0]
 t = json.load(open(sys.argv[1] + "/peer-torch.json"))["runs"][0]
-print("peer: dap %.2f s (%.2f%%), PyTorch %.2f s (%.2f%%): dap / PyTorch speed %.2fx"
-      % (d["seconds"], d["accuracy"], t["seconds"], t["accuracy"], t["seconds"] / d["seconds"]))
+print("peer: dap %.2f s (%.2f%%), dap with per-step copies %.2f s (%.2f%%), PyTorch %.2f s (%.2f%%): "
+      "dap / PyTorch speed %.2fx (with copies %.2fx), resident / copies %.2fx"
+      % (d["seconds"], d["accuracy"], c["seconds"], c["accuracy"], t["seconds"], t["accuracy"],
+         t["seconds"] / d["seconds"], t["seconds"] / c["seconds"], c["seconds"] / d["seconds"]))
 PY
 fi
 echo "== cells"

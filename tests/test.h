@@ -31,6 +31,10 @@ const char *dap_test_path(const char *name);
  * tame, its final layer scaled by 0.05 so that eps stays small and samples stay inside
  * [-1, 1] without clamping. */
 struct dap_dit *dap_test_small_dit(int tame);
+/* A toy classification set: class k images (4 classes, 1x8x8, noisy) are bright in
+ * quadrant k; per_class images each, indexed (tests/util.c). */
+struct dap_dataset;
+void dap_test_toy_set(struct dap_dataset *ds, int per_class, uint64_t seed);
 /* Writes an h x w JPEG of c = 1 or 3 channels (interleaved bytes) at `quality`,
  * progressive or baseline (tests/util.c). */
 void dap_test_write_jpeg(const char *path, const uint8_t *px, int h, int w, int c, int quality, int progressive);

@@ -9,7 +9,10 @@
 
 #include "core/core.h"
 #include "core/device.h"
+#include "data/dataset.h"
 #include "eval/classifier.h"
+#include "eval/fit.h"
+#include "models/convnet.h"
 #include "models/resnet.h"
 #include "test.h"
 #ifdef DAP_CUDA
@@ -216,4 +219,94 @@ DAP_TEST(cuda_cnn_matches_cpu) {
     CHECK(dap_resnet18_create(&big, 16, DAP_NORM_BATCH, 1, 3, 32, 32, 10) == DAP_OK);
     check_model("resnet18 large stem", &big, 1);
     dap_cnn_free(&big);
+}
+
+/* ---- resident training ----------------------------------------------------------------- */
+
+/* One training run of m from the weights of `seed` on `device`; its final weights and
+ * buffers into w (m->params.total floats). resident "0": the per-step copies. */
+static int fit_on(const char *device, const char *resident, dap_classifier *m, const dap_dataset *train,
+                  const dap_fit_config *cfg, uint64_t seed, float *w) {
+    CHECK(dap_device_select(device) == DAP_OK);
+    setenv("DAP_CUDA_RESIDENT", resident, 1);
+    dap_classifier_init_weights(m, seed);
+    dap_params_zero_grad(&m->net.params);
+    int rc = dap_classifier_train(m, train, cfg, NULL);
+    memcpy(w, m->net.params.data, m->net.params.total * sizeof(float));
+    unsetenv("DAP_CUDA_RESIDENT");
+    dap_device_select("cpu");
+    return rc;
+}
+
+static int grad_untouched(const dap_params *ps) {
+    for (size_t i = 0; i < ps->total; i++)
+        if (ps->grad[i] != 0.0f) return 0;
+    return 1;
+}
+
+/* The weights, gradient and optimiser on the GPU for the whole run end where the CPU's
+ * run and the GPU's per-step-copy run end (ConvNet-3 with BatchNorm, its running
+ * statistics included): SGD with DSA across the rate decay and the optimiser's restart at
+ * the half, and AdamW on soft labels from a teacher with random-resized crops and cutmix.
+ * A resident run leaves the host's gradient untouched (the copy path fills it), and a run
+ * stopped and resumed on the GPU (its state file made from the synced weights and
+ * momentum) ends where the uninterrupted one does. */
+DAP_TEST(cuda_fit_resident_matches_cpu) {
+    if (!dap_device_cuda_built() || dap_device_select("cuda") != DAP_OK) {
+        CHECK(dap_device() == DAP_DEVICE_CPU);
+        DAP_SKIP("%s", dap_device_cuda_built() ? dap_last_error() : "a build without CUDA (make CUDA=1)");
+    }
+    dap_device_select("cpu");
+    dap_dataset train;
+    dap_test_toy_set(&train, 12, 1); /* 48 images */
+    dap_classifier m, teacher;
+    memset(&m, 0, sizeof m), memset(&teacher, 0, sizeof teacher);
+    CHECK(dap_convnet_create(&m.net, 3, 16, DAP_NORM_BATCH, 1, 8, 8, 4) == DAP_OK);
+    CHECK(dap_convnet_create(&teacher.net, 2, 8, DAP_NORM_INSTANCE, 1, 8, 8, 4) == DAP_OK);
+    dap_classifier_set_normalization(&m, &train, 0);
+    teacher.mean[0] = 0.1f, teacher.std[0] = 0.7f;
+    dap_classifier_init_weights(&teacher, 3);
+    size_t np = m.net.params.total;
+    float *cpu = dap_alloc_f32(np), *res = dap_alloc_f32(np), *copy = dap_alloc_f32(np), *again = dap_alloc_f32(np);
+    for (int soft = 0; soft < 2; soft++) {
+        const char *label = soft ? "adamw, soft labels" : "sgd, dsa";
+        dap_fit_config cfg;
+        if (soft) {
+            dap_fit_config_soft(&cfg, &teacher, 4);
+            cfg.batch = 16;
+        } else {
+            dap_fit_config_hard(&cfg, 6, DAP_AUG_DSA);
+            cfg.batch = 20;
+        }
+        cfg.seed = 5;
+        CHECK(fit_on("cpu", "1", &m, &train, &cfg, 7, cpu) == DAP_OK);
+        CHECK(fit_on("cuda", "0", &m, &train, &cfg, 7, copy) == DAP_OK);
+        CHECK_MSG(!grad_untouched(&m.net.params), "%s: the per-step-copy run left no gradient on the host", label);
+        CHECK(fit_on("cuda", "1", &m, &train, &cfg, 7, res) == DAP_OK);
+        CHECK_MSG(grad_untouched(&m.net.params), "%s: the resident run wrote the host's gradient", label);
+        double e_cpu = l2_err(res, cpu, np), e_copy = l2_err(res, copy, np), e_start = 0;
+        float *w0 = dap_alloc_f32(np);
+        dap_classifier_init_weights(&m, 7);
+        memcpy(w0, m.net.params.data, np * sizeof(float));
+        e_start = l2_err(w0, cpu, np);
+        dap_free_aligned(w0);
+        /* stopped after 2 epochs, resumed from a state file into other weights */
+        char path[600];
+        snprintf(path, sizeof path, "%s", dap_test_path(soft ? "resident-soft.state" : "resident-hard.state"));
+        cfg.state_path = path, cfg.state_key = "resident", cfg.state_resume = 1, cfg.state_every = 1e9;
+        cfg.stop_after = 2;
+        CHECK(fit_on("cuda", "1", &m, &train, &cfg, 7, again) == DAP_FIT_STOPPED);
+        cfg.stop_after = 0;
+        CHECK(fit_on("cuda", "1", &m, &train, &cfg, 99, again) == DAP_OK);
+        double e_resume = l2_err(again, res, np);
+        remove(path);
+        printf("    %-20s L2 rel err of the final weights: resident vs cpu %.2g, vs per-step copies %.2g, "
+               "resumed vs whole %.2g (training moved them %.2g)\n", label, e_cpu, e_copy, e_resume, e_start);
+        CHECK_MSG(e_start > 1e-2, "%s: training hardly moved the weights", label);
+        CHECK_MSG(e_cpu < 1e-3 && e_copy < 1e-4, "%s: resident training differs", label);
+        CHECK_MSG(e_resume < 1e-5, "%s: the resumed resident run differs", label);
+    }
+    dap_free_aligned(cpu), dap_free_aligned(res), dap_free_aligned(copy), dap_free_aligned(again);
+    dap_classifier_free(&m), dap_classifier_free(&teacher);
+    dap_dataset_free(&train);
 }

@@ -171,30 +171,9 @@ DAP_TEST(eval_cutmix_rrc) {
     dap_free_aligned(x);
 }
 
-/* A toy set: class k images are bright in quadrant k (4 classes, 1x8x8, noisy). */
-static void toy_set(dap_dataset *ds, int per_class, uint64_t seed) {
-    memset(ds, 0, sizeof *ds);
-    ds->n = 4 * per_class, ds->c = 1, ds->h = 8, ds->w = 8, ds->num_classes = 4;
-    ds->x = dap_alloc_f32((size_t)ds->n * 64);
-    ds->y = dap_malloc((size_t)ds->n * sizeof(int));
-    ds->class_names = dap_malloc(4 * sizeof(char *));
-    const char *names[4] = {"T-shirt/top", "b", "c", "d"};
-    for (int k = 0; k < 4; k++) ds->class_names[k] = dap_strdup(names[k]);
-    dap_rng r;
-    dap_rng_init(&r, seed, 0);
-    dap_rng_uniform(&r, ds->x, (size_t)ds->n * 64, -1.0f, -0.2f);
-    for (int i = 0; i < ds->n; i++) {
-        int k = i % 4;
-        ds->y[i] = k;
-        for (int y = 0; y < 4; y++)
-            for (int x = 0; x < 4; x++) ds->x[(size_t)i * 64 + (y + 4 * (k / 2)) * 8 + x + 4 * (k % 2)] += 1.0f;
-    }
-    dap_dataset_index(ds);
-}
-
 DAP_TEST(eval_subset_and_classes) {
     dap_dataset ds, a, b, c;
-    toy_set(&ds, 10, 1);
+    dap_test_toy_set(&ds, 10, 1);
     CHECK(dap_random_subset(&a, &ds, 3, 7) == DAP_OK);
     CHECK(dap_random_subset(&b, &ds, 3, 7) == DAP_OK);
     CHECK(dap_random_subset(&c, &ds, 3, 8) == DAP_OK);
@@ -206,7 +185,7 @@ DAP_TEST(eval_subset_and_classes) {
     CHECK(strstr(dap_last_error(), "T-shirt/top") != NULL);
     /* a folder's classes, alphabetical and sanitised, mapped back */
     dap_dataset f;
-    toy_set(&f, 2, 3);
+    dap_test_toy_set(&f, 2, 3);
     const char *folder_names[4] = {"d", "T-shirt_top", "c", "1"}; /* "1": a class number */
     for (int k = 0; k < 4; k++) free(f.class_names[k]), f.class_names[k] = dap_strdup(folder_names[k]);
     CHECK_MSG(dap_dataset_match_classes(&f, &ds) == DAP_OK, "%s", dap_last_error());
@@ -257,8 +236,8 @@ static void twin_convnets(dap_classifier *a, dap_classifier *b, int depth, int w
 DAP_TEST(eval_train_toy) {
     int fast = getenv("DAP_TEST_FAST") != NULL;
     dap_dataset train, test;
-    toy_set(&train, 8, 1);
-    toy_set(&test, 25, 2);
+    dap_test_toy_set(&train, 8, 1);
+    dap_test_toy_set(&test, 25, 2);
     dap_classifier m, m2; /* ConvNet-3 of width 32: quick under the sanitizers */
     twin_convnets(&m, &m2, 3, 32, DAP_NORM_INSTANCE, &train, 3);
     double before = dap_classifier_accuracy(&m, &test);
@@ -293,7 +272,7 @@ DAP_TEST(eval_train_toy) {
     CHECK(soft >= 90.0);
     /* a set that does not fit the model */
     dap_dataset bad;
-    toy_set(&bad, 1, 1);
+    dap_test_toy_set(&bad, 1, 1);
     bad.y[0] = 7;
     CHECK(dap_classifier_train(&s, &bad, &cfg, NULL) == DAP_ERR_VALUE);
     CHECK(strstr(dap_last_error(), "label 7") != NULL);
@@ -308,7 +287,7 @@ DAP_TEST(eval_train_toy) {
  * come back. A state made for another run, or a damaged one, is refused. */
 static void resume_case(int optimizer, int aug, const char *tag) {
     dap_dataset train;
-    toy_set(&train, 12, 1);
+    dap_test_toy_set(&train, 12, 1);
     dap_classifier a, b;
     twin_convnets(&a, &b, 2, 16, DAP_NORM_BATCH, &train, 7);
     dap_fit_config cfg;

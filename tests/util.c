@@ -2,10 +2,12 @@
  * util.c: file writers shared by the tests (fixtures made on the fly).
  */
 #include <stdio.h>
+#include <string.h>
 
 #include <jpeglib.h>
 
 #include "core/core.h"
+#include "data/dataset.h"
 #include "models/dit.h"
 #include "test.h"
 
@@ -58,4 +60,25 @@ struct dap_dit *dap_test_small_dit(int tame) {
         for (size_t q = 0; q < m->params.p[i].numel; q++) dap_params_ptr(&m->params, fl[f])[q] *= 0.05f;
     }
     return m;
+}
+
+/* A toy set: class k images are bright in quadrant k (4 classes, 1x8x8, noisy). */
+void dap_test_toy_set(dap_dataset *ds, int per_class, uint64_t seed) {
+    memset(ds, 0, sizeof *ds);
+    ds->n = 4 * per_class, ds->c = 1, ds->h = 8, ds->w = 8, ds->num_classes = 4;
+    ds->x = dap_alloc_f32((size_t)ds->n * 64);
+    ds->y = dap_malloc((size_t)ds->n * sizeof(int));
+    ds->class_names = dap_malloc(4 * sizeof(char *));
+    const char *names[4] = {"T-shirt/top", "b", "c", "d"};
+    for (int k = 0; k < 4; k++) ds->class_names[k] = dap_strdup(names[k]);
+    dap_rng r;
+    dap_rng_init(&r, seed, 0);
+    dap_rng_uniform(&r, ds->x, (size_t)ds->n * 64, -1.0f, -0.2f);
+    for (int i = 0; i < ds->n; i++) {
+        int k = i % 4;
+        ds->y[i] = k;
+        for (int y = 0; y < 4; y++)
+            for (int x = 0; x < 4; x++) ds->x[(size_t)i * 64 + (y + 4 * (k / 2)) * 8 + x + 4 * (k % 2)] += 1.0f;
+    }
+    dap_dataset_index(ds);
 }

@@ -18,6 +18,7 @@ extern "C" {
 #include "cuda/cuda.h"
 #include "core/core.h"
 #include "core/device.h"
+#include "core/optim.h"
 #include "models/cnn.h"
 }
 
@@ -454,6 +455,8 @@ typedef struct cnn_dev {
     float *tmp;            /* a gradient added into an already written one */
     float *pw, *pb;        /* instance-norm per-plane parameter gradients */
     float *hgrad;          /* host staging for the gradient */
+    int resident;          /* the device copy of the weights is the one that counts */
+    float *opt_a, *opt_b;  /* the optimiser's state there: SGD momentum / AdamW m and v */
 } cnn_dev;
 
 static float *dev_alloc(size_t floats) {
@@ -553,6 +556,7 @@ extern "C" void dap_cnn_cuda_free(void *dev) {
     cudaFree(d->params), cudaFree(d->grads), cudaFree(d->x), cudaFree(d->dx);
     cudaFree(d->col), cudaFree(d->dcol), cudaFree(d->t), cudaFree(d->tmp);
     cudaFree(d->pw), cudaFree(d->pb);
+    cudaFree(d->opt_a), cudaFree(d->opt_b);
     dap_free_aligned(d->hgrad);
     cublasDestroy(d->h);
     cudaStreamDestroy(d->st);
@@ -585,8 +589,9 @@ extern "C" void dap_cnn_cuda_forward(dap_cnn *m, dap_cnn_state *s, const float *
                                      int train) {
     cnn_dev *d = (cnn_dev *)s->dev;
     DAP_ASSERT(d && n > 0 && n <= d->batch);
-    CK(cudaMemcpyAsync(d->params, m->params.data, d->nparam * sizeof(float),
-                       cudaMemcpyHostToDevice, d->st));
+    if (!d->resident)
+        CK(cudaMemcpyAsync(d->params, m->params.data, d->nparam * sizeof(float),
+                           cudaMemcpyHostToDevice, d->st));
     CK(cudaMemcpyAsync(d->x, x, (size_t)n * d->in_size * sizeof(float), cudaMemcpyHostToDevice,
                        d->st));
     for (int i = 0; i < m->nlayers; i++) {
@@ -657,7 +662,7 @@ extern "C" void dap_cnn_cuda_forward(dap_cnn *m, dap_cnn_state *s, const float *
         CK(cudaMemcpyAsync(s->out[m->feat], d->out[m->feat],
                            (size_t)n * lsize(&m->layers[m->feat]) * sizeof(float),
                            cudaMemcpyDeviceToHost, d->st));
-    if (train) /* the running statistics moved on the device */
+    if (train && !d->resident) /* the running statistics moved on the device */
         for (int i = 0; i < m->nlayers; i++) {
             const dap_cnn_layer *l = &m->layers[i];
             if (l->op != DAP_CNN_NORM || l->norm != DAP_NORM_BATCH) continue;
@@ -803,7 +808,8 @@ extern "C" void dap_cnn_cuda_backward(dap_cnn *m, dap_cnn_state *s, const float 
         route_done(d, &r, l->src, written, &dx_written);
     }
     free(written);
-    CK(cudaMemcpyAsync(d->hgrad, d->grads, d->nparam * sizeof(float), cudaMemcpyDeviceToHost, d->st));
+    if (!d->resident)
+        CK(cudaMemcpyAsync(d->hgrad, d->grads, d->nparam * sizeof(float), cudaMemcpyDeviceToHost, d->st));
     if (want_dx) {
         if (dx_written)
             CK(cudaMemcpyAsync(dx, d->dx, (size_t)n * d->in_size * sizeof(float),
@@ -811,7 +817,12 @@ extern "C" void dap_cnn_cuda_backward(dap_cnn *m, dap_cnn_state *s, const float 
         else
             memset(dx, 0, (size_t)n * d->in_size * sizeof(float));
     }
+    /* resident: the gradient stays for dap_cnn_cuda_opt_step, and the host goes on (to the
+     * next batch's augmentation) while the device finishes; the next forward's copies are
+     * ordered after it on the stream */
+    if (d->resident && !want_dx) return;
     CK(cudaStreamSynchronize(d->st));
+    if (d->resident) return;
     float *hg = m->params.grad;
     const float *sg = d->hgrad;
     size_t np = d->nparam;
@@ -824,4 +835,110 @@ extern "C" void dap_cnn_cuda_fetch(const void *dev, int layer, int which, float 
     DAP_ASSERT(d && layer >= 0 && layer < d->nl && (which == 0 || d->with_grad));
     CK(cudaStreamSynchronize(d->st));
     CK(cudaMemcpy(host, which ? d->dout[layer] : d->out[layer], n * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+/* ---- resident training: the weights, the gradient and the optimiser on the device ------ */
+
+/* core/optim.c's dap_sgd_step and dap_adamw_step, element by element. */
+__global__ static void sgd_k(float *w, const float *g, float *b, idx_t n, float wd, float mu,
+                             float neg_lr, int first) {
+    GRID_LOOP(i, n) {
+        float d = g[i] + w[i] * wd;
+        if (b) {
+            b[i] = first ? d : b[i] * mu + d;
+            d = b[i];
+        }
+        w[i] += d * neg_lr;
+    }
+}
+
+__global__ static void adamw_k(float *w, const float *g, float *m, float *v, idx_t n, float keep,
+                               float b1, float c1, float b2, float c2, float bc2_sqrt, float eps,
+                               float step_size) {
+    GRID_LOOP(i, n) {
+        w[i] *= keep;
+        float mi = m[i] * b1 + g[i] * c1, vi = v[i] * b2 + g[i] * g[i] * c2;
+        m[i] = mi, v[i] = vi;
+        w[i] += -step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
+    }
+}
+
+static double decay_for(const dap_param *p, double wd, int decay_all) {
+    return (p->no_decay && !decay_all) ? 0.0 : wd;
+}
+
+extern "C" void dap_cnn_cuda_resident(void *dev, const dap_params *ps, const dap_sgd *sgd,
+                                      const dap_adamw *adamw) {
+    cnn_dev *d = (cnn_dev *)dev;
+    DAP_ASSERT(d && ps->total == d->nparam && !(sgd && adamw));
+    DAP_ASSERT(!(sgd || adamw) || d->with_grad);
+    size_t bytes = d->nparam * sizeof(float);
+    CK(cudaMemcpyAsync(d->params, ps->data, bytes, cudaMemcpyHostToDevice, d->st));
+    if (sgd && sgd->buf) {
+        if (!d->opt_a) d->opt_a = dev_alloc(d->nparam);
+        if (sgd->step > 0) CK(cudaMemcpyAsync(d->opt_a, sgd->buf, bytes, cudaMemcpyHostToDevice, d->st));
+    }
+    if (adamw) {
+        if (!d->opt_a) d->opt_a = dev_alloc(d->nparam);
+        if (!d->opt_b) d->opt_b = dev_alloc(d->nparam);
+        if (adamw->step > 0) { /* a resumed run; a fresh one zeroes them at its first step */
+            CK(cudaMemcpyAsync(d->opt_a, adamw->m, bytes, cudaMemcpyHostToDevice, d->st));
+            CK(cudaMemcpyAsync(d->opt_b, adamw->v, bytes, cudaMemcpyHostToDevice, d->st));
+        }
+    }
+    CK(cudaStreamSynchronize(d->st));
+    d->resident = 1;
+}
+
+extern "C" void dap_cnn_cuda_opt_step(void *dev, const dap_params *ps, dap_sgd *sgd, dap_adamw *adamw,
+                                      double lr) {
+    cnn_dev *d = (cnn_dev *)dev;
+    DAP_ASSERT(d && d->resident && d->with_grad && ps->total == d->nparam && (sgd != NULL) != (adamw != NULL));
+    if (sgd) {
+        DAP_ASSERT(!sgd->buf || d->opt_a);
+        const int first = sgd->step == 0;
+        sgd->step++;
+        for (int k = 0; k < ps->n; k++) {
+            const dap_param *p = &ps->p[k];
+            if (p->frozen) continue;
+            float *b = sgd->buf ? d->opt_a + p->offset : NULL;
+            sgd_k<<<blocks_for(p->numel), THREADS, 0, d->st>>>(
+                d->params + p->offset, d->grads + p->offset, b, (idx_t)p->numel,
+                (float)decay_for(p, sgd->weight_decay, sgd->decay_all), (float)sgd->momentum, (float)-lr, first);
+            LAUNCHED();
+        }
+    } else {
+        DAP_ASSERT(d->opt_a && d->opt_b);
+        if (adamw->step == 0) { /* a new optimiser: zero moments, as dap_adamw_init */
+            CK(cudaMemsetAsync(d->opt_a, 0, d->nparam * sizeof(float), d->st));
+            CK(cudaMemsetAsync(d->opt_b, 0, d->nparam * sizeof(float), d->st));
+        }
+        adamw->step++;
+        const double bc1 = 1.0 - pow(adamw->beta1, (double)adamw->step);
+        const double bc2 = 1.0 - pow(adamw->beta2, (double)adamw->step);
+        for (int k = 0; k < ps->n; k++) {
+            const dap_param *p = &ps->p[k];
+            if (p->frozen) continue;
+            const float keep = (float)(1.0 - lr * decay_for(p, adamw->weight_decay, adamw->decay_all));
+            adamw_k<<<blocks_for(p->numel), THREADS, 0, d->st>>>(
+                d->params + p->offset, d->grads + p->offset, d->opt_a + p->offset, d->opt_b + p->offset,
+                (idx_t)p->numel, keep, (float)adamw->beta1, (float)(1.0 - adamw->beta1), (float)adamw->beta2,
+                (float)(1.0 - adamw->beta2), (float)sqrt(bc2), (float)adamw->eps, (float)(lr / bc1));
+            LAUNCHED();
+        }
+    }
+}
+
+extern "C" void dap_cnn_cuda_sync(void *dev, dap_params *ps, dap_sgd *sgd, dap_adamw *adamw) {
+    cnn_dev *d = (cnn_dev *)dev;
+    DAP_ASSERT(d && d->resident && ps->total == d->nparam);
+    size_t bytes = d->nparam * sizeof(float);
+    CK(cudaMemcpyAsync(ps->data, d->params, bytes, cudaMemcpyDeviceToHost, d->st));
+    if (sgd && sgd->buf && sgd->step > 0 && d->opt_a)
+        CK(cudaMemcpyAsync(sgd->buf, d->opt_a, bytes, cudaMemcpyDeviceToHost, d->st));
+    if (adamw && adamw->step > 0 && d->opt_a && d->opt_b) {
+        CK(cudaMemcpyAsync(adamw->m, d->opt_a, bytes, cudaMemcpyDeviceToHost, d->st));
+        CK(cudaMemcpyAsync(adamw->v, d->opt_b, bytes, cudaMemcpyDeviceToHost, d->st));
+    }
+    CK(cudaStreamSynchronize(d->st));
 }

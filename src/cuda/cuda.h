@@ -18,6 +18,9 @@ extern "C" {
 
 struct dap_cnn;
 struct dap_cnn_state;
+struct dap_params;
+struct dap_sgd;
+struct dap_adamw;
 
 /* Checks that a device is there and usable (an allocation and a cuBLAS handle);
  * writes a line naming it into `desc`. DAP_ERR_MISSING with the reason otherwise. */
@@ -34,6 +37,20 @@ void dap_cnn_cuda_forward(struct dap_cnn *m, struct dap_cnn_state *s, const floa
                           int train);
 void dap_cnn_cuda_backward(struct dap_cnn *m, struct dap_cnn_state *s, const float *x,
                            const float *dlogits, float *dx, int train);
+
+/* Resident training (models/cnn.h, dap_cnn_state_keep_weights): _resident uploads the
+ * weights (and the optimiser's state when it has taken steps: a resumed run) once, after
+ * which forwards no longer upload them, training forwards no longer bring the BatchNorm
+ * statistics back, and backwards leave the gradient on the device (overwritten, not
+ * accumulated) for _opt_step, which is core/optim.c's step there (it advances the host
+ * optimiser's step count; a count of 0 starts fresh moments). _sync copies the weights,
+ * buffers and optimiser state back to the host. sgd / adamw: one of them, or neither for
+ * a state that only runs forwards. */
+void dap_cnn_cuda_resident(void *dev, const struct dap_params *ps, const struct dap_sgd *sgd,
+                           const struct dap_adamw *adamw);
+void dap_cnn_cuda_opt_step(void *dev, const struct dap_params *ps, struct dap_sgd *sgd,
+                           struct dap_adamw *adamw, double lr);
+void dap_cnn_cuda_sync(void *dev, struct dap_params *ps, struct dap_sgd *sgd, struct dap_adamw *adamw);
 
 /* Copies layer `layer`'s output (which 0) or its gradient (which 1) of the last pass,
  * `n` floats, to the host (for tests that compare layer by layer). */

@@ -112,6 +112,7 @@ static void eval_pass(dap_classifier *m, const float *x, int n, float *dst, int 
     int width = features ? dap_cnn_feat_dim(&m->net) : m->net.num_classes;
     dap_cnn_state st;
     dap_cnn_state_init(&st, &m->net, bs, 0);
+    dap_cnn_state_keep_weights(&st, &m->net, NULL, NULL); /* a GPU: the weights go up once */
     float *xb = dap_alloc_f32((size_t)bs * in);
     for (int i = 0; i < n; i += bs) {
         int b = n - i < bs ? n - i : bs;

@@ -79,6 +79,9 @@ static void opt_step(optimizer *o, dap_params *ps, double lr) {
     else dap_adamw_step(&o->adamw, ps, lr);
 }
 
+static dap_sgd *opt_sgd(optimizer *o) { return o->kind == DAP_OPT_SGD ? &o->sgd : NULL; }
+static dap_adamw *opt_adamw(optimizer *o) { return o->kind == DAP_OPT_SGD ? NULL : &o->adamw; }
+
 /* ---- mid-run state ------------------------------------------------------------------ */
 
 #define STATE_FORMAT "dap-fit-state"
@@ -253,6 +256,10 @@ int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_
             fprintf(stderr, "%s: resuming after epoch %d/%d (%s)\n", cfg->label ? cfg->label : "train", ep0,
                     cfg->epochs, cfg->state_path);
     }
+    /* on a GPU the weights, the gradient and the optimiser stay there for the whole run;
+     * the host gets them back for a mid-run state and at the end */
+    int resident = rc == DAP_OK && dap_cnn_state_keep_weights(&st, net, opt_sgd(&opt), opt_adamw(&opt));
+    if (teacher) dap_cnn_state_keep_weights(&tst, &teacher->net, NULL, NULL);
     double t0 = dap_time_now(), last_print = 0, last_state = 0, loss_sum = 0;
     long seen = 0, correct = 0;
     int this_call = 0;
@@ -316,9 +323,14 @@ int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_
                 correct += best == yb[i];
             }
             loss_sum += (double)loss * b, seen += b;
-            dap_params_zero_grad(&net->params);
-            dap_cnn_backward(net, &st, xb, dlogits, NULL, 1);
-            opt_step(&opt, &net->params, lr);
+            if (resident) {
+                dap_cnn_backward(net, &st, xb, dlogits, NULL, 1);
+                dap_cnn_state_opt_step(&st, net, opt_sgd(&opt), opt_adamw(&opt), lr);
+            } else {
+                dap_params_zero_grad(&net->params);
+                dap_cnn_backward(net, &st, xb, dlogits, NULL, 1);
+                opt_step(&opt, &net->params, lr);
+            }
         }
         if (rc != DAP_OK) break;
         double now = dap_time_now() - t0;
@@ -334,6 +346,7 @@ int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_
         int stop = cfg->stop_after > 0 && this_call >= cfg->stop_after && ep + 1 < cfg->epochs;
         if (cfg->state_path && ep + 1 < cfg->epochs && (stop || now - last_state >= cfg->state_every)) {
             fit_progress p = {ep + 1, before + now, &shuffle, &aug, idx, n};
+            if (resident) dap_cnn_state_sync(&st, net, opt_sgd(&opt), opt_adamw(&opt));
             if (state_save(cfg, net, &opt, &p) != DAP_OK) {
                 /* a long run goes on without its safety net rather than stopping */
                 fprintf(stderr, "%s: warning: could not write the training state: %s\n",
@@ -344,6 +357,7 @@ int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_
         }
         if (stop && rc == DAP_OK) rc = DAP_FIT_STOPPED;
     }
+    if (resident) dap_cnn_state_sync(&st, net, opt_sgd(&opt), opt_adamw(&opt));
     if (res) {
         double sec = dap_time_now() - t0;
         res->loss = seen ? loss_sum / seen : 0;

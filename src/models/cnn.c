@@ -502,3 +502,41 @@ void dap_cnn_backward(dap_cnn *m, dap_cnn_state *s, const float *x, const float 
     }
     free(written);
 }
+
+/* ---- the weights where the state runs ---------------------------------------------------- */
+
+int dap_cnn_state_keep_weights(dap_cnn_state *s, const dap_cnn *m, const struct dap_sgd *sgd,
+                               const struct dap_adamw *adamw) {
+#ifdef DAP_CUDA
+    const char *env = getenv("DAP_CUDA_RESIDENT");
+    if (s->dev && !(env && !strcmp(env, "0"))) {
+        dap_cnn_cuda_resident(s->dev, &m->params, sgd, adamw);
+        return 1;
+    }
+#else
+    (void)s, (void)m, (void)sgd, (void)adamw;
+#endif
+    return 0;
+}
+
+void dap_cnn_state_opt_step(dap_cnn_state *s, const dap_cnn *m, struct dap_sgd *sgd, struct dap_adamw *adamw,
+                            double lr) {
+#ifdef DAP_CUDA
+    if (s->dev) {
+        dap_cnn_cuda_opt_step(s->dev, &m->params, sgd, adamw, lr);
+        return;
+    }
+#endif
+    (void)s, (void)m, (void)sgd, (void)adamw, (void)lr;
+    DAP_ASSERT(!"dap_cnn_state_opt_step on a state without dap_cnn_state_keep_weights");
+}
+
+void dap_cnn_state_sync(dap_cnn_state *s, dap_cnn *m, struct dap_sgd *sgd, struct dap_adamw *adamw) {
+#ifdef DAP_CUDA
+    if (s->dev) {
+        dap_cnn_cuda_sync(s->dev, &m->params, sgd, adamw);
+        return;
+    }
+#endif
+    (void)s, (void)m, (void)sgd, (void)adamw;
+}

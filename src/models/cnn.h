@@ -114,4 +114,23 @@ const float *dap_cnn_features(const dap_cnn *m, const dap_cnn_state *s);
 void dap_cnn_backward(dap_cnn *m, dap_cnn_state *s, const float *x, const float *dlogits,
                       float *dx, int train);
 
+/* ---- the weights where the state runs (a GPU state: resident training) ----------------
+ * dap_cnn_state_keep_weights: on a GPU state, uploads m's weights (and the optimiser's
+ * state of a resumed run) once; from then on the device copy is the one that counts:
+ * forwards stop uploading, backwards leave the gradient on the device (overwritten, and
+ * m->params.grad untouched), dap_cnn_state_opt_step takes the optimiser's step there, and
+ * dap_cnn_state_sync brings weights, buffers and the optimiser's state back (for a mid-run
+ * state file, and at the end). Returns 1 then; 0 on a CPU state, or with
+ * DAP_CUDA_RESIDENT=0 in the environment (the per-step copies, for comparison), where the
+ * caller zeroes the gradient and steps its optimiser on the host as before.
+ * sgd / adamw: the optimiser (one of them), or neither for a state that only runs
+ * forwards (a teacher, a test pass) while m's weights stay as they are. */
+struct dap_sgd;
+struct dap_adamw;
+int dap_cnn_state_keep_weights(dap_cnn_state *s, const dap_cnn *m, const struct dap_sgd *sgd,
+                               const struct dap_adamw *adamw);
+void dap_cnn_state_opt_step(dap_cnn_state *s, const dap_cnn *m, struct dap_sgd *sgd,
+                            struct dap_adamw *adamw, double lr);
+void dap_cnn_state_sync(dap_cnn_state *s, dap_cnn *m, struct dap_sgd *sgd, struct dap_adamw *adamw);
+
 #endif /* DAP_CNN_H */
