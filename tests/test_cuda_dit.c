@@ -289,6 +289,9 @@ static int model_parity(const char *name, dap_dit *m, int n, int cap, int l, int
     for (int b = 0; b < n; b++) t[b] = (float)(b * 997 % 1000), y[b] = b % (c->num_classes + 1);
     float *ow = dap_alloc_f32(n * on), *og = dap_alloc_f32(n * on), *fw = dap_alloc_f32(fn), *fg = dap_alloc_f32(fn);
     float *dxw = dap_alloc_f32(n * in), *dxg = dap_alloc_f32(n * in);
+    size_t mn = (size_t)n * c->hidden; /* the tokens' mean (the guidance's --pool mean) */
+    float *dmean = randn(&r, mn, 1), *mw = dap_alloc_f32(mn), *mg = dap_alloc_f32(mn);
+    float *dxmw = dap_alloc_f32(n * in), *dxmg = dap_alloc_f32(n * in);
     /* CPU */
     dap_dit_state *s = dap_dit_state_create_ex(m, cap, cache);
     dap_dit_state_set_batch(s, n);
@@ -296,6 +299,8 @@ static int model_parity(const char *name, dap_dit *m, int n, int cap, int l, int
     dap_dit_forward(m, s, NULL, x, t, y, l);
     memcpy(fw, dap_dit_features(s), fn * sizeof(float));
     dap_dit_backward_from_block(m, s, l, dfeat, dxw);
+    dap_dit_features_mean(m, s, mw);
+    dap_dit_backward_from_block_mean(m, s, l, dmean, dxmw);
     dap_dit_state_destroy(s);
     /* device */
     dap_dit_cuda *d = NULL;
@@ -308,6 +313,9 @@ static int model_parity(const char *name, dap_dit *m, int n, int cap, int l, int
         dap_dit_cuda_forward(d, ds, NULL, x, t, y, l);
         dap_dit_cuda_features_copy(d, ds, fg);
         dap_dit_cuda_backward_from_block(d, ds, l, dfeat, dxg);
+        dap_dit_cuda_forward(d, ds, NULL, x, t, y, l); /* a backward needs its own forward */
+        dap_dit_cuda_features_mean(d, ds, mg);
+        dap_dit_cuda_backward_from_block_mean(d, ds, l, dmean, dxmg);
         char label[128];
         double worst = 0;
         snprintf(label, sizeof label, "%s %s: output", name, k_prec_name[p]);
@@ -317,6 +325,10 @@ static int model_parity(const char *name, dap_dit *m, int n, int cap, int l, int
         /* the backward through l blocks of attention compounds rounding: twice the bound */
         snprintf(label, sizeof label, "%s %s: dx from block %d", name, k_prec_name[p], l);
         worst = fmax(worst, 0.5 * cmp(label, dxg, dxw, n * in, k_rel_tol[p], k_l2_tol[p]));
+        snprintf(label, sizeof label, "%s %s: block %d tokens' mean", name, k_prec_name[p], l);
+        worst = fmax(worst, cmp(label, mg, mw, mn, k_rel_tol[p], k_l2_tol[p]));
+        snprintf(label, sizeof label, "%s %s: dx from the mean", name, k_prec_name[p]);
+        worst = fmax(worst, 0.5 * cmp(label, dxmg, dxmw, n * in, k_rel_tol[p], k_l2_tol[p]));
         printf("    %s %s: state %.1f MiB on the device\n", name, k_prec_name[p],
                dap_dit_cuda_state_bytes(ds) / 1048576.0);
         ok = worst <= 1;
@@ -326,6 +338,7 @@ static int model_parity(const char *name, dap_dit *m, int n, int cap, int l, int
     dap_free_aligned(x), dap_free_aligned(dfeat), dap_free_aligned(t), free(y);
     dap_free_aligned(ow), dap_free_aligned(og), dap_free_aligned(fw), dap_free_aligned(fg);
     dap_free_aligned(dxw), dap_free_aligned(dxg);
+    dap_free_aligned(dmean), dap_free_aligned(mw), dap_free_aligned(mg), dap_free_aligned(dxmw), dap_free_aligned(dxmg);
     return ok;
 }
 #endif

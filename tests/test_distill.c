@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "distill/backbone.h"
 #include "distill/distill.h"
 #include "distill/guidance.h"
 #include "distill/kmeans.h"
@@ -70,7 +71,7 @@ DAP_TEST(dap_guidance_gradient_through_dit) {
         c.tf = dap_alloc_f32(N);
         c.y = dap_malloc(sizeof(int) * N);
         float *xr = dap_alloc_f32(N * per), *ds = dap_alloc_f32((size_t)n * c.F);
-        float *dtok = dap_alloc_f32((size_t)n * T * D), *grad = dap_alloc_f32(n * per);
+        float *grad = dap_alloc_f32(n * per);
         dap_rng r;
         dap_rng_init(&r, 21 + variant, 0);
         dap_rng_normal(&r, c.x, n * per, 0, 1);
@@ -80,20 +81,27 @@ DAP_TEST(dap_guidance_gradient_through_dit) {
         dap_dit_state_set_batch(c.st, N);
         dap_dit_forward(m, c.st, NULL, xr, c.tf, c.y, layer);
         dap_pool_forward(c.rfeat, dap_dit_features(c.st), N, T, D, c.pool);
-        /* analytic: the pipeline distill.c runs */
-        dap_dit_state_set_batch(c.st, n);
-        dap_dit_forward(m, c.st, NULL, c.x, c.tf, c.y, layer);
-        dap_pool_forward(c.feat, dap_dit_features(c.st), n, T, D, c.pool);
+        /* analytic: the pipeline distill.c runs, through the backbone (which pools where
+         * the model runs: dap_dit_features_mean and its backward for the mean) */
+        dap_backbone bb;
+        dap_backbone_dit(&bb, m);
+        CHECK(dap_backbone_open(&bb, n, 1.0, layer, n, N) == DAP_OK);
+        float *rfeat_bb = dap_alloc_f32((size_t)N * c.F);
+        dap_backbone_features(&bb, 0, xr, N, 400, c.y, c.pool, rfeat_bb);
+        CHECK_MSG(!memcmp(rfeat_bb, c.rfeat, sizeof(float) * (size_t)N * c.F), "the backbone's pooled rows differ");
+        dap_backbone_features(&bb, 1, c.x, n, 400, c.y, c.pool, c.feat);
         dap_kernel_energy(ds, NULL, c.feat, n, c.rfeat, N, c.F, c.kernel, c.sigma);
-        dap_pool_backward(dtok, ds, n, T, D, c.pool);
-        dap_dit_backward_from_block(m, c.st, layer, dtok, grad);
+        dap_backbone_backward(&bb, ds, c.pool, grad);
+        dap_backbone_close(&bb);
+        dap_free_aligned(rfeat_bb);
+        dap_dit_state_set_batch(c.st, n); /* the finite differences' own state */
         double err = dap_test_gradcheck(variant ? "rbf/mean through DiT" : "linear/flatten through DiT",
                                         guided_energy, &c, c.x, grad, n * per, 48, 1e-2f);
         CHECK_MSG(err < 3e-2, "guidance gradient rel err %g", err);
         dap_dit_state_destroy(c.st);
         dap_free_aligned(c.x), dap_free_aligned(c.rfeat), dap_free_aligned(c.feat), dap_free_aligned(c.tf);
         free(c.y);
-        dap_free_aligned(xr), dap_free_aligned(ds), dap_free_aligned(dtok), dap_free_aligned(grad);
+        dap_free_aligned(xr), dap_free_aligned(ds), dap_free_aligned(grad);
     }
     dap_dit_destroy(m);
 }

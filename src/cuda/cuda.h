@@ -94,10 +94,15 @@ void dap_dit_cuda_forward(const dap_dit_cuda *d, dap_dit_cuda_state *s, float *o
                           const float *t, const int *y, int stop_block);
 const float *dap_dit_cuda_features(const dap_dit_cuda_state *s); /* device pointer */
 void dap_dit_cuda_features_copy(const dap_dit_cuda *d, const dap_dit_cuda_state *s, float *dst);
+/* As dap_dit_features_mean: out (n, D), the tokens' mean, computed on the device. */
+void dap_dit_cuda_features_mean(const dap_dit_cuda *d, dap_dit_cuda_state *s, float *out);
 /* As dap_dit_backward_from_block: dfeat (n, T, D) -> dx (n, C, H, W). Needs a new forward
  * before the next backward (the state's scratch holds the gradients). */
 void dap_dit_cuda_backward_from_block(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
                                       const float *dfeat, float *dx);
+/* As dap_dit_backward_from_block_mean: dmean (n, D), spread over the tokens on the device. */
+void dap_dit_cuda_backward_from_block_mean(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
+                                           const float *dmean, float *dx);
 /* 1 when device 0 has bf16 arithmetic (compute capability >= 8.0). */
 int dap_cuda_bf16_supported(void);
 /* cudaMemGetInfo of device 0. */

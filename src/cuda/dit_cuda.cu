@@ -748,6 +748,34 @@ extern "C" void dap_dit_cuda_features_copy(const dap_dit_cuda *d, const dap_dit_
     CK(cudaStreamSynchronize(d->gpu.st));
 }
 
+/* out (n, D) = the mean over T tokens of feat (n, T, D), token by token as the CPU's. */
+__global__ static void mean_tokens_k(float *out, const float *feat, int n, int T, int D) {
+    GRID_LOOP(i, (size_t)n * D) {
+        idx_t b = i / D, c = i % D;
+        const float *f = feat + (size_t)b * T * D + c;
+        float acc = 0.0f;
+        for (int k = 0; k < T; k++) acc += f[(size_t)k * D];
+        out[i] = acc / T;
+    }
+}
+
+/* dfeat (n, T, D) = dmean (n, D) / T for every token */
+__global__ static void spread_tokens_k(float *dfeat, const float *dmean, int n, int T, int D) {
+    GRID_LOOP(i, (size_t)n * T * D) {
+        idx_t c = i % D, b = i / ((idx_t)T * D);
+        dfeat[i] = dmean[(size_t)b * D + c] / T;
+    }
+}
+
+extern "C" void dap_dit_cuda_features_mean(const dap_dit_cuda *d, dap_dit_cuda_state *s, float *out) {
+    DAP_ASSERT(s->feat != NULL);
+    const gpu *g = &d->gpu;
+    L1(mean_tokens_k, (size_t)s->n * d->D)(s->tmp, s->feat, s->n, d->T, d->D); /* tmp: (N, D) scratch */
+    LAUNCHED();
+    CK(cudaMemcpyAsync(out, s->tmp, sizeof(float) * (size_t)s->n * d->D, cudaMemcpyDefault, g->st));
+    CK(cudaStreamSynchronize(g->st));
+}
+
 /* ---- backward from block l (input gradient only) ----------------------------------------- */
 
 /* s->dres holds d(block l output) on entry and d(block l input) on exit. */
@@ -781,15 +809,13 @@ static void block_backward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l) 
     LAUNCHED();
 }
 
-extern "C" void dap_dit_cuda_backward_from_block(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
-                                                 const float *dfeat, float *dx) {
-    DAP_ASSERT(l >= 1 && l <= s->cache_blocks && s->blocks_done >= l);
-    /* Uses only the cached sets 0..l-1 (left as they are: a second backward from the same
-     * forward is allowed, as on the CPU); the scratch set's buffers hold the gradients. */
+/* From s->dres = d(block l's output) down to dx. Uses only the cached sets 0..l-1 (left as
+ * they are: a second backward from the same forward is allowed, as on the CPU); the
+ * scratch set's buffers hold the gradients. */
+static void backward_below(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, float *dx) {
     const gpu *g = &d->gpu;
     const dap_dit_config *cf = &d->cfg;
     int n = s->n, N = n * d->T, D = d->D;
-    CK(cudaMemcpyAsync(s->dres, dfeat, sizeof(float) * (size_t)N * D, cudaMemcpyDefault, g->st));
     for (int k = l - 1; k >= 0; k--) block_backward(d, s, k);
     linear_dinp(g, s->dpatches, s->dres, d->xe_w, N, d->Pin, D);
     L1(patchify_k, (size_t)N * d->Pin)(s->dpatches, s->dx, n, cf->in_channels, cf->patch, d->g, 1);
@@ -797,6 +823,23 @@ extern "C" void dap_dit_cuda_backward_from_block(const dap_dit_cuda *d, dap_dit_
     size_t cin = (size_t)cf->in_channels * cf->input_size * cf->input_size;
     CK(cudaMemcpyAsync(dx, s->dx, sizeof(float) * (size_t)n * cin, cudaMemcpyDefault, g->st));
     CK(cudaStreamSynchronize(g->st));
+}
+
+extern "C" void dap_dit_cuda_backward_from_block(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
+                                                 const float *dfeat, float *dx) {
+    DAP_ASSERT(l >= 1 && l <= s->cache_blocks && s->blocks_done >= l);
+    CK(cudaMemcpyAsync(s->dres, dfeat, sizeof(float) * (size_t)s->n * d->T * d->D, cudaMemcpyDefault, d->gpu.st));
+    backward_below(d, s, l, dx);
+}
+
+extern "C" void dap_dit_cuda_backward_from_block_mean(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
+                                                      const float *dmean, float *dx) {
+    DAP_ASSERT(l >= 1 && l <= s->cache_blocks && s->blocks_done >= l);
+    const gpu *g = &d->gpu;
+    CK(cudaMemcpyAsync(s->tmp, dmean, sizeof(float) * (size_t)s->n * d->D, cudaMemcpyDefault, g->st));
+    L1(spread_tokens_k, (size_t)s->n * d->T * d->D)(s->dres, s->tmp, s->n, d->T, d->D);
+    LAUNCHED();
+    backward_below(d, s, l, dx);
 }
 
 /* ---- the ops on host arrays, for the tests against ops.h --------------------------------- */

@@ -1,7 +1,8 @@
 /*
  * backbone.h: what the distillation methods ask of a diffusion prior, and nothing more:
- * eps for a batch (with classifier-free guidance), the tokens of block l, the backward
- * from those tokens to the input, and the geometry. The methods (distill.c, mgd3.c,
+ * eps for a batch (with classifier-free guidance), the tokens of block l pooled into
+ * feature rows, the backward from those rows to the input, and the geometry. The pooling
+ * happens where the backbone runs (on a GPU only the rows come down). The methods (distill.c, mgd3.c,
  * igd.c, ...) call this interface, never a network directly, so a second prior (the SD
  * U-Net) is one more implementation of this file's function table.
  *
@@ -14,6 +15,7 @@
 #include <stddef.h>
 
 #include "core/core.h"
+#include "distill/guidance.h"
 #include "models/dit.h"
 
 typedef struct dap_backbone dap_backbone;
@@ -26,11 +28,13 @@ typedef struct dap_backbone_ops {
     int (*eps)(dap_backbone *b, float *eps, const float *x, int n, int t, const int *y);
     /* Forward to block `layer` (the layer given to dap_backbone_open) of n samples: with
      * grad = 1 into the cached state (at most cap_grad samples) for a following backward,
-     * else into the inference state (at most cap_real samples). Returns the (n, tokens,
-     * hidden) tokens, valid until the next call. */
-    const float *(*features)(dap_backbone *b, int grad, const float *x, int n, int t, const int *y);
-    /* After features(grad = 1): dx (n, C, H, W) from dtok (n, tokens, hidden). */
-    void (*backward)(dap_backbone *b, const float *dtok, float *dx);
+     * else into the inference state (at most cap_real samples). out (n, F): the (tokens,
+     * hidden) tokens pooled by `pool` (guidance.h; F = dap_pool_dim). */
+    void (*features)(dap_backbone *b, int grad, const float *x, int n, int t, const int *y, int pool,
+                     float *out);
+    /* After features(grad = 1, pool): dx (n, C, H, W) from dout (n, F), the gradient of
+     * the pooled rows. */
+    void (*backward)(dap_backbone *b, const float *dout, int pool, float *dx);
     void (*close)(dap_backbone *b);
 } dap_backbone_ops;
 
@@ -66,12 +70,12 @@ static inline void dap_backbone_close(dap_backbone *b) {
 static inline int dap_backbone_eps(dap_backbone *b, float *eps, const float *x, int n, int t, const int *y) {
     return b->ops->eps(b, eps, x, n, t, y);
 }
-static inline const float *dap_backbone_features(dap_backbone *b, int grad, const float *x, int n, int t,
-                                                 const int *y) {
-    return b->ops->features(b, grad, x, n, t, y);
+static inline void dap_backbone_features(dap_backbone *b, int grad, const float *x, int n, int t, const int *y,
+                                         int pool, float *out) {
+    b->ops->features(b, grad, x, n, t, y, pool, out);
 }
-static inline void dap_backbone_backward(dap_backbone *b, const float *dtok, float *dx) {
-    b->ops->backward(b, dtok, dx);
+static inline void dap_backbone_backward(dap_backbone *b, const float *dout, int pool, float *dx) {
+    b->ops->backward(b, dout, pool, dx);
 }
 static inline size_t dap_backbone_per(const dap_backbone *b) {
     return (size_t)b->C * b->H * b->W;

@@ -33,19 +33,23 @@ static int dit_eps(dap_backbone *b, float *eps, const float *x, int n, int t, co
     return DAP_OK;
 }
 
-static const float *dit_features(dap_backbone *b, int grad, const float *x, int n, int t, const int *y) {
+/* Flatten pooling is the tokens' own layout; mean pooling is the DiT's (on its device). */
+static void dit_features(dap_backbone *b, int grad, const float *x, int n, int t, const int *y, int pool,
+                         float *out) {
     dit_impl *d = b->impl;
     DAP_ASSERT(d->layer >= 1 && n >= 1 && n <= (grad ? d->cap_grad : d->cap_real));
     dap_dit_state *s = grad ? d->gst : d->rst;
     for (int i = 0; i < n; i++) d->tf[i] = (float)t;
     dap_dit_state_set_batch(s, n);
     dap_dit_forward(b->model, s, NULL, x, d->tf, y, d->layer);
-    return dap_dit_features(s);
+    if (pool == DAP_POOL_MEAN) dap_dit_features_mean(b->model, s, out);
+    else memcpy(out, dap_dit_features(s), sizeof(float) * (size_t)n * b->tokens * b->hidden);
 }
 
-static void dit_backward(dap_backbone *b, const float *dtok, float *dx) {
+static void dit_backward(dap_backbone *b, const float *dout, int pool, float *dx) {
     dit_impl *d = b->impl;
-    dap_dit_backward_from_block(b->model, d->gst, d->layer, dtok, dx);
+    if (pool == DAP_POOL_MEAN) dap_dit_backward_from_block_mean(b->model, d->gst, d->layer, dout, dx);
+    else dap_dit_backward_from_block(b->model, d->gst, d->layer, dout, dx);
 }
 
 static void dit_close(dap_backbone *b) {

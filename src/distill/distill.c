@@ -131,7 +131,6 @@ typedef struct class_run {
     float *sfeat;      /* (chunk, F) */
     float *allfeat;    /* (n, F) all synthetic features, for --repel when n > chunk */
     float *ds;         /* (chunk, F) dE/dfeatures */
-    float *dtok;       /* (chunk, T, D) */
     float *grad;       /* (n, per) dE/dx_t */
     int *y;            /* (chunk) */
     dap_rng noise;     /* real-sample noise */
@@ -154,8 +153,7 @@ static int run_eps(void *ctx, float *eps, const float *x_t, const dap_ddim_coef 
  * backward), pooled into feat (b, F). */
 static void synth_features(class_run *r, const float *x_t, const dap_ddim_coef *c, int i0, int b, float *feat) {
     for (int i = 0; i < b; i++) r->y[i] = r->label;
-    const float *tok = dap_backbone_features(r->bb, 1, x_t + (size_t)i0 * r->per, b, c->t, r->y);
-    dap_pool_forward(feat, tok, b, r->T, r->D, r->o->pool);
+    dap_backbone_features(r->bb, 1, x_t + (size_t)i0 * r->per, b, c->t, r->y, r->o->pool, feat);
 }
 
 /* grad (n, per) = dE/dx_t at this step; returns the mean energy. */
@@ -172,8 +170,7 @@ static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef 
         const float *x0 = r->real0 + (size_t)j0 * r->per;
         for (size_t q = 0; q < (size_t)b * r->per; q++) xi[q] = sa * x0[q] + sb * xi[q];
         for (int i = 0; i < b; i++) r->y[i] = r->label;
-        const float *tok = dap_backbone_features(r->bb, 0, xi, b, c->t, r->y);
-        dap_pool_forward(r->rfeat + (size_t)j0 * r->F, tok, b, r->T, r->D, o->pool);
+        dap_backbone_features(r->bb, 0, xi, b, c->t, r->y, o->pool, r->rfeat + (size_t)j0 * r->F);
     }
     /* --repel needs every synthetic feature of the class before any gradient; with one
      * chunk the loop below has them, else a forward pre-pass collects them */
@@ -190,8 +187,7 @@ static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef 
         if (repel)
             energy += b * dap_kernel_repel(r->ds, NULL, r->sfeat, b, r->n > chunk ? r->allfeat : r->sfeat, r->n,
                                            r->n > chunk ? i0 : 0, o->repel, r->F, o->kernel, o->sigma);
-        dap_pool_backward(r->dtok, r->ds, b, r->T, r->D, o->pool);
-        dap_backbone_backward(r->bb, r->dtok, r->grad + (size_t)i0 * r->per);
+        dap_backbone_backward(r->bb, r->ds, o->pool, r->grad + (size_t)i0 * r->per);
     }
     energy /= r->n;
     if (r->st->guided_steps == 0) r->st->energy_first = energy;
@@ -531,7 +527,6 @@ int dap_distill_class_backbone(dap_backbone *bb, const dap_dataset *real, int k,
         r.sfeat = dap_alloc_f32((size_t)chunk * r.F);
         if (oo.repel != 0 && r.n > chunk) r.allfeat = dap_alloc_f32((size_t)r.n * r.F);
         r.ds = dap_alloc_f32((size_t)chunk * r.F);
-        r.dtok = dap_alloc_f32((size_t)chunk * r.T * r.D);
         r.grad = dap_alloc_f32((size_t)r.n * per);
         dap_rng_init(&r.noise, oo.seed, STREAM_REAL_NOISE | (uint64_t)k);
         if (oo.fixed_noise) {
@@ -584,7 +579,7 @@ int dap_distill_class_backbone(dap_backbone *bb, const dap_dataset *real, int k,
     free(r.y), free(r.lab);
     dap_free_aligned(r.real0), dap_free_aligned(r.realt), dap_free_aligned(r.modes);
     dap_free_aligned(r.rfeat), dap_free_aligned(r.sfeat), dap_free_aligned(r.allfeat), dap_free_aligned(r.ds);
-    dap_free_aligned(r.dtok), dap_free_aligned(r.grad), dap_free_aligned(r.fixed_xi);
+    dap_free_aligned(r.grad), dap_free_aligned(r.fixed_xi);
     dap_free_aligned(r.gtmp), dap_free_aligned(r.x0);
     st->seconds = dap_time_now() - t0;
     return rc;

@@ -724,6 +724,8 @@ struct dap_dit_state {
     block_acts *blk;              /* cache_blocks cached sets + 1 scratch set */
     const float *feat;            /* output of the last block run */
     void *dev;                    /* the device state of a device model (mem: the features' host copy) */
+    const void *mdev;             /* that model's device half */
+    int feat_pending;             /* device: the features not yet copied into mem */
     /* final layer */
     float *fmods;                 /* (n, 2D) shift, scale */
     float *lnf, *meanf, *rstdf, *modf; /* (N, D), (N), (N), (N, D) */
@@ -823,7 +825,7 @@ dap_dit_state *dap_dit_state_create_ex(const dap_dit *m, int batch, int cache_bl
             fprintf(stderr, "dap: %s\n", dap_last_error()); /* dap_dit_states_fit checks this before the work */
             exit(1);
         }
-        s->dev = ds;
+        s->dev = ds, s->mdev = m->dev;
         s->y = dap_calloc((size_t)batch, sizeof *s->y);
         s->mem_floats = (size_t)batch * m->tokens * m->cfg.hidden;
         s->mem = dap_alloc_f32(s->mem_floats);
@@ -875,9 +877,35 @@ size_t dap_dit_state_bytes(const dap_dit_state *s) {
     return s->mem_floats * sizeof(float) + ((size_t)s->cache_blocks + 1) * sizeof(block_acts);
 }
 
-const float *dap_dit_features(const dap_dit_state *s) {
+const float *dap_dit_features(dap_dit_state *s) {
+#ifdef DAP_CUDA
+    if (s->dev && s->feat_pending) {
+        dap_dit_cuda_features_copy(s->mdev, s->dev, s->mem);
+        s->feat = s->mem, s->feat_pending = 0;
+    }
+#endif
     DAP_ASSERT(s->feat != NULL);
     return s->feat;
+}
+
+void dap_dit_features_mean(const dap_dit *m, dap_dit_state *s, float *out) {
+    const int n = s->n, T = m->tokens, D = m->cfg.hidden;
+#ifdef DAP_CUDA
+    if (s->dev && s->feat_pending) {
+        dap_dit_cuda_features_mean(m->dev, s->dev, out);
+        return;
+    }
+#endif
+    const float *f = dap_dit_features(s);
+    for (int i = 0; i < n; i++) { /* token by token, as guidance.c's dap_pool_forward */
+        float *o = out + (size_t)i * D;
+        memset(o, 0, sizeof(float) * D);
+        for (int k = 0; k < T; k++) {
+            const float *row = f + ((size_t)i * T + k) * D;
+            for (int c = 0; c < D; c++) o[c] += row[c];
+        }
+        for (int c = 0; c < D; c++) o[c] /= T;
+    }
 }
 
 /* ---- layout helpers --------------------------------------------------------------- */
@@ -1006,8 +1034,7 @@ void dap_dit_forward(const dap_dit *m, dap_dit_state *s, float *out, const float
         memcpy(s->y, y, (size_t)n * sizeof *y);
         s->blocks_done = stop_block ? stop_block : depth;
         s->full_forward = stop_block == 0;
-        s->feat = NULL;
-        if (stop_block) dap_dit_cuda_features_copy(m->dev, s->dev, s->mem), s->feat = s->mem;
+        s->feat = NULL, s->feat_pending = stop_block > 0; /* copied when asked for */
         return;
     }
 #endif
@@ -1130,6 +1157,16 @@ void dap_dit_backward(dap_dit *m, dap_dit_state *s, const float *dout, float *dx
     dap_linear_backward(NULL, g.t0_w, g.t0_b, s->dt_h, s->tfreq, w.t0_w, n, FREQ_DIM, D);
 }
 
+/* From s->dres = d(block l's output) down to dx. */
+static void backward_below(const dap_dit *m, dap_dit_state *s, int l, float *dx) {
+    int N = s->n * m->tokens, D = m->cfg.hidden;
+    block_w none = {0};
+    for (int k = l - 1; k >= 0; k--) block_backward(m, s, k, &none, 0);
+    top_w w = top_ptrs(m, m->params.data);
+    dap_linear_backward(s->dpatches, NULL, NULL, s->dres, s->patches, w.xe_w, N, m->patch_in, D);
+    unpatchify_in(dx, s->dpatches, m, s->n);
+}
+
 void dap_dit_backward_from_block(const dap_dit *m, dap_dit_state *s, int l, const float *dfeat,
                                  float *dx) {
     DAP_ASSERT(l >= 1 && l <= s->cache_blocks && s->blocks_done >= l);
@@ -1139,13 +1176,24 @@ void dap_dit_backward_from_block(const dap_dit *m, dap_dit_state *s, int l, cons
         return;
     }
 #endif
-    int N = s->n * m->tokens, D = m->cfg.hidden;
-    memcpy(s->dres, dfeat, (size_t)N * D * sizeof(float));
-    block_w none = {0};
-    for (int k = l - 1; k >= 0; k--) block_backward(m, s, k, &none, 0);
-    top_w w = top_ptrs(m, m->params.data);
-    dap_linear_backward(s->dpatches, NULL, NULL, s->dres, s->patches, w.xe_w, N, m->patch_in, D);
-    unpatchify_in(dx, s->dpatches, m, s->n);
+    memcpy(s->dres, dfeat, (size_t)s->n * m->tokens * m->cfg.hidden * sizeof(float));
+    backward_below(m, s, l, dx);
+}
+
+void dap_dit_backward_from_block_mean(const dap_dit *m, dap_dit_state *s, int l, const float *dmean,
+                                      float *dx) {
+    DAP_ASSERT(l >= 1 && l <= s->cache_blocks && s->blocks_done >= l);
+#ifdef DAP_CUDA
+    if (s->dev) {
+        dap_dit_cuda_backward_from_block_mean(m->dev, s->dev, l, dmean, dx);
+        return;
+    }
+#endif
+    const int n = s->n, T = m->tokens, D = m->cfg.hidden;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < T; k++)
+            for (int c = 0; c < D; c++) s->dres[((size_t)i * T + k) * D + c] = dmean[(size_t)i * D + c] / T;
+    backward_below(m, s, l, dx);
 }
 
 /* ---- the device --------------------------------------------------------------------- */

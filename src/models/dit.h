@@ -145,8 +145,11 @@ size_t dap_dit_state_bytes(const dap_dit_state *s);
 void dap_dit_forward(const dap_dit *m, dap_dit_state *s, float *out, const float *x,
                      const float *t, const int *y, int stop_block);
 /* The (n, T, D) output tokens of block stop_block of the last forward (on a device
- * model: after a forward with stop_block > 0 only). */
-const float *dap_dit_features(const dap_dit_state *s);
+ * model: after a forward with stop_block > 0 only; copied to the host on the first call). */
+const float *dap_dit_features(dap_dit_state *s);
+/* Those tokens averaged over the T tokens: out (n, D) (on a device model averaged there:
+ * n D floats come down instead of n T D). */
+void dap_dit_features_mean(const dap_dit *m, dap_dit_state *s, float *out);
 
 /* After a full forward (needs cache_blocks = depth): parameter gradients accumulate
  * into m->params.grad; frozen tensors (pos_embed; all but the biases and the label table
@@ -157,5 +160,9 @@ void dap_dit_backward(dap_dit *m, dap_dit_state *s, const float *dout, float *dx
  * d(loss)/dx from dfeat (n, T, D) = d(loss)/d(block l's output). No parameter gradients. */
 void dap_dit_backward_from_block(const dap_dit *m, dap_dit_state *s, int l, const float *dfeat,
                                  float *dx);
+/* The same from dmean (n, D), the gradient of dap_dit_features_mean's rows: every token's
+ * gradient is dmean / T (on a device model spread there). */
+void dap_dit_backward_from_block_mean(const dap_dit *m, dap_dit_state *s, int l, const float *dmean,
+                                      float *dx);
 
 #endif /* DAP_DIT_H */
