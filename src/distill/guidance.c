@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "ops/ops.h"
 
 int dap_kernel_parse(const char *s) {
     if (!strcmp(s, "linear")) return DAP_KERNEL_LINEAR;
@@ -30,15 +31,7 @@ void dap_pool_forward(float *out, const float *feat, int b, int t, int d, int po
         memcpy(out, feat, sizeof(float) * (size_t)b * t * d);
         return;
     }
-    for (int i = 0; i < b; i++) {
-        float *o = out + (size_t)i * d;
-        memset(o, 0, sizeof(float) * d);
-        for (int k = 0; k < t; k++) {
-            const float *row = feat + ((size_t)i * t + k) * d;
-            for (int c = 0; c < d; c++) o[c] += row[c];
-        }
-        for (int c = 0; c < d; c++) o[c] /= t;
-    }
+    dap_token_mean_forward(out, feat, b, t, d);
 }
 
 void dap_pool_backward(float *dfeat, const float *dout, int b, int t, int d, int pool) {
@@ -46,9 +39,7 @@ void dap_pool_backward(float *dfeat, const float *dout, int b, int t, int d, int
         memcpy(dfeat, dout, sizeof(float) * (size_t)b * t * d);
         return;
     }
-    for (int i = 0; i < b; i++)
-        for (int k = 0; k < t; k++)
-            for (int c = 0; c < d; c++) dfeat[((size_t)i * t + k) * d + c] = dout[(size_t)i * d + c] / t;
+    dap_token_mean_backward(dfeat, dout, b, t, d);
 }
 
 /* d_k(s, r) from q = |s - r|^2, and w with d(d_k)/ds = w (s - r). */

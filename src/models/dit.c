@@ -896,16 +896,7 @@ void dap_dit_features_mean(const dap_dit *m, dap_dit_state *s, float *out) {
         return;
     }
 #endif
-    const float *f = dap_dit_features(s);
-    for (int i = 0; i < n; i++) { /* token by token, as guidance.c's dap_pool_forward */
-        float *o = out + (size_t)i * D;
-        memset(o, 0, sizeof(float) * D);
-        for (int k = 0; k < T; k++) {
-            const float *row = f + ((size_t)i * T + k) * D;
-            for (int c = 0; c < D; c++) o[c] += row[c];
-        }
-        for (int c = 0; c < D; c++) o[c] /= T;
-    }
+    dap_token_mean_forward(out, dap_dit_features(s), n, T, D);
 }
 
 /* ---- layout helpers --------------------------------------------------------------- */
@@ -1189,10 +1180,7 @@ void dap_dit_backward_from_block_mean(const dap_dit *m, dap_dit_state *s, int l,
         return;
     }
 #endif
-    const int n = s->n, T = m->tokens, D = m->cfg.hidden;
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < T; k++)
-            for (int c = 0; c < D; c++) s->dres[((size_t)i * T + k) * D + c] = dmean[(size_t)i * D + c] / T;
+    dap_token_mean_backward(s->dres, dmean, s->n, m->tokens, m->cfg.hidden);
     backward_below(m, s, l, dx);
 }
 

@@ -130,6 +130,10 @@ void dap_maxpool2d_backward(float *dinp, const float *dout, const int *argmax, i
 /* (N, C, HW) -> (N, C) */
 void dap_global_avgpool_forward(float *out, const float *inp, int n, int c, int hw);
 void dap_global_avgpool_backward(float *dinp, const float *dout, int n, int c, int hw);
+/* Token layout (n, t, d): out (n, d) = the mean over the t tokens, summed token by token;
+ * its backward overwrites dinp (n, t, d) with dout / t. */
+void dap_token_mean_forward(float *out, const float *inp, int n, int t, int d);
+void dap_token_mean_backward(float *dinp, const float *dout, int n, int t, int d);
 /* nearest upsampling by an integer factor: (N, C, H, W) -> (N, C, H*f, W*f) */
 void dap_upsample_nearest_forward(float *out, const float *inp, int n, int c, int h, int w, int f);
 void dap_upsample_nearest_backward(float *dinp, const float *dout, int n, int c, int h, int w, int f);

@@ -211,3 +211,21 @@ void dap_upsample_nearest_backward(float *dinp,       // (N, C, H, W) overwritte
         }
     }
 }
+
+void dap_token_mean_forward(float *out, const float *inp, int n, int t, int d) {
+    for (int i = 0; i < n; i++) {
+        float *o = out + (size_t)i * d;
+        memset(o, 0, sizeof(float) * d);
+        for (int k = 0; k < t; k++) {
+            const float *row = inp + ((size_t)i * t + k) * d;
+            for (int c = 0; c < d; c++) o[c] += row[c];
+        }
+        for (int c = 0; c < d; c++) o[c] /= t;
+    }
+}
+
+void dap_token_mean_backward(float *dinp, const float *dout, int n, int t, int d) {
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < t; k++)
+            for (int c = 0; c < d; c++) dinp[((size_t)i * t + k) * d + c] = dout[(size_t)i * d + c] / t;
+}
