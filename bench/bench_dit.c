@@ -16,6 +16,7 @@
  *   ddim   one DDIM step with CFG at batch 100: one inference forward over 200 samples
  *   guide  one dap guidance evaluation: 100 real samples and 10 synthetic to block l,
  *          flattened features, linear-kernel energy, partial backward to the 10 inputs
+ *   guidemean  the same with the tokens' mean as the features (--pool mean)
  *   cfg10  an unguided DDIM + CFG step at batch 10 (the guide's reference cost)
  *   fwd32  one inference forward at batch 32, t = 500, no CFG                 (images/s)
  * Prints one JSON line: per-iteration seconds, median, throughput, peak RSS, and
@@ -213,6 +214,20 @@ static void guide_iter(bench *b) {
     dap_dit_backward_from_block(m, b->st, l, b->dout, b->grad);
 }
 
+/* guidemean: the same with the tokens' mean as features (--pool mean, the shipped flags):
+ * on a device model the mean and its backward run there */
+static void guide_mean_iter(bench *b) {
+    const dap_dit *m = b->m;
+    const int D = m->cfg.hidden, l = b->layer;
+    dap_dit_forward(m, b->rst, NULL, b->x, b->tf, b->y, l);
+    dap_dit_features_mean(m, b->rst, b->feat_r);
+    dap_dit_state_set_batch(b->st, GUIDE_SYN);
+    dap_dit_forward(m, b->st, NULL, b->x2, b->tf, b->y, l);
+    dap_dit_features_mean(m, b->st, b->feat_s);
+    dap_kernel_energy(b->ds, NULL, b->feat_s, GUIDE_SYN, b->feat_r, GUIDE_REAL, D, DAP_KERNEL_LINEAR, 1.0);
+    dap_dit_backward_from_block_mean(m, b->st, l, b->ds, b->grad);
+}
+
 /* ---- fwd32: one inference forward ------------------------------------------------------ */
 
 static void fwd32_setup(bench *b) {
@@ -249,12 +264,13 @@ static const struct {
     {"train", train_setup, train_iter, "images/s"},
     {"ddim", ddim_setup, ddim_iter, "images/s"},
     {"guide", guide_setup, guide_iter, "steps/s"},
+    {"guidemean", guide_setup, guide_mean_iter, "steps/s"},
     {"cfg10", cfg10_setup, ddim_iter, "images/s"},
     {"fwd32", fwd32_setup, fwd32_iter, "images/s"},
 };
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_dit [--config NAME] [--measure train|ddim|guide|cfg10|fwd32] [--warmup N] "
+    fprintf(stderr, "usage: bench_dit [--config NAME] [--measure train|ddim|guide|guidemean|cfg10|fwd32] [--warmup N] "
                     "[--iters N] [--threads N] [--layer L] [--device cpu|cuda] [--precision fp32|tf32|bf16] "
                     "[--print-config]\n");
 }

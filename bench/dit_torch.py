@@ -6,7 +6,7 @@ against). The shapes come from `build/bench_dit --config NAME --print-config` (p
 --model JSON by bench/run.sh), so both sides run the same model. Prints one JSON line.
 
   /usr/bin/python3 bench/dit_torch.py --model '{...}' --config NAME \
-      --measure train|ddim|guide|cfg10|fwd32 [--warmup 2] [--iters 5] [--threads 2]
+      --measure train|ddim|guide|guidemean|cfg10|fwd32 [--warmup 2] [--iters 5] [--threads 2]
       [--device cpu|cuda] [--precision fp32|tf32|bf16]
 
 --device cuda runs the model on the GPU (eager attention, as tests/gen/dit_ref.py; the
@@ -21,6 +21,7 @@ Measurements (as in bench_dit.c):
   guide  100 real samples to block l under no_grad, 10 synthetic to block l with grad,
          flattened features, linear-kernel energy mean_j |s_i - r_j| (torch.cdist),
          backward to the 10 inputs only (weights do not require grad)          (steps/s)
+  guidemean  the same with the tokens' mean as the features (--pool mean)
   cfg10  an unguided DDIM + CFG step at batch 10
   fwd32  one inference forward at batch 32, t = 500, no CFG
 """
@@ -144,8 +145,9 @@ def setup(measure, model, cfg, gen):
         return step
     if measure == "cfg10":
         return ddim_workload(model, cfg, gen, GUIDE_SYN)
-    if measure == "guide":
+    if measure in ("guide", "guidemean"):
         l = cfg["layer"]
+        pool = (lambda f: f.mean(1)) if measure == "guidemean" else (lambda f: f.flatten(1))
         xr = torch.randn(GUIDE_REAL, C, H, H, generator=gen).to(DEV)
         xs0 = torch.randn(GUIDE_SYN, C, H, H, generator=gen).to(DEV)
         t = torch.full((GUIDE_REAL,), 500.0, device=DEV)
@@ -154,9 +156,9 @@ def setup(measure, model, cfg, gen):
 
         def step():
             with torch.no_grad():
-                fr = model(xr, t, y, stop_block=l).flatten(1)
+                fr = pool(model(xr, t, y, stop_block=l))
             xs = xs0.clone().requires_grad_(True)
-            fs = model(xs, t[:GUIDE_SYN], y[:GUIDE_SYN], stop_block=l).flatten(1)
+            fs = pool(model(xs, t[:GUIDE_SYN], y[:GUIDE_SYN], stop_block=l))
             energy = torch.cdist(fs, fr).mean(1)
             energy.sum().backward()
             return xs.grad
@@ -169,7 +171,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, help="JSON shapes from bench_dit --print-config")
     ap.add_argument("--config", default="?")
-    ap.add_argument("--measure", default="train", choices=["train", "ddim", "guide", "cfg10", "fwd32"])
+    ap.add_argument("--measure", default="train", choices=["train", "ddim", "guide", "guidemean", "cfg10", "fwd32"])
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
@@ -209,7 +211,8 @@ def main():
     wall, own = time.perf_counter() - wall0, self_cpu_s() - self0
     foreign = max(0.0, (machine_busy_s() - busy0 - own) / (wall * os.cpu_count()))
     med = statistics.median(times)
-    n = {"train": TRAIN_BATCH, "ddim": DDIM_BATCH, "guide": GUIDE_SYN, "cfg10": GUIDE_SYN, "fwd32": 32}[a.measure]
+    n = {"train": TRAIN_BATCH, "ddim": DDIM_BATCH, "guide": GUIDE_SYN, "guidemean": GUIDE_SYN, "cfg10": GUIDE_SYN,
+         "fwd32": 32}[a.measure]
     dev = {"device": "cpu", "precision": "fp32", "peak_device_mb": 0.0}
     if DEV.type == "cuda":
         dev = {"device": torch.cuda.get_device_name(), "precision": a.precision,
@@ -219,8 +222,8 @@ def main():
         "layer": cfg["layer"], "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "warmup": a.warmup, "iters": a.iters,
         "times_s": [round(v, 6) for v in times], "median_s": round(med, 6), "min_s": round(min(times), 6),
-        "throughput": round((1.0 if a.measure == "guide" else n) / med, 4),
-        "unit": "steps/s" if a.measure == "guide" else "images/s",
+        "throughput": round((1.0 if a.measure.startswith("guide") else n) / med, 4),
+        "unit": "steps/s" if a.measure.startswith("guide") else "images/s",
         "cpu_s": round(own, 3), "foreign_cpu": round(foreign, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
         "base_rss_mb": round(base, 1)}))

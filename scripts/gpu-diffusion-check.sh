@@ -23,6 +23,7 @@
 #      ddim   one DDIM + CFG step at batch 100 (a forward over 200 samples)
 #      guide  one DAP guidance evaluation: N = 100 real samples to block LAYER (default 8), 10
 #             synthetic with the partial backward to their inputs (energy on the host)
+#      guidemean  the same with the tokens' mean as features (--pool mean: pooled on the GPU)
 #    $OUT/bench.jsonl (every JSON line), $OUT/summary.txt (throughputs, dap / PyTorch ratios,
 #    peak device memory) and bench/results/gpu-<GPU name>.json. Jobs that would start after
 #    DEADLINE seconds (default 420) are skipped, so the run ends inside 8 minutes.
@@ -37,7 +38,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 failed=0
 BUILD=${BUILD:-build-cuda}; DEVICE=${DEVICE:-cuda}; CONFIG=${CONFIG:-DiT-XL/2}; LAYER=${LAYER:-8}
-JOBS=${JOBS:-fwd32:fp32 ddim:fp32 guide:fp32 fwd32:tf32 ddim:tf32 fwd32:bf16}
+JOBS=${JOBS:-fwd32:fp32 ddim:fp32 guide:fp32 guidemean:fp32 fwd32:tf32 ddim:tf32 fwd32:bf16}
 OUT=${OUT:-out/gpu-diffusion}; PY=${PY:-python3}; DEADLINE=${DEADLINE:-420}; ITERS=${ITERS:-3}
 THREADS=${THREADS:-$(nproc)}
 mkdir -p "$OUT"
@@ -133,7 +134,7 @@ MODEL=$("$BUILD/bench_dit" --config "$CONFIG" --layer "$LAYER" --print-config) |
 for job in $JOBS; do
   measure=${job%%:*}; prec=${job##*:}
   if [ $(( $(date +%s) - T0 )) -gt "$DEADLINE" ]; then say "$job skipped (past DEADLINE $DEADLINE s)"; continue; fi
-  it=$ITERS; [ "$measure" = guide ] && it=$(( ITERS + 2 ))
+  it=$ITERS; case $measure in guide*) it=$(( ITERS + 2 )) ;; esac
   say "$job: dap"
   OMP_NUM_THREADS=$THREADS timeout 200 "$BUILD/bench_dit" --config "$CONFIG" --layer "$LAYER" --measure "$measure" \
     --device "$DEVICE" --precision "$prec" --warmup 1 --iters "$it" --threads "$THREADS" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.err" ||
@@ -151,13 +152,13 @@ rows = [json.loads(l) for l in open(os.path.join(out, "bench.jsonl")) if l.start
 by = {(r["impl"], r["measure"], r["precision"]): r for r in rows}
 gpu = next((r["device"] for r in rows if r["impl"] == "torch"), None) or next((r["device"] for r in rows), "unknown")
 print("%s, %s: throughput (dap / PyTorch eager), peak device MiB (dap / PyTorch)" % (config, gpu))
-print("%-6s %-5s %10s %10s %-9s %7s %10s %10s" % ("", "prec", "dap", "PyTorch", "unit", "ratio", "dap MiB", "torch MiB"))
+print("%-9s %-5s %10s %10s %-9s %7s %10s %10s" % ("", "prec", "dap", "PyTorch", "unit", "ratio", "dap MiB", "torch MiB"))
 for (impl, m, p), d in sorted(by.items()):
     if impl != "dap":
         continue
     t = by.get(("torch", m, p))
     ratio = "%.2fx" % (d["throughput"] / t["throughput"]) if t else "-"
-    print("%-6s %-5s %10.3f %10s %-9s %7s %10.0f %10s" % (
+    print("%-9s %-5s %10.3f %10s %-9s %7s %10.0f %10s" % (
         m, p, d["throughput"], "%.3f" % t["throughput"] if t else "-", d["unit"], ratio,
         d.get("peak_device_mb", 0), "%.0f" % t["peak_device_mb"] if t else "-"))
     if m == "ddim":

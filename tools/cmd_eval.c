@@ -44,8 +44,6 @@ static int subset_has(const dap_imagenet_subset *sub, const char *name) {
     return 0;
 }
 
-/* For ImageNet-style data, before anything is decoded: every class folder of the --train
- * set must be a wnid of the subset (a set distilled from another subset is refused). */
 /* The --data a dap distill folder was made from (its .dap-distill-params line, "data=SPEC
  * [model=...] holdout=..."), into `out`; "" when `dir` has none. */
 static void set_data_of(const char *dir, char *out, size_t n) {
@@ -65,6 +63,8 @@ static void set_data_of(const char *dir, char *out, size_t n) {
     snprintf(out, n, "%.*s", (int)(end - v), v);
 }
 
+/* For ImageNet-style data, before anything is decoded: every class folder of the --train
+ * set must be a wnid of the subset (a set distilled from another subset is refused). */
 static int check_set_wnids(const char *train_spec, const char *data, const dap_imagenet_subset *sub) {
     dap_image_files f;
     DAP_TRY(dap_image_files_list(&f, train_spec, "train"));
