@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "core/device.h"
 #include "io/io.h"
 #include "models/vae.h"
 #include "test.h"
@@ -108,6 +109,24 @@ DAP_TEST(vae_tiny_parity) {
     parity(v, "bands of rows");
     dap_vae_set_band_floats(old);
     dap_vae_destroy(v);
+}
+
+/* The same on the GPU (dap_vae_to_device: every op of src/cuda/vae_cuda.cu) against
+ * diffusers; where there is none, moving the VAE to the cpu device leaves it on the host. */
+DAP_TEST(cuda_vae_matches_diffusers) {
+    dap_vae *v = load_ok("vae_tiny.safetensors");
+    if (!v) return;
+    if (!dap_device_cuda_built() || dap_device_select("cuda") != DAP_OK) {
+        CHECK(dap_device() == DAP_DEVICE_CPU);
+        CHECK(dap_vae_to_device(v) == DAP_OK && !dap_vae_on_device(v));
+        dap_vae_destroy(v);
+        DAP_SKIP("%s", dap_device_cuda_built() ? dap_last_error() : "a build without CUDA (make CUDA=1)");
+    }
+    int rc = dap_vae_to_device(v);
+    CHECK_MSG(rc == DAP_OK && dap_vae_on_device(v), "%s", dap_last_error());
+    if (rc == DAP_OK) parity(v, "on the GPU");
+    dap_vae_destroy(v);
+    dap_device_select("cpu");
 }
 
 DAP_TEST(vae_namings) {

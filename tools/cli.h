@@ -82,6 +82,7 @@ int cli_select_device(const char *cmd, const char *device, const char *precision
  * with the reason. 0, or 1 with the error printed. */
 int cli_cpu_only(const char *cmd, const char *device);
 #define CLI_CPU_ONLY_HELP "cpu (this command has no GPU path yet; --device cuda is refused)"
+#define CLI_VAE_DEVICE_HELP "cpu or cuda: where the VAE runs (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"
 #define CLI_GPU_HELP "K or auto: which GPU with --device cuda (default 0; auto: the launcher's local rank, one GPU per process)"
 
 /* Whether `path` (a file to be written) can be created: its folder exists and a temporary

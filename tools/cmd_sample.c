@@ -113,8 +113,10 @@ int cmd_sample(int argc, char **argv) {
     char vae_hash[17] = "none";
     if ((rc = latent_check_files(model_path, vae_path))) return cli_fail("sample", rc);
     if ((rc = dap_dit_load(&m, model_path, 0, 0))) return cli_fail("sample", rc);
-    if (vae_path && ((rc = dap_vae_load(&vae, vae_path)) || (rc = dap_file_hash(vae_path, vae_hash)))) {
+    if (vae_path && ((rc = dap_vae_load(&vae, vae_path)) || (rc = dap_file_hash(vae_path, vae_hash)) ||
+                     (rc = dap_vae_to_device(vae)))) {
         dap_dit_destroy(m);
+        if (vae) dap_vae_destroy(vae);
         return cli_fail("sample", rc);
     }
     if ((rc = latent_check_model(m, model_path, vae, vae_path, &image_size))) {

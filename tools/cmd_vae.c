@@ -23,6 +23,7 @@
 
 #include "cli.h"
 #include "core/core.h"
+#include "core/device.h"
 #include "io/io.h"
 #include "models/vae.h"
 
@@ -102,12 +103,17 @@ static int load_vae(const char *cmd, const char *path, dap_vae **v) {
         dap_vae_destroy(*v);
         return cli_failf(cmd, "%s: a VAE of %d image channels (expected 1 or 3)", path, c->in_channels);
     }
+    if ((rc = dap_vae_to_device(*v))) {
+        dap_vae_destroy(*v);
+        return cli_fail(cmd, rc);
+    }
+    if (dap_vae_on_device(*v)) fprintf(stderr, "dap %s: on %s\n", cmd, dap_device_describe());
     return 0;
 }
 
 static int vae_encode(int argc, char **argv) {
     const char *cmd = "vae encode";
-    const char *vae_path = NULL, *in = NULL, *out = NULL, *device = NULL;
+    const char *vae_path = NULL, *in = NULL, *out = NULL, *device = NULL, *gpu_s = NULL;
     int size = 256, sample = 0, seed = 0, batch = 4, threads = 0;
     flag flags[] = {
         {"vae", FLAG_STR, &vae_path, "VAE weights (diffusers, pre-0.14 diffusers or LDM names; a whole SD checkpoint)"},
@@ -117,7 +123,8 @@ static int vae_encode(int argc, char **argv) {
         {"sample", FLAG_BOOL, &sample, "a posterior sample instead of the mean"},
         {"seed", FLAG_INT, &seed, "noise seed for --sample", 0, FLAG_INT_MAX},
         {"batch", FLAG_INT, &batch, "images per encoder call", 1, 1000000},
-        {"device", FLAG_STR, &device, CLI_CPU_ONLY_HELP},
+        {"device", FLAG_STR, &device, CLI_VAE_DEVICE_HELP},
+        {"gpu", FLAG_STR, &gpu_s, CLI_GPU_HELP},
         CLI_THREADS_FLAG(&threads),
     };
     const char *pos[1];
@@ -131,7 +138,7 @@ static int vae_encode(int argc, char **argv) {
     if (size <= 0 || size > 8192) return cli_failf(cmd, "--size: expected 1..8192, found %d", size);
     if (batch < 1 || seed < 0) return cli_failf(cmd, "--batch must be >= 1 and --seed >= 0");
     if (!parent_exists(out)) return cli_failf(cmd, "--out %s: its folder does not exist", out);
-    if (cli_cpu_only(cmd, device)) return 1;
+    if (cli_select_device(cmd, device, NULL, gpu_s)) return 1;
     cli_apply_threads(threads);
 
     strlist files = {0};
@@ -223,7 +230,7 @@ done:
 
 static int vae_decode(int argc, char **argv) {
     const char *cmd = "vae decode";
-    const char *vae_path = NULL, *in = NULL, *out = NULL, *device = NULL;
+    const char *vae_path = NULL, *in = NULL, *out = NULL, *device = NULL, *gpu_s = NULL;
     int batch = 4, threads = 0, grid_cols = 8;
     flag flags[] = {
         {"vae", FLAG_STR, &vae_path, "VAE weights (diffusers, pre-0.14 diffusers or LDM names; a whole SD checkpoint)"},
@@ -231,7 +238,8 @@ static int vae_decode(int argc, char **argv) {
         {"out", FLAG_STR, &out, "OUT.png (a grid when B > 1), OUT.safetensors (tensor `image`, unclipped), or a folder (DIR/000000.png, ...)"},
         {"batch", FLAG_INT, &batch, "latents per decoder call", 1, 1000000},
         {"grid-cols", FLAG_INT, &grid_cols, "images per row of the grid PNG", 1, 1000000},
-        {"device", FLAG_STR, &device, CLI_CPU_ONLY_HELP},
+        {"device", FLAG_STR, &device, CLI_VAE_DEVICE_HELP},
+        {"gpu", FLAG_STR, &gpu_s, CLI_GPU_HELP},
         CLI_THREADS_FLAG(&threads),
     };
     const char *pos[1];
@@ -248,7 +256,7 @@ static int vae_decode(int argc, char **argv) {
     if (!to_dir && !to_st && !ends_with(out, ".png"))
         return cli_failf(cmd, "--out %s: expected a .png or .safetensors file, or a folder (ending in '/')", out);
     if (!to_dir && !parent_exists(out)) return cli_failf(cmd, "--out %s: its folder does not exist", out);
-    if (cli_cpu_only(cmd, device)) return 1;
+    if (cli_select_device(cmd, device, NULL, gpu_s)) return 1;
     cli_apply_threads(threads);
 
     dap_st *st = NULL;

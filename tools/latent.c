@@ -78,7 +78,8 @@ int latent_open(latent_run *lr, const char *data, const char *vae_path, const ch
     strcpy(lr->vae_hash, "none");
     DAP_TRY(dap_image_files_list(&lr->files, data, "train"));
     int rc = DAP_OK;
-    if (vae_path && ((rc = dap_vae_load(&lr->vae, vae_path)) || (rc = dap_file_hash(vae_path, lr->vae_hash)))) {
+    if (vae_path && ((rc = dap_vae_load(&lr->vae, vae_path)) || (rc = dap_file_hash(vae_path, lr->vae_hash)) ||
+                     (rc = dap_vae_to_device(lr->vae)))) { /* with --device cuda the VAE runs there too */
         latent_close(lr);
         return rc;
     }

@@ -135,6 +135,34 @@ void dap_cuda_patchify(float *patches, float *x, int n, int C, int p, int g, int
 /* img (n, Co, g p, g p) from tokens (n, T, p p Co) + bias (p p Co) */
 void dap_cuda_unpatchify_out(float *img, const float *tok, const float *bias, int n, int Co, int p, int g);
 
+/* ---- the SD VAE's operations (vae_cuda.cu) ------------------------------------------------
+ * models/vae.c's forward walk with a device model (dap_vae_to_device) calls these on device
+ * buffers (dap_vae_cuda_alloc); weights by their offset in the host table. Returns with the
+ * work queued on the VAE's stream; dap_vae_cuda_copy (host or device pointers either side)
+ * waits for it. Errors: dap_vae_cuda_create refuses weights larger than the free memory;
+ * a CUDA failure after that is reported on stderr and exits. */
+typedef struct dap_vae_cuda dap_vae_cuda;
+int dap_vae_cuda_create(dap_vae_cuda **out, const float *weights, size_t n);
+void dap_vae_cuda_destroy(dap_vae_cuda *d);
+const float *dap_vae_cuda_weight(const dap_vae_cuda *d, size_t offset);
+float *dap_vae_cuda_alloc(dap_vae_cuda *d, size_t floats);
+void dap_vae_cuda_free(dap_vae_cuda *d, float *p);
+void dap_vae_cuda_copy(dap_vae_cuda *d, float *dst, const float *src, size_t floats);
+/* out (n, oc, oh, ow) = conv k x k, stride, zero padding `pad` top-left (reads past the
+ * bottom-right edge are zero too) of in (n, c, h, w), + bias; col: c k k oh ow floats. */
+void dap_vae_cuda_conv(dap_vae_cuda *d, float *out, const float *in, const float *wt, const float *bias, int n,
+                       int c, int h, int w, int oc, int k, int stride, int pad, int oh, int ow, float *col);
+/* out (n, c, hw) = GroupNorm(in) with affine g, b (may be NULL), then SiLU when silu. */
+void dap_vae_cuda_groupnorm(dap_vae_cuda *d, float *out, const float *in, const float *g, const float *b, int n,
+                            int c, int hw, int groups, float eps, int silu);
+void dap_vae_cuda_add(dap_vae_cuda *d, float *y, const float *a, size_t n); /* y += a */
+/* out (n, c, 2h, 2w) = nearest x2 of in (n, c, h, w) */
+void dap_vae_cuda_upsample2(dap_vae_cuda *d, float *out, const float *in, int n, int c, int h, int w);
+/* x (n, c, t) += W_o attention(a) + b_o, one head over t tokens, q, k, v = W a + b; wts:
+ * wq, bq, wk, bk, wv, bv, wo, bo; scratch: 3 c t + t t floats. */
+void dap_vae_cuda_attention(dap_vae_cuda *d, float *x, const float *a, const float *const wts[8], int n, int c,
+                            int t, float *scratch);
+
 #ifdef __cplusplus
 }
 #endif

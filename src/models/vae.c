@@ -33,18 +33,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/device.h"
 #include "io/io.h"
 #include "ops/ops.h"
+#ifdef DAP_CUDA
+#include "cuda/cuda.h"
+#endif
 
 #define GN_EPS 1e-6f
 #define BAND_FLOATS 16777216    /* default input + output floats of one conv call */
 #define ATT_BLOCK_FLOATS 4194304 /* scores per block of query rows */
+#define DEV_BAND_FLOATS 67108864 /* on a GPU: the input + output floats of a chunk's widest conv */
 #define MAX_REPORTED 5          /* tensor names listed in a missing / unknown error */
 
 struct dap_vae {
     dap_vae_config cfg;
     dap_params params;
     int naming; /* the key naming of the file it was loaded from */
+    void *dev;  /* the weights on the GPU (dap_vae_to_device), else NULL */
 };
 
 enum { NAMING_DIFFUSERS = 0, NAMING_OLD_ATTENTION = 1, NAMING_LDM = 2 };
@@ -189,9 +195,26 @@ int dap_vae_create(dap_vae **out, const dap_vae_config *c) {
 
 void dap_vae_destroy(dap_vae *v) {
     if (!v) return;
+#ifdef DAP_CUDA
+    dap_vae_cuda_destroy(v->dev);
+#endif
     dap_params_free(&v->params);
     free(v);
 }
+
+int dap_vae_to_device(dap_vae *v) {
+    if (dap_device() == DAP_DEVICE_CPU || v->dev) return DAP_OK;
+#ifdef DAP_CUDA
+    dap_vae_cuda *d = NULL;
+    DAP_TRY(dap_vae_cuda_create(&d, v->params.data, v->params.total));
+    v->dev = d;
+    return DAP_OK;
+#else
+    return dap_error(DAP_ERR_MISSING, "the VAE on device %s: a build without CUDA (make CUDA=1)", dap_device_name());
+#endif
+}
+
+int dap_vae_on_device(const dap_vae *v) { return v->dev != NULL; }
 
 const dap_vae_config *dap_vae_get_config(const dap_vae *v) { return &v->cfg; }
 dap_params *dap_vae_params(dap_vae *v) { return &v->params; }
@@ -220,6 +243,10 @@ size_t dap_vae_set_band_floats(size_t floats) {
 
 typedef struct vctx {
     const dap_vae *v;
+    void *dev; /* the model's GPU half: every op runs there, on device buffers */
+    size_t band; /* input + output floats of one conv call (g_band, or DEV_BAND_FLOATS) */
+    size_t col_need; /* GPU: the largest im2col of one image */
+    float *col;
     int plan; /* 1: only record what each op needs */
     int n;    /* images in the current chunk */
     size_t act_need, aux_need, work_need, stat_need; /* floats, recorded in plan mode */
@@ -240,10 +267,24 @@ static void swap01(vctx *x) {
     x->buf[1] = t;
 }
 
-static void add_into(float *y, const float *a, size_t n) {
+static void add_into(vctx *x, float *y, const float *a, size_t n) {
+    if (x->plan) return;
+#ifdef DAP_CUDA
+    if (x->dev) {
+        dap_vae_cuda_add(x->dev, y, a, n);
+        return;
+    }
+#endif
 #pragma omp parallel for simd schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) y[i] += a[i];
 }
+
+#ifdef DAP_CUDA
+/* A weight's copy on the GPU, from its host pointer. */
+static const float *dw(const vctx *x, const float *host) {
+    return dap_vae_cuda_weight(x->dev, (size_t)(host - x->v->params.data));
+}
+#endif
 
 /* out (n, oc, h, w) = conv3x3(in (n, c, h, w)), stride 1, padding 1. A call of more than
  * g_band input + output floats (one large image) runs in bands of rows: each band's input
@@ -254,6 +295,13 @@ static void conv3(vctx *x, float *out, const float *in, int c, int h, int w, int
     const size_t plane = (size_t)h * w;
     need(&x->act_need, (size_t)x->n * oc * plane);
     need(&x->conv_need, (size_t)(c + oc) * plane);
+#ifdef DAP_CUDA
+    if (x->dev) {
+        need(&x->col_need, (size_t)c * 9 * plane);
+        if (!x->plan) dap_vae_cuda_conv(x->dev, out, in, dw(x, wt), dw(x, bs), x->n, c, h, w, oc, 3, 1, 1, h, w, x->col);
+        return;
+    }
+#endif
     dap_conv2d_dims d;
     if ((size_t)x->n * (c + oc) * plane <= g_band) {
         dap_conv2d_dims_init(&d, x->n, c, h, w, oc, 3, 3, 1, 1);
@@ -293,6 +341,13 @@ static void downsample(vctx *x, float *out, const float *in, int c, int h, int w
     need(&x->act_need, (size_t)x->n * c * oplane);
     const size_t per = (size_t)c * ((size_t)(h + 1) * w1 + oplane), row = (size_t)c * (2 * w1 + ow);
     need(&x->conv_need, per);
+#ifdef DAP_CUDA
+    if (x->dev) { /* the zero row and column are reads past the edge */
+        need(&x->col_need, (size_t)c * 9 * oplane);
+        if (!x->plan) dap_vae_cuda_conv(x->dev, out, in, dw(x, wt), dw(x, bs), x->n, c, h, w, c, 3, 2, 0, oh, ow, x->col);
+        return;
+    }
+#endif
     int whole = (size_t)x->n * per <= g_band;
     int rows = whole ? oh : g_band / row > 0 ? (int)(g_band / row) : 1;
     int imgs = whole ? x->n : 1;
@@ -333,6 +388,12 @@ static void conv1(vctx *x, float *out, const float *in, int c, int h, int w, int
     dap_conv2d_dims d;
     dap_conv2d_dims_init(&d, x->n, c, h, w, oc, 1, 1, 1, 0);
     need(&x->act_need, (size_t)x->n * oc * h * w);
+#ifdef DAP_CUDA
+    if (x->dev) {
+        if (!x->plan) dap_vae_cuda_conv(x->dev, out, in, dw(x, wt), dw(x, bs), x->n, c, h, w, oc, 1, 1, 0, h, w, NULL);
+        return;
+    }
+#endif
     need(&x->work_need, dap_conv2d_work_floats(&d));
     if (!x->plan) dap_conv2d_forward(out, in, wt, bs, &d, x->work);
 }
@@ -344,6 +405,12 @@ static void norm(vctx *x, float *out, const float *in, int c, size_t hw, const c
     need(&x->act_need, (size_t)x->n * c * hw);
     need(&x->stat_need, 2 * (size_t)x->n * groups);
     if (x->plan) return;
+#ifdef DAP_CUDA
+    if (x->dev) {
+        dap_vae_cuda_groupnorm(x->dev, out, in, dw(x, g), dw(x, b), x->n, c, (int)hw, groups, GN_EPS, silu);
+        return;
+    }
+#endif
     dap_groupnorm_forward(out, x->stats, x->stats + (size_t)x->n * groups, in, g, b, x->n, c, (int)hw, groups,
                           GN_EPS);
     if (silu) dap_silu_forward(out, out, (size_t)x->n * c * hw);
@@ -365,10 +432,10 @@ static void resnet(vctx *x, int cin, int cout, int h, int w, const char *pre) {
     if (cin != cout) {
         snprintf(k, sizeof k, "%s.conv_shortcut", pre);
         conv1(x, T, X, cin, h, w, cout, k);
-        if (!x->plan) add_into(T, H, (size_t)x->n * cout * hw);
+        add_into(x, T, H, (size_t)x->n * cout * hw);
         swap01(x);
-    } else if (!x->plan) {
-        add_into(X, H, (size_t)x->n * cout * hw);
+    } else {
+        add_into(x, X, H, (size_t)x->n * cout * hw);
     }
 }
 
@@ -405,13 +472,20 @@ static void attention(vctx *x, int c, int h, int w, const char *part) {
     const int qb = ATT_BLOCK_FLOATS / t < 1 ? 1 : ATT_BLOCK_FLOATS / t > t ? t : ATT_BLOCK_FLOATS / t;
     snprintf(pre, sizeof pre, "%s.mid_block.attentions.0.group_norm", part);
     norm(x, x->buf[1], x->buf[0], c, (size_t)t, pre, 0);
-    need(&x->aux_need, 3 * (size_t)c * t + (size_t)qb * t);
+    need(&x->aux_need, 3 * (size_t)c * t + (x->dev ? (size_t)t : (size_t)qb) * t); /* GPU: all query rows */
     if (x->plan) return;
     snprintf(pre, sizeof pre, "%s.mid_block.attentions.0", part);
     const float *wq = wp(x->v, "%s.to_q.weight", pre), *bq = wp(x->v, "%s.to_q.bias", pre);
     const float *wk = wp(x->v, "%s.to_k.weight", pre), *bk = wp(x->v, "%s.to_k.bias", pre);
     const float *wv = wp(x->v, "%s.to_v.weight", pre), *bv = wp(x->v, "%s.to_v.bias", pre);
     const float *wo = wp(x->v, "%s.to_out.0.weight", pre), *bo = wp(x->v, "%s.to_out.0.bias", pre);
+#ifdef DAP_CUDA
+    if (x->dev) {
+        const float *wts[8] = {dw(x, wq), dw(x, bq), dw(x, wk), dw(x, bk), dw(x, wv), dw(x, bv), dw(x, wo), dw(x, bo)};
+        dap_vae_cuda_attention(x->dev, x->buf[0], x->buf[1], wts, x->n, c, t, x->aux);
+        return;
+    }
+#endif
     const size_t ct = (size_t)c * t;
     float *q = x->aux, *k = q + ct, *v = k + ct, *s = v + ct;
     const float scale = 1.0f / sqrtf((float)c);
@@ -485,7 +559,13 @@ static void decoder(vctx *x, float *img, const float *z, int h, int w) {
         }
         if (i == L - 1) break;
         need(&x->act_need, (size_t)x->n * cur * h * w * 4);
-        if (!x->plan) dap_upsample_nearest_forward(x->buf[1], x->buf[0], x->n, cur, h, w, 2);
+        if (!x->plan) {
+#ifdef DAP_CUDA
+            if (x->dev) dap_vae_cuda_upsample2(x->dev, x->buf[1], x->buf[0], x->n, cur, h, w);
+            else
+#endif
+                dap_upsample_nearest_forward(x->buf[1], x->buf[0], x->n, cur, h, w, 2);
+        }
         h *= 2, w *= 2;
         snprintf(pre, sizeof pre, "decoder.up_blocks.%d.upsamplers.0.conv", i);
         conv3(x, x->buf[0], x->buf[1], cur, h, w, cur, pre);
@@ -500,28 +580,79 @@ typedef void (*vae_net)(vctx *x, float *out, const float *in, int h, int w);
  * conv, which sets the images per chunk (as many as keep every conv call within g_band
  * floats, at least one); the second pass records the needs of such a chunk. */
 static void plan_chunk(vctx *x, const dap_vae *v, vae_net net, int n, int h, int w) {
-    *x = (vctx){.v = v, .plan = 1, .n = 1};
+    const size_t band = v->dev ? DEV_BAND_FLOATS : g_band;
+    *x = (vctx){.v = v, .dev = v->dev, .band = band, .plan = 1, .n = 1};
     net(x, NULL, NULL, h, w);
-    size_t per = x->conv_need, k = per >= g_band ? 1 : g_band / per;
-    *x = (vctx){.v = v, .plan = 1, .n = k < (size_t)n ? (int)k : n};
+    size_t per = x->conv_need, k = per >= band ? 1 : band / per;
+    *x = (vctx){.v = v, .dev = v->dev, .band = band, .plan = 1, .n = k < (size_t)n ? (int)k : n};
     net(x, NULL, NULL, h, w);
 }
 
 static void ctx_alloc(vctx *x) {
+    x->plan = 0;
+#ifdef DAP_CUDA
+    if (x->dev) {
+        for (int i = 0; i < 3; i++) x->buf[i] = dap_vae_cuda_alloc(x->dev, x->act_need);
+        x->aux = dap_vae_cuda_alloc(x->dev, x->aux_need);
+        x->col = dap_vae_cuda_alloc(x->dev, x->col_need);
+        dap_log(DAP_LOG_DEBUG, "vae: %d images per chunk, %.1f MiB on the GPU\n", x->n,
+                (3.0 * x->act_need + x->aux_need + x->col_need) * sizeof(float) / 1048576.0);
+        return;
+    }
+#endif
     for (int i = 0; i < 3; i++) x->buf[i] = dap_alloc_f32(x->act_need);
     x->aux = dap_alloc_f32(x->aux_need);
     x->work = dap_alloc_f32(x->work_need);
     x->stats = dap_alloc_f32(x->stat_need);
-    x->plan = 0;
     double mb = (3.0 * x->act_need + x->aux_need + x->work_need) * sizeof(float) / 1048576.0;
     dap_log(DAP_LOG_DEBUG, "vae: %d images per chunk, %.1f MiB of activations and scratch\n", x->n, mb);
 }
 
 static void ctx_free(vctx *x) {
+#ifdef DAP_CUDA
+    if (x->dev) {
+        for (int i = 0; i < 3; i++) dap_vae_cuda_free(x->dev, x->buf[i]);
+        dap_vae_cuda_free(x->dev, x->aux);
+        dap_vae_cuda_free(x->dev, x->col);
+        return;
+    }
+#endif
     for (int i = 0; i < 3; i++) dap_free_aligned(x->buf[i]);
     dap_free_aligned(x->aux);
     dap_free_aligned(x->work);
     dap_free_aligned(x->stats);
+}
+
+/* A call's input and output buffers: on the GPU for a device model, else on the host. */
+static float *io_alloc(const dap_vae *v, size_t floats) {
+#ifdef DAP_CUDA
+    if (v->dev) return dap_vae_cuda_alloc(v->dev, floats);
+#else
+    (void)v;
+#endif
+    return dap_alloc_f32(floats);
+}
+
+static void io_free(const dap_vae *v, float *p) {
+#ifdef DAP_CUDA
+    if (v->dev) {
+        dap_vae_cuda_free(v->dev, p);
+        return;
+    }
+#else
+    (void)v;
+#endif
+    dap_free_aligned(p);
+}
+
+/* dst = src across the host and the device (a device model only) */
+static void io_copy(const dap_vae *v, float *dst, const float *src, size_t floats) {
+#ifdef DAP_CUDA
+    dap_vae_cuda_copy(v->dev, dst, src, floats);
+#else
+    (void)v, (void)dst, (void)src, (void)floats;
+    DAP_ASSERT(!"io_copy without a device");
+#endif
 }
 
 static int check_size(const dap_vae *v, const char *what, int n, int h, int w, int mult) {
@@ -545,18 +676,25 @@ int dap_vae_encode_moments(dap_vae *v, const float *x, int n, int h, int w, floa
     plan_chunk(&cx, v, encoder, n, h, w);
     ctx_alloc(&cx);
     const int nb = cx.n;
-    float *moments = dap_alloc_f32((size_t)nb * 2 * lat * lplane);
+    const size_t mper = 2 * (size_t)lat * lplane;
+    float *moments = io_alloc(v, (size_t)nb * mper), *hm = v->dev ? dap_alloc_f32((size_t)nb * mper) : moments;
+    float *xin = v->dev ? io_alloc(v, (size_t)nb * img) : NULL;
     for (int n0 = 0; n0 < n; n0 += nb) {
         cx.n = n - n0 < nb ? n - n0 : nb;
-        encoder(&cx, moments, x + (size_t)n0 * img, h, w);
+        const float *in = x + (size_t)n0 * img;
+        if (xin) io_copy(v, xin, in, (size_t)cx.n * img), in = xin;
+        encoder(&cx, moments, in, h, w);
+        if (hm != moments) io_copy(v, hm, moments, (size_t)cx.n * mper);
         for (int i = 0; i < cx.n; i++) {
-            const float *m = moments + (size_t)i * 2 * lat * lplane, *lv = m + lat * lplane;
+            const float *m = hm + (size_t)i * mper, *lv = m + lat * lplane;
             memcpy(mean + (size_t)(n0 + i) * lat * lplane, m, lat * lplane * sizeof(float));
             float *o = logvar + (size_t)(n0 + i) * lat * lplane;
             for (size_t k = 0; k < lat * lplane; k++) o[k] = fminf(fmaxf(lv[k], -30.0f), 20.0f);
         }
     }
-    dap_free_aligned(moments);
+    if (hm != moments) dap_free_aligned(hm);
+    io_free(v, moments);
+    if (xin) io_free(v, xin);
     ctx_free(&cx);
     return DAP_OK;
 }
@@ -593,11 +731,16 @@ int dap_vae_decode(dap_vae *v, const float *latent, int n, int h, int w, float *
     ctx_alloc(&cx);
     const int nb = cx.n;
     float *z = dap_alloc_f32((size_t)nb * lsize);
+    float *dz = v->dev ? io_alloc(v, (size_t)nb * lsize) : z, *dimg = v->dev ? io_alloc(v, (size_t)nb * img) : NULL;
     for (int n0 = 0; n0 < n; n0 += nb) {
         cx.n = n - n0 < nb ? n - n0 : nb;
         for (size_t k = 0; k < (size_t)cx.n * lsize; k++) z[k] = latent[(size_t)n0 * lsize + k] / c->scale;
-        decoder(&cx, x + (size_t)n0 * img, z, h, w);
+        if (dz != z) io_copy(v, dz, z, (size_t)cx.n * lsize);
+        decoder(&cx, dimg ? dimg : x + (size_t)n0 * img, dz, h, w);
+        if (dimg) io_copy(v, x + (size_t)n0 * img, dimg, (size_t)cx.n * img);
     }
+    if (dz != z) io_free(v, dz);
+    if (dimg) io_free(v, dimg);
     dap_free_aligned(z);
     ctx_free(&cx);
     return DAP_OK;

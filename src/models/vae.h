@@ -69,6 +69,13 @@ void dap_vae_destroy(dap_vae *v);
 const dap_vae_config *dap_vae_get_config(const dap_vae *v);
 dap_params *dap_vae_params(dap_vae *v); /* the diffusers-named weights table */
 
+/* Moves the weights to the device chosen in core/device.h (`--device`): on cpu nothing
+ * happens; on cuda they go up once (DAP_ERR_NOMEM naming the sizes when they do not fit)
+ * and every encode / decode afterwards runs there, its inputs and outputs still host
+ * arrays. The host weights must not change afterwards. */
+int dap_vae_to_device(dap_vae *v);
+int dap_vae_on_device(const dap_vae *v);
+
 /* x (n, 3, H, W) in [-1, 1], H and W multiples of the factor -> latent (n, 4, H/f, W/f)
  * = scale * posterior mean; with rng not NULL a posterior sample instead (one normal per
  * latent value from rng). Allocates its activations for the call (released on return). */
