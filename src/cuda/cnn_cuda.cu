@@ -32,9 +32,9 @@ extern "C" {
 
 #define NORM_EPS 1e-5f /* cnn.c */
 #define BN_MOMENTUM 0.1f
-#define THREADS 256
 
-#include "cuda/check.cuh" /* CK, CB, LAUNCHED */
+#include "cuda/check.cuh"  /* CK, CB, LAUNCHED */
+#include "cuda/launch.cuh" /* THREADS, blocks_for, block_sum */
 
 extern "C" int dap_cuda_init(char *desc, size_t n) {
     int count = 0;
@@ -78,29 +78,9 @@ extern "C" int dap_cuda_init(char *desc, size_t n) {
 typedef unsigned int idx_t;
 #define IDX_LIMIT (1u << 31)
 
-static unsigned blocks_for(size_t total) {
-    size_t b = (total + THREADS - 1) / THREADS;
-    if (b > (1u << 20)) b = 1u << 20; /* the loops below stride over the rest */
-    return (unsigned)(b > 0 ? b : 1);
-}
-
 #define GRID_LOOP(i, total)                                                                    \
     for (idx_t i = blockIdx.x * blockDim.x + threadIdx.x; i < (idx_t)(total);                \
          i += gridDim.x * blockDim.x)
-
-/* Sum over the block (blockDim.x == THREADS), returned to every thread. */
-__device__ static double block_sum(double v, double *sh) {
-    int t = threadIdx.x;
-    sh[t] = v;
-    __syncthreads();
-    for (int s = THREADS / 2; s > 0; s >>= 1) {
-        if (t < s) sh[t] += sh[t + s];
-        __syncthreads();
-    }
-    double r = sh[0];
-    __syncthreads();
-    return r;
-}
 
 /* col[(c*K + ky)*K + kx][n*P + oy*OW + ox] = x[n, c, oy*s - pad + ky, ox*s - pad + kx] */
 __global__ static void im2col_k(float *col, const float *x, int n, int c, int h, int w, int k,

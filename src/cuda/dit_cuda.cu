@@ -37,22 +37,17 @@ extern "C" {
 
 #define FREQ_DIM 256 /* dit.c */
 #define LN_EPS 1e-6f
-#define THREADS 256
 #define GELU_XMAX 20.0f /* ops/act.c */
 #define SILU_XMAX 88.0f
 
-#include "cuda/check.cuh" /* CK, CB, LAUNCHED */
+#include "cuda/check.cuh"  /* CK, CB, LAUNCHED */
+#include "cuda/launch.cuh" /* THREADS, blocks_for */
 
 /* ---- kernels --------------------------------------------------------------------------
  * 32-bit indices: every buffer is checked below 2^31 elements when a state is planned. */
 typedef unsigned int idx_t;
 #define IDX_LIMIT ((size_t)1 << 31)
 
-static unsigned blocks_for(size_t total) {
-    size_t b = (total + THREADS - 1) / THREADS;
-    if (b > (1u << 20)) b = 1u << 20; /* the grid-stride loops cover the rest */
-    return (unsigned)(b > 0 ? b : 1);
-}
 /* one warp a row */
 static unsigned warp_blocks(size_t rows) { return (unsigned)((rows * 32 + THREADS - 1) / THREADS); }
 

@@ -20,15 +20,8 @@ extern "C" {
 #include <stdio.h>
 #include <string.h>
 
-#include "cuda/check.cuh" /* CK, CB, LAUNCHED */
-
-#define THREADS 256
-
-static unsigned blocks_for(size_t total) {
-    size_t b = (total + THREADS - 1) / THREADS;
-    if (b > (1u << 20)) b = 1u << 20; /* the loops stride over the rest */
-    return (unsigned)(b > 0 ? b : 1);
-}
+#include "cuda/check.cuh"  /* CK, CB, LAUNCHED */
+#include "cuda/launch.cuh" /* THREADS, blocks_for, block_sum */
 
 #define GRID_LOOP(i, total)                                                                    \
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)(total);        \
@@ -149,19 +142,6 @@ void dap_vae_cuda_conv(dap_vae_cuda *d, float *out, const float *in, const float
 }
 
 /* ---- GroupNorm, add, upsampling ---------------------------------------------------------- */
-
-__device__ static double block_sum(double v, double *sh) {
-    int t = threadIdx.x;
-    sh[t] = v;
-    __syncthreads();
-    for (int s = THREADS / 2; s > 0; s >>= 1) {
-        if (t < s) sh[t] += sh[t + s];
-        __syncthreads();
-    }
-    double r = sh[0];
-    __syncthreads();
-    return r;
-}
 
 /* One block per (image, group): the group's (cg, hw) values are contiguous. */
 __global__ static void groupnorm_k(float *out, const float *in, const float *g, const float *b, int c, int hw,

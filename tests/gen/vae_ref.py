@@ -35,10 +35,8 @@ into the model and give the same state_dict.
 Run from the repository root: /usr/bin/python3 tests/gen/vae_ref.py
 (torch comes from Debian's python3; diffusers 0.27.2 from the /opt/dapvenv venv.)
 """
-import json
 import os
 import re
-import struct
 import sys
 
 for extra in ("/opt/dapvenv/lib/python3.11/site-packages", "/usr/lib/python3/dist-packages"):
@@ -49,6 +47,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import diffusers  # noqa: E402
 from diffusers import AutoencoderKL  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_writer import save_safetensors  # noqa: E402
 
 
 def _import_ldm_converter():
@@ -78,30 +79,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref")
 
 
 def save(path, tensors, metadata=None, f16=False):
-    """safetensors writer (F32, or F16 for exactly representable values)."""
-    header, blobs, off = {}, [], 0
-    if metadata:
-        header["__metadata__"] = metadata
-    for name, t in tensors.items():
-        a = t.detach().cpu().contiguous()
-        if f16:
-            h = a.to(torch.float16)
-            assert torch.equal(h.float(), a.float()), name
-            b = h.numpy().tobytes()
-            dt = "F16"
-        else:
-            b = a.float().numpy().tobytes()
-            dt = "F32"
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    save_safetensors(path, {k: t.detach().cpu().float().contiguous().numpy() for k, t in tensors.items()},
+                     metadata, f16)
     print(f"wrote {path} ({os.path.getsize(path)} bytes)")
 
 
