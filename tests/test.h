@@ -35,6 +35,13 @@ struct dap_dit *dap_test_small_dit(int tame);
  * quadrant k; per_class images each, indexed (tests/util.c). */
 struct dap_dataset;
 void dap_test_toy_set(struct dap_dataset *ds, int per_class, uint64_t seed);
+/* Checks a parameter table against a key list (tests/ref/REF: "key d0 d1 ..." a line),
+ * each file key first renamed by `rename` when given: every key must be in the table with
+ * its shape (each miss a recorded failure naming `what`). Returns the lines read (-1: the
+ * file could not be read); *bad the misses, *in_order whether line i is table entry i. */
+struct dap_params;
+int dap_test_key_list(const struct dap_params *ps, const char *ref, const char *what,
+                      void (*rename)(char *key, size_t cap), int *bad, int *in_order);
 /* Writes an h x w JPEG of c = 1 or 3 channels (interleaved bytes) at `quality`,
  * progressive or baseline (tests/util.c). */
 void dap_test_write_jpeg(const char *path, const uint8_t *px, int h, int w, int c, int quality, int progressive);

@@ -154,45 +154,12 @@ DAP_TEST(dit_xl2_keys) {
     dap_params ps;
     dap_params_init(&ps);
     dap_dit_params_table(&ps, &c);
-    uint8_t *text;
-    size_t len;
-    if (dap_read_file(dap_test_ref("dit_xl2_keys.txt"), &text, &len) != DAP_OK) {
-        CHECK_MSG(0, "%s", dap_last_error());
-        dap_params_free(&ps);
-        return;
-    }
-    char *buf = dap_malloc(len + 1);
-    memcpy(buf, text, len);
-    buf[len] = '\0';
-    free(text);
-    int lines = 0, bad = 0, in_order = 1;
-    char *save = NULL;
-    for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char *tsave = NULL, *key = strtok_r(line, " ", &tsave);
-        int64_t shape[8];
-        int nd = 0;
-        for (char *d = strtok_r(NULL, " ", &tsave); d && nd < 8; d = strtok_r(NULL, " ", &tsave))
-            shape[nd++] = atoll(d);
-        int i = dap_params_find(&ps, key);
-        if (i < 0) {
-            CHECK_MSG(0, "XL/2 key %s missing from the table", key);
-            bad++;
-        } else {
-            const dap_param *p = &ps.p[i];
-            int same = p->ndim == nd;
-            for (int k = 0; same && k < nd; k++) same = p->shape[k] == shape[k];
-            CHECK_MSG(same, "%s: shape differs from the official one", key);
-            bad += !same;
-            in_order &= i == lines;
-        }
-        lines++;
-    }
+    int bad, in_order, lines = dap_test_key_list(&ps, "dit_xl2_keys.txt", "XL/2", NULL, &bad, &in_order);
     CHECK_MSG(lines == ps.n, "table has %d tensors, official state_dict %d", ps.n, lines);
     CHECK(in_order);
     printf("    DiT-XL/2: %d official keys, %d tensors, %zu params, %d mismatches\n", lines, ps.n,
            ps.total, bad);
     CHECK(ps.total == 675129632); /* the published DiT-XL/2 count, pos_embed included */
-    free(buf);
     dap_params_free(&ps);
 }
 

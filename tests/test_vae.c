@@ -296,6 +296,19 @@ DAP_TEST(vae_posterior_sample) {
     dap_vae_destroy(v);
 }
 
+/* sd-vae-ft-mse's attention names (before diffusers 0.14) -> the table's */
+static void old_attention_names(char *k, size_t cap) {
+    static const char *const from[] = {".query.", ".key.", ".value.", ".proj_attn."};
+    static const char *const to[] = {".to_q.", ".to_k.", ".to_v.", ".to_out.0."};
+    for (int m = 0; m < 4; m++) {
+        char *f = strstr(k, from[m]);
+        if (!f) continue;
+        char tail[160];
+        snprintf(tail, sizeof tail, "%s", f + strlen(from[m]));
+        snprintf(f, cap - (size_t)(f - k), "%s%s", to[m], tail);
+    }
+}
+
 /* The sd-vae-ft-mse config's table, mapped to that file's names (attention before 0.14:
  * query/key/value/proj_attn), equals the file's key list, shapes included. */
 DAP_TEST(vae_sd_keys) {
@@ -304,53 +317,10 @@ DAP_TEST(vae_sd_keys) {
     dap_params ps;
     dap_params_init(&ps);
     dap_vae_params_table(&ps, &c);
-    uint8_t *text;
-    size_t len;
-    if (dap_read_file(dap_test_ref("sd_vae_ft_mse_keys.txt"), &text, &len) != DAP_OK) {
-        CHECK_MSG(0, "%s", dap_last_error());
-        dap_params_free(&ps);
-        return;
-    }
-    char *buf = dap_malloc(len + 1);
-    memcpy(buf, text, len);
-    buf[len] = '\0';
-    free(text);
-    int lines = 0, bad = 0;
-    char *save = NULL;
-    for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char *tsave = NULL, *key = strtok_r(line, " ", &tsave);
-        int64_t shape[8];
-        int nd = 0;
-        for (char *d = strtok_r(NULL, " ", &tsave); d && nd < 8; d = strtok_r(NULL, " ", &tsave))
-            shape[nd++] = atoll(d);
-        /* the file's old attention names -> the table's */
-        char k[160];
-        snprintf(k, sizeof k, "%s", key);
-        static const char *const from[] = {".query.", ".key.", ".value.", ".proj_attn."};
-        static const char *const to[] = {".to_q.", ".to_k.", ".to_v.", ".to_out.0."};
-        for (int m = 0; m < 4; m++) {
-            char *f = strstr(k, from[m]);
-            if (!f) continue;
-            char tail[160];
-            snprintf(tail, sizeof tail, "%s", f + strlen(from[m]));
-            snprintf(f, sizeof k - (size_t)(f - k), "%s%s", to[m], tail);
-        }
-        int i = dap_params_find(&ps, k);
-        if (i < 0) {
-            CHECK_MSG(0, "sd-vae-ft-mse key %s (%s) missing from the table", key, k);
-            bad++;
-        } else {
-            const dap_param *p = &ps.p[i];
-            int same = p->ndim == nd;
-            for (int d = 0; same && d < nd; d++) same = p->shape[d] == shape[d];
-            CHECK_MSG(same, "%s: shape differs from sd-vae-ft-mse's", key);
-            bad += !same;
-        }
-        lines++;
-    }
+    int bad, in_order, lines = dap_test_key_list(&ps, "sd_vae_ft_mse_keys.txt", "sd-vae-ft-mse", old_attention_names,
+                                                 &bad, &in_order); /* the file is sorted by name */
     CHECK_MSG(lines == ps.n, "table has %d tensors, sd-vae-ft-mse %d", ps.n, lines);
     printf("    sd-vae-ft-mse: %d keys, %d tensors, %zu params, %d mismatches\n", lines, ps.n, ps.total, bad);
     CHECK(ps.total == 83653863); /* AutoencoderKL's parameter count for this config */
-    free(buf);
     dap_params_free(&ps);
 }

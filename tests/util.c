@@ -2,6 +2,7 @@
  * util.c: file writers shared by the tests (fixtures made on the fly).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jpeglib.h>
@@ -81,4 +82,45 @@ void dap_test_toy_set(dap_dataset *ds, int per_class, uint64_t seed) {
             for (int x = 0; x < 4; x++) ds->x[(size_t)i * 64 + (y + 4 * (k / 2)) * 8 + x + 4 * (k % 2)] += 1.0f;
     }
     dap_dataset_index(ds);
+}
+
+int dap_test_key_list(const dap_params *ps, const char *ref, const char *what, void (*rename)(char *key, size_t cap),
+                      int *bad, int *in_order) {
+    uint8_t *text;
+    size_t len;
+    *bad = 0, *in_order = 1;
+    if (dap_read_file(dap_test_ref(ref), &text, &len) != DAP_OK) {
+        CHECK_MSG(0, "%s", dap_last_error());
+        return -1;
+    }
+    char *buf = dap_malloc(len + 1);
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    free(text);
+    int lines = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *tsave = NULL, *key = strtok_r(line, " ", &tsave), k[256];
+        int64_t shape[8];
+        int nd = 0;
+        for (char *d = strtok_r(NULL, " ", &tsave); d && nd < 8; d = strtok_r(NULL, " ", &tsave))
+            shape[nd++] = atoll(d);
+        snprintf(k, sizeof k, "%s", key);
+        if (rename) rename(k, sizeof k);
+        int i = dap_params_find(ps, k);
+        if (i < 0) {
+            CHECK_MSG(0, "%s key %s (%s) missing from the table", what, key, k);
+            ++*bad;
+        } else {
+            const dap_param *p = &ps->p[i];
+            int same = p->ndim == nd;
+            for (int d = 0; same && d < nd; d++) same = p->shape[d] == shape[d];
+            CHECK_MSG(same, "%s: shape differs from %s's", key, what);
+            *bad += !same;
+            *in_order &= i == lines;
+        }
+        lines++;
+    }
+    free(buf);
+    return lines;
 }
