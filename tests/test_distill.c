@@ -18,26 +18,6 @@
 #include "models/dit.h"
 #include "test.h"
 
-/* A random labelled set shaped like the small model's inputs. */
-static void fake_data(dap_dataset *ds, const dap_dit *m, int per_class) {
-    memset(ds, 0, sizeof *ds);
-    const int K = m->cfg.num_classes, S = m->cfg.input_size, C = m->cfg.in_channels;
-    ds->n = K * per_class, ds->c = C, ds->h = S, ds->w = S, ds->num_classes = K;
-    ds->class_names = dap_malloc(sizeof(char *) * (size_t)K);
-    for (int k = 0; k < K; k++) {
-        char b[16];
-        snprintf(b, sizeof b, "c%d", k);
-        ds->class_names[k] = dap_strdup(b);
-    }
-    ds->x = dap_alloc_f32((size_t)ds->n * C * S * S);
-    ds->y = dap_malloc(sizeof(int) * (size_t)ds->n);
-    dap_rng r;
-    dap_rng_init(&r, 9, 0);
-    dap_rng_uniform(&r, ds->x, (size_t)ds->n * C * S * S, -1, 1);
-    for (int i = 0; i < ds->n; i++) ds->y[i] = i % K;
-    dap_dataset_index(ds);
-}
-
 typedef struct {
     const dap_dit *m;
     dap_dit_state *st;
@@ -110,7 +90,7 @@ DAP_TEST(dap_methods_consistency) {
     dap_dit *m = dap_test_small_dit(1);
     if (!m) return;
     dap_dataset ds;
-    fake_data(&ds, m, 30);
+    dap_test_model_set(&ds, m, 30, 9, -1.0f, 1.0f, 0.0f, 0.0f);
     const size_t per = (size_t)ds.c * ds.h * ds.w;
     const int ipc = 3;
     float *a = dap_alloc_f32(ipc * per), *b = dap_alloc_f32(ipc * per), *c = dap_alloc_f32(ipc * per);
@@ -178,7 +158,7 @@ DAP_TEST(random_baseline_draws_class_images) {
     dap_dit *m = dap_test_small_dit(0);
     if (!m) return;
     dap_dataset ds;
-    fake_data(&ds, m, 30);
+    dap_test_model_set(&ds, m, 30, 9, -1.0f, 1.0f, 0.0f, 0.0f);
     const size_t per = (size_t)ds.c * ds.h * ds.w;
     const int ipc = 10;
     float *a = dap_alloc_f32(ipc * per);
@@ -213,7 +193,7 @@ DAP_TEST(dap_init_partial_trajectory) {
     dap_dit *m = dap_test_small_dit(1);
     if (!m) return;
     dap_dataset ds;
-    fake_data(&ds, m, 30);
+    dap_test_model_set(&ds, m, 30, 9, -1.0f, 1.0f, 0.0f, 0.0f);
     for (size_t q = 0; q < (size_t)ds.n * ds.c * ds.h * ds.w; q++) ds.x[q] *= 0.5f; /* no clamping at the end */
     const size_t per = (size_t)ds.c * ds.h * ds.w;
     const int ipc = 3, S = 8;

@@ -27,31 +27,6 @@
 
 /* ---- guidance: sign and the reals' noise level ------------------------------------ */
 
-/* per_class images per class, each class a constant image (value 0.9 - 0.4 k) plus a
- * little uniform noise: clean images far from the standard-normal noise of early steps. */
-static void const_data(dap_dataset *ds, const dap_dit *m, int per_class) {
-    memset(ds, 0, sizeof *ds);
-    const int K = m->cfg.num_classes, S = m->cfg.input_size, C = m->cfg.in_channels;
-    const size_t per = (size_t)C * S * S;
-    ds->n = K * per_class, ds->c = C, ds->h = S, ds->w = S, ds->num_classes = K;
-    ds->class_names = dap_malloc(sizeof(char *) * (size_t)K);
-    for (int k = 0; k < K; k++) {
-        char b[16];
-        snprintf(b, sizeof b, "c%d", k);
-        ds->class_names[k] = dap_strdup(b);
-    }
-    ds->x = dap_alloc_f32((size_t)ds->n * per);
-    ds->y = dap_malloc(sizeof(int) * (size_t)ds->n);
-    dap_rng r;
-    dap_rng_init(&r, 5, 0);
-    dap_rng_uniform(&r, ds->x, (size_t)ds->n * per, -0.05f, 0.05f);
-    for (int i = 0; i < ds->n; i++) {
-        ds->y[i] = i % K;
-        for (size_t q = 0; q < per; q++) ds->x[(size_t)i * per + q] += 0.9f - 0.4f * (float)(i % K);
-    }
-    dap_dataset_index(ds);
-}
-
 static void dap_opts(dap_distill_opts *o, int form, double gamma) {
     dap_distill_opts_default(o);
     o->method = DAP_METHOD_DAP;
@@ -66,7 +41,7 @@ DAP_TEST(wiring_guidance_lowers_energy) {
     dap_dit *m = dap_test_small_dit(1);
     if (!m) return;
     dap_dataset ds;
-    const_data(&ds, m, 8);
+    dap_test_model_set(&ds, m, 8, 5, -0.05f, 0.05f, 0.9f, 0.4f);
     const size_t per = (size_t)ds.c * ds.h * ds.w;
     float *out = dap_alloc_f32(4 * per);
     const char *form_name[2] = {"x", "eps"};
@@ -119,7 +94,7 @@ DAP_TEST(wiring_reals_noised_to_t) {
     if (!m) return;
     const int k = 1, per_class = 32;
     dap_dataset ds;
-    const_data(&ds, m, per_class);
+    dap_test_model_set(&ds, m, per_class, 5, -0.05f, 0.05f, 0.9f, 0.4f);
     const size_t per = (size_t)ds.c * ds.h * ds.w;
     dap_distill_opts o;
     dap_opts(&o, DAP_FORM_X, 1.0);

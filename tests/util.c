@@ -124,3 +124,29 @@ int dap_test_key_list(const dap_params *ps, const char *ref, const char *what, v
     free(buf);
     return lines;
 }
+
+void dap_test_model_set(dap_dataset *ds, const dap_dit *m, int per_class, uint64_t seed, float lo, float hi,
+                        float base, float step) {
+    memset(ds, 0, sizeof *ds);
+    const int K = m->cfg.num_classes, S = m->cfg.input_size, C = m->cfg.in_channels;
+    const size_t per = (size_t)C * S * S;
+    ds->n = K * per_class, ds->c = C, ds->h = S, ds->w = S, ds->num_classes = K;
+    ds->class_names = dap_malloc(sizeof(char *) * (size_t)K);
+    for (int k = 0; k < K; k++) {
+        char b[16];
+        snprintf(b, sizeof b, "c%d", k);
+        ds->class_names[k] = dap_strdup(b);
+    }
+    ds->x = dap_alloc_f32((size_t)ds->n * per);
+    ds->y = dap_malloc(sizeof(int) * (size_t)ds->n);
+    dap_rng r;
+    dap_rng_init(&r, seed, 0);
+    dap_rng_uniform(&r, ds->x, (size_t)ds->n * per, lo, hi);
+    for (int i = 0; i < ds->n; i++) {
+        ds->y[i] = i % K;
+        const float off = base - step * (float)(i % K);
+        if (off != 0.0f)
+            for (size_t q = 0; q < per; q++) ds->x[(size_t)i * per + q] += off;
+    }
+    dap_dataset_index(ds);
+}
