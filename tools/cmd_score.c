@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "core/core.h"
+#include "core/device.h"
 #include "data/dataset.h"
 #include "eval/classifier.h"
 #include "eval/scores.h"
@@ -23,7 +24,7 @@
 
 int cmd_score(int argc, char **argv) {
     const char *data = "fmnist", *set_dir = NULL, *clf_path = "models/fmnist-convnet3.safetensors", *json = NULL;
-    const char *test_spec = NULL;
+    const char *test_spec = NULL, *device = NULL, *gpu_s = NULL;
     int k_nn = 50, real_per_class = 1000, seed = 0, threads = 0;
     flag flags[] = {
         {"data", FLAG_STR, &data, "the real data: fmnist, fmnist:DIR, an IDX image file or an image folder (ROOT/train/ + ROOT/test/, or one set)"},
@@ -34,6 +35,8 @@ int cmd_score(int argc, char **argv) {
         {"real-per-class", FLAG_INT, &real_per_class, "real training images per class compared against (seeded)", 1, 1000000},
         {"seed", FLAG_INT, &seed, "seed of the real subsample", 0, FLAG_INT_MAX},
         {"json", FLAG_STR, &json, "write the scores to this JSON file"},
+        {"device", FLAG_STR, &device, "cpu or cuda: where the classifier's features are computed (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
+        {"gpu", FLAG_STR, &gpu_s, CLI_GPU_HELP},
         CLI_THREADS_FLAG(&threads),
     };
     const char *pos[1];
@@ -48,6 +51,7 @@ int cmd_score(int argc, char **argv) {
     if (json && cli_check_writable("json", json)) return cli_fail("score", DAP_ERR_IO);
     if (k_nn < 1 || real_per_class < 2 || seed < 0)
         return cli_failf("score", "--k must be >= 1, --real-per-class >= 2, --seed >= 0");
+    if (cli_select_device("score", device, NULL, gpu_s)) return 1;
     cli_apply_threads(threads);
 
     dap_classifier clf;
@@ -92,6 +96,7 @@ int cmd_score(int argc, char **argv) {
         dap_json_init(&j);
         dap_json_begin_object(&j, NULL);
         dap_json_str(&j, "set", set_dir);
+        dap_json_str(&j, "device", dap_device_describe());
         char hex[32], fh[32];
         snprintf(hex, sizeof hex, "%016llx", dap_dataset_hash(&set));
         dap_json_str(&j, "set_hash", hex); /* what was scored, not only the folder's name */
