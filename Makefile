@@ -94,10 +94,13 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@bash scripts/demo.sh
 
-bench: all $(BUILD)/bench_dit
+bench: all $(BUILD)/bench_dit $(BUILD)/bench_vae
 	@bash bench/run.sh
 
 $(BUILD)/bench_dit: $(BUILD)/bench/bench_dit.o $(BUILD)/libdap.a
+	$(CC) -o $@ $< $(BUILD)/libdap.a $(LDLIBS)
+
+$(BUILD)/bench_vae: $(BUILD)/bench/bench_vae.o $(BUILD)/libdap.a
 	$(CC) -o $@ $< $(BUILD)/libdap.a $(LDLIBS)
 
 # Installation. The program looks for models/... paths that the current directory lacks in

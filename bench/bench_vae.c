@@ -4,16 +4,21 @@
  * the PyTorch peer (diffusers' AutoencoderKL on the same weights file); bench/vae.sh
  * runs both and prints the ratios.
  *
- *   build/bench/bench_vae --weights FILE --measure encode|decode [--size 256] [--batch 1]
+ *   build/bench_vae --weights FILE --measure encode|decode [--size 256] [--batch 1]
  *                         [--warmup 1] [--iters 3] [--threads 2]
- *   build/bench/bench_vae --weights FILE --check OUT.safetensors [--size 256]
+ *                         [--device cpu|cuda]
+ *   build/bench_vae --weights FILE --check OUT.safetensors [--size 256]
  *       writes a seeded image x, dap's latent of it and dap's decode of that latent, for
  *       vae_torch.py --check to hold against diffusers at full size
+ *   build/bench_vae --save FILE
+ *       writes seeded random weights at sd-vae-ft-mse's size (diffusers names, F32) without
+ *       Python, for a machine that has only the build (scripts/gpu-diffusion-check.sh)
  *
  * encode: 0.18215 * posterior mean of a (batch, 3, size, size) image in [-1, 1];
  * decode: the image of a (batch, 4, size/8, size/8) latent. Prints one JSON line: seconds
  * per iteration and their median, images/s, cpu_s (CPU seconds per timed iteration, all
- * threads: steadier than wall time on a shared machine), peak RSS.
+ * threads: steadier than wall time on a shared machine), peak RSS, and for the GPU check's
+ * summary the device, throughput and planned device memory (dap_vae_plan_bytes + weights).
  */
 #include <math.h>
 #include <stdio.h>
@@ -22,6 +27,7 @@
 #include <sys/resource.h>
 
 #include "core/core.h"
+#include "core/device.h"
 #include "io/io.h"
 #include "models/vae.h"
 
@@ -37,8 +43,42 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* Seeded random weights at sd-vae-ft-mse's size: conv and linear weights normal with
+ * standard deviation 1/sqrt(fan in), biases small, GroupNorm scales 1 and shifts 0. */
+static int save_random(const char *path) {
+    dap_vae_config c;
+    dap_vae_config_sd(&c);
+    dap_vae *v;
+    if (dap_vae_create(&v, &c)) return 1;
+    dap_params *ps = dap_vae_params(v);
+    dap_rng r;
+    dap_rng_init(&r, 0, 0);
+    for (int i = 0; i < ps->n; i++) {
+        const dap_param *p = &ps->p[i];
+        float *w = ps->data + p->offset;
+        int norm = strstr(p->key, "norm") != NULL;
+        if (p->ndim == 1) {
+            if (norm && strstr(p->key, ".weight")) for (size_t k = 0; k < p->numel; k++) w[k] = 1.0f;
+            else dap_rng_normal(&r, w, p->numel, 0.0f, norm ? 0.0f : 0.02f);
+        } else {
+            dap_rng_normal(&r, w, p->numel, 0.0f, 1.0f / sqrtf((float)(p->numel / p->shape[0])));
+        }
+    }
+    dap_st_writer *wr = dap_st_writer_create();
+    for (int i = 0; i < ps->n; i++) {
+        const dap_param *p = &ps->p[i];
+        dap_st_writer_add(wr, p->key, DAP_DT_F32, ps->data + p->offset, p->ndim, p->shape);
+    }
+    int rc = dap_st_writer_save(wr, path);
+    dap_st_writer_destroy(wr);
+    dap_vae_destroy(v);
+    if (rc) fprintf(stderr, "bench_vae: %s\n", dap_last_error());
+    else fprintf(stderr, "bench_vae: wrote %s\n", path);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
-    const char *weights = NULL, *measure = NULL, *check = NULL;
+    const char *weights = NULL, *measure = NULL, *check = NULL, *device = "cpu", *save = NULL;
     int size = 256, batch = 1, warmup = 1, iters = 3, threads = 2;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
@@ -50,18 +90,22 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--warmup")) warmup = atoi(v);
         else if (!strcmp(k, "--iters")) iters = atoi(v);
         else if (!strcmp(k, "--threads")) threads = atoi(v);
+        else if (!strcmp(k, "--device")) device = v;
+        else if (!strcmp(k, "--save")) save = v;
         else {
             fprintf(stderr, "bench_vae: unknown flag %s\n", k);
             return 2;
         }
     }
+    if (save) return save_random(save);
     if (!weights || (!measure && !check) || size % 8 || size <= 0 || batch < 1 || iters < 1) {
-        fprintf(stderr, "usage: bench_vae --weights FILE --measure encode|decode | --check OUT [--size N]\n");
+        fprintf(stderr, "usage: bench_vae --weights FILE --measure encode|decode | --check OUT [--size N] "
+                        "[--device cpu|cuda] | --save FILE\n");
         return 2;
     }
     dap_set_threads(threads);
     dap_vae *v;
-    if (dap_vae_load(&v, weights)) {
+    if (dap_device_select(device) || dap_vae_load(&v, weights) || dap_vae_to_device(v)) {
         fprintf(stderr, "bench_vae: %s\n", dap_last_error());
         return 1;
     }
@@ -113,11 +157,15 @@ int main(int argc, char **argv) {
     double cpu = (cpu_seconds() - cpu0) / iters;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"impl\": \"dap\", \"measure\": \"%s\", \"size\": %d, \"batch\": %d, \"threads\": %d, \"times_s\": [",
-           measure, s, batch, threads);
+    const double dev_mb = dap_vae_on_device(v) ? (dap_vae_plan_bytes(v, !enc, batch, enc ? s : ls, enc ? s : ls) +
+                                                   dap_vae_params(v)->total * sizeof(float)) / 1048576.0 : 0.0;
+    printf("{\"impl\": \"dap\", \"measure\": \"vae-%s\", \"precision\": \"fp32\", \"device\": \"%s\", "
+           "\"size\": %d, \"batch\": %d, \"threads\": %d, \"times_s\": [",
+           measure, dap_device_describe(), s, batch, threads);
     for (int i = 0; i < iters; i++) printf("%s%.4f", i ? ", " : "", t[i]);
-    printf("], \"median_s\": %.4f, \"images_per_s\": %.4f, \"cpu_s\": %.4f, \"peak_rss_mb\": %.1f}\n", med,
-           batch / med, cpu, ru.ru_maxrss / 1024.0);
+    printf("], \"median_s\": %.4f, \"images_per_s\": %.4f, \"throughput\": %.4f, \"unit\": \"images/s\", "
+           "\"cpu_s\": %.4f, \"peak_rss_mb\": %.1f, \"peak_device_mb\": %.1f}\n",
+           med, batch / med, batch / med, cpu, ru.ru_maxrss / 1024.0, dev_mb);
     free(sorted);
     free(t);
     dap_free_aligned(x);

@@ -21,20 +21,17 @@ while [ $# -gt 0 ]; do
 done
 W=${VAE_WEIGHTS:-/tmp/dap-bench-vae.safetensors}
 PY=/usr/bin/python3
-BLAS_INC=/usr/include/x86_64-linux-gnu/openblas-openmp BLAS_LIB=/usr/lib/x86_64-linux-gnu/openblas-openmp
-mkdir -p build/bench
-cc -std=c11 -O3 -march=native -fopenmp -D_GNU_SOURCE -Iinclude -Isrc -I$BLAS_INC bench/bench_vae.c \
-   build/libdap.a -L$BLAS_LIB -Wl,-rpath,$BLAS_LIB -lopenblas -lpng -ljpeg -lz -lm -o build/bench/bench_vae
+make --no-print-directory build/bench_vae >/dev/null
 [ -f "$W" ] || "$PY" bench/vae_torch.py --save "$W" 2>/dev/null
 CHECK=$(mktemp --suffix=.safetensors)
 LINES=$(mktemp)
 trap 'rm -f "$CHECK" "$LINES"' EXIT
 echo "bench: full-size check at ${SIZE}px" >&2
-OMP_NUM_THREADS=$THREADS ./build/bench/bench_vae --weights "$W" --check "$CHECK" --size "$SIZE" 2>/dev/null
+OMP_NUM_THREADS=$THREADS ./build/bench_vae --weights "$W" --check "$CHECK" --size "$SIZE" 2>/dev/null
 "$PY" bench/vae_torch.py --weights "$W" --check "$CHECK" --size "$SIZE" --threads "$THREADS" 2>/dev/null
 for m in encode decode; do
     echo "  $m: dap" >&2
-    OMP_NUM_THREADS=$THREADS ./build/bench/bench_vae --weights "$W" --measure $m --size "$SIZE" --iters "$ITERS" \
+    OMP_NUM_THREADS=$THREADS ./build/bench_vae --weights "$W" --measure $m --size "$SIZE" --iters "$ITERS" \
         --warmup "$WARMUP" --threads "$THREADS" >>"$LINES"
     echo "  $m: torch" >&2
     OMP_NUM_THREADS=$THREADS "$PY" bench/vae_torch.py --weights "$W" --measure $m --size "$SIZE" --iters "$ITERS" \
@@ -43,7 +40,7 @@ done
 "$PY" - "$LINES" <<'PYEOF'
 import json, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-get = lambda i, m: next(r for r in runs if r["impl"] == i and r["measure"] == m)
+get = lambda i, m: next(r for r in runs if r["impl"] == i and r["measure"] == "vae-" + m)
 r0 = runs[0]
 print("VAE at %dpx, batch %d, %d threads (median of %d)" % (r0["size"], r0["batch"], r0["threads"], len(r0["times_s"])))
 print("%-8s %10s %14s %8s %12s %14s %8s %8s %11s" % ("", "dap s/img", "PyTorch s/img", "ratio", "dap CPU s",

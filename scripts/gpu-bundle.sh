@@ -26,7 +26,7 @@ case $verb in
 pack)
   mkdir -p "$dir/debs" "$dir/fmnist"
   if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    make CUDA=1 ARCH=-march=x86-64-v3 -j"$(nproc)" all build-cuda/bench_dit >&2
+    make CUDA=1 ARCH=-march=x86-64-v3 -j"$(nproc)" all build-cuda/bench_dit build-cuda/bench_vae >&2
     if objdump -d build-cuda/dap | grep zmm >/dev/null; then
       echo "gpu-bundle: build-cuda/ holds AVX-512 code: rm -rf build-cuda and pack again" >&2; exit 1
     fi

@@ -24,6 +24,9 @@
 #      guide  one DAP guidance evaluation: N = 100 real samples to block LAYER (default 8), 10
 #             synthetic with the partial backward to their inputs (energy on the host)
 #      guidemean  the same with the tokens' mean as features (--pool mean: pooled on the GPU)
+#      vaedec  the SD VAE's decode of VAE_BATCH (8) latents to VAE_SIZE (256) px images, against
+#             diffusers' AutoencoderKL (bench/vae_torch.py; needs diffusers), random weights of
+#             sd-vae-ft-mse's size written by bench_vae --save (VAE_W); vaeenc: the encode
 #    $OUT/bench.jsonl (every JSON line), $OUT/summary.txt (throughputs, dap / PyTorch ratios,
 #    peak device memory) and bench/results/gpu-<GPU name>.json. Jobs that would start after
 #    DEADLINE seconds (default 420) are skipped, so the run ends inside 8 minutes.
@@ -38,7 +41,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 failed=0
 BUILD=${BUILD:-build-cuda}; DEVICE=${DEVICE:-cuda}; CONFIG=${CONFIG:-DiT-XL/2}; LAYER=${LAYER:-8}
-JOBS=${JOBS:-fwd32:fp32 ddim:fp32 guide:fp32 guidemean:fp32 fwd32:tf32 ddim:tf32 fwd32:bf16}
+JOBS=${JOBS:-fwd32:fp32 ddim:fp32 guide:fp32 guidemean:fp32 vaedec:fp32 fwd32:tf32 ddim:tf32 fwd32:bf16}
+VAE_SIZE=${VAE_SIZE:-256}; VAE_BATCH=${VAE_BATCH:-8}; VAE_W=${VAE_W:-/tmp/dap-bench-vae.safetensors}
 OUT=${OUT:-out/gpu-diffusion}; PY=${PY:-python3}; DEADLINE=${DEADLINE:-420}; ITERS=${ITERS:-3}
 THREADS=${THREADS:-$(nproc)}
 mkdir -p "$OUT"
@@ -46,10 +50,10 @@ T0=$(date +%s)
 say() { echo "gpu-diffusion-check: t=$(( $(date +%s) - T0 )) s  $*" | tee -a "$OUT/summary.txt"; }
 : > "$OUT/summary.txt"
 
-if [ ! -x "$BUILD/dap_tests" ] || [ ! -x "$BUILD/bench_dit" ]; then
+if [ ! -x "$BUILD/dap_tests" ] || [ ! -x "$BUILD/bench_dit" ] || [ ! -x "$BUILD/bench_vae" ]; then
   say "building $BUILD"
   flags=""; [ "$BUILD" = build-cuda ] && flags="CUDA=1"
-  make $flags -j"$(nproc)" all "$BUILD/bench_dit" > "$OUT/build.txt" 2>&1 ||
+  make $flags -j"$(nproc)" all "$BUILD/bench_dit" "$BUILD/bench_vae" > "$OUT/build.txt" 2>&1 ||
     { say "the build failed (see $OUT/build.txt)"; tail -20 "$OUT/build.txt"; exit 1; }
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"
@@ -135,6 +139,19 @@ for job in $JOBS; do
   measure=${job%%:*}; prec=${job##*:}
   if [ $(( $(date +%s) - T0 )) -gt "$DEADLINE" ]; then say "$job skipped (past DEADLINE $DEADLINE s)"; continue; fi
   it=$ITERS; case $measure in guide*) it=$(( ITERS + 2 )) ;; esac
+  case $measure in vaedec|vaeenc) # the SD VAE (random sd-vae-ft-mse-size weights written by dap)
+    m=decode; [ "$measure" = vaeenc ] && m=encode
+    [ -f "$VAE_W" ] || "$BUILD/bench_vae" --save "$VAE_W" 2>> "$OUT/bench.err"
+    say "$job: dap ($VAE_BATCH images at $VAE_SIZE px)"
+    OMP_NUM_THREADS=$THREADS timeout 200 "$BUILD/bench_vae" --weights "$VAE_W" --measure $m --size "$VAE_SIZE" \
+      --batch "$VAE_BATCH" --device "$DEVICE" --warmup 1 --iters "$ITERS" --threads "$THREADS" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.err" ||
+      say "$job: dap failed: $(tail -1 "$OUT/bench.err")"
+    say "$job: PyTorch (diffusers' AutoencoderKL)"
+    PYTHONUNBUFFERED=1 timeout 200 "$PY" bench/vae_torch.py --weights "$VAE_W" --measure $m --size "$VAE_SIZE" \
+      --batch "$VAE_BATCH" --device "$DEVICE" --warmup 1 --iters "$ITERS" --threads "$THREADS" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.err" ||
+      say "$job: PyTorch failed (diffusers missing?): $(tail -1 "$OUT/bench.err")"
+    continue ;;
+  esac
   say "$job: dap"
   OMP_NUM_THREADS=$THREADS timeout 200 "$BUILD/bench_dit" --config "$CONFIG" --layer "$LAYER" --measure "$measure" \
     --device "$DEVICE" --precision "$prec" --warmup 1 --iters "$it" --threads "$THREADS" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.err" ||

@@ -666,6 +666,18 @@ static int check_size(const dap_vae *v, const char *what, int n, int h, int w, i
     return DAP_OK;
 }
 
+size_t dap_vae_plan_bytes(const dap_vae *v, int decode, int n, int h, int w) {
+    vctx cx;
+    plan_chunk(&cx, v, decode ? decoder : encoder, n, h, w);
+    const dap_vae_config *c = &v->cfg;
+    const int f = dap_vae_factor(c);
+    const size_t lat = (size_t)c->latent_channels * (decode ? (size_t)h * w : (size_t)(h / f) * (w / f));
+    const size_t img = (size_t)c->in_channels * (decode ? (size_t)h * f * w * f : (size_t)h * w);
+    size_t floats = 3 * cx.act_need + cx.aux_need + cx.col_need + (size_t)cx.n * (img + 2 * lat);
+    if (!v->dev) floats += cx.work_need + cx.stat_need;
+    return floats * sizeof(float);
+}
+
 int dap_vae_encode_moments(dap_vae *v, const float *x, int n, int h, int w, float *mean, float *logvar) {
     const dap_vae_config *c = &v->cfg;
     const int f = dap_vae_factor(c);

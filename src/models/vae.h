@@ -75,6 +75,10 @@ dap_params *dap_vae_params(dap_vae *v); /* the diffusers-named weights table */
  * arrays. The host weights must not change afterwards. */
 int dap_vae_to_device(dap_vae *v);
 int dap_vae_on_device(const dap_vae *v);
+/* Bytes an encode (decode = 0) of n images of h x w (decode: n latents of h x w) allocates
+ * for its activations and scratch, where the model runs (the GPU's for a device model),
+ * weights not included. */
+size_t dap_vae_plan_bytes(const dap_vae *v, int decode, int n, int h, int w);
 
 /* x (n, 3, H, W) in [-1, 1], H and W multiples of the factor -> latent (n, 4, H/f, W/f)
  * = scale * posterior mean; with rng not NULL a posterior sample instead (one normal per
