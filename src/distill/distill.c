@@ -549,8 +549,9 @@ int dap_distill_class_backbone(dap_backbone *bb, const dap_dataset *real, int k,
         dap_schedule sched;
         dap_schedule_init_default(&sched);
         dap_rng *rngs = dap_malloc(sizeof(dap_rng) * (size_t)r.n);
-        for (int i = 0; i < r.n; i++) {
-            dap_sample_rng(&rngs[i], oo.seed, k, i);
+        for (int i = 0; i < r.n; i++) { /* keyed by the model's label, as dap sample: a class starts from
+                                           * the same noise whatever subset or order it comes in */
+            dap_sample_rng(&rngs[i], oo.seed, label, i);
             dap_rng_normal(&rngs[i], out + (size_t)i * per, per, 0.0f, 1.0f);
         }
         dap_ddim_hooks h = {.eps = run_eps, .ctx = &r, .clip_x0 = oo.clip_x0};

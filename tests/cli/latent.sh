@@ -24,6 +24,17 @@ grep -q "already done" "$tmp/err" && ok "latent distill resume skips finished cl
 # the cache: reused by another run, a changed image re-encodes its class, a truncated file is rebuilt
 expect_ok "distill vanilla --vae on the same cache" $DAP distill "${L[@]}" --method vanilla --out "$tmp/ld2" --latent-cache "$tmp/lc"
 grep -q "encoded" "$tmp/err" && bad "cache reused (it encoded again)" || ok "cache reused: nothing encoded again"
+# a class starts from the same noise whatever subset it comes in: the sampling noise is keyed
+# by the model's label (217), not by the class's place in the folder (1 here, 0 below)
+mkdir -p "$lat/nette2"
+for part in train val; do
+  [ -d "$lat/nette/$part" ] || continue
+  mkdir -p "$lat/nette2/$part"; cp -r "$lat/nette/$part/n02102040" "$lat/nette2/$part/"
+done
+expect_ok "distill vanilla --vae on a one-class subset" $DAP distill --data "imagenette:$lat/nette2" --model "$lat/dit.safetensors" \
+  --vae "$lat/vae.safetensors" --ipc 2 --steps 4 --n-real 3 --threads 1 --method vanilla --out "$tmp/ld1c"
+cmp -s "$tmp/ld2/n02102040/latents.safetensors" "$tmp/ld1c/n02102040/latents.safetensors" \
+  && ok "a class's vanilla latents do not depend on the subset" || bad "the subset changed class n02102040's vanilla latents"
 cp "$lat/nette/train/n01440764/n01440764_0.JPEG" "$lat/nette/train/n02102040/n02102040_4.JPEG"
 truncate -s -64 "$tmp/lc/n03888257.32px.safetensors"
 expect_ok "distill vanilla --vae after the changes" $DAP distill "${L[@]}" --method vanilla --out "$tmp/ld3" --latent-cache "$tmp/lc"
