@@ -758,6 +758,272 @@ int dap_vae_decode(dap_vae *v, const float *latent, int n, int h, int w, float *
     return DAP_OK;
 }
 
+/* ---- the decoder's vector-Jacobian product ------------------------------------------------
+ * dap_vae_decode_vjp: one latent through a second, plain walk of the decoder (one image,
+ * no bands, host ops) that keeps each block's input; the backward then runs block by block
+ * from the image down, recomputing a block's inside from its input (ResNet: GN, SiLU, conv,
+ * GN, SiLU, conv and the shortcut; attention: GN, q k v, softmax, to_out; upsampling and
+ * its conv; the output GN, SiLU and conv) and taking the input gradients of ops.h. Only the
+ * input gradient: no weight gradients. */
+
+typedef struct vjp {
+    const dap_vae *v;
+    float *work;
+    size_t work_n;
+    float *mean, *rstd; /* GroupNorm statistics of one call (groups each) */
+} vjp;
+
+static float *vjp_work(vjp *c, size_t n) {
+    if (n > c->work_n) {
+        dap_free_aligned(c->work);
+        c->work = dap_alloc_f32(n);
+        c->work_n = n;
+    }
+    return c->work;
+}
+
+/* out (oc, h, w) = conv k x k, stride 1, padding k / 2, of in (ch, h, w); back: the input gradient */
+static void vconv(vjp *c, float *out, const float *in, int ch, int h, int w, int oc, int k, const char *pre) {
+    dap_conv2d_dims d;
+    dap_conv2d_dims_init(&d, 1, ch, h, w, oc, k, k, 1, k / 2);
+    dap_conv2d_forward(out, in, wp(c->v, "%s.weight", pre), wp(c->v, "%s.bias", pre), &d,
+                       vjp_work(c, dap_conv2d_work_floats(&d)));
+}
+
+static void vconv_back(vjp *c, float *din, const float *dout, const float *in, int ch, int h, int w, int oc, int k,
+                       const char *pre) {
+    dap_conv2d_dims d;
+    dap_conv2d_dims_init(&d, 1, ch, h, w, oc, k, k, 1, k / 2);
+    dap_conv2d_backward(din, NULL, NULL, dout, in, wp(c->v, "%s.weight", pre), &d, vjp_work(c, dap_conv2d_work_floats(&d)));
+}
+
+/* out = GroupNorm(in) (statistics into c->mean, c->rstd), then SiLU into act when not NULL */
+static void vnorm(vjp *c, float *out, float *act, const float *in, int ch, size_t hw, const char *pre) {
+    dap_groupnorm_forward(out, c->mean, c->rstd, in, wp(c->v, "%s.weight", pre), wp(c->v, "%s.bias", pre), 1, ch,
+                          (int)hw, c->v->cfg.groups, GN_EPS);
+    if (act) dap_silu_forward(act, out, (size_t)ch * hw);
+}
+
+/* din from dout through GroupNorm at pre, after a vnorm of the same input (its statistics) */
+static void vnorm_back(vjp *c, float *din, const float *dout, const float *in, int ch, size_t hw, const char *pre) {
+    dap_groupnorm_backward(din, NULL, NULL, dout, in, wp(c->v, "%s.weight", pre), c->mean, c->rstd, 1, ch, (int)hw,
+                           c->v->cfg.groups);
+}
+
+/* Y (cout, h, w) = the ResNet block at pre of X (cin, h, w); with Y NULL, dX from dY instead. */
+static void vresnet(vjp *c, float *Y, float *dX, const float *dY, const float *X, int cin, int cout, int h, int w,
+                    const char *pre) {
+    char k[160];
+    const size_t hw = (size_t)h * w;
+    float *t1 = dap_alloc_f32(cin * hw), *u1 = dap_alloc_f32(cin * hw), *H1 = dap_alloc_f32(cout * hw);
+    float *t2 = dap_alloc_f32(cout * hw), *u2 = dap_alloc_f32(cout * hw);
+    float *m1 = dap_alloc_f32((size_t)c->v->cfg.groups * 2), *r1 = m1 + c->v->cfg.groups;
+    snprintf(k, sizeof k, "%s.norm1", pre);
+    vnorm(c, t1, u1, X, cin, hw, k);
+    memcpy(m1, c->mean, sizeof(float) * (size_t)c->v->cfg.groups);
+    memcpy(r1, c->rstd, sizeof(float) * (size_t)c->v->cfg.groups);
+    snprintf(k, sizeof k, "%s.conv1", pre);
+    vconv(c, H1, u1, cin, h, w, cout, 3, k);
+    snprintf(k, sizeof k, "%s.norm2", pre);
+    vnorm(c, t2, u2, H1, cout, hw, k);
+    if (Y) {
+        snprintf(k, sizeof k, "%s.conv2", pre);
+        vconv(c, Y, u2, cout, h, w, cout, 3, k);
+        if (cin != cout) {
+            float *S = dap_alloc_f32(cout * hw);
+            snprintf(k, sizeof k, "%s.conv_shortcut", pre);
+            vconv(c, S, X, cin, h, w, cout, 1, k);
+            for (size_t q = 0; q < cout * hw; q++) Y[q] += S[q];
+            dap_free_aligned(S);
+        } else {
+            for (size_t q = 0; q < cout * hw; q++) Y[q] += X[q];
+        }
+    } else {
+        float *g2 = dap_alloc_f32(cout * hw), *g1 = dap_alloc_f32(cout * hw), *g0 = dap_alloc_f32(cin * hw);
+        snprintf(k, sizeof k, "%s.conv2", pre);
+        vconv_back(c, g2, dY, u2, cout, h, w, cout, 3, k);
+        dap_silu_backward(g2, g2, t2, cout * hw);
+        snprintf(k, sizeof k, "%s.norm2", pre);
+        vnorm_back(c, g1, g2, H1, cout, hw, k);
+        snprintf(k, sizeof k, "%s.conv1", pre);
+        vconv_back(c, g0, g1, u1, cin, h, w, cout, 3, k);
+        dap_silu_backward(g0, g0, t1, cin * hw);
+        memcpy(c->mean, m1, sizeof(float) * (size_t)c->v->cfg.groups);
+        memcpy(c->rstd, r1, sizeof(float) * (size_t)c->v->cfg.groups);
+        snprintf(k, sizeof k, "%s.norm1", pre);
+        vnorm_back(c, dX, g0, X, cin, hw, k);
+        if (cin != cout) {
+            snprintf(k, sizeof k, "%s.conv_shortcut", pre);
+            vconv_back(c, g0, dY, X, cin, h, w, cout, 1, k);
+            for (size_t q = 0; q < cin * hw; q++) dX[q] += g0[q];
+        } else {
+            for (size_t q = 0; q < cin * hw; q++) dX[q] += dY[q];
+        }
+        dap_free_aligned(g2), dap_free_aligned(g1), dap_free_aligned(g0);
+    }
+    dap_free_aligned(t1), dap_free_aligned(u1), dap_free_aligned(H1), dap_free_aligned(t2), dap_free_aligned(u2);
+    dap_free_aligned(m1);
+}
+
+/* Y = X + to_out(attention(GN(X))) of the decoder's mid block; with Y NULL, dX from dY instead. */
+static void vattention(vjp *c, float *Y, float *dX, const float *dY, const float *X, int ch, int h, int w) {
+    const char *pre = "decoder.mid_block.attentions.0";
+    char k[160];
+    const int t = h * w;
+    const size_t ct = (size_t)ch * t, tt = (size_t)t * t;
+    const float scale = 1.0f / sqrtf((float)ch);
+    const float *wq = wp(c->v, "%s.to_q.weight", pre), *wk = wp(c->v, "%s.to_k.weight", pre);
+    const float *wv = wp(c->v, "%s.to_v.weight", pre), *wo = wp(c->v, "%s.to_out.0.weight", pre);
+    float *a = dap_alloc_f32(ct), *q = dap_alloc_f32(ct), *kk = dap_alloc_f32(ct), *v = dap_alloc_f32(ct);
+    float *p = dap_alloc_f32(tt), *o = dap_alloc_f32(ct);
+    snprintf(k, sizeof k, "%s.group_norm", pre);
+    vnorm(c, a, NULL, X, ch, (size_t)t, k);
+    token_linear(q, wq, wp(c->v, "%s.to_q.bias", pre), a, ch, t);
+    token_linear(kk, wk, wp(c->v, "%s.to_k.bias", pre), a, ch, t);
+    token_linear(v, wv, wp(c->v, "%s.to_v.bias", pre), a, ch, t);
+    dap_gemm(1, 0, t, t, ch, scale, q, t, kk, t, 0.0f, p, t); /* s = q^T k / sqrt(c) */
+    softmax_rows(p, t, t);
+    if (Y) {
+        dap_gemm(0, 1, ch, t, t, 1.0f, v, t, p, t, 0.0f, o, t); /* o = v p^T */
+        memcpy(Y, X, ct * sizeof(float));
+        dap_gemm(0, 0, ch, t, ch, 1.0f, wo, ch, o, t, 1.0f, Y, t);
+        const float *bo = wp(c->v, "%s.to_out.0.bias", pre);
+        for (int r = 0; r < ch; r++)
+            for (int j = 0; j < t; j++) Y[(size_t)r * t + j] += bo[r];
+    } else {
+        float *dp = dap_alloc_f32(tt), *dv = dap_alloc_f32(ct), *da = dap_alloc_f32(ct);
+        dap_gemm(1, 0, ch, t, ch, 1.0f, wo, ch, dY, t, 0.0f, o, t);  /* do = W_o^T dY, over o */
+        dap_gemm(0, 0, ch, t, t, 1.0f, o, t, p, t, 0.0f, dv, t);     /* dv = do p */
+        dap_gemm(1, 0, t, t, ch, 1.0f, o, t, v, t, 0.0f, dp, t);     /* dp = do^T v */
+        for (int i = 0; i < t; i++) { /* ds = p (dp - sum_j p dp), over dp */
+            float *pr = p + (size_t)i * t, *dr = dp + (size_t)i * t;
+            double sdot = 0;
+            for (int j = 0; j < t; j++) sdot += (double)pr[j] * dr[j];
+            for (int j = 0; j < t; j++) dr[j] = pr[j] * (dr[j] - (float)sdot);
+        }
+        /* dq = k ds^T / sqrt(c), dk = q ds / sqrt(c): over v and o (free now) */
+        float *dq = o, *dk = v;
+        memcpy(a, kk, ct * sizeof(float)); /* k, kept while v becomes dk */
+        dap_gemm(0, 1, ch, t, t, scale, a, t, dp, t, 0.0f, dq, t);
+        dap_gemm(0, 0, ch, t, t, scale, q, t, dp, t, 0.0f, dk, t);
+        /* da = W_q^T dq + W_k^T dk + W_v^T dv */
+        dap_gemm(1, 0, ch, t, ch, 1.0f, wq, ch, dq, t, 0.0f, da, t);
+        dap_gemm(1, 0, ch, t, ch, 1.0f, wk, ch, dk, t, 1.0f, da, t);
+        dap_gemm(1, 0, ch, t, ch, 1.0f, wv, ch, dv, t, 1.0f, da, t);
+        vnorm(c, q, NULL, X, ch, (size_t)t, k); /* the statistics again (q: scratch) */
+        vnorm_back(c, dX, da, X, ch, (size_t)t, k);
+        for (size_t r = 0; r < ct; r++) dX[r] += dY[r];
+        dap_free_aligned(dp), dap_free_aligned(dv), dap_free_aligned(da);
+    }
+    dap_free_aligned(a), dap_free_aligned(q), dap_free_aligned(kk), dap_free_aligned(v);
+    dap_free_aligned(p), dap_free_aligned(o);
+}
+
+int dap_vae_decode_vjp(dap_vae *v, const float *latent, int h, int w, const float *dimg, float *dlat) {
+    const dap_vae_config *cf = &v->cfg;
+    const int f = dap_vae_factor(cf), L = cf->levels, lat = cf->latent_channels;
+    if (h <= 0 || w <= 0 || h > 16384 / f || w > 16384 / f)
+        return dap_error(DAP_ERR_ARG, "VAE decode gradient: a %d x %d latent (expected 1 to %d per side)", h, w, 16384 / f);
+    vjp c = {.v = v};
+    c.mean = dap_alloc_f32(2 * (size_t)cf->groups), c.rstd = c.mean + cf->groups;
+    /* forward, keeping every block's input: tape[i] with its channels and side */
+    enum { MAXB = 8 + DAP_VAE_MAX_LEVELS * 16 };
+    float *tape[MAXB];
+    int tc[MAXB], th[MAXB], tw[MAXB], nb = 0;
+    char pre[96];
+    const size_t lsize = (size_t)lat * h * w;
+    float *z = dap_alloc_f32(lsize), *a0 = dap_alloc_f32(lsize);
+    for (size_t q = 0; q < lsize; q++) z[q] = latent[q] / cf->scale;
+    vconv(&c, a0, z, lat, h, w, lat, 1, "post_quant_conv");
+    int cur = cf->ch[L - 1], H = h, W = w;
+    float *x = dap_alloc_f32((size_t)cur * H * W);
+    vconv(&c, x, a0, lat, H, W, cur, 3, "decoder.conv_in");
+#define PUSH()                                                                                     \
+    (tape[nb] = x, tc[nb] = cur, th[nb] = H, tw[nb] = W, nb++)
+    for (int part = 0; part < 3; part++) { /* mid: ResNet, attention, ResNet */
+        float *y = dap_alloc_f32((size_t)cur * H * W);
+        PUSH();
+        if (part == 1) vattention(&c, y, NULL, NULL, x, cur, H, W);
+        else {
+            snprintf(pre, sizeof pre, "decoder.mid_block.resnets.%d", part / 2);
+            vresnet(&c, y, NULL, NULL, x, cur, cur, H, W, pre);
+        }
+        x = y;
+    }
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < cf->dec_blocks; j++) {
+            const int out = cf->ch[L - 1 - i];
+            float *y = dap_alloc_f32((size_t)out * H * W);
+            PUSH();
+            snprintf(pre, sizeof pre, "decoder.up_blocks.%d.resnets.%d", i, j);
+            vresnet(&c, y, NULL, NULL, x, cur, out, H, W, pre);
+            x = y, cur = out;
+        }
+        if (i == L - 1) break;
+        PUSH();
+        float *u = dap_alloc_f32((size_t)cur * H * W * 4), *y = dap_alloc_f32((size_t)cur * H * W * 4);
+        dap_upsample_nearest_forward(u, x, 1, cur, H, W, 2);
+        snprintf(pre, sizeof pre, "decoder.up_blocks.%d.upsamplers.0.conv", i);
+        vconv(&c, y, u, cur, 2 * H, 2 * W, cur, 3, pre);
+        dap_free_aligned(u);
+        x = y, H *= 2, W *= 2;
+    }
+    PUSH(); /* the output: GN, SiLU, conv_out */
+#undef PUSH
+    DAP_ASSERT(nb <= MAXB);
+    /* backward, block by block */
+    const size_t hw = (size_t)H * W;
+    float *t = dap_alloc_f32(cur * hw), *u = dap_alloc_f32(cur * hw), *g = dap_alloc_f32(cur * hw);
+    vnorm(&c, t, u, x, cur, hw, "decoder.conv_norm_out");
+    vconv_back(&c, g, dimg, u, cur, H, W, cf->in_channels, 3, "decoder.conv_out");
+    dap_silu_backward(g, g, t, cur * hw);
+    float *gx = dap_alloc_f32(cur * hw);
+    vnorm_back(&c, gx, g, x, cur, hw, "decoder.conv_norm_out");
+    dap_free_aligned(t), dap_free_aligned(u), dap_free_aligned(g);
+    int b = nb - 2;
+    for (int i = L - 1; i >= 0; i--) {
+        if (i < L - 1) { /* the upsampler after level i: tape[b] is its input */
+            const int c0 = tc[b], h0 = th[b], w0 = tw[b];
+            float *uu = dap_alloc_f32((size_t)c0 * h0 * w0 * 4), *gu = dap_alloc_f32((size_t)c0 * h0 * w0 * 4);
+            dap_upsample_nearest_forward(uu, tape[b], 1, c0, h0, w0, 2);
+            snprintf(pre, sizeof pre, "decoder.up_blocks.%d.upsamplers.0.conv", i);
+            vconv_back(&c, gu, gx, uu, c0, 2 * h0, 2 * w0, c0, 3, pre);
+            dap_free_aligned(gx);
+            gx = dap_alloc_f32((size_t)c0 * h0 * w0);
+            dap_upsample_nearest_backward(gx, gu, 1, c0, h0, w0, 2);
+            dap_free_aligned(uu), dap_free_aligned(gu);
+            b--;
+        }
+        for (int j = cf->dec_blocks - 1; j >= 0; j--, b--) {
+            const int out = cf->ch[L - 1 - i];
+            float *gi = dap_alloc_f32((size_t)tc[b] * th[b] * tw[b]);
+            snprintf(pre, sizeof pre, "decoder.up_blocks.%d.resnets.%d", i, j);
+            vresnet(&c, NULL, gi, gx, tape[b], tc[b], out, th[b], tw[b], pre);
+            dap_free_aligned(gx);
+            gx = gi;
+        }
+    }
+    for (int part = 2; part >= 0; part--, b--) {
+        float *gi = dap_alloc_f32((size_t)tc[b] * th[b] * tw[b]);
+        if (part == 1) vattention(&c, NULL, gi, gx, tape[b], tc[b], th[b], tw[b]);
+        else {
+            snprintf(pre, sizeof pre, "decoder.mid_block.resnets.%d", part / 2);
+            vresnet(&c, NULL, gi, gx, tape[b], tc[b], tc[b], th[b], tw[b], pre);
+        }
+        dap_free_aligned(gx);
+        gx = gi;
+    }
+    DAP_ASSERT(b == -1);
+    float *ga = dap_alloc_f32(lsize);
+    vconv_back(&c, ga, gx, a0, lat, h, w, cf->ch[L - 1], 3, "decoder.conv_in");
+    vconv_back(&c, dlat, ga, z, lat, h, w, lat, 1, "post_quant_conv");
+    for (size_t q = 0; q < lsize; q++) dlat[q] /= cf->scale;
+    dap_free_aligned(ga), dap_free_aligned(gx);
+    for (int i = 0; i < nb; i++) dap_free_aligned(tape[i]);
+    dap_free_aligned(z), dap_free_aligned(a0), dap_free_aligned(c.mean), dap_free_aligned(c.work);
+    return DAP_OK;
+}
+
 /* ---- loading: three key namings onto the one table ------------------------------------ */
 
 /* The file's name for table key `key`: diffusers' current names as they are; before

@@ -89,6 +89,11 @@ int dap_vae_encode(dap_vae *v, const float *x, int n, int h, int w, float *laten
 int dap_vae_encode_moments(dap_vae *v, const float *x, int n, int h, int w, float *mean, float *logvar);
 /* latent (n, 4, h, w) -> x (n, 3, h f, w f), unclipped. */
 int dap_vae_decode(dap_vae *v, const float *latent, int n, int h, int w, float *x);
+/* The decoder's vector-Jacobian product at one latent (1, 4, h, w) (scaled, as
+ * dap_vae_decode takes it): dlat = (d decode / d latent)^T dimg, dimg (1, 3, h f, w f).
+ * Runs on the host (also for a model moved to the GPU), keeping each block's input
+ * (about 2 GiB at 256 px): guidance through the VAE (igd on a latent prior). */
+int dap_vae_decode_vjp(dap_vae *v, const float *latent, int h, int w, const float *dimg, float *dlat);
 
 /* Process-wide, for tests: the input + output floats one conv call may hold; images are
  * chunked to fit and a larger image's convs run in bands of rows (default 16M floats,
