@@ -583,6 +583,7 @@ int cmd_distill(int argc, char **argv) {
         have_sur = 1;
         if ((rc = dap_file_hash(sur_path, sur_hash))) goto fail;
         o.surrogate = &sur;
+        if (lr) o.igd_vae = lr->vae; /* a latent prior: the surrogate sees the decoded images */
     }
     /* the model's label of each data class, by name (a folder lists its classes alphabetically) */
     const char *names_source = "none";

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/core.h"
+#include "distill/methods.h"
 #include "io/io.h"
 
 int latent_check_files(const char *model_path, const char *vae_path) {
@@ -157,6 +158,37 @@ static void class_set(const latent_run *lr, int k, float *x, int n, int c, int h
     free(one.class_idx), free(one.class_count), free(one.y);
 }
 
+/* igd on a latent prior: the real images behind the surrogate's mean gradient, picked as a
+ * pixel run picks them (the class's images less the held-out ones, igd's stream), loaded
+ * at the image size: *px (count, 3, S, S). */
+static int igd_reals(const latent_run *lr, int k, const dap_distill_opts *o, float **px, int *count) {
+    const int n = lr->files.count[k], S = lr->image_size;
+    float *num = dap_alloc_f32((size_t)n + 1);
+    for (int i = 0; i < n; i++) num[i] = (float)i;
+    dap_dataset set;
+    class_set(lr, k, num, n, 1, 1, &set);
+    const int m = o->igd_n_real < set.class_count[k] ? o->igd_n_real : set.class_count[k];
+    int *idx = dap_malloc(sizeof(int) * (size_t)(m > 0 ? m : 1));
+    int rc = m > 0 ? dap_distill_pick_class(&set, k, m, o->seed, DAP_STREAM_IGD_PICK, idx)
+                   : dap_error(DAP_ERR_VALUE, "igd: class %s has no real images", lr->files.class_names[k]);
+    *px = NULL, *count = 0;
+    if (rc == DAP_OK) {
+        char **files = dap_malloc(sizeof(char *) * (size_t)m);
+        for (int i = 0; i < m; i++) files[i] = lr->files.files[k][(int)set.x[idx[i]]];
+        int cnt[1] = {m};
+        char **fl[1] = {files};
+        dap_image_files view = lr->files;
+        view.num_classes = 1, view.count = cnt, view.files = fl, view.class_names = lr->files.class_names + k;
+        *px = dap_alloc_f32((size_t)m * 3 * S * S);
+        rc = dap_image_files_load_class(&view, 0, S, 3, DAP_CROP_ADM, *px);
+        *count = m;
+        free(files);
+    }
+    free(idx), dap_free_aligned(num);
+    dap_dataset_free(&set);
+    return rc;
+}
+
 int latent_distill_class(latent_run *lr, const dap_dit *m, int k, const dap_distill_opts *o, float *out,
                          dap_distill_stats *st) {
     const int n = lr->files.count[k], S = lr->image_size;
@@ -203,8 +235,15 @@ int latent_distill_class(latent_run *lr, const dap_dit *m, int k, const dap_dist
     dap_free_aligned(lat);
     dap_distill_opts oo = *o;
     oo.latent = 1;
+    float *real_px = NULL;
+    rc = DAP_OK;
+    if (o->method == DAP_METHOD_IGD) { /* the surrogate sees images: through the VAE */
+        rc = igd_reals(lr, k, o, &real_px, &oo.igd_real_n);
+        oo.igd_vae = lr->vae, oo.igd_real_px = real_px;
+    }
     lr->syn_lat = dap_alloc_f32(per * (size_t)o->ipc);
-    rc = dap_distill_class(m, &set, k, &oo, lr->syn_lat, st);
+    if (rc == DAP_OK) rc = dap_distill_class(m, &set, k, &oo, lr->syn_lat, st);
+    dap_free_aligned(real_px);
     dap_dataset_free(&set);
     const double t1 = dap_time_now();
     for (int i = 0; rc == DAP_OK && i < o->ipc; i++) /* one at a time: the decoder's activations are large */

@@ -29,6 +29,7 @@
 #include "distill/kmeans.h"
 #include "distill/methods.h"
 #include "eval/classifier.h"
+#include "models/vae.h"
 
 #define STREAM_RANDOM_PICK DAP_STREAM_RANDOM_PICK
 #define STREAM_REAL_PICK DAP_STREAM_REAL_PICK
@@ -141,6 +142,7 @@ typedef struct class_run {
     const float *mem;  /* igd: (nmem, per) the class's earlier samples */
     int nmem;
     float *x0, *gtmp;  /* igd: (per) scratch */
+    float *px, *gpx;   /* igd on a latent prior: x0_hat decoded, and the guidance on it */
     dap_distill_stats *st;
 } class_run;
 
@@ -211,7 +213,15 @@ static int igd_adjust_eps(class_run *r, float *eps, const float *x_t, const dap_
     const float sa = (float)sqrt(c->a_t), sb = (float)sqrt(1.0 - c->a_t);
     for (size_t q = 0; q < r->per; q++) r->x0[q] = (x_t[q] - sb * eps[q]) / sa;
     double e = 0;
-    if (o->igd_scale != 0) {
+    if (o->igd_scale != 0 && o->igd_vae) { /* through the decoder: the surrogate sees images */
+        const dap_vae_config *vc = dap_vae_get_config(o->igd_vae);
+        const int s = (int)sqrt((double)(r->per / (size_t)vc->latent_channels));
+        DAP_TRY(dap_vae_decode(o->igd_vae, r->x0, 1, s, s, r->px));
+        e = dap_igd_influence(r->igd, r->px, r->gpx);
+        DAP_TRY(dap_vae_decode_vjp(o->igd_vae, r->x0, s, s, r->gpx, r->grad));
+        const float sc = (float)(o->igd_scale * sb / sa);
+        for (size_t q = 0; q < r->per; q++) eps[q] -= sc * r->grad[q];
+    } else if (o->igd_scale != 0) {
         e = dap_igd_influence(r->igd, r->x0, r->grad);
         const float s = (float)(o->igd_scale * sb / sa);
         for (size_t q = 0; q < r->per; q++) eps[q] -= s * r->grad[q];
@@ -383,11 +393,19 @@ int dap_distill_check_backbone(const dap_backbone *bb, const dap_distill_opts *o
     if (o->method == DAP_METHOD_IGD) {
         if (!o->surrogate) return dap_error(DAP_ERR_ARG, "method igd needs a surrogate classifier (--surrogate FILE, from dap teacher)");
         const dap_cnn *net = &o->surrogate->net;
-        if (net->in_c != bb->C || net->in_h != bb->H || net->in_w != bb->W)
+        if (o->igd_vae) { /* a latent prior: the surrogate takes the decoded images */
+            const dap_vae_config *vc = dap_vae_get_config(o->igd_vae);
+            const int f = dap_vae_factor(vc);
+            if (bb->C != vc->latent_channels || bb->H != bb->W)
+                return dap_error(DAP_ERR_SHAPE, "igd: the model's %dx%dx%d samples are not the VAE's square latents",
+                                 bb->C, bb->H, bb->W);
+            if (net->in_c != vc->in_channels || net->in_h != f * bb->H || net->in_w != f * bb->W)
+                return dap_error(DAP_ERR_SHAPE, "--surrogate takes %dx%dx%d images, the VAE decodes the model's latents to "
+                                 "%dx%dx%d: train it at --image-size %d", net->in_c, net->in_h, net->in_w, vc->in_channels,
+                                 f * bb->H, f * bb->W, f * bb->H);
+        } else if (net->in_c != bb->C || net->in_h != bb->H || net->in_w != bb->W)
             return dap_error(DAP_ERR_SHAPE, "--surrogate takes %dx%dx%d inputs, the model's samples are %dx%dx%d", net->in_c,
                              net->in_h, net->in_w, bb->C, bb->H, bb->W);
-        if (net->num_classes != bb->classes)
-            return dap_error(DAP_ERR_SHAPE, "--surrogate has %d classes, the model %d", net->num_classes, bb->classes);
         if (!isfinite(o->igd_scale) || !isfinite(o->igd_dev) || o->igd_dev < 0)
             return dap_error(DAP_ERR_ARG, "--igd-scale must be finite and --igd-dev finite and >= 0 (got %g, %g)", o->igd_scale, o->igd_dev);
         if (!(o->igd_low >= 0 && o->igd_low <= o->igd_high && o->igd_high <= 1))
@@ -430,7 +448,19 @@ int dap_distill_check_class_backbone(const dap_backbone *bb, const dap_dataset *
                          bb->classes);
     if (o->method == DAP_METHOD_DAP && count < o->n_real)
         return dap_error(DAP_ERR_ARG, "class %d (%s) has %d images, fewer than --n-real %d", k, name, count, o->n_real);
+    if (o->method == DAP_METHOD_IGD && o->surrogate) {
+        const int sc = o->surrogate->net.num_classes;
+        if (sc != real->num_classes && sc != bb->classes)
+            return dap_error(DAP_ERR_SHAPE, "--surrogate has %d classes; the data has %d and the model %d (train it with "
+                             "dap teacher on the same --data)", sc, real->num_classes, bb->classes);
+    }
     return DAP_OK;
+}
+
+/* The surrogate's index of data class k: the data's own (a dap teacher of the same --data),
+ * else the model's label (a surrogate over the model's classes). */
+static int igd_class(const dap_distill_opts *o, const dap_dataset *real, int k, int label) {
+    return o->surrogate->net.num_classes == real->num_classes ? k : label;
 }
 
 int dap_distill_check_class(const dap_dit *m, const dap_dataset *real, int k, const dap_distill_opts *o) {
@@ -537,13 +567,25 @@ int dap_distill_class_backbone(dap_backbone *bb, const dap_dataset *real, int k,
         r.modes = dap_alloc_f32((size_t)r.n * per);
         rc = dap_distill_kmeans_centres(real, k, r.n, oo.seed, r.modes); /* mode i guides sample i */
     } else if (oo.method == DAP_METHOD_IGD) {
-        const int n_real = oo.igd_n_real < real->class_count[k] ? oo.igd_n_real : real->class_count[k];
-        int *idx = dap_malloc(sizeof(int) * (size_t)n_real);
-        rc = dap_distill_pick_class(real, k, n_real, oo.seed, DAP_STREAM_IGD_PICK, idx);
         r.igd = dap_calloc(1, sizeof *r.igd);
-        if (rc == DAP_OK) rc = dap_igd_init(r.igd, oo.surrogate, real, label, idx, n_real);
-        free(idx);
         r.grad = dap_alloc_f32(per), r.gtmp = dap_alloc_f32(per), r.x0 = dap_alloc_f32(per);
+        if (oo.igd_vae && (!oo.igd_real_px || oo.igd_real_n < 1)) {
+            rc = dap_error(DAP_ERR_ARG, "igd on a latent prior needs the class's real images (tools/latent.c loads them)");
+        } else if (oo.igd_vae) { /* the latent runner picked and loaded the class's real images */
+            const int in = dap_cnn_in_size(&oo.surrogate->net);
+            const dap_dataset px = {.n = oo.igd_real_n, .x = (float *)oo.igd_real_px};
+            int *idx = dap_malloc(sizeof(int) * (size_t)oo.igd_real_n);
+            for (int i = 0; i < oo.igd_real_n; i++) idx[i] = i;
+            rc = dap_igd_init(r.igd, oo.surrogate, &px, igd_class(&oo, real, k, label), idx, oo.igd_real_n);
+            free(idx);
+            r.px = dap_alloc_f32((size_t)in), r.gpx = dap_alloc_f32((size_t)in);
+        } else {
+            const int n_real = oo.igd_n_real < real->class_count[k] ? oo.igd_n_real : real->class_count[k];
+            int *idx = dap_malloc(sizeof(int) * (size_t)n_real);
+            rc = dap_distill_pick_class(real, k, n_real, oo.seed, DAP_STREAM_IGD_PICK, idx);
+            if (rc == DAP_OK) rc = dap_igd_init(r.igd, oo.surrogate, real, igd_class(&oo, real, k, label), idx, n_real);
+            free(idx);
+        }
     }
     if (rc == DAP_OK) {
         dap_schedule sched;
@@ -581,7 +623,7 @@ int dap_distill_class_backbone(dap_backbone *bb, const dap_dataset *real, int k,
     dap_free_aligned(r.real0), dap_free_aligned(r.realt), dap_free_aligned(r.modes);
     dap_free_aligned(r.rfeat), dap_free_aligned(r.sfeat), dap_free_aligned(r.allfeat), dap_free_aligned(r.ds);
     dap_free_aligned(r.grad), dap_free_aligned(r.fixed_xi);
-    dap_free_aligned(r.gtmp), dap_free_aligned(r.x0);
+    dap_free_aligned(r.gtmp), dap_free_aligned(r.x0), dap_free_aligned(r.px), dap_free_aligned(r.gpx);
     st->seconds = dap_time_now() - t0;
     return rc;
 }

@@ -89,6 +89,13 @@ typedef struct dap_distill_opts {
                                  [round(low S), round(high S)] */
     int igd_n_real;    /* real images of the class behind the mean gradient */
     int igd_memory;    /* earlier samples of the class the deviation guidance sees */
+    /* igd on a latent prior: the surrogate sees images, so x0_hat goes through the VAE's
+     * decoder and the guidance comes back through its vector-Jacobian product; the class's
+     * real images (igd_real_n of (3, f h, f w), [-1, 1]) make the mean gradient. Set per
+     * class by the latent runner (tools/latent.c); NULL for a pixel prior. */
+    struct dap_vae *igd_vae;
+    const float *igd_real_px;
+    int igd_real_n;
 } dap_distill_opts;
 
 /* The largest |cfg| and |gamma| accepted: beyond them every pixel saturates. */

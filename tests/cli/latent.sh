@@ -44,6 +44,24 @@ grep -q "n02102040.32px.safetensors is stale" "$tmp/err" && grep -q "encoded 5 i
 grep -q "n03888257.32px.safetensors is damaged" "$tmp/err" && grep -q "encoded 5 images of class n03888257" "$tmp/err" \
   && ok "a truncated cache file is rebuilt" || bad "truncated cache ($(grep -i "n03888257" "$tmp/err" | head -3))"
 expect_fail "a latent set does not resume on changed data" "other parameters" $DAP distill "${L[@]}" --method dap --out "$tmp/ld" --latent-cache "$tmp/lc"
+# the rivals on a latent prior: mgd3 and d4m in latents; igd's surrogate sees the decoded
+# images and its guidance comes back through the decoder (dap_vae_decode_vjp)
+expect_ok "distill mgd3 --vae" $DAP distill "${L[@]}" --method mgd3 --out "$tmp/lmg"
+expect_ok "distill d4m --vae" $DAP distill "${L[@]}" --method d4m --out "$tmp/ld4"
+expect_ok "a surrogate for igd on the data at 32 px" $DAP teacher --data "imagenette:$lat/nette" --arch convnet3 --epochs 1 \
+  --image-size 32 --out "$tmp/lsur.safetensors" --threads 1
+IG=(--method igd --surrogate "$tmp/lsur.safetensors" --igd-low 0 --igd-high 1 --igd-dev 0)
+expect_ok "distill igd --vae" $DAP distill "${L[@]}" "${IG[@]}" --out "$tmp/lig"
+grep -q "influence" "$tmp/err" && ok "igd --vae reports the influence" || bad "igd --vae influence ($(tail -2 "$tmp/err"))"
+expect_ok "distill igd --vae, influence scale 0" $DAP distill "${L[@]}" "${IG[@]}" --igd-scale 0 --out "$tmp/lig0"
+cmp -s "$tmp/lig/n02102040/latents.safetensors" "$tmp/lig0/n02102040/latents.safetensors" \
+  && bad "igd --vae: the influence guidance changed nothing" || ok "igd --vae: the influence guidance moves the latents"
+expect_ok "a surrogate at 16 px" $DAP teacher --data "imagenette:$lat/nette" --arch convnet3 --epochs 1 \
+  --image-size 16 --out "$tmp/lsur16.safetensors" --threads 1
+expect_fail "igd --vae refuses a surrogate of another size" "decodes the model's latents to 3x32x32: train it at --image-size 32" \
+  $DAP distill "${L[@]}" --method igd --surrogate "$tmp/lsur16.safetensors" --out "$tmp/lig16"
+[ ! -e "$tmp/lig16" ] && ok "a refused igd --vae writes nothing" || bad "a refused igd --vae left $tmp/lig16"
+expect_fail "dm refuses --vae" "uses no prior: run it without --vae" $DAP distill "${L[@]}" --method dm --out "$tmp/ldm"
 expect_ok "distill --vae --init kmeans" $DAP distill "${L[@]}" --method vanilla --init kmeans --strength 0.5 --out "$tmp/lk"
 [ -d "$tmp/lk/.latent-cache" ] && ok "default cache under the output (hidden)" || bad "default cache folder"
 expect_ok "distill random with --vae" $DAP distill --data "imagenette:$lat/nette" --vae "$lat/vae.safetensors" --method random --ipc 2 --image-size 32 --out "$tmp/lr" --threads 1
