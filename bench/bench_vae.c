@@ -4,7 +4,7 @@
  * the PyTorch peer (diffusers' AutoencoderKL on the same weights file); bench/vae.sh
  * runs both and prints the ratios.
  *
- *   build/bench_vae --weights FILE --measure encode|decode [--size 256] [--batch 1]
+ *   build/bench_vae --weights FILE --measure encode|decode|vjp [--size 256] [--batch 1]
  *                         [--warmup 1] [--iters 3] [--threads 2]
  *                         [--device cpu|cuda]
  *   build/bench_vae --weights FILE --check OUT.safetensors [--size 256]
@@ -15,7 +15,8 @@
  *       Python, for a machine that has only the build (scripts/gpu-diffusion-check.sh)
  *
  * encode: 0.18215 * posterior mean of a (batch, 3, size, size) image in [-1, 1];
- * decode: the image of a (batch, 4, size/8, size/8) latent. Prints one JSON line: seconds
+ * decode: the image of a (batch, 4, size/8, size/8) latent; vjp: the decoder's vector-Jacobian
+ * product at one latent (dap_vae_decode_vjp, igd's guidance on a latent prior). Prints one JSON line: seconds
  * per iteration and their median, images/s, cpu_s (CPU seconds per timed iteration, all
  * threads: steadier than wall time on a shared machine), peak RSS, and for the GPU check's
  * summary the device, throughput and planned device memory (dap_vae_plan_bytes + weights).
@@ -99,7 +100,7 @@ int main(int argc, char **argv) {
     }
     if (save) return save_random(save);
     if (!weights || (!measure && !check) || size % 8 || size <= 0 || batch < 1 || iters < 1) {
-        fprintf(stderr, "usage: bench_vae --weights FILE --measure encode|decode | --check OUT [--size N] "
+        fprintf(stderr, "usage: bench_vae --weights FILE --measure encode|decode|vjp | --check OUT [--size N] "
                         "[--device cpu|cuda] | --save FILE\n");
         return 2;
     }
@@ -135,7 +136,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_vae: wrote %s\n", check);
         return rc ? 1 : 0;
     }
-    int enc = !strcmp(measure, "encode");
+    int enc = !strcmp(measure, "encode"), vjp = !strcmp(measure, "vjp");
+    float *dlat = vjp ? dap_alloc_f32(lper) : NULL;
+    if (vjp) batch = 1; /* one latent: the decoder's vector-Jacobian product (igd --vae) */
     if (!enc) {
         dap_rng_normal(&r, z, (size_t)batch * lper, 0.0f, 0.18215f * 5.0f);
     }
@@ -143,7 +146,9 @@ int main(int argc, char **argv) {
     for (int i = 0; i < warmup + iters; i++) {
         if (i == warmup) cpu0 = cpu_seconds();
         double t0 = dap_time_now();
-        int rc = enc ? dap_vae_encode(v, x, batch, s, s, z, NULL) : dap_vae_decode(v, z, batch, ls, ls, x);
+        int rc = enc ? dap_vae_encode(v, x, batch, s, s, z, NULL)
+                 : vjp ? dap_vae_decode_vjp(v, z, ls, ls, x, dlat)
+                       : dap_vae_decode(v, z, batch, ls, ls, x);
         if (rc) {
             fprintf(stderr, "bench_vae: %s\n", dap_last_error());
             return 1;
