@@ -39,8 +39,11 @@ void dap_test_toy_set(struct dap_dataset *ds, int per_class, uint64_t seed);
  * each file key first renamed by `rename` when given: every key must be in the table with
  * its shape (each miss a recorded failure naming `what`). Returns the lines read (-1: the
  * file could not be read); *bad the misses, *in_order whether line i is table entry i. */
-/* A labelled set shaped like model m's inputs (its classes c0, c1, ...; image i of class
- * i mod K): uniform noise in [lo, hi] from seed, plus base - step k for class k. */
+/* A labelled set of K classes (c0, c1, ...; image i of class i mod K), per_class images of
+ * (c, s, s): uniform noise in [lo, hi] from seed, plus base - step k for class k. */
+void dap_test_labelled_set(struct dap_dataset *ds, int K, int per_class, int c, int s, uint64_t seed, float lo,
+                           float hi, float base, float step);
+/* The same shaped like model m's inputs and classes. */
 void dap_test_model_set(struct dap_dataset *ds, const struct dap_dit *m, int per_class, uint64_t seed, float lo,
                         float hi, float base, float step);
 struct dap_params;

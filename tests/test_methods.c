@@ -88,29 +88,6 @@ DAP_TEST(mgd3_mode_guidance_gradient) {
 
 /* ---- igd ---- */
 
-static void fake_images(dap_dataset *ds, int K, int per_class, int c, int s, uint64_t seed) {
-    memset(ds, 0, sizeof *ds);
-    ds->n = K * per_class, ds->c = c, ds->h = s, ds->w = s, ds->num_classes = K;
-    ds->class_names = dap_malloc(sizeof(char *) * (size_t)K);
-    for (int k = 0; k < K; k++) {
-        char b[16];
-        snprintf(b, sizeof b, "c%d", k);
-        ds->class_names[k] = dap_strdup(b);
-    }
-    const size_t per = (size_t)c * s * s;
-    ds->x = dap_alloc_f32((size_t)ds->n * per);
-    ds->y = dap_malloc(sizeof(int) * (size_t)ds->n);
-    dap_rng r;
-    dap_rng_init(&r, seed, 0);
-    dap_rng_uniform(&r, ds->x, (size_t)ds->n * per, -1, 1);
-    for (int i = 0; i < ds->n; i++) {
-        ds->y[i] = i % K;
-        for (size_t q = 0; q < per; q++)
-            ds->x[(size_t)i * per + q] = 0.5f * ds->x[(size_t)i * per + q] + 0.1f * (float)(ds->y[i] - 1);
-    }
-    dap_dataset_index(ds);
-}
-
 /* A ConvNet-3 (width 16) surrogate for 1 x 28 x 28 inputs, 3 classes, random weights, no ReLU. */
 static int make_surrogate(dap_classifier *sur, const dap_dataset *ds) {
     memset(sur, 0, sizeof *sur); /* a narrow ConvNet-3 (width 16) keeps the test fast */
@@ -129,7 +106,7 @@ static int make_surrogate(dap_classifier *sur, const dap_dataset *ds) {
 
 DAP_TEST(igd_influence_gradient) {
     dap_dataset ds;
-    fake_images(&ds, 3, 6, 1, 28, 4);
+    dap_test_labelled_set(&ds, 3, 6, 1, 28, 4, -0.5f, 0.5f, -0.1f, -0.1f);
     dap_classifier sur;
     if (!make_surrogate(&sur, &ds)) return;
     const size_t per = 28 * 28;
@@ -279,7 +256,7 @@ DAP_TEST(methods_against_vanilla) {
     dap_dit *m = dap_test_small_dit(1);
     if (!m) return;
     dap_dataset ds;
-    fake_images(&ds, m->cfg.num_classes, 12, m->cfg.in_channels, m->cfg.input_size, 9);
+    dap_test_labelled_set(&ds, m->cfg.num_classes, 12, m->cfg.in_channels, m->cfg.input_size, 9, -0.5f, 0.5f, -0.1f, -0.1f);
     const size_t per = (size_t)ds.c * ds.h * ds.w;
     const int ipc = 3, k = 2;
     float *a = dap_alloc_f32(ipc * per), *b = dap_alloc_f32(ipc * per), *modes = dap_alloc_f32(ipc * per);
@@ -389,7 +366,7 @@ static const dap_backbone_ops point_ops = {point_open, point_eps, NULL, NULL, po
 
 DAP_TEST(mgd3_pulls_samples_to_their_modes) {
     dap_dataset ds;
-    fake_images(&ds, 3, 12, 1, 6, 2);
+    dap_test_labelled_set(&ds, 3, 12, 1, 6, 2, -0.5f, 0.5f, -0.1f, -0.1f);
     const size_t per = 36;
     const int ipc = 3, k = 1;
     point_bb p = {.c = 0.0f, .s2 = 0.0f};
@@ -436,7 +413,7 @@ DAP_TEST(mgd3_pulls_samples_to_their_modes) {
 
 DAP_TEST(dm_start_and_steps) {
     dap_dataset ds;
-    fake_images(&ds, 3, 8, 1, 28, 6);
+    dap_test_labelled_set(&ds, 3, 8, 1, 28, 6, -0.5f, 0.5f, -0.1f, -0.1f);
     const size_t per = 28 * 28;
     const int ipc = 2;
     float *a = dap_alloc_f32(ipc * per), *b = dap_alloc_f32(ipc * per), *c = dap_alloc_f32(ipc * per);

@@ -125,12 +125,11 @@ int dap_test_key_list(const dap_params *ps, const char *ref, const char *what, v
     return lines;
 }
 
-void dap_test_model_set(dap_dataset *ds, const dap_dit *m, int per_class, uint64_t seed, float lo, float hi,
-                        float base, float step) {
+void dap_test_labelled_set(dap_dataset *ds, int K, int per_class, int c, int s, uint64_t seed, float lo, float hi,
+                           float base, float step) {
     memset(ds, 0, sizeof *ds);
-    const int K = m->cfg.num_classes, S = m->cfg.input_size, C = m->cfg.in_channels;
-    const size_t per = (size_t)C * S * S;
-    ds->n = K * per_class, ds->c = C, ds->h = S, ds->w = S, ds->num_classes = K;
+    const size_t per = (size_t)c * s * s;
+    ds->n = K * per_class, ds->c = c, ds->h = s, ds->w = s, ds->num_classes = K;
     ds->class_names = dap_malloc(sizeof(char *) * (size_t)K);
     for (int k = 0; k < K; k++) {
         char b[16];
@@ -149,4 +148,10 @@ void dap_test_model_set(dap_dataset *ds, const dap_dit *m, int per_class, uint64
             for (size_t q = 0; q < per; q++) ds->x[(size_t)i * per + q] += off;
     }
     dap_dataset_index(ds);
+}
+
+void dap_test_model_set(dap_dataset *ds, const dap_dit *m, int per_class, uint64_t seed, float lo, float hi,
+                        float base, float step) {
+    dap_test_labelled_set(ds, m->cfg.num_classes, per_class, m->cfg.in_channels, m->cfg.input_size, seed, lo, hi, base,
+                          step);
 }
