@@ -142,7 +142,13 @@ int dap_trainer_create(dap_trainer **out, dap_dit *model, const dap_dataset *dat
     tr->y = dap_calloc(B, sizeof(int));
     tr->perm = dap_malloc((size_t)data->n * sizeof(int));
     if (cfg->minimax) {
-        dap_minimax_init(&tr->mm, mc->num_classes, cfg->memory_size, per, cfg->lambda_pos, cfg->lambda_neg);
+        tr->mm_slot = dap_malloc(sizeof(int) * (size_t)mc->num_classes);
+        for (int k = 0; k < mc->num_classes; k++) tr->mm_slot[k] = -1;
+        for (int i = 0; i < data->n; i++) tr->mm_slot[data->y[i]] = 0;
+        int slots = 0;
+        for (int k = 0; k < mc->num_classes; k++)
+            if (tr->mm_slot[k] == 0) tr->mm_slot[k] = slots++;
+        dap_minimax_init(&tr->mm, slots, cfg->memory_size, per, cfg->lambda_pos, cfg->lambda_neg);
         tr->y_real = dap_calloc(B, sizeof(int));
         tr->x0_hat = dap_alloc_f32(B * per);
         tr->dx0 = dap_alloc_f32(B * per);
@@ -172,7 +178,7 @@ void dap_trainer_destroy(dap_trainer *tr) {
     free(tr->t);
     free(tr->y);
     free(tr->perm);
-    if (tr->cfg.minimax) dap_minimax_free(&tr->mm);
+    if (tr->cfg.minimax) dap_minimax_free(&tr->mm), free(tr->mm_slot);
     free(tr->y_real);
     dap_free_aligned(tr->x0_hat);
     dap_free_aligned(tr->dx0);
@@ -234,7 +240,8 @@ double dap_trainer_step(dap_trainer *tr, float *grad_norm) {
         memcpy(tr->x0 + (size_t)i * per, ds->x + (size_t)idx * per, per * sizeof(float));
         tr->y[i] = ds->y[idx];
     }
-    if (tr->cfg.minimax) memcpy(tr->y_real, tr->y, (size_t)B * sizeof(int));
+    if (tr->cfg.minimax) /* each sample's memory slot (its label's) */
+        for (int i = 0; i < B; i++) tr->y_real[i] = tr->mm_slot[tr->y[i]];
     dap_rng r;
     dap_rng_init(&r, tr->cfg.seed, TRAIN_STREAM + (uint64_t)s);
     for (int i = 0; i < B; i++) {

@@ -88,6 +88,8 @@ typedef struct dap_trainer {
      * class dropout), x0_hat and d/dx0_hat (B, C, H, W), sqrt(a_t), sqrt(1 - a_t) (B), and
      * the last step's two terms */
     dap_minimax mm;
+    int *mm_slot; /* (num_classes) a label's memory slot: the labels the data has, in order (-1: none);
+                   * a 1000-class prior fine-tuned on a 10-class subset keeps 10 memories */
     int *y_real;
     float *x0_hat, *dx0;
     double *sa, *sb;
