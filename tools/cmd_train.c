@@ -14,6 +14,7 @@
 #include "core/core.h"
 #include "data/dataset.h"
 #include "diffusion/train.h"
+#include "latent.h"
 #include "models/dit.h"
 
 static void fmt_duration(double s, char *out, size_t n) {
@@ -45,6 +46,7 @@ static int flag_given(int argc, char **argv, const char *name) {
 
 int cmd_train(int argc, char **argv) {
     const char *data = "fmnist", *config = NULL, *out = NULL, *init = NULL, *lr_decay = "none", *trainable = NULL, *device = NULL;
+    const char *vae_path = NULL, *cache_s = NULL;
     int minimax = 0, memory_size = 64;
     double lambda_pos = 0.002, lambda_neg = 0.008;
     int decay_start = 0, resume = 0, steps = 10000, batch = 32, ckpt_every = 1000, val_every = 1000, log_every = 50;
@@ -56,6 +58,8 @@ int cmd_train(int argc, char **argv) {
         {"config", FLAG_STR, &config, "model: px-T|S|B|L[/P] (geometry from the data; see below), fm-*, DiT-*; default px-B, or the checkpoint's with --resume or --init"},
         {"image-size", FLAG_INT, &image_size, "train at this size (images resized, centre-cropped; 0: the data's)", 0, 4096},
         {"channels", FLAG_INT, &channels, "train with 1 (gray) or 3 (RGB) channels (0: the data's)", 0, 3},
+        {"vae", FLAG_STR, &vae_path, "a latent prior (--init CHECKPOINT or --config DiT-*): train on the data's latents by this VAE, labelled with the model's classes"},
+        {"latent-cache", FLAG_STR, &cache_s, "with --vae: folder of the data's cached latents (default OUT.latent-cache); share it with dap distill"},
         {"out", FLAG_STR, &out, "checkpoint FILE (EMA weights; FILE.state holds the training state)"},
         {"resume", FLAG_BOOL, &resume, "continue from FILE.state if it exists"},
         {"init", FLAG_STR, &init, "start from these weights (a dap checkpoint of the same config; fresh optimizer)"},
@@ -130,6 +134,8 @@ int cmd_train(int argc, char **argv) {
     else if (strcmp(lr_decay, "none"))
         return cli_failf("train", "--lr-decay: expected none, linear or cosine, found '%s'", lr_decay);
     if (cli_cpu_only("train", device)) return 1;
+    if (cache_s && !vae_path) return cli_failf("train", "--latent-cache needs --vae (a latent prior)");
+    if (vae_path && !dap_file_exists(vae_path)) return cli_failf("train", "--vae %s: no such file", vae_path);
     cli_apply_threads(threads);
 
     /* The model config: --config, or on resume the checkpoint's (which --config must match). */
@@ -172,8 +178,15 @@ int cmd_train(int argc, char **argv) {
                          mc.in_channels);
 
     dap_dataset full = {0}, train = {0}, val = {0};
-    if ((rc = dap_dataset_load(&full, data, "train", mc.input_size ? mc.input_size : image_size,
-                               mc.in_channels ? mc.in_channels : channels)))
+    if (vae_path) { /* a latent prior: the data's latents, under the model's labels */
+        if (image_size || channels)
+            return cli_failf("train", "--vae: the model's config fixes the size (drop --image-size / --channels)");
+        char cache_dir[4096];
+        snprintf(cache_dir, sizeof cache_dir, "%s.latent-cache", out);
+        if ((rc = latent_train_set(data, vae_path, cache_s ? cache_s : cache_dir, resuming ? out : init, &mc, &full)))
+            return cli_fail("train", rc);
+    } else if ((rc = dap_dataset_load(&full, data, "train", mc.input_size ? mc.input_size : image_size,
+                                      mc.in_channels ? mc.in_channels : channels)))
         return cli_fail("train", rc);
     if (full.h != full.w) {
         dap_dataset_free(&full);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/core.h"
+#include "data/classmap.h"
 #include "distill/methods.h"
 #include "io/io.h"
 
@@ -281,5 +282,93 @@ int latent_save_class(latent_run *lr, const char *dir, const char *class_name, i
     int rc = latent_write(path, lr->syn_lat, lr->syn_n, vc->latent_channels, lr->latent_size, class_name, label,
                           lr->vae_hash);
     free(path), free(folder);
+    return rc;
+}
+
+/* The model's class names: the checkpoint's "class_names", else guessed from its shape. */
+static char **model_class_names(const char *path, const dap_dit_config *mc, int *owned) {
+    char **names = NULL;
+    *owned = 0;
+    dap_st *st;
+    if (path && dap_st_open(&st, path) == DAP_OK) {
+        char *joined = dap_st_meta_get(st, "class_names");
+        dap_st_close(st);
+        if (joined) {
+            names = dap_calloc((size_t)mc->num_classes, sizeof(char *));
+            char *save = NULL, *tok = strtok_r(joined, "\n", &save);
+            int k = 0;
+            for (; tok && k < mc->num_classes; k++, tok = strtok_r(NULL, "\n", &save)) names[k] = dap_strdup(tok);
+            free(joined);
+            if (k == mc->num_classes) {
+                *owned = 1;
+                return names;
+            }
+            for (int i = 0; i < k; i++) free(names[i]);
+            free(names);
+            names = NULL;
+        }
+    }
+    return (char **)dap_class_names_guess(mc->num_classes, mc->in_channels, mc->input_size);
+}
+
+int latent_train_set(const char *data, const char *vae_path, const char *cache_dir, const char *names_from,
+                     const dap_dit_config *mc, dap_dataset *out) {
+    memset(out, 0, sizeof *out);
+    if (!mc->input_size || !mc->in_channels || !mc->num_classes)
+        return dap_error(DAP_ERR_ARG, "--vae trains a latent prior: give its config (--init CHECKPOINT, or --config DiT-*)");
+    latent_run lr;
+    dap_dataset names;
+    DAP_TRY(latent_open(&lr, data, vae_path, cache_dir, 0, 0, 0, &names));
+    const dap_vae_config *vc = dap_vae_get_config(lr.vae);
+    const int C = vc->latent_channels, s = mc->input_size, K = lr.files.num_classes;
+    int rc = DAP_OK;
+    if (C != mc->in_channels)
+        rc = dap_error(DAP_ERR_SHAPE, "%s has %d latent channels, the model takes %d", vae_path, C, mc->in_channels);
+    int owned = 0;
+    char **mnames = rc == DAP_OK ? model_class_names(names_from, mc, &owned) : NULL;
+    int *labels = dap_malloc(sizeof(int) * (size_t)K);
+    if (rc == DAP_OK) {
+        latent_set_size(&lr, s * dap_vae_factor(vc), &names);
+        rc = dap_class_map((const char *const *)mnames, mc->num_classes, &names, labels, names_from ? names_from : "the model");
+    }
+    float **lat = dap_calloc((size_t)K, sizeof(float *));
+    const size_t per = (size_t)C * s * s;
+    int total = 0;
+    for (int k = 0; k < K && rc == DAP_OK; k++) {
+        int status;
+        rc = dap_latent_cache_class(lr.vae, &lr.cache, &lr.files, k, &lat[k], &status);
+        total += lr.files.count[k];
+    }
+    if (rc == DAP_OK) { /* the model's classes, the data's latents under their labels */
+        out->n = total, out->c = C, out->h = out->w = s, out->num_classes = mc->num_classes;
+        out->class_names = dap_malloc(sizeof(char *) * (size_t)mc->num_classes);
+        for (int j = 0; j < mc->num_classes; j++) {
+            char b[16];
+            snprintf(b, sizeof b, "%d", j);
+            out->class_names[j] = dap_strdup(mnames && mnames[j] ? mnames[j] : b);
+        }
+        out->x = dap_alloc_f32((size_t)total * per);
+        out->y = dap_malloc(sizeof(int) * (size_t)total);
+        int i = 0;
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < lr.files.count[k]; j++, i++) {
+                memcpy(out->x + (size_t)i * per, lat[k] + (size_t)j * per, per * sizeof(float));
+                out->y[i] = labels[k];
+            }
+        dap_dataset_index(out);
+        char ls[96] = ""; /* the labels the data's first classes got, as trained */
+        for (int k = 0, first = 0; k < K && k < 5; first += lr.files.count[k], k++)
+            if (lr.files.count[k] > 0) snprintf(ls + strlen(ls), sizeof ls - strlen(ls), "%s%d", k ? ", " : "", out->y[first]);
+        fprintf(stderr, "dap train: %d latents (%dx%dx%d) of %d classes of %s, labels of the model's %d (%s%s)\n",
+                total, C, s, s, K, data, mc->num_classes, ls, K > 5 ? ", ..." : "");
+    }
+    for (int k = 0; k < K; k++) dap_free_aligned(lat[k]);
+    free(lat), free(labels);
+    if (owned) {
+        for (int j = 0; j < mc->num_classes; j++) free(mnames[j]);
+        free(mnames);
+    }
+    dap_dataset_free(&names);
+    latent_close(&lr);
     return rc;
 }

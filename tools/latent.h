@@ -46,6 +46,12 @@ unsigned long long latent_data_hash(const latent_run *lr);
 /* Sets the image size (after latent_check_model) in lr and names. */
 void latent_set_size(latent_run *lr, int image_size, dap_dataset *names);
 void latent_close(latent_run *lr);
+/* dap train --vae: every training image of data encoded by the VAE (through the cache at
+ * cache_dir), labelled with the model's label of its class (its class names from the
+ * checkpoint names_from, else guessed from the config): out (n, C, s, s) with the model's
+ * num_classes and names. */
+int latent_train_set(const char *data, const char *vae_path, const char *cache_dir, const char *names_from,
+                     const dap_dit_config *mc, dap_dataset *out);
 /* Distills data class k (conditioned on o->labels[k], or k): out (ipc, 3, S, S) RGB in
  * [-1, 1]; keeps the latents for latent_save_class. random: real images of the class,
  * cropped as the prior's data. */

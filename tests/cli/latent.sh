@@ -62,6 +62,24 @@ expect_fail "igd --vae refuses a surrogate of another size" "decodes the model's
   $DAP distill "${L[@]}" --method igd --surrogate "$tmp/lsur16.safetensors" --out "$tmp/lig16"
 [ ! -e "$tmp/lig16" ] && ok "a refused igd --vae writes nothing" || bad "a refused igd --vae left $tmp/lig16"
 expect_fail "dm refuses --vae" "uses no prior: run it without --vae" $DAP distill "${L[@]}" --method dm --out "$tmp/ldm"
+# a Minimax fine-tune of the latent prior on the data's latents (its 1000 labels kept; memories
+# for the data's 3), then sampled through the VAE
+MM=(--data "imagenette:$lat/nette" --vae "$lat/vae.safetensors" --init "$lat/dit.safetensors" --minimax --trainable difffit
+    --batch 2 --out "$tmp/lmm.safetensors" --latent-cache "$tmp/lc" --threads 1)
+expect_ok "train --vae --minimax" $DAP train "${MM[@]}" --steps 2
+grep -q "15 latents (4x4x4) of 3 classes.*labels of the model's 1000 (0, 217, 701)" "$tmp/err" && grep -q "encoded" "$tmp/err" && bad "train --vae re-encoded the cached latents" \
+  || { grep -q "15 latents (4x4x4) of 3 classes.*labels of the model's 1000 (0, 217, 701)" "$tmp/err" && ok "train --vae takes the cached latents under the model's labels" \
+       || bad "train --vae data line ($(grep latents "$tmp/err"))"; }
+expect_ok "train --vae --minimax --resume" $DAP train "${MM[@]}" --steps 4 --resume
+grep -q "steps 2 -> 4" "$tmp/err" && ok "train --vae resumes" || bad "train --vae resume ($(grep steps "$tmp/err" | tail -1))"
+expect_ok "distill minimax --vae from the latent fine-tune" $DAP distill --data "imagenette:$lat/nette" --model "$tmp/lmm.safetensors" \
+  --vae "$lat/vae.safetensors" --method minimax --ipc 2 --steps 4 --out "$tmp/lmmd" --latent-cache "$tmp/lc" --threads 1
+[ "$(find "$tmp/lmmd" -name '0000*.png' | wc -l)" = 6 ] && ok "minimax --vae writes 3 x 2 images" || bad "minimax --vae images"
+expect_fail "train --latent-cache without --vae" "latent-cache needs --vae" $DAP train --data "imagenette:$lat/nette" --latent-cache "$tmp/lc" --out "$tmp/lx.safetensors"
+expect_fail "train --vae on a pixel config" "give its config" $DAP train --data "imagenette:$lat/nette" --vae "$lat/vae.safetensors" --config px-T --out "$tmp/lx.safetensors"
+expect_fail "train --vae refuses --image-size" "takes 4x4 images|drop --image-size" $DAP train --data "imagenette:$lat/nette" \
+  --vae "$lat/vae.safetensors" --init "$lat/dit.safetensors" --image-size 32 --out "$tmp/lx.safetensors"
+[ ! -e "$tmp/lx.safetensors" ] && ok "a refused train --vae writes nothing" || bad "a refused train --vae wrote a checkpoint"
 expect_ok "distill --vae --init kmeans" $DAP distill "${L[@]}" --method vanilla --init kmeans --strength 0.5 --out "$tmp/lk"
 [ -d "$tmp/lk/.latent-cache" ] && ok "default cache under the output (hidden)" || bad "default cache folder"
 expect_ok "distill random with --vae" $DAP distill --data "imagenette:$lat/nette" --vae "$lat/vae.safetensors" --method random --ipc 2 --image-size 32 --out "$tmp/lr" --threads 1
