@@ -81,6 +81,9 @@ int cli_select_device(const char *cmd, const char *device, const char *precision
  * (a $DAP_DEVICE=cuda gets a note that this command stays on the CPU); cuda is refused
  * with the reason. 0, or 1 with the error printed. */
 int cli_cpu_only(const char *cmd, const char *device);
+/* A small text file (at most n - 1 bytes of it, NUL-terminated) into buf: 1, or 0 when it
+ * cannot be read (no error recorded). */
+int cli_read_text(const char *path, char *buf, size_t n);
 #define CLI_CPU_ONLY_HELP "cpu (this command has no GPU path yet; --device cuda is refused)"
 #define CLI_VAE_DEVICE_HELP "cpu or cuda: where the VAE runs (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"
 #define CLI_GPU_HELP "K or auto: which GPU with --device cuda (default 0; auto: the launcher's local rank, one GPU per process)"

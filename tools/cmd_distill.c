@@ -109,17 +109,6 @@ static int params_match(const char *a, const char *b, int method) {
     return !strcmp(ka, kb);
 }
 
-static int read_text(const char *path, char *buf, size_t n) {
-    uint8_t *d;
-    size_t len;
-    if (dap_read_file(path, &d, &len) != DAP_OK) return 0;
-    size_t m = len < n - 1 ? len : n - 1;
-    memcpy(buf, d, m);
-    buf[m] = 0;
-    free(d);
-    return 1;
-}
-
 /* A class finished by some run into `out` (this one earlier, another --shard): its folder
  * and its stats file are there. */
 static void stats_path(char *buf, size_t n, const char *out, int k) {
@@ -132,7 +121,7 @@ static int class_done(const char *out, const dap_dataset *real, int k, dap_disti
     snprintf(cls, sizeof cls, "%s/%s", out, folder);
     stats_path(statp, sizeof statp, out, k);
     free(folder);
-    return dap_file_exists(cls) && read_text(statp, txt, sizeof txt) &&
+    return dap_file_exists(cls) && cli_read_text(statp, txt, sizeof txt) &&
            sscanf(txt, "%lf %d %lf %lf", &st->seconds, &st->guided_steps, &st->energy_first, &st->energy_last) == 4;
 }
 
@@ -147,7 +136,7 @@ static int mark_params(const char *out, const char *line, int method, const dap_
     if (lock < 0) return DAP_ERR_IO;
     int rc = DAP_OK;
     snprintf(path, sizeof path, "%s/.dap-distill-params", out);
-    if (read_text(path, prev, sizeof prev)) {
+    if (cli_read_text(path, prev, sizeof prev)) {
         if (!params_match(prev, line, method))
             rc = dap_error(DAP_ERR_ARG,
                            "%s holds a distillation run with other parameters:\n  %s\nthis run:\n  %s\n"

@@ -50,12 +50,7 @@ static void set_data_of(const char *dir, char *out, size_t n) {
     char path[4096], line[4096];
     *out = 0;
     snprintf(path, sizeof path, "%s/.dap-distill-params", dir);
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    size_t len = fread(line, 1, sizeof line - 1, f);
-    fclose(f);
-    line[len] = 0;
-    if (strncmp(line, "data=", 5)) return;
+    if (!cli_read_text(path, line, sizeof line) || strncmp(line, "data=", 5)) return;
     const char *v = line + 5, *end = strstr(v, " model=");
     const char *h = strstr(v, " holdout=");
     if (!end || (h && h < end)) end = h;

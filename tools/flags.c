@@ -378,3 +378,14 @@ int cli_model_defaults(const char *cmd, int argc, char **argv, int *nargc, char 
     *nargc = argc + ntok, *nargv = nv, *used = u;
     return 0;
 }
+
+int cli_read_text(const char *path, char *buf, size_t n) {
+    uint8_t *d;
+    size_t len;
+    if (dap_read_file(path, &d, &len) != DAP_OK) return 0;
+    size_t m = len < n - 1 ? len : n - 1;
+    memcpy(buf, d, m);
+    buf[m] = 0;
+    free(d);
+    return 1;
+}
