@@ -25,10 +25,14 @@ import re
 import sys
 import time
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
+for extra in ("/opt/dapvenv/lib/python3.11/site-packages", "/usr/lib/python3/dist-packages"):
+    if os.path.isdir(extra) and extra not in sys.path:
+        sys.path.append(extra)  # appended: the interpreter's own numpy / torch stay first
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "gen"))
 from classifier_ref import ConvNet, ResNet18, ResNetAP10  # noqa: E402

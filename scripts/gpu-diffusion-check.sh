@@ -24,6 +24,9 @@
 #      guide  one DAP guidance evaluation: N = 100 real samples to block LAYER (default 8), 10
 #             synthetic with the partial backward to their inputs (energy on the host)
 #      guidemean  the same with the tokens' mean as features (--pool mean: pooled on the GPU)
+#      resnet18  one evaluation run (ResNet-18, CNN_EPOCHS (300) epochs) on a random IPC 10
+#             Fashion-MNIST set, dap eval (weights resident on the GPU) against bench/eval_ref.py
+#             (also convnet3, resnetap10)
 #      vaedec  the SD VAE's decode of VAE_BATCH (8) latents to VAE_SIZE (256) px images, against
 #             diffusers' AutoencoderKL (bench/vae_torch.py; needs diffusers), random weights of
 #             sd-vae-ft-mse's size written by bench_vae --save (VAE_W); vaeenc: the encode
@@ -41,7 +44,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 failed=0
 BUILD=${BUILD:-build-cuda}; DEVICE=${DEVICE:-cuda}; CONFIG=${CONFIG:-DiT-XL/2}; LAYER=${LAYER:-8}
-JOBS=${JOBS:-fwd32:fp32 ddim:fp32 guide:fp32 guidemean:fp32 vaedec:fp32 fwd32:tf32 ddim:tf32 fwd32:bf16}
+JOBS=${JOBS:-fwd32:fp32 ddim:fp32 guide:fp32 guidemean:fp32 vaedec:fp32 resnet18:fp32 fwd32:tf32 ddim:tf32 fwd32:bf16}
+CNN_EPOCHS=${CNN_EPOCHS:-300}
 VAE_SIZE=${VAE_SIZE:-256}; VAE_BATCH=${VAE_BATCH:-8}; VAE_W=${VAE_W:-/tmp/dap-bench-vae.safetensors}
 OUT=${OUT:-out/gpu-diffusion}; PY=${PY:-python3}; DEADLINE=${DEADLINE:-420}; ITERS=${ITERS:-3}
 THREADS=${THREADS:-$(nproc)}
@@ -139,7 +143,29 @@ for job in $JOBS; do
   measure=${job%%:*}; prec=${job##*:}
   if [ $(( $(date +%s) - T0 )) -gt "$DEADLINE" ]; then say "$job skipped (past DEADLINE $DEADLINE s)"; continue; fi
   it=$ITERS; case $measure in guide*) it=$(( ITERS + 2 )) ;; esac
-  case $measure in vaedec|vaeenc) # the SD VAE (random sd-vae-ft-mse-size weights written by dap)
+  case $measure in convnet3|resnetap10|resnet18) # one evaluation run of the classifier on a random IPC 10 set
+    [ -d "$OUT/cnn-set" ] || "$BUILD/dap" distill --data fmnist --method random --ipc 10 --out "$OUT/cnn-set" --quiet 2>> "$OUT/bench.err"
+    say "$job: dap ($CNN_EPOCHS epochs, weights resident on the device)"
+    OMP_NUM_THREADS=4 timeout 300 "$BUILD/dap" eval --data fmnist --train "$OUT/cnn-set" --arch "$measure" --runs 1 \
+      --epochs "$CNN_EPOCHS" --device "$DEVICE" --json "$OUT/cnn-$measure-dap.json" --quiet > /dev/null 2>> "$OUT/bench.err" ||
+      say "$job: dap failed: $(tail -1 "$OUT/bench.err")"
+    say "$job: PyTorch (bench/eval_ref.py)"
+    PYTHONUNBUFFERED=1 timeout 300 "$PY" bench/eval_ref.py --train "$OUT/cnn-set" --arch "$measure" --runs 1 --epochs "$CNN_EPOCHS" \
+      --device "$DEVICE" --threads 4 --quiet --json "$OUT/cnn-$measure-torch.json" > /dev/null 2>> "$OUT/bench.err" ||
+      say "$job: PyTorch failed: $(tail -1 "$OUT/bench.err")"
+    "$PY" - "$OUT" "$measure" "$DEVICE" >> "$OUT/bench.jsonl" <<'PY'
+import json, os, sys
+out, arch, dev = sys.argv[1:4]
+for impl, name in (("dap", "dap"), ("torch", "torch")):
+    p = os.path.join(out, "cnn-%s-%s.json" % (arch, name))
+    if not os.path.exists(p):
+        continue
+    r = json.load(open(p))["runs"][0]
+    print(json.dumps({"impl": impl, "measure": arch, "precision": "fp32", "device": dev, "throughput": 1.0 / r["seconds"],
+                      "unit": "runs/s", "seconds": r["seconds"], "accuracy": r["accuracy"], "peak_device_mb": 0}))
+PY
+    continue ;;
+  vaedec|vaeenc) # the SD VAE (random sd-vae-ft-mse-size weights written by dap)
     m=decode; [ "$measure" = vaeenc ] && m=encode
     [ -f "$VAE_W" ] || "$BUILD/bench_vae" --save "$VAE_W" 2>> "$OUT/bench.err"
     say "$job: dap ($VAE_BATCH images at $VAE_SIZE px)"
