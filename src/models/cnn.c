@@ -214,6 +214,46 @@ static void conv_dims(const dap_cnn *m, const dap_cnn_layer *l, int n, dap_conv2
     dap_conv2d_dims_init(d, n, c, h, w, l->c, l->k, l->k, l->stride, l->pad);
 }
 
+/* The backward walks the layers from the last down: layer i's gradient is first written by
+ * its last consumer j (the highest layer reading it; the last layer's by the loss) and last
+ * read when layer i itself is done, so it lives over [i, j]. Layers whose spans do not meet
+ * share a buffer: each takes the smallest free buffer that holds it, else the largest free
+ * one grown to its size, else a new one, and gives it back once layer i is done. A ResNet keeps a handful of gradient
+ * buffers instead of one per layer. */
+static void share_grad_buffers(dap_cnn_state *s, const dap_cnn *m, int batch) {
+    const int nl = m->nlayers;
+    int *first = dap_malloc(sizeof(int) * (size_t)nl); /* its highest consumer */
+    for (int i = 0; i < nl; i++) first[i] = i;
+    for (int j = 0; j < nl; j++) {
+        const dap_cnn_layer *l = &m->layers[j];
+        if (l->src >= 0 && j > first[l->src]) first[l->src] = j;
+        if (l->op == DAP_CNN_ADD && l->src2 >= 0 && j > first[l->src2]) first[l->src2] = j;
+    }
+    size_t *cap = dap_calloc((size_t)nl, sizeof(size_t));
+    int *busy = dap_calloc((size_t)nl, sizeof(int)), *slot = dap_malloc(sizeof(int) * (size_t)nl);
+    s->dpool = dap_calloc((size_t)nl, sizeof(float *));
+    s->ndpool = 0;
+    for (int t = nl - 1; t >= 0; t--) { /* processing layer t */
+        for (int i = t; i >= 0; i--) { /* gradients first written now: take a buffer */
+            if (first[i] != t) continue;
+            const size_t need = (size_t)batch * layer_size(&m->layers[i]);
+            int best = -1, big = -1;
+            for (int b = 0; b < s->ndpool; b++) {
+                if (busy[b]) continue;
+                if (cap[b] >= need && (best < 0 || cap[b] < cap[best])) best = b;
+                if (big < 0 || cap[b] > cap[big]) big = b;
+            }
+            if (best < 0 && big >= 0) best = big, cap[big] = need; /* grown (sizes are only planned here) */
+            if (best < 0) best = s->ndpool++, cap[best] = need;
+            busy[best] = 1, slot[i] = best;
+        }
+        busy[slot[t]] = 0; /* layer t done: its gradient is dead */
+    }
+    for (int b = 0; b < s->ndpool; b++) s->dpool[b] = dap_alloc_f32(cap[b]);
+    for (int i = 0; i < nl; i++) s->dout[i] = s->dpool[slot[i]];
+    free(first), free(cap), free(busy), free(slot);
+}
+
 void dap_cnn_state_init(dap_cnn_state *s, const dap_cnn *m, int batch, int with_grad) {
     DAP_ASSERT(batch > 0 && m->params.data != NULL);
     memset(s, 0, sizeof *s);
@@ -241,7 +281,7 @@ void dap_cnn_state_init(dap_cnn_state *s, const dap_cnn *m, int batch, int with_
         size_t sz = (size_t)batch * layer_size(l);
         if (layer_size(l) > largest) largest = layer_size(l);
         s->out[i] = dap_alloc_f32(sz);
-        if (with_grad) s->dout[i] = dap_alloc_f32(sz);
+
         if (l->op == DAP_CNN_NORM) {
             size_t stats = l->norm == DAP_NORM_BATCH ? (size_t)l->c : (size_t)batch * l->c;
             s->mean[i] = dap_alloc_f32(stats);
@@ -261,7 +301,10 @@ void dap_cnn_state_init(dap_cnn_state *s, const dap_cnn *m, int batch, int with_
         }
     }
     s->work = dap_alloc_f32(work > 0 ? work : 1);
-    if (with_grad) s->tmp = dap_alloc_f32((size_t)batch * largest);
+    if (with_grad) {
+        s->tmp = dap_alloc_f32((size_t)batch * largest);
+        share_grad_buffers(s, m, batch);
+    }
     s->n = 0;
 }
 
@@ -272,12 +315,13 @@ void dap_cnn_state_free(dap_cnn_state *s) {
 #endif
     for (int i = 0; i < s->nlayers; i++) {
         dap_free_aligned(s->out[i]);
-        dap_free_aligned(s->dout[i]);
         dap_free_aligned(s->mean[i]);
         dap_free_aligned(s->rstd[i]);
         dap_free_aligned(s->padded[i]);
         free(s->argmax[i]);
     }
+    for (int b = 0; b < s->ndpool; b++) dap_free_aligned(s->dpool[b]);
+    free(s->dpool);
     free(s->out), free(s->dout), free(s->mean), free(s->rstd), free(s->argmax), free(s->padded);
     dap_free_aligned(s->work);
     dap_free_aligned(s->tmp);

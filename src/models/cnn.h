@@ -86,7 +86,10 @@ typedef struct dap_cnn_state {
     int n;          /* images in the last forward */
     int with_grad;
     float **out;    /* (nlayers) outputs, (batch, c, h, w) each */
-    float **dout;   /* (nlayers) their gradients, when with_grad */
+    float **dout;   /* (nlayers) their gradients, when with_grad: layers whose gradients are never
+                     * alive together share a buffer (of dpool) */
+    float **dpool;  /* the gradient buffers themselves (ndpool) */
+    int ndpool;
     float **mean, **rstd; /* norm caches: (batch, C) instance, (C) batch */
     int **argmax;   /* max-pool caches */
     float **padded; /* max-pool padded inputs (only when pad > 0) */
