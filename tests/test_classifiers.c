@@ -234,3 +234,53 @@ DAP_TEST(classifier_checkpoint_features) {
     dap_classifier_free(&a);
     dap_free_aligned(x);
 }
+
+/* Shared gradient buffers: a backward with them gives the parameter and input gradients
+ * of one buffer a layer bit for bit, in a few buffers (ResNetAP-10 and ResNet-18, train
+ * and eval mode). */
+static void grads_of(dap_cnn *m, const float *w0, const float *x, const float *dl, int n, int train, float *grad,
+                     float *dx, int *buffers) {
+    memcpy(m->params.data, w0, m->params.total * sizeof(float));
+    dap_cnn_state st;
+    dap_cnn_state_init(&st, m, n, 1);
+    dap_cnn_forward(m, &st, x, n, train);
+    dap_params_zero_grad(&m->params);
+    dap_cnn_backward(m, &st, x, dl, dx, train);
+    memcpy(grad, m->params.grad, m->params.total * sizeof(float));
+    *buffers = st.ndpool;
+    dap_cnn_state_free(&st);
+}
+
+DAP_TEST(classifier_shared_grad_buffers) {
+    const char *archs[] = {"resnetap10", "resnet18"};
+    for (int a = 0; a < 2; a++) {
+        dap_classifier c;
+        CHECK(dap_classifier_create(&c, archs[a], 3, 16, 16, 5) == DAP_OK);
+        dap_cnn *m = &c.net;
+        dap_cnn_init_weights(m, 3);
+        const int n = 4, in = dap_cnn_in_size(m);
+        const size_t np = m->params.total;
+        float *w0 = dap_alloc_f32(np), *x = dap_alloc_f32((size_t)n * in), *dl = dap_alloc_f32((size_t)n * 5);
+        float *g1 = dap_alloc_f32(np), *g0 = dap_alloc_f32(np);
+        float *dx1 = dap_alloc_f32((size_t)n * in), *dx0 = dap_alloc_f32((size_t)n * in);
+        memcpy(w0, m->params.data, np * sizeof(float));
+        dap_rng r;
+        dap_rng_init(&r, 8, 0);
+        dap_rng_normal(&r, x, (size_t)n * in, 0.0f, 1.0f);
+        dap_rng_normal(&r, dl, (size_t)n * 5, 0.0f, 0.1f);
+        for (int train = 0; train < 2; train++) {
+            int shared, own;
+            grads_of(m, w0, x, dl, n, train, g1, dx1, &shared);
+            const int old = dap_cnn_set_grad_sharing(0);
+            grads_of(m, w0, x, dl, n, train, g0, dx0, &own);
+            dap_cnn_set_grad_sharing(old);
+            printf("    %s train=%d: %d gradient buffers shared, %d one a layer\n", archs[a], train, shared, own);
+            CHECK(own == m->nlayers && shared <= 4);
+            CHECK_MSG(!memcmp(g1, g0, np * sizeof(float)) && !memcmp(dx1, dx0, (size_t)n * in * sizeof(float)),
+                      "%s: shared gradient buffers change the gradients", archs[a]);
+        }
+        dap_free_aligned(w0), dap_free_aligned(x), dap_free_aligned(dl), dap_free_aligned(g1), dap_free_aligned(g0);
+        dap_free_aligned(dx1), dap_free_aligned(dx0);
+        dap_classifier_free(&c);
+    }
+}

@@ -110,6 +110,7 @@ static const char *layer_name(const dap_cnn *m, int i) {
 static void diagnose(dap_cnn *m, const float *w0, const float *x, const float *dl, int n, int cap) {
     size_t np = m->params.total, in = (size_t)dap_cnn_in_size(m);
     float *dx = dap_alloc_f32((size_t)n * in);
+    const int share = dap_cnn_set_grad_sharing(0); /* every layer's gradient kept to compare */
     for (int train = 1; train >= 0; train--) {
         dap_cnn_state st[2]; /* cpu, cuda: kept alive to compare every layer */
         for (int dev = 0; dev < 2; dev++) {
@@ -141,6 +142,7 @@ static void diagnose(dap_cnn *m, const float *w0, const float *x, const float *d
         dap_cnn_state_free(&st[0]);
         dap_cnn_state_free(&st[1]);
     }
+    dap_cnn_set_grad_sharing(share);
     dap_free_aligned(dx);
 }
 #endif

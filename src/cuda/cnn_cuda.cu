@@ -435,6 +435,8 @@ typedef struct cnn_dev {
     float *tmp;            /* a gradient added into an already written one */
     float *pw, *pb;        /* instance-norm per-plane parameter gradients */
     float *hgrad;          /* host staging for the gradient */
+    float **dpool;         /* the gradient buffers dout[] point into (dap_cnn_grad_slots) */
+    int ndpool;
     int resident;          /* the device copy of the weights is the one that counts */
     float *opt_a, *opt_b;  /* the optimiser's state there: SGD momentum / AdamW m and v */
 } cnn_dev;
@@ -484,7 +486,7 @@ extern "C" void *dap_cnn_cuda_create(const dap_cnn *m, int batch, int with_grad)
         size_t sz = (size_t)batch * lsize(l);
         if (lsize(l) > largest) largest = lsize(l);
         d->out[i] = dev_alloc(sz);
-        if (with_grad) d->dout[i] = dev_alloc(sz);
+
         int c, h, w;
         src_shape(m, l->src, &c, &h, &w);
         if (l->op == DAP_CNN_NORM) {
@@ -512,7 +514,14 @@ extern "C" void *dap_cnn_cuda_create(const dap_cnn *m, int batch, int with_grad)
     }
     d->col = dev_alloc(col);
     d->t = dev_alloc(t);
-    if (with_grad) {
+    if (with_grad) { /* layers whose gradients are never alive together share a buffer */
+        int *slot = (int *)dap_malloc(sizeof(int) * (size_t)nl);
+        size_t *cap = (size_t *)dap_calloc((size_t)nl, sizeof(size_t));
+        d->ndpool = dap_cnn_grad_slots(m, batch, slot, cap);
+        d->dpool = (float **)dap_calloc((size_t)d->ndpool, sizeof(float *));
+        for (int b = 0; b < d->ndpool; b++) d->dpool[b] = dev_alloc(cap[b]);
+        for (int i = 0; i < nl; i++) d->dout[i] = d->dpool[slot[i]];
+        free(slot), free(cap);
         d->grads = dev_alloc(d->nparam);
         d->dx = dev_alloc((size_t)batch * d->in_size);
         d->dcol = dev_alloc(col);
@@ -529,9 +538,11 @@ extern "C" void dap_cnn_cuda_free(void *dev) {
     if (!d) return;
     cudaStreamSynchronize(d->st);
     for (int i = 0; i < d->nl; i++) {
-        cudaFree(d->out[i]), cudaFree(d->dout[i]), cudaFree(d->mean[i]), cudaFree(d->rstd[i]);
+        cudaFree(d->out[i]), cudaFree(d->mean[i]), cudaFree(d->rstd[i]);
         cudaFree(d->argmax[i]);
     }
+    for (int b = 0; b < d->ndpool; b++) cudaFree(d->dpool[b]);
+    free(d->dpool);
     free(d->out), free(d->dout), free(d->mean), free(d->rstd), free(d->argmax);
     cudaFree(d->params), cudaFree(d->grads), cudaFree(d->x), cudaFree(d->dx);
     cudaFree(d->col), cudaFree(d->dcol), cudaFree(d->t), cudaFree(d->tmp);

@@ -218,10 +218,22 @@ static void conv_dims(const dap_cnn *m, const dap_cnn_layer *l, int n, dap_conv2
  * its last consumer j (the highest layer reading it; the last layer's by the loss) and last
  * read when layer i itself is done, so it lives over [i, j]. Layers whose spans do not meet
  * share a buffer: each takes the smallest free buffer that holds it, else the largest free
- * one grown to its size, else a new one, and gives it back once layer i is done. A ResNet keeps a handful of gradient
- * buffers instead of one per layer. */
-static void share_grad_buffers(dap_cnn_state *s, const dap_cnn *m, int batch) {
+ * one grown to its size, else a new one, and gives it back once layer i is done. A ResNet
+ * keeps a handful of gradient buffers instead of one per layer. */
+static int g_share_grads = 1;
+
+int dap_cnn_set_grad_sharing(int on) {
+    int old = g_share_grads;
+    g_share_grads = on;
+    return old;
+}
+
+int dap_cnn_grad_slots(const dap_cnn *m, int batch, int *slot, size_t *cap) {
     const int nl = m->nlayers;
+    if (!g_share_grads) { /* one buffer a layer: every gradient still there after the backward */
+        for (int i = 0; i < nl; i++) slot[i] = i, cap[i] = (size_t)batch * layer_size(&m->layers[i]);
+        return nl;
+    }
     int *first = dap_malloc(sizeof(int) * (size_t)nl); /* its highest consumer */
     for (int i = 0; i < nl; i++) first[i] = i;
     for (int j = 0; j < nl; j++) {
@@ -229,29 +241,36 @@ static void share_grad_buffers(dap_cnn_state *s, const dap_cnn *m, int batch) {
         if (l->src >= 0 && j > first[l->src]) first[l->src] = j;
         if (l->op == DAP_CNN_ADD && l->src2 >= 0 && j > first[l->src2]) first[l->src2] = j;
     }
-    size_t *cap = dap_calloc((size_t)nl, sizeof(size_t));
-    int *busy = dap_calloc((size_t)nl, sizeof(int)), *slot = dap_malloc(sizeof(int) * (size_t)nl);
-    s->dpool = dap_calloc((size_t)nl, sizeof(float *));
-    s->ndpool = 0;
+    int *busy = dap_calloc((size_t)nl, sizeof(int)), nb = 0;
     for (int t = nl - 1; t >= 0; t--) { /* processing layer t */
         for (int i = t; i >= 0; i--) { /* gradients first written now: take a buffer */
             if (first[i] != t) continue;
             const size_t need = (size_t)batch * layer_size(&m->layers[i]);
             int best = -1, big = -1;
-            for (int b = 0; b < s->ndpool; b++) {
+            for (int b = 0; b < nb; b++) {
                 if (busy[b]) continue;
                 if (cap[b] >= need && (best < 0 || cap[b] < cap[best])) best = b;
                 if (big < 0 || cap[b] > cap[big]) big = b;
             }
             if (best < 0 && big >= 0) best = big, cap[big] = need; /* grown (sizes are only planned here) */
-            if (best < 0) best = s->ndpool++, cap[best] = need;
+            if (best < 0) best = nb++, cap[best] = need;
             busy[best] = 1, slot[i] = best;
         }
         busy[slot[t]] = 0; /* layer t done: its gradient is dead */
     }
+    free(first), free(busy);
+    return nb;
+}
+
+static void share_grad_buffers(dap_cnn_state *s, const dap_cnn *m, int batch) {
+    const int nl = m->nlayers;
+    int *slot = dap_malloc(sizeof(int) * (size_t)nl);
+    size_t *cap = dap_calloc((size_t)nl, sizeof(size_t));
+    s->ndpool = dap_cnn_grad_slots(m, batch, slot, cap);
+    s->dpool = dap_calloc((size_t)s->ndpool, sizeof(float *));
     for (int b = 0; b < s->ndpool; b++) s->dpool[b] = dap_alloc_f32(cap[b]);
     for (int i = 0; i < nl; i++) s->dout[i] = s->dpool[slot[i]];
-    free(first), free(cap), free(busy), free(slot);
+    free(slot), free(cap);
 }
 
 void dap_cnn_state_init(dap_cnn_state *s, const dap_cnn *m, int batch, int with_grad) {

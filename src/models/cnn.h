@@ -100,6 +100,14 @@ typedef struct dap_cnn_state {
                      * in out[] on the host */
 } dap_cnn_state;
 
+/* The gradient buffers a backward of `batch` images needs: slot[i] (nlayers) the buffer of
+ * layer i's gradient, cap[b] (room for nlayers) each buffer's floats; returns their count.
+ * Layers whose gradients are never alive together share one (cnn.c). */
+int dap_cnn_grad_slots(const dap_cnn *m, int batch, int *slot, size_t *cap);
+/* Process-wide, for tests that read every layer's gradient after a backward (states made
+ * while it is off keep one buffer a layer); returns the old setting (default 1). */
+int dap_cnn_set_grad_sharing(int on);
+
 /* On the device chosen when it is created (core/device.h). */
 void dap_cnn_state_init(dap_cnn_state *s, const dap_cnn *m, int batch, int with_grad);
 void dap_cnn_state_free(dap_cnn_state *s);
