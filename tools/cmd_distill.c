@@ -566,6 +566,12 @@ int cmd_distill(int argc, char **argv) {
         if (o.method == DAP_METHOD_DAP && o.layer == 0) o.layer = (m->cfg.depth + 2) / 4;
         if ((rc = latent_check_model(m, model_path, lat.vae, vae_path, &image_size))) goto fail;
         if (lr) latent_set_size(lr, image_size, &real);
+        if (lr && lat.vae) { /* on a GPU: the cache's encoder chunks and one decode must fit */
+            const int f = dap_vae_factor(dap_vae_get_config(lat.vae));
+            if ((rc = dap_vae_check_memory(lat.vae, 0, lat.cache.batch, image_size, image_size)) ||
+                (rc = dap_vae_check_memory(lat.vae, 1, 1, image_size / f, image_size / f)))
+                goto fail;
+        }
     }
     if (o.method == DAP_METHOD_IGD) {
         if ((rc = dap_classifier_load(&sur, sur_path))) goto fail;

@@ -119,7 +119,8 @@ int cmd_sample(int argc, char **argv) {
         if (vae) dap_vae_destroy(vae);
         return cli_fail("sample", rc);
     }
-    if ((rc = latent_check_model(m, model_path, vae, vae_path, &image_size))) {
+    if ((rc = latent_check_model(m, model_path, vae, vae_path, &image_size)) ||
+        (vae && (rc = dap_vae_check_memory(vae, 1, 1, m->cfg.input_size, m->cfg.input_size)))) {
         dap_dit_destroy(m);
         if (vae) dap_vae_destroy(vae);
         return cli_fail("sample", rc);

@@ -183,6 +183,7 @@ static int vae_encode(int argc, char **argv) {
     dap_rng_init(&rng, (uint64_t)seed, 0);
     fprintf(stderr, "dap %s: %d image%s at %dx%d -> latents (%d, %d, %d, %d)%s\n", cmd, files.n,
             files.n > 1 ? "s" : "", size, size, files.n, L, ls, ls, sample ? ", posterior samples" : "");
+    if ((rc = dap_vae_check_memory(v, 0, files.n < batch ? files.n : batch, size, size))) goto done;
     const double t0 = dap_time_now();
     for (int i0 = 0; i0 < files.n; i0 += batch) {
         const int B = files.n - i0 < batch ? files.n - i0 : batch;
@@ -299,6 +300,7 @@ static int vae_decode(int argc, char **argv) {
     img = dap_alloc_f32((size_t)B * per);
     fprintf(stderr, "dap %s: %d latent%s (%d, %d, %d) -> images %dx%d\n", cmd, B, B > 1 ? "s" : "",
             c->latent_channels, h, wd, H, W);
+    if ((rc = dap_vae_check_memory(v, 1, B < batch ? B : batch, h, wd))) goto done;
     const double t0 = dap_time_now();
     for (int i0 = 0; i0 < B; i0 += batch) {
         const int nb = B - i0 < batch ? B - i0 : batch;

@@ -216,6 +216,22 @@ int dap_vae_to_device(dap_vae *v) {
 
 int dap_vae_on_device(const dap_vae *v) { return v->dev != NULL; }
 
+int dap_vae_check_memory(const dap_vae *v, int decode, int n, int h, int w) {
+#ifdef DAP_CUDA
+    if (!v->dev) return DAP_OK;
+    const size_t need = dap_vae_plan_bytes(v, decode, n, h, w);
+    size_t fr = 0, tot = 0;
+    DAP_TRY(dap_cuda_memory(&fr, &tot));
+    if (need > fr)
+        return dap_error(DAP_ERR_NOMEM, "the VAE's %s of %d %s of %dx%d needs %.2f GiB on the GPU, %.2f GiB of %.2f are "
+                         "free: lower --batch", decode ? "decode" : "encode", n, decode ? "latents" : "images", h, w,
+                         need / 1073741824.0, fr / 1073741824.0, tot / 1073741824.0);
+#else
+    (void)v, (void)decode, (void)n, (void)h, (void)w;
+#endif
+    return DAP_OK;
+}
+
 const dap_vae_config *dap_vae_get_config(const dap_vae *v) { return &v->cfg; }
 dap_params *dap_vae_params(dap_vae *v) { return &v->params; }
 const char *dap_vae_naming(const dap_vae *v) { return k_naming_names[v->naming]; }

@@ -79,6 +79,9 @@ int dap_vae_on_device(const dap_vae *v);
  * for its activations and scratch, where the model runs (the GPU's for a device model),
  * weights not included. */
 size_t dap_vae_plan_bytes(const dap_vae *v, int decode, int n, int h, int w);
+/* For a model on the GPU: DAP_ERR_NOMEM with the sizes when such a call's activations do
+ * not fit in the device's free memory now (checked before the work); DAP_OK on the CPU. */
+int dap_vae_check_memory(const dap_vae *v, int decode, int n, int h, int w);
 
 /* x (n, 3, H, W) in [-1, 1], H and W multiples of the factor -> latent (n, 4, H/f, W/f)
  * = scale * posterior mean; with rng not NULL a posterior sample instead (one normal per
