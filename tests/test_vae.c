@@ -172,6 +172,14 @@ DAP_TEST(vae_decode_vjp_gradcheck) {
         dap_rng_normal(&rng, c.z, nl, 0.0f, 0.5f);
         dap_rng_normal(&rng, c.r, ni, 0.0f, 1.0f);
         CHECK(dap_vae_decode_vjp(v, c.z, c.h, c.w, c.r, g) == DAP_OK);
+        /* the taped decode's image is dap_vae_decode's (the same ops, one image, no bands) */
+        float *timg = dap_alloc_f32(ni);
+        dap_vae_tape *tp = NULL;
+        CHECK(dap_vae_decode_taped(v, c.z, c.h, c.w, timg, &tp) == DAP_OK);
+        dap_vae_tape_free(tp);
+        CHECK(dap_vae_decode(v, c.z, 1, c.h, c.w, c.img) == DAP_OK);
+        CHECK_MSG(!memcmp(timg, c.img, ni * sizeof(float)), "the taped decode's image differs from dap_vae_decode's");
+        dap_free_aligned(timg);
         /* element by element (a few positions sit near the kinks of the SiLU's exp polynomial,
          * where central differences wander by a few percent), then along three random
          * directions, where they agree to float rounding */

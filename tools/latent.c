@@ -285,32 +285,6 @@ int latent_save_class(latent_run *lr, const char *dir, const char *class_name, i
     return rc;
 }
 
-/* The model's class names: the checkpoint's "class_names", else guessed from its shape. */
-static char **model_class_names(const char *path, const dap_dit_config *mc, int *owned) {
-    char **names = NULL;
-    *owned = 0;
-    dap_st *st;
-    if (path && dap_st_open(&st, path) == DAP_OK) {
-        char *joined = dap_st_meta_get(st, "class_names");
-        dap_st_close(st);
-        if (joined) {
-            names = dap_calloc((size_t)mc->num_classes, sizeof(char *));
-            char *save = NULL, *tok = strtok_r(joined, "\n", &save);
-            int k = 0;
-            for (; tok && k < mc->num_classes; k++, tok = strtok_r(NULL, "\n", &save)) names[k] = dap_strdup(tok);
-            free(joined);
-            if (k == mc->num_classes) {
-                *owned = 1;
-                return names;
-            }
-            for (int i = 0; i < k; i++) free(names[i]);
-            free(names);
-            names = NULL;
-        }
-    }
-    return (char **)dap_class_names_guess(mc->num_classes, mc->in_channels, mc->input_size);
-}
-
 int latent_train_set(const char *data, const char *vae_path, const char *cache_dir, const char *names_from,
                      const dap_dit_config *mc, dap_dataset *out) {
     memset(out, 0, sizeof *out);
@@ -324,8 +298,11 @@ int latent_train_set(const char *data, const char *vae_path, const char *cache_d
     int rc = DAP_OK;
     if (C != mc->in_channels)
         rc = dap_error(DAP_ERR_SHAPE, "%s has %d latent channels, the model takes %d", vae_path, C, mc->in_channels);
-    int owned = 0;
-    char **mnames = rc == DAP_OK ? model_class_names(names_from, mc, &owned) : NULL;
+    /* the model's class names: its checkpoint's, else guessed from its shape */
+    char **owned = NULL, **mnames = NULL;
+    if (rc == DAP_OK && names_from) rc = dap_dit_class_names_from_file(names_from, mc->num_classes, &owned);
+    if (rc == DAP_OK)
+        mnames = owned ? owned : (char **)dap_class_names_guess(mc->num_classes, mc->in_channels, mc->input_size);
     int *labels = dap_malloc(sizeof(int) * (size_t)K);
     if (rc == DAP_OK) {
         latent_set_size(&lr, s * dap_vae_factor(vc), &names);
@@ -364,10 +341,7 @@ int latent_train_set(const char *data, const char *vae_path, const char *cache_d
     }
     for (int k = 0; k < K; k++) dap_free_aligned(lat[k]);
     free(lat), free(labels);
-    if (owned) {
-        for (int j = 0; j < mc->num_classes; j++) free(mnames[j]);
-        free(mnames);
-    }
+    dap_dit_class_names_free(owned, mc->num_classes);
     dap_dataset_free(&names);
     latent_close(&lr);
     return rc;

@@ -216,9 +216,12 @@ static int igd_adjust_eps(class_run *r, float *eps, const float *x_t, const dap_
     if (o->igd_scale != 0 && o->igd_vae) { /* through the decoder: the surrogate sees images */
         const dap_vae_config *vc = dap_vae_get_config(o->igd_vae);
         const int s = (int)sqrt((double)(r->per / (size_t)vc->latent_channels));
-        DAP_TRY(dap_vae_decode(o->igd_vae, r->x0, 1, s, s, r->px));
+        dap_vae_tape *tape; /* one decode serves the surrogate and the backward through it */
+        DAP_TRY(dap_vae_decode_taped(o->igd_vae, r->x0, s, s, r->px, &tape));
         e = dap_igd_influence(r->igd, r->px, r->gpx);
-        DAP_TRY(dap_vae_decode_vjp(o->igd_vae, r->x0, s, s, r->gpx, r->grad));
+        const int rc = dap_vae_tape_backward(tape, r->gpx, r->grad);
+        dap_vae_tape_free(tape);
+        DAP_TRY(rc);
         const float sc = (float)(o->igd_scale * sb / sa);
         for (size_t q = 0; q < r->per; q++) eps[q] -= sc * r->grad[q];
     } else if (o->igd_scale != 0) {

@@ -377,37 +377,50 @@ void dap_dit_set_finetune(dap_dit *m, const char *what) {
 
 int dap_dit_finetune_from_file(const char *path, char **out) { return meta_from_file(path, "finetune", out); }
 
-/* __metadata__ "class_names" (newline-joined) into m->class_names; absent: left NULL. */
-static int load_class_names(dap_dit *m, const char *path) {
+int dap_dit_class_names_from_file(const char *path, int num_classes, char ***out) {
+    *out = NULL;
     dap_st *st;
     DAP_TRY(dap_st_open(&st, path));
     char *s = dap_st_meta_get(st, "class_names");
     dap_st_close(st);
     if (!s) return DAP_OK;
-    const int K = m->cfg.num_classes;
     int n = 1;
     for (const char *p = s; *p; p++) n += *p == '\n';
-    char **names = dap_malloc(sizeof(char *) * (size_t)n);
+    char **names = dap_calloc((size_t)n, sizeof(char *));
     int empty = 0;
     char *p = s;
     for (int k = 0; k < n; k++) {
         char *e = strchr(p, '\n');
         if (e) *e = 0;
-        names[k] = p;
+        names[k] = dap_strdup(p);
         empty |= !*p;
         p = e ? e + 1 : p + strlen(p);
     }
+    free(s);
     int rc = DAP_OK;
-    if (n != K)
+    if (n != num_classes)
         rc = dap_error(DAP_ERR_FORMAT, "%s: __metadata__ \"class_names\" holds %d names, expected %d (num_classes)",
-                       path, n, K);
+                       path, n, num_classes);
     else if (empty)
         rc = dap_error(DAP_ERR_FORMAT, "%s: __metadata__ \"class_names\" holds an empty name", path);
-    else
-        dap_dit_set_class_names(m, names, n);
-    free(names);
-    free(s);
+    if (rc == DAP_OK) *out = names;
+    else dap_dit_class_names_free(names, n);
     return rc;
+}
+
+void dap_dit_class_names_free(char **names, int n) {
+    if (!names) return;
+    for (int k = 0; k < n; k++) free(names[k]);
+    free(names);
+}
+
+/* __metadata__ "class_names" into m->class_names; absent: left NULL. */
+static int load_class_names(dap_dit *m, const char *path) {
+    char **names;
+    DAP_TRY(dap_dit_class_names_from_file(path, m->cfg.num_classes, &names));
+    if (names) dap_dit_set_class_names(m, names, m->cfg.num_classes);
+    dap_dit_class_names_free(names, m->cfg.num_classes);
+    return DAP_OK;
 }
 
 /* The official get_2d_sincos_pos_embed (double precision, like numpy): token i*g + j

@@ -89,6 +89,11 @@ void dap_dit_init(dap_dit *m, uint64_t seed);
 /* Sets (copies) the names of the model's n = num_classes labels, or clears them (names
  * NULL, n 0). Names must be non-empty and free of newlines (asserted). */
 void dap_dit_set_class_names(dap_dit *m, char *const *names, int n);
+/* A checkpoint's class names (__metadata__ "class_names", newline-joined) without its
+ * weights: *out num_classes strings (dap_dit_class_names_free), or NULL when it has none;
+ * DAP_ERR_FORMAT naming the file when their count or an empty name is wrong. */
+int dap_dit_class_names_from_file(const char *path, int num_classes, char ***out);
+void dap_dit_class_names_free(char **names, int n);
 /* Sets (copies) or clears (NULL) the record of the training data. */
 void dap_dit_set_train_data(dap_dit *m, const char *spec);
 /* The training data a checkpoint records (*out malloc'd), or *out NULL when it has none. */

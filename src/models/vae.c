@@ -260,7 +260,6 @@ size_t dap_vae_set_band_floats(size_t floats) {
 typedef struct vctx {
     const dap_vae *v;
     void *dev; /* the model's GPU half: every op runs there, on device buffers */
-    size_t band; /* input + output floats of one conv call (g_band, or DEV_BAND_FLOATS) */
     size_t col_need; /* GPU: the largest im2col of one image */
     float *col;
     int plan; /* 1: only record what each op needs */
@@ -597,10 +596,10 @@ typedef void (*vae_net)(vctx *x, float *out, const float *in, int h, int w);
  * floats, at least one); the second pass records the needs of such a chunk. */
 static void plan_chunk(vctx *x, const dap_vae *v, vae_net net, int n, int h, int w) {
     const size_t band = v->dev ? DEV_BAND_FLOATS : g_band;
-    *x = (vctx){.v = v, .dev = v->dev, .band = band, .plan = 1, .n = 1};
+    *x = (vctx){.v = v, .dev = v->dev, .plan = 1, .n = 1};
     net(x, NULL, NULL, h, w);
     size_t per = x->conv_need, k = per >= band ? 1 : band / per;
-    *x = (vctx){.v = v, .dev = v->dev, .band = band, .plan = 1, .n = k < (size_t)n ? (int)k : n};
+    *x = (vctx){.v = v, .dev = v->dev, .plan = 1, .n = k < (size_t)n ? (int)k : n};
     net(x, NULL, NULL, h, w);
 }
 
@@ -935,34 +934,44 @@ static void vattention(vjp *c, float *Y, float *dX, const float *dY, const float
     dap_free_aligned(p), dap_free_aligned(o);
 }
 
-int dap_vae_decode_vjp(dap_vae *v, const float *latent, int h, int w, const float *dimg, float *dlat) {
+enum { TAPE_MAX = 8 + DAP_VAE_MAX_LEVELS * 16 };
+
+struct dap_vae_tape {
+    dap_vae *v;
+    vjp c;
+    float *z, *a0;                 /* the scaled latent, post_quant_conv's output */
+    float *in[TAPE_MAX];           /* each block's input, its channels and sides */
+    int ic[TAPE_MAX], ih[TAPE_MAX], iw[TAPE_MAX], nb;
+    int h, w;
+};
+
+int dap_vae_decode_taped(dap_vae *v, const float *latent, int h, int w, float *img, dap_vae_tape **out) {
+    *out = NULL;
     const dap_vae_config *cf = &v->cfg;
     const int f = dap_vae_factor(cf), L = cf->levels, lat = cf->latent_channels;
     if (h <= 0 || w <= 0 || h > 16384 / f || w > 16384 / f)
         return dap_error(DAP_ERR_ARG, "VAE decode gradient: a %d x %d latent (expected 1 to %d per side)", h, w, 16384 / f);
-    vjp c = {.v = v};
-    c.mean = dap_alloc_f32(2 * (size_t)cf->groups), c.rstd = c.mean + cf->groups;
-    /* forward, keeping every block's input: tape[i] with its channels and side */
-    enum { MAXB = 8 + DAP_VAE_MAX_LEVELS * 16 };
-    float *tape[MAXB];
-    int tc[MAXB], th[MAXB], tw[MAXB], nb = 0;
+    dap_vae_tape *tp = dap_calloc(1, sizeof *tp);
+    tp->v = v, tp->h = h, tp->w = w, tp->c.v = v;
+    vjp *c = &tp->c;
+    c->mean = dap_alloc_f32(2 * (size_t)cf->groups), c->rstd = c->mean + cf->groups;
     char pre[96];
     const size_t lsize = (size_t)lat * h * w;
-    float *z = dap_alloc_f32(lsize), *a0 = dap_alloc_f32(lsize);
+    float *z = tp->z = dap_alloc_f32(lsize), *a0 = tp->a0 = dap_alloc_f32(lsize);
     for (size_t q = 0; q < lsize; q++) z[q] = latent[q] / cf->scale;
-    vconv(&c, a0, z, lat, h, w, lat, 1, "post_quant_conv");
+    vconv(c, a0, z, lat, h, w, lat, 1, "post_quant_conv");
     int cur = cf->ch[L - 1], H = h, W = w;
     float *x = dap_alloc_f32((size_t)cur * H * W);
-    vconv(&c, x, a0, lat, H, W, cur, 3, "decoder.conv_in");
+    vconv(c, x, a0, lat, H, W, cur, 3, "decoder.conv_in");
 #define PUSH()                                                                                     \
-    (tape[nb] = x, tc[nb] = cur, th[nb] = H, tw[nb] = W, nb++)
+    (tp->in[tp->nb] = x, tp->ic[tp->nb] = cur, tp->ih[tp->nb] = H, tp->iw[tp->nb] = W, tp->nb++)
     for (int part = 0; part < 3; part++) { /* mid: ResNet, attention, ResNet */
         float *y = dap_alloc_f32((size_t)cur * H * W);
         PUSH();
-        if (part == 1) vattention(&c, y, NULL, NULL, x, cur, H, W);
+        if (part == 1) vattention(c, y, NULL, NULL, x, cur, H, W);
         else {
             snprintf(pre, sizeof pre, "decoder.mid_block.resnets.%d", part / 2);
-            vresnet(&c, y, NULL, NULL, x, cur, cur, H, W, pre);
+            vresnet(c, y, NULL, NULL, x, cur, cur, H, W, pre);
         }
         x = y;
     }
@@ -972,7 +981,7 @@ int dap_vae_decode_vjp(dap_vae *v, const float *latent, int h, int w, const floa
             float *y = dap_alloc_f32((size_t)out * H * W);
             PUSH();
             snprintf(pre, sizeof pre, "decoder.up_blocks.%d.resnets.%d", i, j);
-            vresnet(&c, y, NULL, NULL, x, cur, out, H, W, pre);
+            vresnet(c, y, NULL, NULL, x, cur, out, H, W, pre);
             x = y, cur = out;
         }
         if (i == L - 1) break;
@@ -980,21 +989,40 @@ int dap_vae_decode_vjp(dap_vae *v, const float *latent, int h, int w, const floa
         float *u = dap_alloc_f32((size_t)cur * H * W * 4), *y = dap_alloc_f32((size_t)cur * H * W * 4);
         dap_upsample_nearest_forward(u, x, 1, cur, H, W, 2);
         snprintf(pre, sizeof pre, "decoder.up_blocks.%d.upsamplers.0.conv", i);
-        vconv(&c, y, u, cur, 2 * H, 2 * W, cur, 3, pre);
+        vconv(c, y, u, cur, 2 * H, 2 * W, cur, 3, pre);
         dap_free_aligned(u);
         x = y, H *= 2, W *= 2;
     }
     PUSH(); /* the output: GN, SiLU, conv_out */
 #undef PUSH
-    DAP_ASSERT(nb <= MAXB);
+    DAP_ASSERT(tp->nb <= TAPE_MAX);
+    if (img) { /* the image itself: GN, SiLU, conv_out of the last block's output */
+        const size_t hw = (size_t)H * W;
+        float *t = dap_alloc_f32(cur * hw), *u = dap_alloc_f32(cur * hw);
+        vnorm(c, t, u, x, cur, hw, "decoder.conv_norm_out");
+        vconv(c, img, u, cur, H, W, cf->in_channels, 3, "decoder.conv_out");
+        dap_free_aligned(t), dap_free_aligned(u);
+    }
+    *out = tp;
+    return DAP_OK;
+}
+
+int dap_vae_tape_backward(dap_vae_tape *tp, const float *dimg, float *dlat) {
+    const dap_vae_config *cf = &tp->v->cfg;
+    const int L = cf->levels, lat = cf->latent_channels, h = tp->h, w = tp->w, nb = tp->nb;
+    vjp *c = &tp->c;
+    float **tape = tp->in, *z = tp->z, *a0 = tp->a0, *x = tape[nb - 1];
+    const int *tc = tp->ic, *th = tp->ih, *tw = tp->iw, cur = tc[nb - 1], H = th[nb - 1], W = tw[nb - 1];
+    const size_t lsize = (size_t)lat * h * w;
+    char pre[96];
     /* backward, block by block */
     const size_t hw = (size_t)H * W;
     float *t = dap_alloc_f32(cur * hw), *u = dap_alloc_f32(cur * hw), *g = dap_alloc_f32(cur * hw);
-    vnorm(&c, t, u, x, cur, hw, "decoder.conv_norm_out");
-    vconv_back(&c, g, dimg, u, cur, H, W, cf->in_channels, 3, "decoder.conv_out");
+    vnorm(c, t, u, x, cur, hw, "decoder.conv_norm_out");
+    vconv_back(c, g, dimg, u, cur, H, W, cf->in_channels, 3, "decoder.conv_out");
     dap_silu_backward(g, g, t, cur * hw);
     float *gx = dap_alloc_f32(cur * hw);
-    vnorm_back(&c, gx, g, x, cur, hw, "decoder.conv_norm_out");
+    vnorm_back(c, gx, g, x, cur, hw, "decoder.conv_norm_out");
     dap_free_aligned(t), dap_free_aligned(u), dap_free_aligned(g);
     int b = nb - 2;
     for (int i = L - 1; i >= 0; i--) {
@@ -1003,7 +1031,7 @@ int dap_vae_decode_vjp(dap_vae *v, const float *latent, int h, int w, const floa
             float *uu = dap_alloc_f32((size_t)c0 * h0 * w0 * 4), *gu = dap_alloc_f32((size_t)c0 * h0 * w0 * 4);
             dap_upsample_nearest_forward(uu, tape[b], 1, c0, h0, w0, 2);
             snprintf(pre, sizeof pre, "decoder.up_blocks.%d.upsamplers.0.conv", i);
-            vconv_back(&c, gu, gx, uu, c0, 2 * h0, 2 * w0, c0, 3, pre);
+            vconv_back(c, gu, gx, uu, c0, 2 * h0, 2 * w0, c0, 3, pre);
             dap_free_aligned(gx);
             gx = dap_alloc_f32((size_t)c0 * h0 * w0);
             dap_upsample_nearest_backward(gx, gu, 1, c0, h0, w0, 2);
@@ -1014,31 +1042,46 @@ int dap_vae_decode_vjp(dap_vae *v, const float *latent, int h, int w, const floa
             const int out = cf->ch[L - 1 - i];
             float *gi = dap_alloc_f32((size_t)tc[b] * th[b] * tw[b]);
             snprintf(pre, sizeof pre, "decoder.up_blocks.%d.resnets.%d", i, j);
-            vresnet(&c, NULL, gi, gx, tape[b], tc[b], out, th[b], tw[b], pre);
+            vresnet(c, NULL, gi, gx, tape[b], tc[b], out, th[b], tw[b], pre);
             dap_free_aligned(gx);
             gx = gi;
         }
     }
     for (int part = 2; part >= 0; part--, b--) {
         float *gi = dap_alloc_f32((size_t)tc[b] * th[b] * tw[b]);
-        if (part == 1) vattention(&c, NULL, gi, gx, tape[b], tc[b], th[b], tw[b]);
+        if (part == 1) vattention(c, NULL, gi, gx, tape[b], tc[b], th[b], tw[b]);
         else {
             snprintf(pre, sizeof pre, "decoder.mid_block.resnets.%d", part / 2);
-            vresnet(&c, NULL, gi, gx, tape[b], tc[b], tc[b], th[b], tw[b], pre);
+            vresnet(c, NULL, gi, gx, tape[b], tc[b], tc[b], th[b], tw[b], pre);
         }
         dap_free_aligned(gx);
         gx = gi;
     }
     DAP_ASSERT(b == -1);
     float *ga = dap_alloc_f32(lsize);
-    vconv_back(&c, ga, gx, a0, lat, h, w, cf->ch[L - 1], 3, "decoder.conv_in");
-    vconv_back(&c, dlat, ga, z, lat, h, w, lat, 1, "post_quant_conv");
+    vconv_back(c, ga, gx, a0, lat, h, w, cf->ch[L - 1], 3, "decoder.conv_in");
+    vconv_back(c, dlat, ga, z, lat, h, w, lat, 1, "post_quant_conv");
     for (size_t q = 0; q < lsize; q++) dlat[q] /= cf->scale;
     dap_free_aligned(ga), dap_free_aligned(gx);
-    for (int i = 0; i < nb; i++) dap_free_aligned(tape[i]);
-    dap_free_aligned(z), dap_free_aligned(a0), dap_free_aligned(c.mean), dap_free_aligned(c.work);
     return DAP_OK;
 }
+
+void dap_vae_tape_free(dap_vae_tape *tp) {
+    if (!tp) return;
+    for (int i = 0; i < tp->nb; i++) dap_free_aligned(tp->in[i]);
+    dap_free_aligned(tp->z), dap_free_aligned(tp->a0), dap_free_aligned(tp->c.mean), dap_free_aligned(tp->c.work);
+    free(tp);
+}
+
+int dap_vae_decode_vjp(dap_vae *v, const float *latent, int h, int w, const float *dimg, float *dlat) {
+    dap_vae_tape *tp;
+    DAP_TRY(dap_vae_decode_taped(v, latent, h, w, NULL, &tp));
+    int rc = dap_vae_tape_backward(tp, dimg, dlat);
+    dap_vae_tape_free(tp);
+    return rc;
+}
+
+
 
 /* ---- loading: three key namings onto the one table ------------------------------------ */
 

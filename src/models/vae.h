@@ -97,6 +97,13 @@ int dap_vae_decode(dap_vae *v, const float *latent, int n, int h, int w, float *
  * Runs on the host (also for a model moved to the GPU), keeping each block's input
  * (about 2 GiB at 256 px): guidance through the VAE (igd on a latent prior). */
 int dap_vae_decode_vjp(dap_vae *v, const float *latent, int h, int w, const float *dimg, float *dlat);
+/* The same in two halves, for a caller that needs the image to form dimg (igd): the
+ * decode of one latent keeping each block's input (img, when not NULL, gets the image),
+ * then the backward from dimg; free the tape after. */
+typedef struct dap_vae_tape dap_vae_tape;
+int dap_vae_decode_taped(dap_vae *v, const float *latent, int h, int w, float *img, dap_vae_tape **out);
+int dap_vae_tape_backward(dap_vae_tape *tp, const float *dimg, float *dlat);
+void dap_vae_tape_free(dap_vae_tape *tp);
 
 /* Process-wide, for tests: the input + output floats one conv call may hold; images are
  * chunked to fit and a larger image's convs run in bands of rows (default 16M floats,
