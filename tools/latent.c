@@ -159,33 +159,49 @@ static void class_set(const latent_run *lr, int k, float *x, int n, int c, int h
     free(one.class_idx), free(one.class_count), free(one.y);
 }
 
-/* igd on a latent prior: the real images behind the surrogate's mean gradient, picked as a
- * pixel run picks them (the class's images less the held-out ones, igd's stream), loaded
- * at the image size: *px (count, 3, S, S). */
-static int igd_reals(const latent_run *lr, int k, const dap_distill_opts *o, float **px, int *count) {
-    const int n = lr->files.count[k], S = lr->image_size;
+/* Class k's file numbers as a one-value-per-image dataset, less the held-out ones, as the
+ * latents' set is split: a pick on it picks files. Returns the numbers (set->x; free both). */
+static float *file_numbers(const latent_run *lr, int k, dap_dataset *set) {
+    const int n = lr->files.count[k];
     float *num = dap_alloc_f32((size_t)n + 1);
     for (int i = 0; i < n; i++) num[i] = (float)i;
+    class_set(lr, k, num, n, 1, 1, set);
+    return num;
+}
+
+/* The m files of class k numbered num[i], loaded at the image size, cropped as the prior's
+ * data: px (m, 3, S, S). */
+static int load_files(const latent_run *lr, int k, const float *num, int m, float *px) {
+    char **files = dap_malloc(sizeof(char *) * (size_t)(m > 0 ? m : 1));
+    for (int i = 0; i < m; i++) files[i] = lr->files.files[k][(int)num[i]];
+    int cnt[1] = {m};
+    char **fl[1] = {files};
+    dap_image_files view = lr->files;
+    view.num_classes = 1, view.count = cnt, view.files = fl, view.class_names = lr->files.class_names + k;
+    const int rc = dap_image_files_load_class(&view, 0, lr->image_size, 3, DAP_CROP_ADM, px);
+    free(files);
+    return rc;
+}
+
+/* igd on a latent prior: the real images behind the surrogate's mean gradient, picked as a
+ * pixel run picks them (igd's stream), loaded: *px (count, 3, S, S). */
+static int igd_reals(const latent_run *lr, int k, const dap_distill_opts *o, float **px, int *count) {
+    const int S = lr->image_size;
     dap_dataset set;
-    class_set(lr, k, num, n, 1, 1, &set);
+    float *num = file_numbers(lr, k, &set);
     const int m = o->igd_n_real < set.class_count[k] ? o->igd_n_real : set.class_count[k];
     int *idx = dap_malloc(sizeof(int) * (size_t)(m > 0 ? m : 1));
+    float *pick = dap_alloc_f32((size_t)(m > 0 ? m : 1));
     int rc = m > 0 ? dap_distill_pick_class(&set, k, m, o->seed, DAP_STREAM_IGD_PICK, idx)
                    : dap_error(DAP_ERR_VALUE, "igd: class %s has no real images", lr->files.class_names[k]);
     *px = NULL, *count = 0;
     if (rc == DAP_OK) {
-        char **files = dap_malloc(sizeof(char *) * (size_t)m);
-        for (int i = 0; i < m; i++) files[i] = lr->files.files[k][(int)set.x[idx[i]]];
-        int cnt[1] = {m};
-        char **fl[1] = {files};
-        dap_image_files view = lr->files;
-        view.num_classes = 1, view.count = cnt, view.files = fl, view.class_names = lr->files.class_names + k;
+        for (int i = 0; i < m; i++) pick[i] = set.x[idx[i]];
         *px = dap_alloc_f32((size_t)m * 3 * S * S);
-        rc = dap_image_files_load_class(&view, 0, S, 3, DAP_CROP_ADM, *px);
+        rc = load_files(lr, k, pick, m, *px);
         *count = m;
-        free(files);
     }
-    free(idx), dap_free_aligned(num);
+    free(idx), dap_free_aligned(pick), dap_free_aligned(num);
     dap_dataset_free(&set);
     return rc;
 }
@@ -199,25 +215,16 @@ int latent_distill_class(latent_run *lr, const dap_dit *m, int k, const dap_dist
     lr->syn_lat = NULL, lr->syn_n = 0;
     if (o->method == DAP_METHOD_RANDOM) {
         /* the random pick on a dataset of file numbers, then only those files decoded */
-        float *num = dap_alloc_f32((size_t)n + 1);
-        for (int i = 0; i < n; i++) num[i] = (float)i;
         dap_dataset set;
-        class_set(lr, k, num, n, 1, 1, &set);
+        float *num = file_numbers(lr, k, &set);
         float *pick = dap_alloc_f32((size_t)o->ipc);
         dap_distill_opts ro = *o;
         ro.labels = NULL; /* the pick needs no model label */
         rc = dap_distill_class(NULL, &set, k, &ro, pick, st);
         if (rc == DAP_OK) {
-            char **files = dap_malloc(sizeof(char *) * (size_t)o->ipc);
-            for (int i = 0; i < o->ipc; i++) files[i] = lr->files.files[k][(int)pick[i]];
-            int cnt[1] = {o->ipc};
-            char **fl[1] = {files};
-            dap_image_files view = lr->files;
-            view.num_classes = 1, view.count = cnt, view.files = fl, view.class_names = lr->files.class_names + k;
             const double t0 = dap_time_now();
-            rc = dap_image_files_load_class(&view, 0, S, 3, DAP_CROP_ADM, out);
+            rc = load_files(lr, k, pick, o->ipc, out);
             st->seconds += dap_time_now() - t0;
-            free(files);
         }
         dap_free_aligned(pick), dap_free_aligned(num);
         dap_dataset_free(&set);
