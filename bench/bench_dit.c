@@ -7,12 +7,13 @@
  *                   [--warmup 2] [--iters 5] [--threads 2] [--layer l]
  *   build/bench_dit --config NAME --print-config      (the shapes, as JSON, for the peer)
  *   build-cuda/bench_dit --device cuda [--precision fp32|tf32|bf16] --config DiT-XL/2 --measure fwd32
- *                   (the DiT on the GPU: every measurement but train; adds the device
- *                    memory the run took beyond the CUDA context, peak_device_mb)
+ *                   (the DiT on the GPU; adds the device memory the run took beyond the
+ *                    CUDA context, peak_device_mb)
  *
  * Measurements (weights: official init, then every trainable tensor perturbed, so the
  * adaLN gates and the final layer are non-zero like a trained model's):
  *   train  forward + eps-MSE + backward + grad clip + AdamW at batch 64      (images/s)
+ *          (on cuda also the EMA, as dap train: its update is part of the device step)
  *   ddim   one DDIM step with CFG at batch 100: one inference forward over 200 samples
  *   guide  one dap guidance evaluation: 100 real samples and 10 synthetic to block l,
  *          flattened features, linear-kernel energy, partial backward to the 10 inputs
@@ -120,8 +121,13 @@ static void perturb(dap_dit *m, uint64_t seed) {
 static void train_setup(bench *b) {
     const int B = TRAIN_BATCH;
     b->n = B;
-    b->st = dap_dit_state_create(b->m, B);
+    b->st = dap_dit_state_create_train(b->m, B);
     dap_adamw_init(&b->opt, &((dap_dit *)b->m)->params, 0.9, 0.999, 1e-8, 0.0);
+    /* a device model: gradients, AdamW moments and the EMA (from the weights) go up */
+    if (dap_dit_train_begin((dap_dit *)b->m, b->m->params.data, &b->opt) != DAP_OK) {
+        fprintf(stderr, "bench_dit: %s\n", dap_last_error());
+        exit(2);
+    }
     b->x = dap_alloc_f32((size_t)B * b->per);
     b->noise = dap_alloc_f32((size_t)B * b->per);
     b->out = dap_alloc_f32((size_t)B * b->per_out);
@@ -148,6 +154,11 @@ static void train_iter(bench *b) {
                 const size_t o = ((size_t)i * Co + ch) * hw + q;
                 b->dout[o] = ch < C ? scale * (b->out[o] - b->noise[((size_t)i * C + ch) * hw + q]) : 0.0f;
             }
+    if (m->dev) { /* as dap train: clipping, AdamW and the EMA on the device */
+        dap_dit_backward(m, b->st, b->dout, NULL);
+        dap_dit_train_update(m, &b->opt, 1e-4, 1.0f, 0.9999);
+        return;
+    }
     dap_params_zero_grad(&m->params);
     dap_dit_backward(m, b->st, b->dout, NULL);
     dap_clip_grad_norm(&m->params, 1.0f);
@@ -319,10 +330,6 @@ int main(int argc, char **argv) {
         return 2;
     }
     const int train = !strcmp(measure, "train");
-    if (train && dap_device() != DAP_DEVICE_CPU) {
-        fprintf(stderr, "bench_dit: --measure train runs on the cpu only (the DiT trainer is not on the GPU)\n");
-        return 2;
-    }
     const double dev0 = device_used_mb(); /* the CUDA context and cuBLAS: not the run's */
     dap_dit *m;
     if (dap_dit_create(&m, &cfg, train) != DAP_OK) {

@@ -112,15 +112,15 @@ def ddim_workload(model, cfg, gen, B):
 def setup(measure, model, cfg, gen):
     C, H, K = cfg["in_channels"], cfg["input_size"], cfg["num_classes"]
     if measure == "train":
-        if DEV.type != "cpu":
-            raise SystemExit("dit_torch.py: --measure train is measured on the cpu only (as bench_dit)")
         B = TRAIN_BATCH
-        x = torch.randn(B, C, H, H, generator=gen)
-        noise = torch.randn(B, C, H, H, generator=gen)
-        t = torch.randint(0, 1000, (B,), generator=gen).float()
-        y = torch.randint(0, K + 1, (B,), generator=gen)
+        x = torch.randn(B, C, H, H, generator=gen).to(DEV)
+        noise = torch.randn(B, C, H, H, generator=gen).to(DEV)
+        t = torch.randint(0, 1000, (B,), generator=gen).float().to(DEV)
+        y = torch.randint(0, K + 1, (B,), generator=gen).to(DEV)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+        # on the GPU, the EMA as DiT's train.py updates it (dap's device step includes it)
+        ema = [p.detach().clone() for p in params] if DEV.type == "cuda" else []
 
         def step():
             opt.zero_grad(set_to_none=True)
@@ -128,6 +128,9 @@ def setup(measure, model, cfg, gen):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
+            with torch.no_grad():
+                for e, p in zip(ema, params):
+                    e.mul_(0.9999).add_(p, alpha=1 - 0.9999)
 
         return step
     if measure == "ddim":

@@ -12,7 +12,8 @@
 # 2. tests: $BUILD/dap_tests cuda (the device choice, the classifiers, every DiT kernel per
 #    precision, the DiT's forward / features / backward from block l on a small config and on
 #    DiT-XL/2 at batch 1, the memory errors, a CFG DDIM run and a DAP distillation end to
-#    end), then the commands: a 2-step fm-tiny model trained on a tiny random IDX set, then
+#    end), then the commands: a 3-step fm-tiny model trained on a tiny random IDX set with
+#    --device cpu and --device $DEVICE (the logged losses compared), then
 #    `dap sample` and `dap distill --method dap` with --device cpu and --device $DEVICE, the
 #    images compared (at most 2 grey levels apart). The log: $OUT/tests.txt. A failure does not stop the run (a lent GPU's minutes are
 #    few: the timings come back too) but makes the script exit 1 at the end; STRICT=1 stops.
@@ -24,6 +25,8 @@
 #      guide  one DAP guidance evaluation: N = 100 real samples to block LAYER (default 8), 10
 #             synthetic with the partial backward to their inputs (energy on the host)
 #      guidemean  the same with the tokens' mean as features (--pool mean: pooled on the GPU)
+#      train  one DiT training step of TRAIN_CONFIG (default DiT-B/2) at batch 64: forward,
+#             eps-MSE, backward, clipping, AdamW and the EMA (PyTorch: DiT's train.py loop)
 #      resnet18  one evaluation run (ResNet-18, CNN_EPOCHS (300) epochs) on a random IPC 10
 #             Fashion-MNIST set, dap eval (weights resident on the GPU) against bench/eval_ref.py
 #             (also convnet3, resnetap10)
@@ -44,7 +47,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 failed=0
 BUILD=${BUILD:-build-cuda}; DEVICE=${DEVICE:-cuda}; CONFIG=${CONFIG:-DiT-XL/2}; LAYER=${LAYER:-8}
-JOBS=${JOBS:-fwd32:fp32 ddim:fp32 guide:fp32 guidemean:fp32 vaedec:fp32 resnet18:fp32 fwd32:tf32 ddim:tf32 fwd32:bf16}
+JOBS=${JOBS:-fwd32:fp32 ddim:fp32 guide:fp32 guidemean:fp32 train:fp32 vaedec:fp32 resnet18:fp32 fwd32:tf32 ddim:tf32 train:tf32 fwd32:bf16}
+TRAIN_CONFIG=${TRAIN_CONFIG:-DiT-B/2}
 CNN_EPOCHS=${CNN_EPOCHS:-300}
 VAE_SIZE=${VAE_SIZE:-256}; VAE_BATCH=${VAE_BATCH:-8}; VAE_W=${VAE_W:-/tmp/dap-bench-vae.safetensors}
 OUT=${OUT:-out/gpu-diffusion}; PY=${PY:-python3}; DEADLINE=${DEADLINE:-420}; ITERS=${ITERS:-3}
@@ -75,7 +79,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
 fi
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  say "commands: sample and distill on cpu and $DEVICE"
+  say "commands: train, sample and distill on cpu and $DEVICE"
   cli=$(mktemp -d)
   "$PY" - "$cli" <<'PY'
 import random, struct, sys
@@ -87,8 +91,11 @@ with open(sys.argv[1] + "/toy-labels-idx1-ubyte", "wb") as f:
     f.write(struct.pack(">II", 0x801, n) + bytes(i % 10 for i in range(n)))
 PY
   DAPB=$BUILD/dap; D="$cli/toy-images-idx3-ubyte"; ok=1
-  { "$DAPB" train --data "$D" --config fm-tiny --steps 2 --batch 8 --val-per-class 0 --ckpt-every 2 --val-every 2 \
-      --out "$cli/m.safetensors" --threads "$THREADS" &&
+  { for dev in cpu "$DEVICE"; do # the same 3 training steps on both (the log's losses compared below)
+      "$DAPB" train --data "$D" --config fm-tiny --steps 3 --batch 8 --val-per-class 0 --ckpt-every 3 --log-every 1 \
+        --device "$dev" --out "$cli/m-$dev.safetensors" --threads "$THREADS" > "$cli/train-$dev.log" || exit 1
+    done
+    cp "$cli/m-cpu.safetensors" "$cli/m.safetensors" &&
     for dev in cpu "$DEVICE"; do
       "$DAPB" sample --model "$cli/m.safetensors" --classes 0,3 --n 3 --steps 4 --cfg 2 --batch 4 --device "$dev" \
         --out "$cli/sample-$dev" &&
@@ -122,6 +129,12 @@ def png_rows(path):  # the pixels of an 8-bit grey / RGB PNG, unfiltered
         out += line; prev = line
     return bytes(out)
 cli, dev = sys.argv[1], sys.argv[2]
+def losses(path):
+    return [float(l.split()[3]) for l in open(path) if l.startswith("step ") and " loss " in l]
+lc, lg = losses("%s/train-cpu.log" % cli), losses("%s/train-%s.log" % (cli, dev))
+gap = max([abs(a - b) / abs(a) for a, b in zip(lc, lg)] or [1])
+print("commands: dap train, 3 steps, cpu vs %s: losses %s vs %s (largest relative gap %.2g)" % (dev, lc, lg, gap))
+if len(lc) != 3 or len(lg) != 3 or gap > 1e-3: sys.exit(1)
 worst, count = 0, 0
 for kind in ("sample", "distill"):
     for a in sorted(glob.glob("%s/%s-cpu/*/*.png" % (cli, kind))):
@@ -138,6 +151,7 @@ PY
 fi
 
 MODEL=$("$BUILD/bench_dit" --config "$CONFIG" --layer "$LAYER" --print-config) || { say "bad CONFIG $CONFIG"; exit 1; }
+TRAIN_MODEL=$("$BUILD/bench_dit" --config "$TRAIN_CONFIG" --print-config) || { say "bad TRAIN_CONFIG $TRAIN_CONFIG"; exit 1; }
 : > "$OUT/bench.jsonl"
 for job in $JOBS; do
   measure=${job%%:*}; prec=${job##*:}
@@ -178,12 +192,14 @@ PY
       say "$job: PyTorch failed (diffusers missing?): $(tail -1 "$OUT/bench.err")"
     continue ;;
   esac
-  say "$job: dap"
-  OMP_NUM_THREADS=$THREADS timeout 200 "$BUILD/bench_dit" --config "$CONFIG" --layer "$LAYER" --measure "$measure" \
+  cfg=$CONFIG; model=$MODEL
+  [ "$measure" = train ] && cfg=$TRAIN_CONFIG && model=$TRAIN_MODEL
+  say "$job: dap ($cfg)"
+  OMP_NUM_THREADS=$THREADS timeout 200 "$BUILD/bench_dit" --config "$cfg" --layer "$LAYER" --measure "$measure" \
     --device "$DEVICE" --precision "$prec" --warmup 1 --iters "$it" --threads "$THREADS" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.err" ||
     say "$job: dap failed: $(tail -1 "$OUT/bench.err")"
   say "$job: PyTorch"
-  PYTHONUNBUFFERED=1 timeout 200 "$PY" bench/dit_torch.py --model "$MODEL" --config "$CONFIG" --measure "$measure" \
+  PYTHONUNBUFFERED=1 timeout 200 "$PY" bench/dit_torch.py --model "$model" --config "$cfg" --measure "$measure" \
     --device "$DEVICE" --precision "$prec" --warmup 1 --iters "$it" --threads "$THREADS" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.err" ||
     say "$job: PyTorch failed: $(tail -1 "$OUT/bench.err")"
 done
@@ -204,6 +220,8 @@ for (impl, m, p), d in sorted(by.items()):
     print("%-9s %-5s %10.3f %10s %-9s %7s %10.0f %10s" % (
         m, p, d["throughput"], "%.3f" % t["throughput"] if t else "-", d["unit"], ratio,
         d.get("peak_device_mb", 0), "%.0f" % t["peak_device_mb"] if t else "-"))
+    if m == "train":
+        print("       (%s, batch %d: forward, backward, clipping, AdamW; on a GPU also the EMA)" % (d.get("config"), d.get("batch", 0)))
     if m == "ddim":
         print("       50-step CFG sampling: %.3f images/s (dap), %s (PyTorch)" % (
             d["throughput"] / 50, "%.3f" % (t["throughput"] / 50) if t else "-"))

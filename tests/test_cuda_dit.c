@@ -16,6 +16,7 @@
 #include "data/dataset.h"
 #include "diffusion/ddim.h"
 #include "diffusion/dit_eps.h"
+#include "diffusion/train.h"
 #include "distill/distill.h"
 #include "models/dit.h"
 #include "ops/ops.h"
@@ -495,5 +496,151 @@ DAP_TEST(cuda_dit_sampling_end_to_end) {
     dap_dataset_free(&ds);
     dap_dit_destroy(mc);
     dap_dit_destroy(mg);
+#endif
+}
+
+#ifdef DAP_CUDA
+/* Two identical models with gradients (the small random config of cuda_dit_matches_cpu). */
+static void train_pair(dap_dit **cpu, dap_dit **gpu) {
+    dap_dit_config c = {.input_size = 8, .in_channels = 4, .patch = 2, .hidden = 64, .depth = 3, .heads = 4,
+                        .num_classes = 10, .learn_sigma = 1, .mlp_ratio = 4.0f, .class_dropout = 0.1f};
+    CHECK(dap_dit_create(cpu, &c, 1) == DAP_OK && dap_dit_create(gpu, &c, 1) == DAP_OK);
+    randomise(*cpu, 11);
+    randomise(*gpu, 11);
+}
+
+static dap_train_config train_cfg(void) {
+    dap_train_config tc;
+    dap_train_config_default(&tc);
+    tc.batch = 6, tc.lr = 1e-3, tc.weight_decay = 0.01, tc.ema_decay = 0.9, tc.grad_clip = 1.1f, tc.seed = 3; /* the first steps clip, the later not */
+    return tc;
+}
+#endif
+
+/* The DiT trainer on the GPU (dap train --device cuda) against the CPU's: every tensor's
+ * gradient of one backward (the training state's parameter path, each tensor by name),
+ * then five trainer steps (losses, grad norms with clipping, weights, EMA, AdamW moments),
+ * the EMA's validation loss (weights swapped on the device), and a save / resume on the
+ * device continuing to the same bytes as an unbroken run. */
+DAP_TEST(cuda_dit_train_matches_cpu) {
+    NEED_GPU();
+#ifdef DAP_CUDA
+    dap_dit *mc = NULL, *mg = NULL;
+    train_pair(&mc, &mg);
+    if (!mc || !mg) return;
+    const dap_dit_config *c = &mc->cfg;
+    /* 1. one backward, tensor by tensor */
+    const int n = 5;
+    const size_t in = (size_t)c->in_channels * c->input_size * c->input_size;
+    const size_t on = (size_t)mc->out_channels * c->input_size * c->input_size;
+    dap_rng r;
+    dap_rng_init(&r, 21, 0);
+    float *x = randn(&r, n * in, 1), *dout = randn(&r, n * on, 0.1f), *t = dap_alloc_f32(n), *out = dap_alloc_f32(n * on);
+    int y[5] = {0, 3, 10, 3, 9}; /* 10: the null class; 3 twice (the label table's rows add) */
+    for (int b = 0; b < n; b++) t[b] = (float)(b * 211 % 1000);
+    dap_dit_state *s = dap_dit_state_create(mc, n);
+    dap_params_zero_grad(&mc->params);
+    dap_dit_forward(mc, s, out, x, t, y, 0);
+    dap_dit_backward(mc, s, dout, NULL);
+    dap_dit_state_destroy(s);
+    CHECK(dap_device_select("cuda") == DAP_OK);
+    CHECK(dap_dit_to_device(mg) == DAP_OK && mg->dev != NULL);
+    dap_device_select("cpu");
+    CHECK(dap_dit_train_begin(mg, mg->params.data, &(dap_adamw){0}) == DAP_OK);
+    s = dap_dit_state_create_train(mg, n);
+    dap_dit_forward(mg, s, out, x, t, y, 0);
+    dap_dit_backward(mg, s, dout, NULL);
+    dap_dit_state_destroy(s);
+    float *gg = dap_alloc_f32(mg->params.total);
+    dap_dit_cuda_grad_download(mg->dev, gg);
+    double worst = 0;
+    for (int k = 0; k < mc->params.n; k++) {
+        const dap_param *p = &mc->params.p[k];
+        if (p->frozen) continue;
+        char label[160];
+        snprintf(label, sizeof label, "grad %s", p->key);
+        worst = fmax(worst, 0.5 * cmp(label, gg + p->offset, mc->params.grad + p->offset, p->numel, 3e-3, 3e-4));
+    }
+    CHECK_MSG(worst <= 1, "a parameter gradient differs from the CPU's (worst %.3g of its tolerance)", worst);
+    dap_free_aligned(gg), dap_free_aligned(x), dap_free_aligned(dout), dap_free_aligned(t), dap_free_aligned(out);
+    dap_dit_destroy(mc);
+    dap_dit_destroy(mg);
+
+    /* 2. five trainer steps from the same weights and data */
+    train_pair(&mc, &mg);
+    float *w0 = dap_alloc_f32(mc->params.total);
+    memcpy(w0, mc->params.data, mc->params.total * sizeof(float));
+    CHECK(dap_device_select("cuda") == DAP_OK);
+    CHECK(dap_dit_to_device(mg) == DAP_OK);
+    dap_device_select("cpu");
+    dap_dataset ds, val;
+    dap_test_model_set(&ds, mc, 4, 5, -1, 1, 0.3f, 0.05f);
+    dap_test_model_set(&val, mc, 1, 6, -1, 1, 0.3f, 0.05f);
+    dap_train_config tc = train_cfg();
+    dap_trainer *tr[2] = {NULL, NULL};
+    CHECK(dap_trainer_create(&tr[0], mc, &ds, &tc) == DAP_OK && dap_trainer_create(&tr[1], mg, &ds, &tc) == DAP_OK);
+    if (!tr[0] || !tr[1]) return;
+    const int steps = 5;
+    int clipped = 0;
+    for (int k = 0; k < steps; k++) {
+        float nc = 0, ng = 0;
+        double lc = dap_trainer_step(tr[0], &nc), lg = dap_trainer_step(tr[1], &ng);
+        printf("    step %d: loss cpu %.7f cuda %.7f, |g| cpu %.6f cuda %.6f\n", k + 1, lc, lg, nc, ng);
+        CHECK(fabs(lg - lc) <= 1e-3 * fabs(lc));
+        CHECK(fabs(ng - nc) <= 1e-3 * fabs(nc));
+        clipped += nc > tc.grad_clip;
+    }
+    CHECK_MSG(clipped > 0 && clipped < steps, "%d of %d steps clipped: the test should see both", clipped, steps);
+    double vc = dap_trainer_val_loss(tr[0], &val, 1, 1), vg = dap_trainer_val_loss(tr[1], &val, 1, 1);
+    double rc = dap_trainer_val_loss(tr[0], &val, 1, 0), rg = dap_trainer_val_loss(tr[1], &val, 1, 0);
+    printf("    validation loss: EMA cpu %.7f cuda %.7f, raw cpu %.7f cuda %.7f\n", vc, vg, rc, rg);
+    CHECK(fabs(vg - vc) <= 1e-3 * vc && fabs(rg - rc) <= 1e-3 * rc);
+    CHECK(fabs(vc - rc) > 1e-6 * rc); /* the EMA is another model: the swap took effect */
+    dap_params *pc = &mc->params;
+    float *ema = dap_alloc_f32(pc->total), *m1 = dap_alloc_f32(pc->total), *v1 = dap_alloc_f32(pc->total);
+    dap_adamw og = tr[1]->opt; /* the device trainer's step count and host arrays */
+    og.m = m1, og.v = v1;
+    dap_dit_train_sync(mg, ema, &og);
+    /* the updates (w - w0): an element whose gradient is at rounding level may step either
+     * way under AdamW, so the L2 bound decides */
+    float *dc = dap_alloc_f32(pc->total), *dg = dap_alloc_f32(pc->total);
+    for (size_t i = 0; i < pc->total; i++) dc[i] = pc->data[i] - w0[i], dg[i] = mg->params.data[i] - w0[i];
+    CHECK(cmp("weights' change after 5 steps", dg, dc, pc->total, 1e9, 1e-2) <= 1);
+    CHECK(cmp("EMA weights", ema, tr[0]->ema.data, pc->total, 1e9, 1e-4) <= 1);
+    CHECK(cmp("AdamW first moment", m1, tr[0]->opt.m, pc->total, 1e9, 1e-2) <= 1);
+    CHECK(cmp("AdamW second moment", v1, tr[0]->opt.v, pc->total, 1e9, 1e-2) <= 1);
+    CHECK(tr[1]->opt.step == steps && tr[0]->opt.step == steps);
+
+    /* 3. save at step 5, resume in a new device trainer, 3 more steps: the unbroken run's bytes */
+    const char *ck = dap_test_path("cuda-train.safetensors");
+    CHECK(dap_trainer_save(tr[1], ck) == DAP_OK);
+    dap_dit *mr = NULL;
+    CHECK(dap_dit_create(&mr, c, 1) == DAP_OK);
+    CHECK(dap_device_select("cuda") == DAP_OK);
+    CHECK(dap_dit_to_device(mr) == DAP_OK);
+    dap_device_select("cpu");
+    dap_trainer *tres = NULL;
+    CHECK(dap_trainer_create(&tres, mr, &ds, &tc) == DAP_OK && dap_trainer_resume(tres, ck) == DAP_OK);
+    if (tres) {
+        for (int k = 0; k < 3; k++) {
+            double la = dap_trainer_step(tr[1], NULL), lb = dap_trainer_step(tres, NULL);
+            CHECK_MSG(la == lb, "resumed step %d: loss %.9g vs %.9g unbroken", k + 1, lb, la);
+        }
+        dap_dit_train_sync(mg, NULL, &og);
+        float *wr = dap_alloc_f32(pc->total);
+        dap_adamw orr = tres->opt;
+        orr.m = m1, orr.v = v1;
+        memcpy(wr, mg->params.data, pc->total * sizeof(float));
+        dap_dit_train_sync(mr, NULL, &orr);
+        CHECK_MSG(!memcmp(wr, mr->params.data, pc->total * sizeof(float)), "resumed weights differ from the unbroken run's");
+        dap_free_aligned(wr);
+        dap_trainer_destroy(tres);
+    }
+    dap_free_aligned(w0), dap_free_aligned(ema), dap_free_aligned(m1), dap_free_aligned(v1);
+    dap_free_aligned(dc), dap_free_aligned(dg);
+    dap_trainer_destroy(tr[0]);
+    dap_trainer_destroy(tr[1]);
+    dap_dataset_free(&ds);
+    dap_dataset_free(&val);
 #endif
 }

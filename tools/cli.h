@@ -72,19 +72,14 @@ void cli_apply_threads(int threads);
 /* The --threads entry of every command's flag table. */
 #define CLI_THREADS_FLAG(ptr) {"threads", FLAG_INT, (ptr), CLI_THREADS_HELP, 0, CLI_THREADS_MAX}
 
-/* The device flags of sample, distill, eval and teacher: --device (NULL: $DAP_DEVICE, else
+/* The device flags of train, sample, distill, eval, teacher, score and vae: --device (NULL: $DAP_DEVICE, else
  * cpu), --precision (NULL: fp32) and --gpu K|auto (NULL: GPU 0; auto: the launcher's local
  * rank). 0, or 1 with the error printed (an unknown name, no CUDA build or GPU, --gpu on
  * the cpu device). */
 int cli_select_device(const char *cmd, const char *device, const char *precision, const char *gpu);
-/* The --device flag of the commands that run on the CPU only (train, vae): cpu, or NULL
- * (a $DAP_DEVICE=cuda gets a note that this command stays on the CPU); cuda is refused
- * with the reason. 0, or 1 with the error printed. */
-int cli_cpu_only(const char *cmd, const char *device);
 /* A small text file (at most n - 1 bytes of it, NUL-terminated) into buf: 1, or 0 when it
  * cannot be read (no error recorded). */
 int cli_read_text(const char *path, char *buf, size_t n);
-#define CLI_CPU_ONLY_HELP "cpu (this command has no GPU path yet; --device cuda is refused)"
 #define CLI_VAE_DEVICE_HELP "cpu or cuda: where the VAE runs (cuda: a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"
 #define CLI_GPU_HELP "K or auto: which GPU with --device cuda (default 0; auto: the launcher's local rank, one GPU per process)"
 

@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "core/core.h"
+#include "core/device.h"
 #include "data/dataset.h"
 #include "diffusion/train.h"
 #include "latent.h"
@@ -46,6 +47,7 @@ static int flag_given(int argc, char **argv, const char *name) {
 
 int cmd_train(int argc, char **argv) {
     const char *data = "fmnist", *config = NULL, *out = NULL, *init = NULL, *lr_decay = "none", *trainable = NULL, *device = NULL;
+    const char *precision = NULL, *gpu_s = NULL;
     const char *vae_path = NULL, *cache_s = NULL;
     int minimax = 0, memory_size = 64;
     double lambda_pos = 0.002, lambda_neg = 0.008;
@@ -86,7 +88,9 @@ int cmd_train(int argc, char **argv) {
         {"lambda-pos", FLAG_FLOAT, &lambda_pos, "--minimax: weight of the representativeness term", 0, 1000},
         {"lambda-neg", FLAG_FLOAT, &lambda_neg, "--minimax: weight of the diversity term", 0, 1000},
         {"memory-size", FLAG_INT, &memory_size, "--minimax: rows of each class's real and generated memory", 1, 100000},
-        {"device", FLAG_STR, &device, CLI_CPU_ONLY_HELP},
+        {"device", FLAG_STR, &device, "cpu or cuda: where the DiT trains (cuda: weights, gradients, AdamW and the EMA stay on the GPU; a build made with make CUDA=1; default $DAP_DEVICE, else cpu)"},
+        {"precision", FLAG_STR, &precision, "fp32 | tf32 | bf16: the GPU's matrix products (cuda only; default fp32)"},
+        {"gpu", FLAG_STR, &gpu_s, CLI_GPU_HELP},
         CLI_THREADS_FLAG(&threads),
     };
     const int nflags = (int)(sizeof flags / sizeof flags[0]);
@@ -133,7 +137,7 @@ int cmd_train(int argc, char **argv) {
     else if (!strcmp(lr_decay, "cosine")) schedule = DAP_DIT_LR_COSINE;
     else if (strcmp(lr_decay, "none"))
         return cli_failf("train", "--lr-decay: expected none, linear or cosine, found '%s'", lr_decay);
-    if (cli_cpu_only("train", device)) return 1;
+    if (cli_select_device("train", device, precision, gpu_s)) return 1;
     if (cache_s && !vae_path) return cli_failf("train", "--latent-cache needs --vae (a latent prior)");
     if (vae_path && !dap_file_exists(vae_path)) return cli_failf("train", "--vae %s: no such file", vae_path);
     cli_apply_threads(threads);
@@ -245,6 +249,10 @@ int cmd_train(int argc, char **argv) {
         if ((rc = dap_params_load(&model->params, init, NULL, 0))) goto fail_model;
         fprintf(stderr, "dap train: weights initialised from %s\n", init);
     }
+    /* the weights go up once they are final; the trainer takes its optimiser up beside them */
+    if ((rc = dap_dit_to_device(model)) || (rc = dap_dit_train_fits(model, batch, "--batch"))) goto fail_model;
+    if (model->dev)
+        fprintf(stderr, "dap train: %s, precision %s\n", dap_device_describe(), dap_precision_name(dap_device_precision()));
     dap_train_config tc;
     dap_train_config_default(&tc);
     tc.batch = batch;

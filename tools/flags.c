@@ -212,20 +212,6 @@ int cli_failf(const char *cmd, const char *fmt, ...) {
 
 void cli_apply_threads(int threads) { dap_set_threads(threads); }
 
-int cli_cpu_only(const char *cmd, const char *device) {
-    if (!device) {
-        const char *env = getenv("DAP_DEVICE");
-        if (env && !strcmp(env, "cuda"))
-            fprintf(stderr, "dap %s: runs on the CPU ($DAP_DEVICE=cuda applies to sample, distill, eval, teacher, score and vae)\n", cmd);
-        return 0;
-    }
-    if (!strcmp(device, "cpu")) return 0;
-    if (!strcmp(device, "cuda"))
-        return cli_failf(cmd, "--device cuda: dap %s has no GPU path yet and runs on the CPU (leave --device out); "
-                              "sample, distill, eval, teacher, score and vae take --device cuda", cmd);
-    return cli_failf(cmd, "--device '%s': expected cpu (dap %s runs on the CPU only)", device, cmd);
-}
-
 int cli_select_device(const char *cmd, const char *device, const char *precision, const char *gpu) {
     if (gpu) {
         char *end;

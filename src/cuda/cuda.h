@@ -61,7 +61,9 @@ void dap_cnn_cuda_fetch(const void *dev, int layer, int which, float *host, size
  * per-batch state (activations planned once: one allocation for `batch` samples, a cached
  * set per block up to cache_blocks as dap_dit_state_create_ex). Only what sampling and the
  * guidance need: the forward (full, or stopped after block l) and the backward from block
- * l to the input; no parameter gradients (training stays on the CPU).
+ * l to the input; and for `dap train`, a training state (every block's branch inputs
+ * kept) whose backward accumulates the parameter gradients, with AdamW, clipping and the
+ * EMA on the device (dap_dit_cuda_train_*).
  *
  * Pointers: x, t, y, out, dfeat and dx may be host or device memory (copies use
  * cudaMemcpyDefault, which tells them apart by address: unified virtual addressing).
@@ -103,6 +105,25 @@ void dap_dit_cuda_backward_from_block(const dap_dit_cuda *d, dap_dit_cuda_state 
 /* As dap_dit_backward_from_block_mean: dmean (n, D), spread over the tokens on the device. */
 void dap_dit_cuda_backward_from_block_mean(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
                                            const float *dmean, float *dx);
+/* Training (diffusion/train.c through models/dit.h): the gradients, EMA weights and AdamW
+ * moments live on the device beside the weights. _train_begin allocates them (first call;
+ * DAP_ERR_NOMEM naming the sizes when the device lacks room) and uploads the host's
+ * weights, `ema` and the moments m, v (NULL: zeros); _train_download copies any of them
+ * back (NULL: skipped). A training state keeps what the parameter gradients need
+ * (cache_blocks = depth); after its full forward, _backward_params takes dout (n, Co, H, W)
+ * (host or device) and overwrites the gradients; _train_update then does dap_clip_grad_norm,
+ * dap_adamw_step (opt->step advances on the host) and dap_ema_update over the host table's
+ * trainable tensors and returns the norm before clipping. _swap_ema exchanges the weights
+ * the forward reads with the EMA (twice: back). */
+size_t dap_dit_cuda_train_bytes_for(const dap_dit_cuda *d, int batch);
+int dap_dit_cuda_state_create_train(dap_dit_cuda_state **out, const dap_dit_cuda *d, int batch);
+int dap_dit_cuda_train_begin(dap_dit_cuda *d, const float *ema, const float *m, const float *v);
+void dap_dit_cuda_train_download(const dap_dit_cuda *d, float *w, float *ema, float *m, float *v);
+void dap_dit_cuda_grad_download(const dap_dit_cuda *d, float *grad); /* the last gradients (tests) */
+void dap_dit_cuda_backward_params(const dap_dit_cuda *d, dap_dit_cuda_state *s, const float *dout);
+float dap_dit_cuda_train_update(dap_dit_cuda *d, struct dap_adamw *opt, double lr, float max_norm,
+                                double ema_decay);
+void dap_dit_cuda_swap_ema(dap_dit_cuda *d);
 /* 1 when device 0 has bf16 arithmetic (compute capability >= 8.0). */
 int dap_cuda_bf16_supported(void);
 /* cudaMemGetInfo of device 0. */

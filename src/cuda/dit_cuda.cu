@@ -1,14 +1,15 @@
 /*
  * dit_cuda.cu: the DiT of models/dit.h on the GPU, for sampling (DDIM + CFG) and the
  * DAP guidance: forward (full, or stopped after block l with its tokens exposed) and
- * the backward from block l to the input without parameter gradients.
+ * the backward from block l to the input without parameter gradients; and for training,
+ * the full backward with them, AdamW, clipping and the EMA (the section "training").
  *
  * Weights: one upload of the parameter table (the host layout, one allocation) when
  * the model is created; read-only afterwards. Activations: one allocation per state,
  * carved like dit.c's (a cached set per block up to cache_blocks, one scratch set for
  * the rest). Each block keeps what the input-gradient path needs and no more (no LN
  * outputs, no modulated inputs, no branch outputs: those serve parameter gradients
- * only):
+ * only, and a training state keeps them too):
  *
  *   mods (n, 6D); mean/rstd of both LayerNorms (N); q, k, v head-major (n, NH, T, HS);
  *   attention probabilities (n, NH, T, T); mid (N, D); fc1 pre-activation (N, H4); out
@@ -24,6 +25,7 @@
 extern "C" {
 #include "core/core.h"
 #include "core/device.h"
+#include "core/optim.h"
 #include "cuda/cuda.h"
 #include "models/dit.h"
 }
@@ -394,6 +396,11 @@ struct dap_dit_cuda {
     dblock *blk;  /* (depth), host array of device pointers */
     gpu gpu;
     char name[256];
+    const dap_dit *host; /* the host model (its table gives the tensors' offsets) */
+    /* training (dap_dit_cuda_train_begin): gradients, EMA weights, AdamW moments, all in
+     * the table's layout; the grad-norm's partial sums */
+    float *gw, *ema, *om, *ov;
+    double *parts;
 };
 
 static const float *wptr(const dap_dit *m, const float *base, const char *key) {
@@ -416,6 +423,8 @@ extern "C" int dap_cuda_bf16_supported(void) {
     return p.major >= 8;
 }
 
+static void bind(dap_dit_cuda *d);
+
 extern "C" int dap_dit_cuda_create(dap_dit_cuda **out, const dap_dit *m, int precision) {
     *out = NULL;
     char desc[256];
@@ -435,8 +444,18 @@ extern "C" int dap_dit_cuda_create(dap_dit_cuda **out, const dap_dit *m, int pre
     snprintf(d->name, sizeof d->name, "%s", desc);
     gpu_init(&d->gpu, precision);
     d->w_floats = m->params.total;
+    d->host = m;
     CK(cudaMalloc(&d->w, bytes));
     dap_dit_cuda_upload(d, m);
+    d->blk = (dblock *)dap_calloc((size_t)m->cfg.depth, sizeof *d->blk);
+    bind(d);
+    *out = d;
+    return DAP_OK;
+}
+
+/* Points the tensor fields into d->w (again after dap_dit_cuda_swap_ema). */
+static void bind(dap_dit_cuda *d) {
+    const dap_dit *m = d->host;
     const float *b = d->w;
     d->pos = wptr(m, b, "pos_embed");
     d->xe_w = wptr(m, b, "x_embedder.proj.weight"), d->xe_b = wptr(m, b, "x_embedder.proj.bias");
@@ -446,7 +465,6 @@ extern "C" int dap_dit_cuda_create(dap_dit_cuda **out, const dap_dit *m, int pre
     d->fin_w = wptr(m, b, "final_layer.linear.weight"), d->fin_b = wptr(m, b, "final_layer.linear.bias");
     d->fin_ada_w = wptr(m, b, "final_layer.adaLN_modulation.1.weight");
     d->fin_ada_b = wptr(m, b, "final_layer.adaLN_modulation.1.bias");
-    d->blk = (dblock *)dap_calloc((size_t)m->cfg.depth, sizeof *d->blk);
     for (int l = 0; l < m->cfg.depth; l++) {
         char k[96];
         dblock *x = &d->blk[l];
@@ -457,8 +475,6 @@ extern "C" int dap_dit_cuda_create(dap_dit_cuda **out, const dap_dit *m, int pre
         W(ada_w, "adaLN_modulation.1.weight"), W(ada_b, "adaLN_modulation.1.bias");
 #undef W
     }
-    *out = d;
-    return DAP_OK;
 }
 
 extern "C" void dap_dit_cuda_upload(dap_dit_cuda *d, const dap_dit *m) {
@@ -472,6 +488,7 @@ extern "C" void dap_dit_cuda_upload(dap_dit_cuda *d, const dap_dit *m) {
 extern "C" void dap_dit_cuda_destroy(dap_dit_cuda *d) {
     if (!d) return;
     cudaFree(d->w);
+    cudaFree(d->gw), cudaFree(d->ema), cudaFree(d->om), cudaFree(d->ov), cudaFree(d->parts);
     free(d->blk);
     gpu_free(&d->gpu);
     free(d);
@@ -489,6 +506,10 @@ typedef struct dacts { /* what block l keeps (the scratch set: mid, out alias th
     float *mid;                      /* (N, D) */
     float *fc1;                      /* (N, H4) pre-GELU */
     float *out;                      /* (N, D) */
+    /* training states only (NULL otherwise): what the parameter gradients read */
+    float *mod1, *atty, *atto;       /* (N, D): LN1 modulated, attention heads merged, proj(atty) */
+    float *mod2, *mlpo;              /* (N, D): LN2 modulated, fc2(gelu) */
+    float *gel;                      /* (N, H4): gelu(fc1) */
 } dacts;
 
 struct dap_dit_cuda_state {
@@ -504,6 +525,15 @@ struct dap_dit_cuda_state {
     float *fmods, *fout;             /* (n, 2D), (N, p p Co) */
     const float *feat;               /* output of the last block run */
     float *dres, *dpatches, *dx;     /* backward: (N, D), (N, C p p), (n, C, H, W) */
+    /* training states (dap_dit_cuda_state_create_train): the final layer's LayerNorm and
+     * input, and the parameter backward's buffers */
+    int train;
+    float *meanf, *rstdf, *modf;     /* (N), (N), (N, D) */
+    float *gd1, *gd2, *gqkv, *gh;    /* (N, D) x2, (N, 3D), (N, H4) */
+    float *gmods, *gfmods;           /* (n, 6D), (n, 2D) */
+    float *gcact, *gc, *gtact, *gth; /* (n, D) */
+    float *gfout, *gimg;             /* (N, p p Co), (n, Co, H, W) */
+    float *ones;                     /* (max(N, n)) of 1: bias gradients as products */
 };
 
 typedef struct arena {
@@ -551,6 +581,11 @@ static void carve(arena *a, dap_dit_cuda_state *s, const dims &z) {
         b->mid = scratch ? s->stream : take(a, z.N * z.D);
         b->fc1 = take(a, z.N * z.H4);
         b->out = scratch ? s->stream : take(a, z.N * z.D);
+        if (s->train && !scratch) {
+            b->mod1 = take(a, z.N * z.D), b->atty = take(a, z.N * z.D), b->atto = take(a, z.N * z.D);
+            b->mod2 = take(a, z.N * z.D), b->mlpo = take(a, z.N * z.D);
+            b->gel = take(a, z.N * z.H4);
+        }
     }
     s->mod = take(a, z.N * z.D);
     s->qkv = take(a, z.N * 3 * z.D);
@@ -562,12 +597,22 @@ static void carve(arena *a, dap_dit_cuda_state *s, const dims &z) {
     s->dres = take(a, z.N * z.D);
     s->dpatches = take(a, z.N * z.Pin);
     s->dx = take(a, z.B * z.Cin);
+    if (!s->train) return;
+    s->meanf = take(a, z.N), s->rstdf = take(a, z.N), s->modf = take(a, z.N * z.D);
+    s->gd1 = take(a, z.N * z.D), s->gd2 = take(a, z.N * z.D);
+    s->gqkv = take(a, z.N * 3 * z.D), s->gh = take(a, z.N * z.H4);
+    s->gmods = take(a, z.B * 6 * z.D), s->gfmods = take(a, z.B * 2 * z.D);
+    s->gcact = take(a, z.B * z.D), s->gc = take(a, z.B * z.D), s->gtact = take(a, z.B * z.D);
+    s->gth = take(a, z.B * z.D);
+    s->gfout = take(a, z.N * z.Pout), s->gimg = take(a, z.B * z.Co);
+    s->ones = take(a, z.N > z.B ? z.N : z.B);
 }
 
-static size_t plan(const dap_dit_cuda *d, int batch, int cache_blocks, size_t *largest) {
+static size_t plan(const dap_dit_cuda *d, int batch, int cache_blocks, int train, size_t *largest) {
     dap_dit_cuda_state s;
     memset(&s, 0, sizeof s);
     s.cache_blocks = cache_blocks;
+    s.train = train;
     dacts *blk = (dacts *)dap_calloc((size_t)cache_blocks + 1, sizeof *blk);
     s.blk = blk;
     arena a = {NULL, 0, 0};
@@ -578,14 +623,16 @@ static size_t plan(const dap_dit_cuda *d, int batch, int cache_blocks, size_t *l
 }
 
 extern "C" size_t dap_dit_cuda_state_bytes_for(const dap_dit_cuda *d, int batch, int cache_blocks) {
-    return plan(d, batch, cache_blocks, NULL);
+    return plan(d, batch, cache_blocks, 0, NULL);
 }
 
-extern "C" int dap_dit_cuda_state_create(dap_dit_cuda_state **out, const dap_dit_cuda *d, int batch,
-                                         int cache_blocks) {
+__global__ static void fill_k(float *p, float v, idx_t n) { GRID_LOOP(i, n) p[i] = v; }
+
+static int state_create(dap_dit_cuda_state **out, const dap_dit_cuda *d, int batch, int cache_blocks, int train) {
     DAP_ASSERT(batch > 0 && cache_blocks >= 0 && cache_blocks <= d->cfg.depth);
+    DAP_ASSERT(!train || cache_blocks == d->cfg.depth);
     *out = NULL;
-    size_t largest = 0, bytes = plan(d, batch, cache_blocks, &largest), fr = 0, tot = 0;
+    size_t largest = 0, bytes = plan(d, batch, cache_blocks, train, &largest), fr = 0, tot = 0;
     if (largest >= IDX_LIMIT)
         return dap_error(DAP_ERR_ARG, "device cuda: batch %d makes a DiT activation of %zu values, over the "
                                       "kernels' 2^31 limit: lower --batch", batch, largest);
@@ -597,6 +644,7 @@ extern "C" int dap_dit_cuda_state_create(dap_dit_cuda_state **out, const dap_dit
     dap_dit_cuda_state *s = (dap_dit_cuda_state *)dap_calloc(1, sizeof *s);
     s->batch = s->n = batch;
     s->cache_blocks = cache_blocks;
+    s->train = train;
     s->blk = (dacts *)dap_calloc((size_t)cache_blocks + 1, sizeof *s->blk);
     cudaError_t e = cudaMalloc(&s->mem, bytes);
     if (e != cudaSuccess) {
@@ -608,8 +656,19 @@ extern "C" int dap_dit_cuda_state_create(dap_dit_cuda_state **out, const dap_dit
     s->floats = bytes / sizeof(float);
     arena a = {s->mem, 0, 0};
     carve(&a, s, dims_of(d, batch));
+    if (train) {
+        size_t n1 = (size_t)batch * d->T > (size_t)batch ? (size_t)batch * d->T : (size_t)batch;
+        fill_k<<<blocks_for(n1), THREADS>>>(s->ones, 1.0f, (idx_t)n1);
+        CK(cudaGetLastError());
+        CK(cudaDeviceSynchronize());
+    }
     *out = s;
     return DAP_OK;
+}
+
+extern "C" int dap_dit_cuda_state_create(dap_dit_cuda_state **out, const dap_dit_cuda *d, int batch,
+                                         int cache_blocks) {
+    return state_create(out, d, batch, cache_blocks, 0);
 }
 
 extern "C" void dap_dit_cuda_state_destroy(dap_dit_cuda_state *s) {
@@ -638,29 +697,33 @@ static void block_forward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, c
     const dblock *w = &d->blk[l];
     int n = s->n, T = d->T, D = d->D, H4 = d->H4, N = n * T, ld = 6 * D;
     float *md = a->mods;
+    /* a training state keeps the branch inputs and outputs; otherwise they pass through scratch */
+    float *mod1 = a->mod1 ? a->mod1 : s->mod, *atty = a->atty ? a->atty : s->ybuf;
+    float *atto = a->atto ? a->atto : s->tmp, *mod2 = a->mod2 ? a->mod2 : s->mod;
+    float *gel = a->gel ? a->gel : s->hbuf, *mlpo = a->mlpo ? a->mlpo : s->tmp;
     linear(g, md, s->cact, w->ada_w, n, D, 6 * D);
     L1(bias_k, (size_t)n * 6 * D)(md, w->ada_b, n, 6 * D);
     LAUNCHED();
     /* attention branch: mid = in + g1 proj(attn(qkv(mod(LN(in), sh1, sc1)))) */
-    LW(ln_mod_k, N)(s->mod, a->mean1, a->rstd1, in, md, md + D, N, T, D, ld, LN_EPS);
+    LW(ln_mod_k, N)(mod1, a->mean1, a->rstd1, in, md, md + D, N, T, D, ld, LN_EPS);
     LAUNCHED();
-    linear(g, s->qkv, s->mod, w->qkv_w, N, D, 3 * D);
+    linear(g, s->qkv, mod1, w->qkv_w, N, D, 3 * D);
     L1(qkv_heads_k, (size_t)N * 3 * D)(a->q, a->k, a->v, s->qkv, w->qkv_b, n, T, D, d->NH, 0);
     LAUNCHED();
     attention_fwd(g, s->yh, a->P, a->q, a->k, a->v, n, T, D, d->NH);
-    L1(heads_k, (size_t)N * D)(s->ybuf, s->yh, n, T, D, d->NH, 0);
+    L1(heads_k, (size_t)N * D)(atty, s->yh, n, T, D, d->NH, 0);
     LAUNCHED();
-    linear(g, s->tmp, s->ybuf, w->proj_w, N, D, D);
-    L1(gate_res_k, (size_t)N * D)(a->mid, in, s->tmp, w->proj_b, md + 2 * D, N, T, D, ld);
+    linear(g, atto, atty, w->proj_w, N, D, D);
+    L1(gate_res_k, (size_t)N * D)(a->mid, in, atto, w->proj_b, md + 2 * D, N, T, D, ld);
     LAUNCHED();
     /* MLP branch: out = mid + g2 fc2(gelu(fc1(mod(LN(mid), sh2, sc2)))) */
-    LW(ln_mod_k, N)(s->mod, a->mean2, a->rstd2, a->mid, md + 3 * D, md + 4 * D, N, T, D, ld, LN_EPS);
+    LW(ln_mod_k, N)(mod2, a->mean2, a->rstd2, a->mid, md + 3 * D, md + 4 * D, N, T, D, ld, LN_EPS);
     LAUNCHED();
-    linear(g, a->fc1, s->mod, w->fc1_w, N, D, H4);
-    L1(bias_gelu_k, (size_t)N * H4)(s->hbuf, a->fc1, w->fc1_b, N, H4);
+    linear(g, a->fc1, mod2, w->fc1_w, N, D, H4);
+    L1(bias_gelu_k, (size_t)N * H4)(gel, a->fc1, w->fc1_b, N, H4);
     LAUNCHED();
-    linear(g, s->tmp, s->hbuf, w->fc2_w, N, H4, D);
-    L1(gate_res_k, (size_t)N * D)(a->out, a->mid, s->tmp, w->fc2_b, md + 5 * D, N, T, D, ld);
+    linear(g, mlpo, gel, w->fc2_w, N, H4, D);
+    L1(gate_res_k, (size_t)N * D)(a->out, a->mid, mlpo, w->fc2_b, md + 5 * D, N, T, D, ld);
     LAUNCHED();
 }
 
@@ -718,9 +781,10 @@ extern "C" void dap_dit_cuda_forward(const dap_dit_cuda *d, dap_dit_cuda_state *
         linear(g, s->fmods, s->cact, d->fin_ada_w, n, D, 2 * D);
         L1(bias_k, (size_t)n * 2 * D)(s->fmods, d->fin_ada_b, n, 2 * D);
         LAUNCHED();
-        LW(ln_mod_k, N)(s->mod, NULL, NULL, h, s->fmods, s->fmods + D, N, T, D, 2 * D, LN_EPS);
+        float *modf = s->train ? s->modf : s->mod;
+        LW(ln_mod_k, N)(modf, s->meanf, s->rstdf, h, s->fmods, s->fmods + D, N, T, D, 2 * D, LN_EPS);
         LAUNCHED();
-        linear(g, s->fout, s->mod, d->fin_w, N, D, d->Pout);
+        linear(g, s->fout, modf, d->fin_w, N, D, d->Pout);
         L1(unpatchify_out_k, (size_t)N * d->Pout)(s->fout_img, s->fout, d->fin_b, n, d->Co, cf->patch, d->g);
         LAUNCHED();
         if (out) {
@@ -835,6 +899,327 @@ extern "C" void dap_dit_cuda_backward_from_block_mean(const dap_dit_cuda *d, dap
     L1(spread_tokens_k, (size_t)s->n * d->T * d->D)(s->dres, s->tmp, s->n, d->T, d->D);
     LAUNCHED();
     backward_below(d, s, l, dx);
+}
+
+/* ---- training: the parameter backward, AdamW, EMA ------------------------------------------
+ * dit.c's dap_dit_backward step by step (the same joins and order), with the parameter
+ * gradients accumulated into d->gw (the table's layout) by cuBLAS products (weights:
+ * dout^T inp; biases: ones^T dout), the adaLN shift / scale / gate gradients summed over a
+ * sample's tokens by one thread a (sample, channel), in token order. No atomics anywhere:
+ * a step is deterministic on a given GPU. */
+
+/* dshift[b, j] = sum_t dy[b, t, j]; dscale[b, j] = sum_t dy[b, t, j] xhat[b, t, j] with
+ * xhat = (x - mean) rstd (the LayerNorm's output); rows of stride ld */
+__global__ static void mod_grad_k(float *dshift, float *dscale, const float *dy, const float *x, const float *mean,
+                                  const float *rstd, int n, int T, int d, int ld) {
+    GRID_LOOP(i, (idx_t)n * d) {
+        idx_t b = i / d, j = i % d;
+        float ss = 0.0f, sc = 0.0f;
+        for (int t = 0; t < T; t++) {
+            idx_t r = b * T + t, e = r * d + j;
+            ss += dy[e];
+            sc += dy[e] * ((x[e] - mean[r]) * rstd[r]);
+        }
+        dshift[b * ld + j] = ss;
+        dscale[b * ld + j] = sc;
+    }
+}
+
+/* dgate[b, j] = sum_t dres[b, t, j] (y[b, t, j] + bias[j]): out = in + gate (y + bias) */
+__global__ static void gate_grad_k(float *dgate, const float *dres, const float *y, const float *bias, int n, int T,
+                                   int d, int ld) {
+    GRID_LOOP(i, (idx_t)n * d) {
+        idx_t b = i / d, j = i % d;
+        float s = 0.0f;
+        for (int t = 0; t < T; t++) {
+            idx_t e = (b * T + t) * d + j;
+            s += dres[e] * (y[e] + bias[j]);
+        }
+        dgate[b * ld + j] = s;
+    }
+}
+
+/* dinp = dout silu'(inp), clamped as ops/act.c */
+__global__ static void silu_bwd_k(float *dinp, const float *dout, const float *inp, idx_t n) {
+    GRID_LOOP(i, n) {
+        float x = fminf(fmaxf(inp[i], -SILU_XMAX), SILU_XMAX);
+        float e = expf(-x), s = 1.0f / (1.0f + e);
+        dinp[i] = dout[i] * s * (1.0f + x * (e * s));
+    }
+}
+
+/* gtab[y[b], j] += dc[b, j], the samples in order (a label may repeat: no atomics) */
+__global__ static void ytab_grad_k(float *gtab, const float *dc, const int *y, int n, int d) {
+    GRID_LOOP(j, (idx_t)d) {
+        for (int b = 0; b < n; b++) gtab[(idx_t)y[b] * d + j] += dc[(idx_t)b * d + j];
+    }
+}
+
+/* tok (n, T, p p Co) from img (n, Co, g p, g p): the adjoint of unpatchify_out_k */
+__global__ static void patchify_out_k(float *tok, const float *img, int n, int Co, int p, int g) {
+    int P = p * p * Co, T = g * g, W = g * p;
+    GRID_LOOP(i, (idx_t)n * T * P) {
+        idx_t bt = i / P;
+        int r = i % P, pi = r / (p * Co), q = (r / Co) % p, c = r % Co;
+        int b = bt / T, ti = (bt % T) / g, tj = bt % g;
+        tok[i] = img[(((idx_t)b * Co + c) * W + ti * p + pi) * W + tj * p + q];
+    }
+}
+
+/* gw (OC, IC) += dout (N, OC)^T inp (N, IC) */
+static void wgrad(const gpu *g, float *gw, const float *dout, const float *inp, int n, int ic, int oc) {
+    gemm(g, 1, 0, oc, ic, n, 1.0f, dout, oc, inp, ic, 1.0f, gw, ic);
+}
+/* gb (OC) += ones (N)^T dout (N, OC) */
+static void bgrad(const gpu *g, float *gb, const float *dout, const float *ones, int n, int oc) {
+    gemm(g, 0, 0, 1, oc, n, 1.0f, ones, n, dout, oc, 1.0f, gb, oc);
+}
+
+/* The gradient twin of a weight pointer. */
+#define GRAD(d, ptr) ((d)->gw + ((ptr) - (d)->w))
+
+/* s->dres holds d(block l output) on entry and d(block l input) on exit; the block's
+ * parameter gradients accumulate and d(c_act) is added into s->gcact. */
+static void block_backward_params(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l) {
+    const gpu *g = &d->gpu;
+    const dblock *w = &d->blk[l];
+    const dacts *a = &s->blk[l];
+    dacts *sc = &s->blk[s->cache_blocks]; /* scratch set: its q, k, v, P serve as dq, dk, dv, dP */
+    int n = s->n, T = d->T, D = d->D, H4 = d->H4, N = n * T, ld = 6 * D;
+    const float *in = l == 0 ? s->embed : s->blk[l - 1].out, *md = a->mods, *ones = s->ones;
+    float *dm = s->gmods;
+    /* MLP branch: out = mid + g2 (fc2(gelu(fc1(mod(LN(mid), sh2, sc2)))) + fc2_b) */
+    L1(gate_grad_k, (size_t)n * D)(dm + 5 * D, s->dres, a->mlpo, w->fc2_b, n, T, D, ld);
+    L1(gate_mul_k, (size_t)N * D)(s->gd1, s->dres, md + 5 * D, N, T, D, ld);
+    LAUNCHED();
+    wgrad(g, GRAD(d, w->fc2_w), s->gd1, a->gel, N, H4, D);
+    bgrad(g, GRAD(d, w->fc2_b), s->gd1, ones, N, D);
+    linear_dinp(g, s->gh, s->gd1, w->fc2_w, N, H4, D);
+    L1(gelu_bwd_k, (size_t)N * H4)(s->gh, s->gh, a->fc1, (idx_t)((size_t)N * H4));
+    LAUNCHED();
+    wgrad(g, GRAD(d, w->fc1_w), s->gh, a->mod2, N, D, H4);
+    bgrad(g, GRAD(d, w->fc1_b), s->gh, ones, N, H4);
+    linear_dinp(g, s->gd2, s->gh, w->fc1_w, N, D, H4);
+    L1(mod_grad_k, (size_t)n * D)(dm + 3 * D, dm + 4 * D, s->gd2, a->mid, a->mean2, a->rstd2, n, T, D, ld);
+    LW(ln_mod_bwd_k, N)(s->dres, s->gd2, a->mid, md + 4 * D, a->mean2, a->rstd2, N, T, D, ld);
+    LAUNCHED();
+    /* attention branch: mid = in + g1 (proj(attn(qkv(mod(LN(in), sh1, sc1)))) + proj_b) */
+    L1(gate_grad_k, (size_t)n * D)(dm + 2 * D, s->dres, a->atto, w->proj_b, n, T, D, ld);
+    L1(gate_mul_k, (size_t)N * D)(s->gd1, s->dres, md + 2 * D, N, T, D, ld);
+    LAUNCHED();
+    wgrad(g, GRAD(d, w->proj_w), s->gd1, a->atty, N, D, D);
+    bgrad(g, GRAD(d, w->proj_b), s->gd1, ones, N, D);
+    linear_dinp(g, s->ybuf, s->gd1, w->proj_w, N, D, D);
+    L1(heads_k, (size_t)N * D)(s->ybuf, s->yh, n, T, D, d->NH, 1);
+    LAUNCHED();
+    attention_bwd(g, sc->q, sc->k, sc->v, sc->P, s->yh, a->P, a->q, a->k, a->v, n, T, D, d->NH);
+    L1(qkv_heads_k, (size_t)N * 3 * D)(sc->q, sc->k, sc->v, s->gqkv, NULL, n, T, D, d->NH, 1);
+    LAUNCHED();
+    wgrad(g, GRAD(d, w->qkv_w), s->gqkv, a->mod1, N, D, 3 * D);
+    bgrad(g, GRAD(d, w->qkv_b), s->gqkv, ones, N, 3 * D);
+    linear_dinp(g, s->gd2, s->gqkv, w->qkv_w, N, D, 3 * D);
+    L1(mod_grad_k, (size_t)n * D)(dm, dm + D, s->gd2, in, a->mean1, a->rstd1, n, T, D, ld);
+    LW(ln_mod_bwd_k, N)(s->dres, s->gd2, in, md + D, a->mean1, a->rstd1, N, T, D, ld);
+    LAUNCHED();
+    /* adaLN: mods = Linear(c_act) */
+    wgrad(g, GRAD(d, w->ada_w), dm, s->cact, n, D, 6 * D);
+    bgrad(g, GRAD(d, w->ada_b), dm, ones, n, 6 * D);
+    gemm(g, 0, 0, n, D, 6 * D, 1.0f, dm, 6 * D, w->ada_w, D, 1.0f, s->gcact, D);
+}
+
+extern "C" size_t dap_dit_cuda_train_bytes_for(const dap_dit_cuda *d, int batch) {
+    /* the state, and gradients, EMA and two moments beside the weights */
+    return plan(d, batch, d->cfg.depth, 1, NULL) + 4 * d->w_floats * sizeof(float);
+}
+
+extern "C" int dap_dit_cuda_state_create_train(dap_dit_cuda_state **out, const dap_dit_cuda *d, int batch) {
+    return state_create(out, d, batch, d->cfg.depth, 1);
+}
+
+#define PARTS 256 /* the grad norm's partial sums per tensor (one per block) */
+
+extern "C" int dap_dit_cuda_train_begin(dap_dit_cuda *d, const float *ema, const float *m, const float *v) {
+    const dap_params *ps = &d->host->params;
+    size_t bytes = d->w_floats * sizeof(float), fr = 0, tot = 0;
+    if (!d->gw) {
+        DAP_TRY(free_memory(&fr, &tot));
+        size_t need = 4 * bytes + sizeof(double) * PARTS * ((size_t)ps->n + 1);
+        if (need > fr)
+            return dap_error(DAP_ERR_NOMEM, "device cuda (%s): training needs %.2f GiB for the gradients, EMA and AdamW "
+                                            "moments, %.2f GiB are free", d->name, GIB(need), GIB(fr));
+        CK(cudaMalloc(&d->gw, bytes));
+        CK(cudaMalloc(&d->ema, bytes));
+        CK(cudaMalloc(&d->om, bytes));
+        CK(cudaMalloc(&d->ov, bytes));
+        CK(cudaMalloc(&d->parts, sizeof(double) * PARTS * ((size_t)ps->n + 1)));
+    }
+    CK(cudaMemcpy(d->w, ps->data, bytes, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d->ema, ema, bytes, cudaMemcpyHostToDevice));
+    if (m) CK(cudaMemcpy(d->om, m, bytes, cudaMemcpyHostToDevice));
+    else CK(cudaMemset(d->om, 0, bytes));
+    if (v) CK(cudaMemcpy(d->ov, v, bytes, cudaMemcpyHostToDevice));
+    else CK(cudaMemset(d->ov, 0, bytes));
+    CK(cudaMemset(d->gw, 0, bytes));
+    CK(cudaDeviceSynchronize());
+    return DAP_OK;
+}
+
+extern "C" void dap_dit_cuda_train_download(const dap_dit_cuda *d, float *w, float *ema, float *m, float *v) {
+    size_t bytes = d->w_floats * sizeof(float);
+    DAP_ASSERT(d->gw != NULL);
+    CK(cudaStreamSynchronize(d->gpu.st));
+    if (w) CK(cudaMemcpy(w, d->w, bytes, cudaMemcpyDeviceToHost));
+    if (ema) CK(cudaMemcpy(ema, d->ema, bytes, cudaMemcpyDeviceToHost));
+    if (m) CK(cudaMemcpy(m, d->om, bytes, cudaMemcpyDeviceToHost));
+    if (v) CK(cudaMemcpy(v, d->ov, bytes, cudaMemcpyDeviceToHost));
+}
+
+extern "C" void dap_dit_cuda_grad_download(const dap_dit_cuda *d, float *grad) {
+    DAP_ASSERT(d->gw != NULL);
+    CK(cudaStreamSynchronize(d->gpu.st));
+    CK(cudaMemcpy(grad, d->gw, d->w_floats * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+extern "C" void dap_dit_cuda_swap_ema(dap_dit_cuda *d) {
+    DAP_ASSERT(d->ema != NULL);
+    CK(cudaStreamSynchronize(d->gpu.st));
+    float *t = d->w;
+    d->w = d->ema, d->ema = t;
+    bind(d);
+}
+
+extern "C" void dap_dit_cuda_backward_params(const dap_dit_cuda *d, dap_dit_cuda_state *s, const float *dout) {
+    DAP_ASSERT(s->train && d->gw != NULL && s->blocks_done == d->cfg.depth);
+    const gpu *g = &d->gpu;
+    const dap_dit_config *cf = &d->cfg;
+    int n = s->n, T = d->T, D = d->D, N = n * T, depth = cf->depth;
+    size_t co = (size_t)d->Co * cf->input_size * cf->input_size;
+    CK(cudaMemsetAsync(d->gw, 0, d->w_floats * sizeof(float), g->st));
+    copy_in(s->gimg, dout, sizeof(float) * (size_t)n * co, g->st);
+
+    /* final layer: fout = Linear(mod(LN(h), sh, sc)), [sh sc] = Linear(c_act) */
+    L1(patchify_out_k, (size_t)N * d->Pout)(s->gfout, s->gimg, n, d->Co, cf->patch, d->g);
+    LAUNCHED();
+    wgrad(g, GRAD(d, d->fin_w), s->gfout, s->modf, N, D, d->Pout);
+    bgrad(g, GRAD(d, d->fin_b), s->gfout, s->ones, N, d->Pout);
+    linear_dinp(g, s->gd1, s->gfout, d->fin_w, N, D, d->Pout);
+    L1(mod_grad_k, (size_t)n * D)(s->gfmods, s->gfmods + D, s->gd1, s->feat, s->meanf, s->rstdf, n, T, D, 2 * D);
+    LAUNCHED();
+    CK(cudaMemsetAsync(s->dres, 0, sizeof(float) * (size_t)N * D, g->st));
+    LW(ln_mod_bwd_k, N)(s->dres, s->gd1, s->feat, s->fmods + D, s->meanf, s->rstdf, N, T, D, 2 * D);
+    LAUNCHED();
+    wgrad(g, GRAD(d, d->fin_ada_w), s->gfmods, s->cact, n, D, 2 * D);
+    bgrad(g, GRAD(d, d->fin_ada_b), s->gfmods, s->ones, n, 2 * D);
+    gemm(g, 0, 0, n, D, 2 * D, 1.0f, s->gfmods, 2 * D, d->fin_ada_w, D, 0.0f, s->gcact, D);
+
+    for (int l = depth - 1; l >= 0; l--) block_backward_params(d, s, l);
+
+    /* patch embedding (pos_embed is frozen) */
+    wgrad(g, GRAD(d, d->xe_w), s->dres, s->patches, N, d->Pin, D);
+    bgrad(g, GRAD(d, d->xe_b), s->dres, s->ones, N, D);
+
+    /* conditioning: c_act = SiLU(c), c = mlp.2(SiLU(mlp.0(freq))) + table[y] */
+    L1(silu_bwd_k, (size_t)n * D)(s->gc, s->gcact, s->c, (idx_t)((size_t)n * D));
+    L1(ytab_grad_k, (size_t)D)(GRAD(d, d->ytab), s->gc, s->y, n, D);
+    LAUNCHED();
+    wgrad(g, GRAD(d, d->t2_w), s->gc, s->tact, n, D, D);
+    bgrad(g, GRAD(d, d->t2_b), s->gc, s->ones, n, D);
+    linear_dinp(g, s->gtact, s->gc, d->t2_w, n, D, D);
+    L1(silu_bwd_k, (size_t)n * D)(s->gth, s->gtact, s->th, (idx_t)((size_t)n * D));
+    LAUNCHED();
+    wgrad(g, GRAD(d, d->t0_w), s->gth, s->tfreq, n, FREQ_DIM, D);
+    bgrad(g, GRAD(d, d->t0_b), s->gth, s->ones, n, D);
+    CK(cudaStreamSynchronize(g->st));
+}
+
+/* parts[blockIdx] = sum of g^2 over the block's grid-stride share (double) */
+__global__ static void sumsq_k(double *parts, const float *g, idx_t n) {
+    __shared__ double sh[THREADS];
+    double acc = 0.0;
+    GRID_LOOP(i, n) acc += (double)g[i] * g[i];
+    acc = block_sum(acc, sh);
+    if (threadIdx.x == 0) parts[blockIdx.x] = acc;
+}
+
+/* parts[total] = sum of parts[0 .. total), one block, a fixed order */
+__global__ static void sum_parts_k(double *parts, int total) {
+    __shared__ double sh[THREADS];
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < total; i += THREADS) acc += parts[i];
+    acc = block_sum(acc, sh);
+    if (threadIdx.x == 0) parts[total] = acc;
+}
+
+/* core/optim.c's dap_adamw_step element by element, the gradient scaled by coef first
+ * (dap_clip_grad_norm's g *= coef; coef 1 when not clipping) */
+__global__ static void dit_adamw_k(float *w, const float *g, float *m, float *v, idx_t n, float coef, float keep,
+                                   float b1, float c1, float b2, float c2, float bc2_sqrt, float eps,
+                                   float step_size) {
+    GRID_LOOP(i, n) {
+        float gi = g[i] * coef;
+        w[i] *= keep;
+        m[i] = m[i] * b1 + gi * c1;
+        v[i] = v[i] * b2 + gi * gi * c2;
+        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+        w[i] += -step_size * (m[i] / denom);
+    }
+}
+
+__global__ static void ema_k(float *e, const float *w, idx_t n, float dk, float c) {
+    GRID_LOOP(i, n) e[i] = e[i] * dk + w[i] * c;
+}
+
+extern "C" float dap_dit_cuda_train_update(dap_dit_cuda *d, dap_adamw *opt, double lr, float max_norm,
+                                           double ema_decay) {
+    const dap_params *ps = &d->host->params;
+    DAP_ASSERT(d->gw != NULL && ps->total == d->w_floats && opt->n == ps->total);
+    const gpu *g = &d->gpu;
+    /* the global norm of the trainable tensors' gradients, as dap_grad_norm */
+    int parts = 0;
+    for (int k = 0; k < ps->n; k++) {
+        const dap_param *p = &ps->p[k];
+        if (p->frozen || p->numel == 0) continue;
+        unsigned nb = blocks_for(p->numel);
+        if (nb > PARTS) nb = PARTS;
+        sumsq_k<<<nb, THREADS, 0, g->st>>>(d->parts + parts, d->gw + p->offset, (idx_t)p->numel);
+        parts += (int)nb;
+    }
+    LAUNCHED();
+    double sum = 0.0;
+    if (parts > 0) {
+        sum_parts_k<<<1, THREADS, 0, g->st>>>(d->parts, parts);
+        LAUNCHED();
+        CK(cudaMemcpyAsync(&sum, d->parts + parts, sizeof sum, cudaMemcpyDeviceToHost, g->st));
+        CK(cudaStreamSynchronize(g->st));
+    }
+    const float norm = (float)sqrt(sum);
+    const float coef = max_norm > 0.0f && norm > max_norm ? (float)((double)max_norm / ((double)norm + 1e-6)) : 1.0f;
+    /* AdamW over the trainable tensors, as dap_adamw_step */
+    opt->step++;
+    const double bc1 = 1.0 - pow(opt->beta1, (double)opt->step), bc2 = 1.0 - pow(opt->beta2, (double)opt->step);
+    for (int k = 0; k < ps->n; k++) {
+        const dap_param *p = &ps->p[k];
+        if (p->frozen || p->numel == 0) continue;
+        const double wd = (p->no_decay && !opt->decay_all) ? 0.0 : opt->weight_decay;
+        dit_adamw_k<<<blocks_for(p->numel), THREADS, 0, g->st>>>(
+            d->w + p->offset, d->gw + p->offset, d->om + p->offset, d->ov + p->offset, (idx_t)p->numel, coef,
+            (float)(1.0 - lr * wd), (float)opt->beta1, (float)(1.0 - opt->beta1), (float)opt->beta2,
+            (float)(1.0 - opt->beta2), (float)sqrt(bc2), (float)opt->eps, (float)(lr / bc1));
+    }
+    LAUNCHED();
+    /* the EMA, as dap_ema_update (a frozen tensor is copied) */
+    for (int k = 0; k < ps->n; k++) {
+        const dap_param *p = &ps->p[k];
+        if (p->numel == 0) continue;
+        if (p->frozen)
+            CK(cudaMemcpyAsync(d->ema + p->offset, d->w + p->offset, p->numel * sizeof(float), cudaMemcpyDeviceToDevice,
+                               g->st));
+        else
+            ema_k<<<blocks_for(p->numel), THREADS, 0, g->st>>>(d->ema + p->offset, d->w + p->offset, (idx_t)p->numel,
+                                                              (float)ema_decay, (float)(1.0 - ema_decay));
+    }
+    LAUNCHED();
+    return norm;
 }
 
 /* ---- the ops on host arrays, for the tests against ops.h --------------------------------- */

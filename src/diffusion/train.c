@@ -130,7 +130,7 @@ int dap_trainer_create(dap_trainer **out, dap_dit *model, const dap_dataset *dat
     memcpy(tr->ema.data, model->params.data, model->params.total * sizeof(float));
     dap_adamw_init(&tr->opt, &model->params, 0.9, 0.999, 1e-8, cfg->weight_decay);
     dap_schedule_init_default(&tr->sched);
-    tr->state = dap_dit_state_create(model, cfg->batch);
+    tr->state = dap_dit_state_create_train(model, cfg->batch);
     const size_t B = (size_t)cfg->batch, per = image_floats(model), po = out_floats(model);
     tr->x0 = dap_alloc_f32(B * per);
     tr->noise = dap_alloc_f32(B * per);
@@ -157,6 +157,12 @@ int dap_trainer_create(dap_trainer **out, dap_dit *model, const dap_dataset *dat
         char rec[256];
         minimax_record(cfg, rec, sizeof rec);
         dap_dit_set_finetune(model, rec);
+    }
+    int rc = dap_dit_train_begin(model, tr->ema.data, &tr->opt); /* a device model: its optimiser goes up */
+    if (rc) {
+        tr->model = NULL; /* the caller keeps the model on failure */
+        dap_trainer_destroy(tr);
+        return rc;
     }
     *out = tr;
     return DAP_OK;
@@ -269,20 +275,31 @@ double dap_trainer_step(dap_trainer *tr, float *grad_norm) {
         dap_minimax_push(&tr->mm, tr->x0, tr->x0_hat, tr->y_real, B);
     }
 
-    dap_params_zero_grad(&m->params);
-    dap_dit_backward(m, tr->state, tr->dout, NULL);
-    const float norm = dap_clip_grad_norm(&m->params, tr->cfg.grad_clip);
-    if (grad_norm) *grad_norm = norm;
-    dap_adamw_step(&tr->opt, &m->params, dap_train_lr(&tr->cfg, s));
     double decay = tr->cfg.ema_decay;
     if (tr->cfg.ema_warmup) decay = fmin(decay, (1.0 + (double)s) / (10.0 + (double)s));
-    dap_ema_update(&tr->ema, &m->params, decay);
+    float norm;
+    if (m->dev) { /* gradients, clipping, AdamW and the EMA on the device */
+        dap_dit_backward(m, tr->state, tr->dout, NULL);
+        norm = dap_dit_train_update(m, &tr->opt, dap_train_lr(&tr->cfg, s), tr->cfg.grad_clip, decay);
+    } else {
+        dap_params_zero_grad(&m->params);
+        dap_dit_backward(m, tr->state, tr->dout, NULL);
+        norm = dap_clip_grad_norm(&m->params, tr->cfg.grad_clip);
+        dap_adamw_step(&tr->opt, &m->params, dap_train_lr(&tr->cfg, s));
+        dap_ema_update(&tr->ema, &m->params, decay);
+    }
+    if (grad_norm) *grad_norm = norm;
     tr->step++;
     return loss;
 }
 
-/* Swaps the model's weight array with the EMA's (forward reads params.data). */
+/* Swaps the model's weight array with the EMA's (forward reads params.data; a device
+ * model's forward reads its device copy: swapped there). */
 static void swap_weights(dap_trainer *tr) {
+    if (tr->model->dev) {
+        dap_dit_swap_ema(tr->model);
+        return;
+    }
     float *t = tr->model->params.data;
     tr->model->params.data = tr->ema.data;
     tr->ema.data = t;
@@ -364,6 +381,7 @@ int dap_trainer_save(dap_trainer *tr, const char *path) {
     minimax_record(&tr->cfg, rec, sizeof rec);
     dap_st_writer_meta(w, "trainable", dap_train_trainable_name(tr->cfg.trainable));
     dap_st_writer_meta(w, "minimax", rec);
+    dap_dit_train_sync(tr->model, tr->ema.data, &tr->opt); /* a device model's state comes down */
     add_params(w, &tr->model->params, tr->model->params.data, "model.");
     add_params(w, &tr->ema, tr->ema.data, "ema.");
     dap_adamw_write(&tr->opt, &tr->model->params, w, "opt.");
@@ -466,6 +484,7 @@ int dap_trainer_resume(dap_trainer *tr, const char *path) {
     if (rc == DAP_OK) {
         tr->step = tr->opt.step;
         tr->perm_epoch = -1;
+        rc = dap_dit_train_begin(tr->model, tr->ema.data, &tr->opt); /* a device model: the state goes up */
     }
     dap_st_close(st);
     return rc;

@@ -20,6 +20,7 @@
 
 #include "core/core.h"
 #include "core/device.h"
+#include "core/optim.h"
 #include "io/io.h"
 #include "ops/ops.h"
 #ifdef DAP_CUDA
@@ -860,6 +861,27 @@ dap_dit_state *dap_dit_state_create(const dap_dit *m, int batch) {
     return dap_dit_state_create_ex(m, batch, m->cfg.depth);
 }
 
+dap_dit_state *dap_dit_state_create_train(const dap_dit *m, int batch) {
+#ifdef DAP_CUDA
+    if (m->dev) {
+        dap_dit_cuda_state *ds = NULL;
+        if (dap_dit_cuda_state_create_train(&ds, m->dev, batch) != DAP_OK) {
+            fprintf(stderr, "dap: %s\n", dap_last_error()); /* dap_dit_train_fits checks this before the work */
+            exit(1);
+        }
+        dap_dit_state *s = dap_calloc(1, sizeof *s);
+        s->batch = s->n = batch;
+        s->cache_blocks = m->cfg.depth;
+        s->dev = ds, s->mdev = m->dev;
+        s->y = dap_calloc((size_t)batch, sizeof *s->y);
+        s->mem_floats = (size_t)batch * m->tokens * m->cfg.hidden;
+        s->mem = dap_alloc_f32(s->mem_floats);
+        return s;
+    }
+#endif
+    return dap_dit_state_create(m, batch);
+}
+
 void dap_dit_state_destroy(dap_dit_state *s) {
     if (!s) return;
 #ifdef DAP_CUDA
@@ -1129,7 +1151,13 @@ static void block_backward(const dap_dit *m, dap_dit_state *s, int l, const bloc
 void dap_dit_backward(dap_dit *m, dap_dit_state *s, const float *dout, float *dx) {
     DAP_ASSERT(m->params.grad != NULL);
     DAP_ASSERT(s->full_forward && s->cache_blocks == m->cfg.depth);
-    DAP_ASSERT(s->dev == NULL); /* training runs on the CPU only */
+#ifdef DAP_CUDA
+    if (s->dev) { /* a training state: the gradients stay on the device */
+        DAP_ASSERT(dx == NULL);
+        dap_dit_cuda_backward_params(m->dev, s->dev, dout);
+        return;
+    }
+#endif
     int n = s->n, T = m->tokens, D = m->cfg.hidden, N = n * T, depth = m->cfg.depth;
     top_w w = top_ptrs(m, m->params.data), g = top_ptrs(m, m->params.grad);
 
@@ -1209,6 +1237,59 @@ int dap_dit_to_device(dap_dit *m) {
 #else
     return dap_error(DAP_ERR_MISSING, "device %s: this dap was built without the CUDA backend", dap_device_name());
 #endif
+}
+
+int dap_dit_train_fits(const dap_dit *m, int batch, const char *what) {
+    if (!m->dev) return DAP_OK;
+#ifdef DAP_CUDA
+    size_t need = dap_dit_cuda_train_bytes_for(m->dev, batch), fr = 0, tot = 0;
+    DAP_TRY(dap_cuda_memory(&fr, &tot));
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    if (need > fr)
+        return dap_error(DAP_ERR_NOMEM, "%s: training needs %.2f GiB on the device besides the weights (activations "
+                                        "for batch %d, gradients, EMA, AdamW moments), %.2f GiB of its %.2f GiB are "
+                                        "free: lower %s", dap_dit_cuda_describe(m->dev), (double)need / gib, batch,
+                         (double)fr / gib, (double)tot / gib, what);
+#else
+    (void)batch, (void)what;
+#endif
+    return DAP_OK;
+}
+
+int dap_dit_train_begin(dap_dit *m, const float *ema, const struct dap_adamw *opt) {
+#ifdef DAP_CUDA
+    if (m->dev) {
+        const int moments = opt->step > 0; /* a fresh optimiser's are zeros */
+        return dap_dit_cuda_train_begin(m->dev, ema, moments ? opt->m : NULL, moments ? opt->v : NULL);
+    }
+#endif
+    (void)m, (void)ema, (void)opt;
+    return DAP_OK;
+}
+
+float dap_dit_train_update(dap_dit *m, struct dap_adamw *opt, double lr, float max_norm, double decay) {
+#ifdef DAP_CUDA
+    DAP_ASSERT(m->dev != NULL);
+    return dap_dit_cuda_train_update(m->dev, opt, lr, max_norm, decay);
+#else
+    (void)m, (void)opt, (void)lr, (void)max_norm, (void)decay;
+    DAP_ASSERT(!"dap_dit_train_update: a model on the device only");
+    return 0.0f;
+#endif
+}
+
+void dap_dit_train_sync(dap_dit *m, float *ema, struct dap_adamw *opt) {
+#ifdef DAP_CUDA
+    if (m->dev) dap_dit_cuda_train_download(m->dev, m->params.data, ema, opt->m, opt->v);
+#endif
+    (void)m, (void)ema, (void)opt;
+}
+
+void dap_dit_swap_ema(dap_dit *m) {
+#ifdef DAP_CUDA
+    if (m->dev) dap_dit_cuda_swap_ema(m->dev);
+#endif
+    (void)m;
 }
 
 int dap_dit_states_fit(const dap_dit *m, int count, const int *batch, const int *cache_blocks, const char *what) {

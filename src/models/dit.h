@@ -122,8 +122,8 @@ int dap_dit_config_from_file(const char *path, dap_dit_config *out);
  * fit in the device's free memory) and every state created afterwards keeps its
  * activations there: dap_dit_forward, dap_dit_features (a copy of the tokens) and
  * dap_dit_backward_from_block run on the GPU behind the same calls, with host arrays in
- * and out. The host weights must not change afterwards (the device keeps its copy).
- * dap_dit_backward (training) is CPU only. */
+ * and out. The host weights must not change afterwards (the device keeps its copy),
+ * except through the training calls below. */
 int dap_dit_to_device(dap_dit *m);
 /* Before the work: DAP_ERR_NOMEM naming the sizes unless `count` states of the given
  * batch sizes and cached blocks fit together in the device's free memory now (always
@@ -131,11 +131,31 @@ int dap_dit_to_device(dap_dit *m);
 int dap_dit_states_fit(const dap_dit *m, int count, const int *batch, const int *cache_blocks,
                        const char *what);
 
+/* Training on the model's device (diffusion/train.c). On the cpu: dap_dit_state_create_train
+ * is dap_dit_state_create and the others do nothing (the trainer runs the host's optimiser).
+ * On cuda the weights, gradients, EMA and AdamW moments stay on the device for the run:
+ * _train_begin uploads the host's weights, `ema` and opt's moments (zeros before its
+ * first step; DAP_ERR_NOMEM naming the sizes when they do not fit), dap_dit_backward of a
+ * training state leaves its gradients there, _train_update clips them to max_norm (0: no
+ * clipping), steps AdamW (opt->step advances) and the EMA (decay), and returns the norm
+ * before clipping, as the host's dap_clip_grad_norm + dap_adamw_step + dap_ema_update;
+ * _train_sync copies the weights, `ema` and the moments back (a checkpoint), and
+ * dap_dit_swap_ema exchanges the weights the forward reads with the EMA (call it twice).
+ * dap_dit_train_fits: DAP_ERR_NOMEM naming the sizes unless a training state of `batch`
+ * and the optimiser's buffers fit in the device's free memory now. */
+struct dap_adamw;
+typedef struct dap_dit_state dap_dit_state;
+dap_dit_state *dap_dit_state_create_train(const dap_dit *m, int batch);
+int dap_dit_train_fits(const dap_dit *m, int batch, const char *what);
+int dap_dit_train_begin(dap_dit *m, const float *ema, const struct dap_adamw *opt);
+float dap_dit_train_update(dap_dit *m, struct dap_adamw *opt, double lr, float max_norm, double decay);
+void dap_dit_train_sync(dap_dit *m, float *ema, struct dap_adamw *opt);
+void dap_dit_swap_ema(dap_dit *m);
+
 /* Per-batch activations. cache_blocks (0..depth) = how many leading blocks keep what their
  * backward needs: depth for training (dap_dit_backward), l for the guidance's
  * backward from block l, 0 for inference only (no gradients: one block's worth of scratch,
  * much less memory). dap_dit_state_create is cache_blocks = depth. */
-typedef struct dap_dit_state dap_dit_state;
 dap_dit_state *dap_dit_state_create(const dap_dit *m, int batch);
 dap_dit_state *dap_dit_state_create_ex(const dap_dit *m, int batch, int cache_blocks);
 void dap_dit_state_destroy(dap_dit_state *s);
@@ -159,7 +179,9 @@ void dap_dit_features_mean(const dap_dit *m, dap_dit_state *s, float *out);
 /* After a full forward (needs cache_blocks = depth): parameter gradients accumulate
  * into m->params.grad; frozen tensors (pos_embed; all but the biases and the label table
  * in a DiffFit fine-tune) get none, and their weight-gradient products are skipped; dx (n, C, H, W) overwritten when not
- * NULL. dout (n, Co, H, W). */
+ * NULL. dout (n, Co, H, W). A device model's training state (dap_dit_state_create_train):
+ * the gradients are overwritten on the device (every tensor's; the update skips the frozen
+ * ones) and dx must be NULL. */
 void dap_dit_backward(dap_dit *m, dap_dit_state *s, const float *dout, float *dx);
 /* After a forward with stop_block = l (needs cache_blocks >= l): dx (n, C, H, W) =
  * d(loss)/dx from dfeat (n, T, D) = d(loss)/d(block l's output). No parameter gradients. */

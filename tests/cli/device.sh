@@ -7,11 +7,11 @@ expect_fail "distill DAP_DEVICE=cuda on a CPU build" "built without the CUDA bac
 expect_fail "sample --precision tf32 on the cpu" "precision tf32: the cpu device computes in fp32 only" $DAP sample --model $M --out "$tmp/dev-s" --precision tf32
 expect_fail "distill --precision bf16 on the cpu" "precision bf16: the cpu device" $DAP distill --model $M --out "$tmp/dev-d" --method dap --ipc 1 --precision bf16
 expect_fail "sample bad --precision" "precision 'fp16': expected fp32, tf32 or bf16" $DAP sample --model $M --out "$tmp/dev-s" --device cpu --precision fp16
-# the commands without a GPU path say so rather than run on the CPU unannounced
-expect_fail "train --device cuda" "dap train has no GPU path yet" $DAP train --config fm-p4-h256-d8 --steps 1 --out "$tmp/dev-t.safetensors" --device cuda
+expect_fail "train --device cuda on a CPU build" "built without the CUDA backend|device cuda" $DAP train --config fm-p4-h256-d8 --steps 1 --out "$tmp/dev-t.safetensors" --device cuda
+expect_fail "train --precision tf32 on the cpu" "precision tf32: the cpu device" $DAP train --config fm-p4-h256-d8 --steps 1 --out "$tmp/dev-t.safetensors" --precision tf32
 expect_fail "vae encode --device cuda on a CPU build" "built without the CUDA backend|device cuda" $DAP vae encode --vae tests/ref/vae_tiny.safetensors --in tests/ref --out "$tmp/dev-l.safetensors" --device cuda
 expect_fail "score --device cuda on a CPU build" "built without the CUDA backend|device cuda" $DAP score --set "$tmp/no-such-set" --device cuda --json "$tmp/dev-score.json"
 [ ! -e "$tmp/dev-score.json" ] && ok "a refused score writes no JSON" || bad "a refused score wrote its JSON"
 expect_fail "vae decode --device gpu" "device 'gpu'" $DAP vae decode --vae x --in x --out "$tmp/dev-v.png" --device gpu
-expect_fail "train DAP_DEVICE=cuda: a note, then the CPU" "runs on the CPU ..DAP_DEVICE=cuda applies to sample" env DAP_DEVICE=cuda $DAP train --config fm-p4-h256-d8 --steps 1 --data "$tmp/no-such-data" --out "$tmp/dev-t.safetensors"
+expect_fail "train DAP_DEVICE=cuda on a CPU build" "built without the CUDA backend|device cuda" env DAP_DEVICE=cuda $DAP train --config fm-p4-h256-d8 --steps 1 --out "$tmp/dev-t.safetensors"
 [ ! -e "$tmp/dev-s" ] && [ ! -e "$tmp/dev-d" ] && [ ! -e "$tmp/dev-t.safetensors" ] && ok "no output from a refused device" || bad "no output from a refused device"
