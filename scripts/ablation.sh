@@ -25,6 +25,8 @@
 #                                                      (only random and stage 5's k-means
 #                                                       start at strengths ABL_STRENGTHS)
 # ABL_JOBS=J trains a cell's runs J at a time, one thread each (dap eval --jobs).
+# ABL_CELLS="NAME ..." runs only the cells so named (e.g. the joint search's
+# "vanilla-clip1 mean-g3-clip0 mean-g0.3-clip0" at IPC 50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DAP=${DAP:-./build/dap}
@@ -40,6 +42,7 @@ echo "ablation: IPC $IPC, $RUNS runs x $EPOCHS epochs, validation $HOLDOUT/class
 cell() { # cell NAME FLAGS...
   local name=$1; shift
   grep -q "^$name	" "$TSV" && { echo "ablation: $name done, skipped" >&2; return; }
+  [ -n "${ABL_CELLS:-}" ] && case " $ABL_CELLS " in *" $name "*) ;; *) return ;; esac
   local dir="$OUT/$name" extra=""
   case " $* " in *" --method random "*) ;; *) extra="$SAMPLERFLAGS" ;; esac
   local t0; t0=$(date +%s)
