@@ -3,7 +3,7 @@
 # against the CPU (tests), then its speed against PyTorch eager on the same GPU.
 #
 #   scripts/gpu-diffusion-check.sh                 # there, from the repo root
-#   DEVICE=cpu CONFIG=fm-tiny BUILD=build JOBS="fwd32:fp32 guide:fp32" SKIP_TESTS=1 \
+#   DEVICE=cpu CONFIG=fm-tiny TRAIN_CONFIG=fm-tiny BUILD=build JOBS="fwd32:fp32 guide:fp32 train:fp32" SKIP_TESTS=1 \
 #     scripts/gpu-diffusion-check.sh               # here: the plumbing alone, on the CPU
 #
 # 1. build: $BUILD (default build-cuda) with `make CUDA=1 -j$(nproc)` unless $BUILD/dap_tests
