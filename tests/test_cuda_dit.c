@@ -18,6 +18,7 @@
 #include "diffusion/dit_eps.h"
 #include "diffusion/train.h"
 #include "distill/distill.h"
+#include "distill/guidance.h"
 #include "models/dit.h"
 #include "ops/ops.h"
 #include "test.h"
@@ -642,5 +643,40 @@ DAP_TEST(cuda_dit_train_matches_cpu) {
     dap_trainer_destroy(tr[1]);
     dap_dataset_free(&ds);
     dap_dataset_free(&val);
+#endif
+}
+
+/* The guidance's energy on device rows (energy_cuda.cu + dap_kernel_weights, what a
+ * device backbone's guide runs) against dap_kernel_energy: both kernels, rows of a
+ * pooled (D) and a flattened (T D) width. */
+DAP_TEST(cuda_guidance_energy_matches_cpu) {
+    NEED_GPU();
+#ifdef DAP_CUDA
+    const int ns = 3, nr = 7, widths[2] = {96, 49 * 64 + 5};
+    for (int wi = 0; wi < 2; wi++)
+        for (int kernel = 0; kernel < 2; kernel++) {
+            const int f = widths[wi];
+            const double sigma = kernel == DAP_KERNEL_RBF ? 0.5 * sqrt((double)f) : 0;
+            dap_rng r;
+            dap_rng_init(&r, 31 + wi, (uint64_t)kernel);
+            float *s = randn(&r, (size_t)ns * f, 1), *rr = randn(&r, (size_t)nr * f, 1);
+            float *ds_cpu = dap_alloc_f32((size_t)ns * f), *ds_gpu = dap_alloc_f32((size_t)ns * f);
+            const double e_cpu = ns * dap_kernel_energy(ds_cpu, NULL, s, ns, rr, nr, f, kernel, sigma);
+            float *sd = dap_cuda_buffer((size_t)ns * f), *rd = dap_cuda_buffer((size_t)nr * f);
+            float *dsd = dap_cuda_buffer((size_t)ns * f);
+            dap_cuda_copy(sd, s, (size_t)ns * f), dap_cuda_copy(rd, rr, (size_t)nr * f);
+            double q[21], w[21], e_gpu = 0;
+            dap_cuda_pair_sq(q, sd, ns, rd, nr, f);
+            for (int i = 0; i < ns; i++) e_gpu += dap_kernel_weights(w + i * nr, q + i * nr, (size_t)nr, kernel, sigma, 1.0 / nr);
+            dap_cuda_energy_grad(dsd, w, sd, ns, rd, nr, f);
+            dap_cuda_copy(ds_gpu, dsd, (size_t)ns * f);
+            char label[96];
+            snprintf(label, sizeof label, "energy gradient, %s kernel, %d wide", kernel ? "rbf" : "linear", f);
+            printf("    energy cpu %.15g, cuda %.15g\n", e_cpu, e_gpu);
+            CHECK(fabs(e_gpu - e_cpu) <= 1e-9 * fabs(e_cpu));
+            CHECK(cmp(label, ds_gpu, ds_cpu, (size_t)ns * f, 1e-5, 1e-6) <= 1);
+            dap_cuda_buffer_free(sd), dap_cuda_buffer_free(rd), dap_cuda_buffer_free(dsd);
+            dap_free_aligned(s), dap_free_aligned(rr), dap_free_aligned(ds_cpu), dap_free_aligned(ds_gpu);
+        }
 #endif
 }

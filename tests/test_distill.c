@@ -65,14 +65,32 @@ DAP_TEST(dap_guidance_gradient_through_dit) {
          * the model runs: dap_dit_features_mean and its backward for the mean) */
         dap_backbone bb;
         dap_backbone_dit(&bb, m);
-        CHECK(dap_backbone_open(&bb, n, 1.0, layer, n, N) == DAP_OK);
+        CHECK(dap_backbone_open(&bb, n, 1.0, layer, n, N, 0, c.pool) == DAP_OK);
         float *rfeat_bb = dap_alloc_f32((size_t)N * c.F);
         dap_backbone_features(&bb, 0, xr, N, 400, c.y, c.pool, rfeat_bb);
         CHECK_MSG(!memcmp(rfeat_bb, c.rfeat, sizeof(float) * (size_t)N * c.F), "the backbone's pooled rows differ");
         dap_backbone_features(&bb, 1, c.x, n, 400, c.y, c.pool, c.feat);
-        dap_kernel_energy(ds, NULL, c.feat, n, c.rfeat, N, c.F, c.kernel, c.sigma);
+        const double e_host = n * dap_kernel_energy(ds, NULL, c.feat, n, c.rfeat, N, c.F, c.kernel, c.sigma);
         dap_backbone_backward(&bb, ds, c.pool, grad);
         dap_backbone_close(&bb);
+        /* the backbone's own energy (bank_rows + guide, what distill.c runs): the same bytes */
+        CHECK(dap_backbone_guides(&bb));
+        CHECK(dap_backbone_open(&bb, n, 1.0, layer, n, N, N, c.pool) == DAP_OK);
+        float *grad_bb = dap_alloc_f32(n * per);
+        dap_backbone_bank_rows(&bb, xr, N, 400, c.y, 0);
+        const double e_bb = dap_backbone_guide(&bb, c.x, n, 400, c.y, N, c.kernel, c.sigma, grad_bb);
+        CHECK_MSG(e_bb == e_host, "guide's energy %.17g, the host path's %.17g", e_bb, e_host);
+        CHECK_MSG(!memcmp(grad_bb, grad, sizeof(float) * n * per), "guide's gradient differs from the host path's");
+        /* the bank overwritten with other rows, then filled in two chunks, the later rows
+         * first (row0), and the energy over its first rows only */
+        dap_backbone_bank_rows(&bb, xr + per, N - 1, 400, c.y, 0);
+        dap_backbone_bank_rows(&bb, xr + 2 * per, N - 2, 400, c.y, 2);
+        dap_backbone_bank_rows(&bb, xr, 2, 400, c.y, 0);
+        CHECK_NEAR(dap_backbone_guide(&bb, c.x, n, 400, c.y, N, c.kernel, c.sigma, grad_bb), e_host, 1e-6 * e_host);
+        const double e3 = n * dap_kernel_energy(NULL, NULL, c.feat, n, c.rfeat, 3, c.F, c.kernel, c.sigma);
+        CHECK_NEAR(dap_backbone_guide(&bb, c.x, n, 400, c.y, 3, c.kernel, c.sigma, grad_bb), e3, 1e-6 * e3);
+        dap_backbone_close(&bb);
+        dap_free_aligned(grad_bb);
         dap_free_aligned(rfeat_bb);
         dap_dit_state_set_batch(c.st, n); /* the finite differences' own state */
         double err = dap_test_gradcheck(variant ? "rbf/mean through DiT" : "linear/flatten through DiT",

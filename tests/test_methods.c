@@ -344,8 +344,9 @@ typedef struct point_bb {
     float c, s2;
 } point_bb;
 
-static int point_open(dap_backbone *b, int cap, double cfg, int layer, int cap_grad, int cap_real) {
-    (void)cap, (void)cfg, (void)layer, (void)cap_grad, (void)cap_real;
+static int point_open(dap_backbone *b, int cap, double cfg, int layer, int cap_grad, int cap_real, int bank,
+                      int pool) {
+    (void)cap, (void)cfg, (void)layer, (void)cap_grad, (void)cap_real, (void)bank, (void)pool;
     b->impl = b; /* nothing to allocate */
     return DAP_OK;
 }
@@ -362,7 +363,7 @@ static int point_eps(dap_backbone *b, float *eps, const float *x, int n, int t, 
 static void point_close(dap_backbone *b) {
     b->impl = NULL;
 }
-static const dap_backbone_ops point_ops = {point_open, point_eps, NULL, NULL, point_close};
+static const dap_backbone_ops point_ops = {point_open, point_eps, NULL, NULL, point_close, NULL, NULL};
 
 DAP_TEST(mgd3_pulls_samples_to_their_modes) {
     dap_dataset ds;

@@ -4,8 +4,9 @@
  * the same layers, the same gradient rules (parameter gradients accumulate into
  * params.grad, the input gradient is overwritten), kernels written for this layout plus
  * cuBLAS for the matrix products (convolutions as im2col + one SGEMM over the batch,
- * full FP32: no TF32). dit_cuda.cu runs the DiT of models/dit.h for sampling and the
- * DAP guidance (below); its training stays on the CPU for now.
+ * full FP32: no TF32). dit_cuda.cu runs the DiT of models/dit.h for sampling, the
+ * DAP guidance and training (below); energy_cuda.cu the guidance's energy on device rows;
+ * vae_cuda.cu the SD VAE's operations.
  */
 #ifndef DAP_CUDA_H
 #define DAP_CUDA_H
@@ -96,8 +97,11 @@ void dap_dit_cuda_forward(const dap_dit_cuda *d, dap_dit_cuda_state *s, float *o
                           const float *t, const int *y, int stop_block);
 const float *dap_dit_cuda_features(const dap_dit_cuda_state *s); /* device pointer */
 void dap_dit_cuda_features_copy(const dap_dit_cuda *d, const dap_dit_cuda_state *s, float *dst);
-/* As dap_dit_features_mean: out (n, D), the tokens' mean, computed on the device. */
+/* As dap_dit_features_mean: out (n, D), the tokens' mean, computed on the device; _dev
+ * leaves it there and returns the device rows (the state's scratch: valid until the next
+ * call on the state). */
 void dap_dit_cuda_features_mean(const dap_dit_cuda *d, dap_dit_cuda_state *s, float *out);
+const float *dap_dit_cuda_features_mean_dev(const dap_dit_cuda *d, dap_dit_cuda_state *s);
 /* As dap_dit_backward_from_block: dfeat (n, T, D) -> dx (n, C, H, W). Needs a new forward
  * before the next backward (the state's scratch holds the gradients). */
 void dap_dit_cuda_backward_from_block(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
@@ -155,6 +159,17 @@ void dap_cuda_timestep_freq(float *out, const float *t, int n); /* (n, 256) */
 void dap_cuda_patchify(float *patches, float *x, int n, int C, int p, int g, int dir);
 /* img (n, Co, g p, g p) from tokens (n, T, p p Co) + bias (p p Co) */
 void dap_cuda_unpatchify_out(float *img, const float *tok, const float *bias, int n, int Co, int p, int g);
+
+/* ---- the guidance's energy on device rows (energy_cuda.cu) --------------------------------
+ * Device buffers (dap_cuda_buffer: floats, uninitialised; dap_cuda_copy: host or device
+ * pointers either side). dap_cuda_pair_sq: q (ns nr, host, double) = |s_i - r_j|^2 of device
+ * rows s (ns, f), r (nr, f); dap_cuda_energy_grad: device ds (ns, f) = sum_j w_ij (s_i - r_j)
+ * for host weights w (ns nr) (distill/guidance.h's dap_kernel_weights). CUDA failures exit. */
+float *dap_cuda_buffer(size_t floats);
+void dap_cuda_buffer_free(float *p);
+void dap_cuda_copy(float *dst, const float *src, size_t floats);
+void dap_cuda_pair_sq(double *q, const float *s, int ns, const float *r, int nr, int f);
+void dap_cuda_energy_grad(float *ds, const double *w, const float *s, int ns, const float *r, int nr, int f);
 
 /* ---- the SD VAE's operations (vae_cuda.cu) ------------------------------------------------
  * models/vae.c's forward walk with a device model (dap_vae_to_device) calls these on device

@@ -826,13 +826,18 @@ __global__ static void spread_tokens_k(float *dfeat, const float *dmean, int n, 
     }
 }
 
-extern "C" void dap_dit_cuda_features_mean(const dap_dit_cuda *d, dap_dit_cuda_state *s, float *out) {
+extern "C" const float *dap_dit_cuda_features_mean_dev(const dap_dit_cuda *d, dap_dit_cuda_state *s) {
     DAP_ASSERT(s->feat != NULL);
     const gpu *g = &d->gpu;
     L1(mean_tokens_k, (size_t)s->n * d->D)(s->tmp, s->feat, s->n, d->T, d->D); /* tmp: (N, D) scratch */
     LAUNCHED();
-    CK(cudaMemcpyAsync(out, s->tmp, sizeof(float) * (size_t)s->n * d->D, cudaMemcpyDefault, g->st));
     CK(cudaStreamSynchronize(g->st));
+    return s->tmp;
+}
+
+extern "C" void dap_dit_cuda_features_mean(const dap_dit_cuda *d, dap_dit_cuda_state *s, float *out) {
+    const float *rows = dap_dit_cuda_features_mean_dev(d, s);
+    CK(cudaMemcpy(out, rows, sizeof(float) * (size_t)s->n * d->D, cudaMemcpyDefault));
 }
 
 /* ---- backward from block l (input gradient only) ----------------------------------------- */

@@ -22,7 +22,7 @@ typedef struct dap_backbone dap_backbone;
 
 typedef struct dap_backbone_ops {
     /* Allocates the working state into b->impl (see dap_backbone_open). */
-    int (*open)(dap_backbone *b, int cap, double cfg, int layer, int cap_grad, int cap_real);
+    int (*open)(dap_backbone *b, int cap, double cfg, int layer, int cap_grad, int cap_real, int bank, int pool);
     /* eps (n, C, H, W) at x (n, C, H, W), model timestep t, labels y (n), with the
      * guidance scale given to dap_backbone_open; runs in chunks of the open capacity. */
     int (*eps)(dap_backbone *b, float *eps, const float *x, int n, int t, const int *y);
@@ -36,6 +36,17 @@ typedef struct dap_backbone_ops {
      * the pooled rows. */
     void (*backward)(dap_backbone *b, const float *dout, int pool, float *dx);
     void (*close)(dap_backbone *b);
+    /* The guidance's energy where the backbone runs (NULL: not offered; then the caller
+     * pools on the host with features() and computes it with guidance.h). bank_rows:
+     * forwards n real samples (inference) and keeps their pooled rows as rows row0.. of
+     * the bank (open's `bank` rows, pooled by open's `pool`). guide: forwards n synthetic
+     * samples (cached, at most cap_grad), E_i = (1/nr) sum_j d_k(s_i, bank_j) over the
+     * bank's first nr rows (guidance.h), backpropagates dE/ds to dx (n, C, H, W) and
+     * returns sum_i E_i. On a GPU the rows and the energy stay there: x goes up, dx comes
+     * down. */
+    void (*bank_rows)(dap_backbone *b, const float *x, int n, int t, const int *y, int row0);
+    double (*guide)(dap_backbone *b, const float *x, int n, int t, const int *y, int nr, int kernel, double sigma,
+                    float *dx);
 } dap_backbone_ops;
 
 struct dap_backbone {
@@ -54,13 +65,16 @@ void dap_backbone_dit(dap_backbone *b, const dap_dit *m);
 
 /* Allocates the working state: eps in chunks of cap samples with guidance scale cfg;
  * when layer >= 1, features of block layer for up to cap_grad (cached for backward)
- * and cap_real (inference) samples. DAP_ERR_ARG for a bad capacity or layer. */
+ * and cap_real (inference) samples, and when bank >= 1 (and the backbone offers
+ * bank_rows / guide) a bank of that many real rows pooled by `pool`. DAP_ERR_ARG for a
+ * bad capacity or layer. */
 static inline int dap_backbone_open(dap_backbone *b, int cap, double cfg, int layer, int cap_grad,
-                                    int cap_real) {
-    if (cap < 1 || layer < 0 || layer > b->depth || (layer && (cap_grad < 1 || cap_real < 1)))
-        return dap_error(DAP_ERR_ARG, "backbone %s: bad capacity %d / layer %d (depth %d)", b->kind, cap,
-                         layer, b->depth);
-    return b->ops->open(b, cap, cfg, layer, cap_grad, cap_real);
+                                    int cap_real, int bank, int pool) {
+    if (cap < 1 || layer < 0 || layer > b->depth || (layer && (cap_grad < 1 || cap_real < 1)) || bank < 0 ||
+        (bank && !layer))
+        return dap_error(DAP_ERR_ARG, "backbone %s: bad capacity %d / layer %d (depth %d) / bank %d", b->kind, cap,
+                         layer, b->depth, bank);
+    return b->ops->open(b, cap, cfg, layer, cap_grad, cap_real, bank, pool);
 }
 /* Frees what dap_backbone_open allocated (the geometry stays). */
 static inline void dap_backbone_close(dap_backbone *b) {
@@ -76,6 +90,17 @@ static inline void dap_backbone_features(dap_backbone *b, int grad, const float 
 }
 static inline void dap_backbone_backward(dap_backbone *b, const float *dout, int pool, float *dx) {
     b->ops->backward(b, dout, pool, dx);
+}
+/* Whether the backbone computes the guidance's energy itself (bank_rows / guide). */
+static inline int dap_backbone_guides(const dap_backbone *b) {
+    return b->ops->bank_rows != NULL && b->ops->guide != NULL;
+}
+static inline void dap_backbone_bank_rows(dap_backbone *b, const float *x, int n, int t, const int *y, int row0) {
+    b->ops->bank_rows(b, x, n, t, y, row0);
+}
+static inline double dap_backbone_guide(dap_backbone *b, const float *x, int n, int t, const int *y, int nr,
+                                        int kernel, double sigma, float *dx) {
+    return b->ops->guide(b, x, n, t, y, nr, kernel, sigma, dx);
 }
 static inline size_t dap_backbone_per(const dap_backbone *b) {
     return (size_t)b->C * b->H * b->W;

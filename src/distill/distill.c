@@ -131,6 +131,7 @@ typedef struct class_run {
     float *rfeat;      /* (N, F) pooled real features */
     float *sfeat;      /* (chunk, F) */
     float *allfeat;    /* (n, F) all synthetic features, for --repel when n > chunk */
+    int guides;        /* 1: the backbone's bank_rows / guide compute the energy (rfeat, sfeat, ds unused) */
     float *ds;         /* (chunk, F) dE/dfeatures */
     float *grad;       /* (n, per) dE/dx_t */
     int *y;            /* (chunk) */
@@ -172,7 +173,8 @@ static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef 
         const float *x0 = r->real0 + (size_t)j0 * r->per;
         for (size_t q = 0; q < (size_t)b * r->per; q++) xi[q] = sa * x0[q] + sb * xi[q];
         for (int i = 0; i < b; i++) r->y[i] = r->label;
-        dap_backbone_features(r->bb, 0, xi, b, c->t, r->y, o->pool, r->rfeat + (size_t)j0 * r->F);
+        if (r->guides) dap_backbone_bank_rows(r->bb, xi, b, c->t, r->y, j0);
+        else dap_backbone_features(r->bb, 0, xi, b, c->t, r->y, o->pool, r->rfeat + (size_t)j0 * r->F);
     }
     /* --repel needs every synthetic feature of the class before any gradient; with one
      * chunk the loop below has them, else a forward pre-pass collects them */
@@ -184,6 +186,12 @@ static double guidance_grad(class_run *r, const float *x_t, const dap_ddim_coef 
     double energy = 0;
     for (int i0 = 0; i0 < r->n; i0 += chunk) {
         const int b = r->n - i0 < chunk ? r->n - i0 : chunk;
+        if (r->guides) {
+            for (int i = 0; i < b; i++) r->y[i] = r->label;
+            energy += dap_backbone_guide(r->bb, x_t + (size_t)i0 * r->per, b, c->t, r->y, N, o->kernel, o->sigma,
+                                         r->grad + (size_t)i0 * r->per);
+            continue;
+        }
         synth_features(r, x_t, c, i0, b, r->sfeat); /* again when pre-passed: gst caches one chunk */
         energy += b * dap_kernel_energy(r->ds, NULL, r->sfeat, b, r->rfeat, N, r->F, o->kernel, o->sigma);
         if (repel)
@@ -540,8 +548,11 @@ int dap_distill_class_backbone(dap_backbone *bb, const dap_dataset *real, int k,
     const int chunk = oo.batch;
     const int dap = oo.method == DAP_METHOD_DAP, N = oo.n_real;
     if (dap) r.layer = oo.layer;
+    /* the backbone keeps the real rows and computes the energy where it runs (a GPU), except
+     * with --repel, whose pairs among the synthetic rows stay on the host */
+    r.guides = dap && dap_backbone_guides(bb) && !(oo.repel != 0 && r.n > 1);
     int rc = dap_backbone_open(bb, chunk < r.n ? chunk : r.n, oo.cfg, r.layer, chunk < r.n ? chunk : r.n,
-                               chunk < N ? chunk : N);
+                               chunk < N ? chunk : N, r.guides ? N : 0, oo.pool);
     if (rc) return rc;
     r.y = dap_malloc(sizeof(int) * (size_t)chunk);
     r.lab = dap_malloc(sizeof(int) * (size_t)r.n);
@@ -556,10 +567,12 @@ int dap_distill_class_backbone(dap_backbone *bb, const dap_dataset *real, int k,
             memcpy(r.real0 + (size_t)j * per, real->x + (size_t)idx[j] * per, sizeof(float) * per);
         free(idx);
         r.realt = dap_alloc_f32((size_t)chunk * per);
-        r.rfeat = dap_alloc_f32((size_t)N * r.F);
-        r.sfeat = dap_alloc_f32((size_t)chunk * r.F);
-        if (oo.repel != 0 && r.n > chunk) r.allfeat = dap_alloc_f32((size_t)r.n * r.F);
-        r.ds = dap_alloc_f32((size_t)chunk * r.F);
+        if (!r.guides) { /* the host computes the energy */
+            r.rfeat = dap_alloc_f32((size_t)N * r.F);
+            r.sfeat = dap_alloc_f32((size_t)chunk * r.F);
+            if (oo.repel != 0 && r.n > chunk) r.allfeat = dap_alloc_f32((size_t)r.n * r.F);
+            r.ds = dap_alloc_f32((size_t)chunk * r.F);
+        }
         r.grad = dap_alloc_f32((size_t)r.n * per);
         dap_rng_init(&r.noise, oo.seed, STREAM_REAL_NOISE | (uint64_t)k);
         if (oo.fixed_noise) {

@@ -106,6 +106,17 @@ double dap_kernel_energy(float *ds, float *energy, const float *s, int ns, const
     return energy_rows(ds, energy, 0, s, ns, r, nr, -1, 1.0 / nr, f, kernel, sigma);
 }
 
+double dap_kernel_weights(double *w, const double *q, size_t n, int kernel, double sigma, double scale) {
+    DAP_ASSERT(kernel == DAP_KERNEL_LINEAR || (kernel == DAP_KERNEL_RBF && sigma > 0));
+    const double inv2s2 = kernel == DAP_KERNEL_RBF ? 1.0 / (2 * sigma * sigma) : 0;
+    double e = 0;
+    for (size_t k = 0; k < n; k++) {
+        e += scale * kernel_dist(q[k], kernel, inv2s2, &w[k]);
+        w[k] *= scale;
+    }
+    return e;
+}
+
 double dap_kernel_repel(float *ds, float *energy, const float *s, int ns, const float *o, int no, int self0,
                         double lambda, int f, int kernel, double sigma) {
     DAP_ASSERT(self0 >= 0 && self0 + ns <= no);

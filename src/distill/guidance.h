@@ -7,6 +7,8 @@
 #ifndef DAP_GUIDANCE_H
 #define DAP_GUIDANCE_H
 
+#include <stddef.h>
+
 typedef enum { DAP_KERNEL_LINEAR = 0, DAP_KERNEL_RBF = 1 } dap_kernel;
 typedef enum { DAP_POOL_FLATTEN = 0, DAP_POOL_MEAN = 1 } dap_pool;
 
@@ -26,6 +28,12 @@ void dap_pool_backward(float *dfeat, const float *dout, int b, int t, int d, int
  * (2 sigma^2))). Returns the mean energy over i. */
 double dap_kernel_energy(float *ds, float *energy, const float *s, int ns, const float *r, int nr,
                          int f, int kernel, double sigma);
+
+/* The kernel part of the two above on precomputed squared distances q[k] = |s_i - r_j|^2
+ * (a GPU computes them, cuda.h's dap_cuda_pair_sq): w[k] = scale dd_k/ds / (s - r), so
+ * that dE/ds_i = sum_j w_ij (s_i - r_j), and the return value sum_k scale d_k. The same
+ * formula as dap_kernel_energy's (scale 1/nr there). */
+double dap_kernel_weights(double *w, const double *q, size_t n, int kernel, double sigma, double scale);
 
 /* The repulsion among a class's synthetic rows (dap --repel, not in the paper): adds
  * -lambda/(no-1) sum_{k != self0+i} d_k(s_i, o_k) to energy[i] (when not NULL) and its

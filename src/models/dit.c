@@ -1212,6 +1212,17 @@ void dap_dit_backward_from_block(const dap_dit *m, dap_dit_state *s, int l, cons
     backward_below(m, s, l, dx);
 }
 
+const float *dap_dit_features_device(const dap_dit *m, dap_dit_state *s, int mean) {
+#ifdef DAP_CUDA
+    if (s->dev) {
+        DAP_ASSERT(s->blocks_done > 0 && !s->full_forward);
+        return mean ? dap_dit_cuda_features_mean_dev(m->dev, s->dev) : dap_dit_cuda_features(s->dev);
+    }
+#endif
+    (void)m, (void)s, (void)mean;
+    return NULL;
+}
+
 void dap_dit_backward_from_block_mean(const dap_dit *m, dap_dit_state *s, int l, const float *dmean,
                                       float *dx) {
     DAP_ASSERT(l >= 1 && l <= s->cache_blocks && s->blocks_done >= l);

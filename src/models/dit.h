@@ -176,6 +176,13 @@ const float *dap_dit_features(dap_dit_state *s);
  * n D floats come down instead of n T D). */
 void dap_dit_features_mean(const dap_dit *m, dap_dit_state *s, float *out);
 
+/* A device state's pooled rows of the last forward stopped at block l, left on the device:
+ * a DEVICE pointer to (n, T D) tokens (mean 0) or (n, D) means (mean 1; the state's
+ * scratch, valid until its next call), for the guidance's energy there (distill/
+ * backbone_dit.c); dap_dit_backward_from_block(_mean) take device gradient rows too.
+ * A host state: NULL. */
+const float *dap_dit_features_device(const dap_dit *m, dap_dit_state *s, int mean);
+
 /* After a full forward (needs cache_blocks = depth): parameter gradients accumulate
  * into m->params.grad; frozen tensors (pos_embed; all but the biases and the label table
  * in a DiffFit fine-tune) get none, and their weight-gradient products are skipped; dx (n, C, H, W) overwritten when not
