@@ -615,6 +615,12 @@ DAP_TEST(cuda_dit_train_matches_cpu) {
     /* 3. save at step 5, resume in a new device trainer, 3 more steps: the unbroken run's bytes */
     const char *ck = dap_test_path("cuda-train.safetensors");
     CHECK(dap_trainer_save(tr[1], ck) == DAP_OK);
+    dap_dit *saved = NULL; /* PATH holds the EMA weights, the state the raw ones */
+    CHECK(dap_dit_load(&saved, ck, 0, 0) == DAP_OK);
+    if (saved) {
+        CHECK_MSG(!memcmp(saved->params.data, ema, pc->total * sizeof(float)), "the checkpoint is not the EMA");
+        dap_dit_destroy(saved);
+    }
     dap_dit *mr = NULL;
     CHECK(dap_dit_create(&mr, c, 1) == DAP_OK);
     CHECK(dap_device_select("cuda") == DAP_OK);

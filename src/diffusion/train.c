@@ -293,16 +293,18 @@ double dap_trainer_step(dap_trainer *tr, float *grad_norm) {
     return loss;
 }
 
-/* Swaps the model's weight array with the EMA's (forward reads params.data; a device
- * model's forward reads its device copy: swapped there). */
-static void swap_weights(dap_trainer *tr) {
-    if (tr->model->dev) {
-        dap_dit_swap_ema(tr->model);
-        return;
-    }
+/* Swaps the model's host weight array with the EMA's (what dap_dit_save writes). */
+static void swap_host_weights(dap_trainer *tr) {
     float *t = tr->model->params.data;
     tr->model->params.data = tr->ema.data;
     tr->ema.data = t;
+}
+
+/* Swaps the weights the forward reads with the EMA: the host arrays, or for a device
+ * model its device copies. */
+static void swap_weights(dap_trainer *tr) {
+    if (tr->model->dev) dap_dit_swap_ema(tr->model);
+    else swap_host_weights(tr);
 }
 
 double dap_trainer_val_loss(dap_trainer *tr, const dap_dataset *val, uint64_t seed, int use_ema) {
@@ -400,9 +402,9 @@ int dap_trainer_save(dap_trainer *tr, const char *path) {
     dap_st_writer_destroy(w);
     free(spath);
     if (rc != DAP_OK) return rc;
-    swap_weights(tr);
+    swap_host_weights(tr); /* PATH holds the EMA (on a device model just copied down) */
     rc = dap_dit_save(tr->model, path);
-    swap_weights(tr);
+    swap_host_weights(tr);
     return rc;
 }
 
