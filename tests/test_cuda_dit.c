@@ -488,6 +488,15 @@ DAP_TEST(cuda_dit_sampling_end_to_end) {
     CHECK(fabs(st[1].energy_first - st[0].energy_first) <= 1e-3 * fabs(st[0].energy_first));
     CHECK(fabs(st[1].energy_last - st[0].energy_last) <= 1e-3 * fabs(st[0].energy_last));
     CHECK(cmp("DAP guided distillation, 4 steps (fp32)", out[1], out[0], o.ipc * per, 3e-3, 3e-4) <= 1);
+    /* the tokens' mean as the features, with the RBF kernel (the energy's other device path) */
+    o.pool = DAP_POOL_MEAN, o.kernel = DAP_KERNEL_RBF, o.sigma = 2.0;
+    for (int dev = 0; dev < 2; dev++) CHECK(dap_distill_class(dev ? mg : mc, &ds, 1, &o, out[dev], &st[dev]) == DAP_OK);
+    printf("    mean pooling, rbf: energy cpu %.6g -> %.6g, cuda %.6g -> %.6g\n", st[0].energy_first, st[0].energy_last,
+           st[1].energy_first, st[1].energy_last);
+    CHECK(fabs(st[1].energy_last - st[0].energy_last) <= 1e-3 * fabs(st[0].energy_last));
+    CHECK(cmp("DAP, mean pooling, rbf (fp32)", out[1], out[0], o.ipc * per, 3e-3, 3e-4) <= 1);
+    o.pool = DAP_POOL_FLATTEN, o.kernel = DAP_KERNEL_LINEAR;
+    CHECK(dap_distill_class(mc, &ds, 1, &o, out[0], &st[0]) == DAP_OK); /* the flattened run again, for below */
     o.gamma = 0;
     CHECK(dap_distill_class(mg, &ds, 1, &o, plain, &st[1]) == DAP_OK);
     double moved = l2_rel(plain, out[0], o.ipc * per);
