@@ -15,3 +15,16 @@ expect_fail "score --device cuda on a CPU build" "built without the CUDA backend
 expect_fail "vae decode --device gpu" "device 'gpu'" $DAP vae decode --vae x --in x --out "$tmp/dev-v.png" --device gpu
 expect_fail "train DAP_DEVICE=cuda on a CPU build" "built without the CUDA backend|device cuda" env DAP_DEVICE=cuda $DAP train --config fm-p4-h256-d8 --steps 1 --out "$tmp/dev-t.safetensors"
 [ ! -e "$tmp/dev-s" ] && [ ! -e "$tmp/dev-d" ] && [ ! -e "$tmp/dev-t.safetensors" ] && ok "no output from a refused device" || bad "no output from a refused device"
+# the GPU check script's plumbing, dry-run on the CPU (a broken script would cost a lent GPU's
+# few minutes): its tests, the train / sample / distill commands on two devices (here cpu
+# twice) and two benchmark jobs, then the summary
+if command -v python3 >/dev/null 2>&1; then
+  if env DEVICE=cpu CONFIG=fm-tiny TRAIN_CONFIG=fm-tiny BUILD=build JOBS="fwd32:fp32 train:fp32" ITERS=1 PY=python3 \
+      OUT="$tmp/gdc" bash scripts/gpu-diffusion-check.sh >"$tmp/gdc.txt" 2>&1 &&
+      has -q "commands passed" "$tmp/gdc.txt" && has -q "dap train, 3 steps, cpu vs cpu" "$tmp/gdc.txt" &&
+      has -qE "^train +fp32" "$tmp/gdc/summary.txt" && has -qE "^fwd32 +fp32" "$tmp/gdc/summary.txt"; then
+    ok "gpu-diffusion-check dry run on the cpu"
+  else bad "gpu-diffusion-check dry run on the cpu"; tail -20 "$tmp/gdc.txt"; fi
+else
+  skip "gpu-diffusion-check dry run" "no python3 (the script's data and summary steps use it)"
+fi
