@@ -15,8 +15,9 @@
  *   train  forward + eps-MSE + backward + grad clip + AdamW at batch 64      (images/s)
  *          (on cuda also the EMA, as dap train: its update is part of the device step)
  *   ddim   one DDIM step with CFG at batch 100: one inference forward over 200 samples
- *   guide  one dap guidance evaluation: 100 real samples and 10 synthetic to block l,
- *          flattened features, linear-kernel energy, partial backward to the 10 inputs
+ *   guide  one dap guidance evaluation as dap distill runs it (the backbone's bank_rows and
+ *          guide): 100 real samples and 10 synthetic to block l, flattened features,
+ *          linear-kernel energy, partial backward to the 10 inputs
  *   guidemean  the same with the tokens' mean as the features (--pool mean)
  *   cfg10  an unguided DDIM + CFG step at batch 10 (the guide's reference cost)
  *   fwd32  one inference forward at batch 32, t = 500, no CFG                 (images/s)
@@ -38,6 +39,7 @@
 #include "diffusion/ddim.h"
 #include "diffusion/dit_eps.h"
 #include "diffusion/schedule.h"
+#include "distill/backbone.h"
 #include "distill/guidance.h"
 #include "models/dit.h"
 #ifdef DAP_CUDA
@@ -58,13 +60,14 @@ typedef struct bench {
     size_t per, per_out;
     /* one workload's buffers, set up by its setup function */
     dap_dit_state *st;
-    dap_dit_state *rst; /* guide: real samples, forward only */
     dap_dit_eps eps;
     dap_adamw opt;
     dap_ddim_coef coef;
     dap_rng rng;
-    float *x, *x2, *noise, *out, *dout, *tf, *feat_r, *feat_s, *ds, *grad;
+    float *x, *x2, *noise, *out, *dout, *tf, *grad;
     int *y;
+    dap_backbone bb; /* guide: the DiT as dap distill's backbone */
+    int pool;
     int n; /* samples of the workload */
 } bench;
 
@@ -192,51 +195,33 @@ static void ddim_iter(bench *b) {
 
 /* ---- guide: the dap guidance gradient of one step ------------------------------------- */
 
-static void guide_setup(bench *b) {
-    const dap_dit *m = b->m;
-    const int T = m->tokens, D = m->cfg.hidden, F = T * D;
+/* Through the backbone, as dap distill runs a guided step: the real samples' pooled rows
+ * into its bank, then the synthetic samples' energy and its backward (on a device model
+ * the rows, the energy's reductions and the pooling stay there). */
+static void guide_setup_pool(bench *b, int pool) {
     b->n = GUIDE_SYN;
-    b->st = dap_dit_state_create_ex(m, GUIDE_SYN, b->layer); /* synthetic: cache to block l */
-    b->rst = dap_dit_state_create_ex(m, GUIDE_REAL, 0);      /* real: no cache, as dap distill */
+    b->pool = pool;
+    dap_backbone_dit(&b->bb, b->m);
+    /* eps is not timed: its chunk of 1 keeps its state out of the peak memory */
+    if (dap_backbone_open(&b->bb, 1, 1.0, b->layer, GUIDE_SYN, GUIDE_REAL, GUIDE_REAL, pool) != DAP_OK) {
+        fprintf(stderr, "bench_dit: %s\n", dap_last_error());
+        exit(2);
+    }
     b->x = dap_alloc_f32((size_t)GUIDE_REAL * b->per);  /* real x_t */
     b->x2 = dap_alloc_f32((size_t)GUIDE_SYN * b->per);  /* synthetic x_t */
-    b->feat_r = dap_alloc_f32((size_t)GUIDE_REAL * F);
-    b->feat_s = dap_alloc_f32((size_t)GUIDE_SYN * F);
-    b->ds = dap_alloc_f32((size_t)GUIDE_SYN * F);
-    b->dout = dap_alloc_f32((size_t)GUIDE_SYN * F); /* d tokens */
     b->grad = dap_alloc_f32((size_t)GUIDE_SYN * b->per);
-    b->tf = dap_alloc_f32(GUIDE_REAL);
     b->y = dap_calloc(GUIDE_REAL, sizeof(int));
     dap_rng_normal(&b->rng, b->x, (size_t)GUIDE_REAL * b->per, 0.0f, 1.0f);
     dap_rng_normal(&b->rng, b->x2, (size_t)GUIDE_SYN * b->per, 0.0f, 1.0f);
-    for (int i = 0; i < GUIDE_REAL; i++) b->tf[i] = 500.0f, b->y[i] = 3;
+    for (int i = 0; i < GUIDE_REAL; i++) b->y[i] = 3;
 }
+static void guide_setup(bench *b) { guide_setup_pool(b, DAP_POOL_FLATTEN); }
+/* guidemean: the tokens' mean as features (--pool mean, the shipped flags) */
+static void guide_mean_setup(bench *b) { guide_setup_pool(b, DAP_POOL_MEAN); }
 
 static void guide_iter(bench *b) {
-    const dap_dit *m = b->m;
-    const int T = m->tokens, D = m->cfg.hidden, F = T * D, l = b->layer;
-    dap_dit_forward(m, b->rst, NULL, b->x, b->tf, b->y, l);
-    dap_pool_forward(b->feat_r, dap_dit_features(b->rst), GUIDE_REAL, T, D, DAP_POOL_FLATTEN);
-    dap_dit_state_set_batch(b->st, GUIDE_SYN);
-    dap_dit_forward(m, b->st, NULL, b->x2, b->tf, b->y, l);
-    dap_pool_forward(b->feat_s, dap_dit_features(b->st), GUIDE_SYN, T, D, DAP_POOL_FLATTEN);
-    dap_kernel_energy(b->ds, NULL, b->feat_s, GUIDE_SYN, b->feat_r, GUIDE_REAL, F, DAP_KERNEL_LINEAR, 1.0);
-    dap_pool_backward(b->dout, b->ds, GUIDE_SYN, T, D, DAP_POOL_FLATTEN);
-    dap_dit_backward_from_block(m, b->st, l, b->dout, b->grad);
-}
-
-/* guidemean: the same with the tokens' mean as features (--pool mean, the shipped flags):
- * on a device model the mean and its backward run there */
-static void guide_mean_iter(bench *b) {
-    const dap_dit *m = b->m;
-    const int D = m->cfg.hidden, l = b->layer;
-    dap_dit_forward(m, b->rst, NULL, b->x, b->tf, b->y, l);
-    dap_dit_features_mean(m, b->rst, b->feat_r);
-    dap_dit_state_set_batch(b->st, GUIDE_SYN);
-    dap_dit_forward(m, b->st, NULL, b->x2, b->tf, b->y, l);
-    dap_dit_features_mean(m, b->st, b->feat_s);
-    dap_kernel_energy(b->ds, NULL, b->feat_s, GUIDE_SYN, b->feat_r, GUIDE_REAL, D, DAP_KERNEL_LINEAR, 1.0);
-    dap_dit_backward_from_block_mean(m, b->st, l, b->ds, b->grad);
+    dap_backbone_bank_rows(&b->bb, b->x, GUIDE_REAL, 500, b->y, 0);
+    dap_backbone_guide(&b->bb, b->x2, GUIDE_SYN, 500, b->y, GUIDE_REAL, DAP_KERNEL_LINEAR, 1.0, b->grad);
 }
 
 /* ---- fwd32: one inference forward ------------------------------------------------------ */
@@ -275,7 +260,7 @@ static const struct {
     {"train", train_setup, train_iter, "images/s"},
     {"ddim", ddim_setup, ddim_iter, "images/s"},
     {"guide", guide_setup, guide_iter, "steps/s"},
-    {"guidemean", guide_setup, guide_mean_iter, "steps/s"},
+    {"guidemean", guide_mean_setup, guide_iter, "steps/s"},
     {"cfg10", cfg10_setup, ddim_iter, "images/s"},
     {"fwd32", fwd32_setup, fwd32_iter, "images/s"},
 };
