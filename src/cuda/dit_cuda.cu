@@ -2,7 +2,8 @@
  * dit_cuda.cu: the DiT of models/dit.h on the GPU, for sampling (DDIM + CFG) and the
  * DAP guidance: forward (full, or stopped after block l with its tokens exposed) and
  * the backward from block l to the input without parameter gradients; and for training,
- * the full backward with them, AdamW, clipping and the EMA (the section "training").
+ * the full backward with them (one block_backward serves both), AdamW, clipping and the
+ * EMA (the sections "backward" and "training").
  *
  * Weights: one upload of the parameter table (the host layout, one allocation) when
  * the model is created; read-only afterwards. Activations: one allocation per state,
@@ -529,7 +530,6 @@ struct dap_dit_cuda_state {
      * input, and the parameter backward's buffers */
     int train;
     float *meanf, *rstdf, *modf;     /* (N), (N), (N, D) */
-    float *gd1, *gd2, *gqkv, *gh;    /* (N, D) x2, (N, 3D), (N, H4) */
     float *gmods, *gfmods;           /* (n, 6D), (n, 2D) */
     float *gcact, *gc, *gtact, *gth; /* (n, D) */
     float *gfout, *gimg;             /* (N, p p Co), (n, Co, H, W) */
@@ -599,8 +599,6 @@ static void carve(arena *a, dap_dit_cuda_state *s, const dims &z) {
     s->dx = take(a, z.B * z.Cin);
     if (!s->train) return;
     s->meanf = take(a, z.N), s->rstdf = take(a, z.N), s->modf = take(a, z.N * z.D);
-    s->gd1 = take(a, z.N * z.D), s->gd2 = take(a, z.N * z.D);
-    s->gqkv = take(a, z.N * 3 * z.D), s->gh = take(a, z.N * z.H4);
     s->gmods = take(a, z.B * 6 * z.D), s->gfmods = take(a, z.B * 2 * z.D);
     s->gcact = take(a, z.B * z.D), s->gc = take(a, z.B * z.D), s->gtact = take(a, z.B * z.D);
     s->gth = take(a, z.B * z.D);
@@ -840,73 +838,7 @@ extern "C" void dap_dit_cuda_features_mean(const dap_dit_cuda *d, dap_dit_cuda_s
     CK(cudaMemcpy(out, rows, sizeof(float) * (size_t)s->n * d->D, cudaMemcpyDefault));
 }
 
-/* ---- backward from block l (input gradient only) ----------------------------------------- */
-
-/* s->dres holds d(block l output) on entry and d(block l input) on exit. */
-static void block_backward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l) {
-    const gpu *g = &d->gpu;
-    const dblock *w = &d->blk[l];
-    const dacts *a = &s->blk[l];
-    dacts *sc = &s->blk[s->cache_blocks]; /* scratch set: its q, k, v, P serve as dq, dk, dv, dP */
-    int n = s->n, T = d->T, D = d->D, H4 = d->H4, N = n * T, ld = 6 * D;
-    const float *in = l == 0 ? s->embed : s->blk[l - 1].out, *md = a->mods;
-    /* MLP branch */
-    L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 5 * D, N, T, D, ld);
-    LAUNCHED();
-    linear_dinp(g, s->hbuf, s->tmp, w->fc2_w, N, H4, D);
-    L1(gelu_bwd_k, (size_t)N * H4)(s->hbuf, s->hbuf, a->fc1, (idx_t)((size_t)N * H4));
-    LAUNCHED();
-    linear_dinp(g, s->mod, s->hbuf, w->fc1_w, N, D, H4);
-    LW(ln_mod_bwd_k, N)(s->dres, s->mod, a->mid, md + 4 * D, a->mean2, a->rstd2, N, T, D, ld);
-    LAUNCHED();
-    /* attention branch */
-    L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 2 * D, N, T, D, ld);
-    LAUNCHED();
-    linear_dinp(g, s->ybuf, s->tmp, w->proj_w, N, D, D);
-    L1(heads_k, (size_t)N * D)(s->ybuf, s->yh, n, T, D, d->NH, 1);
-    LAUNCHED();
-    attention_bwd(g, sc->q, sc->k, sc->v, sc->P, s->yh, a->P, a->q, a->k, a->v, n, T, D, d->NH);
-    L1(qkv_heads_k, (size_t)N * 3 * D)(sc->q, sc->k, sc->v, s->qkv, NULL, n, T, D, d->NH, 1);
-    LAUNCHED();
-    linear_dinp(g, s->mod, s->qkv, w->qkv_w, N, D, 3 * D);
-    LW(ln_mod_bwd_k, N)(s->dres, s->mod, in, md + D, a->mean1, a->rstd1, N, T, D, ld);
-    LAUNCHED();
-}
-
-/* From s->dres = d(block l's output) down to dx. Uses only the cached sets 0..l-1 (left as
- * they are: a second backward from the same forward is allowed, as on the CPU); the
- * scratch set's buffers hold the gradients. */
-static void backward_below(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, float *dx) {
-    const gpu *g = &d->gpu;
-    const dap_dit_config *cf = &d->cfg;
-    int n = s->n, N = n * d->T, D = d->D;
-    for (int k = l - 1; k >= 0; k--) block_backward(d, s, k);
-    linear_dinp(g, s->dpatches, s->dres, d->xe_w, N, d->Pin, D);
-    L1(patchify_k, (size_t)N * d->Pin)(s->dpatches, s->dx, n, cf->in_channels, cf->patch, d->g, 1);
-    LAUNCHED();
-    size_t cin = (size_t)cf->in_channels * cf->input_size * cf->input_size;
-    CK(cudaMemcpyAsync(dx, s->dx, sizeof(float) * (size_t)n * cin, cudaMemcpyDefault, g->st));
-    CK(cudaStreamSynchronize(g->st));
-}
-
-extern "C" void dap_dit_cuda_backward_from_block(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
-                                                 const float *dfeat, float *dx) {
-    DAP_ASSERT(l >= 1 && l <= s->cache_blocks && s->blocks_done >= l);
-    CK(cudaMemcpyAsync(s->dres, dfeat, sizeof(float) * (size_t)s->n * d->T * d->D, cudaMemcpyDefault, d->gpu.st));
-    backward_below(d, s, l, dx);
-}
-
-extern "C" void dap_dit_cuda_backward_from_block_mean(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
-                                                      const float *dmean, float *dx) {
-    DAP_ASSERT(l >= 1 && l <= s->cache_blocks && s->blocks_done >= l);
-    const gpu *g = &d->gpu;
-    CK(cudaMemcpyAsync(s->tmp, dmean, sizeof(float) * (size_t)s->n * d->D, cudaMemcpyDefault, g->st));
-    L1(spread_tokens_k, (size_t)s->n * d->T * d->D)(s->dres, s->tmp, s->n, d->T, d->D);
-    LAUNCHED();
-    backward_below(d, s, l, dx);
-}
-
-/* ---- training: the parameter backward, AdamW, EMA ------------------------------------------
+/* ---- backward: from block l to the input, and with the parameter gradients (training) --------
  * dit.c's dap_dit_backward step by step (the same joins and order), with the parameter
  * gradients accumulated into d->gw (the table's layout) by cuBLAS products (weights:
  * dout^T inp; biases: ones^T dout), the adaLN shift / scale / gate gradients summed over a
@@ -983,9 +915,12 @@ static void bgrad(const gpu *g, float *gb, const float *dout, const float *ones,
 /* The gradient twin of a weight pointer. */
 #define GRAD(d, ptr) ((d)->gw + ((ptr) - (d)->w))
 
-/* s->dres holds d(block l output) on entry and d(block l input) on exit; the block's
- * parameter gradients accumulate and d(c_act) is added into s->gcact. */
-static void block_backward_params(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l) {
+/* s->dres holds d(block l output) on entry and d(block l input) on exit. With grads (a
+ * training state), the block's parameter gradients accumulate into d->gw and d(c_act) is
+ * added into s->gcact; without, only the input path runs. The scratch buffers (tmp, hbuf,
+ * mod, ybuf, yh, qkv and the scratch set's q, k, v, P) hold the gradients: a training
+ * state keeps its forward's branch tensors per block, so the scratch is free here. */
+static void block_backward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, int grads) {
     const gpu *g = &d->gpu;
     const dblock *w = &d->blk[l];
     const dacts *a = &s->blk[l];
@@ -993,44 +928,89 @@ static void block_backward_params(const dap_dit_cuda *d, dap_dit_cuda_state *s, 
     int n = s->n, T = d->T, D = d->D, H4 = d->H4, N = n * T, ld = 6 * D;
     const float *in = l == 0 ? s->embed : s->blk[l - 1].out, *md = a->mods, *ones = s->ones;
     float *dm = s->gmods;
+    DAP_ASSERT(!grads || (s->train && d->gw));
     /* MLP branch: out = mid + g2 (fc2(gelu(fc1(mod(LN(mid), sh2, sc2)))) + fc2_b) */
-    L1(gate_grad_k, (size_t)n * D)(dm + 5 * D, s->dres, a->mlpo, w->fc2_b, n, T, D, ld);
-    L1(gate_mul_k, (size_t)N * D)(s->gd1, s->dres, md + 5 * D, N, T, D, ld);
+    if (grads) L1(gate_grad_k, (size_t)n * D)(dm + 5 * D, s->dres, a->mlpo, w->fc2_b, n, T, D, ld);
+    L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 5 * D, N, T, D, ld);
     LAUNCHED();
-    wgrad(g, GRAD(d, w->fc2_w), s->gd1, a->gel, N, H4, D);
-    bgrad(g, GRAD(d, w->fc2_b), s->gd1, ones, N, D);
-    linear_dinp(g, s->gh, s->gd1, w->fc2_w, N, H4, D);
-    L1(gelu_bwd_k, (size_t)N * H4)(s->gh, s->gh, a->fc1, (idx_t)((size_t)N * H4));
+    if (grads) {
+        wgrad(g, GRAD(d, w->fc2_w), s->tmp, a->gel, N, H4, D);
+        bgrad(g, GRAD(d, w->fc2_b), s->tmp, ones, N, D);
+    }
+    linear_dinp(g, s->hbuf, s->tmp, w->fc2_w, N, H4, D);
+    L1(gelu_bwd_k, (size_t)N * H4)(s->hbuf, s->hbuf, a->fc1, (idx_t)((size_t)N * H4));
     LAUNCHED();
-    wgrad(g, GRAD(d, w->fc1_w), s->gh, a->mod2, N, D, H4);
-    bgrad(g, GRAD(d, w->fc1_b), s->gh, ones, N, H4);
-    linear_dinp(g, s->gd2, s->gh, w->fc1_w, N, D, H4);
-    L1(mod_grad_k, (size_t)n * D)(dm + 3 * D, dm + 4 * D, s->gd2, a->mid, a->mean2, a->rstd2, n, T, D, ld);
-    LW(ln_mod_bwd_k, N)(s->dres, s->gd2, a->mid, md + 4 * D, a->mean2, a->rstd2, N, T, D, ld);
+    if (grads) {
+        wgrad(g, GRAD(d, w->fc1_w), s->hbuf, a->mod2, N, D, H4);
+        bgrad(g, GRAD(d, w->fc1_b), s->hbuf, ones, N, H4);
+    }
+    linear_dinp(g, s->mod, s->hbuf, w->fc1_w, N, D, H4);
+    if (grads) L1(mod_grad_k, (size_t)n * D)(dm + 3 * D, dm + 4 * D, s->mod, a->mid, a->mean2, a->rstd2, n, T, D, ld);
+    LW(ln_mod_bwd_k, N)(s->dres, s->mod, a->mid, md + 4 * D, a->mean2, a->rstd2, N, T, D, ld);
     LAUNCHED();
     /* attention branch: mid = in + g1 (proj(attn(qkv(mod(LN(in), sh1, sc1)))) + proj_b) */
-    L1(gate_grad_k, (size_t)n * D)(dm + 2 * D, s->dres, a->atto, w->proj_b, n, T, D, ld);
-    L1(gate_mul_k, (size_t)N * D)(s->gd1, s->dres, md + 2 * D, N, T, D, ld);
+    if (grads) L1(gate_grad_k, (size_t)n * D)(dm + 2 * D, s->dres, a->atto, w->proj_b, n, T, D, ld);
+    L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 2 * D, N, T, D, ld);
     LAUNCHED();
-    wgrad(g, GRAD(d, w->proj_w), s->gd1, a->atty, N, D, D);
-    bgrad(g, GRAD(d, w->proj_b), s->gd1, ones, N, D);
-    linear_dinp(g, s->ybuf, s->gd1, w->proj_w, N, D, D);
+    if (grads) {
+        wgrad(g, GRAD(d, w->proj_w), s->tmp, a->atty, N, D, D);
+        bgrad(g, GRAD(d, w->proj_b), s->tmp, ones, N, D);
+    }
+    linear_dinp(g, s->ybuf, s->tmp, w->proj_w, N, D, D);
     L1(heads_k, (size_t)N * D)(s->ybuf, s->yh, n, T, D, d->NH, 1);
     LAUNCHED();
     attention_bwd(g, sc->q, sc->k, sc->v, sc->P, s->yh, a->P, a->q, a->k, a->v, n, T, D, d->NH);
-    L1(qkv_heads_k, (size_t)N * 3 * D)(sc->q, sc->k, sc->v, s->gqkv, NULL, n, T, D, d->NH, 1);
+    L1(qkv_heads_k, (size_t)N * 3 * D)(sc->q, sc->k, sc->v, s->qkv, NULL, n, T, D, d->NH, 1);
     LAUNCHED();
-    wgrad(g, GRAD(d, w->qkv_w), s->gqkv, a->mod1, N, D, 3 * D);
-    bgrad(g, GRAD(d, w->qkv_b), s->gqkv, ones, N, 3 * D);
-    linear_dinp(g, s->gd2, s->gqkv, w->qkv_w, N, D, 3 * D);
-    L1(mod_grad_k, (size_t)n * D)(dm, dm + D, s->gd2, in, a->mean1, a->rstd1, n, T, D, ld);
-    LW(ln_mod_bwd_k, N)(s->dres, s->gd2, in, md + D, a->mean1, a->rstd1, N, T, D, ld);
+    if (grads) {
+        wgrad(g, GRAD(d, w->qkv_w), s->qkv, a->mod1, N, D, 3 * D);
+        bgrad(g, GRAD(d, w->qkv_b), s->qkv, ones, N, 3 * D);
+    }
+    linear_dinp(g, s->mod, s->qkv, w->qkv_w, N, D, 3 * D);
+    if (grads) L1(mod_grad_k, (size_t)n * D)(dm, dm + D, s->mod, in, a->mean1, a->rstd1, n, T, D, ld);
+    LW(ln_mod_bwd_k, N)(s->dres, s->mod, in, md + D, a->mean1, a->rstd1, N, T, D, ld);
     LAUNCHED();
-    /* adaLN: mods = Linear(c_act) */
-    wgrad(g, GRAD(d, w->ada_w), dm, s->cact, n, D, 6 * D);
-    bgrad(g, GRAD(d, w->ada_b), dm, ones, n, 6 * D);
-    gemm(g, 0, 0, n, D, 6 * D, 1.0f, dm, 6 * D, w->ada_w, D, 1.0f, s->gcact, D);
+    if (grads) { /* adaLN: mods = Linear(c_act) */
+        wgrad(g, GRAD(d, w->ada_w), dm, s->cact, n, D, 6 * D);
+        bgrad(g, GRAD(d, w->ada_b), dm, ones, n, 6 * D);
+        gemm(g, 0, 0, n, D, 6 * D, 1.0f, dm, 6 * D, w->ada_w, D, 1.0f, s->gcact, D);
+    }
 }
+
+/* From s->dres = d(block l's output) down to dx. Uses only the cached sets 0..l-1 (left as
+ * they are: a second backward from the same forward is allowed, as on the CPU); the
+ * scratch set's buffers hold the gradients. */
+static void backward_below(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, float *dx) {
+    const gpu *g = &d->gpu;
+    const dap_dit_config *cf = &d->cfg;
+    int n = s->n, N = n * d->T, D = d->D;
+    for (int k = l - 1; k >= 0; k--) block_backward(d, s, k, 0);
+    linear_dinp(g, s->dpatches, s->dres, d->xe_w, N, d->Pin, D);
+    L1(patchify_k, (size_t)N * d->Pin)(s->dpatches, s->dx, n, cf->in_channels, cf->patch, d->g, 1);
+    LAUNCHED();
+    size_t cin = (size_t)cf->in_channels * cf->input_size * cf->input_size;
+    CK(cudaMemcpyAsync(dx, s->dx, sizeof(float) * (size_t)n * cin, cudaMemcpyDefault, g->st));
+    CK(cudaStreamSynchronize(g->st));
+}
+
+extern "C" void dap_dit_cuda_backward_from_block(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
+                                                 const float *dfeat, float *dx) {
+    DAP_ASSERT(l >= 1 && l <= s->cache_blocks && s->blocks_done >= l);
+    CK(cudaMemcpyAsync(s->dres, dfeat, sizeof(float) * (size_t)s->n * d->T * d->D, cudaMemcpyDefault, d->gpu.st));
+    backward_below(d, s, l, dx);
+}
+
+extern "C" void dap_dit_cuda_backward_from_block_mean(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l,
+                                                      const float *dmean, float *dx) {
+    DAP_ASSERT(l >= 1 && l <= s->cache_blocks && s->blocks_done >= l);
+    const gpu *g = &d->gpu;
+    CK(cudaMemcpyAsync(s->tmp, dmean, sizeof(float) * (size_t)s->n * d->D, cudaMemcpyDefault, g->st));
+    L1(spread_tokens_k, (size_t)s->n * d->T * d->D)(s->dres, s->tmp, s->n, d->T, d->D);
+    LAUNCHED();
+    backward_below(d, s, l, dx);
+}
+
+/* ---- training: AdamW, EMA, the state's traffic --------------------------------------------- */
 
 extern "C" size_t dap_dit_cuda_train_bytes_for(const dap_dit_cuda *d, int batch) {
     /* the state, and gradients, EMA and two moments beside the weights */
@@ -1107,17 +1087,17 @@ extern "C" void dap_dit_cuda_backward_params(const dap_dit_cuda *d, dap_dit_cuda
     LAUNCHED();
     wgrad(g, GRAD(d, d->fin_w), s->gfout, s->modf, N, D, d->Pout);
     bgrad(g, GRAD(d, d->fin_b), s->gfout, s->ones, N, d->Pout);
-    linear_dinp(g, s->gd1, s->gfout, d->fin_w, N, D, d->Pout);
-    L1(mod_grad_k, (size_t)n * D)(s->gfmods, s->gfmods + D, s->gd1, s->feat, s->meanf, s->rstdf, n, T, D, 2 * D);
+    linear_dinp(g, s->mod, s->gfout, d->fin_w, N, D, d->Pout); /* d modf (s->mod is free: modf has its own) */
+    L1(mod_grad_k, (size_t)n * D)(s->gfmods, s->gfmods + D, s->mod, s->feat, s->meanf, s->rstdf, n, T, D, 2 * D);
     LAUNCHED();
     CK(cudaMemsetAsync(s->dres, 0, sizeof(float) * (size_t)N * D, g->st));
-    LW(ln_mod_bwd_k, N)(s->dres, s->gd1, s->feat, s->fmods + D, s->meanf, s->rstdf, N, T, D, 2 * D);
+    LW(ln_mod_bwd_k, N)(s->dres, s->mod, s->feat, s->fmods + D, s->meanf, s->rstdf, N, T, D, 2 * D);
     LAUNCHED();
     wgrad(g, GRAD(d, d->fin_ada_w), s->gfmods, s->cact, n, D, 2 * D);
     bgrad(g, GRAD(d, d->fin_ada_b), s->gfmods, s->ones, n, 2 * D);
     gemm(g, 0, 0, n, D, 2 * D, 1.0f, s->gfmods, 2 * D, d->fin_ada_w, D, 0.0f, s->gcact, D);
 
-    for (int l = depth - 1; l >= 0; l--) block_backward_params(d, s, l);
+    for (int l = depth - 1; l >= 0; l--) block_backward(d, s, l, 1);
 
     /* patch embedding (pos_embed is frozen) */
     wgrad(g, GRAD(d, d->xe_w), s->dres, s->patches, N, d->Pin, D);
