@@ -827,25 +827,37 @@ static void state_carve(arena *a, dap_dit_state *s, const dap_dit *m) {
     s->dt_h = take(a, B * D);
 }
 
-dap_dit_state *dap_dit_state_create_ex(const dap_dit *m, int batch, int cache_blocks) {
-    DAP_ASSERT(batch > 0 && cache_blocks >= 0 && cache_blocks <= m->cfg.depth);
+#ifdef DAP_CUDA
+/* The host side of a device state: activations on the device; the host keeps a copy of
+ * the features. A failed device state is reported and exits: dap_dit_states_fit and
+ * dap_dit_train_fits check the plan before the work. */
+static dap_dit_state *device_state(const dap_dit *m, int batch, int cache_blocks, int train) {
+    dap_dit_cuda_state *ds = NULL;
+    int rc = train ? dap_dit_cuda_state_create_train(&ds, m->dev, batch)
+                   : dap_dit_cuda_state_create(&ds, m->dev, batch, cache_blocks);
+    if (rc != DAP_OK) {
+        fprintf(stderr, "dap: %s\n", dap_last_error());
+        exit(1);
+    }
     dap_dit_state *s = dap_calloc(1, sizeof *s);
     s->batch = s->n = batch;
     s->cache_blocks = cache_blocks;
-#ifdef DAP_CUDA
-    if (m->dev) { /* activations on the device; the host keeps a copy of the features */
-        dap_dit_cuda_state *ds = NULL;
-        if (dap_dit_cuda_state_create(&ds, m->dev, batch, cache_blocks) != DAP_OK) {
-            fprintf(stderr, "dap: %s\n", dap_last_error()); /* dap_dit_states_fit checks this before the work */
-            exit(1);
-        }
-        s->dev = ds, s->mdev = m->dev;
-        s->y = dap_calloc((size_t)batch, sizeof *s->y);
-        s->mem_floats = (size_t)batch * m->tokens * m->cfg.hidden;
-        s->mem = dap_alloc_f32(s->mem_floats);
-        return s;
-    }
+    s->dev = ds, s->mdev = m->dev;
+    s->y = dap_calloc((size_t)batch, sizeof *s->y);
+    s->mem_floats = (size_t)batch * m->tokens * m->cfg.hidden;
+    s->mem = dap_alloc_f32(s->mem_floats);
+    return s;
+}
 #endif
+
+dap_dit_state *dap_dit_state_create_ex(const dap_dit *m, int batch, int cache_blocks) {
+    DAP_ASSERT(batch > 0 && cache_blocks >= 0 && cache_blocks <= m->cfg.depth);
+#ifdef DAP_CUDA
+    if (m->dev) return device_state(m, batch, cache_blocks, 0);
+#endif
+    dap_dit_state *s = dap_calloc(1, sizeof *s);
+    s->batch = s->n = batch;
+    s->cache_blocks = cache_blocks;
     s->blk = dap_calloc((size_t)cache_blocks + 1, sizeof *s->blk);
     s->y = dap_calloc((size_t)batch, sizeof *s->y);
     arena a = {NULL, 0};
@@ -862,22 +874,9 @@ dap_dit_state *dap_dit_state_create(const dap_dit *m, int batch) {
 }
 
 dap_dit_state *dap_dit_state_create_train(const dap_dit *m, int batch) {
+    DAP_ASSERT(batch > 0);
 #ifdef DAP_CUDA
-    if (m->dev) {
-        dap_dit_cuda_state *ds = NULL;
-        if (dap_dit_cuda_state_create_train(&ds, m->dev, batch) != DAP_OK) {
-            fprintf(stderr, "dap: %s\n", dap_last_error()); /* dap_dit_train_fits checks this before the work */
-            exit(1);
-        }
-        dap_dit_state *s = dap_calloc(1, sizeof *s);
-        s->batch = s->n = batch;
-        s->cache_blocks = m->cfg.depth;
-        s->dev = ds, s->mdev = m->dev;
-        s->y = dap_calloc((size_t)batch, sizeof *s->y);
-        s->mem_floats = (size_t)batch * m->tokens * m->cfg.hidden;
-        s->mem = dap_alloc_f32(s->mem_floats);
-        return s;
-    }
+    if (m->dev) return device_state(m, batch, m->cfg.depth, 1);
 #endif
     return dap_dit_state_create(m, batch);
 }
