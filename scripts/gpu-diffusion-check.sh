@@ -23,7 +23,8 @@
 #      fwd32  one forward at batch 32
 #      ddim   one DDIM + CFG step at batch 100 (a forward over 200 samples)
 #      guide  one DAP guidance evaluation: N = 100 real samples to block LAYER (default 8), 10
-#             synthetic with the partial backward to their inputs (energy on the host)
+#             synthetic with the partial backward to their inputs, as dap distill runs it
+#             (the real rows, the energy and its gradient on the device)
 #      guidemean  the same with the tokens' mean as features (--pool mean: pooled on the GPU)
 #      train  one DiT training step of TRAIN_CONFIG (default DiT-B/2) at batch 64: forward,
 #             eps-MSE, backward, clipping, AdamW and the EMA (PyTorch: DiT's train.py loop)
