@@ -311,21 +311,39 @@ int cli_model_defaults(const char *cmd, int argc, char **argv, int *nargc, char 
         if (!*p) continue;
         if (*p == '[') {
             char *close = strchr(p, ']');
-            size_t k = 0, n = close ? (size_t)(close - p - 1) : 0;
+            /* [NAME] or [NAME ipc>=N] / [NAME ipc<=N]: the latter only for dap distill runs of that IPC */
+            char *sp = close ? memchr(p, ' ', (size_t)(close - p)) : NULL;
+            size_t k = 0, n = close ? (size_t)((sp ? sp : close) - p - 1) : 0;
             for (; close && k < sizeof defaults_sections / sizeof defaults_sections[0]; k++)
                 if (strlen(defaults_sections[k]) == n && !strncmp(defaults_sections[k], p + 1, n)) break;
-            if (!close || k == sizeof defaults_sections / sizeof defaults_sections[0]) {
+            int bound = 0, ge = 0, cond_ok = 1;
+            if (close && sp) {
+                char op[3] = "", tail = 0;
+                *close = 0;
+                cond_ok = sscanf(sp + 1, " ipc%2[<>=]%d %c", op, &bound, &tail) == 2 && bound >= 1 &&
+                          (!strcmp(op, ">=") || !strcmp(op, "<="));
+                ge = !strcmp(op, ">=");
+                *close = ']';
+            }
+            if (!close || k == sizeof defaults_sections / sizeof defaults_sections[0] || !cond_ok) {
                 fprintf(stderr, "dap %s: error: %s line %d: unknown section '%s' (expected [sampler] or a "
-                                "method: [random], [vanilla], [dap], [mgd3], [d4m], [dm], [igd], [minimax])\n",
+                                "method: [random], [vanilla], [dap], [mgd3], [d4m], [dm], [igd], [minimax], each "
+                                "optionally with an IPC range: [dap ipc>=50], [dap ipc<=10])\n",
                         cmd, path, line, p);
                 free(tok), free(text);
                 return 2;
             }
             p[n + 1] = 0, seen = 1;
             want = k == 0 ? sampler : method && !strcmp(method, p + 1);
+            if (sp && want) { /* only a distill run of that IPC (default dap_distill_opts' 10) */
+                const char *iv = method ? argv_value(argc, argv, "ipc") : NULL;
+                const int ipc = iv ? atoi(iv) : 10; /* dap_distill_opts_default's */
+                want = method && (ge ? ipc >= bound : ipc <= bound);
+            }
             if (want) {
                 size_t u = strlen(lines_used);
-                snprintf(lines_used + u, sizeof lines_used - u, " [%s]", p + 1);
+                if (sp) snprintf(lines_used + u, sizeof lines_used - u, " [%s ipc%s%d]", p + 1, ge ? ">=" : "<=", bound);
+                else snprintf(lines_used + u, sizeof lines_used - u, " [%s]", p + 1);
             }
             continue;
         }

@@ -46,3 +46,20 @@ expect_fail "defaults: a bad value in the file is named with the file" "gamma ex
 grep -q "bad3.defaults" "$tmp/err" && ok "defaults: the bad value's message names the file" || bad "defaults: bad value message: $(cat "$tmp/err")"
 [ ! -e "$tmp/dfx1" ] && [ ! -e "$tmp/dfx2" ] && [ ! -e "$tmp/dfx3" ] && [ ! -e "$tmp/dfx4" ] \
   && ok "defaults: nothing written on a refused file" || bad "defaults: a refused run wrote its folder"
+# a section for a range of IPC ([dap ipc>=N] / [dap ipc<=N]): after the plain one, for the runs it names
+printf '[sampler]\n--steps 3\n--cfg 2\n[dap]\n--gamma 0.5 --pool mean\n[dap ipc>=3]\n--gamma 0.9 --clip-x0 1\n[dap ipc<=1]\n--gamma 0.2\n' > "$tmp/ipc.defaults"
+dc=(--data fmnist --model "$tmp/dm.safetensors" --classes 0 --seed 3 --threads 1 --defaults "$tmp/ipc.defaults")
+expect_ok "defaults: [dap ipc>=3] at IPC 2" $DAP distill "${dc[@]}" --ipc 2 --out "$tmp/dfi2"
+grep -q '"gamma": 0.5,' "$tmp/dfi2/manifest.json" && grep -q '"defaults": "[^"]*\[sampler\] \[dap\]: --steps 3 --cfg 2 --gamma 0.5 --pool mean"' "$tmp/dfi2/manifest.json" \
+  && ok "defaults: an IPC section outside its range is left out" || bad "defaults: IPC 2: $(grep -E '"gamma"|"defaults"' "$tmp/dfi2/manifest.json" | tr -d '\n')"
+expect_ok "defaults: [dap ipc>=3] at IPC 3" $DAP distill "${dc[@]}" --ipc 3 --out "$tmp/dfi3"
+grep -q '"gamma": 0.9,' "$tmp/dfi3/manifest.json" && grep -q '"defaults": "[^"]*\[sampler\] \[dap\] \[dap ipc>=3\]: --steps 3 --cfg 2 --gamma 0.5 --pool mean --gamma 0.9 --clip-x0 1"' "$tmp/dfi3/manifest.json" \
+  && ok "defaults: an IPC section in its range follows (and overrides) the plain one" || bad "defaults: IPC 3: $(grep -E '"gamma"|"defaults"' "$tmp/dfi3/manifest.json" | tr -d '\n')"
+expect_ok "defaults: [dap ipc<=1] at IPC 1" $DAP distill "${dc[@]}" --ipc 1 --gamma 0.3 --out "$tmp/dfi1"
+grep -q '"gamma": 0.3,' "$tmp/dfi1/manifest.json" && grep -q '\[dap ipc<=1\]: ' "$tmp/dfi1/manifest.json" \
+  && ok "defaults: the command line still wins over an IPC section" || bad "defaults: IPC 1: $(grep -E '"gamma"|"defaults"' "$tmp/dfi1/manifest.json" | tr -d '\n')"
+for bad_sec in 'dap ipc>50' 'dap ipc>=x' 'dap ipc>=0' 'dap ipc>=5 x' 'dap steps>=5'; do
+  printf '[%s]\n--gamma 1\n' "$bad_sec" > "$tmp/badipc.defaults"
+  expect_fail "defaults: section [$bad_sec] refused" "badipc.defaults line 1: unknown section" $DAP distill "${dd[@]}" --defaults "$tmp/badipc.defaults" --out "$tmp/dfx5"
+done
+[ ! -e "$tmp/dfx5" ] && ok "defaults: nothing written for a bad IPC section" || bad "defaults: a bad IPC section wrote its folder"
