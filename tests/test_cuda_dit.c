@@ -680,17 +680,17 @@ DAP_TEST(cuda_guidance_energy_matches_cpu) {
             float *sd = dap_cuda_buffer((size_t)ns * f), *rd = dap_cuda_buffer((size_t)nr * f);
             float *dsd = dap_cuda_buffer((size_t)ns * f);
             dap_cuda_copy(sd, s, (size_t)ns * f), dap_cuda_copy(rd, rr, (size_t)nr * f);
-            double q[21], w[21], e_gpu = 0;
-            dap_cuda_pair_sq(q, sd, ns, rd, nr, f);
+            double q[21], w[21], e_gpu = 0, *dqw = dap_cuda_buffer_f64(21);
+            dap_cuda_pair_sq(q, dqw, sd, ns, rd, nr, f);
             for (int i = 0; i < ns; i++) e_gpu += dap_kernel_weights(w + i * nr, q + i * nr, (size_t)nr, kernel, sigma, 1.0 / nr);
-            dap_cuda_energy_grad(dsd, w, sd, ns, rd, nr, f);
+            dap_cuda_energy_grad(dsd, w, dqw, sd, ns, rd, nr, f);
             dap_cuda_copy(ds_gpu, dsd, (size_t)ns * f);
             char label[96];
             snprintf(label, sizeof label, "energy gradient, %s kernel, %d wide", kernel ? "rbf" : "linear", f);
             printf("    energy cpu %.15g, cuda %.15g\n", e_cpu, e_gpu);
             CHECK(fabs(e_gpu - e_cpu) <= 1e-9 * fabs(e_cpu));
             CHECK(cmp(label, ds_gpu, ds_cpu, (size_t)ns * f, 1e-5, 1e-6) <= 1);
-            dap_cuda_buffer_free(sd), dap_cuda_buffer_free(rd), dap_cuda_buffer_free(dsd);
+            dap_cuda_buffer_free(sd), dap_cuda_buffer_free(rd), dap_cuda_buffer_free(dsd), dap_cuda_buffer_free((float *)dqw);
             dap_free_aligned(s), dap_free_aligned(rr), dap_free_aligned(ds_cpu), dap_free_aligned(ds_gpu);
         }
 #endif

@@ -166,10 +166,13 @@ void dap_cuda_unpatchify_out(float *img, const float *tok, const float *bias, in
  * rows s (ns, f), r (nr, f); dap_cuda_energy_grad: device ds (ns, f) = sum_j w_ij (s_i - r_j)
  * for host weights w (ns nr) (distill/guidance.h's dap_kernel_weights). CUDA failures exit. */
 float *dap_cuda_buffer(size_t floats);
-void dap_cuda_buffer_free(float *p);
+double *dap_cuda_buffer_f64(size_t n);
+void dap_cuda_buffer_free(float *p); /* either kind (cudaFree) */
 void dap_cuda_copy(float *dst, const float *src, size_t floats);
-void dap_cuda_pair_sq(double *q, const float *s, int ns, const float *r, int nr, int f);
-void dap_cuda_energy_grad(float *ds, const double *w, const float *s, int ns, const float *r, int nr, int f);
+/* dq, dw: device scratch of ns nr doubles (dap_cuda_buffer_f64), reused across calls */
+void dap_cuda_pair_sq(double *q, double *dq, const float *s, int ns, const float *r, int nr, int f);
+void dap_cuda_energy_grad(float *ds, const double *w, double *dw, const float *s, int ns, const float *r, int nr,
+                          int f);
 
 /* ---- the SD VAE's operations (vae_cuda.cu) ------------------------------------------------
  * models/vae.c's forward walk with a device model (dap_vae_to_device) calls these on device

@@ -6,7 +6,7 @@
  * guidance.c's own kernel formula (dap_kernel_weights). Both accumulate in double over
  * exact differences (no |a|^2 + |b|^2 - 2ab expansion), in the CPU's order over j, as
  * guidance.c does; one block a pair, one thread a gradient element. Device buffers come
- * from dap_cuda_buffer (plain cudaMalloc); the work runs on the default stream and each
+ * from dap_cuda_buffer / _f64 (plain cudaMalloc, once per run: the pair scratch too); the work runs on the default stream and each
  * call returns with its results in place.
  */
 extern "C" {
@@ -61,25 +61,25 @@ extern "C" void dap_cuda_copy(float *dst, const float *src, size_t floats) {
     CK(cudaMemcpy(dst, src, floats * sizeof(float), cudaMemcpyDefault));
 }
 
-extern "C" void dap_cuda_pair_sq(double *q, const float *s, int ns, const float *r, int nr, int f) {
+extern "C" double *dap_cuda_buffer_f64(size_t n) {
+    void *p = NULL;
+    CK(cudaMalloc(&p, n ? n * sizeof(double) : 8));
+    return (double *)p;
+}
+
+extern "C" void dap_cuda_pair_sq(double *q, double *dq, const float *s, int ns, const float *r, int nr, int f) {
     DAP_ASSERT(ns > 0 && nr > 0 && f > 0);
-    double *dq = NULL;
-    CK(cudaMalloc(&dq, sizeof(double) * (size_t)ns * nr));
     CK(cudaDeviceSynchronize()); /* the rows may come from another stream (the DiT's) */
     pair_sq_k<<<(unsigned)(ns * nr), THREADS>>>(dq, s, r, nr, f);
     LAUNCHED();
     CK(cudaMemcpy(q, dq, sizeof(double) * (size_t)ns * nr, cudaMemcpyDeviceToHost));
-    cudaFree(dq);
 }
 
-extern "C" void dap_cuda_energy_grad(float *ds, const double *w, const float *s, int ns, const float *r, int nr,
-                                     int f) {
+extern "C" void dap_cuda_energy_grad(float *ds, const double *w, double *dw, const float *s, int ns, const float *r,
+                                     int nr, int f) {
     DAP_ASSERT(ns > 0 && nr > 0 && f > 0);
-    double *dw = NULL;
-    CK(cudaMalloc(&dw, sizeof(double) * (size_t)ns * nr));
     CK(cudaMemcpy(dw, w, sizeof(double) * (size_t)ns * nr, cudaMemcpyHostToDevice));
     energy_grad_k<<<blocks_for((size_t)ns * f), THREADS>>>(ds, dw, s, r, ns, nr, f);
     LAUNCHED();
     CK(cudaDeviceSynchronize());
-    cudaFree(dw);
 }

@@ -31,6 +31,7 @@ typedef struct dit_impl {
     int bank_n, pool, F, dev;
     float *bank, *ds, *sfeat;
     double *q, *w;
+    double *dqw; /* device: (cap_grad bank) scratch of the pairs' reductions */
 } dit_impl;
 
 static int dit_eps(dap_backbone *b, float *eps, const float *x, int n, int t, const int *y) {
@@ -93,12 +94,12 @@ static double dit_guide(dap_backbone *b, const float *x, int n, int t, const int
     if (d->dev) {
         dap_dit_state *s = forward_to_layer(b, 1, x, n, t, y);
         const float *rows = dap_dit_features_device(b->model, s, d->pool == DAP_POOL_MEAN);
-        dap_cuda_pair_sq(d->q, rows, n, d->bank, nr, d->F);
+        dap_cuda_pair_sq(d->q, d->dqw, rows, n, d->bank, nr, d->F);
         /* the per-sample means, in the host path's order: sum_i (sum_j scale d_ij) */
         double e = 0;
         for (int i = 0; i < n; i++)
             e += dap_kernel_weights(d->w + (size_t)i * nr, d->q + (size_t)i * nr, (size_t)nr, kernel, sigma, 1.0 / nr);
-        dap_cuda_energy_grad(d->ds, d->w, rows, n, d->bank, nr, d->F);
+        dap_cuda_energy_grad(d->ds, d->w, d->dqw, rows, n, d->bank, nr, d->F);
         dit_backward(b, d->ds, d->pool, dx);
         return e;
     }
@@ -113,7 +114,9 @@ static void dit_close(dap_backbone *b) {
     dit_impl *d = b->impl;
     if (!d) return;
 #ifdef DAP_CUDA
-    if (d->dev) dap_cuda_buffer_free(d->bank), dap_cuda_buffer_free(d->ds), d->bank = d->ds = NULL;
+    if (d->dev)
+        dap_cuda_buffer_free(d->bank), dap_cuda_buffer_free(d->ds), dap_cuda_buffer_free((float *)d->dqw),
+            d->bank = d->ds = NULL;
 #endif
     dap_free_aligned(d->bank), dap_free_aligned(d->ds), dap_free_aligned(d->sfeat);
     free(d->q), free(d->w);
@@ -144,6 +147,7 @@ static int dit_open(dap_backbone *b, int cap, double cfg, int layer, int cap_gra
             d->bank = dap_cuda_buffer(rows), d->ds = dap_cuda_buffer(grads);
             d->q = dap_malloc(sizeof(double) * (size_t)cap_grad * bank);
             d->w = dap_malloc(sizeof(double) * (size_t)cap_grad * bank);
+            d->dqw = dap_cuda_buffer_f64((size_t)cap_grad * bank);
         }
 #endif
         if (!d->dev) d->bank = dap_alloc_f32(rows), d->ds = dap_alloc_f32(grads), d->sfeat = dap_alloc_f32(grads);
