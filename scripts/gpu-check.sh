@@ -6,7 +6,7 @@
 #   SETS="out/experiment/random-ipc10 out/experiment/dap-ipc10" ARCHS="resnet18 resnetap10" scripts/gpu-check.sh
 #
 # The DiT (sampling and the DAP guidance on the GPU) has its own script: scripts/gpu-diffusion-check.sh.
-# 1. parity: build-cuda/dap_tests device_select cuda_cnn cuda_fit (ConvNet-3 +bn/nn,
+# 1. parity: build-cuda/dap_tests device_select cuda_cnn cuda_fit cuda_augment (ConvNet-3 +bn/nn,
 #    ResNetAP-10, ResNet-18 and its ImageNet stem: forward and backward on the GPU against
 #    the CPU ops; whole training runs with the weights and optimiser resident on the GPU
 #    against the CPU's, SGD and AdamW, and resumed); stops here when it fails.
@@ -38,8 +38,8 @@ if [ -n "${PACK:-}" ]; then
   trap 'kill $packer 2>/dev/null; pack' EXIT
 fi
 echo "== parity"
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} "$TESTS" device_select cuda_cnn cuda_fit 2>&1 | tee "$OUT/parity.txt"
-grep -q "^3 passed, 0 failed, 0 skipped" "$OUT/parity.txt" || { echo "gpu-check: the parity test failed (see $OUT/parity.txt)"; exit 1; }
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} "$TESTS" device_select cuda_cnn cuda_fit cuda_augment 2>&1 | tee "$OUT/parity.txt"
+grep -q "^4 passed, 0 failed, 0 skipped" "$OUT/parity.txt" || { echo "gpu-check: the parity test failed (see $OUT/parity.txt)"; exit 1; }
 if [ "${SKIP_PEER:-0}" != 1 ]; then
   echo "== peer: one $PEER_ARCH run on $PEER_SET"
   OMP_NUM_THREADS=4 "$DAP" eval --data fmnist --train "$PEER_SET" --arch "$PEER_ARCH" --runs 1 --epochs "$EPOCHS" --device cuda --json "$OUT/peer-dap.json" --quiet

@@ -29,8 +29,9 @@
 #      train  one DiT training step of TRAIN_CONFIG (default DiT-B/2) at batch 64: forward,
 #             eps-MSE, backward, clipping, AdamW and the EMA (PyTorch: DiT's train.py loop)
 #      resnet18  one evaluation run (ResNet-18, CNN_EPOCHS (300) epochs) on a random IPC 10
-#             Fashion-MNIST set, dap eval (weights resident on the GPU) against bench/eval_ref.py
-#             (also convnet3, resnetap10)
+#             Fashion-MNIST set, dap eval (weights, optimiser and the set resident on the GPU, the
+#             batches augmented there) against bench/eval_ref.py, and dap with the batches
+#             assembled on the host (DAP_CUDA_AUG=0) (also convnet3, resnetap10)
 #      vaedec  the SD VAE's decode of VAE_BATCH (8) latents to VAE_SIZE (256) px images, against
 #             diffusers' AutoencoderKL (bench/vae_torch.py; needs diffusers), random weights of
 #             sd-vae-ft-mse's size written by bench_vae --save (VAE_W); vaeenc: the encode
@@ -164,6 +165,10 @@ for job in $JOBS; do
     OMP_NUM_THREADS=4 timeout 300 "$BUILD/dap" eval --data fmnist --train "$OUT/cnn-set" --arch "$measure" --runs 1 \
       --epochs "$CNN_EPOCHS" --device "$DEVICE" --json "$OUT/cnn-$measure-dap.json" --quiet > /dev/null 2>> "$OUT/bench.err" ||
       say "$job: dap failed: $(tail -1 "$OUT/bench.err")"
+    say "$job: dap, the batches assembled on the host (DAP_CUDA_AUG=0)"
+    DAP_CUDA_AUG=0 OMP_NUM_THREADS=4 timeout 300 "$BUILD/dap" eval --data fmnist --train "$OUT/cnn-set" --arch "$measure" \
+      --runs 1 --epochs "$CNN_EPOCHS" --device "$DEVICE" --json "$OUT/cnn-$measure-dap-hostbatch.json" --quiet > /dev/null \
+      2>> "$OUT/bench.err" || say "$job: dap (host batches) failed: $(tail -1 "$OUT/bench.err")"
     say "$job: PyTorch (bench/eval_ref.py)"
     PYTHONUNBUFFERED=1 timeout 300 "$PY" bench/eval_ref.py --train "$OUT/cnn-set" --arch "$measure" --runs 1 --epochs "$CNN_EPOCHS" \
       --device "$DEVICE" --threads 4 --quiet --json "$OUT/cnn-$measure-torch.json" > /dev/null 2>> "$OUT/bench.err" ||
@@ -171,7 +176,7 @@ for job in $JOBS; do
     "$PY" - "$OUT" "$measure" "$DEVICE" >> "$OUT/bench.jsonl" <<'PY'
 import json, os, sys
 out, arch, dev = sys.argv[1:4]
-for impl, name in (("dap", "dap"), ("torch", "torch")):
+for impl, name in (("dap", "dap"), ("dap-hostbatch", "dap-hostbatch"), ("torch", "torch")):
     p = os.path.join(out, "cnn-%s-%s.json" % (arch, name))
     if not os.path.exists(p):
         continue
@@ -223,6 +228,10 @@ for (impl, m, p), d in sorted(by.items()):
         d.get("peak_device_mb", 0), "%.0f" % t["peak_device_mb"] if t else "-"))
     if m == "train":
         print("       (%s, batch %d: forward, backward, clipping, AdamW; on a GPU also the EMA)" % (d.get("config"), d.get("batch", 0)))
+    h = by.get(("dap-hostbatch", m, p))
+    if h:
+        print("       the batches assembled on the host instead (DAP_CUDA_AUG=0): %.3f %s, device / host batches %.2fx" % (
+            h["throughput"], h["unit"], d["throughput"] / h["throughput"]))
     if m == "ddim":
         print("       50-step CFG sampling: %.3f images/s (dap), %s (PyTorch)" % (
             d["throughput"] / 50, "%.3f" % (t["throughput"] / 50) if t else "-"))

@@ -4,12 +4,14 @@
  * counted as skipped (SKIP with the reason) and checks only that asking for the device
  * fails with a reason.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
 #include "core/device.h"
 #include "data/dataset.h"
+#include "eval/augment.h"
 #include "eval/classifier.h"
 #include "eval/fit.h"
 #include "models/convnet.h"
@@ -223,19 +225,118 @@ DAP_TEST(cuda_cnn_matches_cpu) {
     dap_cnn_free(&big);
 }
 
+/* ---- batches assembled on the device ---------------------------------------------------- */
+
+#ifdef DAP_CUDA
+/* One plan's batch on both sides: the host gathers and applies, the device gathers from its
+ * copy of the set and applies; returns the largest absolute difference. */
+static double aug_both(dap_cuda_images *set, const float *x, const int *idx, const dap_aug_plan *p, float *host,
+                       float *dev, float *back) {
+    size_t img = (size_t)p->c * p->h * p->w;
+    for (int i = 0; i < p->n; i++) memcpy(host + i * img, x + (size_t)idx[i] * img, img * sizeof(float));
+    dap_aug_apply(p, host);
+    dap_cuda_aug_apply(set, idx, p, dev, NULL);
+    dap_cuda_copy(back, dev, (size_t)p->n * img);
+    double worst = 0;
+    for (size_t j = 0; j < (size_t)p->n * img; j++) {
+        double e = fabs((double)back[j] - host[j]);
+        if (!(e <= worst)) worst = e;
+    }
+    return worst;
+}
+#endif
+
+/* Every augmentation stage and the fit loop's pipelines on a GPU against the host (the same
+ * plan, so the same random draws): 1 and 3 channels, odd non-square sizes, repeated
+ * indices, a batch below the plan's room; and the teacher's renormalisation copy. */
+DAP_TEST(cuda_augment_matches_cpu) {
+    if (!dap_device_cuda_built() || dap_device_select("cuda") != DAP_OK) {
+        CHECK(dap_device() == DAP_DEVICE_CPU);
+        DAP_SKIP("%s", dap_device_cuda_built() ? dap_last_error() : "a build without CUDA (make CUDA=1)");
+    }
+#ifdef DAP_CUDA
+    enum { NSET = 10, H = 13, W = 11, NMAX = 8 };
+    const int idx[7] = {3, 0, 9, 3, 7, 1, 5};
+    const float na[3] = {1.5f, 0.8f, 2.0f}, nb[3] = {0.1f, -0.2f, 0.3f};
+    const char *names[] = {"dsa colour", "dsa crop", "dsa cutout", "dsa flip", "dsa scale", "dsa rotate",
+                           "imagenet (jitter, crop 0.5-1, cutmix)", "rrc 0.08-1", "jitter on [0, 1]"};
+    double worst_all = 0;
+    for (int c = 1; c <= 3; c += 2) {
+        size_t img = (size_t)c * H * W;
+        float *x = dap_alloc_f32(NSET * img), *host = dap_alloc_f32(NMAX * img), *back = dap_alloc_f32(NMAX * img);
+        dap_rng r;
+        dap_rng_init(&r, 8, 1);
+        dap_rng_uniform(&r, x, NSET * img, -1.0f, 1.0f);
+        dap_cuda_images *set = NULL;
+        CHECK_MSG(dap_cuda_images_create(&set, x, NSET, c, H, W, NMAX) == DAP_OK, "%s", dap_last_error());
+        float *dev = dap_cuda_buffer(NMAX * img);
+        dap_aug_plan plan;
+        dap_aug_plan_init(&plan, NMAX, c, H, W);
+        for (int k = 0; k < 9; k++) {
+            double worst = 0;
+            for (int seed = 0; seed < 3; seed++) {
+                dap_rng ra;
+                dap_rng_init(&ra, 100 * k + seed, 2);
+                dap_aug_plan_reset(&plan, 7 - seed % 2);
+                if (k < DAP_DSA_NOPS) {
+                    dap_aug_plan_scale_shift(&plan, na, nb);
+                    dap_aug_plan_dsa_op(&plan, k, &ra);
+                } else if (k == 6) {
+                    dap_aug_plan_jitter(&plan, 0.4f, 1, &ra);
+                    dap_aug_plan_resized_crop_flip(&plan, 0.5f, 1.0f, &ra);
+                    dap_aug_plan_scale_shift(&plan, na, nb);
+                    float lam = 1.0f;
+                    for (int t = 0; t < 10 && lam == 1.0f; t++) lam = dap_aug_plan_cutmix(&plan, &ra);
+                    CHECK(lam < 1.0f);
+                } else if (k == 7) {
+                    dap_aug_plan_resized_crop_flip(&plan, 0.08f, 1.0f, &ra);
+                } else {
+                    dap_aug_plan_scale_shift(&plan, (const float[3]){0.5f, 0.5f, 0.5f}, (const float[3]){0.5f, 0.5f, 0.5f});
+                    dap_aug_plan_jitter(&plan, 0.4f, 0, &ra);
+                }
+                double e = aug_both(set, x, idx, &plan, host, dev, back);
+                if (!(e <= worst)) worst = e;
+            }
+            printf("    %d channel%s  %-40s max abs err %.2g\n", c, c > 1 ? "s" : " ", names[k], worst);
+            CHECK_MSG(worst < 1e-4, "%d channels, %s: the device's batch differs", c, names[k]);
+            if (!(worst <= worst_all)) worst_all = worst;
+        }
+        /* the teacher's copy: dst = a src + b per channel */
+        dap_cuda_copy(dev, x, NMAX * img);
+        dap_cuda_scale_shift(dev, dev, NMAX, c, (size_t)H * W, na, nb, NULL);
+        dap_cuda_copy(back, dev, NMAX * img);
+        double e = 0;
+        for (size_t j = 0; j < NMAX * img; j++) {
+            size_t k = (j / (H * W)) % c;
+            e = fmax(e, fabs((double)back[j] - (na[k] * x[j] + nb[k])));
+        }
+        CHECK_MSG(e < 1e-5, "%d channels: the renormalisation differs by %.2g", c, e);
+        dap_aug_plan_free(&plan);
+        dap_cuda_buffer_free(dev);
+        dap_cuda_images_destroy(set);
+        dap_free_aligned(x), dap_free_aligned(host), dap_free_aligned(back);
+    }
+    printf("    largest difference over every stage: %.2g\n", worst_all);
+    dap_device_select("cpu");
+#endif
+}
+
 /* ---- resident training ----------------------------------------------------------------- */
 
 /* One training run of m from the weights of `seed` on `device`; its final weights and
- * buffers into w (m->params.total floats). resident "0": the per-step copies. */
+ * buffers into w (m->params.total floats). resident "0": the per-step copies; "1": the
+ * weights and the batches on the device; "1h": the weights there, the batches from the host. */
 static int fit_on(const char *device, const char *resident, dap_classifier *m, const dap_dataset *train,
                   const dap_fit_config *cfg, uint64_t seed, float *w) {
     CHECK(dap_device_select(device) == DAP_OK);
-    setenv("DAP_CUDA_RESIDENT", resident, 1);
+    /* resident "1h": resident, the batches assembled on the host */
+    setenv("DAP_CUDA_RESIDENT", resident[0] == '1' ? "1" : "0", 1);
+    setenv("DAP_CUDA_AUG", resident[1] == 'h' ? "0" : "1", 1);
     dap_classifier_init_weights(m, seed);
     dap_params_zero_grad(&m->net.params);
     int rc = dap_classifier_train(m, train, cfg, NULL);
     memcpy(w, m->net.params.data, m->net.params.total * sizeof(float));
-    unsetenv("DAP_CUDA_RESIDENT");
+    unsetenv("DAP_CUDA_RESIDENT"), unsetenv("DAP_CUDA_AUG");
     dap_device_select("cpu");
     return rc;
 }
@@ -250,7 +351,8 @@ static int grad_untouched(const dap_params *ps) {
  * run and the GPU's per-step-copy run end (ConvNet-3 with BatchNorm, its running
  * statistics included): SGD with DSA across the rate decay and the optimiser's restart at
  * the half, and AdamW on soft labels from a teacher with random-resized crops and cutmix.
- * A resident run leaves the host's gradient untouched (the copy path fills it), and a run
+ * Batches assembled on the device (the set uploaded once, augmented there) end where the
+ * host's batches do. A resident run leaves the host's gradient untouched (the copy path fills it), and a run
  * stopped and resumed on the GPU (its state file made from the synced weights and
  * momentum) ends where the uninterrupted one does. */
 DAP_TEST(cuda_fit_resident_matches_cpu) {
@@ -270,6 +372,7 @@ DAP_TEST(cuda_fit_resident_matches_cpu) {
     dap_classifier_init_weights(&teacher, 3);
     size_t np = m.net.params.total;
     float *cpu = dap_alloc_f32(np), *res = dap_alloc_f32(np), *copy = dap_alloc_f32(np), *again = dap_alloc_f32(np);
+    float *hres = dap_alloc_f32(np);
     for (int soft = 0; soft < 2; soft++) {
         const char *label = soft ? "adamw, soft labels" : "sgd, dsa";
         dap_fit_config cfg;
@@ -284,9 +387,11 @@ DAP_TEST(cuda_fit_resident_matches_cpu) {
         CHECK(fit_on("cpu", "1", &m, &train, &cfg, 7, cpu) == DAP_OK);
         CHECK(fit_on("cuda", "0", &m, &train, &cfg, 7, copy) == DAP_OK);
         CHECK_MSG(!grad_untouched(&m.net.params), "%s: the per-step-copy run left no gradient on the host", label);
+        CHECK(fit_on("cuda", "1h", &m, &train, &cfg, 7, hres) == DAP_OK);
         CHECK(fit_on("cuda", "1", &m, &train, &cfg, 7, res) == DAP_OK);
         CHECK_MSG(grad_untouched(&m.net.params), "%s: the resident run wrote the host's gradient", label);
-        double e_cpu = l2_err(res, cpu, np), e_copy = l2_err(res, copy, np), e_start = 0;
+        double e_cpu = l2_err(res, cpu, np), e_copy = l2_err(hres, copy, np), e_aug = l2_err(res, hres, np);
+        double e_start = 0;
         float *w0 = dap_alloc_f32(np);
         dap_classifier_init_weights(&m, 7);
         memcpy(w0, m.net.params.data, np * sizeof(float));
@@ -302,13 +407,15 @@ DAP_TEST(cuda_fit_resident_matches_cpu) {
         CHECK(fit_on("cuda", "1", &m, &train, &cfg, 99, again) == DAP_OK);
         double e_resume = l2_err(again, res, np);
         remove(path);
-        printf("    %-20s L2 rel err of the final weights: resident vs cpu %.2g, vs per-step copies %.2g, "
-               "resumed vs whole %.2g (training moved them %.2g)\n", label, e_cpu, e_copy, e_resume, e_start);
+        printf("    %-20s L2 rel err of the final weights: resident vs cpu %.2g, resident (host batches) vs "
+               "per-step copies %.2g, device vs host batches %.2g, resumed vs whole %.2g (training moved them %.2g)\n",
+               label, e_cpu, e_copy, e_aug, e_resume, e_start);
         CHECK_MSG(e_start > 1e-2, "%s: training hardly moved the weights", label);
-        CHECK_MSG(e_cpu < 1e-3 && e_copy < 1e-4, "%s: resident training differs", label);
+        CHECK_MSG(e_cpu < 1e-3 && e_copy < 1e-4 && e_aug < 1e-3, "%s: resident training differs", label);
         CHECK_MSG(e_resume < 1e-5, "%s: the resumed resident run differs", label);
     }
     dap_free_aligned(cpu), dap_free_aligned(res), dap_free_aligned(copy), dap_free_aligned(again);
+    dap_free_aligned(hres);
     dap_classifier_free(&m), dap_classifier_free(&teacher);
     dap_dataset_free(&train);
 }

@@ -171,6 +171,61 @@ DAP_TEST(eval_cutmix_rrc) {
     dap_free_aligned(x);
 }
 
+/* A plan drawn for a whole batch (the fit loop's pipeline: jitter on [-1, 1], resized crop,
+ * the normalisation, one DSA op, CutMix) gives the very bytes of the per-op functions run in
+ * the same order from the same stream, whatever the batch size below the plan's room, and
+ * leaves the stream where they leave it. */
+DAP_TEST(eval_aug_plan_composes_ops) {
+    enum { N = 7, C = 3, H = 10, W = 9 };
+    size_t img = (size_t)C * H * W;
+    float *x0 = dap_alloc_f32(N * img), *a = dap_alloc_f32(N * img), *b = dap_alloc_f32(N * img);
+    dap_rng r;
+    dap_rng_init(&r, 4, 0);
+    dap_rng_uniform(&r, x0, N * img, -1.0f, 1.0f);
+    const float na[3] = {1.5f, 0.8f, 2.0f}, nb[3] = {0.1f, -0.2f, 0.3f};
+    dap_aug_plan plan;
+    dap_aug_plan_init(&plan, N + 3, C, H, W);
+    int cases = 0, moved = 0;
+    for (int op = 0; op < DAP_DSA_NOPS; op++)
+        for (int seed = 0; seed < 4; seed++) {
+            int n = N - seed % 2;
+            dap_rng ra, rb;
+            dap_rng_init(&ra, 10 + seed, 2), dap_rng_init(&rb, 10 + seed, 2);
+            /* the per-op path, as the loop ran it before plans */
+            memcpy(a, x0, n * img * sizeof(float));
+            for (size_t j = 0; j < n * img; j++) a[j] = 0.5f * (a[j] + 1.0f);
+            dap_aug_color_jitter(a, n, C, H, W, 0.4f, &ra);
+            for (size_t j = 0; j < n * img; j++) a[j] = 2.0f * a[j] - 1.0f;
+            dap_aug_resized_crop_flip(a, n, C, H, W, 0.5f, 1.0f, &ra);
+            for (int i = 0; i < n; i++)
+                for (int k = 0; k < C; k++)
+                    for (int j = 0; j < H * W; j++) a[i * img + k * H * W + j] = na[k] * a[i * img + k * H * W + j] + nb[k];
+            dap_aug_dsa_op(a, n, C, H, W, op, &ra);
+            int perm[N];
+            float lam_a = 1.0f;
+            for (int t = 0; t < 10 && lam_a == 1.0f; t++) lam_a = dap_aug_cutmix(a, perm, n, C, H, W, &ra);
+            /* the plan */
+            memcpy(b, x0, n * img * sizeof(float));
+            dap_aug_plan_reset(&plan, n);
+            dap_aug_plan_jitter(&plan, 0.4f, 1, &rb);
+            dap_aug_plan_resized_crop_flip(&plan, 0.5f, 1.0f, &rb);
+            dap_aug_plan_scale_shift(&plan, na, nb);
+            dap_aug_plan_dsa_op(&plan, op, &rb);
+            float lam_b = 1.0f;
+            for (int t = 0; t < 10 && lam_b == 1.0f; t++) lam_b = dap_aug_plan_cutmix(&plan, &rb);
+            dap_aug_apply(&plan, b);
+            CHECK_MSG(!memcmp(a, b, n * img * sizeof(float)), "dsa op %d seed %d: the plan's pixels differ", op, seed);
+            CHECK(lam_a == lam_b && lam_a < 1.0f && !memcmp(perm, plan.perm, n * sizeof(int)));
+            CHECK(dap_rng_next_u64(&ra) == dap_rng_next_u64(&rb));
+            moved += memcmp(a, x0, n * img * sizeof(float)) != 0;
+            cases++;
+        }
+    printf("    %d pipelines: plan == per-op functions byte for byte (%d changed their images)\n", cases, moved);
+    CHECK(moved == cases);
+    dap_aug_plan_free(&plan);
+    dap_free_aligned(x0), dap_free_aligned(a), dap_free_aligned(b);
+}
+
 DAP_TEST(eval_subset_and_classes) {
     dap_dataset ds, a, b, c;
     dap_test_toy_set(&ds, 10, 1);

@@ -533,6 +533,12 @@ extern "C" void *dap_cnn_cuda_create(const dap_cnn *m, int batch, int with_grad)
     return d;
 }
 
+extern "C" float *dap_cnn_cuda_input(void *dev, void **stream) {
+    cnn_dev *d = (cnn_dev *)dev;
+    if (stream) *stream = (void *)d->st;
+    return d->x;
+}
+
 extern "C" void dap_cnn_cuda_free(void *dev) {
     cnn_dev *d = (cnn_dev *)dev;
     if (!d) return;
@@ -583,8 +589,9 @@ extern "C" void dap_cnn_cuda_forward(dap_cnn *m, dap_cnn_state *s, const float *
     if (!d->resident)
         CK(cudaMemcpyAsync(d->params, m->params.data, d->nparam * sizeof(float),
                            cudaMemcpyHostToDevice, d->st));
-    CK(cudaMemcpyAsync(d->x, x, (size_t)n * d->in_size * sizeof(float), cudaMemcpyHostToDevice,
-                       d->st));
+    if (x) /* NULL: the input is already in d->x (dap_cnn_cuda_input) */
+        CK(cudaMemcpyAsync(d->x, x, (size_t)n * d->in_size * sizeof(float), cudaMemcpyHostToDevice,
+                           d->st));
     for (int i = 0; i < m->nlayers; i++) {
         const dap_cnn_layer *l = &m->layers[i];
         const float *inp = l->src < 0 ? d->x : d->out[l->src];

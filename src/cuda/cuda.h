@@ -57,6 +57,26 @@ void dap_cnn_cuda_sync(void *dev, struct dap_params *ps, struct dap_sgd *sgd, st
  * `n` floats, to the host (for tests that compare layer by layer). */
 void dap_cnn_cuda_fetch(const void *dev, int layer, int which, float *host, size_t n);
 
+/* ---- training batches on the device (augment_cuda.cu) ----------------------------------
+ * A training set copied up once (_create: DAP_ERR_NOMEM naming the sizes when the device
+ * lacks room, checked before anything is allocated), with room for batches of up to nmax.
+ * _aug_apply queues on `stream` (a cudaStream_t, NULL: the default one): images idx[0..n)
+ * of the set gathered into dst (device, p->n images), then the plan's stages
+ * (eval/augment.h, drawn on the host). _scale_shift: dst = a_k src + b_k on channel k
+ * (c <= 3) of n device images. */
+struct dap_aug_plan;
+typedef struct dap_cuda_images dap_cuda_images;
+int dap_cuda_images_create(dap_cuda_images **out, const float *x, int n, int c, int h, int w, int nmax);
+void dap_cuda_images_destroy(dap_cuda_images *s);
+void dap_cuda_aug_apply(dap_cuda_images *s, const int *idx, const struct dap_aug_plan *p, float *dst, void *stream);
+void dap_cuda_scale_shift(float *dst, const float *src, int n, int c, size_t hw, const float *a, const float *b,
+                          void *stream);
+/* Work queued on `waiter` from now on starts after what `on` holds now (streams). */
+void dap_cuda_stream_wait(void *waiter, void *on);
+/* The classifier state's device input (n <= batch images) and the stream its passes run
+ * on: a forward given x = NULL reads the input from there. */
+float *dap_cnn_cuda_input(void *dev, void **stream);
+
 /* ---- the DiT (dit_cuda.cu) -------------------------------------------------------------
  * Mirrors models/dit.h: a model (the weights, uploaded once, read-only) apart from the
  * per-batch state (activations planned once: one allocation for `batch` samples, a cached

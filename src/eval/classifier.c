@@ -92,13 +92,19 @@ void dap_classifier_set_normalization(dap_classifier *m, const dap_dataset *real
     }
 }
 
+void dap_classifier_norm_coeffs(const dap_classifier *m, float *a, float *b) {
+    for (int k = 0; k < m->net.in_c; k++) a[k] = 0.5f / m->std[k], b[k] = (0.5f - m->mean[k]) / m->std[k];
+}
+
 void dap_classifier_normalize(const dap_classifier *m, float *dst, const float *x, int n) {
     int c = m->net.in_c;
     size_t hw = (size_t)m->net.in_h * m->net.in_w;
+    float ca[3], cb[3];
+    dap_classifier_norm_coeffs(m, ca, cb);
 #pragma omp parallel for schedule(static)
     for (long plane = 0; plane < (long)n * c; plane++) {
         int k = (int)(plane % c);
-        float a = 0.5f / m->std[k], b = (0.5f - m->mean[k]) / m->std[k];
+        float a = ca[k], b = cb[k];
         const float *s = x + (size_t)plane * hw;
         float *d = dst + (size_t)plane * hw;
         for (size_t j = 0; j < hw; j++) d[j] = a * s[j] + b;

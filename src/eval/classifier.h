@@ -32,6 +32,8 @@ void dap_classifier_init_weights(dap_classifier *m, uint64_t seed);
 /* The normalisation of a training set: Fashion-MNIST's published constants
  * (0.2861 / 0.3530) when `fmnist`, otherwise the per-channel statistics of `real`. */
 void dap_classifier_set_normalization(dap_classifier *m, const dap_dataset *real, int fmnist);
+/* The normalisation as x -> a_k x + b_k on channel k of [-1, 1] pixels (in_c each). */
+void dap_classifier_norm_coeffs(const dap_classifier *m, float *a, float *b);
 /* x (n, c, h, w) in [-1, 1] -> dst (same shape), normalised. */
 void dap_classifier_normalize(const dap_classifier *m, float *dst, const float *x, int n);
 

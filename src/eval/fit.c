@@ -13,6 +13,9 @@
 #include "core/optim.h"
 #include "eval/augment.h"
 #include "ops/ops.h"
+#ifdef DAP_CUDA
+#include "cuda/cuda.h"
+#endif
 
 enum { STREAM_SHUFFLE = 1, STREAM_AUG = 2 };
 
@@ -205,15 +208,53 @@ static void fmt_time(char *buf, size_t n, double s) {
 
 /* The teacher's input from the student's (normalised) batch: undo the student's
  * normalisation, apply the teacher's. */
-static void renormalize(float *dst, const float *xs, const dap_classifier *s, const dap_classifier *t, int n) {
-    int c = s->net.in_c;
-    size_t hw = (size_t)s->net.in_h * s->net.in_w;
+static void renormalize(float *dst, const float *xs, const float *a, const float *b, int c, size_t hw, int n) {
     for (long plane = 0; plane < (long)n * c; plane++) {
         int k = (int)(plane % c);
-        float a = s->std[k] / t->std[k], b = (s->mean[k] - t->mean[k]) / t->std[k];
-        for (size_t j = 0; j < hw; j++) dst[plane * hw + j] = a * xs[plane * hw + j] + b;
+        for (size_t j = 0; j < hw; j++) dst[plane * hw + j] = a[k] * xs[plane * hw + j] + b[k];
     }
 }
+
+#ifdef DAP_CUDA
+/* The training set on the GPU for a resident run, or NULL (the host assembles the batches):
+ * DAP_CUDA_AUG=0 in the environment, or no room for it (said once). */
+static dap_cuda_images *device_set(const dap_dataset *train, int bs, const dap_fit_config *cfg) {
+    const char *env = getenv("DAP_CUDA_AUG");
+    if (env && !strcmp(env, "0")) return NULL;
+    dap_cuda_images *s = NULL;
+    if (dap_cuda_images_create(&s, train->x, train->n, train->c, train->h, train->w, bs) != DAP_OK) {
+        if (cfg->progress)
+            fprintf(stderr, "%s: the batches are assembled on the host: %s\n", cfg->label ? cfg->label : "train",
+                    dap_last_error());
+        return NULL;
+    }
+    return s;
+}
+
+/* Gathers and augments the batch into the student's device input, and the teacher's
+ * renormalised copy into the teacher's (on the teacher's stream, after the student's). */
+static void assemble_on_device(dap_cuda_images *set, const int *idx, const dap_aug_plan *plan, dap_cnn_state *st,
+                               dap_cnn_state *tst, const float *ta, const float *tb) {
+    void *stream, *tstream;
+    float *x = dap_cnn_state_input(st, &stream);
+    dap_cuda_aug_apply(set, idx, plan, x, stream);
+    if (tst) {
+        float *xt = dap_cnn_state_input(tst, &tstream);
+        dap_cuda_stream_wait(tstream, stream);
+        dap_cuda_scale_shift(xt, x, plan->n, plan->c, (size_t)plan->h * plan->w, ta, tb, tstream);
+    }
+}
+#else
+typedef struct dap_cuda_images dap_cuda_images;
+static dap_cuda_images *device_set(const dap_dataset *train, int bs, const dap_fit_config *cfg) {
+    (void)train, (void)bs, (void)cfg;
+    return NULL;
+}
+static void assemble_on_device(dap_cuda_images *set, const int *idx, const dap_aug_plan *plan, dap_cnn_state *st,
+                               dap_cnn_state *tst, const float *ta, const float *tb) {
+    (void)set, (void)idx, (void)plan, (void)st, (void)tst, (void)ta, (void)tb;
+}
+#endif
 
 int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_fit_config *cfg,
                          dap_fit_result *res) {
@@ -240,8 +281,14 @@ int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_
     float *probs = dap_alloc_f32((size_t)bs * k), *pt = dap_alloc_f32((size_t)bs * k);
     float *dlogits = dap_alloc_f32((size_t)bs * k), *soft = dap_alloc_f32((size_t)bs * k);
     int *idx = dap_malloc((size_t)n * sizeof(int)), *yb = dap_malloc((size_t)bs * sizeof(int));
-    int *perm = dap_malloc((size_t)bs * sizeof(int));
     for (int i = 0; i < n; i++) idx[i] = i;
+    dap_aug_plan plan;
+    dap_aug_plan_init(&plan, bs, c, h, w);
+    float norm_a[3], norm_b[3], ta[3], tb[3]; /* the student's normalisation; student -> teacher */
+    dap_classifier_norm_coeffs(m, norm_a, norm_b);
+    if (teacher)
+        for (int k = 0; k < c; k++)
+            ta[k] = m->std[k] / teacher->std[k], tb[k] = (m->mean[k] - teacher->mean[k]) / teacher->std[k];
     optimizer opt;
     opt_init(&opt, cfg, &net->params);
     dap_rng shuffle, aug;
@@ -260,6 +307,8 @@ int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_
      * the host gets them back for a mid-run state and at the end */
     int resident = rc == DAP_OK && dap_cnn_state_keep_weights(&st, net, opt_sgd(&opt), opt_adamw(&opt));
     if (teacher) dap_cnn_state_keep_weights(&tst, &teacher->net, NULL, NULL);
+    /* a resident run assembles its batches on the GPU too: the set goes up once */
+    dap_cuda_images *dev_set = resident ? device_set(train, bs, cfg) : NULL;
     double t0 = dap_time_now(), last_print = 0, last_state = 0, loss_sum = 0;
     long seen = 0, correct = 0;
     int this_call = 0;
@@ -273,29 +322,35 @@ int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_
         loss_sum = 0, seen = 0, correct = 0;
         for (int b0 = 0; b0 < n; b0 += bs) {
             int b = n - b0 < bs ? n - b0 : bs;
-            for (int i = 0; i < b; i++) {
-                memcpy(xb + (size_t)i * in, train->x + (size_t)idx[b0 + i] * in, (size_t)in * sizeof(float));
-                yb[i] = train->y[idx[b0 + i]];
-            }
-            /* raw [-1, 1] stage: colour jitter (on [0, 1]), crops */
-            if (cfg->aug == DAP_AUG_IMAGENET) {
-                for (size_t j = 0; j < (size_t)b * in; j++) xb[j] = 0.5f * (xb[j] + 1.0f);
-                dap_aug_color_jitter(xb, b, c, h, w, 0.4f, &aug);
-                for (size_t j = 0; j < (size_t)b * in; j++) xb[j] = 2.0f * xb[j] - 1.0f;
-            }
+            for (int i = 0; i < b; i++) yb[i] = train->y[idx[b0 + i]];
+            /* the batch's augmentation, drawn on the host: on [-1, 1] pixels colour jitter
+             * (on [0, 1]) and crops, then the normalisation, DSA and CutMix */
+            dap_aug_plan_reset(&plan, b);
+            if (cfg->aug == DAP_AUG_IMAGENET) dap_aug_plan_jitter(&plan, 0.4f, 1, &aug);
             if (cfg->aug == DAP_AUG_IMAGENET || cfg->aug == DAP_AUG_RRC)
-                dap_aug_resized_crop_flip(xb, b, c, h, w, cfg->aug == DAP_AUG_RRC ? 0.08f : 0.5f, 1.0f, &aug);
-            dap_classifier_normalize(m, xb, xb, b);
-            if (cfg->aug == DAP_AUG_DSA) dap_aug_dsa(xb, b, c, h, w, &aug);
+                dap_aug_plan_resized_crop_flip(&plan, cfg->aug == DAP_AUG_RRC ? 0.08f : 0.5f, 1.0f, &aug);
+            dap_aug_plan_scale_shift(&plan, norm_a, norm_b);
+            if (cfg->aug == DAP_AUG_DSA) dap_aug_plan_dsa(&plan, &aug);
             float lam = 1.0f;
-            if (cfg->cutmix > 0 && dap_rng_next_double(&aug) < cfg->cutmix)
-                lam = dap_aug_cutmix(xb, perm, b, c, h, w, &aug);
-
-            const float *logits = dap_cnn_forward(net, &st, xb, b, 1);
+            if (cfg->cutmix > 0 && dap_rng_next_double(&aug) < cfg->cutmix) lam = dap_aug_plan_cutmix(&plan, &aug);
+            const int *perm = plan.perm;
+            const float *logits, *tl = NULL;
+            if (dev_set) { /* gathered and augmented where the classifier runs */
+                assemble_on_device(dev_set, idx + b0, &plan, &st, teacher ? &tst : NULL, ta, tb);
+                logits = dap_cnn_forward(net, &st, NULL, b, 1);
+                if (teacher) tl = dap_cnn_forward(&teacher->net, &tst, NULL, b, 0);
+            } else {
+                for (int i = 0; i < b; i++)
+                    memcpy(xb + (size_t)i * in, train->x + (size_t)idx[b0 + i] * in, (size_t)in * sizeof(float));
+                dap_aug_apply(&plan, xb);
+                logits = dap_cnn_forward(net, &st, xb, b, 1);
+                if (teacher) {
+                    renormalize(xt, xb, ta, tb, c, (size_t)h * w, b);
+                    tl = dap_cnn_forward(&teacher->net, &tst, xt, b, 0);
+                }
+            }
             float loss;
             if (teacher) {
-                renormalize(xt, xb, m, teacher, b);
-                const float *tl = dap_cnn_forward(&teacher->net, &tst, xt, b, 0);
                 loss = dap_kl_forward(probs, pt, logits, tl, b, k, (float)cfg->temperature, 0);
                 dap_kl_backward(dlogits, probs, pt, b, k, (float)cfg->temperature, 0, 1.0f);
             } else if (lam < 1.0f) {
@@ -367,7 +422,11 @@ int dap_classifier_train(dap_classifier *m, const dap_dataset *train, const dap_
         res->resumed_epochs = ep0;
     }
     opt_free(&opt);
-    free(idx), free(yb), free(perm);
+    free(idx), free(yb);
+    dap_aug_plan_free(&plan);
+#ifdef DAP_CUDA
+    dap_cuda_images_destroy(dev_set);
+#endif
     dap_free_aligned(xb), dap_free_aligned(xt), dap_free_aligned(probs), dap_free_aligned(pt);
     dap_free_aligned(dlogits), dap_free_aligned(soft);
     dap_cnn_state_free(&st);

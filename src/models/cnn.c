@@ -376,8 +376,16 @@ static void crop_planes(float *dst, const float *x, int n, int c, int h, int w, 
     }
 }
 
+float *dap_cnn_state_input(dap_cnn_state *s, void **stream) {
+#ifdef DAP_CUDA
+    if (s->dev) return dap_cnn_cuda_input(s->dev, stream);
+#endif
+    (void)s, (void)stream;
+    return NULL;
+}
+
 const float *dap_cnn_forward(dap_cnn *m, dap_cnn_state *s, const float *x, int n, int train) {
-    DAP_ASSERT(n > 0 && n <= s->batch);
+    DAP_ASSERT(n > 0 && n <= s->batch && (x || s->dev));
 #ifdef DAP_CUDA
     if (s->dev) {
         dap_cnn_cuda_forward(m, s, x, n, train);

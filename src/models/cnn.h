@@ -112,7 +112,11 @@ int dap_cnn_set_grad_sharing(int on);
 void dap_cnn_state_init(dap_cnn_state *s, const dap_cnn *m, int batch, int with_grad);
 void dap_cnn_state_free(dap_cnn_state *s);
 
-/* x (n, in_c, in_h, in_w) -> logits (n, num_classes), returned from the state.
+/* A GPU state's device input buffer (batch images) and its stream (a cudaStream_t), for
+ * callers that assemble the batch there; NULL on a CPU state. */
+float *dap_cnn_state_input(dap_cnn_state *s, void **stream);
+/* x (n, in_c, in_h, in_w) -> logits (n, num_classes), returned from the state; on a GPU
+ * state x may be NULL: the input is the one left in dap_cnn_state_input.
  * train = 1: BatchNorm uses batch statistics and updates its running buffers (which is
  * why the model is not const); train = 0: running statistics. */
 const float *dap_cnn_forward(dap_cnn *m, dap_cnn_state *s, const float *x, int n, int train);
