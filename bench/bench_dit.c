@@ -125,6 +125,10 @@ static void train_setup(bench *b) {
     const int B = TRAIN_BATCH;
     b->n = B;
     b->st = dap_dit_state_create_train(b->m, B);
+    if (!b->st) {
+        fprintf(stderr, "bench_dit: %s\n", dap_last_error());
+        exit(1);
+    }
     dap_adamw_init(&b->opt, &((dap_dit *)b->m)->params, 0.9, 0.999, 1e-8, 0.0);
     /* a device model: gradients, AdamW moments and the EMA (from the weights) go up */
     if (dap_dit_train_begin((dap_dit *)b->m, b->m->params.data, &b->opt) != DAP_OK) {
@@ -230,6 +234,10 @@ static void fwd32_setup(bench *b) {
     const int B = 32;
     b->n = B;
     b->st = dap_dit_state_create_ex(b->m, B, 0);
+    if (!b->st) {
+        fprintf(stderr, "bench_dit: %s\n", dap_last_error());
+        exit(1);
+    }
     b->x = dap_alloc_f32((size_t)B * b->per);
     b->out = dap_alloc_f32((size_t)B * b->per_out);
     b->tf = dap_alloc_f32(B);

@@ -442,7 +442,7 @@ DAP_TEST(cuda_dit_sampling_end_to_end) {
     for (int dev = 0; dev < 2; dev++) {
         dap_dit *m = dev ? mg : mc;
         dap_dit_eps e;
-        dap_dit_eps_init(&e, m, B, 4.0);
+        CHECK(dap_dit_eps_init(&e, m, B, 4.0) == DAP_OK);
         int labels[3] = {1, 2, 1};
         dap_dit_eps_set_labels(&e, labels, B);
         dap_rng rngs[3];

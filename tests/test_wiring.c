@@ -197,7 +197,7 @@ static void sample_cfg(const dap_dit *m, const int *y, int n, double w, int step
         dap_rng_normal(&rngs[i], x + (size_t)i * per, per, 0.0f, 1.0f);
     }
     dap_dit_eps e;
-    dap_dit_eps_init(&e, m, n, w);
+    CHECK(dap_dit_eps_init(&e, m, n, w) == DAP_OK);
     dap_dit_eps_set_labels(&e, y, n);
     dap_ddim_hooks h = {.eps = dap_dit_eps_hook, .ctx = &e, .clip_x0 = 1.0};
     dap_schedule s;

@@ -177,7 +177,10 @@ int cmd_sample(int argc, char **argv) {
     const size_t per = (size_t)C * HW;
     const int cols = n < grid_cols ? n : grid_cols;
     dap_dit_eps ctx;
-    dap_dit_eps_init(&ctx, m, batch, cfg_w);
+    if ((rc = dap_dit_eps_init(&ctx, m, batch, cfg_w)) != DAP_OK) {
+        dap_schedule_free(&sched);
+        goto done;
+    }
     int *labels = dap_malloc((size_t)batch * sizeof(int));
     float *x = dap_alloc_f32((size_t)batch * per);
     float *grid = dap_alloc_f32((size_t)ncls * cols * oper);

@@ -170,7 +170,7 @@ __global__ static void cutmix_k(float *x, const float *src, const int *perm, int
 void dap_cuda_aug_apply(dap_cuda_images *s, const int *idx, const dap_aug_plan *p, float *dst, void *stream) {
     cudaStream_t st = as_stream(stream);
     int n = p->n, c = s->c, h = s->h, w = s->w;
-    DAP_ASSERT(n > 0 && n <= s->nmax && p->c == c && p->h == h && p->w == w);
+    DAP_ASSERT(n > 0 && p->nmax <= s->nmax && p->c == c && p->h == h && p->w == w);
     size_t hw = (size_t)h * w, total = (size_t)n * s->img;
     CK(cudaMemcpyAsync(s->idx, idx, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, st));
     if (p->nstages > 0)

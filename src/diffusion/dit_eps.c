@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void dap_dit_eps_init(dap_dit_eps *e, const dap_dit *m, int cap, double w) {
+int dap_dit_eps_init(dap_dit_eps *e, const dap_dit *m, int cap, double w) {
     memset(e, 0, sizeof *e);
     e->m = m;
     e->cap = cap;
@@ -17,14 +17,16 @@ void dap_dit_eps_init(dap_dit_eps *e, const dap_dit *m, int cap, double w) {
     e->per = (size_t)e->C * e->HW;
     const int n = w != 1.0 ? 2 * cap : cap;
     e->st = dap_dit_state_create_ex(m, n, 0);
+    if (!e->st) return DAP_ERR_NOMEM; /* the device said why */
     e->y = dap_malloc((size_t)n * sizeof(int));
     e->tf = dap_alloc_f32((size_t)n);
     e->in = dap_alloc_f32((size_t)n * e->per);
     e->out = dap_alloc_f32((size_t)n * e->Co * e->HW);
+    return DAP_OK;
 }
 
 void dap_dit_eps_free(dap_dit_eps *e) {
-    dap_dit_state_destroy(e->st);
+    if (e->st) dap_dit_state_destroy(e->st);
     free(e->y);
     dap_free_aligned(e->tf);
     dap_free_aligned(e->in);

@@ -23,7 +23,9 @@ typedef struct dap_dit_eps {
     float *out;        /* (2 cap, Co, H, W) */
 } dap_dit_eps;
 
-void dap_dit_eps_init(dap_dit_eps *e, const dap_dit *m, int cap, double w);
+/* DAP_OK, or the device's error when its state could not be made (e is then empty:
+ * dap_dit_eps_free is safe). */
+int dap_dit_eps_init(dap_dit_eps *e, const dap_dit *m, int cap, double w);
 void dap_dit_eps_free(dap_dit_eps *e);
 /* The labels of the next calls (B <= cap); the null halves get label num_classes. */
 void dap_dit_eps_set_labels(dap_dit_eps *e, const int *labels, int B);

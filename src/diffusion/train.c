@@ -158,7 +158,8 @@ int dap_trainer_create(dap_trainer **out, dap_dit *model, const dap_dataset *dat
         minimax_record(cfg, rec, sizeof rec);
         dap_dit_set_finetune(model, rec);
     }
-    int rc = dap_dit_train_begin(model, tr->ema.data, &tr->opt); /* a device model: its optimiser goes up */
+    /* a device model: its optimiser goes up (a state the device had no room for: it said why) */
+    int rc = tr->state ? dap_dit_train_begin(model, tr->ema.data, &tr->opt) : DAP_ERR_NOMEM;
     if (rc) {
         tr->model = NULL; /* the caller keeps the model on failure */
         dap_trainer_destroy(tr);

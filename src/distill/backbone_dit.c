@@ -133,10 +133,16 @@ static int dit_open(dap_backbone *b, int cap, double cfg, int layer, int cap_gra
     const dap_dit *m = b->model;
     dit_impl *d = dap_calloc(1, sizeof *d);
     d->cap = cap, d->layer = layer, d->cap_grad = cap_grad, d->cap_real = cap_real;
-    dap_dit_eps_init(&d->eps, m, cap, cfg);
-    if (layer) {
+    b->impl = d;
+    int rc = dap_dit_eps_init(&d->eps, m, cap, cfg);
+    if (rc == DAP_OK && layer) {
         d->gst = dap_dit_state_create_ex(m, cap_grad, layer);
-        d->rst = dap_dit_state_create_ex(m, cap_real, 0);
+        d->rst = d->gst ? dap_dit_state_create_ex(m, cap_real, 0) : NULL;
+        if (!d->rst) rc = DAP_ERR_NOMEM; /* a device without room: it said why */
+    }
+    if (rc != DAP_OK) {
+        dit_close(b);
+        return rc;
     }
     if (bank) {
         d->bank_n = bank, d->pool = pool, d->F = dap_pool_dim(b->tokens, b->hidden, pool);
@@ -153,7 +159,6 @@ static int dit_open(dap_backbone *b, int cap, double cfg, int layer, int cap_gra
         if (!d->dev) d->bank = dap_alloc_f32(rows), d->ds = dap_alloc_f32(grads), d->sfeat = dap_alloc_f32(grads);
     }
     d->tf = dap_alloc_f32((size_t)(cap_grad > cap_real ? cap_grad : cap_real) + 1);
-    b->impl = d;
     return DAP_OK;
 }
 

@@ -829,16 +829,14 @@ static void state_carve(arena *a, dap_dit_state *s, const dap_dit *m) {
 
 #ifdef DAP_CUDA
 /* The host side of a device state: activations on the device; the host keeps a copy of
- * the features. A failed device state is reported and exits: dap_dit_states_fit and
- * dap_dit_train_fits check the plan before the work. */
+ * the features. NULL (the error set) when the device state could not be made:
+ * dap_dit_states_fit and dap_dit_train_fits check the plan before the work, so a caller
+ * meets this only when something else took the memory in between. */
 static dap_dit_state *device_state(const dap_dit *m, int batch, int cache_blocks, int train) {
     dap_dit_cuda_state *ds = NULL;
     int rc = train ? dap_dit_cuda_state_create_train(&ds, m->dev, batch)
                    : dap_dit_cuda_state_create(&ds, m->dev, batch, cache_blocks);
-    if (rc != DAP_OK) {
-        fprintf(stderr, "dap: %s\n", dap_last_error());
-        exit(1);
-    }
+    if (rc != DAP_OK) return NULL;
     dap_dit_state *s = dap_calloc(1, sizeof *s);
     s->batch = s->n = batch;
     s->cache_blocks = cache_blocks;

@@ -155,7 +155,9 @@ void dap_dit_swap_ema(dap_dit *m);
 /* Per-batch activations. cache_blocks (0..depth) = how many leading blocks keep what their
  * backward needs: depth for training (dap_dit_backward), l for the guidance's
  * backward from block l, 0 for inference only (no gradients: one block's worth of scratch,
- * much less memory). dap_dit_state_create is cache_blocks = depth. */
+ * much less memory). dap_dit_state_create is cache_blocks = depth. On a device model
+ * these (and dap_dit_state_create_train) return NULL with the error set when the device
+ * has no room (dap_dit_states_fit / dap_dit_train_fits tell before); never on the cpu. */
 dap_dit_state *dap_dit_state_create(const dap_dit *m, int batch);
 dap_dit_state *dap_dit_state_create_ex(const dap_dit *m, int batch, int cache_blocks);
 void dap_dit_state_destroy(dap_dit_state *s);
