@@ -162,7 +162,7 @@ int main(int argc, char **argv) {
     double cpu = (cpu_seconds() - cpu0) / iters;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    const double dev_mb = dap_vae_on_device(v) ? (dap_vae_plan_bytes(v, !enc, batch, enc ? s : ls, enc ? s : ls) +
+    const double dev_mb = dap_vae_on_device(v) && !vjp ? (dap_vae_plan_bytes(v, !enc, batch, enc ? s : ls, enc ? s : ls) +
                                                    dap_vae_params(v)->total * sizeof(float)) / 1048576.0 : 0.0;
     printf("{\"impl\": \"dap\", \"measure\": \"vae-%s\", \"precision\": \"fp32\", \"device\": \"%s\", "
            "\"size\": %d, \"batch\": %d, \"threads\": %d, \"times_s\": [",

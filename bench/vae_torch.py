@@ -4,7 +4,7 @@ sd-vae-ft-mse's size with seeded random weights, one measurement per process.
 
   /usr/bin/python3 bench/vae_torch.py --save FILE
         writes the random full-size weights (diffusers names, F32) for both sides
-  /usr/bin/python3 bench/vae_torch.py --weights FILE --measure encode|decode
+  /usr/bin/python3 bench/vae_torch.py --weights FILE --measure encode|decode|vjp
         [--size 256] [--batch 1] [--warmup 1] [--iters 3] [--threads 2] [--device cpu|cuda]
   /usr/bin/python3 bench/vae_torch.py --weights FILE --check DAP.safetensors
         holds dap's latent and decode (bench_vae --check) against diffusers' on the same
@@ -68,7 +68,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--save")
     ap.add_argument("--weights")
-    ap.add_argument("--measure", choices=["encode", "decode"])
+    ap.add_argument("--measure", choices=["encode", "decode", "vjp"])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=1)
@@ -109,11 +109,22 @@ def main():
     if a.measure == "encode":
         x = (torch.rand(a.batch, 3, s, s, generator=g) * 2 - 1).to(dev)
         run = lambda: 0.18215 * m.encode(x).latent_dist.mean  # noqa: E731
+    elif a.measure == "vjp":  # one latent: autograd's backward through the decoder (igd on a latent prior)
+        a.batch = 1
+        z = (torch.randn(1, 4, s // f, s // f, generator=g) * 0.18215 * 5).to(dev)
+        r = torch.randn(1, 3, s, s, generator=g).to(dev)
+        for p in m.parameters():
+            p.requires_grad_(False)
+
+        def run():
+            zz = z.detach().requires_grad_(True)
+            img = m.decode(zz / 0.18215).sample
+            return torch.autograd.grad(img, zz, r)[0]
     else:
         z = (torch.randn(a.batch, 4, s // f, s // f, generator=g) * 0.18215 * 5).to(dev)
         run = lambda: m.decode(z / 0.18215).sample  # noqa: E731
     times, cpu0 = [], 0.0
-    with torch.no_grad():
+    with torch.set_grad_enabled(a.measure == "vjp"):
         for i in range(a.warmup + a.iters):
             if i == a.warmup:
                 cpu0 = cpu_seconds()

@@ -34,7 +34,9 @@
 #             assembled on the host (DAP_CUDA_AUG=0) (also convnet3, resnetap10)
 #      vaedec  the SD VAE's decode of VAE_BATCH (8) latents to VAE_SIZE (256) px images, against
 #             diffusers' AutoencoderKL (bench/vae_torch.py; needs diffusers), random weights of
-#             sd-vae-ft-mse's size written by bench_vae --save (VAE_W); vaeenc: the encode
+#             sd-vae-ft-mse's size written by bench_vae --save (VAE_W); vaeenc: the encode;
+#             vaevjp: the decoder's vector-Jacobian product of one latent (igd on a latent
+#             prior) against autograd through diffusers' decoder
 #    $OUT/bench.jsonl (every JSON line), $OUT/summary.txt (throughputs, dap / PyTorch ratios,
 #    peak device memory) and bench/results/gpu-<GPU name>.json. Jobs that would start after
 #    DEADLINE seconds (default 420) are skipped, so the run ends inside 8 minutes.
@@ -49,7 +51,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 failed=0
 BUILD=${BUILD:-build-cuda}; DEVICE=${DEVICE:-cuda}; CONFIG=${CONFIG:-DiT-XL/2}; LAYER=${LAYER:-8}
-JOBS=${JOBS:-fwd32:fp32 ddim:fp32 guide:fp32 guidemean:fp32 train:fp32 vaedec:fp32 resnet18:fp32 fwd32:tf32 ddim:tf32 train:tf32 fwd32:bf16}
+JOBS=${JOBS:-fwd32:fp32 ddim:fp32 guide:fp32 guidemean:fp32 train:fp32 vaedec:fp32 vaevjp:fp32 resnet18:fp32 fwd32:tf32 ddim:tf32 train:tf32 fwd32:bf16}
 TRAIN_CONFIG=${TRAIN_CONFIG:-DiT-B/2}
 CNN_EPOCHS=${CNN_EPOCHS:-300}
 VAE_SIZE=${VAE_SIZE:-256}; VAE_BATCH=${VAE_BATCH:-8}; VAE_W=${VAE_W:-/tmp/dap-bench-vae.safetensors}
@@ -185,8 +187,8 @@ for impl, name in (("dap", "dap"), ("dap-hostbatch", "dap-hostbatch"), ("torch",
                       "unit": "runs/s", "seconds": r["seconds"], "accuracy": r["accuracy"], "peak_device_mb": 0}))
 PY
     continue ;;
-  vaedec|vaeenc) # the SD VAE (random sd-vae-ft-mse-size weights written by dap)
-    m=decode; [ "$measure" = vaeenc ] && m=encode
+  vaedec|vaeenc|vaevjp) # the SD VAE (random sd-vae-ft-mse-size weights written by dap)
+    m=decode; [ "$measure" = vaeenc ] && m=encode; [ "$measure" = vaevjp ] && m=vjp
     [ -f "$VAE_W" ] || "$BUILD/bench_vae" --save "$VAE_W" 2>> "$OUT/bench.err"
     say "$job: dap ($VAE_BATCH images at $VAE_SIZE px)"
     OMP_NUM_THREADS=$THREADS timeout 200 "$BUILD/bench_vae" --weights "$VAE_W" --measure $m --size "$VAE_SIZE" \

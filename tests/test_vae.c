@@ -129,6 +129,57 @@ DAP_TEST(cuda_vae_matches_diffusers) {
     dap_device_select("cpu");
 }
 
+/* The decoder's vector-Jacobian product on the GPU (the taped walk on device buffers:
+ * vae_cuda.cu's convolution input gradient, GroupNorm and softmax backwards, upsampling's
+ * sums) against the host's, on the tiny model at a square and a non-square latent, with
+ * sharpened attention: the taped image and the latent's gradient. */
+DAP_TEST(cuda_vae_vjp_matches_cpu) {
+    if (!dap_device_cuda_built() || dap_device_select("cuda") != DAP_OK) {
+        CHECK(dap_device() == DAP_DEVICE_CPU);
+        DAP_SKIP("%s", dap_device_cuda_built() ? dap_last_error() : "a build without CUDA (make CUDA=1)");
+    }
+    dap_device_select("cpu");
+    dap_vae *host = load_ok("vae_tiny.safetensors"), *dev = load_ok("vae_tiny.safetensors");
+    if (!host || !dev) return;
+    const char *qk[2] = {"decoder.mid_block.attentions.0.to_q.weight", "decoder.mid_block.attentions.0.to_k.weight"};
+    for (int m = 0; m < 2; m++)
+        for (int i = 0; i < 2; i++) {
+            dap_params *ps = dap_vae_params(m ? dev : host);
+            int id = dap_params_find(ps, qk[i]);
+            for (size_t q = 0; id >= 0 && q < ps->p[id].numel; q++) ps->data[ps->p[id].offset + q] *= 2.0f;
+        }
+    CHECK(dap_device_select("cuda") == DAP_OK);
+    int rc = dap_vae_to_device(dev);
+    CHECK_MSG(rc == DAP_OK && dap_vae_on_device(dev), "%s", dap_last_error());
+    const int sides[2][2] = {{4, 4}, {3, 5}};
+    for (int s = 0; rc == DAP_OK && s < 2; s++) {
+        const int h = sides[s][0], w = sides[s][1];
+        const size_t nl = (size_t)4 * h * w, ni = (size_t)3 * h * 8 * w * 8;
+        float *z = dap_alloc_f32(nl), *r = dap_alloc_f32(ni), *ih = dap_alloc_f32(ni), *id = dap_alloc_f32(ni);
+        float *gh = dap_alloc_f32(nl), *gd = dap_alloc_f32(nl);
+        dap_rng rng;
+        dap_rng_init(&rng, 5 + s, 0);
+        dap_rng_normal(&rng, z, nl, 0.0f, 0.5f);
+        dap_rng_normal(&rng, r, ni, 0.0f, 1.0f);
+        for (int m = 0; m < 2; m++) {
+            dap_vae_tape *tp = NULL;
+            CHECK(dap_vae_decode_taped(m ? dev : host, z, h, w, m ? id : ih, &tp) == DAP_OK);
+            CHECK(dap_vae_tape_backward(tp, r, m ? gd : gh) == DAP_OK);
+            dap_vae_tape_free(tp);
+        }
+        double di = 0, ni2 = 0, dg = 0, ng = 0;
+        for (size_t q = 0; q < ni; q++) di += (double)(id[q] - ih[q]) * (id[q] - ih[q]), ni2 += (double)ih[q] * ih[q];
+        for (size_t q = 0; q < nl; q++) dg += (double)(gd[q] - gh[q]) * (gd[q] - gh[q]), ng += (double)gh[q] * gh[q];
+        const double ei = sqrt(di / ni2), eg = sqrt(dg / ng);
+        printf("    %dx%d latent: L2 rel err of the taped image %.2g, of the latent's gradient %.2g\n", h, w, ei, eg);
+        CHECK_MSG(ei < 1e-4 && eg < 1e-3, "%dx%d: the device's VJP differs from the host's", h, w);
+        dap_free_aligned(z), dap_free_aligned(r), dap_free_aligned(ih), dap_free_aligned(id);
+        dap_free_aligned(gh), dap_free_aligned(gd);
+    }
+    dap_vae_destroy(host), dap_vae_destroy(dev);
+    dap_device_select("cpu");
+}
+
 /* The decoder's vector-Jacobian product against finite differences of <r, decode(z)>
  * (a random r), on the tiny model with every decoder block type, at a latent of the
  * fixture's and at a non-square one. */

@@ -221,6 +221,24 @@ void dap_vae_cuda_upsample2(dap_vae_cuda *d, float *out, const float *in, int n,
  * wq, bq, wk, bk, wv, bv, wo, bo; scratch: 3 c t + t t floats. */
 void dap_vae_cuda_attention(dap_vae_cuda *d, float *x, const float *a, const float *const wts[8], int n, int c,
                             int t, float *scratch);
+/* The decoder's vector-Jacobian product (vae.c's taped walk): the row-major product of
+ * ops.h's dap_gemm; y (rows, cols) += b[row]; row softmax and its backward
+ * (dp = p (dp - sum p dp)); SiLU and g *= silu'(t); GroupNorm's input gradient (the
+ * statistics recomputed from `in`); nearest x2 upsampling's backward (2 x 2 sums); a
+ * stride-1, same-padding k x k convolution's input gradient of one image (col: c k k h w
+ * floats of scratch, unused when k = 1). */
+void dap_vae_cuda_gemm(dap_vae_cuda *d, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                       const float *b, int ldb, float beta, float *c, int ldc);
+void dap_vae_cuda_bias_rows(dap_vae_cuda *d, float *y, const float *b, int rows, size_t cols);
+void dap_vae_cuda_softmax_rows(dap_vae_cuda *d, float *s, int rows, int t);
+void dap_vae_cuda_softmax_back_rows(dap_vae_cuda *d, const float *p, float *dp, int rows, int t);
+void dap_vae_cuda_silu(dap_vae_cuda *d, float *out, const float *in, size_t n);
+void dap_vae_cuda_silu_back(dap_vae_cuda *d, float *g, const float *t, size_t n);
+void dap_vae_cuda_groupnorm_back(dap_vae_cuda *d, float *dx, const float *dy, const float *in, const float *g, int n,
+                                 int c, int hw, int groups, float eps);
+void dap_vae_cuda_upsample2_back(dap_vae_cuda *d, float *gx, const float *gu, int n, int c, int h, int w);
+void dap_vae_cuda_conv_dgrad(dap_vae_cuda *d, float *din, const float *dout, const float *wt, int c, int h, int w,
+                             int oc, int k, float *col);
 
 #ifdef __cplusplus
 }

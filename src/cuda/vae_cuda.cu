@@ -249,3 +249,148 @@ void dap_vae_cuda_attention(dap_vae_cuda *d, float *x, const float *a, const flo
         LAUNCHED();
     }
 }
+
+/* ---- the decoder's vector-Jacobian product (vae.c's vjp walk on the device) -------------- */
+
+void dap_vae_cuda_gemm(dap_vae_cuda *d, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                       const float *b, int ldb, float beta, float *c, int ldc) {
+    gemm(d, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void dap_vae_cuda_bias_rows(dap_vae_cuda *d, float *y, const float *b, int rows, size_t cols) {
+    bias_rows_k<<<blocks_for((size_t)rows * cols), THREADS, 0, d->st>>>(y, b, rows, cols);
+    LAUNCHED();
+}
+
+void dap_vae_cuda_softmax_rows(dap_vae_cuda *d, float *s, int rows, int t) {
+    softmax_rows_k<<<rows, THREADS, 0, d->st>>>(s, t);
+    LAUNCHED();
+}
+
+/* One block per row: dp = p (dp - sum_j p dp), the sum in double. */
+__global__ static void softmax_back_rows_k(const float *p, float *dp, int t) {
+    __shared__ double sh[THREADS];
+    const float *pr = p + (size_t)blockIdx.x * t;
+    float *dr = dp + (size_t)blockIdx.x * t;
+    double s = 0.0;
+    for (int j = threadIdx.x; j < t; j += THREADS) s += (double)pr[j] * dr[j];
+    const float sd = (float)block_sum(s, sh);
+    for (int j = threadIdx.x; j < t; j += THREADS) dr[j] = pr[j] * (dr[j] - sd);
+}
+
+void dap_vae_cuda_softmax_back_rows(dap_vae_cuda *d, const float *p, float *dp, int rows, int t) {
+    softmax_back_rows_k<<<rows, THREADS, 0, d->st>>>(p, dp, t);
+    LAUNCHED();
+}
+
+/* The SiLU and its backward (g *= silu'(t)), the CPU's clamp at +-88 */
+__global__ static void silu_k(float *out, const float *in, size_t n) {
+    GRID_LOOP(i, n) {
+        const float x = in[i], xc = fminf(fmaxf(x, -88.0f), 88.0f);
+        out[i] = x > 88.0f ? x : xc / (1.0f + expf(-xc));
+    }
+}
+
+__global__ static void silu_back_k(float *g, const float *t, size_t n) {
+    GRID_LOOP(i, n) {
+        const float x = fminf(fmaxf(t[i], -88.0f), 88.0f), e = expf(-x), s = 1.0f / (1.0f + e);
+        g[i] = g[i] * s * (1.0f + x * (e * s));
+    }
+}
+
+void dap_vae_cuda_silu(dap_vae_cuda *d, float *out, const float *in, size_t n) {
+    silu_k<<<blocks_for(n), THREADS, 0, d->st>>>(out, in, n);
+    LAUNCHED();
+}
+
+void dap_vae_cuda_silu_back(dap_vae_cuda *d, float *g, const float *t, size_t n) {
+    silu_back_k<<<blocks_for(n), THREADS, 0, d->st>>>(g, t, n);
+    LAUNCHED();
+}
+
+/* One block per group of one image: the statistics again (as groupnorm_k), then
+ * dx = rstd (w dy - mean(w dy) - (x - m) rstd^2 mean(w dy (x - m))), as ops/norm.c. */
+__global__ static void groupnorm_back_k(float *dx, const float *dy, const float *in, const float *g, int c, int hw,
+                                        int groups, float eps) {
+    __shared__ double sh[THREADS];
+    const int gi = blockIdx.x % groups, cg = c / groups;
+    const size_t cnt = (size_t)cg * hw, off = (size_t)blockIdx.x * cnt;
+    const float *x = in + off, *gy = dy + off;
+    float *o = dx + off;
+    double s = 0.0;
+    for (size_t i = threadIdx.x; i < cnt; i += THREADS) s += x[i];
+    const float m = (float)(block_sum(s, sh) / (double)cnt);
+    double v = 0.0;
+    for (size_t i = threadIdx.x; i < cnt; i += THREADS) {
+        float dv = x[i] - m;
+        v += (double)dv * dv;
+    }
+    const float rs = (float)(1.0 / sqrt(block_sum(v, sh) / (double)cnt + eps));
+    double sg = 0.0, sgx = 0.0;
+    for (size_t i = threadIdx.x; i < cnt; i += THREADS) {
+        const float wk = g ? g[gi * cg + (int)(i / hw)] : 1.0f;
+        sg += (double)wk * gy[i];
+        sgx += (double)wk * gy[i] * (x[i] - m);
+    }
+    sg = block_sum(sg, sh), sgx = block_sum(sgx, sh);
+    const float mg = (float)(sg / (double)cnt), mgx = (float)(sgx * rs / (double)cnt) * rs;
+    for (size_t i = threadIdx.x; i < cnt; i += THREADS) {
+        const float wk = g ? g[gi * cg + (int)(i / hw)] : 1.0f;
+        o[i] = rs * (wk * gy[i] - mg - (x[i] - m) * mgx);
+    }
+}
+
+void dap_vae_cuda_groupnorm_back(dap_vae_cuda *d, float *dx, const float *dy, const float *in, const float *g, int n,
+                                 int c, int hw, int groups, float eps) {
+    groupnorm_back_k<<<n * groups, THREADS, 0, d->st>>>(dx, dy, in, g, c, hw, groups, eps);
+    LAUNCHED();
+}
+
+/* gx (planes, h, w) = the sum of each 2 x 2 block of gu (planes, 2h, 2w) */
+__global__ static void upsample2_back_k(float *gx, const float *gu, size_t planes, int h, int w) {
+    const size_t hw = (size_t)h * w;
+    GRID_LOOP(i, planes * hw) {
+        const size_t pl = i / hw;
+        const int y = (int)(i % hw / w), x = (int)(i % w);
+        const float *u = gu + pl * 4 * hw + (size_t)(2 * y) * (2 * w) + 2 * x;
+        gx[i] = (u[0] + u[1]) + (u[2 * w] + u[2 * w + 1]);
+    }
+}
+
+void dap_vae_cuda_upsample2_back(dap_vae_cuda *d, float *gx, const float *gu, int n, int c, int h, int w) {
+    upsample2_back_k<<<blocks_for((size_t)n * c * h * w), THREADS, 0, d->st>>>(gx, gu, (size_t)n * c, h, w);
+    LAUNCHED();
+}
+
+/* din (c, h, w) of one image from col (c k k, h w): each input pixel gathers the columns
+ * that read it (stride 1, padding k / 2: output and input the same size); no atomics */
+__global__ static void col2im_same_k(float *din, const float *col, int c, int h, int w, int k) {
+    const int pad = k / 2;
+    const size_t P = (size_t)h * w;
+    GRID_LOOP(i, (size_t)c * P) {
+        const int ch = (int)(i / P), iy = (int)(i % P / w), ix = (int)(i % w);
+        float acc = 0.0f;
+        for (int ky = 0; ky < k; ky++) {
+            const int oy = iy + pad - ky;
+            if (oy < 0 || oy >= h) continue;
+            for (int kx = 0; kx < k; kx++) {
+                const int ox = ix + pad - kx;
+                if (ox < 0 || ox >= w) continue;
+                acc += col[((size_t)(ch * k + ky) * k + kx) * P + (size_t)oy * w + ox];
+            }
+        }
+        din[i] = acc;
+    }
+}
+
+void dap_vae_cuda_conv_dgrad(dap_vae_cuda *d, float *din, const float *dout, const float *wt, int c, int h, int w,
+                             int oc, int k, float *col) {
+    const int P = h * w, K = c * k * k;
+    if (k == 1) { /* din (c, P) = W^T dout */
+        gemm(d, 1, 0, c, P, oc, 1.0f, wt, c, dout, P, 0.0f, din, P);
+        return;
+    }
+    gemm(d, 1, 0, K, P, oc, 1.0f, wt, K, dout, P, 0.0f, col, P); /* col (K, P) = W^T dout */
+    col2im_same_k<<<blocks_for((size_t)c * P), THREADS, 0, d->st>>>(din, col, c, h, w, k);
+    LAUNCHED();
+}

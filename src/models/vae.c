@@ -775,68 +775,240 @@ int dap_vae_decode(dap_vae *v, const float *latent, int n, int h, int w, float *
 
 /* ---- the decoder's vector-Jacobian product ------------------------------------------------
  * dap_vae_decode_vjp: one latent through a second, plain walk of the decoder (one image,
- * no bands, host ops) that keeps each block's input; the backward then runs block by block
- * from the image down, recomputing a block's inside from its input (ResNet: GN, SiLU, conv,
- * GN, SiLU, conv and the shortcut; attention: GN, q k v, softmax, to_out; upsampling and
- * its conv; the output GN, SiLU and conv) and taking the input gradients of ops.h. Only the
- * input gradient: no weight gradients. */
+ * no bands) that keeps each block's input; the backward then runs block by block from the
+ * image down, recomputing a block's inside from its input (ResNet: GN, SiLU, conv, GN,
+ * SiLU, conv and the shortcut; attention: GN, q k v, softmax, to_out; upsampling and its
+ * conv; the output GN, SiLU and conv) and taking the input gradients. Only the input
+ * gradient: no weight gradients. The walk is written once over the primitives below, which
+ * run ops.h on the host or, with a device model, src/cuda/vae_cuda.cu on device buffers
+ * (the tape then lives on the GPU; the latent goes up, the image and the gradient come
+ * down). */
 
 typedef struct vjp {
     const dap_vae *v;
-    float *work;
+    void *dev;          /* the model's GPU half, or NULL */
+    float *work;        /* conv work (host) or im2col columns (device) */
     size_t work_n;
-    float *mean, *rstd; /* GroupNorm statistics of one call (groups each) */
+    float *mean, *rstd; /* host GroupNorm statistics of one call (groups each); the device's
+                         * backward recomputes its own */
 } vjp;
+
+static float *vj_alloc(vjp *c, size_t n) {
+#ifdef DAP_CUDA
+    if (c->dev) return dap_vae_cuda_alloc(c->dev, n);
+#endif
+    (void)c;
+    return dap_alloc_f32(n);
+}
+
+static void vj_free(vjp *c, float *p) {
+#ifdef DAP_CUDA
+    if (c->dev) {
+        dap_vae_cuda_free(c->dev, p);
+        return;
+    }
+#endif
+    (void)c;
+    dap_free_aligned(p);
+}
+
+/* A weight where the ops run, from its host pointer. */
+static const float *vw(const vjp *c, const float *host) {
+#ifdef DAP_CUDA
+    if (c->dev) return dap_vae_cuda_weight(c->dev, (size_t)(host - c->v->params.data));
+#endif
+    (void)c;
+    return host;
+}
 
 static float *vjp_work(vjp *c, size_t n) {
     if (n > c->work_n) {
-        dap_free_aligned(c->work);
-        c->work = dap_alloc_f32(n);
+        vj_free(c, c->work);
+        c->work = vj_alloc(c, n);
         c->work_n = n;
     }
     return c->work;
 }
 
+static void vadd(vjp *c, float *y, const float *a, size_t n) {
+#ifdef DAP_CUDA
+    if (c->dev) {
+        dap_vae_cuda_add(c->dev, y, a, n);
+        return;
+    }
+#endif
+    (void)c;
+    for (size_t q = 0; q < n; q++) y[q] += a[q];
+}
+
+static void vcopy(vjp *c, float *dst, const float *src, size_t n) {
+#ifdef DAP_CUDA
+    if (c->dev) {
+        dap_vae_cuda_copy(c->dev, dst, src, n);
+        return;
+    }
+#endif
+    (void)c;
+    memcpy(dst, src, n * sizeof(float));
+}
+
+static void vgemm(vjp *c, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+                  int ldb, float beta, float *y, int ldy) {
+#ifdef DAP_CUDA
+    if (c->dev) {
+        dap_vae_cuda_gemm(c->dev, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, y, ldy);
+        return;
+    }
+#endif
+    (void)c;
+    dap_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, y, ldy);
+}
+
+/* g = g * silu'(t) */
+static void vsilu_back(vjp *c, float *g, const float *t, size_t n) {
+#ifdef DAP_CUDA
+    if (c->dev) {
+        dap_vae_cuda_silu_back(c->dev, g, t, n);
+        return;
+    }
+#endif
+    (void)c;
+    dap_silu_backward(g, g, t, n);
+}
+
+/* u (c, 2h, 2w) = nearest x2 of x (c, h, w); back: gx from gu */
+static void vupsample(vjp *c, float *u, const float *x, int ch, int h, int w) {
+#ifdef DAP_CUDA
+    if (c->dev) {
+        dap_vae_cuda_upsample2(c->dev, u, x, 1, ch, h, w);
+        return;
+    }
+#endif
+    (void)c;
+    dap_upsample_nearest_forward(u, x, 1, ch, h, w, 2);
+}
+
+static void vupsample_back(vjp *c, float *gx, const float *gu, int ch, int h, int w) {
+#ifdef DAP_CUDA
+    if (c->dev) {
+        dap_vae_cuda_upsample2_back(c->dev, gx, gu, 1, ch, h, w);
+        return;
+    }
+#endif
+    (void)c;
+    dap_upsample_nearest_backward(gx, gu, 1, ch, h, w, 2);
+}
+
 /* out (oc, h, w) = conv k x k, stride 1, padding k / 2, of in (ch, h, w); back: the input gradient */
 static void vconv(vjp *c, float *out, const float *in, int ch, int h, int w, int oc, int k, const char *pre) {
+    const float *wt = wp(c->v, "%s.weight", pre), *bs = wp(c->v, "%s.bias", pre);
+#ifdef DAP_CUDA
+    if (c->dev) {
+        float *col = k > 1 ? vjp_work(c, (size_t)ch * k * k * h * w) : NULL;
+        dap_vae_cuda_conv(c->dev, out, in, vw(c, wt), vw(c, bs), 1, ch, h, w, oc, k, 1, k / 2, h, w, col);
+        return;
+    }
+#endif
     dap_conv2d_dims d;
     dap_conv2d_dims_init(&d, 1, ch, h, w, oc, k, k, 1, k / 2);
-    dap_conv2d_forward(out, in, wp(c->v, "%s.weight", pre), wp(c->v, "%s.bias", pre), &d,
-                       vjp_work(c, dap_conv2d_work_floats(&d)));
+    dap_conv2d_forward(out, in, wt, bs, &d, vjp_work(c, dap_conv2d_work_floats(&d)));
 }
 
 static void vconv_back(vjp *c, float *din, const float *dout, const float *in, int ch, int h, int w, int oc, int k,
                        const char *pre) {
+    const float *wt = wp(c->v, "%s.weight", pre);
+#ifdef DAP_CUDA
+    if (c->dev) {
+        float *col = k > 1 ? vjp_work(c, (size_t)ch * k * k * h * w) : NULL;
+        dap_vae_cuda_conv_dgrad(c->dev, din, dout, vw(c, wt), ch, h, w, oc, k, col);
+        return;
+    }
+#endif
     dap_conv2d_dims d;
     dap_conv2d_dims_init(&d, 1, ch, h, w, oc, k, k, 1, k / 2);
-    dap_conv2d_backward(din, NULL, NULL, dout, in, wp(c->v, "%s.weight", pre), &d, vjp_work(c, dap_conv2d_work_floats(&d)));
+    dap_conv2d_backward(din, NULL, NULL, dout, in, wt, &d, vjp_work(c, dap_conv2d_work_floats(&d)));
 }
 
-/* out = GroupNorm(in) (statistics into c->mean, c->rstd), then SiLU into act when not NULL */
+/* out = GroupNorm(in) (statistics into c->mean, c->rstd on the host), then SiLU into act
+ * when not NULL */
 static void vnorm(vjp *c, float *out, float *act, const float *in, int ch, size_t hw, const char *pre) {
-    dap_groupnorm_forward(out, c->mean, c->rstd, in, wp(c->v, "%s.weight", pre), wp(c->v, "%s.bias", pre), 1, ch,
-                          (int)hw, c->v->cfg.groups, GN_EPS);
+    const float *g = wp(c->v, "%s.weight", pre), *b = wp(c->v, "%s.bias", pre);
+#ifdef DAP_CUDA
+    if (c->dev) {
+        dap_vae_cuda_groupnorm(c->dev, out, in, vw(c, g), vw(c, b), 1, ch, (int)hw, c->v->cfg.groups, GN_EPS, 0);
+        if (act) dap_vae_cuda_silu(c->dev, act, out, (size_t)ch * hw);
+        return;
+    }
+#endif
+    dap_groupnorm_forward(out, c->mean, c->rstd, in, g, b, 1, ch, (int)hw, c->v->cfg.groups, GN_EPS);
     if (act) dap_silu_forward(act, out, (size_t)ch * hw);
 }
 
 /* din from dout through GroupNorm at pre, after a vnorm of the same input (its statistics) */
 static void vnorm_back(vjp *c, float *din, const float *dout, const float *in, int ch, size_t hw, const char *pre) {
-    dap_groupnorm_backward(din, NULL, NULL, dout, in, wp(c->v, "%s.weight", pre), c->mean, c->rstd, 1, ch, (int)hw,
-                           c->v->cfg.groups);
+    const float *g = wp(c->v, "%s.weight", pre);
+#ifdef DAP_CUDA
+    if (c->dev) {
+        dap_vae_cuda_groupnorm_back(c->dev, din, dout, in, vw(c, g), 1, ch, (int)hw, c->v->cfg.groups, GN_EPS);
+        return;
+    }
+#endif
+    dap_groupnorm_backward(din, NULL, NULL, dout, in, g, c->mean, c->rstd, 1, ch, (int)hw, c->v->cfg.groups);
+}
+
+/* y (ch, t) = W a + b over the tokens */
+static void vlinear(vjp *c, float *y, const float *wt, const float *b, const float *a, int ch, int t) {
+#ifdef DAP_CUDA
+    if (c->dev) {
+        dap_vae_cuda_gemm(c->dev, 0, 0, ch, t, ch, 1.0f, vw(c, wt), ch, a, t, 0.0f, y, t);
+        dap_vae_cuda_bias_rows(c->dev, y, vw(c, b), ch, (size_t)t);
+        return;
+    }
+#endif
+    (void)c;
+    token_linear(y, wt, b, a, ch, t);
+}
+
+static void vsoftmax(vjp *c, float *p, int rows, int t) {
+#ifdef DAP_CUDA
+    if (c->dev) {
+        dap_vae_cuda_softmax_rows(c->dev, p, rows, t);
+        return;
+    }
+#endif
+    (void)c;
+    softmax_rows(p, rows, t);
+}
+
+/* dp = p (dp - sum_j p dp), row by row */
+static void vsoftmax_back(vjp *c, const float *p, float *dp, int rows, int t) {
+#ifdef DAP_CUDA
+    if (c->dev) {
+        dap_vae_cuda_softmax_back_rows(c->dev, p, dp, rows, t);
+        return;
+    }
+#endif
+    (void)c;
+    for (int i = 0; i < rows; i++) {
+        const float *pr = p + (size_t)i * t;
+        float *dr = dp + (size_t)i * t;
+        double sdot = 0;
+        for (int j = 0; j < t; j++) sdot += (double)pr[j] * dr[j];
+        for (int j = 0; j < t; j++) dr[j] = pr[j] * (dr[j] - (float)sdot);
+    }
 }
 
 /* Y (cout, h, w) = the ResNet block at pre of X (cin, h, w); with Y NULL, dX from dY instead. */
 static void vresnet(vjp *c, float *Y, float *dX, const float *dY, const float *X, int cin, int cout, int h, int w,
                     const char *pre) {
     char k[160];
-    const size_t hw = (size_t)h * w;
-    float *t1 = dap_alloc_f32(cin * hw), *u1 = dap_alloc_f32(cin * hw), *H1 = dap_alloc_f32(cout * hw);
-    float *t2 = dap_alloc_f32(cout * hw), *u2 = dap_alloc_f32(cout * hw);
-    float *m1 = dap_alloc_f32((size_t)c->v->cfg.groups * 2), *r1 = m1 + c->v->cfg.groups;
+    const size_t hw = (size_t)h * w, G = (size_t)c->v->cfg.groups;
+    float *t1 = vj_alloc(c, cin * hw), *u1 = vj_alloc(c, cin * hw), *H1 = vj_alloc(c, cout * hw);
+    float *t2 = vj_alloc(c, cout * hw), *u2 = vj_alloc(c, cout * hw);
+    float *m1 = dap_alloc_f32(2 * G), *r1 = m1 + G; /* norm1's host statistics, for its backward */
     snprintf(k, sizeof k, "%s.norm1", pre);
     vnorm(c, t1, u1, X, cin, hw, k);
-    memcpy(m1, c->mean, sizeof(float) * (size_t)c->v->cfg.groups);
-    memcpy(r1, c->rstd, sizeof(float) * (size_t)c->v->cfg.groups);
+    if (!c->dev) memcpy(m1, c->mean, sizeof(float) * G), memcpy(r1, c->rstd, sizeof(float) * G);
     snprintf(k, sizeof k, "%s.conv1", pre);
     vconv(c, H1, u1, cin, h, w, cout, 3, k);
     snprintf(k, sizeof k, "%s.norm2", pre);
@@ -845,38 +1017,37 @@ static void vresnet(vjp *c, float *Y, float *dX, const float *dY, const float *X
         snprintf(k, sizeof k, "%s.conv2", pre);
         vconv(c, Y, u2, cout, h, w, cout, 3, k);
         if (cin != cout) {
-            float *S = dap_alloc_f32(cout * hw);
+            float *S = vj_alloc(c, cout * hw);
             snprintf(k, sizeof k, "%s.conv_shortcut", pre);
             vconv(c, S, X, cin, h, w, cout, 1, k);
-            for (size_t q = 0; q < cout * hw; q++) Y[q] += S[q];
-            dap_free_aligned(S);
+            vadd(c, Y, S, cout * hw);
+            vj_free(c, S);
         } else {
-            for (size_t q = 0; q < cout * hw; q++) Y[q] += X[q];
+            vadd(c, Y, X, cout * hw);
         }
     } else {
-        float *g2 = dap_alloc_f32(cout * hw), *g1 = dap_alloc_f32(cout * hw), *g0 = dap_alloc_f32(cin * hw);
+        float *g2 = vj_alloc(c, cout * hw), *g1 = vj_alloc(c, cout * hw), *g0 = vj_alloc(c, cin * hw);
         snprintf(k, sizeof k, "%s.conv2", pre);
         vconv_back(c, g2, dY, u2, cout, h, w, cout, 3, k);
-        dap_silu_backward(g2, g2, t2, cout * hw);
+        vsilu_back(c, g2, t2, cout * hw);
         snprintf(k, sizeof k, "%s.norm2", pre);
         vnorm_back(c, g1, g2, H1, cout, hw, k);
         snprintf(k, sizeof k, "%s.conv1", pre);
         vconv_back(c, g0, g1, u1, cin, h, w, cout, 3, k);
-        dap_silu_backward(g0, g0, t1, cin * hw);
-        memcpy(c->mean, m1, sizeof(float) * (size_t)c->v->cfg.groups);
-        memcpy(c->rstd, r1, sizeof(float) * (size_t)c->v->cfg.groups);
+        vsilu_back(c, g0, t1, cin * hw);
+        if (!c->dev) memcpy(c->mean, m1, sizeof(float) * G), memcpy(c->rstd, r1, sizeof(float) * G);
         snprintf(k, sizeof k, "%s.norm1", pre);
         vnorm_back(c, dX, g0, X, cin, hw, k);
         if (cin != cout) {
             snprintf(k, sizeof k, "%s.conv_shortcut", pre);
             vconv_back(c, g0, dY, X, cin, h, w, cout, 1, k);
-            for (size_t q = 0; q < cin * hw; q++) dX[q] += g0[q];
+            vadd(c, dX, g0, cin * hw);
         } else {
-            for (size_t q = 0; q < cin * hw; q++) dX[q] += dY[q];
+            vadd(c, dX, dY, cin * hw);
         }
-        dap_free_aligned(g2), dap_free_aligned(g1), dap_free_aligned(g0);
+        vj_free(c, g2), vj_free(c, g1), vj_free(c, g0);
     }
-    dap_free_aligned(t1), dap_free_aligned(u1), dap_free_aligned(H1), dap_free_aligned(t2), dap_free_aligned(u2);
+    vj_free(c, t1), vj_free(c, u1), vj_free(c, H1), vj_free(c, t2), vj_free(c, u2);
     dap_free_aligned(m1);
 }
 
@@ -888,50 +1059,49 @@ static void vattention(vjp *c, float *Y, float *dX, const float *dY, const float
     const size_t ct = (size_t)ch * t, tt = (size_t)t * t;
     const float scale = 1.0f / sqrtf((float)ch);
     const float *wq = wp(c->v, "%s.to_q.weight", pre), *wk = wp(c->v, "%s.to_k.weight", pre);
-    const float *wv = wp(c->v, "%s.to_v.weight", pre), *wo = wp(c->v, "%s.to_out.0.weight", pre);
-    float *a = dap_alloc_f32(ct), *q = dap_alloc_f32(ct), *kk = dap_alloc_f32(ct), *v = dap_alloc_f32(ct);
-    float *p = dap_alloc_f32(tt), *o = dap_alloc_f32(ct);
+    const float *wv = wp(c->v, "%s.to_v.weight", pre), *wo = vw(c, wp(c->v, "%s.to_out.0.weight", pre));
+    float *a = vj_alloc(c, ct), *q = vj_alloc(c, ct), *kk = vj_alloc(c, ct), *v = vj_alloc(c, ct);
+    float *p = vj_alloc(c, tt), *o = vj_alloc(c, ct);
     snprintf(k, sizeof k, "%s.group_norm", pre);
     vnorm(c, a, NULL, X, ch, (size_t)t, k);
-    token_linear(q, wq, wp(c->v, "%s.to_q.bias", pre), a, ch, t);
-    token_linear(kk, wk, wp(c->v, "%s.to_k.bias", pre), a, ch, t);
-    token_linear(v, wv, wp(c->v, "%s.to_v.bias", pre), a, ch, t);
-    dap_gemm(1, 0, t, t, ch, scale, q, t, kk, t, 0.0f, p, t); /* s = q^T k / sqrt(c) */
-    softmax_rows(p, t, t);
+    vlinear(c, q, wq, wp(c->v, "%s.to_q.bias", pre), a, ch, t);
+    vlinear(c, kk, wk, wp(c->v, "%s.to_k.bias", pre), a, ch, t);
+    vlinear(c, v, wv, wp(c->v, "%s.to_v.bias", pre), a, ch, t);
+    vgemm(c, 1, 0, t, t, ch, scale, q, t, kk, t, 0.0f, p, t); /* s = q^T k / sqrt(c) */
+    vsoftmax(c, p, t, t);
     if (Y) {
-        dap_gemm(0, 1, ch, t, t, 1.0f, v, t, p, t, 0.0f, o, t); /* o = v p^T */
-        memcpy(Y, X, ct * sizeof(float));
-        dap_gemm(0, 0, ch, t, ch, 1.0f, wo, ch, o, t, 1.0f, Y, t);
+        vgemm(c, 0, 1, ch, t, t, 1.0f, v, t, p, t, 0.0f, o, t); /* o = v p^T */
+        vcopy(c, Y, X, ct);
+        vgemm(c, 0, 0, ch, t, ch, 1.0f, wo, ch, o, t, 1.0f, Y, t);
         const float *bo = wp(c->v, "%s.to_out.0.bias", pre);
-        for (int r = 0; r < ch; r++)
-            for (int j = 0; j < t; j++) Y[(size_t)r * t + j] += bo[r];
+#ifdef DAP_CUDA
+        if (c->dev) dap_vae_cuda_bias_rows(c->dev, Y, vw(c, bo), ch, (size_t)t);
+        else
+#endif
+            for (int r = 0; r < ch; r++)
+                for (int j = 0; j < t; j++) Y[(size_t)r * t + j] += bo[r];
     } else {
-        float *dp = dap_alloc_f32(tt), *dv = dap_alloc_f32(ct), *da = dap_alloc_f32(ct);
-        dap_gemm(1, 0, ch, t, ch, 1.0f, wo, ch, dY, t, 0.0f, o, t);  /* do = W_o^T dY, over o */
-        dap_gemm(0, 0, ch, t, t, 1.0f, o, t, p, t, 0.0f, dv, t);     /* dv = do p */
-        dap_gemm(1, 0, t, t, ch, 1.0f, o, t, v, t, 0.0f, dp, t);     /* dp = do^T v */
-        for (int i = 0; i < t; i++) { /* ds = p (dp - sum_j p dp), over dp */
-            float *pr = p + (size_t)i * t, *dr = dp + (size_t)i * t;
-            double sdot = 0;
-            for (int j = 0; j < t; j++) sdot += (double)pr[j] * dr[j];
-            for (int j = 0; j < t; j++) dr[j] = pr[j] * (dr[j] - (float)sdot);
-        }
+        float *dp = vj_alloc(c, tt), *dv = vj_alloc(c, ct), *da = vj_alloc(c, ct);
+        vgemm(c, 1, 0, ch, t, ch, 1.0f, wo, ch, dY, t, 0.0f, o, t); /* do = W_o^T dY, over o */
+        vgemm(c, 0, 0, ch, t, t, 1.0f, o, t, p, t, 0.0f, dv, t);    /* dv = do p */
+        vgemm(c, 1, 0, t, t, ch, 1.0f, o, t, v, t, 0.0f, dp, t);    /* dp = do^T v */
+        vsoftmax_back(c, p, dp, t, t);                              /* ds, over dp */
         /* dq = k ds^T / sqrt(c), dk = q ds / sqrt(c): over v and o (free now) */
         float *dq = o, *dk = v;
-        memcpy(a, kk, ct * sizeof(float)); /* k, kept while v becomes dk */
-        dap_gemm(0, 1, ch, t, t, scale, a, t, dp, t, 0.0f, dq, t);
-        dap_gemm(0, 0, ch, t, t, scale, q, t, dp, t, 0.0f, dk, t);
+        vcopy(c, a, kk, ct); /* k, kept while v becomes dk */
+        vgemm(c, 0, 1, ch, t, t, scale, a, t, dp, t, 0.0f, dq, t);
+        vgemm(c, 0, 0, ch, t, t, scale, q, t, dp, t, 0.0f, dk, t);
         /* da = W_q^T dq + W_k^T dk + W_v^T dv */
-        dap_gemm(1, 0, ch, t, ch, 1.0f, wq, ch, dq, t, 0.0f, da, t);
-        dap_gemm(1, 0, ch, t, ch, 1.0f, wk, ch, dk, t, 1.0f, da, t);
-        dap_gemm(1, 0, ch, t, ch, 1.0f, wv, ch, dv, t, 1.0f, da, t);
+        vgemm(c, 1, 0, ch, t, ch, 1.0f, vw(c, wq), ch, dq, t, 0.0f, da, t);
+        vgemm(c, 1, 0, ch, t, ch, 1.0f, vw(c, wk), ch, dk, t, 1.0f, da, t);
+        vgemm(c, 1, 0, ch, t, ch, 1.0f, vw(c, wv), ch, dv, t, 1.0f, da, t);
         vnorm(c, q, NULL, X, ch, (size_t)t, k); /* the statistics again (q: scratch) */
         vnorm_back(c, dX, da, X, ch, (size_t)t, k);
-        for (size_t r = 0; r < ct; r++) dX[r] += dY[r];
-        dap_free_aligned(dp), dap_free_aligned(dv), dap_free_aligned(da);
+        vadd(c, dX, dY, ct);
+        vj_free(c, dp), vj_free(c, dv), vj_free(c, da);
     }
-    dap_free_aligned(a), dap_free_aligned(q), dap_free_aligned(kk), dap_free_aligned(v);
-    dap_free_aligned(p), dap_free_aligned(o);
+    vj_free(c, a), vj_free(c, q), vj_free(c, kk), vj_free(c, v);
+    vj_free(c, p), vj_free(c, o);
 }
 
 enum { TAPE_MAX = 8 + DAP_VAE_MAX_LEVELS * 16 };
@@ -952,21 +1122,23 @@ int dap_vae_decode_taped(dap_vae *v, const float *latent, int h, int w, float *i
     if (h <= 0 || w <= 0 || h > 16384 / f || w > 16384 / f)
         return dap_error(DAP_ERR_ARG, "VAE decode gradient: a %d x %d latent (expected 1 to %d per side)", h, w, 16384 / f);
     dap_vae_tape *tp = dap_calloc(1, sizeof *tp);
-    tp->v = v, tp->h = h, tp->w = w, tp->c.v = v;
+    tp->v = v, tp->h = h, tp->w = w, tp->c.v = v, tp->c.dev = v->dev;
     vjp *c = &tp->c;
     c->mean = dap_alloc_f32(2 * (size_t)cf->groups), c->rstd = c->mean + cf->groups;
     char pre[96];
     const size_t lsize = (size_t)lat * h * w;
-    float *z = tp->z = dap_alloc_f32(lsize), *a0 = tp->a0 = dap_alloc_f32(lsize);
-    for (size_t q = 0; q < lsize; q++) z[q] = latent[q] / cf->scale;
+    float *zh = dap_alloc_f32(lsize);
+    for (size_t q = 0; q < lsize; q++) zh[q] = latent[q] / cf->scale;
+    float *z = tp->z = c->dev ? vj_alloc(c, lsize) : zh, *a0 = tp->a0 = vj_alloc(c, lsize);
+    if (z != zh) vcopy(c, z, zh, lsize), dap_free_aligned(zh);
     vconv(c, a0, z, lat, h, w, lat, 1, "post_quant_conv");
     int cur = cf->ch[L - 1], H = h, W = w;
-    float *x = dap_alloc_f32((size_t)cur * H * W);
+    float *x = vj_alloc(c, (size_t)cur * H * W);
     vconv(c, x, a0, lat, H, W, cur, 3, "decoder.conv_in");
 #define PUSH()                                                                                     \
     (tp->in[tp->nb] = x, tp->ic[tp->nb] = cur, tp->ih[tp->nb] = H, tp->iw[tp->nb] = W, tp->nb++)
     for (int part = 0; part < 3; part++) { /* mid: ResNet, attention, ResNet */
-        float *y = dap_alloc_f32((size_t)cur * H * W);
+        float *y = vj_alloc(c, (size_t)cur * H * W);
         PUSH();
         if (part == 1) vattention(c, y, NULL, NULL, x, cur, H, W);
         else {
@@ -978,7 +1150,7 @@ int dap_vae_decode_taped(dap_vae *v, const float *latent, int h, int w, float *i
     for (int i = 0; i < L; i++) {
         for (int j = 0; j < cf->dec_blocks; j++) {
             const int out = cf->ch[L - 1 - i];
-            float *y = dap_alloc_f32((size_t)out * H * W);
+            float *y = vj_alloc(c, (size_t)out * H * W);
             PUSH();
             snprintf(pre, sizeof pre, "decoder.up_blocks.%d.resnets.%d", i, j);
             vresnet(c, y, NULL, NULL, x, cur, out, H, W, pre);
@@ -986,22 +1158,23 @@ int dap_vae_decode_taped(dap_vae *v, const float *latent, int h, int w, float *i
         }
         if (i == L - 1) break;
         PUSH();
-        float *u = dap_alloc_f32((size_t)cur * H * W * 4), *y = dap_alloc_f32((size_t)cur * H * W * 4);
-        dap_upsample_nearest_forward(u, x, 1, cur, H, W, 2);
+        float *u = vj_alloc(c, (size_t)cur * H * W * 4), *y = vj_alloc(c, (size_t)cur * H * W * 4);
+        vupsample(c, u, x, cur, H, W);
         snprintf(pre, sizeof pre, "decoder.up_blocks.%d.upsamplers.0.conv", i);
         vconv(c, y, u, cur, 2 * H, 2 * W, cur, 3, pre);
-        dap_free_aligned(u);
+        vj_free(c, u);
         x = y, H *= 2, W *= 2;
     }
     PUSH(); /* the output: GN, SiLU, conv_out */
 #undef PUSH
     DAP_ASSERT(tp->nb <= TAPE_MAX);
     if (img) { /* the image itself: GN, SiLU, conv_out of the last block's output */
-        const size_t hw = (size_t)H * W;
-        float *t = dap_alloc_f32(cur * hw), *u = dap_alloc_f32(cur * hw);
+        const size_t hw = (size_t)H * W, isz = (size_t)cf->in_channels * hw;
+        float *t = vj_alloc(c, cur * hw), *u = vj_alloc(c, cur * hw), *im = c->dev ? vj_alloc(c, isz) : img;
         vnorm(c, t, u, x, cur, hw, "decoder.conv_norm_out");
-        vconv(c, img, u, cur, H, W, cf->in_channels, 3, "decoder.conv_out");
-        dap_free_aligned(t), dap_free_aligned(u);
+        vconv(c, im, u, cur, H, W, cf->in_channels, 3, "decoder.conv_out");
+        if (im != img) vcopy(c, img, im, isz), vj_free(c, im);
+        vj_free(c, t), vj_free(c, u);
     }
     *out = tp;
     return DAP_OK;
@@ -1016,60 +1189,70 @@ int dap_vae_tape_backward(dap_vae_tape *tp, const float *dimg, float *dlat) {
     const size_t lsize = (size_t)lat * h * w;
     char pre[96];
     /* backward, block by block */
-    const size_t hw = (size_t)H * W;
-    float *t = dap_alloc_f32(cur * hw), *u = dap_alloc_f32(cur * hw), *g = dap_alloc_f32(cur * hw);
+    const size_t hw = (size_t)H * W, isz = (size_t)cf->in_channels * hw;
+    const float *gimg = dimg;
+    if (c->dev) { /* the image's gradient goes up */
+        float *up = vj_alloc(c, isz);
+        vcopy(c, up, dimg, isz);
+        gimg = up;
+    }
+    float *t = vj_alloc(c, cur * hw), *u = vj_alloc(c, cur * hw), *g = vj_alloc(c, cur * hw);
     vnorm(c, t, u, x, cur, hw, "decoder.conv_norm_out");
-    vconv_back(c, g, dimg, u, cur, H, W, cf->in_channels, 3, "decoder.conv_out");
-    dap_silu_backward(g, g, t, cur * hw);
-    float *gx = dap_alloc_f32(cur * hw);
+    vconv_back(c, g, gimg, u, cur, H, W, cf->in_channels, 3, "decoder.conv_out");
+    if (gimg != dimg) vj_free(c, (float *)gimg);
+    vsilu_back(c, g, t, cur * hw);
+    float *gx = vj_alloc(c, cur * hw);
     vnorm_back(c, gx, g, x, cur, hw, "decoder.conv_norm_out");
-    dap_free_aligned(t), dap_free_aligned(u), dap_free_aligned(g);
+    vj_free(c, t), vj_free(c, u), vj_free(c, g);
     int b = nb - 2;
     for (int i = L - 1; i >= 0; i--) {
         if (i < L - 1) { /* the upsampler after level i: tape[b] is its input */
             const int c0 = tc[b], h0 = th[b], w0 = tw[b];
-            float *uu = dap_alloc_f32((size_t)c0 * h0 * w0 * 4), *gu = dap_alloc_f32((size_t)c0 * h0 * w0 * 4);
-            dap_upsample_nearest_forward(uu, tape[b], 1, c0, h0, w0, 2);
+            float *uu = vj_alloc(c, (size_t)c0 * h0 * w0 * 4), *gu = vj_alloc(c, (size_t)c0 * h0 * w0 * 4);
+            vupsample(c, uu, tape[b], c0, h0, w0);
             snprintf(pre, sizeof pre, "decoder.up_blocks.%d.upsamplers.0.conv", i);
             vconv_back(c, gu, gx, uu, c0, 2 * h0, 2 * w0, c0, 3, pre);
-            dap_free_aligned(gx);
-            gx = dap_alloc_f32((size_t)c0 * h0 * w0);
-            dap_upsample_nearest_backward(gx, gu, 1, c0, h0, w0, 2);
-            dap_free_aligned(uu), dap_free_aligned(gu);
+            vj_free(c, gx);
+            gx = vj_alloc(c, (size_t)c0 * h0 * w0);
+            vupsample_back(c, gx, gu, c0, h0, w0);
+            vj_free(c, uu), vj_free(c, gu);
             b--;
         }
         for (int j = cf->dec_blocks - 1; j >= 0; j--, b--) {
             const int out = cf->ch[L - 1 - i];
-            float *gi = dap_alloc_f32((size_t)tc[b] * th[b] * tw[b]);
+            float *gi = vj_alloc(c, (size_t)tc[b] * th[b] * tw[b]);
             snprintf(pre, sizeof pre, "decoder.up_blocks.%d.resnets.%d", i, j);
             vresnet(c, NULL, gi, gx, tape[b], tc[b], out, th[b], tw[b], pre);
-            dap_free_aligned(gx);
+            vj_free(c, gx);
             gx = gi;
         }
     }
     for (int part = 2; part >= 0; part--, b--) {
-        float *gi = dap_alloc_f32((size_t)tc[b] * th[b] * tw[b]);
+        float *gi = vj_alloc(c, (size_t)tc[b] * th[b] * tw[b]);
         if (part == 1) vattention(c, NULL, gi, gx, tape[b], tc[b], th[b], tw[b]);
         else {
             snprintf(pre, sizeof pre, "decoder.mid_block.resnets.%d", part / 2);
             vresnet(c, NULL, gi, gx, tape[b], tc[b], tc[b], th[b], tw[b], pre);
         }
-        dap_free_aligned(gx);
+        vj_free(c, gx);
         gx = gi;
     }
     DAP_ASSERT(b == -1);
-    float *ga = dap_alloc_f32(lsize);
+    float *ga = vj_alloc(c, lsize), *gl = c->dev ? vj_alloc(c, lsize) : dlat;
     vconv_back(c, ga, gx, a0, lat, h, w, cf->ch[L - 1], 3, "decoder.conv_in");
-    vconv_back(c, dlat, ga, z, lat, h, w, lat, 1, "post_quant_conv");
+    vconv_back(c, gl, ga, z, lat, h, w, lat, 1, "post_quant_conv");
+    if (gl != dlat) vcopy(c, dlat, gl, lsize), vj_free(c, gl); /* the latent's gradient comes down */
     for (size_t q = 0; q < lsize; q++) dlat[q] /= cf->scale;
-    dap_free_aligned(ga), dap_free_aligned(gx);
+    vj_free(c, ga), vj_free(c, gx);
     return DAP_OK;
 }
 
 void dap_vae_tape_free(dap_vae_tape *tp) {
     if (!tp) return;
-    for (int i = 0; i < tp->nb; i++) dap_free_aligned(tp->in[i]);
-    dap_free_aligned(tp->z), dap_free_aligned(tp->a0), dap_free_aligned(tp->c.mean), dap_free_aligned(tp->c.work);
+    vjp *c = &tp->c;
+    for (int i = 0; i < tp->nb; i++) vj_free(c, tp->in[i]);
+    vj_free(c, tp->z), vj_free(c, tp->a0), vj_free(c, c->work);
+    dap_free_aligned(c->mean);
     free(tp);
 }
 
