@@ -903,17 +903,31 @@ __global__ static void patchify_out_k(float *tok, const float *img, int n, int C
     }
 }
 
-/* gw (OC, IC) += dout (N, OC)^T inp (N, IC) */
-static void wgrad(const gpu *g, float *gw, const float *dout, const float *inp, int n, int ic, int oc) {
-    gemm(g, 1, 0, oc, ic, n, 1.0f, dout, oc, inp, ic, 1.0f, gw, ic);
-}
-/* gb (OC) += ones (N)^T dout (N, OC) */
-static void bgrad(const gpu *g, float *gb, const float *dout, const float *ones, int n, int oc) {
-    gemm(g, 0, 0, 1, oc, n, 1.0f, ones, n, dout, oc, 1.0f, gb, oc);
-}
-
 /* The gradient twin of a weight pointer. */
 #define GRAD(d, ptr) ((d)->gw + ((ptr) - (d)->w))
+
+/* Whether the tensor holding this weight is frozen (a DiffFit fine-tune): its gradient
+ * products are skipped, and it keeps the zeros each backward starts from, as on the CPU. */
+static int frozen_at(const dap_dit_cuda *d, const float *ptr) {
+    const dap_params *ps = &d->host->params;
+    const size_t off = (size_t)(ptr - d->w);
+    for (int k = 0; k < ps->n; k++)
+        if (off >= ps->p[k].offset && off < ps->p[k].offset + ps->p[k].numel) return ps->p[k].frozen;
+    return 0;
+}
+
+/* grad(w) (OC, IC) += dout (N, OC)^T inp (N, IC) */
+static void wgrad(const gpu *g, const dap_dit_cuda *d, const float *w, const float *dout, const float *inp, int n,
+                  int ic, int oc) {
+    if (frozen_at(d, w)) return;
+    gemm(g, 1, 0, oc, ic, n, 1.0f, dout, oc, inp, ic, 1.0f, GRAD(d, w), ic);
+}
+/* grad(b) (OC) += ones (N)^T dout (N, OC) */
+static void bgrad(const gpu *g, const dap_dit_cuda *d, const float *b, const float *dout, const float *ones, int n,
+                  int oc) {
+    if (frozen_at(d, b)) return;
+    gemm(g, 0, 0, 1, oc, n, 1.0f, ones, n, dout, oc, 1.0f, GRAD(d, b), oc);
+}
 
 /* s->dres holds d(block l output) on entry and d(block l input) on exit. With grads (a
  * training state), the block's parameter gradients accumulate into d->gw and d(c_act) is
@@ -934,15 +948,15 @@ static void block_backward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, 
     L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 5 * D, N, T, D, ld);
     LAUNCHED();
     if (grads) {
-        wgrad(g, GRAD(d, w->fc2_w), s->tmp, a->gel, N, H4, D);
-        bgrad(g, GRAD(d, w->fc2_b), s->tmp, ones, N, D);
+        wgrad(g, d, w->fc2_w, s->tmp, a->gel, N, H4, D);
+        bgrad(g, d, w->fc2_b, s->tmp, ones, N, D);
     }
     linear_dinp(g, s->hbuf, s->tmp, w->fc2_w, N, H4, D);
     L1(gelu_bwd_k, (size_t)N * H4)(s->hbuf, s->hbuf, a->fc1, (idx_t)((size_t)N * H4));
     LAUNCHED();
     if (grads) {
-        wgrad(g, GRAD(d, w->fc1_w), s->hbuf, a->mod2, N, D, H4);
-        bgrad(g, GRAD(d, w->fc1_b), s->hbuf, ones, N, H4);
+        wgrad(g, d, w->fc1_w, s->hbuf, a->mod2, N, D, H4);
+        bgrad(g, d, w->fc1_b, s->hbuf, ones, N, H4);
     }
     linear_dinp(g, s->mod, s->hbuf, w->fc1_w, N, D, H4);
     if (grads) L1(mod_grad_k, (size_t)n * D)(dm + 3 * D, dm + 4 * D, s->mod, a->mid, a->mean2, a->rstd2, n, T, D, ld);
@@ -953,8 +967,8 @@ static void block_backward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, 
     L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 2 * D, N, T, D, ld);
     LAUNCHED();
     if (grads) {
-        wgrad(g, GRAD(d, w->proj_w), s->tmp, a->atty, N, D, D);
-        bgrad(g, GRAD(d, w->proj_b), s->tmp, ones, N, D);
+        wgrad(g, d, w->proj_w, s->tmp, a->atty, N, D, D);
+        bgrad(g, d, w->proj_b, s->tmp, ones, N, D);
     }
     linear_dinp(g, s->ybuf, s->tmp, w->proj_w, N, D, D);
     L1(heads_k, (size_t)N * D)(s->ybuf, s->yh, n, T, D, d->NH, 1);
@@ -963,16 +977,16 @@ static void block_backward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, 
     L1(qkv_heads_k, (size_t)N * 3 * D)(sc->q, sc->k, sc->v, s->qkv, NULL, n, T, D, d->NH, 1);
     LAUNCHED();
     if (grads) {
-        wgrad(g, GRAD(d, w->qkv_w), s->qkv, a->mod1, N, D, 3 * D);
-        bgrad(g, GRAD(d, w->qkv_b), s->qkv, ones, N, 3 * D);
+        wgrad(g, d, w->qkv_w, s->qkv, a->mod1, N, D, 3 * D);
+        bgrad(g, d, w->qkv_b, s->qkv, ones, N, 3 * D);
     }
     linear_dinp(g, s->mod, s->qkv, w->qkv_w, N, D, 3 * D);
     if (grads) L1(mod_grad_k, (size_t)n * D)(dm, dm + D, s->mod, in, a->mean1, a->rstd1, n, T, D, ld);
     LW(ln_mod_bwd_k, N)(s->dres, s->mod, in, md + D, a->mean1, a->rstd1, N, T, D, ld);
     LAUNCHED();
     if (grads) { /* adaLN: mods = Linear(c_act) */
-        wgrad(g, GRAD(d, w->ada_w), dm, s->cact, n, D, 6 * D);
-        bgrad(g, GRAD(d, w->ada_b), dm, ones, n, 6 * D);
+        wgrad(g, d, w->ada_w, dm, s->cact, n, D, 6 * D);
+        bgrad(g, d, w->ada_b, dm, ones, n, 6 * D);
         gemm(g, 0, 0, n, D, 6 * D, 1.0f, dm, 6 * D, w->ada_w, D, 1.0f, s->gcact, D);
     }
 }
@@ -1026,6 +1040,9 @@ extern "C" int dap_dit_cuda_state_create_train(dap_dit_cuda_state **out, const d
 extern "C" int dap_dit_cuda_train_begin(dap_dit_cuda *d, const float *ema, const float *m, const float *v) {
     const dap_params *ps = &d->host->params;
     size_t bytes = d->w_floats * sizeof(float), fr = 0, tot = 0;
+    /* a step's AdamW and EMA may still be queued on the (non-blocking) stream: the uploads
+     * below, on the legacy stream, must not overtake them */
+    CK(cudaStreamSynchronize(d->gpu.st));
     if (!d->gw) {
         DAP_TRY(free_memory(&fr, &tot));
         size_t need = 4 * bytes + sizeof(double) * PARTS * ((size_t)ps->n + 1);
@@ -1085,35 +1102,35 @@ extern "C" void dap_dit_cuda_backward_params(const dap_dit_cuda *d, dap_dit_cuda
     /* final layer: fout = Linear(mod(LN(h), sh, sc)), [sh sc] = Linear(c_act) */
     L1(patchify_out_k, (size_t)N * d->Pout)(s->gfout, s->gimg, n, d->Co, cf->patch, d->g);
     LAUNCHED();
-    wgrad(g, GRAD(d, d->fin_w), s->gfout, s->modf, N, D, d->Pout);
-    bgrad(g, GRAD(d, d->fin_b), s->gfout, s->ones, N, d->Pout);
+    wgrad(g, d, d->fin_w, s->gfout, s->modf, N, D, d->Pout);
+    bgrad(g, d, d->fin_b, s->gfout, s->ones, N, d->Pout);
     linear_dinp(g, s->mod, s->gfout, d->fin_w, N, D, d->Pout); /* d modf (s->mod is free: modf has its own) */
     L1(mod_grad_k, (size_t)n * D)(s->gfmods, s->gfmods + D, s->mod, s->feat, s->meanf, s->rstdf, n, T, D, 2 * D);
     LAUNCHED();
     CK(cudaMemsetAsync(s->dres, 0, sizeof(float) * (size_t)N * D, g->st));
     LW(ln_mod_bwd_k, N)(s->dres, s->mod, s->feat, s->fmods + D, s->meanf, s->rstdf, N, T, D, 2 * D);
     LAUNCHED();
-    wgrad(g, GRAD(d, d->fin_ada_w), s->gfmods, s->cact, n, D, 2 * D);
-    bgrad(g, GRAD(d, d->fin_ada_b), s->gfmods, s->ones, n, 2 * D);
+    wgrad(g, d, d->fin_ada_w, s->gfmods, s->cact, n, D, 2 * D);
+    bgrad(g, d, d->fin_ada_b, s->gfmods, s->ones, n, 2 * D);
     gemm(g, 0, 0, n, D, 2 * D, 1.0f, s->gfmods, 2 * D, d->fin_ada_w, D, 0.0f, s->gcact, D);
 
     for (int l = depth - 1; l >= 0; l--) block_backward(d, s, l, 1);
 
     /* patch embedding (pos_embed is frozen) */
-    wgrad(g, GRAD(d, d->xe_w), s->dres, s->patches, N, d->Pin, D);
-    bgrad(g, GRAD(d, d->xe_b), s->dres, s->ones, N, D);
+    wgrad(g, d, d->xe_w, s->dres, s->patches, N, d->Pin, D);
+    bgrad(g, d, d->xe_b, s->dres, s->ones, N, D);
 
     /* conditioning: c_act = SiLU(c), c = mlp.2(SiLU(mlp.0(freq))) + table[y] */
     L1(silu_bwd_k, (size_t)n * D)(s->gc, s->gcact, s->c, (idx_t)((size_t)n * D));
     L1(ytab_grad_k, (size_t)D)(GRAD(d, d->ytab), s->gc, s->y, n, D);
     LAUNCHED();
-    wgrad(g, GRAD(d, d->t2_w), s->gc, s->tact, n, D, D);
-    bgrad(g, GRAD(d, d->t2_b), s->gc, s->ones, n, D);
+    wgrad(g, d, d->t2_w, s->gc, s->tact, n, D, D);
+    bgrad(g, d, d->t2_b, s->gc, s->ones, n, D);
     linear_dinp(g, s->gtact, s->gc, d->t2_w, n, D, D);
     L1(silu_bwd_k, (size_t)n * D)(s->gth, s->gtact, s->th, (idx_t)((size_t)n * D));
     LAUNCHED();
-    wgrad(g, GRAD(d, d->t0_w), s->gth, s->tfreq, n, FREQ_DIM, D);
-    bgrad(g, GRAD(d, d->t0_b), s->gth, s->ones, n, D);
+    wgrad(g, d, d->t0_w, s->gth, s->tfreq, n, FREQ_DIM, D);
+    bgrad(g, d, d->t0_b, s->gth, s->ones, n, D);
     CK(cudaStreamSynchronize(g->st));
 }
 
