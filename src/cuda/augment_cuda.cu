@@ -51,6 +51,9 @@ int dap_cuda_images_create(dap_cuda_images **out, const float *x, int n, int c, 
     CK(cudaMalloc((void **)&s->idx, (size_t)nmax * sizeof(int)));
     CK(cudaMalloc((void **)&s->perm, (size_t)nmax * sizeof(int)));
     CK(cudaMemcpy(s->x, x, (size_t)n * img * sizeof(float), cudaMemcpyHostToDevice));
+    /* from pageable memory the copy may return before it lands, and the batches are gathered
+     * on other (non-blocking) streams: wait for it here */
+    CK(cudaDeviceSynchronize());
     *out = s;
     return DAP_OK;
 }

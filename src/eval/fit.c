@@ -235,11 +235,12 @@ static dap_cuda_images *device_set(const dap_dataset *train, int bs, const dap_f
  * renormalised copy into the teacher's (on the teacher's stream, after the student's). */
 static void assemble_on_device(dap_cuda_images *set, const int *idx, const dap_aug_plan *plan, dap_cnn_state *st,
                                dap_cnn_state *tst, const float *ta, const float *tb) {
-    void *stream, *tstream;
+    void *stream, *tstream = NULL;
     float *x = dap_cnn_state_input(st, &stream);
+    float *xt = tst ? dap_cnn_state_input(tst, &tstream) : NULL;
+    if (tst) dap_cuda_stream_wait(stream, tstream); /* the teacher's last read of x is done */
     dap_cuda_aug_apply(set, idx, plan, x, stream);
     if (tst) {
-        float *xt = dap_cnn_state_input(tst, &tstream);
         dap_cuda_stream_wait(tstream, stream);
         dap_cuda_scale_shift(xt, x, plan->n, plan->c, (size_t)plan->h * plan->w, ta, tb, tstream);
     }

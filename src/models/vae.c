@@ -1115,12 +1115,45 @@ struct dap_vae_tape {
     int h, w;
 };
 
+#ifdef DAP_CUDA
+/* An upper bound of the floats a taped decode and its backward hold at once: the tape
+ * (every block's input), a block's working set (a dozen tensors of the largest
+ * activation, the attention's scores) and the largest im2col. */
+static size_t tape_floats(const dap_vae_config *cf, int h, int w) {
+    const int L = cf->levels;
+    size_t cur = (size_t)cf->ch[L - 1], H = (size_t)h, W = (size_t)w, tape = 3 * cur * H * W, big = cur * H * W;
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < cf->dec_blocks; j++) {
+            tape += cur * H * W;
+            cur = (size_t)cf->ch[L - 1 - i];
+            if (cur * H * W > big) big = cur * H * W;
+        }
+        if (i == L - 1) break;
+        tape += cur * H * W, H *= 2, W *= 2;
+        if (cur * H * W > big) big = cur * H * W;
+    }
+    tape += cur * H * W;
+    const size_t t = (size_t)h * w;
+    return tape + 12 * big + 2 * t * t + 9 * big;
+}
+#endif
+
 int dap_vae_decode_taped(dap_vae *v, const float *latent, int h, int w, float *img, dap_vae_tape **out) {
     *out = NULL;
     const dap_vae_config *cf = &v->cfg;
     const int f = dap_vae_factor(cf), L = cf->levels, lat = cf->latent_channels;
     if (h <= 0 || w <= 0 || h > 16384 / f || w > 16384 / f)
         return dap_error(DAP_ERR_ARG, "VAE decode gradient: a %d x %d latent (expected 1 to %d per side)", h, w, 16384 / f);
+#ifdef DAP_CUDA
+    if (v->dev) { /* the tape lives on the GPU: room for it, before any of the work */
+        const size_t need = tape_floats(cf, h, w) * sizeof(float);
+        size_t fr = 0, tot = 0;
+        DAP_TRY(dap_cuda_memory(&fr, &tot));
+        if (need > fr)
+            return dap_error(DAP_ERR_NOMEM, "the VAE decoder's gradient at a %dx%d latent needs up to %.2f GiB on the GPU, "
+                             "%.2f GiB of %.2f are free", h, w, need / 1073741824.0, fr / 1073741824.0, tot / 1073741824.0);
+    }
+#endif
     dap_vae_tape *tp = dap_calloc(1, sizeof *tp);
     tp->v = v, tp->h = h, tp->w = w, tp->c.v = v, tp->c.dev = v->dev;
     vjp *c = &tp->c;
