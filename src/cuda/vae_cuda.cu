@@ -143,14 +143,8 @@ void dap_vae_cuda_conv(dap_vae_cuda *d, float *out, const float *in, const float
 
 /* ---- GroupNorm, add, upsampling ---------------------------------------------------------- */
 
-/* One block per (image, group): the group's (cg, hw) values are contiguous. */
-__global__ static void groupnorm_k(float *out, const float *in, const float *g, const float *b, int c, int hw,
-                                   int groups, float eps, int silu) {
-    __shared__ double sh[THREADS];
-    const int ng = blockIdx.x, gi = ng % groups, cg = c / groups;
-    const size_t cnt = (size_t)cg * hw;
-    const float *x = in + (size_t)ng * cnt;
-    float *o = out + (size_t)ng * cnt;
+/* The mean and 1 / sqrt(var + eps) of a block's cnt values, sums in double. */
+__device__ static void group_stats(const float *x, size_t cnt, float eps, double *sh, float *mean, float *rstd) {
     double s = 0.0;
     for (size_t i = threadIdx.x; i < cnt; i += THREADS) s += x[i];
     const float m = (float)(block_sum(s, sh) / (double)cnt);
@@ -159,7 +153,20 @@ __global__ static void groupnorm_k(float *out, const float *in, const float *g, 
         float dv = x[i] - m;
         v += (double)dv * dv;
     }
-    const float rs = (float)(1.0 / sqrt(block_sum(v, sh) / (double)cnt + eps));
+    *mean = m;
+    *rstd = (float)(1.0 / sqrt(block_sum(v, sh) / (double)cnt + eps));
+}
+
+/* One block per (image, group): the group's (cg, hw) values are contiguous. */
+__global__ static void groupnorm_k(float *out, const float *in, const float *g, const float *b, int c, int hw,
+                                   int groups, float eps, int silu) {
+    __shared__ double sh[THREADS];
+    const int ng = blockIdx.x, gi = ng % groups, cg = c / groups;
+    const size_t cnt = (size_t)cg * hw;
+    const float *x = in + (size_t)ng * cnt;
+    float *o = out + (size_t)ng * cnt;
+    float m, rs;
+    group_stats(x, cnt, eps, sh, &m, &rs);
     for (size_t i = threadIdx.x; i < cnt; i += THREADS) {
         int ch = gi * cg + (int)(i / hw);
         float y = (x[i] - m) * (g ? g[ch] * rs : rs) + (b ? b[ch] : 0.0f);
@@ -317,15 +324,8 @@ __global__ static void groupnorm_back_k(float *dx, const float *dy, const float 
     const size_t cnt = (size_t)cg * hw, off = (size_t)blockIdx.x * cnt;
     const float *x = in + off, *gy = dy + off;
     float *o = dx + off;
-    double s = 0.0;
-    for (size_t i = threadIdx.x; i < cnt; i += THREADS) s += x[i];
-    const float m = (float)(block_sum(s, sh) / (double)cnt);
-    double v = 0.0;
-    for (size_t i = threadIdx.x; i < cnt; i += THREADS) {
-        float dv = x[i] - m;
-        v += (double)dv * dv;
-    }
-    const float rs = (float)(1.0 / sqrt(block_sum(v, sh) / (double)cnt + eps));
+    float m, rs;
+    group_stats(x, cnt, eps, sh, &m, &rs);
     double sg = 0.0, sgx = 0.0;
     for (size_t i = threadIdx.x; i < cnt; i += THREADS) {
         const float wk = g ? g[gi * cg + (int)(i / hw)] : 1.0f;
