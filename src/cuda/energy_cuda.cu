@@ -59,6 +59,9 @@ extern "C" void dap_cuda_buffer_free(float *p) {
 
 extern "C" void dap_cuda_copy(float *dst, const float *src, size_t floats) {
     CK(cudaMemcpy(dst, src, floats * sizeof(float), cudaMemcpyDefault));
+    /* a device-to-device copy may return before it is done, and the source may be a model
+     * state's scratch that its next forward (on a non-blocking stream) overwrites */
+    CK(cudaDeviceSynchronize());
 }
 
 extern "C" double *dap_cuda_buffer_f64(size_t n) {
