@@ -3,6 +3,8 @@
 #   make SAN=1        AddressSanitizer + UBSan (build dir build-san/)
 #   make CUDA=1       also the CUDA backend (src/cuda/, nvcc + cuBLAS; build dir build-cuda/);
 #                     CUDA_HOME (/usr/local/cuda), CUDA_ARCH (sm_80 + sm_90 + PTX)
+#   make emu          the CUDA backend on the CPU through tests/cuda-emu (no GPU, nvcc or cuBLAS;
+#                     build dir build-emu/): dap, dap_tests, emu_selftest; make test-emu runs them
 #   make test         installs missing packages, builds, runs the suite (+ the I/O and
 #                     op tests again under ASan/UBSan)
 #   make demo         the main job on the embedded default (Fashion-MNIST)
@@ -16,6 +18,11 @@ ARCH    ?= -march=native
 CFLAGS_BASE = -std=c11 -Wall -Wextra -Werror -Wno-unknown-pragmas -fopenmp -D_GNU_SOURCE \
               -Iinclude -Isrc -I$(BLAS_INC)
 LDLIBS  = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lpng -ljpeg -lz -lm -fopenmp
+
+# the emulated CUDA build (make emu) never shares a build dir with the others
+ifeq ($(EMU),1)
+  BUILD ?= build-emu
+endif
 
 ifeq ($(SAN),1)
   BUILD ?= build-san
@@ -43,6 +50,21 @@ ifeq ($(CUDA),1)
               -ldl -lrt -lpthread -lstdc++
 endif
 
+# make emu: src/cuda/*.cu translated to C++ (tests/cuda-emu/translate.sh: launches rewritten) and
+# compiled with g++ against the emulator's cuda_runtime.h / cublas_v2.h, plus the emulator
+# itself; the C sources with -DDAP_CUDA as in the CUDA build. No sibling calls: a __syncthreads
+# keeps its caller's address (the emulator compares them); -rdynamic: backtrace names.
+ifeq ($(EMU),1)
+  EMU_DIR   = tests/cuda-emu
+  EMU_CXX   = $(CXX) -std=c++17 -O2 -g -fopenmp -DDAP_CUDA -Iinclude -Isrc -I$(EMU_DIR) -I$(BLAS_INC)
+  CFLAGS   += -DDAP_CUDA
+  CU_SRC    = $(sort $(wildcard src/cuda/*.cu))
+  EMU_SRC   = $(sort $(wildcard $(EMU_DIR)/*.cpp))
+  LDLIBS   += -lstdc++ -rdynamic
+  EMU_OBJ   = $(EMU_SRC:$(EMU_DIR)/%.cpp=$(BUILD)/emu/%.o)
+  CU_OBJ    = $(CU_SRC:%.cu=$(BUILD)/emu/%.o) $(EMU_OBJ)
+endif
+
 LIB_SRC   = $(sort $(wildcard src/*/*.c))
 TOOL_SRC  = $(sort $(wildcard tools/*.c))
 TEST_SRC  = $(sort $(wildcard tests/*.c))
@@ -68,6 +90,25 @@ $(BUILD)/%.o: %.cu
 	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) -DDAP_CUDA -Iinclude -Isrc -Xcompiler -fopenmp,-Wall \
 	    -MMD -MP -c $< -o $@
 
+ifeq ($(EMU),1) # the emulator's build (make emu)
+$(BUILD)/emu/%.cpp: %.cu $(EMU_DIR)/translate.sh
+	@mkdir -p $(dir $@)
+	sh $(EMU_DIR)/translate.sh $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/emu/%.o: $(BUILD)/emu/%.cpp
+	$(EMU_CXX) -Wall -fno-optimize-sibling-calls -include cuda_runtime.h -MMD -MP -c $< -o $@
+
+$(BUILD)/emu/%.o: $(EMU_DIR)/%.cpp
+	@mkdir -p $(dir $@)
+	$(EMU_CXX) -Wall -Wextra -Werror -MMD -MP -c $< -o $@
+
+$(BUILD)/emu_selftest: $(BUILD)/emu/$(EMU_DIR)/selftest.o $(EMU_OBJ)
+	$(CXX) -o $@ $^ $(LDLIBS)
+-include $(BUILD)/emu/$(EMU_DIR)/selftest.d
+
+.PRECIOUS: $(BUILD)/emu/%.cpp
+endif
+
 $(BUILD)/libdap.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -81,14 +122,28 @@ $(BUILD)/dap_tests: $(TEST_OBJ) $(BUILD)/libdap.a
 deps:
 	@bash scripts/install-deps.sh
 
-# The whole suite: unit tests, then the sanitizer pass, then command-line smoke tests.
+# The whole suite: unit tests, the sanitizer pass, the CUDA tests on the emulator (make emu),
+# then command-line smoke tests.
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory SAN=1 all
+	@$(MAKE) --no-print-directory emu
 	@bash tests/run.sh
 
 test-fast: all
 	./$(BUILD)/dap_tests
+
+# The CUDA backend's tests on the CPU (tests/cuda-emu/README.md), DiT-XL/2 included (make test
+# runs them at 8 GiB, without it): as written, then with the work of each stream as late as
+# CUDA allows and the blocks and threads in reverse order (8 GiB: DiT-XL/2 once is enough).
+.PHONY: emu test-emu
+emu:
+	@$(MAKE) --no-print-directory EMU=1 build-emu/dap build-emu/dap_tests build-emu/emu_selftest
+
+test-emu: emu
+	./build-emu/emu_selftest
+	./build-emu/dap_tests device_select cuda
+	DAP_EMU_ASYNC=1 DAP_EMU_REVERSE=1 DAP_EMU_MEM_MB=8192 ./build-emu/dap_tests device_select cuda
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -2,7 +2,7 @@
 # Installs what dap needs from Debian's archive, only what is missing. Needs root
 # (or sudo) the first time; afterwards it is a quick check.
 set -euo pipefail
-pkgs=(gcc libc6-dev make libopenblas-openmp-dev libopenblas-dev libpng-dev libjpeg-dev zlib1g-dev
+pkgs=(gcc g++ libc6-dev make libopenblas-openmp-dev libopenblas-dev libpng-dev libjpeg-dev zlib1g-dev
       dataset-fashion-mnist)
 missing=()
 for p in "${pkgs[@]}"; do

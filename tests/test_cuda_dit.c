@@ -588,6 +588,8 @@ DAP_TEST(cuda_dit_train_matches_cpu) {
 
     /* 2. five trainer steps from the same weights and data */
     train_pair(&mc, &mg);
+    if (!mc || !mg) return;
+    c = &mc->cfg; /* the first pair's config went with it */
     float *w0 = dap_alloc_f32(mc->params.total);
     memcpy(w0, mc->params.data, mc->params.total * sizeof(float));
     CHECK(dap_device_select("cuda") == DAP_OK);
@@ -642,6 +644,7 @@ DAP_TEST(cuda_dit_train_matches_cpu) {
     }
     dap_dit *mr = NULL;
     CHECK(dap_dit_create(&mr, c, 1) == DAP_OK);
+    if (!mr) return;
     CHECK(dap_device_select("cuda") == DAP_OK);
     CHECK(dap_dit_to_device(mr) == DAP_OK);
     dap_device_select("cpu");

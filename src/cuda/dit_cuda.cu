@@ -395,7 +395,7 @@ struct dap_dit_cuda {
     size_t w_floats;
     const float *pos, *xe_w, *xe_b, *t0_w, *t0_b, *t2_w, *t2_b, *ytab, *fin_w, *fin_b, *fin_ada_w, *fin_ada_b;
     dblock *blk;  /* (depth), host array of device pointers */
-    gpu gpu;
+    struct gpu gpu;
     char name[256];
     const dap_dit *host; /* the host model (its table gives the tensors' offsets) */
     /* training (dap_dit_cuda_train_begin): gradients, EMA weights, AdamW moments, all in
@@ -1122,7 +1122,7 @@ extern "C" void dap_dit_cuda_backward_params(const dap_dit_cuda *d, dap_dit_cuda
 
     /* conditioning: c_act = SiLU(c), c = mlp.2(SiLU(mlp.0(freq))) + table[y] */
     L1(silu_bwd_k, (size_t)n * D)(s->gc, s->gcact, s->c, (idx_t)((size_t)n * D));
-    L1(ytab_grad_k, (size_t)D)(GRAD(d, d->ytab), s->gc, s->y, n, D);
+    if (!frozen_at(d, d->ytab)) L1(ytab_grad_k, (size_t)D)(GRAD(d, d->ytab), s->gc, s->y, n, D);
     LAUNCHED();
     wgrad(g, d, d->t2_w, s->gc, s->tact, n, D, D);
     bgrad(g, d, d->t2_b, s->gc, s->ones, n, D);
