@@ -115,6 +115,15 @@ void dap_log(int level, const char *fmt, ...) {
     fflush(stderr);
 }
 
+const char *dap_fmt_bytes(char *buf, size_t cap, double bytes) {
+    const double k = 1024.0;
+    if (bytes >= k * k * k) snprintf(buf, cap, "%.2f GiB", bytes / (k * k * k));
+    else if (bytes >= k * k) snprintf(buf, cap, "%.1f MiB", bytes / (k * k));
+    else if (bytes >= k) snprintf(buf, cap, "%.0f KiB", bytes / k);
+    else snprintf(buf, cap, "%.0f bytes", bytes);
+    return buf;
+}
+
 double dap_time_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

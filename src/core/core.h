@@ -73,6 +73,9 @@ void dap_log_set_level(int level);
 int dap_log_get_level(void);
 void dap_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 double dap_time_now(void); /* seconds, monotonic */
+/* A size for messages into buf (>= 16 chars): "1.25 GiB", "740.0 MiB", "723 KiB", "12 bytes";
+ * returns buf. */
+const char *dap_fmt_bytes(char *buf, size_t cap, double bytes);
 
 /* ---- threads -------------------------------------------------------------- */
 void dap_set_threads(int n); /* <= 0: $OMP_NUM_THREADS if set, else all cores */

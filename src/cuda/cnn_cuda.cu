@@ -65,8 +65,9 @@ extern "C" int dap_cuda_init(char *desc, size_t n) {
     if (s != CUBLAS_STATUS_SUCCESS)
         return dap_error(DAP_ERR_MISSING, "device cuda (%s): %s", p.name, dap_cublas_msg(s));
     cublasDestroy(h);
-    snprintf(desc, n, "cuda: GPU %d of %d, %s, %.0f GiB, compute %d.%d", k, count, p.name,
-             (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), p.major, p.minor);
+    char mem[32];
+    snprintf(desc, n, "cuda: GPU %d of %d, %s, %s, compute %d.%d", k, count, p.name,
+             dap_fmt_bytes(mem, sizeof mem, (double)p.totalGlobalMem), p.major, p.minor);
     return DAP_OK;
 }
 

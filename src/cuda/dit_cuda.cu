@@ -416,7 +416,6 @@ static int free_memory(size_t *free_b, size_t *total_b) {
     return DAP_OK;
 }
 
-#define GIB(b) ((double)(b) / (1024.0 * 1024.0 * 1024.0))
 
 extern "C" int dap_cuda_bf16_supported(void) {
     cudaDeviceProp p;
@@ -435,9 +434,12 @@ extern "C" int dap_dit_cuda_create(dap_dit_cuda **out, const dap_dit *m, int pre
                                       "newer); use fp32 or tf32", desc);
     size_t bytes = m->params.total * sizeof(float), fr = 0, tot = 0;
     DAP_TRY(free_memory(&fr, &tot));
-    if (bytes + ((size_t)64 << 20) > fr) /* the weights and cuBLAS's workspace */
-        return dap_error(DAP_ERR_NOMEM, "device cuda (%s): the DiT's weights need %.2f GiB, %.2f GiB of the "
-                                        "device's %.2f GiB are free", desc, GIB(bytes), GIB(fr), GIB(tot));
+    if (bytes + ((size_t)64 << 20) > fr) { /* the weights and cuBLAS's workspace */
+        char b[3][32];
+        return dap_error(DAP_ERR_NOMEM, "device cuda (%s): the DiT's weights need %s (and 64 MiB of workspace), %s of "
+                                        "the device's %s are free", desc, dap_fmt_bytes(b[0], 32, (double)bytes),
+                         dap_fmt_bytes(b[1], 32, (double)fr), dap_fmt_bytes(b[2], 32, (double)tot));
+    }
     dap_dit_cuda *d = (dap_dit_cuda *)dap_calloc(1, sizeof *d);
     d->cfg = m->cfg;
     d->T = m->tokens, d->D = m->cfg.hidden, d->H4 = m->mlp_hidden, d->NH = m->cfg.heads, d->g = m->grid;
@@ -635,10 +637,11 @@ static int state_create(dap_dit_cuda_state **out, const dap_dit_cuda *d, int bat
         return dap_error(DAP_ERR_ARG, "device cuda: batch %d makes a DiT activation of %zu values, over the "
                                       "kernels' 2^31 limit: lower --batch", batch, largest);
     DAP_TRY(free_memory(&fr, &tot));
+    char b[2][32];
     if (bytes > fr)
         return dap_error(DAP_ERR_NOMEM, "device cuda (%s): the DiT's activations for batch %d (%d cached blocks) "
-                                        "need %.2f GiB, %.2f GiB are free: lower --batch", d->name, batch,
-                         cache_blocks, GIB(bytes), GIB(fr));
+                                        "need %s, %s are free: lower --batch", d->name, batch, cache_blocks,
+                         dap_fmt_bytes(b[0], 32, (double)bytes), dap_fmt_bytes(b[1], 32, (double)fr));
     dap_dit_cuda_state *s = (dap_dit_cuda_state *)dap_calloc(1, sizeof *s);
     s->batch = s->n = batch;
     s->cache_blocks = cache_blocks;
@@ -648,8 +651,9 @@ static int state_create(dap_dit_cuda_state **out, const dap_dit_cuda *d, int bat
     if (e != cudaSuccess) {
         free(s->blk), free(s);
         cudaGetLastError();
-        return dap_error(DAP_ERR_NOMEM, "device cuda (%s): allocating %.2f GiB of DiT activations for batch %d: "
-                                        "%s: lower --batch", d->name, GIB(bytes), batch, cudaGetErrorString(e));
+        return dap_error(DAP_ERR_NOMEM, "device cuda (%s): allocating %s of DiT activations for batch %d: "
+                                        "%s: lower --batch", d->name, dap_fmt_bytes(b[0], 32, (double)bytes), batch,
+                         cudaGetErrorString(e));
     }
     s->floats = bytes / sizeof(float);
     arena a = {s->mem, 0, 0};
@@ -1046,9 +1050,11 @@ extern "C" int dap_dit_cuda_train_begin(dap_dit_cuda *d, const float *ema, const
     if (!d->gw) {
         DAP_TRY(free_memory(&fr, &tot));
         size_t need = 4 * bytes + sizeof(double) * PARTS * ((size_t)ps->n + 1);
+        char b[2][32];
         if (need > fr)
-            return dap_error(DAP_ERR_NOMEM, "device cuda (%s): training needs %.2f GiB for the gradients, EMA and AdamW "
-                                            "moments, %.2f GiB are free", d->name, GIB(need), GIB(fr));
+            return dap_error(DAP_ERR_NOMEM, "device cuda (%s): training needs %s for the gradients, EMA and AdamW "
+                                            "moments, %s are free", d->name, dap_fmt_bytes(b[0], 32, (double)need),
+                             dap_fmt_bytes(b[1], 32, (double)fr));
         CK(cudaMalloc(&d->gw, bytes));
         CK(cudaMalloc(&d->ema, bytes));
         CK(cudaMalloc(&d->om, bytes));

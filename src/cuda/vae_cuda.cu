@@ -39,9 +39,10 @@ int dap_vae_cuda_create(dap_vae_cuda **out, const float *weights, size_t n) {
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess)
         return dap_error(DAP_ERR_MISSING, "device cuda: no usable GPU for the VAE");
+    char b[2][32];
     if (n * sizeof(float) > free_b)
-        return dap_error(DAP_ERR_NOMEM, "the VAE's weights (%.2f GiB) do not fit in the GPU's free memory (%.2f GiB)",
-                         n * sizeof(float) / 1073741824.0, free_b / 1073741824.0);
+        return dap_error(DAP_ERR_NOMEM, "the VAE's weights (%s) do not fit in the GPU's free memory (%s)",
+                         dap_fmt_bytes(b[0], 32, (double)(n * sizeof(float))), dap_fmt_bytes(b[1], 32, (double)free_b));
     dap_vae_cuda *d = (dap_vae_cuda *)dap_calloc(1, sizeof *d);
     CK(cudaStreamCreateWithFlags(&d->st, cudaStreamNonBlocking));
     CB(cublasCreate(&d->h));

@@ -1252,12 +1252,12 @@ int dap_dit_train_fits(const dap_dit *m, int batch, const char *what) {
 #ifdef DAP_CUDA
     size_t need = dap_dit_cuda_train_bytes_for(m->dev, batch), fr = 0, tot = 0;
     DAP_TRY(dap_cuda_memory(&fr, &tot));
-    const double gib = 1024.0 * 1024.0 * 1024.0;
+    char b[3][32];
     if (need > fr)
-        return dap_error(DAP_ERR_NOMEM, "%s: training needs %.2f GiB on the device besides the weights (activations "
-                                        "for batch %d, gradients, EMA, AdamW moments), %.2f GiB of its %.2f GiB are "
-                                        "free: lower %s", dap_dit_cuda_describe(m->dev), (double)need / gib, batch,
-                         (double)fr / gib, (double)tot / gib, what);
+        return dap_error(DAP_ERR_NOMEM, "%s: training needs %s on the device besides the weights (activations "
+                                        "for batch %d, gradients, EMA, AdamW moments), %s of its %s are "
+                                        "free: lower %s", dap_dit_cuda_describe(m->dev), dap_fmt_bytes(b[0], 32, (double)need),
+                         batch, dap_fmt_bytes(b[1], 32, (double)fr), dap_fmt_bytes(b[2], 32, (double)tot), what);
 #else
     (void)batch, (void)what;
 #endif
@@ -1306,12 +1306,13 @@ int dap_dit_states_fit(const dap_dit *m, int count, const int *batch, const int 
     size_t need = 0, fr = 0, tot = 0;
     for (int i = 0; i < count; i++) need += dap_dit_cuda_state_bytes_for(m->dev, batch[i], cache_blocks[i]);
     DAP_TRY(dap_cuda_memory(&fr, &tot));
-    const double gib = 1024.0 * 1024.0 * 1024.0;
+    char b[3][32];
     if (need > fr)
-        return dap_error(DAP_ERR_NOMEM, "%s: the DiT's activations need %.2f GiB on the device (batch %d%s), %.2f GiB "
-                                        "of its %.2f GiB are free besides the weights: lower %s",
-                         dap_dit_cuda_describe(m->dev), (double)need / gib, batch[0], count > 1 ? " and more" : "",
-                         (double)fr / gib, (double)tot / gib, what);
+        return dap_error(DAP_ERR_NOMEM, "%s: the DiT's activations need %s on the device (batch %d%s), %s "
+                                        "of its %s are free besides the weights: lower %s",
+                         dap_dit_cuda_describe(m->dev), dap_fmt_bytes(b[0], 32, (double)need), batch[0],
+                         count > 1 ? " and more" : "", dap_fmt_bytes(b[1], 32, (double)fr),
+                         dap_fmt_bytes(b[2], 32, (double)tot), what);
 #else
     (void)count, (void)batch, (void)cache_blocks, (void)what;
 #endif

@@ -222,10 +222,12 @@ int dap_vae_check_memory(const dap_vae *v, int decode, int n, int h, int w) {
     const size_t need = dap_vae_plan_bytes(v, decode, n, h, w);
     size_t fr = 0, tot = 0;
     DAP_TRY(dap_cuda_memory(&fr, &tot));
+    char b[3][32];
     if (need > fr)
-        return dap_error(DAP_ERR_NOMEM, "the VAE's %s of %d %s of %dx%d needs %.2f GiB on the GPU, %.2f GiB of %.2f are "
+        return dap_error(DAP_ERR_NOMEM, "the VAE's %s of %d %s of %dx%d needs %s on the GPU, %s of %s are "
                          "free: lower --batch", decode ? "decode" : "encode", n, decode ? "latents" : "images", h, w,
-                         need / 1073741824.0, fr / 1073741824.0, tot / 1073741824.0);
+                         dap_fmt_bytes(b[0], 32, (double)need), dap_fmt_bytes(b[1], 32, (double)fr),
+                         dap_fmt_bytes(b[2], 32, (double)tot));
 #else
     (void)v, (void)decode, (void)n, (void)h, (void)w;
 #endif
@@ -1149,9 +1151,11 @@ int dap_vae_decode_taped(dap_vae *v, const float *latent, int h, int w, float *i
         const size_t need = tape_floats(cf, h, w) * sizeof(float);
         size_t fr = 0, tot = 0;
         DAP_TRY(dap_cuda_memory(&fr, &tot));
+        char b[3][32];
         if (need > fr)
-            return dap_error(DAP_ERR_NOMEM, "the VAE decoder's gradient at a %dx%d latent needs up to %.2f GiB on the GPU, "
-                             "%.2f GiB of %.2f are free", h, w, need / 1073741824.0, fr / 1073741824.0, tot / 1073741824.0);
+            return dap_error(DAP_ERR_NOMEM, "the VAE decoder's gradient at a %dx%d latent needs up to %s on the GPU, "
+                             "%s of %s are free", h, w, dap_fmt_bytes(b[0], 32, (double)need),
+                             dap_fmt_bytes(b[1], 32, (double)fr), dap_fmt_bytes(b[2], 32, (double)tot));
     }
 #endif
     dap_vae_tape *tp = dap_calloc(1, sizeof *tp);

@@ -15,6 +15,33 @@ expect_fail "score --device cuda on a CPU build" "built without the CUDA backend
 expect_fail "vae decode --device gpu" "device 'gpu'" $DAP vae decode --vae x --in x --out "$tmp/dev-v.png" --device gpu
 expect_fail "train DAP_DEVICE=cuda on a CPU build" "built without the CUDA backend|device cuda" env DAP_DEVICE=cuda $DAP train --config fm-p4-h256-d8 --steps 1 --out "$tmp/dev-t.safetensors"
 [ ! -e "$tmp/dev-s" ] && [ ! -e "$tmp/dev-d" ] && [ ! -e "$tmp/dev-t.safetensors" ] && ok "no output from a refused device" || bad "no output from a refused device"
+# the device path of the commands on the CUDA emulator (make emu: build-emu/dap, the backend
+# run on the CPU, DAP_EMU_MEM_MB of device memory): the CPU's images, and the refusals of a
+# device too small for the weights or for the batch, before any work and with the sizes
+EMU=./build-emu/dap
+if [ -x "$EMU" ] && have_fmnist; then
+  $DAP train --data fmnist --config fm-tiny --steps 1 --batch 4 --val-per-class 0 --out "$tmp/emu-m.safetensors" \
+    >/dev/null 2>&1
+  samp() { local dir=$1 cmd=$2; shift 2
+    DAP_EMU_MEM_MB=256 $cmd sample --model "$tmp/emu-m.safetensors" --classes 0,3 --n 2 --steps 3 --out "$dir" "$@"; }
+  expect_ok "emulated GPU: sample --device cuda" samp "$tmp/emu-g" $EMU --device cuda
+  samp "$tmp/emu-c" $DAP >/dev/null 2>&1
+  if [ -f "$tmp/emu-g/Dress/1.png" ] && diff -r -q -x manifest.json "$tmp/emu-g" "$tmp/emu-c" >/dev/null; then
+    ok "emulated GPU: sample gives the CPU's images"
+  else bad "emulated GPU: sample gives the CPU's images"; fi
+  expect_fail "emulated GPU: weights larger than the device" "weights need 720 KiB.*1.0 MiB are free" \
+    env DAP_EMU_MEM_MB=1 $EMU sample --model "$tmp/emu-m.safetensors" --classes 0 --n 2 --steps 2 --device cuda --out "$tmp/emu-w"
+  expect_fail "emulated GPU: activations larger than the device" "activations need .* MiB.*lower --batch" \
+    env DAP_EMU_MEM_MB=66 $EMU sample --model "$tmp/emu-m.safetensors" --classes 0,1,2,3 --n 256 --batch 256 --steps 2 \
+    --device cuda --out "$tmp/emu-a"
+  [ ! -e "$tmp/emu-w" ] && [ ! -e "$tmp/emu-a" ] && ok "emulated GPU: no output from a refused device" ||
+    bad "emulated GPU: no output from a refused device"
+else
+  for t in "sample --device cuda" "sample gives the CPU's images" "weights larger than the device" \
+           "activations larger than the device" "no output from a refused device"; do
+    skip "emulated GPU: $t" "no build-emu/dap (make emu) or no Fashion-MNIST"
+  done
+fi
 # the GPU check script's plumbing, dry-run on the CPU (a broken script would cost a lent GPU's
 # few minutes): its tests, the train / sample / distill commands on two devices (here cpu
 # twice) and two benchmark jobs, then the summary
