@@ -133,17 +133,7 @@ __global__ static void geometric_k(float *dst, const float *src, const float *pa
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
         size_t plane = e / hw;
         int yy = (int)((e % hw) / w), xx = (int)(e % w);
-        const float *q = params + (plane / c) * DAP_AUG_PARAMS, *s = src + plane * hw;
-        float v;
-        switch (op) {
-        case DAP_AUGX_WINDOW:
-            v = dap_px_window(s, h, w, (int)q[0], (int)q[1], (int)q[2], (int)q[3], q[4] != 0, yy, xx);
-            break;
-        case DAP_AUGX_SHIFT: v = dap_px_shift(s, h, w, (int)q[0], (int)q[1], yy, xx); break;
-        case DAP_AUGX_FLIP: v = s[(size_t)yy * w + (q[0] != 0 ? w - 1 - xx : xx)]; break;
-        default: v = dap_px_affine(s, h, w, q, yy, xx); break;
-        }
-        dst[e] = v;
+        dst[e] = dap_px_geometric(op, src + plane * hw, h, w, params + (plane / c) * DAP_AUG_PARAMS, yy, xx);
     }
 }
 

@@ -202,18 +202,7 @@ static void apply_geometric(const dap_aug_stage *s, float *x, int n, int c, int 
             float *d = x + (size_t)plane * hw;
             memcpy(src, d, hw * sizeof(float));
             for (int yy = 0; yy < h; yy++)
-                for (int xx = 0; xx < w; xx++) {
-                    float v;
-                    switch (s->op) {
-                    case DAP_AUGX_WINDOW:
-                        v = dap_px_window(src, h, w, (int)q[0], (int)q[1], (int)q[2], (int)q[3], q[4] != 0, yy, xx);
-                        break;
-                    case DAP_AUGX_SHIFT: v = dap_px_shift(src, h, w, (int)q[0], (int)q[1], yy, xx); break;
-                    case DAP_AUGX_FLIP: v = src[(size_t)yy * w + (q[0] != 0 ? w - 1 - xx : xx)]; break;
-                    default: v = dap_px_affine(src, h, w, q, yy, xx); break;
-                    }
-                    d[(size_t)yy * w + xx] = v;
-                }
+                for (int xx = 0; xx < w; xx++) d[(size_t)yy * w + xx] = dap_px_geometric(s->op, src, h, w, q, yy, xx);
         }
         dap_free_aligned(src);
     }

@@ -10,6 +10,8 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "eval/augment.h"
+
 #ifdef __CUDACC__
 #define DAP_PX static inline __host__ __device__
 #else
@@ -59,6 +61,17 @@ DAP_PX float dap_px_window(const float *s, int h, int w, int y0, int x0, int ch,
 DAP_PX float dap_px_shift(const float *s, int h, int w, int ty, int tx, int yy, int xx) {
     int sy = yy + ty, sx = xx + tx;
     return sy >= 0 && sy < h && sx >= 0 && sx < w ? s[(size_t)sy * w + sx] : 0.0f;
+}
+
+/* Pixel (yy, xx) of a geometric stage (DAP_AUGX_WINDOW, _SHIFT, _FLIP, _AFFINE) of one
+ * plane s, from its image's parameters q (DAP_AUG_PARAMS). */
+DAP_PX float dap_px_geometric(int op, const float *s, int h, int w, const float *q, int yy, int xx) {
+    switch (op) {
+    case DAP_AUGX_WINDOW: return dap_px_window(s, h, w, (int)q[0], (int)q[1], (int)q[2], (int)q[3], q[4] != 0, yy, xx);
+    case DAP_AUGX_SHIFT: return dap_px_shift(s, h, w, (int)q[0], (int)q[1], yy, xx);
+    case DAP_AUGX_FLIP: return s[(size_t)yy * w + (q[0] != 0 ? w - 1 - xx : xx)];
+    default: return dap_px_affine(s, h, w, q, yy, xx);
+    }
 }
 
 /* Inside the box [y0, y0 + ch) x [x0, x0 + cw)? */
