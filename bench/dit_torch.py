@@ -11,9 +11,17 @@ against). The shapes come from `build/bench_dit --config NAME --print-config` (p
 
 --device cuda runs the model on the GPU (eager attention, as tests/gen/dit_ref.py; the
 weights are made on the CPU with the same generator, then moved). --precision sets the
-float32 matrix products as dap's does: fp32 (TF32 off), tf32 (allow_tf32), bf16
-(float32_matmul_precision "medium": bf16 products, fp32 storage). peak_device_mb is
-torch.cuda.max_memory_reserved (what the caching allocator took from the device).
+matrix products as dap's do: fp32 (TF32 off), tf32 (allow_tf32), bf16. Under bf16, train
+keeps FP32 weights with BF16 products (float32_matmul_precision "medium"), as dap's trainer;
+the inference measures follow --bf16: cast (default: the model and its input in bfloat16,
+the output back to float32: BF16 storage, as dap's inference model), autocast
+(torch.autocast: FP32 weights, BF16 copies per product) or medium (FP32 storage, BF16
+products). peak_device_mb is torch.cuda.max_memory_reserved (what the caching allocator
+took from the device).
+
+--device meta is a dry run of the device code path on a machine without a GPU: every
+tensor on PyTorch's meta device, which refuses an operation that meets a tensor left on the
+CPU; nothing is computed or timed (one step, then a JSON line with "dry_run": true).
 
 Measurements (as in bench_dit.c):
   train  forward + eps-MSE + backward + clip_grad_norm_ + AdamW at batch 64    (images/s)
@@ -90,6 +98,17 @@ def sync():
         torch.cuda.synchronize()
 
 
+class Bf16(torch.nn.Module):
+    """The model in bfloat16 behind float32 inputs and outputs (--bf16 cast)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m.to(torch.bfloat16)
+
+    def forward(self, x, t, y, stop_block=0):
+        return self.m(x.to(torch.bfloat16), t, y, stop_block=stop_block).float()
+
+
 def ddim_workload(model, cfg, gen, B):
     C, H, K = cfg["in_channels"], cfg["input_size"], cfg["num_classes"]
     x = torch.randn(B, C, H, H, generator=gen).to(DEV)
@@ -154,7 +173,7 @@ def setup(measure, model, cfg, gen):
         xr = torch.randn(GUIDE_REAL, C, H, H, generator=gen).to(DEV)
         xs0 = torch.randn(GUIDE_SYN, C, H, H, generator=gen).to(DEV)
         t = torch.full((GUIDE_REAL,), 500.0, device=DEV)
-        y = torch.full((GUIDE_REAL,), 3, device=DEV)
+        y = torch.full((GUIDE_REAL,), 3, dtype=torch.long, device=DEV)
         model.requires_grad_(False)
 
         def step():
@@ -178,13 +197,16 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "meta"])
     ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
+    ap.add_argument("--bf16", default="cast", choices=["cast", "autocast", "medium"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     global DEV
     DEV = torch.device(a.device)
-    if a.device == "cuda":
+    if a.device == "meta":
+        pass
+    elif a.device == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("dit_torch.py: --device cuda: torch sees no GPU")
         torch.backends.cuda.matmul.allow_tf32 = a.precision == "tf32"
@@ -196,12 +218,33 @@ def main():
     base = rss_mb("VmRSS")
     gen = torch.Generator().manual_seed(0)
     model = make_model(cfg, gen).to(DEV)
+    bf16 = a.bf16 if a.precision == "bf16" and a.measure != "train" else "medium"
+    if bf16 == "cast":
+        model = Bf16(model)
+    if bf16 == "autocast" and a.device != "cuda":
+        raise SystemExit("dit_torch.py: --bf16 autocast needs --device cuda")
     step0 = setup(a.measure, model, cfg, gen)
 
     def step():
-        r = step0()
+        if bf16 == "autocast":
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                r = step0()
+        else:
+            r = step0()
         sync()
         return r
+
+    if a.device == "meta":
+        reached = "all"
+        try:
+            step()
+        except NotImplementedError as e:  # the meta device has no convolution backward
+            if "convolution_backward" not in str(e):
+                raise
+            reached = "up to the patch embedding's backward"
+        print(json.dumps({"impl": "torch", "device": "meta", "dry_run": True, "reached": reached, "config": a.config,
+                          "measure": a.measure, "precision": a.precision, "bf16": bf16 if a.precision == "bf16" else None}))
+        return
 
     for _ in range(a.warmup):
         step()
@@ -219,6 +262,7 @@ def main():
     dev = {"device": "cpu", "precision": "fp32", "peak_device_mb": 0.0}
     if DEV.type == "cuda":
         dev = {"device": torch.cuda.get_device_name(), "precision": a.precision,
+               "bf16": bf16 if a.precision == "bf16" else None,
                "peak_device_mb": round(torch.cuda.max_memory_reserved() / 1048576.0, 1)}
     print(json.dumps({
         "impl": "torch", "torch": torch.__version__, **dev, "config": a.config, "measure": a.measure, "batch": n,

@@ -74,9 +74,12 @@ def normalise(x_u8):
 
 # ---- DSA (one transform per batch, per-image parameters, on normalised tensors) ----
 def dsa(x, g):
+    return dsa_op(x, g, int(torch.randint(0, 6, (1,), generator=g)))
+
+
+def dsa_op(x, g, op):
     n = x.shape[0]
-    op = int(torch.randint(0, 6, (1,), generator=g))
-    r = lambda *s: torch.rand(*s, generator=g)
+    r = lambda *s: torch.rand(*s, generator=g).to(x.device)  # drawn on the CPU: the same stream on any device
     if op == 0:  # colour
         x = x + (r(n, 1, 1, 1) - 0.5)
         m = x.mean(dim=1, keepdim=True)
@@ -104,11 +107,11 @@ def dsa(x, g):
         return torch.where(r(n, 1, 1, 1) < 0.5, x.flip(3), x)
     if op == 4:  # scale
         sx, sy = [r(n) * (1.2 - 1 / 1.2) + 1 / 1.2 for _ in range(2)]
-        z = torch.zeros(n)
+        z = torch.zeros(n, device=x.device)
         theta = torch.stack([torch.stack([sx, z, z], 1), torch.stack([z, sy, z], 1)], 1)
     else:  # rotate
         a = (r(n) - 0.5) * 2 * 15 / 180 * math.pi
-        z = torch.zeros(n)
+        z = torch.zeros(n, device=x.device)
         theta = torch.stack([torch.stack([a.cos(), -a.sin(), z], 1), torch.stack([a.sin(), a.cos(), z], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=True)
     return F.grid_sample(x, grid, align_corners=True)

@@ -34,11 +34,15 @@ if [ -x "$EMU" ] && have_fmnist; then
   expect_fail "emulated GPU: activations larger than the device" "activations need .* MiB.*lower --batch" \
     env DAP_EMU_MEM_MB=66 $EMU sample --model "$tmp/emu-m.safetensors" --classes 0,1,2,3 --n 256 --batch 256 --steps 2 \
     --device cuda --out "$tmp/emu-a"
+  # an inference model under bf16 keeps BF16 weights and product inputs (the unit tests compare it with the CPU)
+  expect_ok "emulated GPU: sample --precision bf16" samp "$tmp/emu-b" $EMU --device cuda --precision bf16
+  [ -f "$tmp/emu-b/Dress/1.png" ] && ok "emulated GPU: bf16 images written" || bad "emulated GPU: bf16 images written"
   [ ! -e "$tmp/emu-w" ] && [ ! -e "$tmp/emu-a" ] && ok "emulated GPU: no output from a refused device" ||
     bad "emulated GPU: no output from a refused device"
 else
   for t in "sample --device cuda" "sample gives the CPU's images" "weights larger than the device" \
-           "activations larger than the device" "no output from a refused device"; do
+           "activations larger than the device" "sample --precision bf16" "bf16 images written" \
+           "no output from a refused device"; do
     skip "emulated GPU: $t" "no build-emu/dap (make emu) or no Fashion-MNIST"
   done
 fi
@@ -54,4 +58,29 @@ if command -v python3 >/dev/null 2>&1; then
   else bad "gpu-diffusion-check dry run on the cpu"; tail -20 "$tmp/gdc.txt"; fi
 else
   skip "gpu-diffusion-check dry run" "no python3 (the script's data and summary steps use it)"
+fi
+# the PyTorch peers' device paths (a tensor left on the CPU would fail only on a lent GPU):
+# dit_torch.py on PyTorch's meta device, which refuses such a mix, for every measure in fp32
+# and bf16; eval_ref.py's six DSA ops on meta tensors
+if [ -x build/bench_dit ] && /usr/bin/python3 -c "import torch, PIL" 2>/dev/null; then
+  MJ=$(build/bench_dit --config fm-tiny --layer 1 --print-config)
+  peers_ok=1
+  for m in fwd32 ddim guide guidemean cfg10 train; do
+    for p in fp32 bf16; do
+      /usr/bin/python3 bench/dit_torch.py --model "$MJ" --config fm-tiny --measure $m --device meta --precision $p \
+        >"$tmp/meta.txt" 2>&1 && has -q '"dry_run": true' "$tmp/meta.txt" ||
+        { peers_ok=0; echo "dit_torch.py --device meta --measure $m --precision $p:"; tail -3 "$tmp/meta.txt"; }
+    done
+  done
+  [ $peers_ok = 1 ] && ok "dit_torch.py: every measure on the meta device (fp32, bf16)" ||
+    bad "dit_torch.py: every measure on the meta device (fp32, bf16)"
+  if (cd bench && /usr/bin/python3 -c "
+import torch, eval_ref
+for op in range(6):
+    y = eval_ref.dsa_op(torch.zeros(4, 1, 28, 28, device='meta'), torch.Generator().manual_seed(op), op)
+    assert y.device.type == 'meta' and tuple(y.shape) == (4, 1, 28, 28), op
+") >"$tmp/meta.txt" 2>&1; then ok "eval_ref.py: the six DSA ops on the meta device"
+  else bad "eval_ref.py: the six DSA ops on the meta device"; tail -3 "$tmp/meta.txt"; fi
+else
+  skip "the PyTorch peers on the meta device" "no build/bench_dit or no /usr/bin/python3 with torch and PIL"
 fi

@@ -86,12 +86,12 @@ class TimestepEmbedder(nn.Module):
     @staticmethod
     def timestep_embedding(t, dim, max_period=10000):
         half = dim // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(start=0, end=half, dtype=torch.float32) / half)
+        freqs = torch.exp(-math.log(max_period) * torch.arange(start=0, end=half, dtype=torch.float32, device=t.device) / half)
         args = t[:, None].float() * freqs[None]
         return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
     def forward(self, t):
-        return self.mlp(self.timestep_embedding(t, self.freq))
+        return self.mlp(self.timestep_embedding(t, self.freq).to(self.mlp[0].weight.dtype))
 
 
 class LabelEmbedder(nn.Module):
