@@ -169,8 +169,9 @@ int main(int argc, char **argv) {
            measure, dap_device_describe(), s, batch, threads);
     for (int i = 0; i < iters; i++) printf("%s%.4f", i ? ", " : "", t[i]);
     printf("], \"median_s\": %.4f, \"images_per_s\": %.4f, \"throughput\": %.4f, \"unit\": \"images/s\", "
-           "\"cpu_s\": %.4f, \"peak_rss_mb\": %.1f, \"peak_device_mb\": %.1f}\n",
-           med, batch / med, batch / med, cpu, ru.ru_maxrss / 1024.0, dev_mb);
+           "\"cpu_s\": %.4f, \"peak_rss_mb\": %.1f, \"peak_device_mb\": %.1f, \"peak_device_kind\": \"%s\"}\n",
+           med, batch / med, batch / med, cpu, ru.ru_maxrss / 1024.0, dev_mb,
+           dev_mb > 0 ? "planned (the plan's buffers + the weights)" : "not measured");
     free(sorted);
     free(t);
     dap_free_aligned(x);

@@ -10,14 +10,13 @@ against). The shapes come from `build/bench_dit --config NAME --print-config` (p
       [--device cpu|cuda] [--precision fp32|tf32|bf16]
 
 --device cuda runs the model on the GPU (eager attention, as tests/gen/dit_ref.py; the
-weights are made on the CPU with the same generator, then moved). --precision sets the
+model is made and perturbed there, with a generator on the device). --precision sets the
 matrix products as dap's do: fp32 (TF32 off), tf32 (allow_tf32), bf16. Under bf16, train
-keeps FP32 weights with BF16 products (float32_matmul_precision "medium"), as dap's trainer;
-the inference measures follow --bf16: cast (default: the model and its input in bfloat16,
-the output back to float32: BF16 storage, as dap's inference model), autocast
-(torch.autocast: FP32 weights, BF16 copies per product) or medium (FP32 storage, BF16
-products). peak_device_mb is torch.cuda.max_memory_reserved (what the caching allocator
-took from the device).
+runs in torch.autocast(bfloat16) (FP32 weights, BF16 products), as dap's trainer; the
+inference measures follow --bf16: cast (default: the model and its input in bfloat16, the
+output back to float32: BF16 storage, as dap's inference model) or autocast. (PyTorch's
+float32_matmul_precision "medium" is TF32 on CUDA, not BF16: not used.) peak_device_mb is
+torch.cuda.max_memory_reserved (what the caching allocator took from the device).
 
 --device meta is a dry run of the device code path on a machine without a GPU: every
 tensor on PyTorch's meta device, which refuses an operation that meets a tensor left on the
@@ -71,17 +70,22 @@ def self_cpu_s():
 
 
 def make_model(cfg, gen):
+    """On DEV: made there (DiT-XL/2 takes seconds on a CPU), perturbed with a generator there."""
     model = DiT(input_size=cfg["input_size"], patch=cfg["patch"], in_channels=cfg["in_channels"],
                 hidden=cfg["hidden"], depth=cfg["depth"], heads=cfg["heads"],
                 num_classes=cfg["num_classes"], learn_sigma=cfg["learn_sigma"],
-                mlp_ratio=cfg["mlp_ratio"], class_dropout=cfg["class_dropout"])
+                mlp_ratio=cfg["mlp_ratio"], class_dropout=cfg["class_dropout"],
+                device=None if DEV.type == "cpu" else DEV)
+    if DEV.type == "meta":
+        return model
+    g = gen if DEV.type == "cpu" else torch.Generator(device=DEV).manual_seed(0)
     # default init, then every trainable tensor perturbed like bench_dit.c's perturb()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name == "pos_embed":
                 continue
             sd = 0.5 / math.sqrt(p[0].numel()) if p.dim() >= 2 else 0.02
-            p.add_(torch.randn(p.shape, generator=gen) * sd)
+            p.add_(torch.randn(p.shape, generator=g, device=p.device) * sd)
     return model
 
 
@@ -199,7 +203,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "meta"])
     ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
-    ap.add_argument("--bf16", default="cast", choices=["cast", "autocast", "medium"])
+    ap.add_argument("--bf16", default="cast", choices=["cast", "autocast"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     global DEV
@@ -211,22 +215,20 @@ def main():
             raise SystemExit("dit_torch.py: --device cuda: torch sees no GPU")
         torch.backends.cuda.matmul.allow_tf32 = a.precision == "tf32"
         torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
-        torch.set_float32_matmul_precision({"fp32": "highest", "tf32": "high", "bf16": "medium"}[a.precision])
+        torch.set_float32_matmul_precision("high" if a.precision == "tf32" else "highest")
     elif a.precision != "fp32":
         raise SystemExit("dit_torch.py: --precision %s needs --device cuda" % a.precision)
     cfg = json.loads(a.model)
     base = rss_mb("VmRSS")
     gen = torch.Generator().manual_seed(0)
     model = make_model(cfg, gen).to(DEV)
-    bf16 = a.bf16 if a.precision == "bf16" and a.measure != "train" else "medium"
+    bf16 = None if a.precision != "bf16" else "autocast" if a.measure == "train" else a.bf16
     if bf16 == "cast":
         model = Bf16(model)
-    if bf16 == "autocast" and a.device != "cuda":
-        raise SystemExit("dit_torch.py: --bf16 autocast needs --device cuda")
     step0 = setup(a.measure, model, cfg, gen)
 
     def step():
-        if bf16 == "autocast":
+        if bf16 == "autocast" and DEV.type == "cuda":  # (a meta dry run: the same step, no autocast)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
                 r = step0()
         else:
@@ -243,7 +245,7 @@ def main():
                 raise
             reached = "up to the patch embedding's backward"
         print(json.dumps({"impl": "torch", "device": "meta", "dry_run": True, "reached": reached, "config": a.config,
-                          "measure": a.measure, "precision": a.precision, "bf16": bf16 if a.precision == "bf16" else None}))
+                          "measure": a.measure, "precision": a.precision, "bf16": bf16}))
         return
 
     for _ in range(a.warmup):
@@ -262,7 +264,7 @@ def main():
     dev = {"device": "cpu", "precision": "fp32", "peak_device_mb": 0.0}
     if DEV.type == "cuda":
         dev = {"device": torch.cuda.get_device_name(), "precision": a.precision,
-               "bf16": bf16 if a.precision == "bf16" else None,
+               "bf16": bf16,
                "peak_device_mb": round(torch.cuda.max_memory_reserved() / 1048576.0, 1)}
     print(json.dumps({
         "impl": "torch", "torch": torch.__version__, **dev, "config": a.config, "measure": a.measure, "batch": n,

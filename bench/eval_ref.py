@@ -15,6 +15,9 @@ On cuda, FP32 throughout by default (TF32 off for matmuls and cuDNN convolutions
 cuBLAS calls); --precision tf32 turns it on for the convolutions only (PyTorch's own
 default; dap has no TF32 mode). --arch resnetap10|resnet18 (instance / batch
 norm, width 64: dap's defaults for those names) times the cross-architecture evaluators.
+A run's seconds cover its training (the epochs, the device synchronised at the end), as
+dap eval's; the test pass is not timed. The loss and accuracy of an epoch stay on the
+device unless printed (no host round trip per batch).
 """
 import argparse
 import gzip
@@ -133,6 +136,8 @@ def run(xtr, ytr, xte, yte, epochs, aug, seed, verbose, dev="cpu", arch="convnet
     lr = 0.01
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     n = xtr.shape[0]
+    sync = torch.cuda.synchronize if dev != "cpu" else (lambda: None)
+    sync()
     t0 = time.time()
     for ep in range(epochs):
         if ep == epochs // 2 and ep > 0:
@@ -140,7 +145,7 @@ def run(xtr, ytr, xte, yte, epochs, aug, seed, verbose, dev="cpu", arch="convnet
             opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
         net.train()
         perm = torch.randperm(n, generator=g)
-        tot, correct, seen = 0.0, 0, 0
+        tot, correct, seen = torch.zeros((), device=dev), torch.zeros((), dtype=torch.long, device=dev), 0
         for b in range(0, n, 256):
             idx = perm[b:b + 256].to(dev)
             x, y = xtr[idx], ytr[idx]
@@ -151,26 +156,28 @@ def run(xtr, ytr, xte, yte, epochs, aug, seed, verbose, dev="cpu", arch="convnet
             opt.zero_grad()
             loss.backward()
             opt.step()
-            tot += loss.item() * len(idx)
-            correct += (out.argmax(1) == y).sum().item()
+            tot += loss.detach() * len(idx)
+            correct += (out.argmax(1) == y).sum()
             seen += len(idx)
         if verbose and (ep + 1) % 50 == 0:
-            print("  epoch %d/%d loss %.4f train %.1f%% (%.0f s)" % (ep + 1, epochs, tot / seen, 100 * correct / seen,
-                                                                time.time() - t0), file=sys.stderr)
+            print("  epoch %d/%d loss %.4f train %.1f%% (%.0f s)" % (ep + 1, epochs, tot.item() / seen,
+                                                                100 * correct.item() / seen, time.time() - t0),
+                  file=sys.stderr)
+    sync()
+    seconds = time.time() - t0
     net.eval()
     correct = 0
     with torch.no_grad():
         for b in range(0, xte.shape[0], 256):
             correct += (net(xte[b:b + 256]).argmax(1) == yte[b:b + 256]).sum().item()
-    if dev != "cpu":
-        torch.cuda.synchronize()
-    return 100.0 * correct / xte.shape[0], time.time() - t0
+    return 100.0 * correct / xte.shape[0], seconds
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", required=True, help="image folder (dap subset --out DIR)")
-    ap.add_argument("--fmnist", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--fmnist", help="Fashion-MNIST's folder (default: where dap looks: /usr/share/datasets/"
+                    "fashion-mnist, then /usr/local/share/datasets/fashion-mnist)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--aug", default="none", choices=["none", "dsa"])
@@ -184,14 +191,18 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.device == "cuda":
-        if a.aug != "none":
-            sys.exit("eval_ref.py: --aug dsa runs on the cpu only")
         if not torch.cuda.is_available():
             sys.exit("eval_ref.py: --device cuda: torch sees no GPU")
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
     elif a.precision != "fp32":
         sys.exit("eval_ref.py: --precision tf32 needs --device cuda")
+    if not a.fmnist:
+        dirs = ["/usr/share/datasets/fashion-mnist", "/usr/local/share/datasets/fashion-mnist"]
+        found = [d for d in dirs if os.path.isfile(os.path.join(d, "t10k-images-idx3-ubyte.gz"))]
+        if not found:
+            sys.exit("eval_ref.py: Fashion-MNIST not found in %s (--fmnist DIR)" % " or ".join(dirs))
+        a.fmnist = found[0]
     xs, ys = load_folder(a.train)
     xtr, ytr = normalise(xs), torch.from_numpy(ys)
     xte = normalise(load_idx(os.path.join(a.fmnist, "t10k-images-idx3-ubyte.gz")).astype(np.float32))

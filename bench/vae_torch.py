@@ -14,7 +14,7 @@ encode: 0.18215 * posterior mean of a (batch, 3, size, size) image in [-1, 1];
 decode: the image of a (batch, 4, size/8, size/8) latent / 0.18215. torch.no_grad, float32.
 Prints one JSON line: per-iteration seconds, median, images/s, cpu_s (CPU seconds per
 timed iteration, all threads), peak RSS (MB), and for scripts/gpu-diffusion-check.sh the
-device, throughput and peak device memory (torch.cuda.max_memory_allocated; 0 on the cpu).
+device, throughput and peak device memory (torch.cuda.max_memory_reserved, what the caching allocator took, as dit_torch.py; 0 on the cpu).
 """
 import argparse
 import json
@@ -135,7 +135,7 @@ def main():
                 times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     name = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
-    peak = torch.cuda.max_memory_allocated() / 1048576.0 if a.device == "cuda" else 0.0
+    peak = torch.cuda.max_memory_reserved() / 1048576.0 if a.device == "cuda" else 0.0
     print(json.dumps({"impl": "torch", "measure": "vae-" + a.measure, "precision": "fp32", "device": name,
                       "size": s, "batch": a.batch, "threads": a.threads,
                       "times_s": times, "median_s": med, "images_per_s": a.batch / med,
