@@ -98,8 +98,9 @@ static double cmp(const char *label, const float *got, const float *want, size_t
 
 /* Tolerances by precision: (max rel, L2 rel). FP32 differs from the CPU by summation order
  * and the GPU's expf / cosf (2 ulp: at t = 999 a timestep frequency moves by ~2e-4); TF32
- * rounds matrix inputs to 10 mantissa bits, BF16 to 7, so there the L2 bound decides (the
- * code paths are the FP32 ones: an indexing error shows there first, at O(0.1)). */
+ * rounds matrix inputs to 10 mantissa bits, BF16 to 7 (an inference model also stores the
+ * weights and the products' inputs in BF16), so there the L2 bound decides (an indexing or
+ * storage error shows at O(0.1) or more). */
 static const char *k_prec_name[3] = {"fp32", "tf32", "bf16"};
 static const double k_rel_tol[3] = {3e-3, 0.25, 1.0};
 static const double k_l2_tol[3] = {3e-4, 1e-2, 5e-2};
@@ -362,6 +363,34 @@ DAP_TEST(cuda_dit_matches_cpu) {
         CHECK_MSG(model_parity("small, l 2 cache 2", m, 5, 6, 2, 2, p), "small model, %s", k_prec_name[p]);
         CHECK_MSG(model_parity("small, l 3 cache 4", m, 3, 3, 3, 4, p), "small model, %s", k_prec_name[p]);
     }
+    if (dap_cuda_bf16_supported()) {
+        /* bf16 storage: an inference model's weight matrices and product inputs in BF16 */
+        CHECK(dap_dit_cuda_storage_bf16(m, DAP_PRECISION_BF16) && !dap_dit_cuda_storage_bf16(m, DAP_PRECISION_TF32));
+        size_t w32 = dap_dit_cuda_weight_bytes(m, DAP_PRECISION_FP32), w16 = dap_dit_cuda_weight_bytes(m, DAP_PRECISION_BF16);
+        dap_dit_cuda *d[2] = {NULL, NULL};
+        size_t st[2];
+        for (int k = 0; k < 2; k++) {
+            CHECK(dap_dit_cuda_create(&d[k], m, k ? DAP_PRECISION_BF16 : DAP_PRECISION_FP32) == DAP_OK);
+            st[k] = d[k] ? dap_dit_cuda_state_bytes_for(d[k], 6, 4) : 0;
+        }
+        printf("    bf16 storage: weights %zu -> %zu bytes, a guidance state (batch 6, 4 blocks) %zu -> %zu\n", w32,
+               w16, st[0], st[1]);
+        CHECK(w16 < 0.6 * w32 && w16 > 0.5 * w32);
+        CHECK(st[1] < 0.9 * st[0]);
+        /* training updates FP32 weights: refused on a BF16 model before any work */
+        dap_dit_cuda_state *ts = NULL;
+        CHECK(d[1] && dap_dit_cuda_state_create_train(&ts, d[1], 2) == DAP_ERR_ARG && ts == NULL);
+        CHECK(strstr(dap_last_error(), "BF16 weights") != NULL);
+        printf("    %s\n", dap_last_error());
+        CHECK(d[1] && dap_dit_cuda_train_begin(d[1], m->params.data, NULL, NULL) == DAP_ERR_ARG);
+        dap_dit_cuda_destroy(d[0]), dap_dit_cuda_destroy(d[1]);
+        /* a model with gradients keeps FP32 weights under bf16 (BF16 tensor-core products) */
+        dap_dit *mt = NULL;
+        CHECK(dap_dit_create(&mt, &c, 1) == DAP_OK);
+        CHECK(!dap_dit_cuda_storage_bf16(mt, DAP_PRECISION_BF16));
+        CHECK(dap_dit_cuda_weight_bytes(mt, DAP_PRECISION_BF16) == w32);
+        dap_dit_destroy(mt);
+    }
     dap_dit_destroy(m);
     /* a pixel model: 1 channel, no learn_sigma, 49 tokens (rows not a multiple of a warp) */
     CHECK(dap_dit_config_by_name("fm-tiny", &c) == DAP_OK);
@@ -382,6 +411,7 @@ DAP_TEST(cuda_dit_matches_cpu) {
     randomise(m, 6);
     CHECK(model_parity("DiT-XL/2, l 8 cache 8", m, 1, 1, 8, 8, DAP_PRECISION_FP32));
     CHECK(model_parity("DiT-XL/2, l 8 cache 8", m, 1, 1, 8, 8, DAP_PRECISION_TF32));
+    if (dap_cuda_bf16_supported()) CHECK(model_parity("DiT-XL/2, l 8 cache 8", m, 1, 1, 8, 8, DAP_PRECISION_BF16));
     dap_dit_destroy(m);
 #endif
 }

@@ -90,8 +90,8 @@ float *dap_cnn_cuda_input(void *dev, void **stream);
  * cudaMemcpyDefault, which tells them apart by address: unified virtual addressing).
  * Every call returns with its results in place (the device's stream synchronised).
  * dap_dit_cuda_features gives a DEVICE pointer (n, T, D); _features_copy copies it out.
- * `precision` is a dap_precision (core/device.h): the cuBLAS compute type; activations
- * and weights are FP32 in every mode.
+ * `precision` is a dap_precision (core/device.h): the cuBLAS compute type, and under bf16
+ * the storage of an inference model (below).
  *
  * Errors before work (status + message): no device, bf16 on a GPU older than compute
  * 8.0, weights or activations larger than the device's free memory. A CUDA failure
@@ -100,6 +100,14 @@ struct dap_dit;
 typedef struct dap_dit_cuda dap_dit_cuda;
 typedef struct dap_dit_cuda_state dap_dit_cuda_state;
 
+/* Storage: FP32, or under precision bf16 for an inference model (one without gradients)
+ * BF16 for what the matrix products read (the weight matrices and the activations on
+ * their way into a product), FP32 for the rest (biases, pos_embed, the label table, the
+ * residual stream, the products' outputs, statistics); the products accumulate in FP32.
+ * A model with gradients (training) keeps FP32 weights and computes its products on BF16
+ * tensor cores. dap_dit_cuda_storage_bf16 says which, _weight_bytes what the weights take. */
+int dap_dit_cuda_storage_bf16(const struct dap_dit *m, int precision);
+size_t dap_dit_cuda_weight_bytes(const struct dap_dit *m, int precision);
 int dap_dit_cuda_create(dap_dit_cuda **out, const struct dap_dit *m, int precision);
 void dap_dit_cuda_destroy(dap_dit_cuda *d);
 /* Copies m's weights up again (after the host copy changed; same config). */

@@ -21,7 +21,9 @@
  * backward. Matrix products: cuBLAS (row-major through the transposition identity
  * C^T = B^T A^T), attention as two strided-batched products per direction around the
  * softmax kernel. Precision: cuBLAS compute type FP32 (reference), TF32 or BF16 tensor
- * cores with FP32 accumulation; storage is FP32 in every mode.
+ * cores with FP32 accumulation. Storage is FP32, except under bf16 for an inference model
+ * (no gradients): there the weight matrices and every activation a product reads are BF16
+ * (st_act / ld_act below), the rest FP32; training keeps FP32 weights in every mode.
  */
 extern "C" {
 #include "core/core.h"
@@ -32,6 +34,7 @@ extern "C" {
 }
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -66,6 +69,22 @@ __device__ static inline float warp_max(float v) {
     return v;
 }
 
+/* The tensors a matrix product reads (the weights, and the activations on their way into a
+ * product: LayerNorm + adaLN outputs, q / k / v, attention probabilities, GELU and SiLU
+ * outputs, and their gradient twins on the way back) are stored in FP32, or in BF16 under
+ * bf16 storage (`bf` below); everything else (the residual stream, the products' outputs,
+ * statistics, modulations) stays FP32. A kernel that writes such a tensor takes its
+ * storage as `bf` and writes through st_act; one that reads it, through ld_act. */
+typedef __nv_bfloat16 bf16;
+
+__device__ static inline void st_act(void *p, idx_t i, float v, int bf) {
+    if (bf) ((bf16 *)p)[i] = __float2bfloat16(v);
+    else ((float *)p)[i] = v;
+}
+__device__ static inline float ld_act(const void *p, idx_t i, int bf) {
+    return bf ? __bfloat162float(((const bf16 *)p)[i]) : ((const float *)p)[i];
+}
+
 /* gelu(x) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3), clamped as ops/act.c */
 __device__ static inline float gelu_f(float x) {
     float xc = fminf(fmaxf(x, -GELU_XMAX), GELU_XMAX);
@@ -87,33 +106,33 @@ __device__ static inline float silu_f(float x) {
 }
 
 /* out[b, i] = cos(t_b f_i), out[b, 128 + i] = sin(t_b f_i), f_i = exp(-ln(10^4) i / 128) */
-__global__ static void tfreq_k(float *out, const float *t, int n) {
+__global__ static void tfreq_k(void *out, const float *t, int n, int bf) {
     const int half = FREQ_DIM / 2;
     GRID_LOOP(i, (idx_t)n * half) {
         int b = i / half, j = i % half;
         float f = expf(-9.21034037197618f * (float)j / (float)half), arg = t[b] * f;
-        out[(idx_t)b * FREQ_DIM + j] = cosf(arg);
-        out[(idx_t)b * FREQ_DIM + half + j] = sinf(arg);
+        st_act(out, (idx_t)b * FREQ_DIM + j, cosf(arg), bf);
+        st_act(out, (idx_t)b * FREQ_DIM + half + j, sinf(arg), bf);
     }
 }
 
-/* out[r, j] = silu(out[r, j] + bias[j]) in place when act == out */
-__global__ static void bias_silu_k(float *act, float *pre, const float *bias, int rows, int cols) {
+/* pre += bias; act = silu(pre) */
+__global__ static void bias_silu_k(void *act, float *pre, const float *bias, int rows, int cols, int bf) {
     GRID_LOOP(i, (idx_t)rows * cols) {
         float v = pre[i] + bias[i % cols];
         pre[i] = v;
-        act[i] = silu_f(v);
+        st_act(act, i, silu_f(v), bf);
     }
 }
 
 /* c = c + b2 + ytab[y]; c_act = silu(c) */
-__global__ static void cond_k(float *c, float *c_act, const float *b2, const float *ytab, const int *y,
-                              int n, int d) {
+__global__ static void cond_k(float *c, void *c_act, const float *b2, const float *ytab, const int *y,
+                              int n, int d, int bf) {
     GRID_LOOP(i, (idx_t)n * d) {
         idx_t b = i / d, j = i % d;
         float v = c[i] + b2[j] + ytab[(idx_t)y[b] * d + j];
         c[i] = v;
-        c_act[i] = silu_f(v);
+        st_act(c_act, i, silu_f(v), bf);
     }
 }
 
@@ -122,16 +141,17 @@ __global__ static void bias_k(float *out, const float *bias, int rows, int cols)
 }
 
 /* x (n, C, H, W) <-> patches (n, T, C p p), token i g + j, a patch laid out (c, ki, kj).
- * dir 0: patches from x; dir 1: x from patches (the adjoint: a permutation). */
-__global__ static void patchify_k(float *patches, float *x, int n, int C, int p, int g, int dir) {
+ * dir 0: patches (storage bf) from x; dir 1: x from patches (FP32; the adjoint: a
+ * permutation). */
+__global__ static void patchify_k(void *patches, float *x, int n, int C, int p, int g, int dir, int bf) {
     int P = C * p * p, T = g * g, W = g * p;
     GRID_LOOP(i, (idx_t)n * T * P) {
         idx_t bt = i / P;
         int r = i % P, c = r / (p * p), ki = (r / p) % p, kj = r % p;
         int b = bt / T, ti = (bt % T) / g, tj = bt % g;
         idx_t xi = (((idx_t)b * C + c) * W + ti * p + ki) * W + tj * p + kj;
-        if (dir == 0) patches[i] = x[xi];
-        else x[xi] = patches[i];
+        if (dir == 0) st_act(patches, i, x[xi], bf);
+        else x[xi] = ((const float *)patches)[i];
     }
 }
 
@@ -159,8 +179,8 @@ __global__ static void unpatchify_out_k(float *img, const float *tok, const floa
 /* LayerNorm (no affine) of each row of x (rows, D), then the adaLN modulation:
  * out = xhat (1 + scale[b]) + shift[b], b = row / T, shift/scale rows of stride ld.
  * mean, rstd (rows) written when not NULL. One warp a row. */
-__global__ static void ln_mod_k(float *out, float *mean, float *rstd, const float *x, const float *shift,
-                                const float *scale, int rows, int T, int d, int ld, float eps) {
+__global__ static void ln_mod_k(void *out, float *mean, float *rstd, const float *x, const float *shift,
+                                const float *scale, int rows, int T, int d, int ld, float eps, int bf) {
     idx_t row = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
     if (row >= (idx_t)rows) return;
@@ -173,8 +193,7 @@ __global__ static void ln_mod_k(float *out, float *mean, float *rstd, const floa
         v += e * e;
     }
     float rs = 1.0f / sqrtf(warp_sum(v) / (float)d + eps);
-    float *o = out + row * d;
-    for (int j = lane; j < d; j += 32) o[j] = (xr[j] - m) * rs * (1.0f + sc[j]) + sh[j];
+    for (int j = lane; j < d; j += 32) st_act(out, row * d + j, (xr[j] - m) * rs * (1.0f + sc[j]) + sh[j], bf);
     if (lane == 0 && mean) mean[row] = m, rstd[row] = rs;
 }
 
@@ -211,88 +230,93 @@ __global__ static void gate_res_k(float *out, const float *in, const float *y, c
 }
 
 /* dst = gate[b] src */
-__global__ static void gate_mul_k(float *dst, const float *src, const float *gate, int rows, int T, int d,
-                                  int ld) {
+__global__ static void gate_mul_k(void *dst, const float *src, const float *gate, int rows, int T, int d, int ld,
+                                  int bf) {
     GRID_LOOP(i, (idx_t)rows * d) {
         idx_t r = i / d, j = i % d;
-        dst[i] = gate[(r / T) * ld + j] * src[i];
+        st_act(dst, i, gate[(r / T) * ld + j] * src[i], bf);
     }
 }
 
 /* pre += bias (kept: the backward's GELU input); act = gelu(pre) */
-__global__ static void bias_gelu_k(float *act, float *pre, const float *bias, int rows, int cols) {
+__global__ static void bias_gelu_k(void *act, float *pre, const float *bias, int rows, int cols, int bf) {
     GRID_LOOP(i, (idx_t)rows * cols) {
         float v = pre[i] + bias[i % cols];
         pre[i] = v;
-        act[i] = gelu_f(v);
+        st_act(act, i, gelu_f(v), bf);
     }
 }
 
 __global__ static void gelu_k(float *out, const float *in, idx_t n) { GRID_LOOP(i, n) out[i] = gelu_f(in[i]); }
 __global__ static void silu_k(float *out, const float *in, idx_t n) { GRID_LOOP(i, n) out[i] = silu_f(in[i]); }
 
-/* d *= gelu'(pre) (in place) */
-__global__ static void gelu_bwd_k(float *dinp, const float *dout, const float *pre, idx_t n) {
-    GRID_LOOP(i, n) dinp[i] = dout[i] * gelu_grad_f(pre[i]);
+/* dinp = dout gelu'(pre); dinp may alias dout in FP32 only */
+__global__ static void gelu_bwd_k(void *dinp, const float *dout, const float *pre, idx_t n, int bf) {
+    GRID_LOOP(i, n) st_act(dinp, i, dout[i] * gelu_grad_f(pre[i]), bf);
 }
 
+/* dst = src, in the storage bf */
+__global__ static void to_act_k(void *dst, const float *src, idx_t n, int bf) { GRID_LOOP(i, n) st_act(dst, i, src[i], bf); }
+
 /* qkv (N, 3D) + bias -> q, k, v each (n, NH, T, HS) (timm's reshape(B, T, 3, NH, HS));
- * bias NULL: none. dir 1: the reverse, qkv from q, k, v (no bias). */
-__global__ static void qkv_heads_k(float *q, float *k, float *v, float *qkv, const float *bias, int n, int T,
-                                   int d, int nh, int dir) {
+ * bias NULL: none. dir 1: the reverse, qkv from q, k, v (no bias). The source is FP32,
+ * the destination in the storage bf. */
+__global__ static void qkv_heads_k(void *q, void *k, void *v, void *qkv, const float *bias, int n, int T, int d,
+                                   int nh, int dir, int bf) {
     int hs = d / nh;
     idx_t d3 = 3 * (idx_t)d;
     GRID_LOOP(i, (idx_t)n * T * d3) {
         idx_t row = i / d3;
         int col = i % d3, which = col / d, h = (col % d) / hs, e = col % hs;
         int b = row / T, t = row % T;
-        float *dst = which == 0 ? q : which == 1 ? k : v;
+        void *hp = which == 0 ? q : which == 1 ? k : v;
         idx_t hi = (((idx_t)b * nh + h) * T + t) * hs + e;
-        if (dir == 0) dst[hi] = qkv[i] + (bias ? bias[col] : 0.0f);
-        else qkv[i] = dst[hi];
+        if (dir == 0) st_act(hp, hi, ((const float *)qkv)[i] + (bias ? bias[col] : 0.0f), bf);
+        else st_act(qkv, i, ((const float *)hp)[hi], bf);
     }
 }
 
-/* y (N, D) <-> yh (n, NH, T, HS). dir 0: y from yh; dir 1: yh from y. */
-__global__ static void heads_k(float *y, float *yh, int n, int T, int d, int nh, int dir) {
+/* y (N, D) <-> yh (n, NH, T, HS). dir 0: y from yh; dir 1: yh from y. The source is FP32,
+ * the destination in the storage bf. */
+__global__ static void heads_k(void *y, void *yh, int n, int T, int d, int nh, int dir, int bf) {
     int hs = d / nh;
     GRID_LOOP(i, (idx_t)n * T * d) {
         idx_t row = i / d;
         int col = i % d, h = col / hs, e = col % hs, b = row / T, t = row % T;
         idx_t hi = (((idx_t)b * nh + h) * T + t) * hs + e;
-        if (dir == 0) y[i] = yh[hi];
-        else yh[hi] = y[i];
+        if (dir == 0) st_act(y, i, ((const float *)yh)[hi], bf);
+        else st_act(yh, hi, ((const float *)y)[i], bf);
     }
 }
 
-/* Softmax of each row of a (rows, t), in place. One warp a row. */
-__global__ static void softmax_k(float *a, int rows, int t) {
+/* Softmax of each row of the scores sc (rows, t) into p (storage bf); p may be sc in FP32.
+ * One warp a row. */
+__global__ static void softmax_k(void *p, const float *sc, int rows, int t, int bf) {
     idx_t row = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
     if (row >= (idx_t)rows) return;
-    float *r = a + row * t, mx = -INFINITY, s = 0.0f;
+    const float *r = sc + row * t;
+    float mx = -INFINITY, s = 0.0f;
     for (int j = lane; j < t; j += 32) mx = fmaxf(mx, r[j]);
     mx = warp_max(mx);
-    for (int j = lane; j < t; j += 32) {
-        float e = expf(r[j] - mx);
-        r[j] = e;
-        s += e;
-    }
+    for (int j = lane; j < t; j += 32) s += expf(r[j] - mx);
     float inv = 1.0f / warp_sum(s);
-    for (int j = lane; j < t; j += 32) r[j] *= inv;
+    for (int j = lane; j < t; j += 32) st_act(p, row * t + j, expf(r[j] - mx) * inv, bf);
 }
 
-/* ds = scale p (ds - rowsum(p ds)), in place on ds (d att in, d scores out) */
-__global__ static void softmax_bwd_k(float *ds, const float *p, int rows, int t, float scale) {
+/* ds = scale p (dp - rowsum(p dp)): the probabilities' gradient dp (FP32) to the scores'
+ * ds; p and ds in the storage bf, ds may be dp in FP32 */
+__global__ static void softmax_bwd_k(void *ds, const float *dp, const void *p, int rows, int t, float scale,
+                                     int bf) {
     idx_t row = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
     if (row >= (idx_t)rows) return;
-    float *dr = ds + row * t;
-    const float *pr = p + row * t;
+    const float *dr = dp + row * t;
     float dot = 0.0f;
-    for (int j = lane; j < t; j += 32) dot += pr[j] * dr[j];
+    for (int j = lane; j < t; j += 32) dot += ld_act(p, row * t + j, bf) * dr[j];
     dot = warp_sum(dot);
-    for (int j = lane; j < t; j += 32) dr[j] = scale * pr[j] * (dr[j] - dot);
+    for (int j = lane; j < t; j += 32)
+        st_act(ds, row * t + j, scale * ld_act(p, row * t + j, bf) * (dr[j] - dot), bf);
 }
 
 /* ---- cuBLAS ------------------------------------------------------------------------ */
@@ -301,6 +325,8 @@ typedef struct gpu {
     cudaStream_t st;
     cublasHandle_t h;
     cublasComputeType_t compute;
+    cudaDataType ab; /* the products' A and B: FP32, or BF16 under bf16 storage (C is FP32) */
+    int bf;          /* bf16 storage (the kernels' `bf`) */
 } gpu;
 
 static cublasComputeType_t compute_type(int precision) {
@@ -311,7 +337,8 @@ static cublasComputeType_t compute_type(int precision) {
     }
 }
 
-static void gpu_init(gpu *g, int precision) {
+/* bf16: BF16 storage of the products' operands (precision bf16 only) */
+static void gpu_init(gpu *g, int precision, int bf16) {
     CK(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking));
     CB(cublasCreate(&g->h));
     CB(cublasSetStream(g->h, g->st));
@@ -319,6 +346,11 @@ static void gpu_init(gpu *g, int precision) {
      * keeps FP32 whatever the math mode */
     CB(cublasSetMathMode(g->h, CUBLAS_DEFAULT_MATH));
     g->compute = compute_type(precision);
+    g->bf = bf16;
+    g->ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    /* BF16 operands take FP32 accumulation under CUBLAS_COMPUTE_32F (the FAST_16BF compute
+     * type is for FP32 operands) */
+    if (bf16) g->compute = CUBLAS_COMPUTE_32F;
 }
 
 static void gpu_free(gpu *g) {
@@ -329,71 +361,79 @@ static void gpu_free(gpu *g) {
 
 /* Row-major C (m, n) = alpha op(A) op(B) + beta C (ta/tb 1: transposed), as dap_gemm:
  * column-major cuBLAS computes C^T = op(B)^T op(A)^T. */
-static void gemm(const gpu *g, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
-                 const float *b, int ldb, float beta, float *c, int ldc) {
-    CB(cublasGemmEx(g->h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b,
-                    CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc, g->compute,
-                    CUBLAS_GEMM_DEFAULT));
+static void gemm(const gpu *g, int ta, int tb, int m, int n, int k, float alpha, const void *a, int lda,
+                 const void *b, int ldb, float beta, float *c, int ldc) {
+    CB(cublasGemmEx(g->h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, g->ab,
+                    ldb, a, g->ab, lda, &beta, c, CUDA_R_32F, ldc, g->compute, CUBLAS_GEMM_DEFAULT));
 }
 
 /* The same over `count` matrices at fixed strides. */
-static void gemm_sb(const gpu *g, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
-                    long long sa, const float *b, int ldb, long long sb, float beta, float *c, int ldc,
+static void gemm_sb(const gpu *g, int ta, int tb, int m, int n, int k, float alpha, const void *a, int lda,
+                    long long sa, const void *b, int ldb, long long sb, float beta, float *c, int ldc,
                     long long sc, int count) {
     CB(cublasGemmStridedBatchedEx(g->h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
-                                  &alpha, b, CUDA_R_32F, ldb, sb, a, CUDA_R_32F, lda, sa, &beta, c, CUDA_R_32F,
-                                  ldc, sc, count, g->compute, CUBLAS_GEMM_DEFAULT));
+                                  &alpha, b, g->ab, ldb, sb, a, g->ab, lda, sa, &beta, c, CUDA_R_32F, ldc, sc,
+                                  count, g->compute, CUBLAS_GEMM_DEFAULT));
 }
 
 /* out (N, OC) = inp (N, IC) w^T (w (OC, IC)); bias left to the caller's fused kernel */
-static void linear(const gpu *g, float *out, const float *inp, const float *w, int n, int ic, int oc) {
+static void linear(const gpu *g, float *out, const void *inp, const void *w, int n, int ic, int oc) {
     gemm(g, 0, 1, n, oc, ic, 1.0f, inp, ic, w, ic, 0.0f, out, oc);
 }
 /* dinp (N, IC) = dout (N, OC) w */
-static void linear_dinp(const gpu *g, float *dinp, const float *dout, const float *w, int n, int ic, int oc) {
+static void linear_dinp(const gpu *g, float *dinp, const void *dout, const void *w, int n, int ic, int oc) {
     gemm(g, 0, 0, n, ic, oc, 1.0f, dout, oc, w, ic, 0.0f, dinp, ic);
 }
 
 /* ---- op launchers (device pointers) -------------------------------------------------- */
 
-/* Attention core: q, k, v (n NH, T, HS) -> P (n NH, T, T) probabilities, yh (n NH, T, HS) */
-static void attention_fwd(const gpu *g, float *yh, float *P, const float *q, const float *k, const float *v,
-                          int n, int T, int d, int nh) {
+/* Attention core: q, k, v (n NH, T, HS) -> P (n NH, T, T) probabilities, yh (n NH, T, HS)
+ * (FP32). q, k, v, P in the storage g->bf; the scores go through sc (FP32, P's shape),
+ * which may be P in FP32. */
+static void attention_fwd(const gpu *g, float *yh, void *P, float *sc, const void *q, const void *k,
+                          const void *v, int n, int T, int d, int nh) {
     int hs = d / nh, items = n * nh;
     long long tt = (long long)T * T, ths = (long long)T * hs;
-    gemm_sb(g, 0, 1, T, T, hs, 1.0f / sqrtf((float)hs), q, hs, ths, k, hs, ths, 0.0f, P, T, tt, items);
-    softmax_k<<<warp_blocks((size_t)items * T), THREADS, 0, g->st>>>(P, items * T, T);
+    gemm_sb(g, 0, 1, T, T, hs, 1.0f / sqrtf((float)hs), q, hs, ths, k, hs, ths, 0.0f, sc, T, tt, items);
+    softmax_k<<<warp_blocks((size_t)items * T), THREADS, 0, g->st>>>(P, sc, items * T, T, g->bf);
     LAUNCHED();
     gemm_sb(g, 0, 0, T, hs, T, 1.0f, P, T, tt, v, hs, ths, 0.0f, yh, hs, ths, items);
 }
 
-/* Its backward: dyh -> dq, dk, dv (all (n NH, T, HS), overwritten); dP scratch (n NH, T, T) */
-static void attention_bwd(const gpu *g, float *dq, float *dk, float *dv, float *dP, const float *dyh,
-                          const float *P, const float *q, const float *k, const float *v, int n, int T, int d,
+/* Its backward: dyh (storage g->bf) -> dq, dk, dv (FP32, all (n NH, T, HS), overwritten);
+ * dP (FP32) and dS (storage g->bf, may be dP in FP32) scratch of P's shape */
+static void attention_bwd(const gpu *g, float *dq, float *dk, float *dv, float *dP, void *dS, const void *dyh,
+                          const void *P, const void *q, const void *k, const void *v, int n, int T, int d,
                           int nh) {
     int hs = d / nh, items = n * nh;
     long long tt = (long long)T * T, ths = (long long)T * hs;
     gemm_sb(g, 0, 1, T, T, hs, 1.0f, dyh, hs, ths, v, hs, ths, 0.0f, dP, T, tt, items);
     gemm_sb(g, 1, 0, T, hs, T, 1.0f, P, T, tt, dyh, hs, ths, 0.0f, dv, hs, ths, items);
-    softmax_bwd_k<<<warp_blocks((size_t)items * T), THREADS, 0, g->st>>>(dP, P, items * T, T,
-                                                                         1.0f / sqrtf((float)hs));
+    softmax_bwd_k<<<warp_blocks((size_t)items * T), THREADS, 0, g->st>>>(dS, dP, P, items * T, T,
+                                                                         1.0f / sqrtf((float)hs), g->bf);
     LAUNCHED();
-    gemm_sb(g, 0, 0, T, hs, T, 1.0f, dP, T, tt, k, hs, ths, 0.0f, dq, hs, ths, items);
-    gemm_sb(g, 1, 0, T, hs, T, 1.0f, dP, T, tt, q, hs, ths, 0.0f, dk, hs, ths, items);
+    gemm_sb(g, 0, 0, T, hs, T, 1.0f, dS, T, tt, k, hs, ths, 0.0f, dq, hs, ths, items);
+    gemm_sb(g, 1, 0, T, hs, T, 1.0f, dS, T, tt, q, hs, ths, 0.0f, dk, hs, ths, items);
 }
 
 /* ---- the model ------------------------------------------------------------------------ */
 
-typedef struct dblock {
-    const float *qkv_w, *qkv_b, *proj_w, *proj_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ada_w, *ada_b;
+typedef struct dblock { /* matrices in the storage, vectors FP32 */
+    const void *qkv_w, *proj_w, *fc1_w, *fc2_w, *ada_w;
+    const float *qkv_b, *proj_b, *fc1_b, *fc2_b, *ada_b;
 } dblock;
 
 struct dap_dit_cuda {
     dap_dit_config cfg;
     int T, D, H4, NH, g, Co, Pin, Pout, precision;
-    float *w;     /* the parameter table, host layout */
-    size_t w_floats;
-    const float *pos, *xe_w, *xe_b, *t0_w, *t0_b, *t2_w, *t2_b, *ytab, *fin_w, *fin_b, *fin_ada_w, *fin_ada_b;
+    int bf;       /* bf16 storage: the matrices in wh, the vectors in wv; FP32: both in w */
+    float *w;     /* FP32 storage: the parameter table, host layout */
+    bf16 *wh;     /* bf16 storage: the table in BF16, host layout (the matrices are read) */
+    float *wv;    /* bf16 storage: the vectors (biases, pos_embed, the label table) in FP32, packed */
+    size_t *voff; /* (params) each vector's offset in wv */
+    size_t w_floats, wv_floats;
+    const void *xe_w, *t0_w, *t2_w, *fin_w, *fin_ada_w;
+    const float *pos, *xe_b, *t0_b, *t2_b, *ytab, *fin_b, *fin_ada_b;
     dblock *blk;  /* (depth), host array of device pointers */
     struct gpu gpu;
     char name[256];
@@ -404,10 +444,37 @@ struct dap_dit_cuda {
     double *parts;
 };
 
-static const float *wptr(const dap_dit *m, const float *base, const char *key) {
-    int i = dap_params_find(&m->params, key);
+/* Whether a tensor is a matrix a product reads (stored as the products' operands), not a
+ * vector read by the kernels (biases, pos_embed, the label table: FP32 always). */
+static int is_matrix(const dap_param *p) {
+    return p->ndim >= 2 && strcmp(p->key, "pos_embed") != 0 && strcmp(p->key, "y_embedder.embedding_table.weight") != 0;
+}
+
+static const dap_param *wparam(const dap_dit_cuda *d, const char *key, int *index) {
+    int i = dap_params_find(&d->host->params, key);
     DAP_ASSERT(i >= 0);
-    return base + m->params.p[i].offset;
+    if (index) *index = i;
+    return &d->host->params.p[i];
+}
+static const void *wmat(const dap_dit_cuda *d, const char *key) {
+    const dap_param *p = wparam(d, key, NULL);
+    DAP_ASSERT(is_matrix(p));
+    return d->bf ? (const void *)(d->wh + p->offset) : (const void *)(d->w + p->offset);
+}
+static const float *wvec(const dap_dit_cuda *d, const char *key) {
+    int i;
+    const dap_param *p = wparam(d, key, &i);
+    DAP_ASSERT(!is_matrix(p));
+    return d->bf ? d->wv + d->voff[i] : d->w + p->offset;
+}
+
+/* The device bytes of the weights: FP32, or BF16 matrices and FP32 vectors */
+static size_t weight_bytes(const dap_dit *m, int bf) {
+    if (!bf) return m->params.total * sizeof(float);
+    size_t vec = 0;
+    for (int i = 0; i < m->params.n; i++)
+        if (!is_matrix(&m->params.p[i])) vec += m->params.p[i].numel;
+    return m->params.total * sizeof(bf16) + vec * sizeof(float);
 }
 
 static int free_memory(size_t *free_b, size_t *total_b) {
@@ -425,6 +492,14 @@ extern "C" int dap_cuda_bf16_supported(void) {
 
 static void bind(dap_dit_cuda *d);
 
+extern "C" int dap_dit_cuda_storage_bf16(const dap_dit *m, int precision) {
+    return precision == DAP_PRECISION_BF16 && m->params.grad == NULL;
+}
+
+extern "C" size_t dap_dit_cuda_weight_bytes(const dap_dit *m, int precision) {
+    return weight_bytes(m, dap_dit_cuda_storage_bf16(m, precision));
+}
+
 extern "C" int dap_dit_cuda_create(dap_dit_cuda **out, const dap_dit *m, int precision) {
     *out = NULL;
     char desc[256];
@@ -432,7 +507,8 @@ extern "C" int dap_dit_cuda_create(dap_dit_cuda **out, const dap_dit *m, int pre
     if (precision == DAP_PRECISION_BF16 && !dap_cuda_bf16_supported())
         return dap_error(DAP_ERR_ARG, "--precision bf16: %s has no bf16 arithmetic (compute capability 8.0 or "
                                       "newer); use fp32 or tf32", desc);
-    size_t bytes = m->params.total * sizeof(float), fr = 0, tot = 0;
+    const int bf = dap_dit_cuda_storage_bf16(m, precision);
+    size_t bytes = weight_bytes(m, bf), fr = 0, tot = 0;
     DAP_TRY(free_memory(&fr, &tot));
     if (bytes + ((size_t)64 << 20) > fr) { /* the weights and cuBLAS's workspace */
         char b[3][32];
@@ -444,11 +520,20 @@ extern "C" int dap_dit_cuda_create(dap_dit_cuda **out, const dap_dit *m, int pre
     d->cfg = m->cfg;
     d->T = m->tokens, d->D = m->cfg.hidden, d->H4 = m->mlp_hidden, d->NH = m->cfg.heads, d->g = m->grid;
     d->Co = m->out_channels, d->Pin = m->patch_in, d->Pout = m->patch_out, d->precision = precision;
+    d->bf = bf;
     snprintf(d->name, sizeof d->name, "%s", desc);
-    gpu_init(&d->gpu, precision);
+    gpu_init(&d->gpu, precision, bf);
     d->w_floats = m->params.total;
     d->host = m;
-    CK(cudaMalloc(&d->w, bytes));
+    if (bf) {
+        d->voff = (size_t *)dap_calloc((size_t)m->params.n, sizeof *d->voff);
+        for (int i = 0; i < m->params.n; i++)
+            if (!is_matrix(&m->params.p[i])) d->voff[i] = d->wv_floats, d->wv_floats += m->params.p[i].numel;
+        CK(cudaMalloc(&d->wh, d->w_floats * sizeof(bf16)));
+        CK(cudaMalloc(&d->wv, (d->wv_floats ? d->wv_floats : 1) * sizeof(float)));
+    } else {
+        CK(cudaMalloc(&d->w, bytes));
+    }
     dap_dit_cuda_upload(d, m);
     d->blk = (dblock *)dap_calloc((size_t)m->cfg.depth, sizeof *d->blk);
     bind(d);
@@ -459,30 +544,56 @@ extern "C" int dap_dit_cuda_create(dap_dit_cuda **out, const dap_dit *m, int pre
 /* Points the tensor fields into d->w (again after dap_dit_cuda_swap_ema). */
 static void bind(dap_dit_cuda *d) {
     const dap_dit *m = d->host;
-    const float *b = d->w;
-    d->pos = wptr(m, b, "pos_embed");
-    d->xe_w = wptr(m, b, "x_embedder.proj.weight"), d->xe_b = wptr(m, b, "x_embedder.proj.bias");
-    d->t0_w = wptr(m, b, "t_embedder.mlp.0.weight"), d->t0_b = wptr(m, b, "t_embedder.mlp.0.bias");
-    d->t2_w = wptr(m, b, "t_embedder.mlp.2.weight"), d->t2_b = wptr(m, b, "t_embedder.mlp.2.bias");
-    d->ytab = wptr(m, b, "y_embedder.embedding_table.weight");
-    d->fin_w = wptr(m, b, "final_layer.linear.weight"), d->fin_b = wptr(m, b, "final_layer.linear.bias");
-    d->fin_ada_w = wptr(m, b, "final_layer.adaLN_modulation.1.weight");
-    d->fin_ada_b = wptr(m, b, "final_layer.adaLN_modulation.1.bias");
+    d->pos = wvec(d, "pos_embed");
+    d->xe_w = wmat(d, "x_embedder.proj.weight"), d->xe_b = wvec(d, "x_embedder.proj.bias");
+    d->t0_w = wmat(d, "t_embedder.mlp.0.weight"), d->t0_b = wvec(d, "t_embedder.mlp.0.bias");
+    d->t2_w = wmat(d, "t_embedder.mlp.2.weight"), d->t2_b = wvec(d, "t_embedder.mlp.2.bias");
+    d->ytab = wvec(d, "y_embedder.embedding_table.weight");
+    d->fin_w = wmat(d, "final_layer.linear.weight"), d->fin_b = wvec(d, "final_layer.linear.bias");
+    d->fin_ada_w = wmat(d, "final_layer.adaLN_modulation.1.weight");
+    d->fin_ada_b = wvec(d, "final_layer.adaLN_modulation.1.bias");
     for (int l = 0; l < m->cfg.depth; l++) {
         char k[96];
         dblock *x = &d->blk[l];
-#define W(field, name) (snprintf(k, sizeof k, "blocks.%d.%s", l, name), x->field = wptr(m, b, k))
-        W(qkv_w, "attn.qkv.weight"), W(qkv_b, "attn.qkv.bias"), W(proj_w, "attn.proj.weight");
-        W(proj_b, "attn.proj.bias"), W(fc1_w, "mlp.fc1.weight"), W(fc1_b, "mlp.fc1.bias");
-        W(fc2_w, "mlp.fc2.weight"), W(fc2_b, "mlp.fc2.bias");
-        W(ada_w, "adaLN_modulation.1.weight"), W(ada_b, "adaLN_modulation.1.bias");
+#define W(field, kind, name) (snprintf(k, sizeof k, "blocks.%d.%s", l, name), x->field = kind(d, k))
+        W(qkv_w, wmat, "attn.qkv.weight"), W(qkv_b, wvec, "attn.qkv.bias"), W(proj_w, wmat, "attn.proj.weight");
+        W(proj_b, wvec, "attn.proj.bias"), W(fc1_w, wmat, "mlp.fc1.weight"), W(fc1_b, wvec, "mlp.fc1.bias");
+        W(fc2_w, wmat, "mlp.fc2.weight"), W(fc2_b, wvec, "mlp.fc2.bias");
+        W(ada_w, wmat, "adaLN_modulation.1.weight"), W(ada_b, wvec, "adaLN_modulation.1.bias");
 #undef W
     }
 }
 
+/* BF16 of an FP32 value, to nearest (ties to even), as __float2bfloat16 */
+static unsigned short bf16_bits(float x) {
+    unsigned int u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return (unsigned short)((u >> 16) | 0x40); /* NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (unsigned short)(u >> 16);
+}
+
 extern "C" void dap_dit_cuda_upload(dap_dit_cuda *d, const dap_dit *m) {
     DAP_ASSERT(m->params.total == d->w_floats);
-    CK(cudaMemcpy(d->w, m->params.data, d->w_floats * sizeof(float), cudaMemcpyHostToDevice));
+    if (!d->bf) {
+        CK(cudaMemcpy(d->w, m->params.data, d->w_floats * sizeof(float), cudaMemcpyHostToDevice));
+    } else {
+        /* the matrices rounded to BF16 on the host, a chunk at a time; the vectors as they are */
+        const size_t chunk = (size_t)1 << 24;
+        unsigned short *h = (unsigned short *)dap_malloc(sizeof *h * (d->w_floats < chunk ? d->w_floats : chunk));
+        for (size_t at = 0; at < d->w_floats; at += chunk) {
+            size_t len = d->w_floats - at < chunk ? d->w_floats - at : chunk;
+            for (size_t i = 0; i < len; i++) h[i] = bf16_bits(m->params.data[at + i]);
+            CK(cudaMemcpy(d->wh + at, h, len * sizeof *h, cudaMemcpyHostToDevice));
+        }
+        free(h);
+        for (int i = 0; i < m->params.n; i++) {
+            const dap_param *p = &m->params.p[i];
+            if (!is_matrix(p) && p->numel)
+                CK(cudaMemcpy(d->wv + d->voff[i], m->params.data + p->offset, p->numel * sizeof(float),
+                              cudaMemcpyHostToDevice));
+        }
+    }
     /* a pageable copy may still be in flight when cudaMemcpy returns, and the model's stream
      * does not wait for the legacy stream */
     CK(cudaDeviceSynchronize());
@@ -490,7 +601,8 @@ extern "C" void dap_dit_cuda_upload(dap_dit_cuda *d, const dap_dit *m) {
 
 extern "C" void dap_dit_cuda_destroy(dap_dit_cuda *d) {
     if (!d) return;
-    cudaFree(d->w);
+    cudaFree(d->w), cudaFree(d->wh), cudaFree(d->wv);
+    free(d->voff);
     cudaFree(d->gw), cudaFree(d->ema), cudaFree(d->om), cudaFree(d->ov), cudaFree(d->parts);
     free(d->blk);
     gpu_free(&d->gpu);
@@ -504,8 +616,8 @@ extern "C" const char *dap_dit_cuda_describe(const dap_dit_cuda *d) { return d->
 typedef struct dacts { /* what block l keeps (the scratch set: mid, out alias the stream) */
     float *mods;                     /* (n, 6D) shift1 scale1 gate1 shift2 scale2 gate2 */
     float *mean1, *rstd1, *mean2, *rstd2; /* (N) */
-    float *q, *k, *v;                /* (n, NH, T, HS) */
-    float *P;                        /* (n, NH, T, T) */
+    float *q, *k, *v;                /* (n, NH, T, HS) storage (the scratch set's: FP32-sized, dq dk dv) */
+    float *P;                        /* (n, NH, T, T) storage (the scratch set's: dS, storage) */
     float *mid;                      /* (N, D) */
     float *fc1;                      /* (N, H4) pre-GELU */
     float *out;                      /* (N, D) */
@@ -515,6 +627,8 @@ typedef struct dacts { /* what block l keeps (the scratch set: mid, out alias th
     float *gel;                      /* (N, H4): gelu(fc1) */
 } dacts;
 
+/* Buffers in the storage (bf16 storage: half the floats) hold what a product reads: the
+ * sampling state's tfreq, tact, cact, patches and the cached sets' q, k, v, P. */
 struct dap_dit_cuda_state {
     int batch, n, cache_blocks, blocks_done;
     float *mem;
@@ -523,6 +637,7 @@ struct dap_dit_cuda_state {
     int *y;                          /* (n) */
     float *tfreq, *th, *tact, *c, *cact; /* (n, 256), (n, D) x4 */
     float *patches, *embed, *stream; /* (N, C p p), (N, D), (N, D) */
+    float *scores;                   /* bf16 storage: (n, NH, T, T) FP32 attention scores, and dP */
     dacts *blk;                      /* cache_blocks + 1 */
     float *mod, *qkv, *yh, *ybuf, *tmp, *hbuf; /* scratch: (N, D), (N, 3D), (N, D) x3, (N, H4) */
     float *fmods, *fout;             /* (n, 2D), (N, p p Co) */
@@ -552,13 +667,22 @@ static float *take(arena *a, size_t n) {
 
 typedef struct dims {
     size_t B, N, D, H4, NH, T, Cin, Pin, Pout, Co;
+    int bf; /* bf16 storage */
 } dims;
+
+/* n values in the storage */
+static float *take_act(arena *a, size_t n, int bf) {
+    float *p = take(a, bf ? (n + 1) / 2 : n);
+    if (n > a->largest) a->largest = n; /* the kernels index values */
+    return p;
+}
 
 static dims dims_of(const dap_dit_cuda *d, int batch) {
     dims z;
     z.B = batch, z.T = d->T, z.N = z.B * d->T, z.D = d->D, z.H4 = d->H4, z.NH = d->NH;
     z.Cin = (size_t)d->cfg.in_channels * d->cfg.input_size * d->cfg.input_size;
     z.Pin = d->Pin, z.Pout = d->Pout, z.Co = (size_t)d->Co * d->cfg.input_size * d->cfg.input_size;
+    z.bf = d->bf;
     return z;
 }
 
@@ -567,10 +691,10 @@ static void carve(arena *a, dap_dit_cuda_state *s, const dims &z) {
     s->t = take(a, z.B);
     s->y = (int *)take(a, z.B);
     s->fout_img = take(a, z.B * z.Co);
-    s->tfreq = take(a, z.B * FREQ_DIM);
-    s->th = take(a, z.B * z.D), s->tact = take(a, z.B * z.D);
-    s->c = take(a, z.B * z.D), s->cact = take(a, z.B * z.D);
-    s->patches = take(a, z.N * z.Pin);
+    s->tfreq = take_act(a, z.B * FREQ_DIM, z.bf);
+    s->th = take(a, z.B * z.D), s->tact = take_act(a, z.B * z.D, z.bf);
+    s->c = take(a, z.B * z.D), s->cact = take_act(a, z.B * z.D, z.bf);
+    s->patches = take_act(a, z.N * z.Pin, z.bf);
     s->embed = take(a, z.N * z.D);
     s->stream = take(a, z.N * z.D);
     for (int l = 0; l <= s->cache_blocks; l++) {
@@ -578,8 +702,9 @@ static void carve(arena *a, dap_dit_cuda_state *s, const dims &z) {
         int scratch = l == s->cache_blocks;
         b->mods = take(a, z.B * 6 * z.D);
         b->mean1 = take(a, z.N), b->rstd1 = take(a, z.N), b->mean2 = take(a, z.N), b->rstd2 = take(a, z.N);
-        b->q = take(a, z.N * z.D), b->k = take(a, z.N * z.D), b->v = take(a, z.N * z.D);
-        b->P = take(a, z.B * z.NH * z.T * z.T);
+        int qbf = z.bf && !scratch; /* the scratch set's hold dq, dk, dv (FP32) on the way back */
+        b->q = take_act(a, z.N * z.D, qbf), b->k = take_act(a, z.N * z.D, qbf), b->v = take_act(a, z.N * z.D, qbf);
+        b->P = take_act(a, z.B * z.NH * z.T * z.T, z.bf);
         b->mid = scratch ? s->stream : take(a, z.N * z.D);
         b->fc1 = take(a, z.N * z.H4);
         b->out = scratch ? s->stream : take(a, z.N * z.D);
@@ -595,6 +720,7 @@ static void carve(arena *a, dap_dit_cuda_state *s, const dims &z) {
     s->hbuf = take(a, z.N * z.H4);
     s->fmods = take(a, z.B * 2 * z.D);
     s->fout = take(a, z.N * z.Pout);
+    if (z.bf) s->scores = take(a, z.B * z.NH * z.T * z.T);
     if (s->cache_blocks == 0) return;
     s->dres = take(a, z.N * z.D);
     s->dpatches = take(a, z.N * z.Pin);
@@ -628,10 +754,18 @@ extern "C" size_t dap_dit_cuda_state_bytes_for(const dap_dit_cuda *d, int batch,
 
 __global__ static void fill_k(float *p, float v, idx_t n) { GRID_LOOP(i, n) p[i] = v; }
 
+/* Training updates FP32 weights: a model stored in BF16 (an inference model) cannot train. */
+static int train_bf16_error(const dap_dit_cuda *d) {
+    return dap_error(DAP_ERR_ARG, "device cuda (%s): this DiT keeps BF16 weights (an inference model under "
+                                  "--precision bf16); training needs a model created with gradients, which keeps "
+                                  "FP32 weights", d->name);
+}
+
 static int state_create(dap_dit_cuda_state **out, const dap_dit_cuda *d, int batch, int cache_blocks, int train) {
     DAP_ASSERT(batch > 0 && cache_blocks >= 0 && cache_blocks <= d->cfg.depth);
     DAP_ASSERT(!train || cache_blocks == d->cfg.depth);
     *out = NULL;
+    if (train && d->bf) return train_bf16_error(d);
     size_t largest = 0, bytes = plan(d, batch, cache_blocks, train, &largest), fr = 0, tot = 0;
     if (largest >= IDX_LIMIT)
         return dap_error(DAP_ERR_ARG, "device cuda: batch %d makes a DiT activation of %zu values, over the "
@@ -707,22 +841,22 @@ static void block_forward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, c
     L1(bias_k, (size_t)n * 6 * D)(md, w->ada_b, n, 6 * D);
     LAUNCHED();
     /* attention branch: mid = in + g1 proj(attn(qkv(mod(LN(in), sh1, sc1)))) */
-    LW(ln_mod_k, N)(mod1, a->mean1, a->rstd1, in, md, md + D, N, T, D, ld, LN_EPS);
+    LW(ln_mod_k, N)(mod1, a->mean1, a->rstd1, in, md, md + D, N, T, D, ld, LN_EPS, g->bf);
     LAUNCHED();
     linear(g, s->qkv, mod1, w->qkv_w, N, D, 3 * D);
-    L1(qkv_heads_k, (size_t)N * 3 * D)(a->q, a->k, a->v, s->qkv, w->qkv_b, n, T, D, d->NH, 0);
+    L1(qkv_heads_k, (size_t)N * 3 * D)(a->q, a->k, a->v, s->qkv, w->qkv_b, n, T, D, d->NH, 0, g->bf);
     LAUNCHED();
-    attention_fwd(g, s->yh, a->P, a->q, a->k, a->v, n, T, D, d->NH);
-    L1(heads_k, (size_t)N * D)(atty, s->yh, n, T, D, d->NH, 0);
+    attention_fwd(g, s->yh, a->P, g->bf ? s->scores : a->P, a->q, a->k, a->v, n, T, D, d->NH);
+    L1(heads_k, (size_t)N * D)(atty, s->yh, n, T, D, d->NH, 0, g->bf);
     LAUNCHED();
     linear(g, atto, atty, w->proj_w, N, D, D);
     L1(gate_res_k, (size_t)N * D)(a->mid, in, atto, w->proj_b, md + 2 * D, N, T, D, ld);
     LAUNCHED();
     /* MLP branch: out = mid + g2 fc2(gelu(fc1(mod(LN(mid), sh2, sc2)))) */
-    LW(ln_mod_k, N)(mod2, a->mean2, a->rstd2, a->mid, md + 3 * D, md + 4 * D, N, T, D, ld, LN_EPS);
+    LW(ln_mod_k, N)(mod2, a->mean2, a->rstd2, a->mid, md + 3 * D, md + 4 * D, N, T, D, ld, LN_EPS, g->bf);
     LAUNCHED();
     linear(g, a->fc1, mod2, w->fc1_w, N, D, H4);
-    L1(bias_gelu_k, (size_t)N * H4)(gel, a->fc1, w->fc1_b, N, H4);
+    L1(bias_gelu_k, (size_t)N * H4)(gel, a->fc1, w->fc1_b, N, H4, g->bf);
     LAUNCHED();
     linear(g, mlpo, gel, w->fc2_w, N, H4, D);
     L1(gate_res_k, (size_t)N * D)(a->out, a->mid, mlpo, w->fc2_b, md + 5 * D, N, T, D, ld);
@@ -750,17 +884,17 @@ extern "C" void dap_dit_cuda_forward(const dap_dit_cuda *d, dap_dit_cuda_state *
     copy_in(s->x, x, sizeof(float) * (size_t)n * cin, g->st);
 
     /* conditioning c = t_embedder(t) + y_embedder(y), c_act = silu(c) */
-    L1(tfreq_k, (size_t)n * FREQ_DIM / 2)(s->tfreq, s->t, n);
+    L1(tfreq_k, (size_t)n * FREQ_DIM / 2)(s->tfreq, s->t, n, g->bf);
     LAUNCHED();
     linear(g, s->th, s->tfreq, d->t0_w, n, FREQ_DIM, D);
-    L1(bias_silu_k, (size_t)n * D)(s->tact, s->th, d->t0_b, n, D);
+    L1(bias_silu_k, (size_t)n * D)(s->tact, s->th, d->t0_b, n, D, g->bf);
     LAUNCHED();
     linear(g, s->c, s->tact, d->t2_w, n, D, D);
-    L1(cond_k, (size_t)n * D)(s->c, s->cact, d->t2_b, d->ytab, s->y, n, D);
+    L1(cond_k, (size_t)n * D)(s->c, s->cact, d->t2_b, d->ytab, s->y, n, D, g->bf);
     LAUNCHED();
 
     /* patch embedding + fixed position embedding */
-    L1(patchify_k, (size_t)N * d->Pin)(s->patches, s->x, n, cf->in_channels, cf->patch, d->g, 0);
+    L1(patchify_k, (size_t)N * d->Pin)(s->patches, s->x, n, cf->in_channels, cf->patch, d->g, 0, g->bf);
     LAUNCHED();
     linear(g, s->embed, s->patches, d->xe_w, N, d->Pin, D);
     L1(embed_k, (size_t)N * D)(s->embed, d->xe_b, d->pos, N, T, D);
@@ -784,7 +918,7 @@ extern "C" void dap_dit_cuda_forward(const dap_dit_cuda *d, dap_dit_cuda_state *
         L1(bias_k, (size_t)n * 2 * D)(s->fmods, d->fin_ada_b, n, 2 * D);
         LAUNCHED();
         float *modf = s->train ? s->modf : s->mod;
-        LW(ln_mod_k, N)(modf, s->meanf, s->rstdf, h, s->fmods, s->fmods + D, N, T, D, 2 * D, LN_EPS);
+        LW(ln_mod_k, N)(modf, s->meanf, s->rstdf, h, s->fmods, s->fmods + D, N, T, D, 2 * D, LN_EPS, g->bf);
         LAUNCHED();
         linear(g, s->fout, modf, d->fin_w, N, D, d->Pout);
         L1(unpatchify_out_k, (size_t)N * d->Pout)(s->fout_img, s->fout, d->fin_b, n, d->Co, cf->patch, d->g);
@@ -908,20 +1042,20 @@ __global__ static void patchify_out_k(float *tok, const float *img, int n, int C
 }
 
 /* The gradient twin of a weight pointer. */
-#define GRAD(d, ptr) ((d)->gw + ((ptr) - (d)->w))
+#define GRAD(d, ptr) ((d)->gw + ((const float *)(ptr) - (d)->w))
 
 /* Whether the tensor holding this weight is frozen (a DiffFit fine-tune): its gradient
  * products are skipped, and it keeps the zeros each backward starts from, as on the CPU. */
-static int frozen_at(const dap_dit_cuda *d, const float *ptr) {
+static int frozen_at(const dap_dit_cuda *d, const void *ptr) {
     const dap_params *ps = &d->host->params;
-    const size_t off = (size_t)(ptr - d->w);
+    const size_t off = (size_t)((const float *)ptr - d->w);
     for (int k = 0; k < ps->n; k++)
         if (off >= ps->p[k].offset && off < ps->p[k].offset + ps->p[k].numel) return ps->p[k].frozen;
     return 0;
 }
 
 /* grad(w) (OC, IC) += dout (N, OC)^T inp (N, IC) */
-static void wgrad(const gpu *g, const dap_dit_cuda *d, const float *w, const float *dout, const float *inp, int n,
+static void wgrad(const gpu *g, const dap_dit_cuda *d, const void *w, const float *dout, const float *inp, int n,
                   int ic, int oc) {
     if (frozen_at(d, w)) return;
     gemm(g, 1, 0, oc, ic, n, 1.0f, dout, oc, inp, ic, 1.0f, GRAD(d, w), ic);
@@ -949,36 +1083,38 @@ static void block_backward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, 
     DAP_ASSERT(!grads || (s->train && d->gw));
     /* MLP branch: out = mid + g2 (fc2(gelu(fc1(mod(LN(mid), sh2, sc2)))) + fc2_b) */
     if (grads) L1(gate_grad_k, (size_t)n * D)(dm + 5 * D, s->dres, a->mlpo, w->fc2_b, n, T, D, ld);
-    L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 5 * D, N, T, D, ld);
+    L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 5 * D, N, T, D, ld, g->bf);
     LAUNCHED();
     if (grads) {
         wgrad(g, d, w->fc2_w, s->tmp, a->gel, N, H4, D);
         bgrad(g, d, w->fc2_b, s->tmp, ones, N, D);
     }
     linear_dinp(g, s->hbuf, s->tmp, w->fc2_w, N, H4, D);
-    L1(gelu_bwd_k, (size_t)N * H4)(s->hbuf, s->hbuf, a->fc1, (idx_t)((size_t)N * H4));
+    float *dh = g->bf ? sc->fc1 : s->hbuf; /* d fc1: in place in FP32; the scratch set's fc1 is free */
+    L1(gelu_bwd_k, (size_t)N * H4)(dh, s->hbuf, a->fc1, (idx_t)((size_t)N * H4), g->bf);
     LAUNCHED();
     if (grads) {
-        wgrad(g, d, w->fc1_w, s->hbuf, a->mod2, N, D, H4);
-        bgrad(g, d, w->fc1_b, s->hbuf, ones, N, H4);
+        wgrad(g, d, w->fc1_w, dh, a->mod2, N, D, H4);
+        bgrad(g, d, w->fc1_b, dh, ones, N, H4);
     }
-    linear_dinp(g, s->mod, s->hbuf, w->fc1_w, N, D, H4);
+    linear_dinp(g, s->mod, dh, w->fc1_w, N, D, H4);
     if (grads) L1(mod_grad_k, (size_t)n * D)(dm + 3 * D, dm + 4 * D, s->mod, a->mid, a->mean2, a->rstd2, n, T, D, ld);
     LW(ln_mod_bwd_k, N)(s->dres, s->mod, a->mid, md + 4 * D, a->mean2, a->rstd2, N, T, D, ld);
     LAUNCHED();
     /* attention branch: mid = in + g1 (proj(attn(qkv(mod(LN(in), sh1, sc1)))) + proj_b) */
     if (grads) L1(gate_grad_k, (size_t)n * D)(dm + 2 * D, s->dres, a->atto, w->proj_b, n, T, D, ld);
-    L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 2 * D, N, T, D, ld);
+    L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 2 * D, N, T, D, ld, g->bf);
     LAUNCHED();
     if (grads) {
         wgrad(g, d, w->proj_w, s->tmp, a->atty, N, D, D);
         bgrad(g, d, w->proj_b, s->tmp, ones, N, D);
     }
     linear_dinp(g, s->ybuf, s->tmp, w->proj_w, N, D, D);
-    L1(heads_k, (size_t)N * D)(s->ybuf, s->yh, n, T, D, d->NH, 1);
+    L1(heads_k, (size_t)N * D)(s->ybuf, s->yh, n, T, D, d->NH, 1, g->bf);
     LAUNCHED();
-    attention_bwd(g, sc->q, sc->k, sc->v, sc->P, s->yh, a->P, a->q, a->k, a->v, n, T, D, d->NH);
-    L1(qkv_heads_k, (size_t)N * 3 * D)(sc->q, sc->k, sc->v, s->qkv, NULL, n, T, D, d->NH, 1);
+    attention_bwd(g, sc->q, sc->k, sc->v, g->bf ? s->scores : sc->P, sc->P, s->yh, a->P, a->q, a->k, a->v, n, T, D,
+                  d->NH);
+    L1(qkv_heads_k, (size_t)N * 3 * D)(sc->q, sc->k, sc->v, s->qkv, NULL, n, T, D, d->NH, 1, g->bf);
     LAUNCHED();
     if (grads) {
         wgrad(g, d, w->qkv_w, s->qkv, a->mod1, N, D, 3 * D);
@@ -1003,8 +1139,14 @@ static void backward_below(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, 
     const dap_dit_config *cf = &d->cfg;
     int n = s->n, N = n * d->T, D = d->D;
     for (int k = l - 1; k >= 0; k--) block_backward(d, s, k, 0);
-    linear_dinp(g, s->dpatches, s->dres, d->xe_w, N, d->Pin, D);
-    L1(patchify_k, (size_t)N * d->Pin)(s->dpatches, s->dx, n, cf->in_channels, cf->patch, d->g, 1);
+    const void *dembed = s->dres;
+    if (g->bf) { /* the product reads its input in BF16 */
+        L1(to_act_k, (size_t)N * D)(s->tmp, s->dres, (idx_t)((size_t)N * D), 1);
+        LAUNCHED();
+        dembed = s->tmp;
+    }
+    linear_dinp(g, s->dpatches, dembed, d->xe_w, N, d->Pin, D);
+    L1(patchify_k, (size_t)N * d->Pin)(s->dpatches, s->dx, n, cf->in_channels, cf->patch, d->g, 1, 0);
     LAUNCHED();
     size_t cin = (size_t)cf->in_channels * cf->input_size * cf->input_size;
     CK(cudaMemcpyAsync(dx, s->dx, sizeof(float) * (size_t)n * cin, cudaMemcpyDefault, g->st));
@@ -1042,6 +1184,7 @@ extern "C" int dap_dit_cuda_state_create_train(dap_dit_cuda_state **out, const d
 #define PARTS 256 /* the grad norm's partial sums per tensor (one per block) */
 
 extern "C" int dap_dit_cuda_train_begin(dap_dit_cuda *d, const float *ema, const float *m, const float *v) {
+    if (d->bf) return train_bf16_error(d);
     const dap_params *ps = &d->host->params;
     size_t bytes = d->w_floats * sizeof(float), fr = 0, tot = 0;
     /* a step's AdamW and EMA may still be queued on the (non-blocking) stream: the uploads
@@ -1238,7 +1381,7 @@ static int g_ops_prec = -1;
 static const gpu *ops_gpu(int precision) {
     if (g_ops_prec != precision) {
         if (g_ops_prec >= 0) gpu_free(&g_ops);
-        gpu_init(&g_ops, precision);
+        gpu_init(&g_ops, precision, 0);
         g_ops_prec = precision;
     }
     return &g_ops;
@@ -1295,7 +1438,7 @@ extern "C" void dap_cuda_ln_modulate(float *out, float *mean, float *rstd, const
     size_t N = (size_t)b * t;
     float *dx = up(x, F(N * c)), *dsh = up(shift, F(ROWS(b, c, ld))), *dsc = up(scale, F(ROWS(b, c, ld)));
     float *dout = dev0(F(N * c)), *dm = dev0(F(N)), *dr = dev0(F(N));
-    LW(ln_mod_k, N)(dout, dm, dr, dx, dsh, dsc, (int)N, t, c, ld, LN_EPS);
+    LW(ln_mod_k, N)(dout, dm, dr, dx, dsh, dsc, (int)N, t, c, ld, LN_EPS, 0);
     LAUNCHED();
     down(out, dout, F(N * c)), down(mean, dm, F(N)), down(rstd, dr, F(N));
     cudaFree(dx), cudaFree(dsh), cudaFree(dsc), cudaFree(dout), cudaFree(dm), cudaFree(dr);
@@ -1328,7 +1471,7 @@ extern "C" void dap_cuda_gate_mul(float *dst, const float *src, const float *gat
     const gpu *g = ops_gpu(DAP_PRECISION_FP32);
     size_t N = (size_t)b * t;
     float *ds = up(src, F(N * c)), *dg = up(gate, F(ROWS(b, c, ld))), *dd = dev0(F(N * c));
-    L1(gate_mul_k, N * c)(dd, ds, dg, (int)N, t, c, ld);
+    L1(gate_mul_k, N * c)(dd, ds, dg, (int)N, t, c, ld, 0);
     LAUNCHED();
     down(dst, dd, F(N * c));
     cudaFree(ds), cudaFree(dg), cudaFree(dd);
@@ -1339,7 +1482,7 @@ extern "C" void dap_cuda_act(int which, float *out, const float *inp, const floa
     float *di = up(inp, F(n)), *dd = up(dout, F(n)), *o = dev0(F(n));
     if (which == DAP_CUDA_ACT_GELU) L1(gelu_k, n)(o, di, (idx_t)n);
     else if (which == DAP_CUDA_ACT_SILU) L1(silu_k, n)(o, di, (idx_t)n);
-    else L1(gelu_bwd_k, n)(o, dd, di, (idx_t)n);
+    else L1(gelu_bwd_k, n)(o, dd, di, (idx_t)n, 0);
     LAUNCHED();
     down(out, o, F(n));
     cudaFree(di), cudaFree(dd), cudaFree(o);
@@ -1351,10 +1494,10 @@ extern "C" void dap_cuda_attention(float *out, float *att, const float *qkv, int
     size_t N = (size_t)b * t;
     float *dqkv = up(qkv, F(N * 3 * c)), *q = dev0(F(N * c)), *k = dev0(F(N * c)), *v = dev0(F(N * c));
     float *P = dev0(F((size_t)b * nh * t * t)), *yh = dev0(F(N * c)), *y = dev0(F(N * c));
-    L1(qkv_heads_k, N * 3 * c)(q, k, v, dqkv, NULL, b, t, c, nh, 0);
+    L1(qkv_heads_k, N * 3 * c)(q, k, v, dqkv, NULL, b, t, c, nh, 0, 0);
     LAUNCHED();
-    attention_fwd(g, yh, P, q, k, v, b, t, c, nh);
-    L1(heads_k, N * c)(y, yh, b, t, c, nh, 0);
+    attention_fwd(g, yh, P, P, q, k, v, b, t, c, nh);
+    L1(heads_k, N * c)(y, yh, b, t, c, nh, 0, 0);
     LAUNCHED();
     down(out, y, F(N * c)), down(att, P, F((size_t)b * nh * t * t));
     cudaFree(dqkv), cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(P), cudaFree(yh), cudaFree(y);
@@ -1367,11 +1510,11 @@ extern "C" void dap_cuda_attention_backward(float *dqkv, const float *dout, cons
     float *dq3 = up(qkv, F(N * 3 * c)), *q = dev0(F(N * c)), *k = dev0(F(N * c)), *v = dev0(F(N * c));
     float *P = dev0(F(TT)), *yh = dev0(F(N * c)), *dy = up(dout, F(N * c)), *dP = dev0(F(TT));
     float *gq = dev0(F(N * c)), *gk = dev0(F(N * c)), *gv = dev0(F(N * c));
-    L1(qkv_heads_k, N * 3 * c)(q, k, v, dq3, NULL, b, t, c, nh, 0);
-    attention_fwd(g, yh, P, q, k, v, b, t, c, nh);
-    L1(heads_k, N * c)(dy, yh, b, t, c, nh, 1); /* yh := dout head-major */
-    attention_bwd(g, gq, gk, gv, dP, yh, P, q, k, v, b, t, c, nh);
-    L1(qkv_heads_k, N * 3 * c)(gq, gk, gv, dq3, NULL, b, t, c, nh, 1);
+    L1(qkv_heads_k, N * 3 * c)(q, k, v, dq3, NULL, b, t, c, nh, 0, 0);
+    attention_fwd(g, yh, P, P, q, k, v, b, t, c, nh);
+    L1(heads_k, N * c)(dy, yh, b, t, c, nh, 1, 0); /* yh := dout head-major */
+    attention_bwd(g, gq, gk, gv, dP, dP, yh, P, q, k, v, b, t, c, nh);
+    L1(qkv_heads_k, N * 3 * c)(gq, gk, gv, dq3, NULL, b, t, c, nh, 1, 0);
     LAUNCHED();
     down(dqkv, dq3, F(N * 3 * c));
     cudaFree(dq3), cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(P), cudaFree(yh), cudaFree(dy);
@@ -1381,7 +1524,7 @@ extern "C" void dap_cuda_attention_backward(float *dqkv, const float *dout, cons
 extern "C" void dap_cuda_timestep_freq(float *out, const float *t, int n) {
     const gpu *g = ops_gpu(DAP_PRECISION_FP32);
     float *dt = up(t, F(n)), *o = dev0(F((size_t)n * FREQ_DIM));
-    L1(tfreq_k, (size_t)n * FREQ_DIM / 2)(o, dt, n);
+    L1(tfreq_k, (size_t)n * FREQ_DIM / 2)(o, dt, n, 0);
     LAUNCHED();
     down(out, o, F((size_t)n * FREQ_DIM));
     cudaFree(dt), cudaFree(o);
@@ -1391,7 +1534,7 @@ extern "C" void dap_cuda_patchify(float *patches, float *x, int n, int C, int p,
     const gpu *g = ops_gpu(DAP_PRECISION_FP32);
     size_t np = (size_t)n * g_ * g_ * C * p * p;
     float *dp = dir ? up(patches, F(np)) : dev0(F(np)), *dx = dir ? dev0(F(np)) : up(x, F(np));
-    L1(patchify_k, np)(dp, dx, n, C, p, g_, dir);
+    L1(patchify_k, np)(dp, dx, n, C, p, g_, dir, 0);
     LAUNCHED();
     if (dir) down(x, dx, F(np));
     else down(patches, dp, F(np));

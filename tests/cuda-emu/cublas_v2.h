@@ -1,11 +1,16 @@
 /*
  * cublas_v2.h (cuda-emu): the cuBLAS calls of the backend (src/cuda), on the CPU (emu_cublas.cpp).
  * Products accumulate in double from the exact float products (a reference more accurate
- * than any GPU's); the TF32 and BF16 compute types round the inputs to 10 and 7 mantissa
- * bits first, as tensor cores do. Arguments are checked as cuBLAS checks them (sizes and
+ * than any GPU's); the TF32 and BF16 compute types round FP32 inputs to 10 and 7 mantissa
+ * bits first, as tensor cores do. The Ex calls take cublasGemmEx's type table: FP32 A, B, C
+ * under any of the 32F compute types; under CUBLAS_COMPUTE_32F(_PEDANTIC) also BF16 (or FP16)
+ * A and B with C of their type or FP32 (inputs exact, one rounding of the double result);
+ * anything else (A and B of two types, BF16 under a FAST compute type) is
+ * CUBLAS_STATUS_NOT_SUPPORTED. Arguments are checked as cuBLAS checks them (sizes and
  * leading dimensions: CUBLAS_STATUS_INVALID_VALUE), and beyond: every matrix must lie inside
- * one device allocation, an output must not overlap an input, and a strided batch's outputs
- * must not overlap each other (on a GPU all three are silent corruption).
+ * one device allocation (counted in its elements' size) aligned to its element size, an
+ * output must not overlap an input, and a strided batch's outputs must not overlap each other
+ * (on a GPU all these are silent corruption or a fault).
  */
 #ifndef DAP_CUDA_EMU_CUBLAS_V2_H
 #define DAP_CUDA_EMU_CUBLAS_V2_H

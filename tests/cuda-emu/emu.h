@@ -53,11 +53,13 @@ std::string describe(const void *p);
 alloc *device_range(const void *p, size_t bytes, const char *what);
 /* Unmaps an allocation now (cudaFree less its device synchronisation); `api` names the caller. */
 void release(void *ptr, const char *api);
-/* What a new allocation holds: a quiet NaN as float, a NaN as double, a negative int. */
-const unsigned int poison_bits = 0xfff0deadu;
-/* What the bytes around an allocation hold: a signalling NaN, whose bits any arithmetic
- * changes (so that `x[n] += v` past the end shows too). */
-const unsigned int slack_bits = 0xffb0deadu;
+/* What a new allocation holds: a quiet NaN as float, as double and, each 16-bit half, as
+ * bf16 and fp16 (BF16 storage reads it a half at a time); a negative int (and short). */
+const unsigned int poison_bits = 0xfff8fff8u;
+/* What the bytes around an allocation hold: a signalling NaN as float and, each half, as bf16,
+ * whose bits any arithmetic changes (so that `x[n] += v` past the end shows too, in FP32 or
+ * BF16 storage). */
+const unsigned int slack_bits = 0xffb0ffb0u;
 
 /* ---- diagnostics ---- */
 /* Reports an error of the program under test (what CUDA would turn into corruption, a hang

@@ -8,6 +8,7 @@
  * EMU_SELFTEST_SHOW=1 prints the reports of the cases that pass too).
  */
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -87,6 +88,22 @@ __global__ static void no_barrier_k(float *out) {
 /* reads through a pointer it was not given (a static, here) */
 static float *g_hidden;
 __global__ static void hidden_read_k(float *out) { out[threadIdx.x] = g_hidden[threadIdx.x]; }
+
+/* BF16 storage: written from float with __float2bfloat16, read back with __bfloat162float */
+__global__ static void to_bf16_k(__nv_bfloat16 *dst, const float *src, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = __float2bfloat16(src[i]);
+}
+
+__global__ static void from_bf16_k(float *dst, const __nv_bfloat16 *src, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = __bfloat162float(src[i]);
+}
+
+__global__ static void bf16_add_past_k(__nv_bfloat16 *p, float v, int n) { /* one element too many */
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i <= n) p[i] = __float2bfloat16_rn(__bfloat162float(p[i]) + v);
+}
 
 /* ---- cases ---------------------------------------------------------------------------------- */
 
@@ -208,6 +225,274 @@ static int missing_barrier(void) {
     return 0;
 }
 
+/* ---- BF16 storage ---- */
+
+static unsigned short bf16_of(float x) { /* __float2bfloat16's bits */
+    __nv_bfloat16 b = __float2bfloat16(x);
+    unsigned short u;
+    memcpy(&u, &b, 2);
+    return u;
+}
+
+static float float_of_bits(unsigned int u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* the reference rounding of a finite float to BF16, written apart from the emulator's: the
+ * nearer of the two BF16 values around x, the even one on a tie */
+static float bf16_ref(float x) {
+    unsigned int u;
+    memcpy(&u, &x, 4);
+    const unsigned int lo = u & 0xffff0000u, hi = lo + 0x10000u; /* toward zero, away from it */
+    const double dlo = fabs((double)x - float_of_bits(lo)), dhi = fabs((double)float_of_bits(hi) - x);
+    return float_of_bits(dlo < dhi || (dlo == dhi && !(lo & 0x10000u)) ? lo : hi);
+}
+
+static __nv_bfloat16 *dev_bf16(size_t n) { /* exactly n BF16 elements */
+    __nv_bfloat16 *p = NULL;
+    if (cudaMalloc(&p, n * sizeof(__nv_bfloat16)) != cudaSuccess) exit(3);
+    return p;
+}
+
+/* x (n floats on the host) into BF16 on the device, through the FP32 upload and to_bf16_k */
+static void upload_bf16(__nv_bfloat16 *d, const float *x, int n) {
+    float *t = dev(n);
+    cudaMemcpy(t, x, n * sizeof(float), cudaMemcpyHostToDevice);
+    to_bf16_k<<<(n + 255) / 256, 256>>>(d, t, n);
+    cudaFree(t);
+}
+
+/* the BF16 elements d[0 .. n) back as floats, through from_bf16_k */
+static void download_bf16(float *x, const __nv_bfloat16 *d, int n) {
+    float *t = dev(n);
+    from_bf16_k<<<(n + 255) / 256, 256>>>(t, d, n);
+    cudaMemcpy(x, t, n * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaFree(t);
+}
+
+/* inputs in +-[1, 4) that BF16 does not hold: every product and sum below stays exact in
+ * float, so the products must match the double reference exactly */
+static float input(int i) {
+    return (i % 3 == 1 ? -1.0f : 1.0f) * (1.0f + (float)((i * 37) % 61) / 21.0f);
+}
+
+static int bf16_rounding(void) {
+    static const unsigned int cases[][2] = {
+        {0x3f800000u, 0x3f80u}, {0x3f807fffu, 0x3f80u}, {0x3f808000u, 0x3f80u}, /* a tie: to even */
+        {0x3f808001u, 0x3f81u}, {0x3f818000u, 0x3f82u}, {0xbf818000u, 0xbf82u}, /* a tie: to even (up) */
+        {0x80000000u, 0x8000u}, {0x00008000u, 0x0000u}, {0x00018000u, 0x0002u}, /* subnormals */
+        {0x00008001u, 0x0001u}, {0x7f7f7fffu, 0x7f7fu}, {0x7f7f8000u, 0x7f80u}, /* a tie up to inf */
+        {0x7f7fffffu, 0x7f80u}, {0xff7fffffu, 0xff80u}, {0x7f800000u, 0x7f80u}, {0xff800000u, 0xff80u},
+    };
+    const int nc = (int)(sizeof cases / sizeof cases[0]);
+    static const unsigned int nans[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xff800001u, 0x7fff0000u};
+    const int nn = (int)(sizeof nans / sizeof nans[0]);
+    float x[32], y[32];
+    for (int i = 0; i < nc; i++) {
+        x[i] = float_of_bits(cases[i][0]);
+        if (bf16_of(x[i]) != cases[i][1]) return 1;
+        __nv_bfloat16 r = __float2bfloat16_rn(x[i]);
+        unsigned short rb;
+        memcpy(&rb, &r, 2);
+        if (rb != cases[i][1]) return 1;
+    }
+    for (int i = 0; i < nn; i++) {
+        x[nc + i] = float_of_bits(nans[i]);
+        if (!isnan(__bfloat162float(__float2bfloat16(x[nc + i])))) return 1; /* NaN stays NaN */
+    }
+    /* every BF16 value back to float and to BF16 again unchanged; NaN stays NaN */
+    for (unsigned int b = 0; b < 0x10000u; b++) {
+        __nv_bfloat16 h;
+        const unsigned short bits = (unsigned short)b;
+        memcpy((void *)&h, &bits, 2);
+        const float f = __bfloat162float(h);
+        if (isnan(f) ? !isnan(__bfloat162float(__float2bfloat16(f)))
+                     : bf16_of(f) != b || float_of_bits(b << 16) != f)
+            return 1;
+    }
+    /* floats of every exponent against the reference rounding */
+    unsigned int r = 12345u;
+    for (int i = 0; i < 1000000; i++) {
+        r = r * 1664525u + 1013904223u;
+        const float f = float_of_bits(r);
+        if (isfinite(f) && fabsf(f) < 3.38e38f && bf16_of(f) != bf16_of(bf16_ref(f))) return 1;
+        if (isfinite(f) && fabsf(f) < 3.38e38f && __bfloat162float(__float2bfloat16(f)) != bf16_ref(f))
+            return 1;
+    }
+    /* the same conversions in a kernel */
+    const int n = nc + nn;
+    __nv_bfloat16 *d = dev_bf16(n);
+    upload_bf16(d, x, n);
+    download_bf16(y, d, n);
+    for (int i = 0; i < nc; i++)
+        if (bf16_of(y[i]) != cases[i][1] || float_of_bits(cases[i][1] << 16) != y[i]) return 1;
+    for (int i = nc; i < n; i++)
+        if (!isnan(y[i])) return 1;
+    return cudaGetLastError() != cudaSuccess;
+}
+
+/* C (m x n) = op(A) op(B) in double from the BF16 values of the FP32 inputs a, b (column-major,
+ * ta / tb: stored transposed) */
+static void ref_product(double *c, const float *a, int lda, int ta, const float *b, int ldb, int tb, int m,
+                        int n, int k) {
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            double s = 0;
+            for (int l = 0; l < k; l++)
+                s += (double)bf16_ref(ta ? a[i * lda + l] : a[l * lda + i]) *
+                     (double)bf16_ref(tb ? b[l * ldb + j] : b[j * ldb + l]);
+            c[j * m + i] = s;
+        }
+}
+
+/* op(A) = A^T (A stored k x m at lda 5), B (k x n): BF16 in, FP32 out, then BF16 out with beta;
+ * every matrix exactly as large as BF16 needs (a count in floats would find them too small),
+ * A and the FP32 C in one allocation */
+static int gemm_bf16(void) {
+    enum { GM = 3, GN = 2, GK = 4, GLDA = 5, GSPAN_A = GLDA * (GM - 1) + GK /* 14 */ };
+    float ha[GSPAN_A], hb[GK * GN], hc[GM * GN], hc0[GM * GN], one = 1, half = 0.5f, zero = 0;
+    double ref[GM * GN];
+    for (int i = 0; i < GSPAN_A; i++) ha[i] = input(i);
+    for (int i = 0; i < GK * GN; i++) hb[i] = input(100 + i);
+    for (int i = 0; i < GM * GN; i++) hc0[i] = input(200 + i);
+    char *buf = NULL; /* A (14 BF16, 28 bytes), then C (6 floats) */
+    if (cudaMalloc(&buf, GSPAN_A * 2 + GM * GN * 4) != cudaSuccess) return 1;
+    __nv_bfloat16 *a = (__nv_bfloat16 *)buf, *b = dev_bf16(GK * GN), *cb = dev_bf16(GM * GN);
+    float *c = (float *)(buf + GSPAN_A * 2);
+    upload_bf16(a, ha, GSPAN_A);
+    upload_bf16(b, hb, GK * GN);
+    upload_bf16(cb, hc0, GM * GN);
+    ref_product(ref, ha, GLDA, 1, hb, GK, 0, GM, GN, GK);
+    cublasHandle_t h;
+    cublasCreate(&h);
+    if (cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, GM, GN, GK, &one, a, CUDA_R_16BF, GLDA, b, CUDA_R_16BF, GK,
+                     &zero, c, CUDA_R_32F, GM, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT))
+        return 1;
+    cudaMemcpy(hc, c, sizeof hc, cudaMemcpyDeviceToHost);
+    for (int i = 0; i < GM * GN; i++)
+        if (hc[i] != (float)ref[i]) return 1;
+    /* C in BF16: C = A^T B + C / 2, rounded once */
+    if (cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, GM, GN, GK, &one, a, CUDA_R_16BF, GLDA, b, CUDA_R_16BF, GK,
+                     &half, cb, CUDA_R_16BF, GM, CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT))
+        return 1;
+    download_bf16(hc, cb, GM * GN);
+    for (int i = 0; i < GM * GN; i++)
+        if (hc[i] != bf16_ref((float)(ref[i] + 0.5 * bf16_ref(hc0[i])))) return 1;
+    /* one rounding to BF16: 1 + 2^-8 + 2^-30 is above the tie 1 + 2^-8 (to 1 + 2^-7), which
+     * a rounding to float first would make (to 1) */
+    const float hx[3] = {1.0f, 1.0f / 256, 1.0f / 1073741824}, hy[3] = {1, 1, 1};
+    __nv_bfloat16 *x = dev_bf16(3), *y = dev_bf16(3), *z = dev_bf16(1);
+    upload_bf16(x, hx, 3);
+    upload_bf16(y, hy, 3);
+    if (cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, 1, 1, 3, &one, x, CUDA_R_16BF, 3, y, CUDA_R_16BF, 3, &zero,
+                     z, CUDA_R_16BF, 1, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT))
+        return 1;
+    download_bf16(hc, z, 1);
+    if (hc[0] != 1.0f + 1.0f / 128) return 1;
+    cublasDestroy(h);
+    return cudaGetLastError() != cudaSuccess;
+}
+
+/* 3 entries: A (2 x 5 at lda 3, stride 16: odd gaps), op(B) = B^T (B stored 3 x 5), C in FP32
+ * then in BF16 */
+static int gemm_bf16_batched(void) {
+    enum { GM = 2, GN = 3, GK = 5, GLDA = 3, GSA = GLDA * GK + 1, GSB = GN * GK, GSC = GM * GN, GBATCH = 3 };
+    enum { GNA = GSA * (GBATCH - 1) + GLDA * (GK - 1) + GM, GNB = GSB * GBATCH, GNC = GSC * GBATCH };
+    float ha[GNA], hb[GNB], hc[GNC], one = 1, zero = 0;
+    double ref[GNC];
+    for (int i = 0; i < GNA; i++) ha[i] = input(300 + i);
+    for (int i = 0; i < GNB; i++) hb[i] = input(400 + i);
+    __nv_bfloat16 *a = dev_bf16(GNA), *b = dev_bf16(GNB), *cb = dev_bf16(GNC);
+    float *c = dev(GNC);
+    upload_bf16(a, ha, GNA);
+    upload_bf16(b, hb, GNB);
+    for (int e = 0; e < GBATCH; e++)
+        ref_product(ref + GSC * e, ha + GSA * e, GLDA, 0, hb + GSB * e, GN, 1, GM, GN, GK);
+    cublasHandle_t h;
+    cublasCreate(&h);
+    if (cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_T, GM, GN, GK, &one, a, CUDA_R_16BF, GLDA, GSA,
+                                   b, CUDA_R_16BF, GN, GSB, &zero, c, CUDA_R_32F, GM, GSC, GBATCH,
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT))
+        return 1;
+    cudaMemcpy(hc, c, sizeof hc, cudaMemcpyDeviceToHost);
+    for (int i = 0; i < GNC; i++)
+        if (hc[i] != (float)ref[i]) return 1;
+    if (cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_T, GM, GN, GK, &one, a, CUDA_R_16BF, GLDA, GSA,
+                                   b, CUDA_R_16BF, GN, GSB, &zero, cb, CUDA_R_16BF, GM, GSC, GBATCH,
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT))
+        return 1;
+    download_bf16(hc, cb, GNC);
+    for (int i = 0; i < GNC; i++)
+        if (hc[i] != bf16_ref((float)ref[i])) return 1;
+    cublasDestroy(h);
+    return cudaGetLastError() != cudaSuccess;
+}
+
+/* a product cuBLAS refuses (CUBLAS_STATUS_NOT_SUPPORTED) and must leave C as it was: here
+ * unwritten, so NaN */
+static int refused(cublasStatus_t st, const float *c) {
+    float hc[4];
+    cudaMemcpy(hc, c, sizeof hc, cudaMemcpyDeviceToHost);
+    return st != CUBLAS_STATUS_NOT_SUPPORTED || !isnan(hc[0]) || !isnan(hc[3]);
+}
+
+static const float k_four[4] = {1, 2, 3, 4};
+
+static int gemm_bf16_mixed_types(void) {
+    __nv_bfloat16 *a = dev_bf16(4);
+    float *b = dev(4), *c = dev(4), one = 1, zero = 0;
+    cublasHandle_t h;
+    cublasCreate(&h);
+    upload_bf16(a, k_four, 4);
+    cudaMemset(b, 0, 4 * sizeof(float));
+    return refused(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, CUDA_R_16BF, 2, b, CUDA_R_32F,
+                                2, &zero, c, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   c) ||
+           refused(cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, b, CUDA_R_32F, 2, 4,
+                                              a, CUDA_R_16BF, 2, 4, &zero, c, CUDA_R_32F, 2, 4, 1,
+                                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   c) ||
+           refused(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, b, CUDA_R_32F, 2, b, CUDA_R_32F,
+                                2, &zero, c, CUDA_R_16BF, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   c) || /* FP32 in, BF16 out */
+           refused(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, CUDA_R_16BF, 2, a, CUDA_R_16BF,
+                                2, &zero, c, CUDA_R_16F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   c); /* BF16 in, FP16 out */
+}
+
+static int gemm_bf16_fast_compute(void) {
+    __nv_bfloat16 *a = dev_bf16(4), *cb = dev_bf16(4);
+    float *c = dev(4), one = 1, zero = 0;
+    cublasHandle_t h;
+    cublasCreate(&h);
+    upload_bf16(a, k_four, 4);
+    const cublasComputeType_t fast[] = {CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_COMPUTE_32F_FAST_TF32,
+                                        CUBLAS_COMPUTE_32F_FAST_16F};
+    for (int f = 0; f < 3; f++) {
+        if (refused(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, CUDA_R_16BF, 2, a,
+                                 CUDA_R_16BF, 2, &zero, c, CUDA_R_32F, 2, fast[f], CUBLAS_GEMM_DEFAULT),
+                    c))
+            return 1;
+        if (cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, CUDA_R_16BF, 2, 4, a,
+                                       CUDA_R_16BF, 2, 4, &zero, cb, CUDA_R_16BF, 2, 4, 1, fast[f],
+                                       CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_NOT_SUPPORTED)
+            return 1;
+    }
+    return 0;
+}
+
+/* both BF16 halves of every word of new memory read NaN */
+static int unwritten_bf16_is_nan(void) {
+    float h[5];
+    __nv_bfloat16 *d = dev_bf16(5);
+    download_bf16(h, d, 5);
+    for (int i = 0; i < 5; i++)
+        if (!isnan(h[i])) return 1;
+    return 0;
+}
+
 /* these must not finish: the emulator stops them */
 static int overrun(void) {
     float *d = dev(N);
@@ -306,10 +591,70 @@ static int gemm_batch_overlap(void) {
     return 0;
 }
 
+/* A (2 x 3 BF16, 12 bytes) in 10 bytes: 2 bytes short counted in BF16 (in floats it would
+ * be 14, in bytes not short at all) */
+static int gemm_bf16_past_end(void) {
+    __nv_bfloat16 *a = NULL, *b = dev_bf16(6);
+    float *c = dev(4), one = 1, zero = 0;
+    if (cudaMalloc(&a, 10) != cudaSuccess) return 1;
+    cublasHandle_t h;
+    cublasCreate(&h);
+    cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &one, a, CUDA_R_16BF, 2, b, CUDA_R_16BF, 3, &zero, c,
+                 CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return 0;
+}
+
+/* the FP32 C starts at A's fifth BF16 element (byte 8 of 12) */
+static int gemm_bf16_c_on_a(void) {
+    char *buf = NULL;
+    __nv_bfloat16 *b = dev_bf16(6);
+    float one = 1, zero = 0;
+    if (cudaMalloc(&buf, 32) != cudaSuccess) return 1;
+    cublasHandle_t h;
+    cublasCreate(&h);
+    cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &one, (__nv_bfloat16 *)buf, CUDA_R_16BF, 2, b,
+                 CUDA_R_16BF, 3, &zero, (float *)(buf + 8), CUDA_R_32F, 2, CUBLAS_COMPUTE_32F,
+                 CUBLAS_GEMM_DEFAULT);
+    return 0;
+}
+
+static int gemm_bf16_misaligned(void) {
+    char *buf = NULL;
+    __nv_bfloat16 *b = dev_bf16(6);
+    float *c = dev(4), one = 1, zero = 0;
+    if (cudaMalloc(&buf, 16) != cudaSuccess) return 1;
+    cublasHandle_t h;
+    cublasCreate(&h);
+    cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &one, (__nv_bfloat16 *)(buf + 1), CUDA_R_16BF, 2, b,
+                 CUDA_R_16BF, 3, &zero, c, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return 0;
+}
+
+static int gemm_bf16_batch_overlap(void) {
+    __nv_bfloat16 *a = dev_bf16(8), *c = dev_bf16(6);
+    float one = 1, zero = 0;
+    cublasHandle_t h;
+    cublasCreate(&h);
+    /* BF16 C entries 2 elements apart, each 4 long */
+    cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, CUDA_R_16BF, 2, 4, a,
+                               CUDA_R_16BF, 2, 4, &zero, c, CUDA_R_16BF, 2, 2, 2, CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT);
+    return 0;
+}
+
+/* 1002 BF16 (2004 bytes): the overrun lands in the low half of a rounding word, and adds 0,
+ * which only a NaN there turns into a change */
+static int bf16_overrun_in_slack(void) {
+    __nv_bfloat16 *d = dev_bf16(N + 2);
+    bf16_add_past_k<<<(N + 258) / 256, 256>>>(d, 0.0f, N + 2);
+    cudaDeviceSynchronize();
+    return 0;
+}
+
 /* ---- the runner --------------------------------------------------------------------------- */
 
 typedef struct {
-    const char *name, *env; /* env: "VAR=VALUE" set in the child, or NULL */
+    const char *name, *env; /* env: "VAR=VALUE[ VAR=VALUE ...]" set in the child, or NULL */
     int (*fn)(void);
     const char *expect; /* NULL: finishes with the right result; "wrong": finishes with a wrong
                            one; else a report containing this */
@@ -343,6 +688,20 @@ static const test_case k_cases[] = {
     {"product past the end", NULL, gemm_past_end, "past the end of allocation"},
     {"product in place", NULL, gemm_in_place, "C shares elements"},
     {"batch entries overlapping", NULL, gemm_batch_overlap, "write overlapping parts of C"},
+    {"bf16: __float2bfloat16 to nearest even, NaN, inf", NULL, bf16_rounding, NULL},
+    {"bf16: new memory holds NaN in both halves", NULL, unwritten_bf16_is_nan, NULL},
+    {"bf16: GemmEx, C fp32 and bf16", NULL, gemm_bf16, NULL},
+    {"bf16: strided batched GemmEx", NULL, gemm_bf16_batched, NULL},
+    {"bf16: strided batched GemmEx, reversed, async", "DAP_EMU_REVERSE=1 DAP_EMU_ASYNC=1", gemm_bf16_batched,
+     NULL},
+    {"bf16: A and B of two types are not supported", NULL, gemm_bf16_mixed_types, NULL},
+    {"bf16: FAST compute types are not supported", NULL, gemm_bf16_fast_compute, NULL},
+    {"bf16: product past the end, in 2-byte elements", NULL, gemm_bf16_past_end, "runs 2 bytes past the end"},
+    {"bf16: product with C on A", NULL, gemm_bf16_c_on_a, "C shares elements with A"},
+    {"bf16: product of a misaligned matrix", NULL, gemm_bf16_misaligned,
+     "not aligned to its 2-byte elements"},
+    {"bf16: batch entries overlapping", NULL, gemm_bf16_batch_overlap, "write overlapping parts of C"},
+    {"bf16: overrun into the rounding bytes", NULL, bf16_overrun_in_slack, "past the end of allocation"},
 };
 
 /* Runs a case in a child; returns 1 when it behaved as expected (its stderr in err). */
@@ -357,7 +716,10 @@ static int run_case(const test_case *c, char *err, size_t cap) {
         /* the defaults, then the case's setting */
         const char *vars[] = {"DAP_EMU_ASYNC", "DAP_EMU_REVERSE", "DAP_EMU_PROTECT", "DAP_EMU_MEM_MB"};
         for (size_t v = 0; v < sizeof vars / sizeof vars[0]; v++) unsetenv(vars[v]);
-        if (c->env) putenv((char *)c->env);
+        if (c->env) { /* one or more VAR=VALUE, space-separated */
+            char *e = strdup(c->env);
+            for (char *v = strtok(e, " "); v; v = strtok(NULL, " ")) putenv(v);
+        }
         _exit(c->fn() ? 10 : 0);
     }
     close(fd[1]);
