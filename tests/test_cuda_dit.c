@@ -384,11 +384,11 @@ DAP_TEST(cuda_dit_matches_cpu) {
         printf("    %s\n", dap_last_error());
         CHECK(d[1] && dap_dit_cuda_train_begin(d[1], m->params.data, NULL, NULL) == DAP_ERR_ARG);
         dap_dit_cuda_destroy(d[0]), dap_dit_cuda_destroy(d[1]);
-        /* a model with gradients keeps FP32 weights under bf16 (BF16 tensor-core products) */
+        /* a model with gradients keeps its FP32 master weights beside the BF16 copy */
         dap_dit *mt = NULL;
         CHECK(dap_dit_create(&mt, &c, 1) == DAP_OK);
-        CHECK(!dap_dit_cuda_storage_bf16(mt, DAP_PRECISION_BF16));
-        CHECK(dap_dit_cuda_weight_bytes(mt, DAP_PRECISION_BF16) == w32);
+        CHECK(dap_dit_cuda_storage_bf16(mt, DAP_PRECISION_BF16));
+        CHECK(dap_dit_cuda_weight_bytes(mt, DAP_PRECISION_BF16) == w32 + w32 / 2);
         dap_dit_destroy(mt);
     }
     dap_dit_destroy(m);
@@ -701,6 +701,125 @@ DAP_TEST(cuda_dit_train_matches_cpu) {
     dap_trainer_destroy(tr[1]);
     dap_dataset_free(&ds);
     dap_dataset_free(&val);
+#endif
+}
+
+#ifdef DAP_CUDA
+/* The device model's output for x, t, y (an inference state of batch n) */
+static void device_out(dap_dit_cuda *d, int n, float *out, const float *x, const float *t, const int *y) {
+    dap_dit_cuda_state *s = NULL;
+    CHECK(dap_dit_cuda_state_create(&s, d, n, 0) == DAP_OK);
+    if (s) dap_dit_cuda_forward(d, s, out, x, t, y, 0);
+    dap_dit_cuda_state_destroy(s);
+}
+
+/* The training model's BF16 copy against a fresh BF16 inference model made from weights w:
+ * the same outputs (pass: 1) */
+static int bf16_copy_follows(const char *what, dap_dit *mg, const float *w, int n, const float *x, const float *t,
+                             const int *y) {
+    dap_dit *mi = NULL;
+    dap_dit_cuda *di = NULL;
+    CHECK(dap_dit_create(&mi, &mg->cfg, 0) == DAP_OK);
+    if (!mi) return 0;
+    memcpy(mi->params.data, w, mi->params.total * sizeof(float));
+    CHECK(dap_dit_cuda_create(&di, mi, DAP_PRECISION_BF16) == DAP_OK);
+    size_t on = (size_t)n * mg->out_channels * mg->cfg.input_size * mg->cfg.input_size;
+    float *a = dap_alloc_f32(on), *b = dap_alloc_f32(on);
+    device_out(mg->dev, n, a, x, t, y);
+    if (di) device_out(di, n, b, x, t, y);
+    double r = cmp(what, a, b, on, 1e-6, 1e-7);
+    dap_free_aligned(a), dap_free_aligned(b);
+    dap_dit_cuda_destroy(di);
+    dap_dit_destroy(mi);
+    return r <= 1;
+}
+#endif
+
+/* Training under bf16: FP32 master weights, the BF16 copy the products read, BF16
+ * activations. One backward against the CPU's gradients (BF16's tolerance); three trainer
+ * steps against the CPU's losses; then the BF16 copy must follow AdamW and the EMA swap: a
+ * fresh BF16 inference model made from the downloaded weights gives the same outputs. */
+DAP_TEST(cuda_dit_train_bf16) {
+    NEED_GPU();
+#ifdef DAP_CUDA
+    if (!dap_cuda_bf16_supported()) DAP_SKIP("this GPU has no bf16 arithmetic");
+    dap_dit *mc = NULL, *mg = NULL;
+    train_pair(&mc, &mg);
+    if (!mc || !mg) return;
+    const dap_dit_config *c = &mc->cfg;
+    CHECK(dap_device_select("cuda") == DAP_OK && dap_device_set_precision("bf16") == DAP_OK);
+    CHECK(dap_dit_to_device(mg) == DAP_OK && mg->dev != NULL);
+    dap_device_set_precision("fp32");
+    dap_device_select("cpu");
+    if (!mg->dev) return;
+    const dap_params *pc = &mc->params;
+    CHECK(dap_dit_cuda_weight_bytes(mg, DAP_PRECISION_BF16) == pc->total * 6);
+    /* 1. one backward */
+    const int n = 5;
+    const size_t in = (size_t)c->in_channels * c->input_size * c->input_size;
+    const size_t on = (size_t)mc->out_channels * c->input_size * c->input_size;
+    dap_rng r;
+    dap_rng_init(&r, 21, 0);
+    float *x = randn(&r, n * in, 1), *dout = randn(&r, n * on, 0.1f), *t = dap_alloc_f32(n), *out = dap_alloc_f32(n * on);
+    int y[5] = {0, 3, 10, 3, 9};
+    for (int b = 0; b < n; b++) t[b] = (float)(b * 211 % 1000);
+    float *gg = dap_alloc_f32(pc->total);
+    dap_dit_state *s = dap_dit_state_create(mc, n);
+    dap_params_zero_grad(&mc->params);
+    dap_dit_forward(mc, s, out, x, t, y, 0);
+    dap_dit_backward(mc, s, dout, NULL);
+    dap_dit_state_destroy(s);
+    CHECK(dap_dit_train_begin(mg, mg->params.data, &(dap_adamw){0}) == DAP_OK);
+    s = dap_dit_state_create_train(mg, n);
+    CHECK(s != NULL);
+    if (s) {
+        printf("    bf16 training state: %.2f MiB\n", (double)dap_dit_state_bytes(s) / 1048576.0);
+        dap_dit_forward(mg, s, out, x, t, y, 0);
+        dap_dit_backward(mg, s, dout, NULL);
+        dap_dit_state_destroy(s);
+    }
+    dap_dit_cuda_grad_download(mg->dev, gg);
+    /* every gradient together, and each tensor's by itself (small tensors: a looser bound) */
+    CHECK(cmp("bf16: all gradients", gg, pc->grad, pc->total, 1e9, 2e-2) <= 1);
+    double worst = 0;
+    for (int k = 0; k < pc->n; k++) {
+        const dap_param *p = &pc->p[k];
+        if (p->frozen) continue;
+        double e = l2_rel(gg + p->offset, pc->grad + p->offset, p->numel);
+        if (!(e <= worst)) worst = e; /* a NaN sticks */
+    }
+    printf("    bf16: the worst tensor's gradient L2 rel %.3g\n", worst);
+    CHECK(worst < 0.1);
+    /* 2. three trainer steps */
+    dap_dataset ds;
+    dap_test_model_set(&ds, mc, 4, 5, -1, 1, 0.3f, 0.05f);
+    dap_train_config tc = train_cfg();
+    dap_trainer *tr[2] = {NULL, NULL};
+    CHECK(dap_trainer_create(&tr[0], mc, &ds, &tc) == DAP_OK && dap_trainer_create(&tr[1], mg, &ds, &tc) == DAP_OK);
+    if (tr[0] && tr[1]) {
+        for (int k = 0; k < 3; k++) {
+            double lc = dap_trainer_step(tr[0], NULL), lg = dap_trainer_step(tr[1], NULL);
+            printf("    bf16 step %d: loss cpu %.6f cuda %.6f\n", k + 1, lc, lg);
+            CHECK(fabs(lg - lc) <= 2e-2 * fabs(lc));
+        }
+        /* 3. the BF16 copy after AdamW, then after the EMA swap (and back) */
+        float *ema = dap_alloc_f32(pc->total), *m1 = dap_alloc_f32(pc->total), *v1 = dap_alloc_f32(pc->total);
+        float *w3 = dap_alloc_f32(pc->total);
+        dap_adamw og = tr[1]->opt;
+        og.m = m1, og.v = v1;
+        dap_dit_train_sync(mg, ema, &og);
+        memcpy(w3, mg->params.data, pc->total * sizeof(float));
+        CHECK(bf16_copy_follows("bf16 copy after 3 AdamW steps", mg, w3, n, x, t, y));
+        dap_dit_cuda_swap_ema(mg->dev);
+        CHECK(bf16_copy_follows("bf16 copy of the EMA (swapped)", mg, ema, n, x, t, y));
+        dap_dit_cuda_swap_ema(mg->dev);
+        CHECK(bf16_copy_follows("bf16 copy swapped back", mg, w3, n, x, t, y));
+        dap_free_aligned(ema), dap_free_aligned(m1), dap_free_aligned(v1), dap_free_aligned(w3);
+    }
+    dap_trainer_destroy(tr[0]); /* a trainer owns its model (from dap_trainer_create on, failed or not) */
+    dap_trainer_destroy(tr[1]);
+    dap_dataset_free(&ds);
+    dap_free_aligned(gg), dap_free_aligned(x), dap_free_aligned(dout), dap_free_aligned(t), dap_free_aligned(out);
 #endif
 }
 

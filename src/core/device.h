@@ -52,8 +52,8 @@ int dap_launcher_local_rank(void);
  *   fp32 - the reference (the default);
  *   tf32 - TF32 tensor cores (10-bit mantissa inputs), FP32 accumulation;
  *   bf16 - BF16 tensor cores (8-bit mantissa inputs), FP32 accumulation (compute 8.0+).
- * Storage is FP32, except a DiT for inference under bf16: its weight matrices and the
- * activations its products read are BF16 there (cuda/cuda.h). */
+ * Storage is FP32, except the DiT under bf16: its weight matrices and the activations its
+ * products read are BF16 there, with FP32 master weights for training (cuda/cuda.h). */
 typedef enum { DAP_PRECISION_FP32 = 0, DAP_PRECISION_TF32 = 1, DAP_PRECISION_BF16 = 2 } dap_precision;
 /* Sets the precision for what runs on the selected device from now on. DAP_ERR_ARG for an
  * unknown name, for tf32/bf16 on the cpu device, and for bf16 on a GPU without it. NULL or

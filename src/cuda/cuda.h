@@ -100,12 +100,13 @@ struct dap_dit;
 typedef struct dap_dit_cuda dap_dit_cuda;
 typedef struct dap_dit_cuda_state dap_dit_cuda_state;
 
-/* Storage: FP32, or under precision bf16 for an inference model (one without gradients)
- * BF16 for what the matrix products read (the weight matrices and the activations on
- * their way into a product), FP32 for the rest (biases, pos_embed, the label table, the
- * residual stream, the products' outputs, statistics); the products accumulate in FP32.
- * A model with gradients (training) keeps FP32 weights and computes its products on BF16
- * tensor cores. dap_dit_cuda_storage_bf16 says which, _weight_bytes what the weights take. */
+/* Storage: FP32, or under precision bf16 BF16 for what the matrix products read (the
+ * weight matrices and the activations on their way into a product, forward and backward),
+ * FP32 for the rest (biases, pos_embed, the label table, the residual stream, the products'
+ * outputs, statistics); the products accumulate in FP32. A model with gradients (training)
+ * keeps FP32 master weights beside the BF16 copy (AdamW updates the master and refreshes
+ * the copy); one without keeps the BF16 matrices alone. dap_dit_cuda_storage_bf16 says
+ * which storage, _weight_bytes what the weights take. */
 int dap_dit_cuda_storage_bf16(const struct dap_dit *m, int precision);
 size_t dap_dit_cuda_weight_bytes(const struct dap_dit *m, int precision);
 int dap_dit_cuda_create(dap_dit_cuda **out, const struct dap_dit *m, int precision);

@@ -21,9 +21,10 @@
  * backward. Matrix products: cuBLAS (row-major through the transposition identity
  * C^T = B^T A^T), attention as two strided-batched products per direction around the
  * softmax kernel. Precision: cuBLAS compute type FP32 (reference), TF32 or BF16 tensor
- * cores with FP32 accumulation. Storage is FP32, except under bf16 for an inference model
- * (no gradients): there the weight matrices and every activation a product reads are BF16
- * (st_act / ld_act below), the rest FP32; training keeps FP32 weights in every mode.
+ * cores with FP32 accumulation. Storage is FP32, except under bf16: there the weight
+ * matrices and every activation a product reads are BF16 (st_act / ld_act below), the
+ * rest FP32; a training model keeps FP32 master weights (AdamW's) and refreshes their BF16
+ * copy after each update and each EMA swap.
  */
 extern "C" {
 #include "core/core.h"
@@ -37,6 +38,7 @@ extern "C" {
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -426,10 +428,11 @@ typedef struct dblock { /* matrices in the storage, vectors FP32 */
 struct dap_dit_cuda {
     dap_dit_config cfg;
     int T, D, H4, NH, g, Co, Pin, Pout, precision;
-    int bf;       /* bf16 storage: the matrices in wh, the vectors in wv; FP32: both in w */
-    float *w;     /* FP32 storage: the parameter table, host layout */
+    int bf;       /* bf16 storage: the matrices read from wh; FP32: everything in w */
+    float *w;     /* the parameter table in FP32, host layout (bf16: a training model's master copy) */
     bf16 *wh;     /* bf16 storage: the table in BF16, host layout (the matrices are read) */
-    float *wv;    /* bf16 storage: the vectors (biases, pos_embed, the label table) in FP32, packed */
+    float *wv;    /* bf16 inference model (no w): the vectors (biases, pos_embed, the label table)
+                   * in FP32, packed */
     size_t *voff; /* (params) each vector's offset in wv */
     size_t w_floats, wv_floats;
     const void *xe_w, *t0_w, *t2_w, *fin_w, *fin_ada_w;
@@ -465,12 +468,21 @@ static const float *wvec(const dap_dit_cuda *d, const char *key) {
     int i;
     const dap_param *p = wparam(d, key, &i);
     DAP_ASSERT(!is_matrix(p));
-    return d->bf ? d->wv + d->voff[i] : d->w + p->offset;
+    return d->w ? d->w + p->offset : d->wv + d->voff[i];
 }
 
-/* The device bytes of the weights: FP32, or BF16 matrices and FP32 vectors */
+/* A weight pointer's offset in the table (into w or wh) */
+static size_t woff(const dap_dit_cuda *d, const void *ptr) {
+    const uintptr_t u = (uintptr_t)ptr, h = (uintptr_t)d->wh;
+    if (d->wh && u >= h && u < h + d->w_floats * sizeof(bf16)) return (u - h) / sizeof(bf16);
+    return (size_t)((const float *)ptr - d->w);
+}
+
+/* The device bytes of the weights: FP32; under bf16 the BF16 table beside it (a model with
+ * gradients: the FP32 master copy AdamW updates) or BF16 matrices and FP32 vectors alone */
 static size_t weight_bytes(const dap_dit *m, int bf) {
     if (!bf) return m->params.total * sizeof(float);
+    if (m->params.grad) return m->params.total * (sizeof(float) + sizeof(bf16));
     size_t vec = 0;
     for (int i = 0; i < m->params.n; i++)
         if (!is_matrix(&m->params.p[i])) vec += m->params.p[i].numel;
@@ -493,7 +505,8 @@ extern "C" int dap_cuda_bf16_supported(void) {
 static void bind(dap_dit_cuda *d);
 
 extern "C" int dap_dit_cuda_storage_bf16(const dap_dit *m, int precision) {
-    return precision == DAP_PRECISION_BF16 && m->params.grad == NULL;
+    (void)m;
+    return precision == DAP_PRECISION_BF16;
 }
 
 extern "C" size_t dap_dit_cuda_weight_bytes(const dap_dit *m, int precision) {
@@ -525,14 +538,14 @@ extern "C" int dap_dit_cuda_create(dap_dit_cuda **out, const dap_dit *m, int pre
     gpu_init(&d->gpu, precision, bf);
     d->w_floats = m->params.total;
     d->host = m;
-    if (bf) {
+    if (bf) CK(cudaMalloc(&d->wh, d->w_floats * sizeof(bf16)));
+    if (!bf || m->params.grad) {
+        CK(cudaMalloc(&d->w, d->w_floats * sizeof(float)));
+    } else {
         d->voff = (size_t *)dap_calloc((size_t)m->params.n, sizeof *d->voff);
         for (int i = 0; i < m->params.n; i++)
             if (!is_matrix(&m->params.p[i])) d->voff[i] = d->wv_floats, d->wv_floats += m->params.p[i].numel;
-        CK(cudaMalloc(&d->wh, d->w_floats * sizeof(bf16)));
         CK(cudaMalloc(&d->wv, (d->wv_floats ? d->wv_floats : 1) * sizeof(float)));
-    } else {
-        CK(cudaMalloc(&d->w, bytes));
     }
     dap_dit_cuda_upload(d, m);
     d->blk = (dblock *)dap_calloc((size_t)m->cfg.depth, sizeof *d->blk);
@@ -573,10 +586,15 @@ static unsigned short bf16_bits(float x) {
     return (unsigned short)(u >> 16);
 }
 
+/* wh = BF16(w), after w changed (an upload, an AdamW step, the EMA swap) */
+static void refresh_bf16(dap_dit_cuda *d);
+
 extern "C" void dap_dit_cuda_upload(dap_dit_cuda *d, const dap_dit *m) {
     DAP_ASSERT(m->params.total == d->w_floats);
-    if (!d->bf) {
+    if (d->w) {
         CK(cudaMemcpy(d->w, m->params.data, d->w_floats * sizeof(float), cudaMemcpyHostToDevice));
+        CK(cudaDeviceSynchronize());
+        if (d->bf) refresh_bf16(d);
     } else {
         /* the matrices rounded to BF16 on the host, a chunk at a time; the vectors as they are */
         const size_t chunk = (size_t)1 << 24;
@@ -597,6 +615,12 @@ extern "C" void dap_dit_cuda_upload(dap_dit_cuda *d, const dap_dit *m) {
     /* a pageable copy may still be in flight when cudaMemcpy returns, and the model's stream
      * does not wait for the legacy stream */
     CK(cudaDeviceSynchronize());
+}
+
+static void refresh_bf16(dap_dit_cuda *d) {
+    to_act_k<<<blocks_for(d->w_floats), THREADS, 0, d->gpu.st>>>(d->wh, d->w, (idx_t)d->w_floats, 1);
+    LAUNCHED();
+    CK(cudaStreamSynchronize(d->gpu.st));
 }
 
 extern "C" void dap_dit_cuda_destroy(dap_dit_cuda *d) {
@@ -709,9 +733,10 @@ static void carve(arena *a, dap_dit_cuda_state *s, const dims &z) {
         b->fc1 = take(a, z.N * z.H4);
         b->out = scratch ? s->stream : take(a, z.N * z.D);
         if (s->train && !scratch) {
-            b->mod1 = take(a, z.N * z.D), b->atty = take(a, z.N * z.D), b->atto = take(a, z.N * z.D);
-            b->mod2 = take(a, z.N * z.D), b->mlpo = take(a, z.N * z.D);
-            b->gel = take(a, z.N * z.H4);
+            b->mod1 = take_act(a, z.N * z.D, z.bf), b->atty = take_act(a, z.N * z.D, z.bf);
+            b->atto = take(a, z.N * z.D);
+            b->mod2 = take_act(a, z.N * z.D, z.bf), b->mlpo = take(a, z.N * z.D);
+            b->gel = take_act(a, z.N * z.H4, z.bf);
         }
     }
     s->mod = take(a, z.N * z.D);
@@ -726,12 +751,12 @@ static void carve(arena *a, dap_dit_cuda_state *s, const dims &z) {
     s->dpatches = take(a, z.N * z.Pin);
     s->dx = take(a, z.B * z.Cin);
     if (!s->train) return;
-    s->meanf = take(a, z.N), s->rstdf = take(a, z.N), s->modf = take(a, z.N * z.D);
-    s->gmods = take(a, z.B * 6 * z.D), s->gfmods = take(a, z.B * 2 * z.D);
-    s->gcact = take(a, z.B * z.D), s->gc = take(a, z.B * z.D), s->gtact = take(a, z.B * z.D);
-    s->gth = take(a, z.B * z.D);
-    s->gfout = take(a, z.N * z.Pout), s->gimg = take(a, z.B * z.Co);
-    s->ones = take(a, z.N > z.B ? z.N : z.B);
+    s->meanf = take(a, z.N), s->rstdf = take(a, z.N), s->modf = take_act(a, z.N * z.D, z.bf);
+    s->gmods = take_act(a, z.B * 6 * z.D, z.bf), s->gfmods = take_act(a, z.B * 2 * z.D, z.bf);
+    s->gcact = take(a, z.B * z.D), s->gc = take_act(a, z.B * z.D, z.bf), s->gtact = take(a, z.B * z.D);
+    s->gth = take_act(a, z.B * z.D, z.bf);
+    s->gfout = take_act(a, z.N * z.Pout, z.bf), s->gimg = take(a, z.B * z.Co);
+    s->ones = take_act(a, z.N > z.B ? z.N : z.B, z.bf);
 }
 
 static size_t plan(const dap_dit_cuda *d, int batch, int cache_blocks, int train, size_t *largest) {
@@ -752,20 +777,20 @@ extern "C" size_t dap_dit_cuda_state_bytes_for(const dap_dit_cuda *d, int batch,
     return plan(d, batch, cache_blocks, 0, NULL);
 }
 
-__global__ static void fill_k(float *p, float v, idx_t n) { GRID_LOOP(i, n) p[i] = v; }
+__global__ static void fill_k(void *p, float v, idx_t n, int bf) { GRID_LOOP(i, n) st_act(p, i, v, bf); }
 
-/* Training updates FP32 weights: a model stored in BF16 (an inference model) cannot train. */
+/* Training updates the FP32 master weights: an inference model under bf16 has none. */
 static int train_bf16_error(const dap_dit_cuda *d) {
-    return dap_error(DAP_ERR_ARG, "device cuda (%s): this DiT keeps BF16 weights (an inference model under "
+    return dap_error(DAP_ERR_ARG, "device cuda (%s): this DiT keeps BF16 weights alone (an inference model under "
                                   "--precision bf16); training needs a model created with gradients, which keeps "
-                                  "FP32 weights", d->name);
+                                  "FP32 master weights", d->name);
 }
 
 static int state_create(dap_dit_cuda_state **out, const dap_dit_cuda *d, int batch, int cache_blocks, int train) {
     DAP_ASSERT(batch > 0 && cache_blocks >= 0 && cache_blocks <= d->cfg.depth);
     DAP_ASSERT(!train || cache_blocks == d->cfg.depth);
     *out = NULL;
-    if (train && d->bf) return train_bf16_error(d);
+    if (train && !d->w) return train_bf16_error(d);
     size_t largest = 0, bytes = plan(d, batch, cache_blocks, train, &largest), fr = 0, tot = 0;
     if (largest >= IDX_LIMIT)
         return dap_error(DAP_ERR_ARG, "device cuda: batch %d makes a DiT activation of %zu values, over the "
@@ -794,7 +819,7 @@ static int state_create(dap_dit_cuda_state **out, const dap_dit_cuda *d, int bat
     carve(&a, s, dims_of(d, batch));
     if (train) {
         size_t n1 = (size_t)batch * d->T > (size_t)batch ? (size_t)batch * d->T : (size_t)batch;
-        fill_k<<<blocks_for(n1), THREADS>>>(s->ones, 1.0f, (idx_t)n1);
+        fill_k<<<blocks_for(n1), THREADS>>>(s->ones, 1.0f, (idx_t)n1, d->bf);
         CK(cudaGetLastError());
         CK(cudaDeviceSynchronize());
     }
@@ -984,9 +1009,10 @@ extern "C" void dap_dit_cuda_features_mean(const dap_dit_cuda *d, dap_dit_cuda_s
  * a step is deterministic on a given GPU. */
 
 /* dshift[b, j] = sum_t dy[b, t, j]; dscale[b, j] = sum_t dy[b, t, j] xhat[b, t, j] with
- * xhat = (x - mean) rstd (the LayerNorm's output); rows of stride ld */
-__global__ static void mod_grad_k(float *dshift, float *dscale, const float *dy, const float *x, const float *mean,
-                                  const float *rstd, int n, int T, int d, int ld) {
+ * xhat = (x - mean) rstd (the LayerNorm's output): columns osh and osc of the rows (stride
+ * ld) of dm, in the storage bf */
+__global__ static void mod_grad_k(void *dm, int osh, int osc, const float *dy, const float *x, const float *mean,
+                                  const float *rstd, int n, int T, int d, int ld, int bf) {
     GRID_LOOP(i, (idx_t)n * d) {
         idx_t b = i / d, j = i % d;
         float ss = 0.0f, sc = 0.0f;
@@ -995,14 +1021,15 @@ __global__ static void mod_grad_k(float *dshift, float *dscale, const float *dy,
             ss += dy[e];
             sc += dy[e] * ((x[e] - mean[r]) * rstd[r]);
         }
-        dshift[b * ld + j] = ss;
-        dscale[b * ld + j] = sc;
+        st_act(dm, b * ld + osh + j, ss, bf);
+        st_act(dm, b * ld + osc + j, sc, bf);
     }
 }
 
-/* dgate[b, j] = sum_t dres[b, t, j] (y[b, t, j] + bias[j]): out = in + gate (y + bias) */
-__global__ static void gate_grad_k(float *dgate, const float *dres, const float *y, const float *bias, int n, int T,
-                                   int d, int ld) {
+/* dgate[b, j] = sum_t dres[b, t, j] (y[b, t, j] + bias[j]): out = in + gate (y + bias);
+ * column og of the rows (stride ld) of dm, in the storage bf */
+__global__ static void gate_grad_k(void *dm, int og, const float *dres, const float *y, const float *bias, int n,
+                                   int T, int d, int ld, int bf) {
     GRID_LOOP(i, (idx_t)n * d) {
         idx_t b = i / d, j = i % d;
         float s = 0.0f;
@@ -1010,58 +1037,59 @@ __global__ static void gate_grad_k(float *dgate, const float *dres, const float 
             idx_t e = (b * T + t) * d + j;
             s += dres[e] * (y[e] + bias[j]);
         }
-        dgate[b * ld + j] = s;
+        st_act(dm, b * ld + og + j, s, bf);
     }
 }
 
-/* dinp = dout silu'(inp), clamped as ops/act.c */
-__global__ static void silu_bwd_k(float *dinp, const float *dout, const float *inp, idx_t n) {
+/* dinp = dout silu'(inp), clamped as ops/act.c; dinp in the storage bf */
+__global__ static void silu_bwd_k(void *dinp, const float *dout, const float *inp, idx_t n, int bf) {
     GRID_LOOP(i, n) {
         float x = fminf(fmaxf(inp[i], -SILU_XMAX), SILU_XMAX);
         float e = expf(-x), s = 1.0f / (1.0f + e);
-        dinp[i] = dout[i] * s * (1.0f + x * (e * s));
+        st_act(dinp, i, dout[i] * s * (1.0f + x * (e * s)), bf);
     }
 }
 
-/* gtab[y[b], j] += dc[b, j], the samples in order (a label may repeat: no atomics) */
-__global__ static void ytab_grad_k(float *gtab, const float *dc, const int *y, int n, int d) {
+/* gtab[y[b], j] += dc[b, j] (dc in the storage bf), the samples in order (a label may
+ * repeat: no atomics) */
+__global__ static void ytab_grad_k(float *gtab, const void *dc, const int *y, int n, int d, int bf) {
     GRID_LOOP(j, (idx_t)d) {
-        for (int b = 0; b < n; b++) gtab[(idx_t)y[b] * d + j] += dc[(idx_t)b * d + j];
+        for (int b = 0; b < n; b++) gtab[(idx_t)y[b] * d + j] += ld_act(dc, (idx_t)b * d + j, bf);
     }
 }
 
-/* tok (n, T, p p Co) from img (n, Co, g p, g p): the adjoint of unpatchify_out_k */
-__global__ static void patchify_out_k(float *tok, const float *img, int n, int Co, int p, int g) {
+/* tok (n, T, p p Co) (storage bf) from img (n, Co, g p, g p): the adjoint of unpatchify_out_k */
+__global__ static void patchify_out_k(void *tok, const float *img, int n, int Co, int p, int g, int bf) {
     int P = p * p * Co, T = g * g, W = g * p;
     GRID_LOOP(i, (idx_t)n * T * P) {
         idx_t bt = i / P;
         int r = i % P, pi = r / (p * Co), q = (r / Co) % p, c = r % Co;
         int b = bt / T, ti = (bt % T) / g, tj = bt % g;
-        tok[i] = img[(((idx_t)b * Co + c) * W + ti * p + pi) * W + tj * p + q];
+        st_act(tok, i, img[(((idx_t)b * Co + c) * W + ti * p + pi) * W + tj * p + q], bf);
     }
 }
 
 /* The gradient twin of a weight pointer. */
-#define GRAD(d, ptr) ((d)->gw + ((const float *)(ptr) - (d)->w))
+#define GRAD(d, ptr) ((d)->gw + woff(d, ptr))
 
 /* Whether the tensor holding this weight is frozen (a DiffFit fine-tune): its gradient
  * products are skipped, and it keeps the zeros each backward starts from, as on the CPU. */
 static int frozen_at(const dap_dit_cuda *d, const void *ptr) {
     const dap_params *ps = &d->host->params;
-    const size_t off = (size_t)((const float *)ptr - d->w);
+    const size_t off = woff(d, ptr);
     for (int k = 0; k < ps->n; k++)
         if (off >= ps->p[k].offset && off < ps->p[k].offset + ps->p[k].numel) return ps->p[k].frozen;
     return 0;
 }
 
 /* grad(w) (OC, IC) += dout (N, OC)^T inp (N, IC) */
-static void wgrad(const gpu *g, const dap_dit_cuda *d, const void *w, const float *dout, const float *inp, int n,
+static void wgrad(const gpu *g, const dap_dit_cuda *d, const void *w, const void *dout, const void *inp, int n,
                   int ic, int oc) {
     if (frozen_at(d, w)) return;
     gemm(g, 1, 0, oc, ic, n, 1.0f, dout, oc, inp, ic, 1.0f, GRAD(d, w), ic);
 }
 /* grad(b) (OC) += ones (N)^T dout (N, OC) */
-static void bgrad(const gpu *g, const dap_dit_cuda *d, const float *b, const float *dout, const float *ones, int n,
+static void bgrad(const gpu *g, const dap_dit_cuda *d, const float *b, const void *dout, const void *ones, int n,
                   int oc) {
     if (frozen_at(d, b)) return;
     gemm(g, 0, 0, 1, oc, n, 1.0f, ones, n, dout, oc, 1.0f, GRAD(d, b), oc);
@@ -1082,7 +1110,7 @@ static void block_backward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, 
     float *dm = s->gmods;
     DAP_ASSERT(!grads || (s->train && d->gw));
     /* MLP branch: out = mid + g2 (fc2(gelu(fc1(mod(LN(mid), sh2, sc2)))) + fc2_b) */
-    if (grads) L1(gate_grad_k, (size_t)n * D)(dm + 5 * D, s->dres, a->mlpo, w->fc2_b, n, T, D, ld);
+    if (grads) L1(gate_grad_k, (size_t)n * D)(dm, 5 * D, s->dres, a->mlpo, w->fc2_b, n, T, D, ld, g->bf);
     L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 5 * D, N, T, D, ld, g->bf);
     LAUNCHED();
     if (grads) {
@@ -1098,11 +1126,11 @@ static void block_backward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, 
         bgrad(g, d, w->fc1_b, dh, ones, N, H4);
     }
     linear_dinp(g, s->mod, dh, w->fc1_w, N, D, H4);
-    if (grads) L1(mod_grad_k, (size_t)n * D)(dm + 3 * D, dm + 4 * D, s->mod, a->mid, a->mean2, a->rstd2, n, T, D, ld);
+    if (grads) L1(mod_grad_k, (size_t)n * D)(dm, 3 * D, 4 * D, s->mod, a->mid, a->mean2, a->rstd2, n, T, D, ld, g->bf);
     LW(ln_mod_bwd_k, N)(s->dres, s->mod, a->mid, md + 4 * D, a->mean2, a->rstd2, N, T, D, ld);
     LAUNCHED();
     /* attention branch: mid = in + g1 (proj(attn(qkv(mod(LN(in), sh1, sc1)))) + proj_b) */
-    if (grads) L1(gate_grad_k, (size_t)n * D)(dm + 2 * D, s->dres, a->atto, w->proj_b, n, T, D, ld);
+    if (grads) L1(gate_grad_k, (size_t)n * D)(dm, 2 * D, s->dres, a->atto, w->proj_b, n, T, D, ld, g->bf);
     L1(gate_mul_k, (size_t)N * D)(s->tmp, s->dres, md + 2 * D, N, T, D, ld, g->bf);
     LAUNCHED();
     if (grads) {
@@ -1121,7 +1149,7 @@ static void block_backward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, 
         bgrad(g, d, w->qkv_b, s->qkv, ones, N, 3 * D);
     }
     linear_dinp(g, s->mod, s->qkv, w->qkv_w, N, D, 3 * D);
-    if (grads) L1(mod_grad_k, (size_t)n * D)(dm, dm + D, s->mod, in, a->mean1, a->rstd1, n, T, D, ld);
+    if (grads) L1(mod_grad_k, (size_t)n * D)(dm, 0, D, s->mod, in, a->mean1, a->rstd1, n, T, D, ld, g->bf);
     LW(ln_mod_bwd_k, N)(s->dres, s->mod, in, md + D, a->mean1, a->rstd1, N, T, D, ld);
     LAUNCHED();
     if (grads) { /* adaLN: mods = Linear(c_act) */
@@ -1184,7 +1212,7 @@ extern "C" int dap_dit_cuda_state_create_train(dap_dit_cuda_state **out, const d
 #define PARTS 256 /* the grad norm's partial sums per tensor (one per block) */
 
 extern "C" int dap_dit_cuda_train_begin(dap_dit_cuda *d, const float *ema, const float *m, const float *v) {
-    if (d->bf) return train_bf16_error(d);
+    if (!d->w) return train_bf16_error(d);
     const dap_params *ps = &d->host->params;
     size_t bytes = d->w_floats * sizeof(float), fr = 0, tot = 0;
     /* a step's AdamW and EMA may still be queued on the (non-blocking) stream: the uploads
@@ -1212,6 +1240,7 @@ extern "C" int dap_dit_cuda_train_begin(dap_dit_cuda *d, const float *ema, const
     else CK(cudaMemset(d->ov, 0, bytes));
     CK(cudaMemset(d->gw, 0, bytes));
     CK(cudaDeviceSynchronize());
+    if (d->bf) refresh_bf16(d);
     return DAP_OK;
 }
 
@@ -1236,6 +1265,7 @@ extern "C" void dap_dit_cuda_swap_ema(dap_dit_cuda *d) {
     CK(cudaStreamSynchronize(d->gpu.st));
     float *t = d->w;
     d->w = d->ema, d->ema = t;
+    if (d->bf) refresh_bf16(d);
     bind(d);
 }
 
@@ -1249,12 +1279,12 @@ extern "C" void dap_dit_cuda_backward_params(const dap_dit_cuda *d, dap_dit_cuda
     copy_in(s->gimg, dout, sizeof(float) * (size_t)n * co, g->st);
 
     /* final layer: fout = Linear(mod(LN(h), sh, sc)), [sh sc] = Linear(c_act) */
-    L1(patchify_out_k, (size_t)N * d->Pout)(s->gfout, s->gimg, n, d->Co, cf->patch, d->g);
+    L1(patchify_out_k, (size_t)N * d->Pout)(s->gfout, s->gimg, n, d->Co, cf->patch, d->g, g->bf);
     LAUNCHED();
     wgrad(g, d, d->fin_w, s->gfout, s->modf, N, D, d->Pout);
     bgrad(g, d, d->fin_b, s->gfout, s->ones, N, d->Pout);
     linear_dinp(g, s->mod, s->gfout, d->fin_w, N, D, d->Pout); /* d modf (s->mod is free: modf has its own) */
-    L1(mod_grad_k, (size_t)n * D)(s->gfmods, s->gfmods + D, s->mod, s->feat, s->meanf, s->rstdf, n, T, D, 2 * D);
+    L1(mod_grad_k, (size_t)n * D)(s->gfmods, 0, D, s->mod, s->feat, s->meanf, s->rstdf, n, T, D, 2 * D, g->bf);
     LAUNCHED();
     CK(cudaMemsetAsync(s->dres, 0, sizeof(float) * (size_t)N * D, g->st));
     LW(ln_mod_bwd_k, N)(s->dres, s->mod, s->feat, s->fmods + D, s->meanf, s->rstdf, N, T, D, 2 * D);
@@ -1266,17 +1296,23 @@ extern "C" void dap_dit_cuda_backward_params(const dap_dit_cuda *d, dap_dit_cuda
     for (int l = depth - 1; l >= 0; l--) block_backward(d, s, l, 1);
 
     /* patch embedding (pos_embed is frozen) */
-    wgrad(g, d, d->xe_w, s->dres, s->patches, N, d->Pin, D);
-    bgrad(g, d, d->xe_b, s->dres, s->ones, N, D);
+    const void *dembed = s->dres;
+    if (g->bf) { /* the products read it in BF16 */
+        L1(to_act_k, (size_t)N * D)(s->tmp, s->dres, (idx_t)((size_t)N * D), 1);
+        LAUNCHED();
+        dembed = s->tmp;
+    }
+    wgrad(g, d, d->xe_w, dembed, s->patches, N, d->Pin, D);
+    bgrad(g, d, d->xe_b, dembed, s->ones, N, D);
 
     /* conditioning: c_act = SiLU(c), c = mlp.2(SiLU(mlp.0(freq))) + table[y] */
-    L1(silu_bwd_k, (size_t)n * D)(s->gc, s->gcact, s->c, (idx_t)((size_t)n * D));
-    if (!frozen_at(d, d->ytab)) L1(ytab_grad_k, (size_t)D)(GRAD(d, d->ytab), s->gc, s->y, n, D);
+    L1(silu_bwd_k, (size_t)n * D)(s->gc, s->gcact, s->c, (idx_t)((size_t)n * D), g->bf);
+    if (!frozen_at(d, d->ytab)) L1(ytab_grad_k, (size_t)D)(GRAD(d, d->ytab), s->gc, s->y, n, D, g->bf);
     LAUNCHED();
     wgrad(g, d, d->t2_w, s->gc, s->tact, n, D, D);
     bgrad(g, d, d->t2_b, s->gc, s->ones, n, D);
     linear_dinp(g, s->gtact, s->gc, d->t2_w, n, D, D);
-    L1(silu_bwd_k, (size_t)n * D)(s->gth, s->gtact, s->th, (idx_t)((size_t)n * D));
+    L1(silu_bwd_k, (size_t)n * D)(s->gth, s->gtact, s->th, (idx_t)((size_t)n * D), g->bf);
     LAUNCHED();
     wgrad(g, d, d->t0_w, s->gth, s->tfreq, n, FREQ_DIM, D);
     bgrad(g, d, d->t0_b, s->gth, s->ones, n, D);
@@ -1302,9 +1338,10 @@ __global__ static void sum_parts_k(double *parts, int total) {
 }
 
 /* core/optim.c's dap_adamw_step element by element, the gradient scaled by coef first
- * (dap_clip_grad_norm's g *= coef; coef 1 when not clipping) */
-__global__ static void dit_adamw_k(float *w, const float *g, float *m, float *v, idx_t n, float coef, float keep,
-                                   float b1, float c1, float b2, float c2, float bc2_sqrt, float eps,
+ * (dap_clip_grad_norm's g *= coef; coef 1 when not clipping); wh (bf16 storage, else NULL)
+ * gets the new weight's BF16 */
+__global__ static void dit_adamw_k(float *w, bf16 *wh, const float *g, float *m, float *v, idx_t n, float coef,
+                                   float keep, float b1, float c1, float b2, float c2, float bc2_sqrt, float eps,
                                    float step_size) {
     GRID_LOOP(i, n) {
         float gi = g[i] * coef;
@@ -1313,6 +1350,7 @@ __global__ static void dit_adamw_k(float *w, const float *g, float *m, float *v,
         v[i] = v[i] * b2 + gi * gi * c2;
         float denom = sqrtf(v[i]) / bc2_sqrt + eps;
         w[i] += -step_size * (m[i] / denom);
+        if (wh) wh[i] = __float2bfloat16(w[i]);
     }
 }
 
@@ -1353,7 +1391,8 @@ extern "C" float dap_dit_cuda_train_update(dap_dit_cuda *d, dap_adamw *opt, doub
         if (p->frozen || p->numel == 0) continue;
         const double wd = (p->no_decay && !opt->decay_all) ? 0.0 : opt->weight_decay;
         dit_adamw_k<<<blocks_for(p->numel), THREADS, 0, g->st>>>(
-            d->w + p->offset, d->gw + p->offset, d->om + p->offset, d->ov + p->offset, (idx_t)p->numel, coef,
+            d->w + p->offset, d->wh ? d->wh + p->offset : NULL, d->gw + p->offset, d->om + p->offset,
+            d->ov + p->offset, (idx_t)p->numel, coef,
             (float)(1.0 - lr * wd), (float)opt->beta1, (float)(1.0 - opt->beta1), (float)opt->beta2,
             (float)(1.0 - opt->beta2), (float)sqrt(bc2), (float)opt->eps, (float)(lr / bc1));
     }
