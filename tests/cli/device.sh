@@ -37,11 +37,15 @@ if [ -x "$EMU" ] && have_fmnist; then
   # an inference model under bf16 keeps BF16 weights and product inputs (the unit tests compare it with the CPU)
   expect_ok "emulated GPU: sample --precision bf16" samp "$tmp/emu-b" $EMU --device cuda --precision bf16
   [ -f "$tmp/emu-b/Dress/1.png" ] && ok "emulated GPU: bf16 images written" || bad "emulated GPU: bf16 images written"
+  # training under bf16: FP32 master weights saved, BF16 copy and activations on the device
+  expect_ok "emulated GPU: train --precision bf16" env DAP_EMU_MEM_MB=256 $EMU train --data fmnist --config fm-tiny \
+    --steps 2 --batch 4 --val-per-class 0 --device cuda --precision bf16 --out "$tmp/emu-tb.safetensors"
   [ ! -e "$tmp/emu-w" ] && [ ! -e "$tmp/emu-a" ] && ok "emulated GPU: no output from a refused device" ||
     bad "emulated GPU: no output from a refused device"
 else
   for t in "sample --device cuda" "sample gives the CPU's images" "weights larger than the device" \
            "activations larger than the device" "sample --precision bf16" "bf16 images written" \
+           "train --precision bf16" \
            "no output from a refused device"; do
     skip "emulated GPU: $t" "no build-emu/dap (make emu) or no Fashion-MNIST"
   done
