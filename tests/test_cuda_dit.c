@@ -279,6 +279,14 @@ static void randomise(dap_dit *m, uint64_t seed) {
     }
 }
 
+/* The device model's output for x, t, y (an inference state of batch n) */
+static void device_out(dap_dit_cuda *d, int n, float *out, const float *x, const float *t, const int *y) {
+    dap_dit_cuda_state *s = NULL;
+    CHECK(dap_dit_cuda_state_create(&s, d, n, 0) == DAP_OK);
+    if (s) dap_dit_cuda_forward(d, s, out, x, t, y, 0);
+    dap_dit_cuda_state_destroy(s);
+}
+
 /* Forward (full), features at block l and the backward from l, batch n of a state
  * planned for `cap`, on the CPU and on the device in precision p; returns pass (1). */
 static int model_parity(const char *name, dap_dit *m, int n, int cap, int l, int cache, int p) {
@@ -377,6 +385,25 @@ DAP_TEST(cuda_dit_matches_cpu) {
                w16, st[0], st[1]);
         CHECK(w16 < 0.6 * w32 && w16 > 0.5 * w32);
         CHECK(st[1] < 0.9 * st[0]);
+        if (d[0] && d[1]) { /* a sampling state (no cached block) shrinks too */
+            size_t s0 = dap_dit_cuda_state_bytes_for(d[0], 6, 0), s1 = dap_dit_cuda_state_bytes_for(d[1], 6, 0);
+            printf("    bf16 storage: a sampling state (batch 6) %zu -> %zu bytes\n", s0, s1);
+            CHECK(s1 < s0);
+            /* its forward (the uncached path: the scratch set, the stream) against the CPU */
+            const int n = 5;
+            size_t in = (size_t)c.in_channels * c.input_size * c.input_size, on = (size_t)m->out_channels * c.input_size * c.input_size;
+            dap_rng r;
+            dap_rng_init(&r, 78, 0);
+            float *x = randn(&r, n * in, 1), *t = dap_alloc_f32(n), *ow = dap_alloc_f32(n * on), *og = dap_alloc_f32(n * on);
+            int y[5] = {0, 10, 4, 4, 9};
+            for (int b = 0; b < n; b++) t[b] = (float)(b * 313 % 1000);
+            dap_dit_state *cs = dap_dit_state_create(m, n);
+            dap_dit_forward(m, cs, ow, x, t, y, 0);
+            dap_dit_state_destroy(cs);
+            device_out(d[1], n, og, x, t, y);
+            CHECK(cmp("bf16, no cached block: output", og, ow, n * on, k_rel_tol[2], k_l2_tol[2]) <= 1);
+            dap_free_aligned(x), dap_free_aligned(t), dap_free_aligned(ow), dap_free_aligned(og);
+        }
         /* training updates FP32 weights: refused on a BF16 model before any work */
         dap_dit_cuda_state *ts = NULL;
         CHECK(d[1] && dap_dit_cuda_state_create_train(&ts, d[1], 2) == DAP_ERR_ARG && ts == NULL);
@@ -398,6 +425,7 @@ DAP_TEST(cuda_dit_matches_cpu) {
     randomise(m, 7);
     CHECK(model_parity("fm-tiny, l 1 cache 2", m, 4, 4, 1, 2, DAP_PRECISION_FP32));
     CHECK(model_parity("fm-tiny, l 2 cache 2", m, 2, 4, 2, 2, DAP_PRECISION_TF32));
+    if (dap_cuda_bf16_supported()) CHECK(model_parity("fm-tiny, l 1 cache 2", m, 3, 4, 1, 2, DAP_PRECISION_BF16));
     dap_dit_destroy(m);
     /* DiT-XL/2's shape (675 M weights, 256 tokens, 16 heads) at batch 1, block 8 */
     size_t fr = 0, tot = 0;
@@ -705,14 +733,6 @@ DAP_TEST(cuda_dit_train_matches_cpu) {
 }
 
 #ifdef DAP_CUDA
-/* The device model's output for x, t, y (an inference state of batch n) */
-static void device_out(dap_dit_cuda *d, int n, float *out, const float *x, const float *t, const int *y) {
-    dap_dit_cuda_state *s = NULL;
-    CHECK(dap_dit_cuda_state_create(&s, d, n, 0) == DAP_OK);
-    if (s) dap_dit_cuda_forward(d, s, out, x, t, y, 0);
-    dap_dit_cuda_state_destroy(s);
-}
-
 /* The training model's BF16 copy against a fresh BF16 inference model made from weights w:
  * the same outputs (pass: 1) */
 static int bf16_copy_follows(const char *what, dap_dit *mg, const float *w, int n, const float *x, const float *t,

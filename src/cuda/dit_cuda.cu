@@ -577,7 +577,8 @@ static void bind(dap_dit_cuda *d) {
     }
 }
 
-/* BF16 of an FP32 value, to nearest (ties to even), as __float2bfloat16 */
+/* BF16 of an FP32 value, to nearest (ties to even), as __float2bfloat16 (a NaN stays a NaN,
+ * its payload kept and quieted; a GPU writes 0x7fff) */
 static unsigned short bf16_bits(float x) {
     unsigned int u;
     memcpy(&u, &x, 4);
@@ -661,7 +662,7 @@ struct dap_dit_cuda_state {
     int *y;                          /* (n) */
     float *tfreq, *th, *tact, *c, *cact; /* (n, 256), (n, D) x4 */
     float *patches, *embed, *stream; /* (N, C p p), (N, D), (N, D) */
-    float *scores;                   /* bf16 storage: (n, NH, T, T) FP32 attention scores, and dP */
+    float *scores;                   /* bf16 storage: (n, NH, T, T) FP32 attention scores, and dP (in hbuf) */
     dacts *blk;                      /* cache_blocks + 1 */
     float *mod, *qkv, *yh, *ybuf, *tmp, *hbuf; /* scratch: (N, D), (N, 3D), (N, D) x3, (N, H4) */
     float *fmods, *fout;             /* (n, 2D), (N, p p Co) */
@@ -726,7 +727,8 @@ static void carve(arena *a, dap_dit_cuda_state *s, const dims &z) {
         int scratch = l == s->cache_blocks;
         b->mods = take(a, z.B * 6 * z.D);
         b->mean1 = take(a, z.N), b->rstd1 = take(a, z.N), b->mean2 = take(a, z.N), b->rstd2 = take(a, z.N);
-        int qbf = z.bf && !scratch; /* the scratch set's hold dq, dk, dv (FP32) on the way back */
+        /* the scratch set's hold dq, dk, dv (FP32) on the way back, when there is one */
+        int qbf = z.bf && (!scratch || s->cache_blocks == 0);
         b->q = take_act(a, z.N * z.D, qbf), b->k = take_act(a, z.N * z.D, qbf), b->v = take_act(a, z.N * z.D, qbf);
         b->P = take_act(a, z.B * z.NH * z.T * z.T, z.bf);
         b->mid = scratch ? s->stream : take(a, z.N * z.D);
@@ -742,10 +744,13 @@ static void carve(arena *a, dap_dit_cuda_state *s, const dims &z) {
     s->mod = take(a, z.N * z.D);
     s->qkv = take(a, z.N * 3 * z.D);
     s->yh = take(a, z.N * z.D), s->ybuf = take(a, z.N * z.D), s->tmp = take(a, z.N * z.D);
-    s->hbuf = take(a, z.N * z.H4);
+    /* bf16: the attention scores (FP32) share hbuf: a block's forward writes its GELU output
+     * there after the softmax read them, its backward writes dP after gelu_bwd read hbuf */
+    const size_t tt = z.B * z.NH * z.T * z.T;
+    s->hbuf = take(a, z.bf && tt > z.N * z.H4 ? tt : z.N * z.H4);
+    if (z.bf) s->scores = s->hbuf;
     s->fmods = take(a, z.B * 2 * z.D);
     s->fout = take(a, z.N * z.Pout);
-    if (z.bf) s->scores = take(a, z.B * z.NH * z.T * z.T);
     if (s->cache_blocks == 0) return;
     s->dres = take(a, z.N * z.D);
     s->dpatches = take(a, z.N * z.Pin);
