@@ -583,6 +583,50 @@ static dap_train_config train_cfg(void) {
     tc.batch = 6, tc.lr = 1e-3, tc.weight_decay = 0.01, tc.ema_decay = 0.9, tc.grad_clip = 1.1f, tc.seed = 3; /* the first steps clip, the later not */
     return tc;
 }
+
+/* A batch of 5 for the trainers' backward: 10 is the null class, 3 twice (the label
+ * table's rows add) */
+typedef struct tbatch {
+    int n, y[5];
+    float *x, *dout, *t, *out, *grad; /* grad: the device's gradients (the table's layout) */
+} tbatch;
+
+static tbatch tbatch_make(const dap_dit *m) {
+    const dap_dit_config *c = &m->cfg;
+    const size_t in = (size_t)c->in_channels * c->input_size * c->input_size;
+    const size_t on = (size_t)m->out_channels * c->input_size * c->input_size;
+    tbatch b = {.n = 5, .y = {0, 3, 10, 3, 9}};
+    dap_rng r;
+    dap_rng_init(&r, 21, 0);
+    b.x = randn(&r, b.n * in, 1), b.dout = randn(&r, b.n * on, 0.1f);
+    b.t = dap_alloc_f32(b.n), b.out = dap_alloc_f32(b.n * on), b.grad = dap_alloc_f32(m->params.total);
+    for (int i = 0; i < b.n; i++) b.t[i] = (float)(i * 211 % 1000);
+    return b;
+}
+
+static void tbatch_free(tbatch *b) {
+    dap_free_aligned(b->x), dap_free_aligned(b->dout), dap_free_aligned(b->t), dap_free_aligned(b->out);
+    dap_free_aligned(b->grad);
+}
+
+/* One backward of the batch: on the CPU (mc's grad) and in a device training state (its
+ * gradients into b->grad) */
+static void backward_pair(dap_dit *mc, dap_dit *mg, tbatch *b) {
+    dap_dit_state *s = dap_dit_state_create(mc, b->n);
+    dap_params_zero_grad(&mc->params);
+    dap_dit_forward(mc, s, b->out, b->x, b->t, b->y, 0);
+    dap_dit_backward(mc, s, b->dout, NULL);
+    dap_dit_state_destroy(s);
+    CHECK(dap_dit_train_begin(mg, mg->params.data, &(dap_adamw){0}) == DAP_OK);
+    s = dap_dit_state_create_train(mg, b->n);
+    CHECK(s != NULL);
+    if (!s) return;
+    printf("    device training state: %.2f MiB\n", (double)dap_dit_state_bytes(s) / 1048576.0);
+    dap_dit_forward(mg, s, b->out, b->x, b->t, b->y, 0);
+    dap_dit_backward(mg, s, b->dout, NULL);
+    dap_dit_state_destroy(s);
+    dap_dit_cuda_grad_download(mg->dev, b->grad);
+}
 #endif
 
 /* The DiT trainer on the GPU (dap train --device cuda) against the CPU's: every tensor's
@@ -598,35 +642,18 @@ DAP_TEST(cuda_dit_train_matches_cpu) {
     if (!mc || !mg) return;
     const dap_dit_config *c = &mc->cfg;
     /* 1. one backward, tensor by tensor */
-    const int n = 5;
-    const size_t in = (size_t)c->in_channels * c->input_size * c->input_size;
-    const size_t on = (size_t)mc->out_channels * c->input_size * c->input_size;
-    dap_rng r;
-    dap_rng_init(&r, 21, 0);
-    float *x = randn(&r, n * in, 1), *dout = randn(&r, n * on, 0.1f), *t = dap_alloc_f32(n), *out = dap_alloc_f32(n * on);
-    int y[5] = {0, 3, 10, 3, 9}; /* 10: the null class; 3 twice (the label table's rows add) */
-    for (int b = 0; b < n; b++) t[b] = (float)(b * 211 % 1000);
     CHECK(dap_device_select("cuda") == DAP_OK);
     CHECK(dap_dit_to_device(mg) == DAP_OK && mg->dev != NULL);
     dap_device_select("cpu");
-    float *gg = dap_alloc_f32(mg->params.total);
+    tbatch tb = tbatch_make(mc);
+    float *gg = tb.grad;
     /* every tensor trainable (the frozen pos_embed aside), then DiffFit's set (the weights
      * frozen: their products skipped on the device, their gradients the CPU's zeros) */
     for (int difffit = 0; difffit < 2; difffit++) {
         if (difffit)
             for (int k = 0; k < mc->params.n; k++)
                 if (!dap_train_difffit_key(mc->params.p[k].key)) mc->params.p[k].frozen = mg->params.p[k].frozen = 1;
-        dap_dit_state *s = dap_dit_state_create(mc, n);
-        dap_params_zero_grad(&mc->params);
-        dap_dit_forward(mc, s, out, x, t, y, 0);
-        dap_dit_backward(mc, s, dout, NULL);
-        dap_dit_state_destroy(s);
-        CHECK(dap_dit_train_begin(mg, mg->params.data, &(dap_adamw){0}) == DAP_OK);
-        s = dap_dit_state_create_train(mg, n);
-        dap_dit_forward(mg, s, out, x, t, y, 0);
-        dap_dit_backward(mg, s, dout, NULL);
-        dap_dit_state_destroy(s);
-        dap_dit_cuda_grad_download(mg->dev, gg);
+        backward_pair(mc, mg, &tb);
         double worst = 0;
         int frozen = 0;
         for (int k = 0; k < mc->params.n; k++) {
@@ -640,7 +667,7 @@ DAP_TEST(cuda_dit_train_matches_cpu) {
         CHECK(difffit ? frozen > 1 : frozen == 1);
         CHECK_MSG(worst <= 1, "a parameter gradient differs from the CPU's (worst %.3g of its tolerance)", worst);
     }
-    dap_free_aligned(gg), dap_free_aligned(x), dap_free_aligned(dout), dap_free_aligned(t), dap_free_aligned(out);
+    tbatch_free(&tb);
     dap_dit_destroy(mc);
     dap_dit_destroy(mg);
 
@@ -766,7 +793,6 @@ DAP_TEST(cuda_dit_train_bf16) {
     dap_dit *mc = NULL, *mg = NULL;
     train_pair(&mc, &mg);
     if (!mc || !mg) return;
-    const dap_dit_config *c = &mc->cfg;
     CHECK(dap_device_select("cuda") == DAP_OK && dap_device_set_precision("bf16") == DAP_OK);
     CHECK(dap_dit_to_device(mg) == DAP_OK && mg->dev != NULL);
     dap_device_set_precision("fp32");
@@ -775,30 +801,12 @@ DAP_TEST(cuda_dit_train_bf16) {
     const dap_params *pc = &mc->params;
     CHECK(dap_dit_cuda_weight_bytes(mg, DAP_PRECISION_BF16) == pc->total * 6);
     /* 1. one backward */
-    const int n = 5;
-    const size_t in = (size_t)c->in_channels * c->input_size * c->input_size;
-    const size_t on = (size_t)mc->out_channels * c->input_size * c->input_size;
-    dap_rng r;
-    dap_rng_init(&r, 21, 0);
-    float *x = randn(&r, n * in, 1), *dout = randn(&r, n * on, 0.1f), *t = dap_alloc_f32(n), *out = dap_alloc_f32(n * on);
-    int y[5] = {0, 3, 10, 3, 9};
-    for (int b = 0; b < n; b++) t[b] = (float)(b * 211 % 1000);
-    float *gg = dap_alloc_f32(pc->total);
-    dap_dit_state *s = dap_dit_state_create(mc, n);
-    dap_params_zero_grad(&mc->params);
-    dap_dit_forward(mc, s, out, x, t, y, 0);
-    dap_dit_backward(mc, s, dout, NULL);
-    dap_dit_state_destroy(s);
-    CHECK(dap_dit_train_begin(mg, mg->params.data, &(dap_adamw){0}) == DAP_OK);
-    s = dap_dit_state_create_train(mg, n);
-    CHECK(s != NULL);
-    if (s) {
-        printf("    bf16 training state: %.2f MiB\n", (double)dap_dit_state_bytes(s) / 1048576.0);
-        dap_dit_forward(mg, s, out, x, t, y, 0);
-        dap_dit_backward(mg, s, dout, NULL);
-        dap_dit_state_destroy(s);
-    }
-    dap_dit_cuda_grad_download(mg->dev, gg);
+    tbatch tb = tbatch_make(mc);
+    float *gg = tb.grad;
+    const int n = tb.n;
+    const float *x = tb.x, *t = tb.t;
+    const int *y = tb.y;
+    backward_pair(mc, mg, &tb);
     /* every gradient together, and each tensor's by itself (small tensors: a looser bound) */
     CHECK(cmp("bf16: all gradients", gg, pc->grad, pc->total, 1e9, 2e-2) <= 1);
     double worst = 0;
@@ -839,7 +847,7 @@ DAP_TEST(cuda_dit_train_bf16) {
     dap_trainer_destroy(tr[0]); /* a trainer owns its model (from dap_trainer_create on, failed or not) */
     dap_trainer_destroy(tr[1]);
     dap_dataset_free(&ds);
-    dap_free_aligned(gg), dap_free_aligned(x), dap_free_aligned(dout), dap_free_aligned(t), dap_free_aligned(out);
+    tbatch_free(&tb);
 #endif
 }
 
