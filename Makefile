@@ -143,7 +143,7 @@ emu:
 test-emu: emu
 	./build-emu/emu_selftest
 	./build-emu/dap_tests device_select cuda
-	DAP_EMU_ASYNC=1 DAP_EMU_REVERSE=1 DAP_EMU_MEM_MB=8192 ./build-emu/dap_tests device_select cuda
+	DAP_EMU_ASYNC=1 DAP_EMU_REVERSE=1 DAP_CUDA_SPLIT_STATE=1 DAP_EMU_MEM_MB=8192 ./build-emu/dap_tests device_select cuda
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -22,8 +22,9 @@ echo "== the CUDA backend's tests on the CPU (build-emu/, tests/cuda-emu)"
 ./build-emu/emu_selftest 2>&1 | tee "$log/emu-self.txt"; count "$log/emu-self.txt"
 # 8 GiB of emulated device memory: DiT-XL/2 (a minute here) is left to make test-emu
 DAP_EMU_MEM_MB=8192 ./build-emu/dap_tests device_select cuda 2>&1 | tee "$log/emu.txt"; count "$log/emu.txt"
-# again with each stream's work as late as CUDA allows, blocks and threads last first
-DAP_EMU_ASYNC=1 DAP_EMU_REVERSE=1 DAP_EMU_MEM_MB=8192 ./build-emu/dap_tests device_select cuda 2>&1 |
+# again with each stream's work as late as CUDA allows, blocks and threads last first, and each
+# DiT state buffer an allocation of its own (an overrun meets guard bytes, not the next buffer)
+DAP_EMU_ASYNC=1 DAP_EMU_REVERSE=1 DAP_CUDA_SPLIT_STATE=1 DAP_EMU_MEM_MB=8192 ./build-emu/dap_tests device_select cuda 2>&1 |
   tee "$log/emu-async.txt"; count "$log/emu-async.txt"
 echo "== command-line tests"
 bash tests/cli.sh 2>&1 | tee "$log/cli.txt"; count "$log/cli.txt"

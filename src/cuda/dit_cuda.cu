@@ -592,6 +592,8 @@ static void refresh_bf16(dap_dit_cuda *d);
 
 extern "C" void dap_dit_cuda_upload(dap_dit_cuda *d, const dap_dit *m) {
     DAP_ASSERT(m->params.total == d->w_floats);
+    /* the copies below run on the legacy stream: work queued on the model's must land first */
+    if (d->gpu.st) CK(cudaStreamSynchronize(d->gpu.st));
     if (d->w) {
         CK(cudaMemcpy(d->w, m->params.data, d->w_floats * sizeof(float), cudaMemcpyHostToDevice));
         CK(cudaDeviceSynchronize());
@@ -657,6 +659,8 @@ typedef struct dacts { /* what block l keeps (the scratch set: mid, out alias th
 struct dap_dit_cuda_state {
     int batch, n, cache_blocks, blocks_done;
     float *mem;
+    float **slots;                   /* DAP_CUDA_SPLIT_STATE: a buffer an allocation (mem NULL) */
+    size_t nslots;
     size_t floats;
     float *x, *t, *fout_img;         /* (n, C, H, W), (n), (n, Co, H, W) */
     int *y;                          /* (n) */
@@ -678,15 +682,27 @@ struct dap_dit_cuda_state {
     float *ones;                     /* (max(N, n)) of 1: bias gradients as products */
 };
 
+/* Carves a state's buffers from one allocation (base), or plans them (base NULL). split
+ * (DAP_CUDA_SPLIT_STATE=1, a check): each buffer is an allocation of its exact size instead,
+ * so that a kernel writing past a buffer's end meets the CUDA emulator's guard bytes rather
+ * than the next buffer. */
 typedef struct arena {
     float *base;
     size_t used, largest;
+    int split;
+    float **owned; /* split: the allocations */
+    size_t nowned;
 } arena;
 
 static float *take(arena *a, size_t n) {
     float *p = a->base ? a->base + a->used : NULL;
     if (n > a->largest) a->largest = n;
     a->used += (n + 63) & ~(size_t)63; /* 256-byte alignment */
+    if (a->split) {
+        CK(cudaMalloc(&p, (n ? n : 1) * sizeof(float)));
+        a->owned = (float **)dap_realloc(a->owned, (a->nowned + 1) * sizeof *a->owned);
+        a->owned[a->nowned++] = p;
+    }
     return p;
 }
 
@@ -771,7 +787,7 @@ static size_t plan(const dap_dit_cuda *d, int batch, int cache_blocks, int train
     s.train = train;
     dacts *blk = (dacts *)dap_calloc((size_t)cache_blocks + 1, sizeof *blk);
     s.blk = blk;
-    arena a = {NULL, 0, 0};
+    arena a = {NULL, 0, 0, 0, NULL, 0};
     carve(&a, &s, dims_of(d, batch));
     free(blk);
     if (largest) *largest = a.largest;
@@ -811,7 +827,13 @@ static int state_create(dap_dit_cuda_state **out, const dap_dit_cuda *d, int bat
     s->cache_blocks = cache_blocks;
     s->train = train;
     s->blk = (dacts *)dap_calloc((size_t)cache_blocks + 1, sizeof *s->blk);
-    cudaError_t e = cudaMalloc(&s->mem, bytes);
+    const char *split = getenv("DAP_CUDA_SPLIT_STATE");
+    if (split && atoi(split) > 0) {
+        arena a = {NULL, 0, 0, 1, NULL, 0};
+        carve(&a, s, dims_of(d, batch));
+        s->slots = a.owned, s->nslots = a.nowned;
+    }
+    cudaError_t e = s->slots ? cudaSuccess : cudaMalloc(&s->mem, bytes);
     if (e != cudaSuccess) {
         free(s->blk), free(s);
         cudaGetLastError();
@@ -820,8 +842,10 @@ static int state_create(dap_dit_cuda_state **out, const dap_dit_cuda *d, int bat
                          cudaGetErrorString(e));
     }
     s->floats = bytes / sizeof(float);
-    arena a = {s->mem, 0, 0};
-    carve(&a, s, dims_of(d, batch));
+    if (!s->slots) {
+        arena a = {s->mem, 0, 0, 0, NULL, 0};
+        carve(&a, s, dims_of(d, batch));
+    }
     if (train) {
         size_t n1 = (size_t)batch * d->T > (size_t)batch ? (size_t)batch * d->T : (size_t)batch;
         fill_k<<<blocks_for(n1), THREADS>>>(s->ones, 1.0f, (idx_t)n1, d->bf);
@@ -840,6 +864,8 @@ extern "C" int dap_dit_cuda_state_create(dap_dit_cuda_state **out, const dap_dit
 extern "C" void dap_dit_cuda_state_destroy(dap_dit_cuda_state *s) {
     if (!s) return;
     cudaFree(s->mem);
+    for (size_t i = 0; i < s->nslots; i++) cudaFree(s->slots[i]);
+    free(s->slots);
     free(s->blk);
     free(s);
 }
