@@ -577,18 +577,17 @@ static void bind(dap_dit_cuda *d) {
     }
 }
 
-/* BF16 of an FP32 value, to nearest (ties to even), as __float2bfloat16 (a NaN stays a NaN,
- * its payload kept and quieted; a GPU writes 0x7fff) */
-static unsigned short bf16_bits(float x) {
-    unsigned int u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return (unsigned short)((u >> 16) | 0x40); /* NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (unsigned short)(u >> 16);
+/* dst = BF16(src), n values of device memory, on the model's stream and waited for: the
+ * one rounding of weights to BF16 (the kernels' __float2bfloat16) */
+static void to_bf16(const gpu *g, bf16 *dst, const float *src, size_t n) {
+    DAP_ASSERT(n < IDX_LIMIT);
+    to_act_k<<<blocks_for(n), THREADS, 0, g->st>>>(dst, src, (idx_t)n, 1);
+    LAUNCHED();
+    CK(cudaStreamSynchronize(g->st));
 }
 
-/* wh = BF16(w), after w changed (an upload, an AdamW step, the EMA swap) */
-static void refresh_bf16(dap_dit_cuda *d);
+/* wh = BF16(w), after w changed (an upload, the EMA swap; AdamW writes both itself) */
+static void refresh_bf16(dap_dit_cuda *d) { to_bf16(&d->gpu, d->wh, d->w, d->w_floats); }
 
 extern "C" void dap_dit_cuda_upload(dap_dit_cuda *d, const dap_dit *m) {
     DAP_ASSERT(m->params.total == d->w_floats);
@@ -599,15 +598,18 @@ extern "C" void dap_dit_cuda_upload(dap_dit_cuda *d, const dap_dit *m) {
         CK(cudaDeviceSynchronize());
         if (d->bf) refresh_bf16(d);
     } else {
-        /* the matrices rounded to BF16 on the host, a chunk at a time; the vectors as they are */
-        const size_t chunk = (size_t)1 << 24;
-        unsigned short *h = (unsigned short *)dap_malloc(sizeof *h * (d->w_floats < chunk ? d->w_floats : chunk));
+        /* the table through a 16 MiB FP32 staging buffer, rounded there a chunk at a time;
+         * the vectors as they are */
+        const size_t chunk = (size_t)1 << 22, len0 = d->w_floats < chunk ? d->w_floats : chunk;
+        float *stage = NULL;
+        CK(cudaMalloc(&stage, (len0 ? len0 : 1) * sizeof(float)));
         for (size_t at = 0; at < d->w_floats; at += chunk) {
             size_t len = d->w_floats - at < chunk ? d->w_floats - at : chunk;
-            for (size_t i = 0; i < len; i++) h[i] = bf16_bits(m->params.data[at + i]);
-            CK(cudaMemcpy(d->wh + at, h, len * sizeof *h, cudaMemcpyHostToDevice));
+            CK(cudaMemcpy(stage, m->params.data + at, len * sizeof(float), cudaMemcpyHostToDevice));
+            CK(cudaDeviceSynchronize()); /* a pageable copy may still be in flight */
+            to_bf16(&d->gpu, d->wh + at, stage, len);
         }
-        free(h);
+        CK(cudaFree(stage));
         for (int i = 0; i < m->params.n; i++) {
             const dap_param *p = &m->params.p[i];
             if (!is_matrix(p) && p->numel)
@@ -618,12 +620,6 @@ extern "C" void dap_dit_cuda_upload(dap_dit_cuda *d, const dap_dit *m) {
     /* a pageable copy may still be in flight when cudaMemcpy returns, and the model's stream
      * does not wait for the legacy stream */
     CK(cudaDeviceSynchronize());
-}
-
-static void refresh_bf16(dap_dit_cuda *d) {
-    to_act_k<<<blocks_for(d->w_floats), THREADS, 0, d->gpu.st>>>(d->wh, d->w, (idx_t)d->w_floats, 1);
-    LAUNCHED();
-    CK(cudaStreamSynchronize(d->gpu.st));
 }
 
 extern "C" void dap_dit_cuda_destroy(dap_dit_cuda *d) {
@@ -1190,6 +1186,15 @@ static void block_backward(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, 
     }
 }
 
+/* d(embed) = s->dres (N, D) as the patch embedding's products read it: itself in FP32, a
+ * BF16 copy in s->tmp (free after the blocks' backward) under bf16 */
+static const void *dres_operand(const gpu *g, dap_dit_cuda_state *s, int N, int D) {
+    if (!g->bf) return s->dres;
+    L1(to_act_k, (size_t)N * D)(s->tmp, s->dres, (idx_t)((size_t)N * D), 1);
+    LAUNCHED();
+    return s->tmp;
+}
+
 /* From s->dres = d(block l's output) down to dx. Uses only the cached sets 0..l-1 (left as
  * they are: a second backward from the same forward is allowed, as on the CPU); the
  * scratch set's buffers hold the gradients. */
@@ -1198,13 +1203,7 @@ static void backward_below(const dap_dit_cuda *d, dap_dit_cuda_state *s, int l, 
     const dap_dit_config *cf = &d->cfg;
     int n = s->n, N = n * d->T, D = d->D;
     for (int k = l - 1; k >= 0; k--) block_backward(d, s, k, 0);
-    const void *dembed = s->dres;
-    if (g->bf) { /* the product reads its input in BF16 */
-        L1(to_act_k, (size_t)N * D)(s->tmp, s->dres, (idx_t)((size_t)N * D), 1);
-        LAUNCHED();
-        dembed = s->tmp;
-    }
-    linear_dinp(g, s->dpatches, dembed, d->xe_w, N, d->Pin, D);
+    linear_dinp(g, s->dpatches, dres_operand(g, s, N, D), d->xe_w, N, d->Pin, D);
     L1(patchify_k, (size_t)N * d->Pin)(s->dpatches, s->dx, n, cf->in_channels, cf->patch, d->g, 1, 0);
     LAUNCHED();
     size_t cin = (size_t)cf->in_channels * cf->input_size * cf->input_size;
@@ -1327,12 +1326,7 @@ extern "C" void dap_dit_cuda_backward_params(const dap_dit_cuda *d, dap_dit_cuda
     for (int l = depth - 1; l >= 0; l--) block_backward(d, s, l, 1);
 
     /* patch embedding (pos_embed is frozen) */
-    const void *dembed = s->dres;
-    if (g->bf) { /* the products read it in BF16 */
-        L1(to_act_k, (size_t)N * D)(s->tmp, s->dres, (idx_t)((size_t)N * D), 1);
-        LAUNCHED();
-        dembed = s->tmp;
-    }
+    const void *dembed = dres_operand(g, s, N, D);
     wgrad(g, d, d->xe_w, dembed, s->patches, N, d->Pin, D);
     bgrad(g, d, d->xe_b, dembed, s->ones, N, D);
 
